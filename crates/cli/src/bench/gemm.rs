@@ -1,0 +1,168 @@
+//! `tessera bench gemm`: tessera's GEMM against matrixmultiply on the same inputs, in one
+//! process, interleaved after warm-up; prints median GFLOP/s of each and their ratio.
+
+use super::BenchArgs;
+use crate::timing::{reps_for, stats, time_once};
+use tessera::kernels::gemm::{gemm, Epilogue, GemmConfig, MatMut, MatRef};
+use tessera::kernels::Isa;
+
+/// The standard shapes (m, n, k, label): square sizes and the layers of the four networks.
+const STANDARD: &[(usize, usize, usize, &str)] = &[
+    (256, 256, 256, "256^3"),
+    (512, 512, 512, "512^3"),
+    (1024, 1024, 1024, "1024^3"),
+    (2048, 2048, 2048, "2048^3"),
+    (197, 2304, 768, "ViT-B/16 qkv"),
+    (197, 768, 3072, "ViT-B/16 MLP fc2"),
+    (3136, 64, 576, "ResNet 3x3 conv (im2col)"),
+    (12544, 96, 16, "MobileNetV2 1x1 conv"),
+];
+
+fn random(len: usize, seed: u64) -> Vec<f32> {
+    // xorshift64*: deterministic inputs in [-1, 1).
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            let r = s.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            ((r >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+struct Row {
+    m: usize,
+    n: usize,
+    k: usize,
+    label: String,
+    tessera: f64,
+    mm: f64,
+}
+
+fn measure(m: usize, n: usize, k: usize, threads: usize, isa: Isa) -> Result<(f64, f64), String> {
+    let a = random(m * k, 1);
+    let b = random(k * n, 2);
+    let mut c = vec![0.0f32; m * n];
+    let cfg = GemmConfig {
+        isa: Some(isa),
+        threads,
+    };
+    let run_tessera = |c: &mut [f32]| {
+        gemm(
+            1.0,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            0.0,
+            MatMut::row_major(c, m, n),
+            Epilogue::NONE,
+            &cfg,
+        )
+    };
+    let run_mm = |c: &mut [f32]| {
+        // SAFETY: a, b, c are dense row-major buffers of exactly m*k, k*n, m*n floats.
+        unsafe {
+            matrixmultiply::sgemm(
+                m,
+                k,
+                n,
+                1.0,
+                a.as_ptr(),
+                k as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        }
+    };
+    // Warm-up: caches, page faults, packing buffers, thread pools.
+    let mut err = None;
+    let one = time_once(|| err = run_tessera(&mut c).err());
+    if let Some(e) = err {
+        return Err(e.to_string());
+    }
+    time_once(|| run_mm(&mut c));
+    let reps = reps_for(one, 1.5, 5, 200);
+    let (mut tt, mut tm) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+    for _ in 0..reps {
+        // Interleaved, so drift in machine load hits both alike.
+        tt.push(time_once(|| {
+            let _ = run_tessera(&mut c);
+        }));
+        tm.push(time_once(|| run_mm(&mut c)));
+    }
+    let flops = 2.0 * m as f64 * n as f64 * k as f64;
+    Ok((
+        flops / stats(tt).median / 1e9,
+        flops / stats(tm).median / 1e9,
+    ))
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    let shapes: Vec<(usize, usize, usize, String)> = match (args.m, args.n, args.k) {
+        (None, None, None) => STANDARD
+            .iter()
+            .map(|&(m, n, k, l)| (m, n, k, l.to_string()))
+            .collect(),
+        (Some(m), Some(n), Some(k)) => vec![(m, n, k, format!("{m}x{n}x{k}"))],
+        _ => {
+            return Err(
+                "bench gemm: give all of --m, --n and --k, or none for the standard set".into(),
+            )
+        }
+    };
+    let threads = crate::init_threads(args.threads)?;
+    // matrixmultiply reads its thread count from the environment once, at first use.
+    std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
+    let isa = Isa::current().map_err(|e| e.to_string())?;
+    if !args.json {
+        println!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, interleaved runs");
+        println!(
+            "{:<28} {:>18} {:>10} {:>16} {:>7}",
+            "shape", "m x n x k", "tessera", "matrixmultiply", "ratio"
+        );
+    }
+    let mut rows = Vec::new();
+    for (m, n, k, label) in shapes {
+        let (t, mm) = measure(m, n, k, threads, isa)?;
+        let row = Row {
+            m,
+            n,
+            k,
+            label,
+            tessera: t,
+            mm,
+        };
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "op": "gemm", "m": row.m, "n": row.n, "k": row.k, "threads": threads, "isa": isa.name(),
+                    "tessera_gflops": round2(row.tessera), "matrixmultiply_gflops": round2(row.mm),
+                })
+            );
+        } else {
+            println!(
+                "{:<28} {:>18} {:>10.1} {:>16.1} {:>6.2}x",
+                row.label,
+                format!("{}x{}x{}", row.m, row.n, row.k),
+                row.tessera,
+                row.mm,
+                row.tessera / row.mm
+            );
+        }
+        rows.push(row);
+    }
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}

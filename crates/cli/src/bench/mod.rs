@@ -1,0 +1,37 @@
+//! `tessera bench TARGET`: side-by-side benchmarks that print medians and ratios.
+//!
+//! Targets: `gemm`. Each target validates that the options given apply to it.
+
+mod gemm;
+
+use clap::Args;
+
+/// Options of `tessera bench`; which apply depends on the target.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// What to measure: `gemm`.
+    pub target: String,
+    /// Rows of A and C (gemm; with --n and --k, one custom shape instead of the standard set).
+    #[arg(long)]
+    pub m: Option<usize>,
+    /// Columns of B and C (gemm).
+    #[arg(long)]
+    pub n: Option<usize>,
+    /// Inner dimension (gemm).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `tessera bench`.
+pub fn run(args: &BenchArgs) -> Result<(), String> {
+    match args.target.as_str() {
+        "gemm" => gemm::run(args),
+        other => Err(format!("bench: unknown target {other:?}; expected gemm")),
+    }
+}

@@ -1,0 +1,41 @@
+//! Timing helpers shared by the benchmark sub-commands: warm-up, repeated runs, medians.
+
+use std::time::Instant;
+
+/// Summary statistics of repeated timings, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Stats {
+    pub median: f64,
+}
+
+/// Percentile of a sample (nearest rank on the sorted values); `q` in [0, 1].
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+/// Summarises a set of timings.
+pub fn stats(mut samples: Vec<f64>) -> Stats {
+    samples.sort_by(f64::total_cmp);
+    Stats {
+        median: percentile(&samples, 0.5),
+    }
+}
+
+/// Times one call of `f`, in seconds.
+pub fn time_once(mut f: impl FnMut()) -> f64 {
+    let t0 = Instant::now();
+    f();
+    t0.elapsed().as_secs_f64()
+}
+
+/// How many repetitions fit in `budget_s` seconds for a call that takes `one_s`, clamped.
+pub fn reps_for(one_s: f64, budget_s: f64, min: usize, max: usize) -> usize {
+    if one_s <= 0.0 {
+        return max;
+    }
+    ((budget_s / one_s) as usize).clamp(min, max)
+}

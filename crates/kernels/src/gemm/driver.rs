@@ -1,0 +1,391 @@
+//! The blocked GEMM driver: partitions C across threads, then runs the five Goto/BLIS loops
+//! around the microkernel on each part.
+//!
+//! ```text
+//! for each task (a rectangle of C; tasks split M or N, never K)      -- loop 6 (threads)
+//!   for jc in 0..n step NC          B block columns                     -- loop 5
+//!     for pc in 0..k step KC        depth block; pack B[pc.., jc..]     -- loop 4
+//!       for ic in 0..m step MC      A block rows; pack A[ic.., pc..]    -- loop 3
+//!         for jr in 0..nc step NR   one B micro-panel (stays in L1)     -- loop 2
+//!           for ir in 0..mc step MR one A micro-panel (from L2)         -- loop 1
+//!             microkernel: C[ir.., jr..] (MR x NR) from the two panels
+//! ```
+//! The first K block applies `beta` (and never reads C when `beta == 0`); the last applies the
+//! bias and the activation. Every element of C therefore sees the same operations in the same
+//! order whatever the partition, which makes results bit-identical for any thread count.
+
+use super::kernel::{blocking, microkernel, Blocking, MicroKernelFn, TileEpilogue};
+use super::pack::{pack_a, pack_b};
+use super::{Bias, Epilogue};
+use crate::activation::Activation;
+use crate::isa::Isa;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// A GEMM problem over raw pointers (see [`super::gemm_unchecked`] for the contract).
+#[derive(Clone, Copy)]
+pub(crate) struct Problem<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub rsa: usize,
+    pub csa: usize,
+    pub b: *const f32,
+    pub rsb: usize,
+    pub csb: usize,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub rsc: usize,
+    pub csc: usize,
+    pub epilogue: Epilogue<'a>,
+}
+
+// SAFETY: the tasks built from a Problem write disjoint rectangles of C and only read A, B and
+// the bias, which nobody writes during the call (the contract of `gemm_unchecked`).
+unsafe impl Send for Problem<'_> {}
+unsafe impl Sync for Problem<'_> {}
+
+impl<'a> Problem<'a> {
+    /// The same product seen as `C^T = B^T * A^T`, so that a column-major C becomes row-major.
+    fn transposed(self) -> Self {
+        let bias = match self.epilogue.bias {
+            Bias::None => Bias::None,
+            Bias::PerRow(v) => Bias::PerCol(v),
+            Bias::PerCol(v) => Bias::PerRow(v),
+        };
+        Problem {
+            m: self.n,
+            n: self.m,
+            a: self.b,
+            rsa: self.csb,
+            csa: self.rsb,
+            b: self.a,
+            rsb: self.csa,
+            csb: self.rsa,
+            rsc: self.csc,
+            csc: self.rsc,
+            epilogue: Epilogue {
+                bias,
+                activation: self.epilogue.activation,
+            },
+            ..self
+        }
+    }
+}
+
+/// A rectangle `[m0, m1) x [n0, n1)` of C computed by one task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Task {
+    pub m0: usize,
+    pub m1: usize,
+    pub n0: usize,
+    pub n1: usize,
+}
+
+/// Splits C into at most `threads` rectangles along M or N, on tile boundaries.
+///
+/// Splitting N shares no packed A (each task packs all of A: m*k extra reads per task), splitting
+/// M repacks B (k*n per task); the dimension with more tiles is split so each task gets a
+/// balanced share. Tiny problems stay in one task.
+pub(crate) fn partition(m: usize, n: usize, k: usize, blk: &Blocking, threads: usize) -> Vec<Task> {
+    let whole = vec![Task {
+        m0: 0,
+        m1: m,
+        n0: 0,
+        n1: n,
+    }];
+    let work = m.saturating_mul(n).saturating_mul(k.max(1));
+    if threads <= 1 || work < 48 * 48 * 48 {
+        return whole;
+    }
+    let (m_tiles, n_tiles) = (m.div_ceil(blk.mr), n.div_ceil(blk.nr));
+    let split_n = n_tiles >= m_tiles || m_tiles < 2;
+    let (tiles, tile) = if split_n {
+        (n_tiles, blk.nr)
+    } else {
+        (m_tiles, blk.mr)
+    };
+    let parts = threads.min(tiles);
+    if parts <= 1 {
+        return whole;
+    }
+    let extent = if split_n { n } else { m };
+    (0..parts)
+        .map(|t| {
+            let lo = (tiles * t / parts * tile).min(extent);
+            let hi = (tiles * (t + 1) / parts * tile).min(extent);
+            if split_n {
+                Task {
+                    m0: 0,
+                    m1: m,
+                    n0: lo,
+                    n1: hi,
+                }
+            } else {
+                Task {
+                    m0: lo,
+                    m1: hi,
+                    n0: 0,
+                    n1: n,
+                }
+            }
+        })
+        .filter(|t| t.m1 > t.m0 && t.n1 > t.n0)
+        .collect()
+}
+
+/// Runs the whole problem on `isa` with `threads` tasks (0 = the rayon pool's size).
+///
+/// # Safety
+/// The contract of [`super::gemm_unchecked`]; `isa` is supported by this CPU.
+pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usize) {
+    if problem.m == 0 || problem.n == 0 {
+        return;
+    }
+    // Put C's unit stride along the kernel's vector dimension when C is column-major.
+    let p = if problem.csc != 1 && problem.rsc == 1 {
+        problem.transposed()
+    } else {
+        problem
+    };
+    let blk = blocking(isa);
+    let kernel = microkernel(isa);
+    let threads = if threads == 0 {
+        rayon::current_num_threads()
+    } else {
+        threads
+    };
+    let tasks = partition(p.m, p.n, p.k, &blk, threads);
+    if tasks.len() == 1 {
+        // SAFETY: forwarded contract; the single task covers C.
+        unsafe { run_task(&p, &blk, kernel, tasks[0]) };
+    } else {
+        // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
+        tasks
+            .par_iter()
+            .for_each(|&t| unsafe { run_task(&p, &blk, kernel, t) });
+    }
+}
+
+/// A 64-byte aligned, reusable f32 buffer for packed panels.
+#[derive(Default)]
+struct PackBuf {
+    storage: Vec<f32>,
+}
+
+impl PackBuf {
+    fn slice(&mut self, len: usize) -> &mut [f32] {
+        const ALIGN_FLOATS: usize = 16; // 64 bytes
+        if self.storage.len() < len + ALIGN_FLOATS {
+            self.storage = vec![0.0; len + ALIGN_FLOATS];
+        }
+        let off = self.storage.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+        &mut self.storage[off..off + len]
+    }
+}
+
+thread_local! {
+    /// Per-thread packing buffers, kept between calls so a warm GEMM allocates nothing. Taken
+    /// out while in use, so a nested call on the same thread (rayon work stealing) gets its own.
+    static PACK_BUFS: Cell<Option<Box<(PackBuf, PackBuf)>>> = const { Cell::new(None) };
+}
+
+/// Largest MR * NR of any kernel (AVX-512: 12 x 32).
+const MAX_TILE: usize = 12 * 32;
+
+/// Runs loops 5..1 on one rectangle of C.
+///
+/// # Safety
+/// The contract of [`super::gemm_unchecked`] for `p`; `task` lies inside C; no other task
+/// touches it.
+unsafe fn run_task(p: &Problem<'_>, blk: &Blocking, kernel: MicroKernelFn, task: Task) {
+    let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
+    let (abuf, bbuf) = &mut *bufs;
+    let Blocking {
+        mr,
+        nr,
+        kc: kc_max,
+        mc: mc_max,
+        nc: nc_max,
+    } = *blk;
+    // alpha == 0 (or k == 0): A and B are not read; one pass applies beta, bias and activation.
+    let k = if p.alpha == 0.0 { 0 } else { p.k };
+    let k_blocks = k.div_ceil(kc_max).max(1);
+    let (bias_row, bias_col) = match p.epilogue.bias {
+        Bias::None => (None, None),
+        Bias::PerRow(v) => (Some(v), None),
+        Bias::PerCol(v) => (None, Some(v)),
+    };
+
+    // Loop 5: columns of C in NC blocks.
+    let mut jc = task.n0;
+    while jc < task.n1 {
+        let nc = nc_max.min(task.n1 - jc);
+        // Loop 4: the depth in KC blocks.
+        for kb in 0..k_blocks {
+            let pc = kb * kc_max;
+            let kc = kc_max.min(k - pc.min(k));
+            let first = kb == 0;
+            let last = kb + 1 == k_blocks;
+            let bpack = bbuf.slice(nc.div_ceil(nr) * nr * kc);
+            // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
+            unsafe {
+                pack_b(
+                    nr,
+                    nc,
+                    kc,
+                    p.b.add(pc * p.rsb + jc * p.csb),
+                    p.rsb,
+                    p.csb,
+                    bpack,
+                )
+            };
+            let epi = TileEpilogue {
+                alpha: p.alpha,
+                beta: if first { p.beta } else { 1.0 },
+                load_c: !first || p.beta != 0.0,
+                bias_row: std::ptr::null(),
+                bias_col: std::ptr::null(),
+                activation: if last {
+                    p.epilogue.activation
+                } else {
+                    Activation::Identity
+                },
+            };
+            // Loop 3: rows of C in MC blocks.
+            let mut ic = task.m0;
+            while ic < task.m1 {
+                let mc = mc_max.min(task.m1 - ic);
+                let apack = abuf.slice(mc.div_ceil(mr) * mr * kc);
+                // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
+                unsafe {
+                    pack_a(
+                        mr,
+                        mc,
+                        kc,
+                        p.a.add(ic * p.rsa + pc * p.csa),
+                        p.rsa,
+                        p.csa,
+                        apack,
+                    )
+                };
+                // Loop 2: NR-wide micro-panels of B.
+                for jr in (0..nc).step_by(nr) {
+                    // Loop 1: MR-tall micro-panels of A.
+                    for ir in (0..mc).step_by(mr) {
+                        let (i0, j0) = (ic + ir, jc + jr);
+                        let tile = TileSpec {
+                            i0,
+                            j0,
+                            rows: mr.min(mc - ir),
+                            cols: nr.min(nc - jr),
+                            mr,
+                            nr,
+                        };
+                        let mut epi = epi;
+                        if last {
+                            epi.bias_row = bias_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
+                            epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                        }
+                        // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
+                        unsafe {
+                            let a_panel = apack.as_ptr().add(ir * kc);
+                            let b_panel = bpack.as_ptr().add(jr * kc);
+                            store_tile(p, kernel, kc, a_panel, b_panel, &tile, &epi);
+                        }
+                    }
+                }
+                ic += mc;
+            }
+        }
+        jc += nc;
+    }
+    PACK_BUFS.with(|cell| cell.set(Some(bufs)));
+}
+
+/// Where one microkernel tile lands in C and how much of it is inside C.
+struct TileSpec {
+    i0: usize,
+    j0: usize,
+    rows: usize,
+    cols: usize,
+    mr: usize,
+    nr: usize,
+}
+
+/// Calls the kernel on a tile of C: directly when the tile is full and C has a unit column
+/// stride, otherwise through a padded temporary so the kernel still computes a full tile.
+///
+/// # Safety
+/// The panels hold `kc * mr` / `kc * nr` floats; the tile's valid part lies inside C; when
+/// non-null, the bias pointers hold the tile's `rows` / `cols` values.
+unsafe fn store_tile(
+    p: &Problem<'_>,
+    kernel: MicroKernelFn,
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    t: &TileSpec,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: see the function contract.
+    unsafe {
+        let c = p.c.add(t.i0 * p.rsc + t.j0 * p.csc);
+        if t.rows == t.mr && t.cols == t.nr && p.csc == 1 {
+            return kernel(kc, a, b, c, p.rsc, epi);
+        }
+        let mut tmp = [0.0f32; MAX_TILE];
+        let mut brow = [0.0f32; MAX_TILE];
+        let mut bcol = [0.0f32; MAX_TILE];
+        let mut epi = *epi;
+        if !epi.bias_row.is_null() {
+            std::ptr::copy_nonoverlapping(epi.bias_row, brow.as_mut_ptr(), t.rows);
+            epi.bias_row = brow.as_ptr();
+        }
+        if !epi.bias_col.is_null() {
+            std::ptr::copy_nonoverlapping(epi.bias_col, bcol.as_mut_ptr(), t.cols);
+            epi.bias_col = bcol.as_ptr();
+        }
+        if epi.load_c {
+            for i in 0..t.rows {
+                for j in 0..t.cols {
+                    tmp[i * t.nr + j] = *c.add(i * p.rsc + j * p.csc);
+                }
+            }
+        }
+        kernel(kc, a, b, tmp.as_mut_ptr(), t.nr, &epi);
+        for i in 0..t.rows {
+            for j in 0..t.cols {
+                *c.add(i * p.rsc + j * p.csc) = tmp[i * t.nr + j];
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_covers_c_on_tile_boundaries() {
+        let blk = blocking(Isa::Avx2);
+        for &(m, n, threads) in &[
+            (1000, 1000, 2),
+            (3136, 64, 2),
+            (197, 2304, 4),
+            (100, 100, 3),
+            (7, 5000, 2),
+        ] {
+            let tasks = partition(m, n, 500, &blk, threads);
+            assert!(tasks.len() <= threads && !tasks.is_empty());
+            let area: usize = tasks.iter().map(|t| (t.m1 - t.m0) * (t.n1 - t.n0)).sum();
+            assert_eq!(area, m * n, "{m}x{n} on {threads}");
+            for t in &tasks {
+                assert!(t.m0 % blk.mr == 0 && t.n0 % blk.nr == 0);
+            }
+        }
+        assert_eq!(partition(10, 10, 10, &blk, 8).len(), 1);
+    }
+}

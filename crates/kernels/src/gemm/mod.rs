@@ -1,0 +1,506 @@
+//! Strided f32 GEMM: `C = alpha * A * B + beta * C`, then an optional fused epilogue
+//! (bias per row or per column, then an activation), applied in registers before the store.
+//!
+//! Structure follows Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication"
+//! (ACM TOMS 2008) and the BLIS framework (Van Zee & van de Geijn, 2015): A and B are packed into
+//! contiguous micro-panels, three cache-blocking loops (NC, KC, MC) keep each operand in the
+//! cache level that suits it, and two register-blocking loops call an MR x NR microkernel.
+//! See `docs/kernels/gemm.md` for the picture and the measured numbers.
+//!
+//! - [`gemm`]: the safe entry point over slices; checks every shape, stride and length.
+//! - [`gemm_unchecked`]: the raw-pointer entry point it wraps (BLAS-like argument list).
+//! - [`reference::gemm_reference`]: a naive triple loop accumulating in f64, the test oracle.
+//!
+//! Operands take arbitrary row and column strides (in elements), so a transposed operand is a
+//! view, never a copy. The result is bit-identical for every thread count: threads split M and N,
+//! never K, and every element of C sees the same sequence of floating-point operations whichever
+//! thread computes it.
+
+mod avx2;
+mod avx512;
+mod driver;
+mod kernel;
+mod pack;
+mod portable;
+pub mod reference;
+mod scalar;
+
+use crate::activation::Activation;
+use crate::error::KernelError;
+use crate::isa::Isa;
+
+pub use kernel::{blocking, Blocking};
+
+/// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
+///
+/// Strides may be zero (a broadcast row or column) and need not be ordered: a row-major matrix
+/// viewed with swapped strides is its transpose, at no cost.
+#[derive(Debug, Clone, Copy)]
+pub struct MatRef<'a> {
+    pub data: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A general strided view.
+    pub fn new(
+        data: &'a [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// A dense row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// A dense column-major `rows x cols` matrix.
+    pub fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, 1, rows)
+    }
+
+    /// The transpose, as a view (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+}
+
+/// A mutable strided matrix view; its elements must be distinct (checked by [`gemm`]).
+#[derive(Debug)]
+pub struct MatMut<'a> {
+    pub data: &'a mut [f32],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a> MatMut<'a> {
+    /// A general strided view.
+    pub fn new(
+        data: &'a mut [f32],
+        rows: usize,
+        cols: usize,
+        row_stride: usize,
+        col_stride: usize,
+    ) -> Self {
+        MatMut {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride,
+        }
+    }
+
+    /// A dense row-major `rows x cols` matrix.
+    pub fn row_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, cols, 1)
+    }
+
+    /// A dense column-major `rows x cols` matrix.
+    pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols, 1, rows)
+    }
+}
+
+/// The bias of the fused epilogue.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Bias<'a> {
+    /// No bias.
+    #[default]
+    None,
+    /// One value per row of C (length `m`): a convolution's per-output-channel bias when C is
+    /// `[c_out, pixels]`.
+    PerRow(&'a [f32]),
+    /// One value per column of C (length `n`): a Linear layer's bias when C is `[batch, out]`.
+    PerCol(&'a [f32]),
+}
+
+/// What happens to `alpha * A * B + beta * C` before it is stored: add the bias, then apply the
+/// activation, both in registers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    pub bias: Bias<'a>,
+    pub activation: Activation,
+}
+
+impl<'a> Epilogue<'a> {
+    /// No bias, identity activation: a plain GEMM.
+    pub const NONE: Epilogue<'static> = Epilogue {
+        bias: Bias::None,
+        activation: Activation::Identity,
+    };
+
+    /// A bias and an activation.
+    pub fn new(bias: Bias<'a>, activation: Activation) -> Self {
+        Epilogue { bias, activation }
+    }
+}
+
+/// Execution options: which instruction set and how many threads.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GemmConfig {
+    /// The microkernel path; `None` uses [`Isa::current`] (detected once, `TESSERA_ISA` aware).
+    pub isa: Option<Isa>,
+    /// Number of parallel tasks; `0` uses the current rayon pool's thread count. The result is
+    /// bit-identical for every value.
+    pub threads: usize,
+}
+
+impl GemmConfig {
+    /// Single-threaded, default ISA.
+    pub fn single_thread() -> Self {
+        GemmConfig {
+            isa: None,
+            threads: 1,
+        }
+    }
+
+    /// With `threads` tasks (0 = the rayon pool's size), default ISA.
+    pub fn with_threads(threads: usize) -> Self {
+        GemmConfig { isa: None, threads }
+    }
+
+    /// Forces an instruction set (an error at call time if the CPU lacks it).
+    pub fn isa(mut self, isa: Isa) -> Self {
+        self.isa = Some(isa);
+        self
+    }
+
+    fn resolve_isa(&self) -> Result<Isa, KernelError> {
+        match self.isa {
+            Some(isa) => isa.check(),
+            None => Isa::current(),
+        }
+    }
+}
+
+/// Highest element offset a strided `rows x cols` view touches plus one (0 if empty), or `None`
+/// on overflow.
+fn required_len(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize> {
+    if rows == 0 || cols == 0 {
+        return Some(0);
+    }
+    (rows - 1)
+        .checked_mul(rs)?
+        .checked_add((cols - 1).checked_mul(cs)?)?
+        .checked_add(1)
+}
+
+/// Whether a strided `rows x cols` view addresses every element at a distinct offset.
+fn strides_are_distinct(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    // Sort the two (extent, stride) pairs by stride: the inner one must be non-zero when it has
+    // more than one element, and the outer one must step past the whole inner extent.
+    let (mut inner, mut outer) = ((cols, cs), (rows, rs));
+    if inner.1 > outer.1 {
+        std::mem::swap(&mut inner, &mut outer);
+    }
+    let inner_ok = inner.0 <= 1 || inner.1 >= 1;
+    let outer_ok = outer.0 <= 1
+        || outer.1
+            >= inner
+                .0
+                .saturating_sub(1)
+                .saturating_mul(inner.1)
+                .saturating_add(1);
+    inner_ok && outer_ok
+}
+
+fn check_view(
+    op: &'static str,
+    name: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+) -> Result<(), KernelError> {
+    match required_len(rows, cols, rs, cs) {
+        Some(need) if need <= len => Ok(()),
+        Some(need) => Err(KernelError::invalid(
+            op,
+            format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}) and needs {need} elements, but its slice has {len}"),
+        )),
+        None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}) overflows usize"))),
+    }
+}
+
+/// `C = alpha * A * B + beta * C`, then the epilogue, on strided slices.
+///
+/// Shapes: A is `m x k`, B is `k x n`, C is `m x n`. When `beta == 0`, C is never read (it may
+/// hold NaN); when `alpha == 0` or `k == 0`, A and B are never read. The epilogue's bias is
+/// added and the activation applied after the final accumulation.
+///
+/// Overlap between C and A or B cannot be expressed: C is a `&mut` borrow, so the compiler
+/// rejects any call where it aliases an input:
+///
+/// ```compile_fail
+/// use tessera_kernels::gemm::*;
+/// let mut buf = vec![0.0f32; 4];
+/// let a = MatRef::row_major(&buf, 2, 2);
+/// let c = MatMut::row_major(&mut buf, 2, 2); // error: `buf` is already borrowed
+/// gemm(1.0, a, a, 0.0, c, Epilogue::NONE, &GemmConfig::default()).unwrap();
+/// ```
+///
+/// Errors: mismatched shapes (naming both), slices too short for their shape and strides, a C
+/// whose strides make two elements share storage, a bias of the wrong length, an unsupported ISA.
+pub fn gemm(
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    config: &GemmConfig,
+) -> Result<(), KernelError> {
+    const OP: &str = "gemm";
+    if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
+        return Err(KernelError::invalid(
+            OP,
+            format!(
+                "A [{}, {}] x B [{}, {}] -> C [{}, {}]: shapes do not match",
+                a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
+            ),
+        ));
+    }
+    let (m, n, k) = (c.rows, c.cols, a.cols);
+    check_view(
+        OP,
+        "A",
+        a.data.len(),
+        a.rows,
+        a.cols,
+        a.row_stride,
+        a.col_stride,
+    )?;
+    check_view(
+        OP,
+        "B",
+        b.data.len(),
+        b.rows,
+        b.cols,
+        b.row_stride,
+        b.col_stride,
+    )?;
+    check_view(OP, "C", c.data.len(), m, n, c.row_stride, c.col_stride)?;
+    if !strides_are_distinct(m, n, c.row_stride, c.col_stride) {
+        return Err(KernelError::invalid(
+            OP,
+            format!(
+                "C [{m}, {n}] with strides ({}, {}) maps several elements to one location",
+                c.row_stride, c.col_stride
+            ),
+        ));
+    }
+    match epilogue.bias {
+        Bias::PerRow(bias) if bias.len() != m => {
+            return Err(KernelError::invalid(
+                OP,
+                format!("per-row bias has {} values for C [{m}, {n}]", bias.len()),
+            ))
+        }
+        Bias::PerCol(bias) if bias.len() != n => {
+            return Err(KernelError::invalid(
+                OP,
+                format!("per-column bias has {} values for C [{m}, {n}]", bias.len()),
+            ))
+        }
+        _ => {}
+    }
+    let isa = config.resolve_isa()?;
+    // SAFETY: every view was checked above to lie inside its slice; C's elements are distinct;
+    // C is a unique borrow so it cannot overlap A or B; the bias lengths match; `isa` is
+    // supported by this CPU.
+    unsafe {
+        driver::gemm_dispatch(
+            isa,
+            driver::Problem {
+                m,
+                n,
+                k,
+                alpha,
+                a: a.data.as_ptr(),
+                rsa: a.row_stride,
+                csa: a.col_stride,
+                b: b.data.as_ptr(),
+                rsb: b.row_stride,
+                csb: b.col_stride,
+                beta,
+                c: c.data.as_mut_ptr(),
+                rsc: c.row_stride,
+                csc: c.col_stride,
+                epilogue,
+            },
+            config.threads,
+        );
+    }
+    Ok(())
+}
+
+/// The raw-pointer GEMM that [`gemm`] wraps, with a BLAS-like argument list (strides in
+/// elements). Uses `config.isa` if set (an error if unsupported) or [`Isa::current`].
+///
+/// # Safety
+/// - For every `i < m, p < k`: `a + i*rsa + p*csa` is readable, and likewise for B (`k x n`);
+///   for every `i < m, j < n`: `c + i*rsc + j*csc` is readable and writable, and these C
+///   locations are pairwise distinct.
+/// - C does not overlap A, B or the bias; a per-row bias has `m` values, a per-column bias `n`.
+/// - No other thread accesses C during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_unchecked(
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: *const f32,
+    rsa: usize,
+    csa: usize,
+    b: *const f32,
+    rsb: usize,
+    csb: usize,
+    beta: f32,
+    c: *mut f32,
+    rsc: usize,
+    csc: usize,
+    epilogue: Epilogue<'_>,
+    config: &GemmConfig,
+) -> Result<(), KernelError> {
+    let isa = config.resolve_isa()?;
+    let problem = driver::Problem {
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        rsa,
+        csa,
+        b,
+        rsb,
+        csb,
+        beta,
+        c,
+        rsc,
+        csc,
+        epilogue,
+    };
+    // SAFETY: forwarded from this function's contract.
+    unsafe { driver::gemm_dispatch(isa, problem, config.threads) };
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_strides() {
+        assert!(strides_are_distinct(3, 4, 4, 1));
+        assert!(strides_are_distinct(3, 4, 1, 3));
+        assert!(strides_are_distinct(3, 4, 5, 1));
+        assert!(!strides_are_distinct(3, 4, 2, 1));
+        assert!(!strides_are_distinct(3, 4, 0, 1));
+        assert!(strides_are_distinct(1, 4, 0, 1));
+        assert!(strides_are_distinct(3, 1, 1, 0));
+        assert!(!strides_are_distinct(2, 2, 1, 1));
+    }
+
+    #[test]
+    fn shape_mismatch_names_both_shapes() {
+        let a = vec![0.0; 6];
+        let b = vec![0.0; 8];
+        let mut c = vec![0.0; 8];
+        let err = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 4, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+            Epilogue::NONE,
+            &GemmConfig::default(),
+        )
+        .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("gemm") && msg.contains("[2, 3]") && msg.contains("[4, 2]"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn short_slice_is_an_error() {
+        let a = vec![0.0; 5];
+        let b = vec![0.0; 6];
+        let mut c = vec![0.0; 4];
+        let err = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+            Epilogue::NONE,
+            &GemmConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("needs 6 elements"), "{err}");
+    }
+
+    #[test]
+    fn aliasing_c_is_an_error() {
+        let a = vec![0.0; 6];
+        let b = vec![0.0; 6];
+        let mut c = vec![0.0; 4];
+        let err = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            MatMut::new(&mut c, 2, 2, 1, 1),
+            Epilogue::NONE,
+            &GemmConfig::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("several elements"), "{err}");
+    }
+
+    #[test]
+    fn bias_length_is_checked() {
+        let a = vec![0.0; 6];
+        let b = vec![0.0; 6];
+        let mut c = vec![0.0; 4];
+        let bias = [1.0; 3];
+        let err = gemm(
+            1.0,
+            MatRef::row_major(&a, 2, 3),
+            MatRef::row_major(&b, 3, 2),
+            0.0,
+            MatMut::row_major(&mut c, 2, 2),
+            Epilogue::new(Bias::PerRow(&bias), Activation::Relu),
+            &GemmConfig::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("per-row bias has 3 values"),
+            "{err}"
+        );
+    }
+}

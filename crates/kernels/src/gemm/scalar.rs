@@ -1,0 +1,51 @@
+//! Scalar 4 x 4 GEMM microkernel: the reference path (`TESSERA_ISA=scalar`).
+//!
+//! Plain Rust with no SIMD; it obeys the same contract as the vector kernels (see `kernel.rs`)
+//! so the driver, packing and edge handling are exercised identically on every path.
+
+use super::kernel::TileEpilogue;
+
+const MR: usize = 4;
+const NR: usize = 4;
+
+/// # Safety
+/// See [`super::kernel::MicroKernelFn`].
+pub(crate) unsafe fn kernel_4x4(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    let mut acc = [[0.0f32; NR]; MR];
+    for p in 0..kc {
+        // SAFETY: the packed panels hold kc * MR and kc * NR floats.
+        let (ap, bp) = unsafe { (a.add(p * MR), b.add(p * NR)) };
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = unsafe { *ap.add(i) };
+            for (j, x) in row.iter_mut().enumerate() {
+                *x = ai.mul_add(unsafe { *bp.add(j) }, *x);
+            }
+        }
+    }
+    for (i, row) in acc.iter().enumerate() {
+        for (j, &x) in row.iter().enumerate() {
+            // SAFETY: c addresses an MR x NR tile with row stride rsc; bias pointers hold MR/NR.
+            unsafe {
+                let cij = c.add(i * rsc + j);
+                let mut v = x * epi.alpha;
+                if epi.load_c {
+                    v = epi.beta.mul_add(*cij, v);
+                }
+                if !epi.bias_row.is_null() {
+                    v += *epi.bias_row.add(i);
+                }
+                if !epi.bias_col.is_null() {
+                    v += *epi.bias_col.add(j);
+                }
+                *cij = epi.activation.apply_scalar(v);
+            }
+        }
+    }
+}

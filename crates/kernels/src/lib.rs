@@ -1,0 +1,26 @@
+//! # tessera-kernels
+//!
+//! Slice-level compute kernels for tessera: no tensor type lives here, only functions over
+//! `&[f32]` / raw pointers with explicit shapes and strides.
+//!
+//! Layout follows tract-linalg and BLIS: each op family is one module holding its portable
+//! framework (the driver, the safe slice-checked entry point), a scalar reference kernel that
+//! stays forever as the test oracle, and one file per ISA (`avx512`, `avx2`, `portable` on the
+//! `wide` crate). The ISA is detected once and cached in [`isa`]; `TESSERA_ISA` forces a path.
+//!
+//! Modules:
+//! - [`isa`]: CPU detection, the cached choice and the `TESSERA_ISA` override.
+//! - [`gemm`]: strided f32 GEMM with a fused bias + activation epilogue (Goto/BLIS structure).
+//! - [`activation`]: the activation family shared by the element-wise kernels and the epilogues.
+//! - [`error`]: the error type every safe entry point returns.
+
+#![deny(unsafe_op_in_unsafe_fn)]
+
+pub mod activation;
+pub mod error;
+pub mod gemm;
+pub mod isa;
+
+pub use activation::Activation;
+pub use error::KernelError;
+pub use isa::Isa;

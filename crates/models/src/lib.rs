@@ -1,0 +1,14 @@
+//! # tessera-models
+//!
+//! Layers, architectures, optimizers, data and weight I/O, built on `tessera-core`.
+//!
+//! What will live here (see the models and training issues):
+//! - A `Module` notion whose parameter names are exactly PyTorch `state_dict` keys; Linear,
+//!   Conv2d, BatchNorm2d, LayerNorm, multi-head self-attention, SqueezeExcite and the blocks of
+//!   the four architectures of the seed documents: ViT (Dosovitskiy et al., 2021), MobileNetV2
+//!   (Sandler et al., 2018), MobileNetV3 (Howard et al., 2019) and SE-ResNet (Hu et al., 2018),
+//!   configured as data and named after timm.
+//! - safetensors weight loading and saving with timm's names and PyTorch layouts.
+//! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
+
+pub use tessera_core as core;
