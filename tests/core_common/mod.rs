@@ -129,8 +129,8 @@ pub fn arg(shape: Vec<usize>, vals: Vals) -> BoxedStrategy<Arg> {
         views.push(View::Transposed);
     }
     if !matches!(vals, Vals::Distinct) {
-        for d in 0..r {
-            if shape[d] == 3 {
+        for (d, &size) in shape.iter().enumerate() {
+            if size == 3 {
                 views.push(View::Expanded(d));
             }
         }
