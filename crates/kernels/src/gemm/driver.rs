@@ -14,8 +14,9 @@
 //! bias and the activation. Every element of C therefore sees the same operations in the same
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
-use super::kernel::{blocking, microkernel, Blocking, MicroKernelFn, TileEpilogue};
-use super::pack::{pack_a, pack_b};
+use super::kernel::{
+    blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
+};
 use super::{Bias, Epilogue};
 use crate::activation::Activation;
 use crate::isa::Isa;
@@ -152,6 +153,7 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     };
     let blk = blocking(isa);
     let kernel = microkernel(isa);
+    let packs = packers(isa);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {
@@ -160,12 +162,12 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     let tasks = partition(p.m, p.n, p.k, &blk, threads);
     if tasks.len() == 1 {
         // SAFETY: forwarded contract; the single task covers C.
-        unsafe { run_task(&p, &blk, kernel, tasks[0]) };
+        unsafe { run_task(&p, &blk, kernel, packs, tasks[0]) };
     } else {
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
         tasks
             .par_iter()
-            .for_each(|&t| unsafe { run_task(&p, &blk, kernel, t) });
+            .for_each(|&t| unsafe { run_task(&p, &blk, kernel, packs, t) });
     }
 }
 
@@ -200,7 +202,13 @@ const MAX_TILE: usize = 12 * 32;
 /// # Safety
 /// The contract of [`super::gemm_unchecked`] for `p`; `task` lies inside C; no other task
 /// touches it.
-unsafe fn run_task(p: &Problem<'_>, blk: &Blocking, kernel: MicroKernelFn, task: Task) {
+unsafe fn run_task(
+    p: &Problem<'_>,
+    blk: &Blocking,
+    kernel: MicroKernelFn,
+    (pack_a, pack_b): (PackFn, PackFn),
+    task: Task,
+) {
     let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
     let (abuf, bbuf) = &mut *bufs;
     let Blocking {

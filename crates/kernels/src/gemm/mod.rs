@@ -21,6 +21,7 @@ mod avx512;
 mod driver;
 mod kernel;
 mod pack;
+mod pack_avx2;
 mod portable;
 pub mod reference;
 mod scalar;
