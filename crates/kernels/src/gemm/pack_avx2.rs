@@ -126,7 +126,7 @@ pub(crate) unsafe fn pack_b_t(
     csb: usize,
     dst: &mut [f32],
 ) {
-    if rsb != 1 || csb == 1 || nr % 8 != 0 {
+    if rsb != 1 || csb == 1 || !nr.is_multiple_of(8) {
         // SAFETY: forwarded contract.
         return unsafe { pack::pack_b(nr, nc, kc, b, rsb, csb, dst) };
     }
