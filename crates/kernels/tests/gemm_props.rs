@@ -120,6 +120,68 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
+/// The operands of a case: (A, B, C before the call, per-row bias, per-column bias).
+fn operands(case: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+    let Case {
+        m,
+        n,
+        k,
+        la,
+        lb,
+        lc,
+        ..
+    } = *case;
+    (
+        fill(la.len(m, k), case.seed),
+        fill(lb.len(k, n), case.seed ^ 1),
+        fill(lc.len(m, n), case.seed ^ 2),
+        fill(m, case.seed ^ 3),
+        fill(n, case.seed ^ 4),
+    )
+}
+
+fn bias_of<'a>(case: &Case, row: &'a [f32], col: &'a [f32]) -> Bias<'a> {
+    match case.bias {
+        0 => Bias::None,
+        1 => Bias::PerRow(row),
+        _ => Bias::PerCol(col),
+    }
+}
+
+/// Runs `case` on `isa` with `threads` and returns C (its whole buffer).
+fn run(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError> {
+    let Case {
+        m,
+        n,
+        k,
+        la,
+        lb,
+        lc,
+        alpha,
+        beta,
+        ..
+    } = *case;
+    let (a, b, mut c, row_bias, col_bias) = operands(case);
+    let (sa, sb, sc) = (la.strides(m, k), lb.strides(k, n), lc.strides(m, n));
+    gemm(
+        alpha,
+        MatRef::new(&a, m, k, sa.0, sa.1),
+        MatRef::new(&b, k, n, sb.0, sb.1),
+        beta,
+        MatMut::new(&mut c, m, n, sc.0, sc.1),
+        Epilogue::new(
+            bias_of(case, &row_bias, &col_bias),
+            Activation::ALL[case.act],
+        ),
+        &GemmConfig {
+            isa: Some(isa),
+            threads,
+        },
+    )
+    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    Ok(c)
+}
+
 /// Runs `case` on `isa` with `threads` and returns C; checks it against the reference.
 fn check(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError> {
     let Case {
@@ -133,34 +195,11 @@ fn check(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseErro
         beta,
         ..
     } = *case;
-    let a = fill(la.len(m, k), case.seed);
-    let b = fill(lb.len(k, n), case.seed ^ 1);
-    let c0 = fill(lc.len(m, n), case.seed ^ 2);
-    let row_bias = fill(m, case.seed ^ 3);
-    let col_bias = fill(n, case.seed ^ 4);
-    let bias = match case.bias {
-        0 => Bias::None,
-        1 => Bias::PerRow(&row_bias),
-        _ => Bias::PerCol(&col_bias),
-    };
-    let act = Activation::ALL[case.act];
-    let epi = Epilogue::new(bias, act);
+    let (a, b, c0, row_bias, col_bias) = operands(case);
+    let bias = bias_of(case, &row_bias, &col_bias);
+    let epi = Epilogue::new(bias, Activation::ALL[case.act]);
     let (sa, sb, sc) = (la.strides(m, k), lb.strides(k, n), lc.strides(m, n));
-
-    let mut got = c0.clone();
-    gemm(
-        alpha,
-        MatRef::new(&a, m, k, sa.0, sa.1),
-        MatRef::new(&b, k, n, sb.0, sb.1),
-        beta,
-        MatMut::new(&mut got, m, n, sc.0, sc.1),
-        epi,
-        &GemmConfig {
-            isa: Some(isa),
-            threads,
-        },
-    )
-    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let got = run(case, isa, threads)?;
 
     let mut want = c0.clone();
     gemm_reference(m, n, k, alpha, &a, sa, &b, sb, beta, &mut want, sc, epi);
@@ -209,6 +248,12 @@ proptest! {
         }
     }
 
+}
+
+proptest! {
+    // Each case runs 4 thread counts on every ISA; fewer, larger cases.
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
     #[test]
     fn bit_identical_for_any_thread_count(
         m in 40usize..400, n in 40usize..400, k in 1usize..600, la in layout(), lb in layout(), seed in any::<u64>(),
@@ -218,7 +263,7 @@ proptest! {
         for isa in Isa::available() {
             let one = check(&case, isa, 1)?;
             for threads in [2, 3, 4] {
-                let many = check(&case, isa, threads)?;
+                let many = run(&case, isa, threads)?;
                 prop_assert!(one.iter().zip(&many).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{isa}: 1 thread and {threads} threads differ for {case:?}");
             }
