@@ -120,8 +120,10 @@ fn case() -> impl Strategy<Value = Case> {
         )
 }
 
-/// The operands of a case: (A, B, C before the call, per-row bias, per-column bias).
-fn operands(case: &Case) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
+/// The operands of a case: A, B, C before the call, per-row bias, per-column bias.
+type Operands = (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+
+fn operands(case: &Case) -> Operands {
     let Case {
         m,
         n,
