@@ -41,7 +41,7 @@ fn warm_gemm_does_not_allocate() {
             isa: Some(isa),
             threads: 1,
         };
-        let mut call = |c: &mut [f32]| {
+        let call = |c: &mut [f32]| {
             gemm(
                 1.0,
                 MatRef::row_major(&a, m, k),
