@@ -4,6 +4,12 @@
 //! Every sub-command reports bad input as a one-line error and a non-zero exit code, never a
 //! panic. `--json` output is one JSON object per line.
 
+/// `println!` that ends the program quietly when stdout is closed (`tessera ... | head`)
+/// instead of panicking on the broken pipe.
+macro_rules! outln {
+    ($($arg:tt)*) => { $crate::emit_line(&format!($($arg)*)) };
+}
+
 mod bench;
 mod timing;
 
@@ -50,20 +56,33 @@ pub(crate) fn init_threads(threads: usize) -> Result<usize, String> {
     Ok(n)
 }
 
+/// Writes one line to stdout; exits with status 0 if the reader has gone away.
+pub(crate) fn emit_line(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{line}") {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("tessera: error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 fn cpu(args: &CpuArgs) -> Result<(), String> {
     use tessera::kernels::Isa;
     let current = Isa::current().map_err(|e| e.to_string())?;
     let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "isa": current.name(), "available": available, "cores": threads })
         );
     } else {
-        println!("instruction set in use: {current} (override with TESSERA_ISA)");
-        println!("available on this CPU:  {}", available.join(", "));
-        println!("logical cores:          {threads}");
+        outln!("instruction set in use: {current} (override with TESSERA_ISA)");
+        outln!("available on this CPU:  {}", available.join(", "));
+        outln!("logical cores:          {threads}");
     }
     Ok(())
 }

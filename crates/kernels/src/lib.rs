@@ -17,9 +17,12 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activation;
+pub mod conv;
 pub mod error;
 pub mod gemm;
 pub mod isa;
+pub mod norm;
+pub mod pool;
 
 pub use activation::Activation;
 pub use error::KernelError;

@@ -123,10 +123,14 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     let isa = Isa::current().map_err(|e| e.to_string())?;
     if !args.json {
-        println!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, interleaved runs");
-        println!(
+        outln!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, interleaved runs");
+        outln!(
             "{:<28} {:>18} {:>10} {:>16} {:>7}",
-            "shape", "m x n x k", "tessera", "matrixmultiply", "ratio"
+            "shape",
+            "m x n x k",
+            "tessera",
+            "matrixmultiply",
+            "ratio"
         );
     }
     let mut rows = Vec::new();
@@ -141,7 +145,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             mm,
         };
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "op": "gemm", "m": row.m, "n": row.n, "k": row.k, "threads": threads, "isa": isa.name(),
@@ -149,7 +153,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 })
             );
         } else {
-            println!(
+            outln!(
                 "{:<28} {:>18} {:>10.1} {:>16.1} {:>6.2}x",
                 row.label,
                 format!("{}x{}x{}", row.m, row.n, row.k),

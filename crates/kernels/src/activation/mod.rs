@@ -44,10 +44,10 @@ impl Activation {
     pub fn apply_scalar(self, x: f32) -> f32 {
         match self {
             Activation::Identity => x,
-            // `max`/`min` in this order keep NaN propagating as the SIMD max/min do not;
-            // the vector paths are tested on finite inputs.
+            // NaN handling differs between `f32::max` and SIMD max; vector paths are tested on
+            // finite inputs.
             Activation::Relu => x.max(0.0),
-            Activation::Relu6 => x.max(0.0).min(6.0),
+            Activation::Relu6 => x.clamp(0.0, 6.0),
         }
     }
 }

@@ -25,17 +25,44 @@ pub(crate) unsafe fn kernel_6x16(
 ) {
     let mut acc = [[_mm256_setzero_ps(); 2]; MR];
     let (mut a, mut b) = (a, b);
-    // SAFETY (whole loop): a holds kc * MR floats and b kc * NR floats; each step reads one
-    // k-slice of each and advances by MR / NR.
-    for _ in 0..kc {
-        unsafe {
-            let b0 = _mm256_loadu_ps(b);
-            let b1 = _mm256_loadu_ps(b.add(8));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*a.add(i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+    // Bring the C tile towards L1 while the k loop runs; it is read by the epilogue.
+    if epi.load_c {
+        for i in 0..MR {
+            // SAFETY: prefetch of addresses inside the tile; prefetches never fault.
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.add(i * rsc + 15) as *const i8);
             }
+        }
+    }
+    // One k step: 2 loads of B, MR broadcasts of A, 2 * MR FMAs.
+    // SAFETY (callers): a holds kc * MR floats and b kc * NR floats; each step reads one
+    // k-slice of each and advances by MR / NR.
+    let step = |acc: &mut [[__m256; 2]; MR], a: *const f32, b: *const f32| unsafe {
+        let b0 = _mm256_loadu_ps(b);
+        let b1 = _mm256_loadu_ps(b.add(8));
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = _mm256_broadcast_ss(&*a.add(i));
+            row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+            row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+        }
+    };
+    // Unrolled by 4 to amortise the loop counter; the remainder runs one step at a time.
+    for _ in 0..kc / 4 {
+        // SAFETY: see `step`; four k-slices remain.
+        unsafe {
+            step(&mut acc, a, b);
+            step(&mut acc, a.add(MR), b.add(NR));
+            step(&mut acc, a.add(2 * MR), b.add(2 * NR));
+            step(&mut acc, a.add(3 * MR), b.add(3 * NR));
+            a = a.add(4 * MR);
+            b = b.add(4 * NR);
+        }
+    }
+    for _ in 0..kc % 4 {
+        // SAFETY: see `step`; at least one k-slice remains.
+        unsafe {
+            step(&mut acc, a, b);
             a = a.add(MR);
             b = b.add(NR);
         }

@@ -14,8 +14,9 @@
 //! bias and the activation. Every element of C therefore sees the same operations in the same
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
-use super::kernel::{blocking, microkernel, Blocking, MicroKernelFn, TileEpilogue};
-use super::pack::{pack_a, pack_b};
+use super::kernel::{
+    blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
+};
 use super::{Bias, Epilogue};
 use crate::activation::Activation;
 use crate::isa::Isa;
@@ -84,56 +85,77 @@ pub(crate) struct Task {
     pub n1: usize,
 }
 
-/// Splits C into at most `threads` rectangles along M or N, on tile boundaries.
+/// How C is cut into tasks: `parts` rectangles along M or N, on tile boundaries.
 ///
 /// Splitting N shares no packed A (each task packs all of A: m*k extra reads per task), splitting
 /// M repacks B (k*n per task); the dimension with more tiles is split so each task gets a
-/// balanced share. Tiny problems stay in one task.
-pub(crate) fn partition(m: usize, n: usize, k: usize, blk: &Blocking, threads: usize) -> Vec<Task> {
-    let whole = vec![Task {
-        m0: 0,
-        m1: m,
-        n0: 0,
-        n1: n,
-    }];
-    let work = m.saturating_mul(n).saturating_mul(k.max(1));
-    if threads <= 1 || work < 48 * 48 * 48 {
-        return whole;
+/// balanced share. Tiny problems stay in one task. Computed without allocating, so a warm GEMM
+/// call allocates nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Partition {
+    m: usize,
+    n: usize,
+    split_n: bool,
+    tiles: usize,
+    tile: usize,
+    pub parts: usize,
+}
+
+impl Partition {
+    /// Splits an `m x n` C (depth `k`) for at most `threads` tasks.
+    pub fn new(m: usize, n: usize, k: usize, blk: &Blocking, threads: usize) -> Self {
+        let (m_tiles, n_tiles) = (m.div_ceil(blk.mr), n.div_ceil(blk.nr));
+        let split_n = n_tiles >= m_tiles || m_tiles < 2;
+        let (tiles, tile) = if split_n {
+            (n_tiles, blk.nr)
+        } else {
+            (m_tiles, blk.mr)
+        };
+        let work = m.saturating_mul(n).saturating_mul(k.max(1));
+        let parts = if work < 48 * 48 * 48 {
+            1
+        } else {
+            threads.clamp(1, tiles.max(1))
+        };
+        Partition {
+            m,
+            n,
+            split_n,
+            tiles,
+            tile,
+            parts,
+        }
     }
-    let (m_tiles, n_tiles) = (m.div_ceil(blk.mr), n.div_ceil(blk.nr));
-    let split_n = n_tiles >= m_tiles || m_tiles < 2;
-    let (tiles, tile) = if split_n {
-        (n_tiles, blk.nr)
-    } else {
-        (m_tiles, blk.mr)
-    };
-    let parts = threads.min(tiles);
-    if parts <= 1 {
-        return whole;
-    }
-    let extent = if split_n { n } else { m };
-    (0..parts)
-        .map(|t| {
-            let lo = (tiles * t / parts * tile).min(extent);
-            let hi = (tiles * (t + 1) / parts * tile).min(extent);
-            if split_n {
-                Task {
-                    m0: 0,
-                    m1: m,
-                    n0: lo,
-                    n1: hi,
-                }
-            } else {
-                Task {
-                    m0: lo,
-                    m1: hi,
-                    n0: 0,
-                    n1: n,
-                }
+
+    /// Task `t` (`t < parts`); the tasks are disjoint, non-empty and cover C.
+    pub fn task(&self, t: usize) -> Task {
+        if self.parts == 1 {
+            return Task {
+                m0: 0,
+                m1: self.m,
+                n0: 0,
+                n1: self.n,
+            };
+        }
+        let extent = if self.split_n { self.n } else { self.m };
+        let lo = (self.tiles * t / self.parts * self.tile).min(extent);
+        let hi = (self.tiles * (t + 1) / self.parts * self.tile).min(extent);
+        if self.split_n {
+            Task {
+                m0: 0,
+                m1: self.m,
+                n0: lo,
+                n1: hi,
             }
-        })
-        .filter(|t| t.m1 > t.m0 && t.n1 > t.n0)
-        .collect()
+        } else {
+            Task {
+                m0: lo,
+                m1: hi,
+                n0: 0,
+                n1: self.n,
+            }
+        }
+    }
 }
 
 /// Runs the whole problem on `isa` with `threads` tasks (0 = the rayon pool's size).
@@ -152,20 +174,21 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     };
     let blk = blocking(isa);
     let kernel = microkernel(isa);
+    let packs = packers(isa);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {
         threads
     };
-    let tasks = partition(p.m, p.n, p.k, &blk, threads);
-    if tasks.len() == 1 {
+    let part = Partition::new(p.m, p.n, p.k, &blk, threads);
+    if part.parts == 1 {
         // SAFETY: forwarded contract; the single task covers C.
-        unsafe { run_task(&p, &blk, kernel, tasks[0]) };
+        unsafe { run_task(&p, &blk, kernel, packs, part.task(0)) };
     } else {
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
-        tasks
-            .par_iter()
-            .for_each(|&t| unsafe { run_task(&p, &blk, kernel, t) });
+        (0..part.parts)
+            .into_par_iter()
+            .for_each(|t| unsafe { run_task(&p, &blk, kernel, packs, part.task(t)) });
     }
 }
 
@@ -200,7 +223,13 @@ const MAX_TILE: usize = 12 * 32;
 /// # Safety
 /// The contract of [`super::gemm_unchecked`] for `p`; `task` lies inside C; no other task
 /// touches it.
-unsafe fn run_task(p: &Problem<'_>, blk: &Blocking, kernel: MicroKernelFn, task: Task) {
+unsafe fn run_task(
+    p: &Problem<'_>,
+    blk: &Blocking,
+    kernel: MicroKernelFn,
+    (pack_a, pack_b): (PackFn, PackFn),
+    task: Task,
+) {
     let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
     let (abuf, bbuf) = &mut *bufs;
     let Blocking {
@@ -377,15 +406,18 @@ mod tests {
             (197, 2304, 4),
             (100, 100, 3),
             (7, 5000, 2),
+            (12, 40, 64),
         ] {
-            let tasks = partition(m, n, 500, &blk, threads);
-            assert!(tasks.len() <= threads && !tasks.is_empty());
+            let part = Partition::new(m, n, 500, &blk, threads);
+            assert!(part.parts <= threads && part.parts >= 1);
+            let tasks: Vec<Task> = (0..part.parts).map(|t| part.task(t)).collect();
             let area: usize = tasks.iter().map(|t| (t.m1 - t.m0) * (t.n1 - t.n0)).sum();
             assert_eq!(area, m * n, "{m}x{n} on {threads}");
             for t in &tasks {
+                assert!(t.m1 > t.m0 && t.n1 > t.n0, "empty task {t:?}");
                 assert!(t.m0 % blk.mr == 0 && t.n0 % blk.nr == 0);
             }
         }
-        assert_eq!(partition(10, 10, 10, &blk, 8).len(), 1);
+        assert_eq!(Partition::new(10, 10, 10, &blk, 8).parts, 1);
     }
 }

@@ -51,6 +51,28 @@ pub(crate) struct TileEpilogue {
 pub(crate) type MicroKernelFn =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, epi: &TileEpilogue);
 
+/// A packing routine (see `pack.rs` for the layout and the safety contract).
+pub(crate) type PackFn = unsafe fn(
+    tile: usize,
+    extent: usize,
+    kc: usize,
+    src: *const f32,
+    rs: usize,
+    cs: usize,
+    dst: &mut [f32],
+);
+
+/// The packing routines of `isa`: (pack A, pack B).
+pub(crate) fn packers(isa: Isa) -> (PackFn, PackFn) {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => (super::pack_avx2::pack_a_6, super::pack_avx2::pack_b_t),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => (super::pack::pack_a, super::pack_avx2::pack_b_t),
+        _ => (super::pack::pack_a, super::pack::pack_b),
+    }
+}
+
 /// Cache-blocking and register-tile sizes of one ISA's GEMM.
 ///
 /// The loop nest (see `driver.rs`) keeps a KC x NR micro-panel of B in L1, an MC x KC block of

@@ -21,6 +21,7 @@ mod avx512;
 mod driver;
 mod kernel;
 mod pack;
+mod pack_avx2;
 mod portable;
 pub mod reference;
 mod scalar;
@@ -209,6 +210,9 @@ fn required_len(rows: usize, cols: usize, rs: usize, cs: usize) -> Option<usize>
 
 /// Whether a strided `rows x cols` view addresses every element at a distinct offset.
 fn strides_are_distinct(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    if rows == 0 || cols == 0 {
+        return true;
+    }
     // Sort the two (extent, stride) pairs by stride: the inner one must be non-zero when it has
     // more than one element, and the outer one must step past the whole inner extent.
     let (mut inner, mut outer) = ((cols, cs), (rows, rs));
@@ -422,6 +426,7 @@ mod tests {
         assert!(strides_are_distinct(1, 4, 0, 1));
         assert!(strides_are_distinct(3, 1, 1, 0));
         assert!(!strides_are_distinct(2, 2, 1, 1));
+        assert!(strides_are_distinct(2, 0, 0, 2));
     }
 
     #[test]

@@ -78,7 +78,14 @@ pub(crate) unsafe fn pack_b(
         // SAFETY (all branches): p < kc and j < cols <= nc - q*nr keep every read inside B's block.
         unsafe {
             let base = b.add(q * nr * csb);
-            if csb == 1 {
+            if csb == 1 && cols == nr && (nr == 16 || nr == 32) {
+                // Row-major B, full panel: fixed-size copies the compiler turns into a few
+                // vector moves instead of a `memcpy` call per k-slice.
+                match nr {
+                    16 => copy_rows::<16>(kc, base, rsb, panel),
+                    _ => copy_rows::<32>(kc, base, rsb, panel),
+                }
+            } else if csb == 1 {
                 // Row-major B: each k-slice of the panel is a contiguous run of `cols` floats.
                 for p in 0..kc {
                     let row = &mut panel[p * nr..(p + 1) * nr];
@@ -97,6 +104,19 @@ pub(crate) unsafe fn pack_b(
                 }
             }
         }
+    }
+}
+
+/// Copies `kc` rows of `N` contiguous floats, `rs` apart, into `N`-float slots of `dst`.
+///
+/// # Safety
+/// `src + p*rs + j` is readable for `p < kc`, `j < N`; `dst` holds `kc * N` floats.
+#[inline(always)]
+unsafe fn copy_rows<const N: usize>(kc: usize, src: *const f32, rs: usize, dst: &mut [f32]) {
+    for (p, slot) in dst.chunks_exact_mut(N).take(kc).enumerate() {
+        // SAFETY: the caller guarantees row p of the source holds N readable floats.
+        let row = unsafe { std::ptr::read_unaligned(src.add(p * rs) as *const [f32; N]) };
+        slot.copy_from_slice(&row);
     }
 }
 

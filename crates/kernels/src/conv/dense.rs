@@ -1,0 +1,42 @@
+//! Dense convolution through GEMM (1x1 directly on NCHW, k x k via im2col). Currently the
+//! f64 reference; the GEMM paths land next.
+
+use super::{reference, Conv2dShape};
+use crate::activation::Activation;
+use crate::error::KernelError;
+use crate::isa::Isa;
+
+pub(crate) fn forward(
+    _isa: Isa,
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    reference::conv2d_forward(s, x, w, bias, act, y);
+    Ok(())
+}
+
+pub(crate) fn backward_input(
+    _isa: Isa,
+    s: &Conv2dShape,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<(), KernelError> {
+    reference::conv2d_backward_input(s, w, dy, dx);
+    Ok(())
+}
+
+pub(crate) fn backward_weight(
+    _isa: Isa,
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+) -> Result<(), KernelError> {
+    reference::conv2d_backward_weight(s, x, dy, dw);
+    Ok(())
+}

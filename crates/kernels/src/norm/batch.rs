@@ -1,0 +1,232 @@
+//! Batch normalisation over `[n, c, hw]` (Ioffe & Szegedy, "Batch Normalization", ICML 2015),
+//! following PyTorch's CPU kernels (`aten/src/ATen/native/Normalization.cpp`):
+//!
+//! ```text
+//! stats:    mean_c = E[x],  var_c = E[(x - mean_c)^2]            (biased; two passes)
+//! forward:  y = x * a_c + b_c,  a_c = gamma_c / sqrt(var_c + eps),  b_c = beta_c - mean_c * a_c
+//! backward: invstd = 1 / sqrt(var + eps),  sdy = sum dy,  dot = sum (x - mean) dy     (per c)
+//!           training: dx = (dy - sdy / M - (x - mean) * dot * invstd^2 / M) * invstd * gamma
+//!           eval:     dx = dy * invstd * gamma
+//!           dgamma = dot * invstd,  dbeta = sdy                                      (M = n*hw)
+//! ```
+//! Per-channel reductions accumulate plane sums (eight f32 partials each) into f64 in image
+//! order, parallel over channels; element-wise passes are parallel over planes.
+
+use super::{check_eps, check_len, check_opt, checked_len, sum_and_dot, sum_and_sq, PAR_MIN};
+use crate::error::KernelError;
+use rayon::prelude::*;
+
+fn shape(n: usize, c: usize, hw: usize) -> impl Fn() -> String {
+    move || format!("x [{n}, {c}, {hw}] (n, c, h*w)")
+}
+
+/// Per-channel `(sum_plane f(plane_of_a, plane_of_b))` reductions in f64, image order.
+fn per_channel<F>(n: usize, c: usize, hw: usize, out: &mut [(f64, f64)], f: F)
+where
+    F: Fn(usize, usize) -> (f32, f32) + Sync,
+{
+    let body = |ch: usize, o: &mut (f64, f64)| {
+        let mut acc = (0.0f64, 0.0f64);
+        for img in 0..n {
+            let (a, b) = f(img * c + ch, hw);
+            acc.0 += a as f64;
+            acc.1 += b as f64;
+        }
+        *o = acc;
+    };
+    if n * c * hw >= PAR_MIN {
+        out.par_iter_mut()
+            .enumerate()
+            .for_each(|(ch, o)| body(ch, o));
+    } else {
+        out.iter_mut().enumerate().for_each(|(ch, o)| body(ch, o));
+    }
+}
+
+/// Applies `y[plane] = g(channel, x[plane], ...)` plane by plane, in parallel for large inputs.
+fn per_plane<F>(y: &mut [f32], c: usize, hw: usize, f: F)
+where
+    F: Fn(usize, usize, &mut [f32]) + Sync,
+{
+    if hw == 0 {
+        return;
+    }
+    if y.len() >= PAR_MIN {
+        y.par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(p, out)| f(p, p % c, out));
+    } else {
+        y.chunks_mut(hw)
+            .enumerate()
+            .for_each(|(p, out)| f(p, p % c, out));
+    }
+}
+
+/// Per-channel batch mean and biased variance of `x` (`[n, c, hw]`) into `mean`, `var` (`[c]`).
+///
+/// Errors: wrong lengths, or an empty reduction (`n * hw == 0`).
+pub fn batch_norm_stats(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "batch_norm_stats";
+    let sh = shape(n, c, hw);
+    check_len(OP, &sh, "x", x.len(), checked_len(OP, &sh, &[n, c, hw])?)?;
+    check_len(OP, &sh, "mean", mean.len(), c)?;
+    check_len(OP, &sh, "var", var.len(), c)?;
+    if n * hw == 0 {
+        return Err(KernelError::invalid(
+            OP,
+            format!("{}: no values per channel to average", sh()),
+        ));
+    }
+    let m = (n * hw) as f64;
+    let mut sums = vec![(0.0f64, 0.0f64); c];
+    per_channel(n, c, hw, &mut sums, |p, hw| {
+        (super::sum_and_sq(&x[p * hw..(p + 1) * hw], 0.0).0, 0.0)
+    });
+    for (mu, s) in mean.iter_mut().zip(&sums) {
+        *mu = (s.0 / m) as f32;
+    }
+    let means: &[f32] = mean;
+    per_channel(n, c, hw, &mut sums, |p, hw| {
+        (0.0, sum_and_sq(&x[p * hw..(p + 1) * hw], means[p % c]).1)
+    });
+    for (v, s) in var.iter_mut().zip(&sums) {
+        *v = (s.1 / m) as f32;
+    }
+    Ok(())
+}
+
+/// `y = (x - mean) / sqrt(var + eps) * gamma + beta` per channel (`gamma` defaults to 1, `beta`
+/// to 0); `x`, `y` are `[n, c, hw]`, the rest `[c]`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_forward(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "batch_norm_forward";
+    let sh = shape(n, c, hw);
+    let len = checked_len(OP, &sh, &[n, c, hw])?;
+    check_len(OP, &sh, "x", x.len(), len)?;
+    check_len(OP, &sh, "y", y.len(), len)?;
+    check_len(OP, &sh, "mean", mean.len(), c)?;
+    check_len(OP, &sh, "var", var.len(), c)?;
+    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
+    check_opt(OP, &sh, "beta", beta.map(<[f32]>::len), c)?;
+    check_eps(OP, eps)?;
+    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
+        .map(|ch| {
+            let a = gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt();
+            (a, beta.map_or(0.0, |b| b[ch]) - mean[ch] * a)
+        })
+        .unzip();
+    per_plane(y, c, hw, |p, ch, out| {
+        let (a, b) = (scale[ch], shift[ch]);
+        for (o, &v) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+            *o = v * a + b;
+        }
+    });
+    Ok(())
+}
+
+/// The gradients of [`batch_norm_forward`]: `dx` (overwritten), and `dgamma`, `dbeta` (`[c]`,
+/// overwritten) when given.
+///
+/// With `training == true`, `mean` / `var` are this batch's statistics (from
+/// [`batch_norm_stats`]) and the gradient flows through them; with `false` they are running
+/// statistics, constants. Formulas in the module header.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+    training: bool,
+    dx: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+) -> Result<(), KernelError> {
+    const OP: &str = "batch_norm_backward";
+    let sh = shape(n, c, hw);
+    let len = checked_len(OP, &sh, &[n, c, hw])?;
+    check_len(OP, &sh, "x", x.len(), len)?;
+    check_len(OP, &sh, "dy", dy.len(), len)?;
+    check_len(OP, &sh, "dx", dx.len(), len)?;
+    check_len(OP, &sh, "mean", mean.len(), c)?;
+    check_len(OP, &sh, "var", var.len(), c)?;
+    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
+    check_opt(OP, &sh, "dgamma", dgamma.as_ref().map(|v| v.len()), c)?;
+    check_opt(OP, &sh, "dbeta", dbeta.as_ref().map(|v| v.len()), c)?;
+    check_eps(OP, eps)?;
+    // dot_c = sum (x - mean) dy = sum x dy - mean * sum dy, accumulated per plane as
+    // sum dy and sum (x - mean) dy directly (no cancellation between the two sums).
+    let mut sums = vec![(0.0f64, 0.0f64); c];
+    per_channel(n, c, hw, &mut sums, |p, hw| {
+        let mu = mean[p % c];
+        let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
+        let mut centred = [0.0f32; 64];
+        let (mut s, mut d) = (0.0f32, 0.0f32);
+        for (xc, dc) in xs.chunks(64).zip(ds.chunks(64)) {
+            for (o, &v) in centred.iter_mut().zip(xc) {
+                *o = v - mu;
+            }
+            let (a, b) = sum_and_dot(dc, &centred[..xc.len()]);
+            s += a;
+            d += b;
+        }
+        (s, d)
+    });
+    let m = (n * hw) as f64;
+    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
+    if let Some(dg) = dgamma {
+        for ((o, s), &is) in dg.iter_mut().zip(&sums).zip(&invstd) {
+            *o = (s.1 * is as f64) as f32;
+        }
+    }
+    if let Some(db) = dbeta {
+        for (o, s) in db.iter_mut().zip(&sums) {
+            *o = s.0 as f32;
+        }
+    }
+    // dx = dy * a + (x - mean) * k + b per channel.
+    let coeffs: Vec<(f32, f32, f32)> = (0..c)
+        .map(|ch| {
+            let is = invstd[ch] as f64;
+            let g = gamma.map_or(1.0, |g| g[ch]) as f64;
+            if training {
+                let k = -(sums[ch].1 / m) * is * is * is * g;
+                let b = -(sums[ch].0 / m) * is * g;
+                ((is * g) as f32, k as f32, b as f32)
+            } else {
+                ((is * g) as f32, 0.0, 0.0)
+            }
+        })
+        .collect();
+    per_plane(dx, c, hw, |p, ch, out| {
+        let (a, k, b) = coeffs[ch];
+        let mu = mean[ch];
+        let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
+        for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(ds) {
+            *o = g * a + ((xv - mu) * k + b);
+        }
+    });
+    Ok(())
+}

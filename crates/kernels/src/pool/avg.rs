@@ -1,0 +1,228 @@
+//! Average pooling and adaptive average pooling, forward and backward, following PyTorch's CPU
+//! kernels (`aten/src/ATen/native/cpu/AvgPoolKernel.cpp`, `AdaptiveAvgPoolKernel.cpp`):
+//!
+//! - window `[y0, min(y0 + kh, h + ph))` in padded coordinates; its size counts the padding
+//!   (`count_include_pad`) but not the part past the right padding (ceil mode), then it is
+//!   clipped to the input, whose size is the divisor otherwise;
+//! - adaptive bin `o` of `out` over `in` is `[floor(o * in / out), ceil((o + 1) * in / out))`.
+//!
+//! Backward spreads each `dy / divisor` over its window; each input-gradient plane belongs to
+//! one thread and is accumulated in output order.
+
+use super::{check_len, per_plane, rename, Pool2dShape};
+use crate::error::KernelError;
+
+/// The clipped window `(r0, r1, c0, c1)` of output `(oy, ox)` and its divisor.
+#[inline]
+fn window(
+    s: &Pool2dShape,
+    include_pad: bool,
+    oy: usize,
+    ox: usize,
+) -> (usize, usize, usize, usize, f32) {
+    let (ph, pw) = (s.padding.0 as isize, s.padding.1 as isize);
+    let y0 = (oy * s.stride.0) as isize - ph;
+    let x0 = (ox * s.stride.1) as isize - pw;
+    let y1 = (y0 + s.kh as isize).min(s.h as isize + ph);
+    let x1 = (x0 + s.kw as isize).min(s.w as isize + pw);
+    let padded = (y1 - y0) * (x1 - x0);
+    let (r0, c0) = (y0.max(0), x0.max(0));
+    let (r1, c1) = (y1.min(s.h as isize).max(r0), x1.min(s.w as isize).max(c0));
+    let count = if include_pad {
+        padded
+    } else {
+        (r1 - r0) * (c1 - c0)
+    };
+    (
+        r0 as usize,
+        r1 as usize,
+        c0 as usize,
+        c1 as usize,
+        count as f32,
+    )
+}
+
+/// `y = mean over each window of x` (`[n, c, h, w]` -> `[n, c, out_h, out_w]`).
+pub fn avg_pool2d_forward(
+    s: &Pool2dShape,
+    count_include_pad: bool,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "avg_pool2d_forward";
+    s.validate().map_err(|e| rename(e, OP))?;
+    check_len(OP, s, "x", x.len(), s.input_len())?;
+    check_len(OP, s, "y", y.len(), s.output_len())?;
+    let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
+    per_plane(y, oh * ow, s.input_len(), |p, out| {
+        let xp = &x[p * hw..(p + 1) * hw];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (r0, r1, c0, c1, count) = window(s, count_include_pad, oy, ox);
+                let mut sum = 0.0f32;
+                for r in r0..r1 {
+                    for &v in &xp[r * s.w + c0..r * s.w + c1] {
+                        sum += v;
+                    }
+                }
+                out[oy * ow + ox] = if r0 < r1 && c0 < c1 { sum / count } else { 0.0 };
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The gradient of [`avg_pool2d_forward`] (overwrites `dx`).
+pub fn avg_pool2d_backward(
+    s: &Pool2dShape,
+    count_include_pad: bool,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "avg_pool2d_backward";
+    s.validate().map_err(|e| rename(e, OP))?;
+    check_len(OP, s, "dy", dy.len(), s.output_len())?;
+    check_len(OP, s, "dx", dx.len(), s.input_len())?;
+    let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
+    per_plane(dx, hw, s.input_len(), |p, out| {
+        out.fill(0.0);
+        let g = &dy[p * oh * ow..(p + 1) * oh * ow];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let (r0, r1, c0, c1, count) = window(s, count_include_pad, oy, ox);
+                let v = g[oy * ow + ox] / count;
+                for r in r0..r1 {
+                    for o in &mut out[r * s.w + c0..r * s.w + c1] {
+                        *o += v;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Adaptive bin `[start, end)` of output `o` of `out` over an input of `len`.
+#[inline]
+fn bin(o: usize, out: usize, len: usize) -> (usize, usize) {
+    ((o * len) / out, ((o + 1) * len).div_ceil(out))
+}
+
+fn check_adaptive(
+    op: &'static str,
+    dims: [usize; 6],
+    in_len: usize,
+    out_len: usize,
+) -> Result<(), KernelError> {
+    let [n, c, h, w, oh, ow] = dims;
+    let shape = format!("x [{n}, {c}, {h}, {w}] -> [{oh}, {ow}]");
+    if c == 0 || h == 0 || w == 0 || oh == 0 || ow == 0 {
+        return Err(KernelError::invalid(
+            op,
+            format!("{shape}: channels, input and output extents must be non-zero"),
+        ));
+    }
+    let prod = |d: [usize; 4]| {
+        d.iter()
+            .try_fold(1usize, |a, &b| a.checked_mul(b))
+            .filter(|&v| v <= isize::MAX as usize / 4)
+    };
+    // (o + 1) * len must not overflow in `bin`.
+    let (Some(want_in), Some(want_out), Some(_), Some(_)) = (
+        prod([n, c, h, w]),
+        prod([n, c, oh, ow]),
+        (oh + 1).checked_mul(h),
+        (ow + 1).checked_mul(w),
+    ) else {
+        return Err(KernelError::invalid(op, format!("{shape}: sizes overflow")));
+    };
+    if in_len != want_in {
+        return Err(KernelError::invalid(
+            op,
+            format!("{shape}: input has {in_len} elements, expected {want_in}"),
+        ));
+    }
+    if out_len != want_out {
+        return Err(KernelError::invalid(
+            op,
+            format!("{shape}: output has {out_len} elements, expected {want_out}"),
+        ));
+    }
+    Ok(())
+}
+
+/// PyTorch's `adaptive_avg_pool2d`: `[n, c, h, w]` -> `[n, c, oh, ow]`, each output the mean of
+/// its bin (see the module header).
+#[allow(clippy::too_many_arguments)]
+pub fn adaptive_avg_pool2d_forward(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    check_adaptive(
+        "adaptive_avg_pool2d_forward",
+        [n, c, h, w, oh, ow],
+        x.len(),
+        y.len(),
+    )?;
+    per_plane(y, oh * ow, x.len(), |p, out| {
+        let xp = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            let (r0, r1) = bin(oy, oh, h);
+            for ox in 0..ow {
+                let (c0, c1) = bin(ox, ow, w);
+                let mut sum = 0.0f32;
+                for r in r0..r1 {
+                    for &v in &xp[r * w + c0..r * w + c1] {
+                        sum += v;
+                    }
+                }
+                out[oy * ow + ox] = sum / ((r1 - r0) * (c1 - c0)) as f32;
+            }
+        }
+    });
+    Ok(())
+}
+
+/// The gradient of [`adaptive_avg_pool2d_forward`] (overwrites `dx`, `[n, c, h, w]`).
+#[allow(clippy::too_many_arguments)]
+pub fn adaptive_avg_pool2d_backward(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<(), KernelError> {
+    check_adaptive(
+        "adaptive_avg_pool2d_backward",
+        [n, c, h, w, oh, ow],
+        dx.len(),
+        dy.len(),
+    )?;
+    let work = dx.len();
+    per_plane(dx, h * w, work, |p, out| {
+        out.fill(0.0);
+        let g = &dy[p * oh * ow..(p + 1) * oh * ow];
+        for oy in 0..oh {
+            let (r0, r1) = bin(oy, oh, h);
+            for ox in 0..ow {
+                let (c0, c1) = bin(ox, ow, w);
+                let v = g[oy * ow + ox] / ((r1 - r0) * (c1 - c0)) as f32;
+                for r in r0..r1 {
+                    for o in &mut out[r * w + c0..r * w + c1] {
+                        *o += v;
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
