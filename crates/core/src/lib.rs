@@ -29,6 +29,9 @@ pub use autograd::{is_grad_enabled, live_nodes, no_grad, no_grad_scope, set_grad
 pub use error::{Result, TensorError};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use layout::Layout;
+pub use ops::conv::Conv2dParams;
+pub use ops::norm::RunningStats;
+pub use ops::pool::Pool2dParams;
 pub use rng::Rng;
 pub use storage::{live_storages, DType, Storage};
 pub use tensor::Tensor;

@@ -6,10 +6,15 @@
 //! otherwise walk the strided layouts with [`crate::layout::walk1`] / [`walk2`](crate::layout::walk2).
 
 pub mod activation;
+pub mod conv;
 pub mod elementwise;
 pub mod index;
+pub mod loss;
 pub mod matmul;
+pub mod norm;
+pub mod pool;
 pub mod reduce;
+pub mod softmax;
 pub mod view;
 
 use rayon::prelude::*;

@@ -1,0 +1,169 @@
+//! conv2d (stride, padding, dilation, groups, bias; depthwise when `groups == c_in`) on
+//! `tessera_kernels::conv`, NCHW with PyTorch's weight layout `[c_out, c_in / groups, kh, kw]`.
+//!
+//! Backward: `dx = conv2d_backward_input(w, dy)`, `dw = conv2d_backward_weight(x, dy)`,
+//! `db = Σ_{n,h,w} dy`. Saved: the input only if the weight needs a gradient, the weight only
+//! if the input does.
+
+use tessera_kernels::activation::Activation;
+use tessera_kernels::conv::{self, Conv2dShape};
+
+use crate::autograd::needs_grad;
+use crate::error::{fmt_shape, Result, TensorError};
+use crate::tensor::Tensor;
+
+/// Stride, padding, dilation and groups of a 2-D convolution (PyTorch defaults: 1, 0, 1, 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2dParams {
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub dilation: (usize, usize),
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Conv2dParams {
+            stride: (1, 1),
+            padding: (0, 0),
+            dilation: (1, 1),
+            groups: 1,
+        }
+    }
+}
+
+impl Conv2dParams {
+    /// Square stride and padding, dilation 1, one group.
+    pub fn new(stride: usize, padding: usize) -> Self {
+        Conv2dParams {
+            stride: (stride, stride),
+            padding: (padding, padding),
+            ..Default::default()
+        }
+    }
+
+    /// With `groups` groups.
+    pub fn groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// With a square dilation.
+    pub fn dilation(mut self, d: usize) -> Self {
+        self.dilation = (d, d);
+        self
+    }
+}
+
+impl Tensor {
+    /// 2-D convolution of `[n, c_in, h, w]` with `weight` `[c_out, c_in / groups, kh, kw]` and
+    /// optional `bias` `[c_out]`.
+    pub fn conv2d(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d";
+        let (xs, ws) = (self.shape(), weight.shape());
+        if xs.len() != 4 || ws.len() != 4 {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "input {} and weight {} must both be 4-D",
+                    fmt_shape(xs),
+                    fmt_shape(ws)
+                ),
+            ));
+        }
+        let g = p.groups.max(1);
+        if p.groups == 0 || xs[1] != ws[1] * g {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "input {} has {} channels but weight {} with {} groups expects {}",
+                    fmt_shape(xs),
+                    xs[1],
+                    fmt_shape(ws),
+                    p.groups,
+                    ws[1] * g
+                ),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.shape() != [ws[0]] {
+                return Err(TensorError::shape(
+                    OP,
+                    format!("bias {} for weight {}", fmt_shape(b.shape()), fmt_shape(ws)),
+                ));
+            }
+        }
+        let s = Conv2dShape {
+            n: xs[0],
+            c_in: xs[1],
+            h: xs[2],
+            w: xs[3],
+            c_out: ws[0],
+            kh: ws[2],
+            kw: ws[3],
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        };
+        let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
+        s.validate().map_err(kerr)?;
+        let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
+        let bd = bias.map(|b| b.data());
+        let mut y = vec![0.0f32; s.output_len()];
+        conv::conv2d_forward(
+            &s,
+            &x.data(),
+            &w.data(),
+            bd.as_deref(),
+            Activation::Identity,
+            &mut y,
+        )
+        .map_err(kerr)?;
+        let y = Tensor::from_contig(y, &[s.n, s.c_out, s.out_h(), s.out_w()]);
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        if !needs_grad(&inputs) {
+            return Ok(y);
+        }
+        let (nx, nw) = (self.requires_grad(), weight.requires_grad());
+        let has_b = bias.is_some();
+        let saved_x = nw.then_some(x);
+        let saved_w = nx.then_some(w);
+        Ok(y.record(OP, &inputs, move |g| {
+            let gd = g.contiguous();
+            let dy = gd.data();
+            let dx = match &saved_w {
+                Some(w) => {
+                    let mut dx = vec![0.0f32; s.input_len()];
+                    conv::conv2d_backward_input(&s, &w.data(), &dy, &mut dx).map_err(kerr)?;
+                    Some(Tensor::from_contig(dx, &[s.n, s.c_in, s.h, s.w]))
+                }
+                None => None,
+            };
+            let dw = match &saved_x {
+                Some(x) => {
+                    let mut dw = vec![0.0f32; s.weight_len()];
+                    conv::conv2d_backward_weight(&s, &x.data(), &dy, &mut dw).map_err(kerr)?;
+                    Some(Tensor::from_contig(
+                        dw,
+                        &[s.c_out, s.c_in / s.groups, s.kh, s.kw],
+                    ))
+                }
+                None => None,
+            };
+            let mut out = vec![dx, dw];
+            if has_b {
+                let mut db = vec![0.0f32; s.c_out];
+                conv::conv2d_backward_bias(&s, &dy, &mut db).map_err(kerr)?;
+                out.push(Some(Tensor::from_contig(db, &[s.c_out])));
+            }
+            Ok(out)
+        }))
+    }
+}

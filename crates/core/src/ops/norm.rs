@@ -1,0 +1,249 @@
+//! layer_norm and batch_norm, fused, on `tessera_kernels::norm`, with the kernels' backward.
+//!
+//! layer_norm (Ba et al., 2016) normalises the trailing `normalized_shape` dims; it saves the
+//! input, the per-row mean and `rstd`, and the weight. batch_norm (Ioffe & Szegedy, 2015) over
+//! `[n, c, *]`: in training it normalises with the batch statistics (biased variance), updates
+//! the running statistics in place of the caller's tensors
+//! (`r = (1 - momentum) r + momentum * stat`, unbiased variance for `running_var`, as PyTorch)
+//! and backpropagates through the statistics; in eval it uses the running statistics as
+//! constants. It saves the input, the statistics it used and the weight.
+
+use tessera_kernels::norm;
+
+use crate::autograd::needs_grad;
+use crate::error::{fmt_shape, Result, TensorError};
+use crate::tensor::Tensor;
+
+fn check_param(op: &'static str, name: &str, t: Option<&Tensor>, want: &[usize]) -> Result<()> {
+    match t {
+        Some(t) if t.shape() != want => Err(TensorError::shape(
+            op,
+            format!(
+                "{name} has shape {}, expected {}",
+                fmt_shape(t.shape()),
+                fmt_shape(want)
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn kernel_err(op: &'static str, e: tessera_kernels::KernelError) -> TensorError {
+    TensorError::arg(op, e.to_string())
+}
+
+/// The running statistics batch_norm reads (eval) or updates (training).
+pub struct RunningStats<'a> {
+    /// Per-channel mean, `[c]`.
+    pub mean: &'a mut Tensor,
+    /// Per-channel (unbiased) variance, `[c]`.
+    pub var: &'a mut Tensor,
+    /// Weight of the new batch statistic in the update (PyTorch default 0.1).
+    pub momentum: f32,
+}
+
+impl Tensor {
+    /// Layer normalisation over the trailing dims `normalized_shape`, with optional affine
+    /// `weight` and `bias` of that shape.
+    pub fn layer_norm(
+        &self,
+        normalized_shape: &[usize],
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
+        const OP: &str = "layer_norm";
+        let r = self.rank();
+        let k = normalized_shape.len();
+        if k == 0 || k > r || self.shape()[r - k..] != *normalized_shape {
+            return Err(TensorError::shape(
+                OP,
+                format!(
+                    "normalized_shape {} does not end input {}",
+                    fmt_shape(normalized_shape),
+                    fmt_shape(self.shape())
+                ),
+            ));
+        }
+        check_param(OP, "weight", weight, normalized_shape)?;
+        check_param(OP, "bias", bias, normalized_shape)?;
+        let d: usize = normalized_shape.iter().product();
+        let rows = self.numel().checked_div(d).unwrap_or(0);
+        let x = self.contiguous().detach();
+        let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
+        let mut y = vec![0.0f32; self.numel()];
+        let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        norm::layer_norm_forward(
+            &x.data(),
+            rows,
+            d,
+            wd.as_deref(),
+            bd.as_deref(),
+            eps,
+            &mut y,
+            &mut mean,
+            &mut rstd,
+        )
+        .map_err(|e| kernel_err(OP, e))?;
+        let y = Tensor::from_contig(y, self.shape());
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        if !needs_grad(&inputs) {
+            return Ok(y);
+        }
+        let gamma = weight.map(|w| w.contiguous().detach());
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        let pshape = normalized_shape.to_vec();
+        Ok(y.record(OP, &inputs, move |g| {
+            let gd = g.contiguous();
+            let gm = gamma.as_ref().map(|t| t.data());
+            let mut dx = vec![0.0f32; x.numel()];
+            let mut dgamma = vec![0.0f32; d];
+            let mut dbeta = vec![0.0f32; d];
+            norm::layer_norm_backward(
+                &x.data(),
+                &gd.data(),
+                rows,
+                d,
+                gm.as_deref(),
+                &mean,
+                &rstd,
+                &mut dx,
+                has_w.then_some(&mut dgamma[..]),
+                has_b.then_some(&mut dbeta[..]),
+            )
+            .map_err(|e| kernel_err(OP, e))?;
+            let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
+            if has_w {
+                out.push(Some(Tensor::from_contig(dgamma, &pshape)));
+            }
+            if has_b {
+                out.push(Some(Tensor::from_contig(dbeta, &pshape)));
+            }
+            Ok(out)
+        }))
+    }
+
+    /// Batch normalisation of `[n, c, *]` over all dims but `c`. `training` uses batch
+    /// statistics (and updates `running` when given); eval needs `running` and uses it.
+    pub fn batch_norm(
+        &self,
+        running: Option<RunningStats<'_>>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        eps: f32,
+    ) -> Result<Tensor> {
+        const OP: &str = "batch_norm";
+        if self.rank() < 2 {
+            return Err(TensorError::shape(
+                OP,
+                format!("input must be [n, c, ...], got {}", fmt_shape(self.shape())),
+            ));
+        }
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let hw: usize = self.shape()[2..].iter().product();
+        check_param(OP, "weight", weight, &[c])?;
+        check_param(OP, "bias", bias, &[c])?;
+        if let Some(r) = &running {
+            check_param(OP, "running_mean", Some(r.mean), &[c])?;
+            check_param(OP, "running_var", Some(r.var), &[c])?;
+        }
+        let x = self.contiguous().detach();
+        let (mut mean, mut var) = (vec![0.0f32; c], vec![0.0f32; c]);
+        if training {
+            let count = n * hw;
+            if count <= 1 {
+                return Err(TensorError::shape(
+                    OP,
+                    format!(
+                        "input {}: training needs more than 1 value per channel",
+                        fmt_shape(self.shape())
+                    ),
+                ));
+            }
+            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)
+                .map_err(|e| kernel_err(OP, e))?;
+            if let Some(r) = running {
+                let m = r.momentum;
+                let unbias = count as f32 / (count - 1) as f32;
+                let rm: Vec<f32> = r
+                    .mean
+                    .data()
+                    .iter()
+                    .zip(&mean)
+                    .map(|(&a, &b)| (1.0 - m) * a + m * b)
+                    .collect();
+                let rv: Vec<f32> = r
+                    .var
+                    .data()
+                    .iter()
+                    .zip(&var)
+                    .map(|(&a, &b)| (1.0 - m) * a + m * b * unbias)
+                    .collect();
+                *r.mean = Tensor::from_contig(rm, &[c]);
+                *r.var = Tensor::from_contig(rv, &[c]);
+            }
+        } else {
+            let r = running
+                .ok_or_else(|| TensorError::arg(OP, "eval mode needs running statistics"))?;
+            mean.copy_from_slice(&r.mean.data());
+            var.copy_from_slice(&r.var.data());
+        }
+        let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
+        let mut y = vec![0.0f32; self.numel()];
+        norm::batch_norm_forward(
+            &x.data(),
+            n,
+            c,
+            hw,
+            &mean,
+            &var,
+            wd.as_deref(),
+            bd.as_deref(),
+            eps,
+            &mut y,
+        )
+        .map_err(|e| kernel_err(OP, e))?;
+        let y = Tensor::from_contig(y, self.shape());
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        if !needs_grad(&inputs) {
+            return Ok(y);
+        }
+        let gamma = weight.map(|w| w.contiguous().detach());
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        Ok(y.record(OP, &inputs, move |g| {
+            let gd = g.contiguous();
+            let gm = gamma.as_ref().map(|t| t.data());
+            let mut dx = vec![0.0f32; x.numel()];
+            let (mut dgamma, mut dbeta) = (vec![0.0f32; c], vec![0.0f32; c]);
+            norm::batch_norm_backward(
+                &x.data(),
+                &gd.data(),
+                n,
+                c,
+                hw,
+                &mean,
+                &var,
+                gm.as_deref(),
+                eps,
+                training,
+                &mut dx,
+                has_w.then_some(&mut dgamma[..]),
+                has_b.then_some(&mut dbeta[..]),
+            )
+            .map_err(|e| kernel_err(OP, e))?;
+            let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
+            if has_w {
+                out.push(Some(Tensor::from_contig(dgamma, &[c])));
+            }
+            if has_b {
+                out.push(Some(Tensor::from_contig(dbeta, &[c])));
+            }
+            Ok(out)
+        }))
+    }
+}
