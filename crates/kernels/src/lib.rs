@@ -18,6 +18,7 @@
 
 pub mod activation;
 pub mod error;
+pub mod exp;
 pub mod gemm;
 pub mod isa;
 
