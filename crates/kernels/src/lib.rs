@@ -21,6 +21,7 @@ pub mod error;
 pub mod exp;
 pub mod gemm;
 pub mod isa;
+pub mod softmax;
 
 pub use activation::Activation;
 pub use error::KernelError;
