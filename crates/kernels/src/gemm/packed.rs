@@ -140,7 +140,7 @@ impl PackedMatrix {
             Side::A => (self.cols, self.rows, self.blk.mr),
             Side::B => (self.rows, self.cols, self.blk.nr),
         };
-        debug_assert!(outer % tile == 0 && kb * self.blk.kc <= k.max(1));
+        debug_assert!(outer.is_multiple_of(tile) && kb * self.blk.kc <= k.max(1));
         let outer_pad = ext.div_ceil(tile) * tile;
         let pc = kb * self.blk.kc;
         let kc = self.blk.kc.min(k.saturating_sub(pc));
