@@ -2,13 +2,34 @@
 //!
 //! Strided tensors and reverse-mode autograd, calling `tessera-kernels` for the compute.
 //!
-//! What will live here (see issue "Core: strided tensors and reverse-mode autograd"):
-//! - `Tensor`: f32 values over shared storage with shape, strides (in elements) and an offset;
-//!   cheap to clone, `Send + Sync`; views (reshape, permute, narrow, expand) that never copy, with
-//!   `contiguous()` the one place that does (after candle's storage + layout split).
-//! - Element-wise ops with NumPy broadcasting, reductions, batched matmul over the strided GEMM,
-//!   softmax, normalisation, convolution and pooling, each with forward and backward.
-//! - Define-by-run autograd that records a node only when an input requires grad, and a public
-//!   `gradcheck` against central finite differences.
+//! - [`Tensor`]: f32 values over shared [`Storage`] with a [`Layout`] (shape, strides in
+//!   elements, offset); cheap to clone, `Send + Sync`. Views (reshape, permute, narrow, expand,
+//!   squeeze) never copy; [`Tensor::contiguous`] is the one place that does (after candle's
+//!   storage + layout split).
+//! - Ops in [`ops`], one file per family with forward and backward side by side: element-wise
+//!   with NumPy broadcasting, activations, reductions, batched matmul on the strided GEMM,
+//!   softmax and losses, normalisation, convolution and pooling.
+//! - [`autograd`]: define-by-run; a node is recorded only when an input requires grad, nothing
+//!   under [`no_grad`]. [`gradcheck()`] checks any op against central finite differences.
+//!
+//! Every fallible function returns [`Result`] with a [`TensorError`] naming the op and shapes.
+//! See `docs/autograd.md` for how nodes are recorded and walked.
 
+pub mod autograd;
+mod display;
+pub mod error;
+pub mod gradcheck;
+pub mod layout;
+pub mod ops;
+pub mod rng;
+pub mod storage;
+mod tensor;
+
+pub use autograd::{is_grad_enabled, live_nodes, no_grad, no_grad_scope, set_grad_enabled};
+pub use error::{Result, TensorError};
+pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+pub use layout::Layout;
+pub use rng::Rng;
+pub use storage::{live_storages, DType, Storage};
+pub use tensor::Tensor;
 pub use tessera_kernels as kernels;

@@ -1,0 +1,312 @@
+//! Shape, strides (in elements) and offset: how a tensor's elements sit in its storage.
+//!
+//! After candle's `Layout`: views (permute, narrow, expand, reshape when strides allow) only make
+//! a new layout over the same storage. Strides are unsigned; a broadcast dimension has stride 0.
+//! The strided walkers here ([`walk1`], [`walk2`]) are the index machinery every op uses on
+//! non-contiguous inputs: an outer odometer over all but the last dimension and a tight inner
+//! loop over the last one.
+
+use crate::error::{fmt_shape, Result, TensorError};
+
+/// Shape, strides and start offset of a tensor view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) strides: Vec<usize>,
+    pub(crate) offset: usize,
+}
+
+/// Row-major strides of a dense tensor of `shape`.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1;
+    for (s, &d) in strides.iter_mut().zip(shape).rev() {
+        *s = acc;
+        acc *= d;
+    }
+    strides
+}
+
+impl Layout {
+    /// A dense row-major layout starting at offset 0.
+    pub fn contiguous(shape: &[usize]) -> Self {
+        Layout {
+            shape: shape.to_vec(),
+            strides: contiguous_strides(shape),
+            offset: 0,
+        }
+    }
+
+    /// The dimensions.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The strides, in elements.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// The storage index of the first element.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Whether elements are dense and row-major from `offset` (size-1 dims may have any stride).
+    pub fn is_contiguous(&self) -> bool {
+        let mut acc = 1;
+        for (&d, &s) in self.shape.iter().zip(&self.strides).rev() {
+            if d != 1 && s != acc {
+                return false;
+            }
+            acc *= d;
+        }
+        true
+    }
+
+    /// Highest storage index touched plus one (0 when empty).
+    pub fn required_len(&self) -> usize {
+        if self.numel() == 0 {
+            return 0;
+        }
+        self.offset
+            + self
+                .shape
+                .iter()
+                .zip(&self.strides)
+                .map(|(&d, &s)| (d - 1) * s)
+                .sum::<usize>()
+            + 1
+    }
+
+    /// This layout broadcast to `shape` (NumPy rules: align right, size-1 dims get stride 0).
+    pub fn broadcast_to(&self, op: &'static str, shape: &[usize]) -> Result<Layout> {
+        let err = || {
+            TensorError::shape(
+                op,
+                format!(
+                    "cannot broadcast {} to {}",
+                    fmt_shape(&self.shape),
+                    fmt_shape(shape)
+                ),
+            )
+        };
+        if shape.len() < self.shape.len() {
+            return Err(err());
+        }
+        let lead = shape.len() - self.shape.len();
+        let mut strides = vec![0; shape.len()];
+        for i in 0..self.shape.len() {
+            let (d, want) = (self.shape[i], shape[lead + i]);
+            strides[lead + i] = if d == want {
+                self.strides[i]
+            } else if d == 1 {
+                0
+            } else {
+                return Err(err());
+            };
+        }
+        Ok(Layout {
+            shape: shape.to_vec(),
+            strides,
+            offset: self.offset,
+        })
+    }
+
+    /// Strides for viewing this layout as `new_shape` without copying, if possible (the
+    /// algorithm of PyTorch's `computeStride`: split the old dims into contiguous chunks and
+    /// map each chunk onto a run of new dims of the same element count).
+    pub fn reshape_strides(&self, new_shape: &[usize]) -> Option<Vec<usize>> {
+        if self.numel() <= 1 {
+            return Some(contiguous_strides(new_shape));
+        }
+        let mut new_strides = vec![0; new_shape.len()];
+        let mut view_d = new_shape.len() as isize - 1;
+        let mut chunk_base = *self.strides.last().unwrap_or(&1);
+        let mut tensor_numel = 1usize;
+        let mut view_numel = 1usize;
+        for td in (0..self.shape.len()).rev() {
+            tensor_numel *= self.shape[td];
+            let chunk_end = td == 0
+                || (self.shape[td - 1] != 1 && self.strides[td - 1] != tensor_numel * chunk_base);
+            if chunk_end {
+                while view_d >= 0 && (view_numel < tensor_numel || new_shape[view_d as usize] == 1)
+                {
+                    new_strides[view_d as usize] = view_numel * chunk_base;
+                    view_numel *= new_shape[view_d as usize];
+                    view_d -= 1;
+                }
+                if view_numel != tensor_numel {
+                    return None;
+                }
+                if td > 0 {
+                    chunk_base = self.strides[td - 1];
+                    tensor_numel = 1;
+                    view_numel = 1;
+                }
+            }
+        }
+        if view_d != -1 {
+            return None;
+        }
+        Some(new_strides)
+    }
+}
+
+/// The NumPy broadcast of two shapes, or a shape error naming `op` and both shapes.
+pub fn broadcast_shapes(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let n = a.len().max(b.len());
+    let mut out = vec![0; n];
+    for i in 0..n {
+        let da = if i + a.len() >= n {
+            a[i + a.len() - n]
+        } else {
+            1
+        };
+        let db = if i + b.len() >= n {
+            b[i + b.len() - n]
+        } else {
+            1
+        };
+        out[i] = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(TensorError::shape(
+                op,
+                format!(
+                    "{} and {} do not broadcast (dim {i}: {da} vs {db})",
+                    fmt_shape(a),
+                    fmt_shape(b)
+                ),
+            ));
+        };
+    }
+    Ok(out)
+}
+
+/// Calls `f(offset)` for every element of a strided view, in row-major order.
+#[inline]
+pub fn walk1(shape: &[usize], strides: &[usize], offset: usize, mut f: impl FnMut(usize)) {
+    if shape.contains(&0) {
+        return;
+    }
+    let nd = shape.len();
+    if nd == 0 {
+        f(offset);
+        return;
+    }
+    let (inner, is) = (shape[nd - 1], strides[nd - 1]);
+    let mut idx = vec![0usize; nd - 1];
+    let mut base = offset;
+    loop {
+        let mut o = base;
+        for _ in 0..inner {
+            f(o);
+            o += is;
+        }
+        // Odometer over the outer dims.
+        let mut d = nd - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            base += strides[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            base -= strides[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+/// Calls `f(offset_a, offset_b)` for every index of `shape`, walking two strided views together.
+#[inline]
+pub fn walk2(
+    shape: &[usize],
+    sa: &[usize],
+    oa: usize,
+    sb: &[usize],
+    ob: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    if shape.contains(&0) {
+        return;
+    }
+    let nd = shape.len();
+    if nd == 0 {
+        f(oa, ob);
+        return;
+    }
+    let (inner, ia, ib) = (shape[nd - 1], sa[nd - 1], sb[nd - 1]);
+    let mut idx = vec![0usize; nd - 1];
+    let (mut ba, mut bb) = (oa, ob);
+    loop {
+        let (mut a, mut b) = (ba, bb);
+        for _ in 0..inner {
+            f(a, b);
+            a += ia;
+            b += ib;
+        }
+        let mut d = nd - 1;
+        loop {
+            if d == 0 {
+                return;
+            }
+            d -= 1;
+            idx[d] += 1;
+            ba += sa[d];
+            bb += sb[d];
+            if idx[d] < shape[d] {
+                break;
+            }
+            ba -= sa[d] * shape[d];
+            bb -= sb[d] * shape[d];
+            idx[d] = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast() {
+        assert_eq!(
+            broadcast_shapes("t", &[2, 1, 3], &[4, 1]).unwrap(),
+            vec![2, 4, 3]
+        );
+        assert!(broadcast_shapes("t", &[2, 3], &[4, 3]).is_err());
+    }
+
+    #[test]
+    fn reshape_view() {
+        let l = Layout::contiguous(&[2, 3, 4]);
+        assert_eq!(l.reshape_strides(&[6, 4]), Some(vec![4, 1]));
+        // transposed [3, 2] from [2, 3]: cannot flatten
+        let t = Layout {
+            shape: vec![3, 2],
+            strides: vec![1, 3],
+            offset: 0,
+        };
+        assert_eq!(t.reshape_strides(&[6]), None);
+        assert_eq!(t.reshape_strides(&[3, 2, 1]), Some(vec![1, 3, 3]));
+    }
+
+    #[test]
+    fn walk_transposed() {
+        let mut v = vec![];
+        walk1(&[3, 2], &[1, 3], 0, |o| v.push(o));
+        assert_eq!(v, vec![0, 3, 1, 4, 2, 5]);
+    }
+}

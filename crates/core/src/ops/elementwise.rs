@@ -1,0 +1,329 @@
+//! Element-wise arithmetic with NumPy broadcasting, and the unary math functions.
+//!
+//! Binary rules (gradients are summed back over broadcast dims by [`Tensor::sum_to`]):
+//! `d(a+b) = (g, g)`, `d(a-b) = (g, -g)`, `d(a*b) = (g*b, g*a)`, `d(a/b) = (g/b, -g*a/b^2)`,
+//! `d(a^b) = (g*b*a^(b-1), g*a^b*ln a)`, maximum/minimum route `g` to the larger/smaller input.
+//! Unary rules are `g * f'(s)` where `s` is whichever of input or output the rule needs
+//! ([`Saved`]): exp and sqrt save their output, log and abs their input, neg and the scalar
+//! affine ops nothing.
+
+use crate::autograd::needs_grad;
+use crate::error::{Result, TensorError};
+use crate::ops::{map, zip};
+use crate::tensor::Tensor;
+
+/// What a unary op keeps for its backward.
+#[derive(Clone, Copy)]
+pub(crate) enum Saved {
+    /// Nothing: the derivative is a constant (`df` gets 0).
+    Nothing,
+    /// The input `x`.
+    Input,
+    /// The output `y`.
+    Output,
+}
+
+/// A unary op `y = f(x)` with `dx = g * df(s)`, `s` chosen by `saved`.
+pub(crate) fn unary(
+    name: &'static str,
+    x: &Tensor,
+    f: impl Fn(f32) -> f32 + Sync + Send,
+    saved: Saved,
+    df: impl Fn(f32) -> f32 + Sync + Send + Copy + 'static,
+) -> Tensor {
+    let y = map(x, f);
+    if !needs_grad(&[x]) {
+        return y;
+    }
+    let s = match saved {
+        Saved::Nothing => None,
+        Saved::Input => Some(x.detach()),
+        Saved::Output => Some(y.detach()),
+    };
+    y.record(name, &[x], move |g| {
+        let dx = match &s {
+            None => map(g, move |g| g * df(0.0)),
+            Some(s) => zip(name, g, s, move |g, s| g * df(s))?,
+        };
+        Ok(vec![Some(dx)])
+    })
+}
+
+impl Tensor {
+    /// `self + other`, broadcasting.
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        let y = zip("add", self, other, |a, b| a + b)?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        Ok(y.record("add", &[self, other], move |g| {
+            Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])
+        }))
+    }
+
+    /// `self - other`, broadcasting.
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        let y = zip("sub", self, other, |a, b| a - b)?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        Ok(y.record("sub", &[self, other], move |g| {
+            Ok(vec![Some(g.sum_to(&sa)?), Some(g.neg().sum_to(&sb)?)])
+        }))
+    }
+
+    /// `self * other`, broadcasting.
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        let y = zip("mul", self, other, |a, b| a * b)?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (a, b) = (self.detach(), other.detach());
+        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        Ok(y.record("mul", &[self, other], move |g| {
+            let ga = if na {
+                Some(g.mul(&b)?.sum_to(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if nb {
+                Some(g.mul(&a)?.sum_to(b.shape())?)
+            } else {
+                None
+            };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// `self / other`, broadcasting.
+    pub fn div(&self, other: &Tensor) -> Result<Tensor> {
+        let y = zip("div", self, other, |a, b| a / b)?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (a, b) = (self.detach(), other.detach());
+        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        Ok(y.record("div", &[self, other], move |g| {
+            let ga = if na {
+                Some(g.div(&b)?.sum_to(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if nb {
+                // d(a/b)/db = -a / b^2
+                let t = zip("div", g, &a, |g, a| -g * a)?;
+                Some(zip("div", &t, &b, |t, b| t / (b * b))?.sum_to(b.shape())?)
+            } else {
+                None
+            };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// `self ^ other` element-wise, broadcasting (the gradient w.r.t. the exponent needs
+    /// `self > 0`).
+    pub fn pow(&self, other: &Tensor) -> Result<Tensor> {
+        let y = zip("pow", self, other, f32::powf)?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (a, b, out) = (self.detach(), other.detach(), y.detach());
+        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        Ok(y.record("pow", &[self, other], move |g| {
+            let ga = if na {
+                let d = zip("pow", &a, &b, |a, b| b * a.powf(b - 1.0))?;
+                Some(g.mul(&d)?.sum_to(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if nb {
+                let d = zip("pow", &out, &a, |y, a| y * a.ln())?;
+                Some(g.mul(&d)?.sum_to(b.shape())?)
+            } else {
+                None
+            };
+            Ok(vec![ga, gb])
+        }))
+    }
+
+    /// Element-wise maximum, broadcasting; the gradient goes to the larger input (to `other`
+    /// on ties).
+    pub fn maximum(&self, other: &Tensor) -> Result<Tensor> {
+        self.select_by("maximum", other, |a, b| a > b)
+    }
+
+    /// Element-wise minimum, broadcasting; the gradient goes to the smaller input (to `other`
+    /// on ties).
+    pub fn minimum(&self, other: &Tensor) -> Result<Tensor> {
+        self.select_by("minimum", other, |a, b| a < b)
+    }
+
+    fn select_by(
+        &self,
+        name: &'static str,
+        other: &Tensor,
+        take_a: fn(f32, f32) -> bool,
+    ) -> Result<Tensor> {
+        let y = zip(
+            name,
+            self,
+            other,
+            move |a, b| if take_a(a, b) { a } else { b },
+        )?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (a, b) = (self.detach(), other.detach());
+        Ok(y.record(name, &[self, other], move |g| {
+            let mask = zip(
+                name,
+                &a,
+                &b,
+                move |a, b| if take_a(a, b) { 1.0 } else { 0.0 },
+            )?;
+            let ga = g.mul(&mask)?.sum_to(a.shape())?;
+            let gb = zip(name, g, &mask, |g, m| g * (1.0 - m))?.sum_to(b.shape())?;
+            Ok(vec![Some(ga), Some(gb)])
+        }))
+    }
+
+    /// `-self`.
+    pub fn neg(&self) -> Tensor {
+        unary("neg", self, |x| -x, Saved::Nothing, |_| -1.0)
+    }
+
+    /// `self + c`.
+    pub fn add_scalar(&self, c: f32) -> Tensor {
+        unary("add_scalar", self, move |x| x + c, Saved::Nothing, |_| 1.0)
+    }
+
+    /// `self - c`.
+    pub fn sub_scalar(&self, c: f32) -> Tensor {
+        unary("sub_scalar", self, move |x| x - c, Saved::Nothing, |_| 1.0)
+    }
+
+    /// `self * c`.
+    pub fn mul_scalar(&self, c: f32) -> Tensor {
+        unary(
+            "mul_scalar",
+            self,
+            move |x| x * c,
+            Saved::Nothing,
+            move |_| c,
+        )
+    }
+
+    /// `self / c`.
+    pub fn div_scalar(&self, c: f32) -> Tensor {
+        unary(
+            "div_scalar",
+            self,
+            move |x| x / c,
+            Saved::Nothing,
+            move |_| 1.0 / c,
+        )
+    }
+
+    /// `self ^ p` with a scalar exponent.
+    pub fn powf(&self, p: f32) -> Tensor {
+        unary(
+            "powf",
+            self,
+            move |x| x.powf(p),
+            Saved::Input,
+            move |x| p * x.powf(p - 1.0),
+        )
+    }
+
+    /// `e ^ self`.
+    pub fn exp(&self) -> Tensor {
+        unary("exp", self, f32::exp, Saved::Output, |y| y)
+    }
+
+    /// Natural logarithm.
+    pub fn log(&self) -> Tensor {
+        unary("log", self, f32::ln, Saved::Input, |x| 1.0 / x)
+    }
+
+    /// Square root.
+    pub fn sqrt(&self) -> Tensor {
+        unary("sqrt", self, f32::sqrt, Saved::Output, |y| 0.5 / y)
+    }
+
+    /// `1 / sqrt(self)`.
+    pub fn rsqrt(&self) -> Tensor {
+        unary(
+            "rsqrt",
+            self,
+            |x| 1.0 / x.sqrt(),
+            Saved::Output,
+            |y| -0.5 * y * y * y,
+        )
+    }
+
+    /// Absolute value (gradient `sign(x)`, 0 at 0).
+    pub fn abs(&self) -> Tensor {
+        unary("abs", self, f32::abs, Saved::Input, |x| {
+            if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// Clamps into `[min, max]` (gradient 1 strictly inside, 0 outside). Errors if `min > max`
+    /// or either bound is NaN.
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        if min.is_nan() || max.is_nan() || min > max {
+            return Err(TensorError::arg(
+                "clamp",
+                format!("bounds [{min}, {max}] are not an interval"),
+            ));
+        }
+        Ok(unary(
+            "clamp",
+            self,
+            move |x| x.max(min).min(max),
+            Saved::Input,
+            move |x| if x > min && x < max { 1.0 } else { 0.0 },
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_add_and_grad() {
+        let a = Tensor::from_vec(vec![1., 2., 3., 4., 5., 6.], &[2, 3])
+            .unwrap()
+            .requires_grad_(true);
+        let b = Tensor::from_vec(vec![10., 20., 30.], &[3])
+            .unwrap()
+            .requires_grad_(true);
+        let y = a.mul(&b).unwrap().sum_all();
+        y.backward().unwrap();
+        assert_eq!(
+            a.grad().unwrap().to_vec(),
+            vec![10., 20., 30., 10., 20., 30.]
+        );
+        assert_eq!(b.grad().unwrap().to_vec(), vec![5., 7., 9.]);
+    }
+
+    #[test]
+    fn shape_error_names_op() {
+        let a = Tensor::zeros(&[2, 3]);
+        let b = Tensor::zeros(&[4, 3]);
+        let e = a.add(&b).unwrap_err().to_string();
+        assert!(
+            e.starts_with("add:") && e.contains("[2, 3]") && e.contains("[4, 3]"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! Autograd engine behaviour: recording only when needed, accumulation, retain/free, deep
+//! graphs, detach, and errors instead of panics.
+
+use tessera::core::{no_grad, Tensor, TensorError};
+
+#[test]
+fn no_graph_without_grad() {
+    let x = Tensor::randn(&[3, 4], 1);
+    let w = Tensor::randn(&[4, 2], 2).requires_grad_(true);
+    // Inputs that need no grad: nothing recorded.
+    let y = x.relu().sum_all();
+    assert!(!y.requires_grad() && y.op_name().is_none());
+    // Under no_grad nothing is recorded even with a grad-requiring input.
+    {
+        let _g = no_grad();
+        let z = x.matmul(&w).unwrap().sigmoid();
+        assert!(!z.requires_grad() && z.op_name().is_none());
+    }
+    let z = x.matmul(&w).unwrap();
+    assert_eq!(z.op_name(), Some("matmul"));
+}
+
+#[test]
+fn backward_twice_accumulates_and_freed_graph_errors() {
+    let x = Tensor::from_vec(vec![1.0, 2.0], &[2])
+        .unwrap()
+        .requires_grad_(true);
+    let y = x.mul(&x).unwrap().sum_all();
+    y.backward_opts(&Tensor::scalar(1.0), true).unwrap();
+    y.backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![4.0, 8.0]);
+    // The graph is freed now: a third call is an error, not a panic.
+    let e = y.backward().unwrap_err();
+    assert!(matches!(e, TensorError::Autograd { .. }), "{e}");
+    // A fresh graph accumulates on top.
+    x.mul(&x).unwrap().sum_all().backward().unwrap();
+    assert_eq!(x.grad().unwrap().to_vec(), vec![6.0, 12.0]);
+    x.zero_grad();
+    assert!(x.grad().is_none());
+}
+
+#[test]
+fn diamond_graph_sums_both_paths() {
+    let x = Tensor::scalar(3.0).requires_grad_(true);
+    let a = x.mul_scalar(2.0);
+    let b = x.exp();
+    let y = a.mul(&b).unwrap(); // 2x e^x -> 2e^x(1+x)
+    y.backward().unwrap();
+    let want = 2.0 * 3f32.exp() * 4.0;
+    assert!((x.grad().unwrap().item().unwrap() - want).abs() < 1e-3 * want);
+}
+
+#[test]
+fn deep_graph_does_not_overflow() {
+    let x = Tensor::scalar(1.0).requires_grad_(true);
+    let mut y = x.clone();
+    for _ in 0..100_000 {
+        y = y.add_scalar(1e-6);
+    }
+    y.backward().unwrap();
+    assert_eq!(x.grad().unwrap().item().unwrap(), 1.0);
+}
+
+#[test]
+fn detach_stops_gradient() {
+    let x = Tensor::scalar(2.0).requires_grad_(true);
+    let y = x.mul(&x.detach()).unwrap();
+    y.backward().unwrap();
+    assert_eq!(x.grad().unwrap().item().unwrap(), 2.0);
+}
+
+#[test]
+fn backward_errors() {
+    let x = Tensor::ones(&[2]);
+    assert!(x.backward().is_err()); // needs no grad
+    let y = Tensor::ones(&[2]).requires_grad_(true).mul_scalar(2.0);
+    assert!(y.backward().is_err()); // not a scalar
+    assert!(y.backward_with(&Tensor::ones(&[3])).is_err());
+    y.backward_with(&Tensor::ones(&[2])).unwrap();
+}
+
+#[test]
+fn non_contiguous_inputs_match_contiguous() {
+    let base = Tensor::randn(&[4, 5, 6], 3);
+    let v = base.permute(&[2, 0, 1]).unwrap().narrow(1, 1, 2).unwrap();
+    let c = v.contiguous();
+    assert!(!v.is_contiguous());
+    let other = Tensor::randn(&[6, 1, 5], 4);
+    let pairs = [
+        (v.exp().to_vec(), c.exp().to_vec()),
+        (v.gelu().to_vec(), c.gelu().to_vec()),
+        (
+            v.add(&other).unwrap().to_vec(),
+            c.add(&other).unwrap().to_vec(),
+        ),
+        (
+            v.sum(&[0, 2], true).unwrap().to_vec(),
+            c.sum(&[0, 2], true).unwrap().to_vec(),
+        ),
+        (
+            v.max(&[1], false).unwrap().to_vec(),
+            c.max(&[1], false).unwrap().to_vec(),
+        ),
+        (
+            v.matmul(&other.transpose(1, 2).unwrap()).unwrap().to_vec(),
+            c.matmul(&other.transpose(1, 2).unwrap().contiguous())
+                .unwrap()
+                .to_vec(),
+        ),
+    ];
+    for (a, b) in pairs {
+        assert_eq!(a, b);
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_not_a_panic() {
+    let x = Tensor::zeros(&[2, 3]);
+    assert!(x.sum(&[2], false).is_err());
+    assert!(x.sum(&[1, 1], false).is_err());
+    assert!(x.reshape(&[4]).is_err());
+    assert!(x.permute(&[0, 0]).is_err());
+    assert!(x.narrow(1, 2, 2).is_err());
+    assert!(x.expand(&[3, 3]).is_err());
+    assert!(x.transpose(0, 2).is_err());
+    assert!(x.unsqueeze(3).is_err());
+    assert!(x.clamp(1.0, 0.0).is_err());
+    assert!(x.index_select(0, &[2]).is_err());
+    assert!(Tensor::cat(&[], 0).is_err());
+    assert!(Tensor::cat(&[x.clone(), Tensor::zeros(&[3, 3])], 1).is_err());
+    assert!(x.matmul(&Tensor::zeros(&[3])).is_err());
+    assert!(x.var(&[0], false, 2).is_err());
+    assert!(x.item().is_err());
+    assert!(Tensor::arange(0.0, 1.0, 0.0).is_err());
+    let e = x
+        .matmul(&Tensor::zeros(&[2, 2, 4, 5]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("matmul") && e.contains("[2, 3]"), "{e}");
+}
