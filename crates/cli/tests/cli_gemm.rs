@@ -43,6 +43,7 @@ fn bench_gemm_json_has_the_documented_keys() {
     assert_eq!(v["threads"].as_u64(), Some(1));
     assert!(v["tessera_gflops"].as_f64().unwrap() > 0.0);
     assert!(v["matrixmultiply_gflops"].as_f64().unwrap() > 0.0);
+    assert!(v["tessera_packed_b_gflops"].as_f64().unwrap() > 0.0);
 }
 
 #[test]

@@ -11,7 +11,12 @@
 //! Modules:
 //! - [`isa`]: CPU detection, the cached choice and the `TESSERA_ISA` override.
 //! - [`gemm`]: strided f32 GEMM with a fused bias + activation epilogue (Goto/BLIS structure).
-//! - [`activation`]: the activation family shared by the element-wise kernels and the epilogues.
+//! - [`activation`]: the activation family (forward, backward, fused-epilogue vector forms).
+//! - [`exp`]: the vectorised exp shared by sigmoid, swish, tanh, gelu and softmax.
+//! - [`softmax`]: softmax and log-softmax over rows, forward and backward.
+//! - [`conv`]: 2-D convolution (depthwise, 1x1 as GEMM, im2col + GEMM), forward and backward.
+//! - [`norm`]: batch norm and layer norm, forward and backward.
+//! - [`pool`]: max, average and adaptive average pooling, forward and backward.
 //! - [`error`]: the error type every safe entry point returns.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -19,10 +24,12 @@
 pub mod activation;
 pub mod conv;
 pub mod error;
+pub mod exp;
 pub mod gemm;
 pub mod isa;
 pub mod norm;
 pub mod pool;
+pub mod softmax;
 
 pub use activation::Activation;
 pub use error::KernelError;

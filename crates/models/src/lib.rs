@@ -12,3 +12,5 @@
 //! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
 
 pub use tessera_core as core;
+
+pub mod io;

@@ -2,6 +2,7 @@
 //!
 //! Targets: `gemm`. Each target validates that the options given apply to it.
 
+mod dwconv;
 mod gemm;
 
 use clap::Args;
@@ -32,6 +33,9 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     match args.target.as_str() {
         "gemm" => gemm::run(args),
-        other => Err(format!("bench: unknown target {other:?}; expected gemm")),
+        "dwconv" => dwconv::run(args),
+        other => Err(format!(
+            "bench: unknown target {other:?}; expected gemm or dwconv"
+        )),
     }
 }

@@ -17,7 +17,7 @@
 use super::kernel::{
     blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
 };
-use super::{Bias, Epilogue};
+use super::{Bias, Epilogue, PackedMatrix};
 use crate::activation::Activation;
 use crate::isa::Isa;
 use rayon::prelude::*;
@@ -33,9 +33,13 @@ pub(crate) struct Problem<'a> {
     pub a: *const f32,
     pub rsa: usize,
     pub csa: usize,
+    /// A packed once by the caller (then `a`, `rsa`, `csa` are unused).
+    pub a_packed: Option<&'a PackedMatrix>,
     pub b: *const f32,
     pub rsb: usize,
     pub csb: usize,
+    /// B packed once by the caller (then `b`, `rsb`, `csb` are unused).
+    pub b_packed: Option<&'a PackedMatrix>,
     pub beta: f32,
     pub c: *mut f32,
     pub rsc: usize,
@@ -65,6 +69,8 @@ impl<'a> Problem<'a> {
             b: self.a,
             rsb: self.csa,
             csb: self.rsa,
+            a_packed: None,
+            b_packed: None,
             rsc: self.csc,
             csc: self.rsc,
             epilogue: Epilogue {
@@ -166,8 +172,11 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     if problem.m == 0 || problem.n == 0 {
         return;
     }
-    // Put C's unit stride along the kernel's vector dimension when C is column-major.
-    let p = if problem.csc != 1 && problem.rsc == 1 {
+    // Put C's unit stride along the kernel's vector dimension when C is column-major (not
+    // possible with a pre-packed operand, whose side is fixed: those go through the
+    // temporary-tile path instead).
+    let prepacked = problem.a_packed.is_some() || problem.b_packed.is_some();
+    let p = if problem.csc != 1 && problem.rsc == 1 && !prepacked {
         problem.transposed()
     } else {
         problem
@@ -258,18 +267,25 @@ unsafe fn run_task(
             let kc = kc_max.min(k - pc.min(k));
             let first = kb == 0;
             let last = kb + 1 == k_blocks;
-            let bpack = bbuf.slice(nc.div_ceil(nr) * nr * kc);
-            // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
-            unsafe {
-                pack_b(
-                    nr,
-                    nc,
-                    kc,
-                    p.b.add(pc * p.rsb + jc * p.csb),
-                    p.rsb,
-                    p.csb,
-                    bpack,
-                )
+            let bpack: *const f32 = match p.b_packed {
+                // jc is a multiple of NR (tasks and NC blocks start on panel boundaries).
+                Some(packed) => packed.block_ptr(kb, jc),
+                None => {
+                    let buf = bbuf.slice(nc.div_ceil(nr) * nr * kc);
+                    // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
+                    unsafe {
+                        pack_b(
+                            nr,
+                            nc,
+                            kc,
+                            p.b.add(pc * p.rsb + jc * p.csb),
+                            p.rsb,
+                            p.csb,
+                            buf,
+                        )
+                    };
+                    buf.as_ptr()
+                }
             };
             let epi = TileEpilogue {
                 alpha: p.alpha,
@@ -287,18 +303,25 @@ unsafe fn run_task(
             let mut ic = task.m0;
             while ic < task.m1 {
                 let mc = mc_max.min(task.m1 - ic);
-                let apack = abuf.slice(mc.div_ceil(mr) * mr * kc);
-                // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
-                unsafe {
-                    pack_a(
-                        mr,
-                        mc,
-                        kc,
-                        p.a.add(ic * p.rsa + pc * p.csa),
-                        p.rsa,
-                        p.csa,
-                        apack,
-                    )
+                let apack: *const f32 = match p.a_packed {
+                    // ic is a multiple of MR (tasks and MC blocks start on panel boundaries).
+                    Some(packed) => packed.block_ptr(kb, ic),
+                    None => {
+                        let buf = abuf.slice(mc.div_ceil(mr) * mr * kc);
+                        // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
+                        unsafe {
+                            pack_a(
+                                mr,
+                                mc,
+                                kc,
+                                p.a.add(ic * p.rsa + pc * p.csa),
+                                p.rsa,
+                                p.csa,
+                                buf,
+                            )
+                        };
+                        buf.as_ptr()
+                    }
                 };
                 // Loop 2: NR-wide micro-panels of B.
                 for jr in (0..nc).step_by(nr) {
@@ -320,8 +343,8 @@ unsafe fn run_task(
                         }
                         // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
                         unsafe {
-                            let a_panel = apack.as_ptr().add(ir * kc);
-                            let b_panel = bpack.as_ptr().add(jr * kc);
+                            let a_panel = apack.add(ir * kc);
+                            let b_panel = bpack.add(jr * kc);
                             store_tile(p, kernel, kc, a_panel, b_panel, &tile, &epi);
                         }
                     }

@@ -22,6 +22,7 @@ mod driver;
 mod kernel;
 mod pack;
 mod pack_avx2;
+mod packed;
 mod portable;
 pub mod reference;
 mod scalar;
@@ -31,6 +32,7 @@ use crate::error::KernelError;
 use crate::isa::Isa;
 
 pub use kernel::{blocking, Blocking};
+pub use packed::{PackedMatrix, Side};
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
@@ -230,7 +232,7 @@ fn strides_are_distinct(rows: usize, cols: usize, rs: usize, cs: usize) -> bool 
     inner_ok && outer_ok
 }
 
-fn check_view(
+pub(crate) fn check_view(
     op: &'static str,
     name: &str,
     len: usize,
@@ -246,6 +248,23 @@ fn check_view(
             format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}) and needs {need} elements, but its slice has {len}"),
         )),
         None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}) overflows usize"))),
+    }
+}
+
+/// One operand of [`gemm_ex`]: a strided view, or a matrix packed once with
+/// [`PackedMatrix::pack_a`] / [`PackedMatrix::pack_b`] (a layer's weights).
+#[derive(Debug, Clone, Copy)]
+pub enum Operand<'a> {
+    View(MatRef<'a>),
+    Packed(&'a PackedMatrix),
+}
+
+impl Operand<'_> {
+    fn dims(&self) -> (usize, usize) {
+        match self {
+            Operand::View(m) => (m.rows, m.cols),
+            Operand::Packed(p) => (p.rows(), p.cols()),
+        }
     }
 }
 
@@ -277,35 +296,69 @@ pub fn gemm(
     epilogue: Epilogue<'_>,
     config: &GemmConfig,
 ) -> Result<(), KernelError> {
+    gemm_ex(
+        alpha,
+        Operand::View(a),
+        Operand::View(b),
+        beta,
+        c,
+        epilogue,
+        config,
+    )
+}
+
+/// [`gemm`] where either operand may be pre-packed (a layer's weights, packed once at load).
+/// A packed operand must have been packed for its side (A or B) and for the ISA the call runs
+/// on; either mismatch is an error.
+pub fn gemm_ex(
+    alpha: f32,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    beta: f32,
+    c: MatMut<'_>,
+    epilogue: Epilogue<'_>,
+    config: &GemmConfig,
+) -> Result<(), KernelError> {
     const OP: &str = "gemm";
-    if a.cols != b.rows || a.rows != c.rows || b.cols != c.cols {
+    let ((ar, ac), (br, bc)) = (a.dims(), b.dims());
+    if ac != br || ar != c.rows || bc != c.cols {
         return Err(KernelError::invalid(
             OP,
             format!(
-                "A [{}, {}] x B [{}, {}] -> C [{}, {}]: shapes do not match",
-                a.rows, a.cols, b.rows, b.cols, c.rows, c.cols
+                "A [{ar}, {ac}] x B [{br}, {bc}] -> C [{}, {}]: shapes do not match",
+                c.rows, c.cols
             ),
         ));
     }
-    let (m, n, k) = (c.rows, c.cols, a.cols);
-    check_view(
-        OP,
-        "A",
-        a.data.len(),
-        a.rows,
-        a.cols,
-        a.row_stride,
-        a.col_stride,
-    )?;
-    check_view(
-        OP,
-        "B",
-        b.data.len(),
-        b.rows,
-        b.cols,
-        b.row_stride,
-        b.col_stride,
-    )?;
+    let (m, n, k) = (c.rows, c.cols, ac);
+    let isa = config.resolve_isa()?;
+    let check_operand = |name: &str, op: &Operand<'_>, side: Side| -> Result<(), KernelError> {
+        match op {
+            Operand::View(v) => check_view(
+                OP,
+                name,
+                v.data.len(),
+                v.rows,
+                v.cols,
+                v.row_stride,
+                v.col_stride,
+            ),
+            Operand::Packed(p) if p.side() != side => Err(KernelError::invalid(
+                OP,
+                format!("{name} was packed as the {:?} operand", p.side()),
+            )),
+            Operand::Packed(p) if p.isa() != isa => Err(KernelError::invalid(
+                OP,
+                format!(
+                    "{name} was packed for {} but this call runs on {isa}",
+                    p.isa()
+                ),
+            )),
+            Operand::Packed(_) => Ok(()),
+        }
+    };
+    check_operand("A", &a, Side::A)?;
+    check_operand("B", &b, Side::B)?;
     check_view(OP, "C", c.data.len(), m, n, c.row_stride, c.col_stride)?;
     if !strides_are_distinct(m, n, c.row_stride, c.col_stride) {
         return Err(KernelError::invalid(
@@ -331,10 +384,17 @@ pub fn gemm(
         }
         _ => {}
     }
-    let isa = config.resolve_isa()?;
-    // SAFETY: every view was checked above to lie inside its slice; C's elements are distinct;
-    // C is a unique borrow so it cannot overlap A or B; the bias lengths match; `isa` is
-    // supported by this CPU.
+    let (a_ptr, rsa, csa, a_packed) = match a {
+        Operand::View(v) => (v.data.as_ptr(), v.row_stride, v.col_stride, None),
+        Operand::Packed(p) => (std::ptr::null(), 0, 0, Some(p)),
+    };
+    let (b_ptr, rsb, csb, b_packed) = match b {
+        Operand::View(v) => (v.data.as_ptr(), v.row_stride, v.col_stride, None),
+        Operand::Packed(p) => (std::ptr::null(), 0, 0, Some(p)),
+    };
+    // SAFETY: every view was checked above to lie inside its slice; packed operands match
+    // their side, shape and ISA; C's elements are distinct; C is a unique borrow so it cannot
+    // overlap A or B; the bias lengths match; `isa` is supported by this CPU.
     unsafe {
         driver::gemm_dispatch(
             isa,
@@ -343,12 +403,14 @@ pub fn gemm(
                 n,
                 k,
                 alpha,
-                a: a.data.as_ptr(),
-                rsa: a.row_stride,
-                csa: a.col_stride,
-                b: b.data.as_ptr(),
-                rsb: b.row_stride,
-                csb: b.col_stride,
+                a: a_ptr,
+                rsa,
+                csa,
+                a_packed,
+                b: b_ptr,
+                rsb,
+                csb,
+                b_packed,
                 beta,
                 c: c.data.as_mut_ptr(),
                 rsc: c.row_stride,
@@ -398,9 +460,11 @@ pub unsafe fn gemm_unchecked(
         a,
         rsa,
         csa,
+        a_packed: None,
         b,
         rsb,
         csb,
+        b_packed: None,
         beta,
         c,
         rsc,

@@ -1,13 +1,292 @@
-//! Depthwise convolution (`groups == c_in`, any channel multiplier): one small filter per
-//! plane. Currently the f64 reference; the SIMD kernels land next.
+//! Depthwise convolution (`groups == c_in`, `c_out = m * c_in` for a channel multiplier `m`):
+//! every output plane is one input plane correlated with one small filter.
+//!
+//! Layout: the API's NCHW, vectorised **along the output width**, one plane at a time, with
+//! no layout conversion of the tensors (see `docs/kernels/depthwise.md` for why this beats a
+//! channels-last / channel-blocked layout when the API is NCHW). Per plane:
+//!
+//! ```text
+//! input plane (h x w)          padded, phase-split scratch copy (stride sw = 2 shown)
+//! +---------+                  row R = input row R - ph;  each row stored as sw phases:
+//! | x x x x |   pack_plane     [ col 0, 2, 4, ... | col 1, 3, 5, ... ]   (padded columns)
+//! | x x x x |  ----------->    so output column ox of tap (i, j) reads phase (j*dw) % sw at
+//! +---------+                  index ox + (j*dw) / sw: contiguous vectors for any stride.
+//!
+//! for oy in rows (tiles of R rows)          -- kernel.rs, `sweep`
+//!   for ox in 0..ow step L (tiles of V vectors, the last one overlapping)
+//!     acc[R][V] = bias
+//!     for each tap k = (i, j) (unrolled for 3x3 / 5x5): acc += w[k] * load(row + off[k] + ox)
+//!     y[oy][ox..] = act(acc)                 -- activation in registers, one store
+//! ```
+//! The input gradient runs the same correlation on the padded `dy` planes with the taps of
+//! each (row phase, column phase) of the stride (the transposed convolution written as a
+//! gather: no scatter, no atomics), into a padded scratch `dx` that is then cropped. The weight
+//! gradient dots each tap's shifted input rows with `dy`, images in order.
+//!
+//! Parallelism: output planes (forward), input planes (input gradient) and output channels
+//! (weight gradient, images summed inside) are independent tasks; no reduction is split, so
+//! results are bit-identical for any thread count. Scratch is per thread and reused.
 
-use super::{reference, Conv2dShape};
+mod kernel;
+mod plane;
+mod simd;
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+mod scalar;
+
+use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::Isa;
+use rayon::prelude::*;
+use std::cell::Cell;
 
+/// Geometry of the forward pass and the weight gradient: the padded, phase-split copy of an
+/// input plane and the tap offsets into it.
+///
+/// The copy has `hp = (oh - 1) * sh + (kh - 1) * dh + 1` rows of `sw` phases of `wq` floats,
+/// `wq = max(ow, L) + (kw - 1) * dw / sw`, so every tap of every output (and of the `L`-lane
+/// vectors of planes narrower than `L`) reads inside it.
+pub(crate) struct FwdGeom {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub hp: usize,
+    pub wq: usize,
+    pub rs: usize,
+    /// Offset of tap `i * kw + j` from an output's origin: `i*dh*rs + ((j*dw) % sw)*wq + (j*dw)/sw`.
+    pub off: Vec<usize>,
+}
+
+impl FwdGeom {
+    pub(crate) fn new(s: &Conv2dShape, lanes: usize) -> Self {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let (sh, sw) = s.stride;
+        let (dh, dw) = s.dilation;
+        let hp = (oh - 1) * sh + (s.kh - 1) * dh + 1;
+        let wq = ow.max(lanes) + (s.kw - 1) * dw / sw;
+        let rs = sw * wq;
+        let off = (0..s.kh)
+            .flat_map(|i| (0..s.kw).map(move |j| (i, j)))
+            .map(|(i, j)| i * dh * rs + ((j * dw) % sw) * wq + (j * dw) / sw)
+            .collect();
+        FwdGeom {
+            h: s.h,
+            w: s.w,
+            oh,
+            ow,
+            kw: s.kw,
+            sh,
+            sw,
+            ph: s.padding.0,
+            pw: s.padding.1,
+            hp,
+            wq,
+            rs,
+            off,
+        }
+    }
+
+    /// Floats of the packed plane.
+    pub(crate) fn scratch_len(&self) -> usize {
+        self.hp * self.rs
+    }
+}
+
+/// The taps of one (row phase `a`, column phase `b`) of the input gradient.
+pub(crate) struct Phase {
+    pub a: usize,
+    pub b: usize,
+    /// Padded `dx` rows `a, a + sh, ...` below `hr`.
+    pub rows: usize,
+    /// Columns `b, b + sw, ...` below `pw + w`, counted in the phase.
+    pub len: usize,
+    /// Index of each tap's weight in the `m * kh * kw` filters of the input channel.
+    pub taps: Vec<usize>,
+    /// Offset of each tap into the padded `dy` planes.
+    pub off: Vec<usize>,
+}
+
+/// Geometry of the input gradient. The `m` output-gradient planes of an input channel are
+/// copied with `pt = (kh-1)*dh/sh` zero rows above and `pl = (kw-1)*dw/sw` zero columns left
+/// (`dyh x dyw` each); padded `dx` row `R = q*sh + a`, column `C = t*sw + b` gathers
+/// `w[mm, i, j] * dy[mm, q - i*dh/sh, t - j*dw/sw]` over the taps with `i*dh % sh == a` and
+/// `j*dw % sw == b`, into an `hr x (sw * tq)` phase-split scratch that is cropped into `dx`.
+pub(crate) struct BwdGeom {
+    pub m: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub hr: usize,
+    pub tq: usize,
+    pub rsx: usize,
+    pub pt: usize,
+    pub pl: usize,
+    pub dyh: usize,
+    pub dyw: usize,
+    pub dy_plane: usize,
+    pub phases: Vec<Phase>,
+}
+
+impl BwdGeom {
+    pub(crate) fn new(s: &Conv2dShape, lanes: usize) -> Self {
+        let m = s.c_out / s.c_in;
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let (sh, sw) = s.stride;
+        let (dh, dw) = s.dilation;
+        let (ph, pw) = s.padding;
+        let hr = ph + s.h;
+        let tq = (pw + s.w).div_ceil(sw);
+        let pt = (s.kh - 1) * dh / sh;
+        let pl = (s.kw - 1) * dw / sw;
+        let dyh = hr.div_ceil(sh) + pt;
+        let dyw = tq.max(lanes) + pl;
+        let dy_plane = dyh * dyw;
+        let mut phases = Vec::new();
+        for a in 0..sh.min(hr) {
+            for b in 0..sw.min(pw + s.w) {
+                let mut taps = Vec::new();
+                let mut off = Vec::new();
+                for mm in 0..m {
+                    for i in (0..s.kh).filter(|i| i * dh % sh == a) {
+                        for j in (0..s.kw).filter(|j| j * dw % sw == b) {
+                            taps.push((mm * s.kh + i) * s.kw + j);
+                            off.push(mm * dy_plane + (pt - i * dh / sh) * dyw + pl - j * dw / sw);
+                        }
+                    }
+                }
+                phases.push(Phase {
+                    a,
+                    b,
+                    rows: (hr - a).div_ceil(sh),
+                    len: (pw + s.w - b).div_ceil(sw),
+                    taps,
+                    off,
+                });
+            }
+        }
+        BwdGeom {
+            m,
+            w: s.w,
+            oh,
+            ow,
+            sh,
+            sw,
+            ph,
+            pw,
+            hr,
+            tq,
+            rsx: sw * tq,
+            pt,
+            pl,
+            dyh,
+            dyw,
+            dy_plane,
+            phases,
+        }
+    }
+
+    /// Floats of scratch: padded dy planes, padded dx plane, gathered weights.
+    pub(crate) fn scratch_len(&self, taps: usize) -> usize {
+        self.m * self.dy_plane + self.hr * self.rsx + self.m * taps
+    }
+}
+
+type FwdFn = unsafe fn(&FwdGeom, &[f32], &[f32], f32, Activation, &mut [f32], &mut [f32]);
+type BwdInFn = unsafe fn(&BwdGeom, &[f32], &[f32], &mut [f32], &mut [f32]);
+type BwdWFn = unsafe fn(&FwdGeom, usize, &[f32], usize, &[f32], usize, &mut [f32], &mut [f32]);
+
+/// One ISA's entry points and vector width.
+struct Fns {
+    lanes: usize,
+    fwd: FwdFn,
+    bwd_in: BwdInFn,
+    bwd_w: BwdWFn,
+}
+
+fn fns(isa: Isa) -> Fns {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Fns {
+            lanes: 16,
+            fwd: avx512::forward,
+            bwd_in: avx512::backward_input,
+            bwd_w: avx512::backward_weight,
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => Fns {
+            lanes: 8,
+            fwd: avx2::forward,
+            bwd_in: avx2::backward_input,
+            bwd_w: avx2::backward_weight,
+        },
+        Isa::Portable => Fns {
+            lanes: 8,
+            fwd: portable::forward,
+            bwd_in: portable::backward_input,
+            bwd_w: portable::backward_weight,
+        },
+        // Non-x86 targets never report AVX as supported, so `isa.check()` excluded them.
+        _ => Fns {
+            lanes: 1,
+            fwd: scalar::forward,
+            bwd_in: scalar::backward_input,
+            bwd_w: scalar::backward_weight,
+        },
+    }
+}
+
+thread_local! {
+    /// Per-thread scratch, kept between calls so a warm convolution allocates no planes.
+    /// Taken out while in use, so a nested call on the same thread gets its own.
+    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
+/// Runs `f(index, chunk)` over the `chunk`-sized pieces of `out`, in parallel when the pool
+/// has several threads and there is enough work.
+fn for_each_chunk<F>(out: &mut [f32], chunk: usize, work: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync,
+{
+    if chunk == 0 {
+        return;
+    }
+    if work >= 1 << 15 && rayon::current_num_threads() > 1 {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
+/// The depthwise forward pass (shape and lengths already checked by the caller).
 pub(crate) fn forward(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     x: &[f32],
     w: &[f32],
@@ -15,28 +294,78 @@ pub(crate) fn forward(
     act: Activation,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_forward(s, x, w, bias, act, y);
+    let fns = fns(isa);
+    let g = FwdGeom::new(s, fns.lanes);
+    let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
+    let oplane = g.oh * g.ow;
+    let work = s.output_len() * taps;
+    for_each_chunk(y, oplane, work, |p, out| {
+        let (img, oc) = (p / s.c_out, p % s.c_out);
+        let ic = oc / m;
+        let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
+        let wp = &w[oc * taps..(oc + 1) * taps];
+        let b = bias.map_or(0.0, |b| b[oc]);
+        with_scratch(g.scratch_len(), |scr| {
+            // SAFETY: `isa` was checked by the caller; the planes and scratch have the
+            // lengths the entry point requires (FwdGeom sizes the scratch).
+            unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+        });
+    });
     Ok(())
 }
 
+/// The depthwise input gradient (overwrites `dx`).
 pub(crate) fn backward_input(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_backward_input(s, w, dy, dx);
+    let fns = fns(isa);
+    let g = BwdGeom::new(s, fns.lanes);
+    let (m, hw, taps) = (g.m, s.h * s.w, s.kh * s.kw);
+    let oplane = g.oh * g.ow;
+    let work = s.output_len() * taps;
+    for_each_chunk(dx, hw, work, |p, out| {
+        let (img, ic) = (p / s.c_in, p % s.c_in);
+        let oc0 = img * s.c_out + ic * m;
+        let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
+        let wp = &w[ic * m * taps..(ic + 1) * m * taps];
+        with_scratch(g.scratch_len(taps), |scr| {
+            // SAFETY: `isa` was checked; lengths as the entry point requires.
+            unsafe { (fns.bwd_in)(&g, wp, dyp, out, scr) }
+        });
+    });
     Ok(())
 }
 
+/// The depthwise weight gradient (overwrites `dw`).
 pub(crate) fn backward_weight(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     x: &[f32],
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_backward_weight(s, x, dy, dw);
+    let fns = fns(isa);
+    let g = FwdGeom::new(s, fns.lanes);
+    let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
+    let oplane = g.oh * g.ow;
+    let work = s.output_len() * taps;
+    if s.n == 0 {
+        dw.fill(0.0);
+        return Ok(());
+    }
+    for_each_chunk(dw, taps, work, |oc, out| {
+        let ic = oc / m;
+        let xp = &x[ic * hw..];
+        let dyp = &dy[oc * oplane..];
+        with_scratch(g.scratch_len() + 2 * taps * fns.lanes, |scr| {
+            // SAFETY: `isa` was checked; x holds n planes c_in * hw apart from ic, dy n
+            // planes c_out * oplane apart from oc; scratch as required.
+            unsafe { (fns.bwd_w)(&g, s.n, xp, s.c_in * hw, dyp, s.c_out * oplane, out, scr) }
+        });
+    });
     Ok(())
 }

@@ -1,0 +1,128 @@
+//! AVX2 + FMA depthwise kernels: [`Simd`] on `__m256` (8 lanes), and the entry points that
+//! instantiate the generic plane functions under `#[target_feature(enable = "avx2,fma")]`.
+
+use super::plane;
+use super::simd::Simd;
+use super::{BwdGeom, FwdGeom};
+use crate::activation::{avx2::apply, Activation};
+use std::arch::x86_64::*;
+
+#[derive(Clone, Copy)]
+pub(super) struct Avx2;
+
+// SAFETY: only instantiated inside the `#[target_feature(enable = "avx2,fma")]` functions
+// below, which the dispatcher calls only when the CPU supports AVX2 and FMA.
+unsafe impl Simd for Avx2 {
+    const L: usize = 8;
+    type V = __m256;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> __m256 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: the caller passes 8 readable floats.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: the caller passes 8 writable floats.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn and(a: __m256, mask: __m256) -> __m256 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe { _mm256_and_ps(a, mask) }
+    }
+    #[inline(always)]
+    unsafe fn act(a: Activation, v: __m256) -> __m256 {
+        // SAFETY: AVX2 + FMA are enabled in every caller (see the impl's SAFETY note).
+        unsafe { apply(a, v) }
+    }
+    #[inline(always)]
+    unsafe fn reduce(v: __m256) -> f32 {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+            _mm_cvtss_f32(s)
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+        // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
+        unsafe {
+            let mask = _mm256_cmpgt_epi32(
+                _mm256_set1_epi32(n as i32),
+                _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
+            );
+            _mm256_maskstore_ps(p, mask, v)
+        }
+    }
+}
+
+/// # Safety
+/// See [`plane::forward`]; the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn forward(
+    g: &FwdGeom,
+    x: &[f32],
+    w: &[f32],
+    bias: f32,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { plane::forward::<Avx2>(g, x, w, bias, act, y, scratch) }
+}
+
+/// # Safety
+/// See [`plane::backward_input`]; the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_input(
+    g: &BwdGeom,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { plane::backward_input::<Avx2>(g, w, dy, dx, scratch) }
+}
+
+/// # Safety
+/// See [`plane::backward_weight`]; the CPU supports AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_weight(
+    g: &FwdGeom,
+    n: usize,
+    x: &[f32],
+    xs: usize,
+    dy: &[f32],
+    dys: usize,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { plane::backward_weight::<Avx2>(g, n, x, xs, dy, dys, dw, scratch) }
+}

@@ -1,0 +1,262 @@
+//! The generic depthwise loop nests, written once over [`Simd`] and instantiated per ISA.
+//!
+//! Everything is a *row correlation* over a zero-padded, phase-split copy of one plane
+//! (`mod.rs` draws the layouts):
+//!
+//! ```text
+//! dst[r * dst_row + t] = act(bias + sum_k w[k] * src[r * src_row + off[k] + t])   r < rows, t < len
+//! ```
+//! The forward pass is one such problem per output plane; the input gradient is one per
+//! (row phase, column phase) of the stride; the weight gradient is its transpose, a dot
+//! product of each tap's shifted rows with `dy`.
+//!
+//! Register tiling: a tile is `R` rows x `V` vectors of `L` lanes (8 accumulators with
+//! R * V = 8, 6 for V = 3), so the FMA latency (4 cycles, 2 pipes) is hidden; each FMA reads its
+//! input straight from the padded rows, and the tap's broadcast weight is reused by the R * V
+//! FMAs of the tile. Tiles at the right and bottom edges overlap the previous tile instead of
+//! running a remainder loop (they recompute a few outputs with the same operations, so the
+//! stored values do not change); only planes narrower than a vector store partial vectors.
+//! With `NT` (9, 25) known at compile time the tap loop unrolls fully (the 3x3 and 5x5 paths);
+//! `NT = 0` is the generic path with the tap count read at run time.
+
+use super::simd::Simd;
+use crate::activation::Activation;
+
+/// One row-correlation problem (see the module header).
+pub(crate) struct Corr<'a> {
+    pub src: *const f32,
+    pub src_row: usize,
+    pub off: &'a [usize],
+    pub w: &'a [f32],
+    pub dst: *mut f32,
+    pub dst_row: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub bias: f32,
+    pub act: Activation,
+}
+
+/// Computes `R` rows x `V` vector positions of a [`Corr`]; `partial > 0` stores only the first
+/// `partial` lanes (planes narrower than a vector).
+///
+/// # Safety
+/// `src` is readable at `rows[r] * src_row + off[k] + cols[v] + 0..L` and `dst` writable at
+/// `rows[r] * dst_row + cols[v] + 0..L` (`..partial` when partial), for all r, v, k; the CPU
+/// supports `S`.
+#[inline(always)]
+unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
+    c: &Corr<'_>,
+    wv: &[S::V; NT],
+    offs: &[usize; NT],
+    rows: [usize; R],
+    cols: [usize; V],
+    partial: usize,
+) {
+    // SAFETY (whole body): the caller guarantees every address below is in bounds.
+    unsafe {
+        let bias = S::splat(c.bias);
+        let mut acc = [[bias; V]; R];
+        let nt = if NT > 0 { NT } else { c.off.len() };
+        for k in 0..nt {
+            let (w, o) = if NT > 0 {
+                (wv[k], offs[k])
+            } else {
+                (S::splat(*c.w.get_unchecked(k)), *c.off.get_unchecked(k))
+            };
+            for r in 0..R {
+                let base = c.src.add(rows[r] * c.src_row + o);
+                for v in 0..V {
+                    acc[r][v] = S::fma(S::load(base.add(cols[v])), w, acc[r][v]);
+                }
+            }
+        }
+        for r in 0..R {
+            let out = c.dst.add(rows[r] * c.dst_row);
+            for v in 0..V {
+                let y = S::act(c.act, acc[r][v]);
+                if partial > 0 {
+                    S::store_first(out.add(cols[v]), y, partial);
+                } else {
+                    S::store(out.add(cols[v]), y);
+                }
+            }
+        }
+    }
+}
+
+/// Sweeps a whole [`Corr`] with `R x V` tiles.
+///
+/// # Safety
+/// As for [`corr`].
+#[inline(always)]
+unsafe fn sweep<S: Simd, const NT: usize, const R: usize, const V: usize>(
+    c: &Corr<'_>,
+    wv: &[S::V; NT],
+    offs: &[usize; NT],
+) {
+    let (npos, partial) = if c.len >= S::L {
+        (c.len.div_ceil(S::L), 0)
+    } else {
+        (1, c.len)
+    };
+    // Position k starts at k * L, the last one clamped to end at `len` (overlapping).
+    let pos = |k: usize| (k.min(npos - 1) * S::L).min(c.len.saturating_sub(S::L));
+    let mut r0 = 0;
+    while r0 < c.rows {
+        let rows: [usize; R] = std::array::from_fn(|r| (r0 + r).min(c.rows - 1));
+        let mut k0 = 0;
+        while k0 < npos {
+            let cols: [usize; V] = std::array::from_fn(|v| pos(k0 + v));
+            // SAFETY: rows < c.rows and cols + L <= max(len, L): inside the caller's bounds.
+            unsafe { tile::<S, NT, R, V>(c, wv, offs, rows, cols, partial) };
+            k0 += V;
+        }
+        r0 += R;
+    }
+}
+
+/// Solves a [`Corr`] with `NT` taps known at compile time (`NT = 0`: any count).
+///
+/// # Safety
+/// For every `r < rows`, tap `k` and `t < max(len, L)`: `src + r * src_row + off[k] + t` is
+/// readable; for `t < len`, `dst + r * dst_row + t` is writable and overlaps no source; when
+/// `NT > 0`, `off.len() == w.len() == NT`; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn corr<S: Simd, const NT: usize>(c: &Corr<'_>) {
+    if c.rows == 0 || c.len == 0 {
+        return;
+    }
+    // SAFETY: splat only builds registers; NT taps exist when NT > 0.
+    let wv: [S::V; NT] = std::array::from_fn(|k| unsafe { S::splat(c.w[k]) });
+    let offs: [usize; NT] = std::array::from_fn(|k| c.off[k]);
+    let npos = if c.len >= S::L {
+        c.len.div_ceil(S::L)
+    } else {
+        1
+    };
+    // SAFETY: forwarded contract.
+    unsafe {
+        match npos {
+            1 => sweep::<S, NT, 8, 1>(c, &wv, &offs),
+            2 => sweep::<S, NT, 4, 2>(c, &wv, &offs),
+            3 => sweep::<S, NT, 2, 3>(c, &wv, &offs),
+            _ => sweep::<S, NT, 2, 4>(c, &wv, &offs),
+        }
+    }
+}
+
+/// One weight-gradient accumulation: for each tap `k`,
+/// `acc[k] += sum_{r < rows, t < len} src[r * src_row + off[k] + t] * dy[r * dy_row + t]`,
+/// with two vector partial sums per tap (`acc` holds `2 * taps * L` floats).
+pub(crate) struct WGrad<'a> {
+    pub src: *const f32,
+    pub src_row: usize,
+    pub off: &'a [usize],
+    pub dy: *const f32,
+    pub dy_row: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub acc: *mut f32,
+}
+
+/// Accumulates taps `k0..k0 + G` of a [`WGrad`].
+///
+/// # Safety
+/// `src` readable at `r * src_row + off[k] + t` for `t < max(len, L)`; `dy` readable at
+/// `r * dy_row + t` for `t < len`; `acc` holds `2 * off.len() * L` floats; CPU supports `S`.
+#[inline(always)]
+unsafe fn wgrad_group<S: Simd, const G: usize>(g: &WGrad<'_>, k0: usize) {
+    // SAFETY (whole body): addresses as in the contract.
+    unsafe {
+        let mut a0: [S::V; G] = std::array::from_fn(|i| S::load(g.acc.add((2 * (k0 + i)) * S::L)));
+        let mut a1: [S::V; G] =
+            std::array::from_fn(|i| S::load(g.acc.add((2 * (k0 + i) + 1) * S::L)));
+        let offs: [usize; G] = std::array::from_fn(|i| g.off[k0 + i]);
+        let nfull = g.len / S::L;
+        let tail = g.len % S::L;
+        for r in 0..g.rows {
+            let srow = g.src.add(r * g.src_row);
+            let drow = g.dy.add(r * g.dy_row);
+            let mut p = 0;
+            while p + 1 < nfull {
+                let d0 = S::load(drow.add(p * S::L));
+                let d1 = S::load(drow.add((p + 1) * S::L));
+                for i in 0..G {
+                    let s = srow.add(offs[i] + p * S::L);
+                    a0[i] = S::fma(S::load(s), d0, a0[i]);
+                    a1[i] = S::fma(S::load(s.add(S::L)), d1, a1[i]);
+                }
+                p += 2;
+            }
+            if p < nfull {
+                let d0 = S::load(drow.add(p * S::L));
+                for i in 0..G {
+                    a0[i] = S::fma(S::load(srow.add(offs[i] + p * S::L)), d0, a0[i]);
+                }
+            }
+            if tail > 0 {
+                // The last `tail` columns: a vector ending at `len` (masked to the lanes not
+                // yet counted), or, on planes narrower than a vector, a zero-padded copy.
+                let (start, mask, d) = if nfull > 0 {
+                    let start = g.len - S::L;
+                    (start, S::mask(S::L - tail, S::L), S::load(drow.add(start)))
+                } else {
+                    let mut tmp = [0.0f32; 16];
+                    std::ptr::copy_nonoverlapping(drow, tmp.as_mut_ptr(), tail);
+                    (0, S::mask(0, tail), S::load(tmp.as_ptr()))
+                };
+                for i in 0..G {
+                    let prod = S::mul(S::load(srow.add(offs[i] + start)), d);
+                    a1[i] = S::add(a1[i], S::and(prod, mask));
+                }
+            }
+        }
+        for i in 0..G {
+            S::store(g.acc.add((2 * (k0 + i)) * S::L), a0[i]);
+            S::store(g.acc.add((2 * (k0 + i) + 1) * S::L), a1[i]);
+        }
+    }
+}
+
+/// Accumulates every tap of a [`WGrad`], in groups of up to `group` taps (a kernel row), so
+/// that each `dy` vector is loaded once per group and `2 * group` sums are in flight.
+///
+/// # Safety
+/// As for [`wgrad_group`].
+#[inline(always)]
+pub(crate) unsafe fn wgrad<S: Simd>(g: &WGrad<'_>, group: usize) {
+    let nt = g.off.len();
+    let mut k0 = 0;
+    while k0 < nt {
+        let gs = group.clamp(1, 5).min(nt - k0);
+        // SAFETY: forwarded contract; taps k0..k0 + gs exist.
+        unsafe {
+            match gs {
+                1 => wgrad_group::<S, 1>(g, k0),
+                2 => wgrad_group::<S, 2>(g, k0),
+                3 => wgrad_group::<S, 3>(g, k0),
+                4 => wgrad_group::<S, 4>(g, k0),
+                _ => wgrad_group::<S, 5>(g, k0),
+            }
+        }
+        k0 += gs;
+    }
+}
+
+/// `dw[k] = reduce(acc[2k] + acc[2k + 1])`.
+///
+/// # Safety
+/// `acc` holds `2 * dw.len() * L` floats; CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn wgrad_finish<S: Simd>(acc: *const f32, dw: &mut [f32]) {
+    for (k, o) in dw.iter_mut().enumerate() {
+        // SAFETY: inside acc by the contract.
+        unsafe {
+            let v = S::add(
+                S::load(acc.add(2 * k * S::L)),
+                S::load(acc.add((2 * k + 1) * S::L)),
+            );
+            *o = S::reduce(v);
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! Per-plane depthwise work, generic over [`Simd`]: pack a plane into its padded, phase-split
+//! scratch copy, then run the row correlations of `kernel.rs` on it. Each ISA file
+//! instantiates these inside its `#[target_feature]` entry points.
+
+use super::kernel::{corr, wgrad, wgrad_finish, Corr, WGrad};
+use super::simd::Simd;
+use super::{BwdGeom, FwdGeom};
+use crate::activation::Activation;
+
+/// Copies one `h x w` plane into a zero-padded, stride-phase-split layout: padded row `R`
+/// (input row `R - ph`), phase `b`, index `t` holds input column `t * sw + b - pw` (zero
+/// outside the plane) at `dst[R * sw * wq + b * wq + t]`, for `R < rows`, `t < wq`.
+///
+/// Row `r0 - top` of the destination maps to input row `r0`: `top` is the padding above.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn pack_plane(
+    src: &[f32],
+    h: usize,
+    w: usize,
+    top: usize,
+    left: usize,
+    sw: usize,
+    wq: usize,
+    rows: usize,
+    dst: &mut [f32],
+) {
+    let rs = sw * wq;
+    for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
+        let y = r as isize - top as isize;
+        if y < 0 || y >= h as isize {
+            drow.fill(0.0);
+            continue;
+        }
+        let srow = &src[y as usize * w..(y as usize + 1) * w];
+        if sw == 1 {
+            // [zeros left][the row, clipped][zeros]
+            let l = left.min(wq);
+            drow[..l].fill(0.0);
+            let n = w.min(wq - l);
+            drow[l..l + n].copy_from_slice(&srow[..n]);
+            drow[l + n..].fill(0.0);
+        } else {
+            for (b, phase) in drow.chunks_exact_mut(wq).enumerate() {
+                for (t, o) in phase.iter_mut().enumerate() {
+                    let x = (t * sw + b) as isize - left as isize;
+                    *o = if x >= 0 && x < w as isize {
+                        srow[x as usize]
+                    } else {
+                        0.0
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The forward pass of one output plane: `y = act(bias + sum_taps w * x_shifted)`.
+///
+/// # Safety
+/// `x` is the `h * w` input plane, `wt` the `kh * kw` filter, `y` the `oh * ow` output plane,
+/// `scratch` holds `g.scratch_len()` floats; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn forward<S: Simd>(
+    g: &FwdGeom,
+    x: &[f32],
+    wt: &[f32],
+    bias: f32,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    pack_plane(x, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, scratch);
+    let c = Corr {
+        src: scratch.as_ptr(),
+        src_row: g.sh * g.rs,
+        off: &g.off,
+        w: wt,
+        dst: y.as_mut_ptr(),
+        dst_row: g.ow,
+        rows: g.oh,
+        len: g.ow,
+        bias,
+        act,
+    };
+    // SAFETY: `FwdGeom` sizes the scratch so every tap of every output reads inside the
+    // packed rows (see its docs); y holds oh * ow floats; scratch and y are distinct.
+    unsafe {
+        match g.off.len() {
+            9 => corr::<S, 9>(&c),
+            25 => corr::<S, 25>(&c),
+            _ => corr::<S, 0>(&c),
+        }
+    }
+}
+
+/// The input gradient of one input plane from the `m` output planes it feeds (`dy`,
+/// `m * oh * ow`, and their filters `wt`, `m * kh * kw`): one row correlation per stride phase
+/// into a padded scratch plane, then the crop into `dx`.
+///
+/// # Safety
+/// Lengths as described, `scratch` holds `g.scratch_len()` floats; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn backward_input<S: Simd>(
+    g: &BwdGeom,
+    wt: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (dys, rest) = scratch.split_at_mut(g.m * g.dy_plane);
+    let (dxs, wbuf) = rest.split_at_mut(g.hr * g.rsx);
+    let oplane = g.oh * g.ow;
+    for (mm, d) in dys.chunks_exact_mut(g.dy_plane).enumerate() {
+        let src = &dy[mm * oplane..(mm + 1) * oplane];
+        pack_plane(src, g.oh, g.ow, g.pt, g.pl, 1, g.dyw, g.dyh, d);
+    }
+    for ph in &g.phases {
+        for (o, &k) in wbuf.iter_mut().zip(&ph.taps) {
+            *o = wt[k];
+        }
+        let c = Corr {
+            src: dys.as_ptr(),
+            src_row: g.dyw,
+            off: &ph.off,
+            w: &wbuf[..ph.taps.len()],
+            // SAFETY: a < sh <= hr rows and b < sw phases lie inside dxs.
+            dst: unsafe { dxs.as_mut_ptr().add(ph.a * g.rsx + ph.b * g.tq) },
+            dst_row: g.sh * g.rsx,
+            rows: ph.rows,
+            len: ph.len,
+            bias: 0.0,
+            act: Activation::Identity,
+        };
+        // SAFETY: `BwdGeom` sizes the padded dy planes so that every tap of every phase reads
+        // inside them, and the phase rows/columns inside dxs (see its docs).
+        unsafe {
+            match ph.off.len() {
+                9 => corr::<S, 9>(&c),
+                25 => corr::<S, 25>(&c),
+                _ => corr::<S, 0>(&c),
+            }
+        }
+    }
+    for (y, out) in dx.chunks_exact_mut(g.w).enumerate() {
+        let row = &dxs[(y + g.ph) * g.rsx..(y + g.ph + 1) * g.rsx];
+        if g.sw == 1 {
+            out.copy_from_slice(&row[g.pw..g.pw + g.w]);
+        } else {
+            for (x, o) in out.iter_mut().enumerate() {
+                let c = x + g.pw;
+                *o = row[(c % g.sw) * g.tq + c / g.sw];
+            }
+        }
+    }
+}
+
+/// The weight gradient of one output channel: for each image, pack its input plane and add
+/// `sum_{oy, ox} x_shifted * dy` per tap; images in order, then one horizontal sum per tap.
+///
+/// # Safety
+/// `x` holds the `n` input planes of the channel (`plane_stride` apart, `h * w` each), `dy`
+/// the `n` output planes (`oplane_stride` apart), `dw` `kh * kw` floats, `scratch`
+/// `g.scratch_len() + 2 * kh * kw * L` floats; the CPU supports `S`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) unsafe fn backward_weight<S: Simd>(
+    g: &FwdGeom,
+    n: usize,
+    x: &[f32],
+    plane_stride: usize,
+    dy: &[f32],
+    oplane_stride: usize,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let (xs, acc) = scratch.split_at_mut(g.scratch_len());
+    let acc = &mut acc[..2 * g.off.len() * S::L];
+    acc.fill(0.0);
+    for img in 0..n {
+        let xp = &x[img * plane_stride..img * plane_stride + g.h * g.w];
+        pack_plane(xp, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, xs);
+        let dp = &dy[img * oplane_stride..img * oplane_stride + g.oh * g.ow];
+        let wg = WGrad {
+            src: xs.as_ptr(),
+            src_row: g.sh * g.rs,
+            off: &g.off,
+            dy: dp.as_ptr(),
+            dy_row: g.ow,
+            rows: g.oh,
+            len: g.ow,
+            acc: acc.as_mut_ptr(),
+        };
+        // SAFETY: the same reads as the forward pass (FwdGeom), dy holds oh * ow floats, acc
+        // 2 * taps * L floats.
+        unsafe { wgrad::<S>(&wg, g.kw) };
+    }
+    // SAFETY: acc holds 2 * taps * L floats and dw taps floats.
+    unsafe { wgrad_finish::<S>(acc.as_ptr(), dw) };
+}

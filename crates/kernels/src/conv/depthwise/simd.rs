@@ -1,0 +1,61 @@
+//! The small vector vocabulary the depthwise kernels are written in, so that one generic loop
+//! nest (`kernel.rs`) serves every ISA. Each ISA file implements [`Simd`] with
+//! `#[inline(always)]` methods and instantiates the generic kernels inside its own
+//! `#[target_feature]` entry points, where the intrinsics inline (the pattern of `pulp` and
+//! `simdeez`).
+
+use crate::activation::Activation;
+
+/// A vector of `L` f32 lanes.
+///
+/// # Safety
+/// Implementations are only called from code compiled for (and running on) their ISA; pointer
+/// arguments must be valid for the stated number of floats.
+pub(crate) unsafe trait Simd: Copy {
+    /// Lanes per vector.
+    const L: usize;
+    /// The register type.
+    type V: Copy;
+    /// All lanes `x`.
+    unsafe fn splat(x: f32) -> Self::V;
+    /// `L` floats from `p` (unaligned).
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// `L` floats to `p` (unaligned).
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// `a * b + c`.
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// Lane-wise `a * b`.
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Lane-wise `a + b`.
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    /// Bitwise and (lanes of `mask` are all-ones or all-zeros).
+    unsafe fn and(a: Self::V, mask: Self::V) -> Self::V;
+    /// The activation on every lane (the activation module's vector form for this ISA).
+    unsafe fn act(a: Activation, v: Self::V) -> Self::V;
+    /// Sum of the lanes.
+    unsafe fn reduce(v: Self::V) -> f32;
+
+    /// The first `n < L` lanes of `v` to `p`.
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize) {
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: L <= 16; `p` holds n floats (caller's contract).
+        unsafe {
+            Self::store(tmp.as_mut_ptr(), v);
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+        }
+    }
+
+    /// A mask keeping lanes `lo..hi` (all-ones bits) and zeroing the others.
+    #[inline(always)]
+    unsafe fn mask(lo: usize, hi: usize) -> Self::V {
+        let mut m = [0.0f32; 16];
+        for (i, v) in m.iter_mut().enumerate().take(Self::L) {
+            if i >= lo && i < hi {
+                *v = f32::from_bits(u32::MAX);
+            }
+        }
+        // SAFETY: m holds 16 >= L floats.
+        unsafe { Self::load(m.as_ptr()) }
+    }
+}

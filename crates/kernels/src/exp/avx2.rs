@@ -1,0 +1,123 @@
+//! AVX2 + FMA forms of the shared `exp` (8 lanes): the full-range [`exp_ps`], the flushing
+//! [`exp_flush_ps`] for arguments `<= 0`, and [`expm1_small_ps`] for tanh. Algorithm and error
+//! bound: see [`crate::exp`].
+#![cfg(target_arch = "x86_64")]
+
+use super::*;
+use std::arch::x86_64::*;
+
+/// Reduction: returns `(n as i32 lanes, r)` with `x = n ln2 + r`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn reduce(x: __m256) -> (__m256i, __m256) {
+    let magic = _mm256_set1_ps(MAGIC);
+    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(LOG2E), magic);
+    let nf = _mm256_sub_ps(t, magic);
+    let n = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    let r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(LN2_HI), x);
+    let r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(LN2_LO), r);
+    (n, r)
+}
+
+/// `g(r) = 1 + r P(r)`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn poly_g(r: __m256) -> __m256 {
+    let q = _mm256_fmadd_ps(_mm256_set1_ps(C6), r, _mm256_set1_ps(C5));
+    let q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(C4));
+    let q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(C3));
+    let q = _mm256_fmadd_ps(q, r, _mm256_set1_ps(C2));
+    _mm256_fmadd_ps(q, r, _mm256_set1_ps(1.0))
+}
+
+/// `2^n` per lane for `n` in `[-126, 127]`.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn pow2(n: __m256i) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        n,
+        _mm256_set1_epi32(127),
+    )))
+}
+
+/// `e^x` per lane over the whole f32 range (subnormal results, `+inf` on overflow, NaN kept).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn exp_ps(x: __m256) -> __m256 {
+    // minps/maxps return the second operand when one is NaN: NaN lanes pass the clamp.
+    let x = _mm256_max_ps(
+        _mm256_set1_ps(CLAMP_LO),
+        _mm256_min_ps(_mm256_set1_ps(CLAMP_HI), x),
+    );
+    let (n, r) = reduce(x);
+    let g = poly_g(r);
+    let n1 = _mm256_srai_epi32::<1>(n);
+    let n2 = _mm256_sub_epi32(n, n1);
+    let s1 = pow2(n1);
+    _mm256_mul_ps(_mm256_fmadd_ps(_mm256_mul_ps(r, s1), g, s1), pow2(n2))
+}
+
+/// `e^x` per lane for `x <= 0` (or NaN); results below `2^-126` (x < -87.3365, `-inf`) are
+/// flushed to 0. Positive lanes above `88.3` are not supported (callers pass `-|x|` or
+/// `x - max`).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn exp_flush_ps(x: __m256) -> __m256 {
+    let (n, r) = reduce(x);
+    let g = poly_g(r);
+    let s = pow2(n);
+    let y = _mm256_fmadd_ps(_mm256_mul_ps(r, s), g, s);
+    // Lanes below the cut-off hold garbage exponent bits (or NaN for -inf): zero them.
+    let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(FLUSH_BELOW));
+    _mm256_andnot_ps(tiny, y)
+}
+
+/// `e^x - 1` per lane for `x` in `[-18, 0]` (or NaN), relatively accurate near 0.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn expm1_small_ps(x: __m256) -> __m256 {
+    let (n, r) = reduce(x);
+    let g = poly_g(r);
+    let s = pow2(n);
+    _mm256_fmadd_ps(
+        _mm256_mul_ps(r, s),
+        g,
+        _mm256_sub_ps(s, _mm256_set1_ps(1.0)),
+    )
+}
+
+/// `y = e^x` over slices of equal length.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA, and `y.len() == x.len()`.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn exp_slice(x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, the length of both slices.
+        unsafe {
+            let v = _mm256_loadu_ps(x.as_ptr().add(i));
+            _mm256_storeu_ps(y.as_mut_ptr().add(i), exp_ps(v));
+        }
+        i += 8;
+    }
+    if i < n {
+        let mut buf = [0.0f32; 8];
+        buf[..n - i].copy_from_slice(&x[i..n]);
+        // SAFETY: buf holds 8 floats.
+        let v = unsafe { exp_ps(_mm256_loadu_ps(buf.as_ptr())) };
+        // SAFETY: buf holds 8 floats.
+        unsafe { _mm256_storeu_ps(buf.as_mut_ptr(), v) };
+        y[i..n].copy_from_slice(&buf[..n - i]);
+    }
+}

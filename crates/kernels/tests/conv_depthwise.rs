@@ -1,0 +1,193 @@
+//! The depthwise kernels (every ISA path this CPU has) against the f64 oracle: random
+//! depthwise shapes (3x3, 5x5 and generic filters, strides 1-3, dilation, padding, channel
+//! multipliers, planes narrower and wider than a vector), MobileNet layers, and bit-identical
+//! results across thread counts.
+
+use proptest::prelude::*;
+use tessera_kernels::conv::{self, reference, Conv2dShape};
+use tessera_kernels::{Activation, Isa};
+
+fn data(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s >> 12;
+            s ^= s << 25;
+            s ^= s >> 27;
+            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn abs(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|x| x.abs()).collect()
+}
+
+/// Asserts `|got - want| <= 2 (K + 4) eps sum|terms|` element-wise (the dot-product bound,
+/// doubled for the activation's Lipschitz constant).
+fn close(what: &str, s: &Conv2dShape, isa: Isa, got: &[f32], want: &[f32], mag: &[f32], k: usize) {
+    let gamma = 2.0 * (k as f32 + 4.0) * f32::EPSILON;
+    for (i, ((g, w), m)) in got.iter().zip(want).zip(mag).enumerate() {
+        assert!(
+            (g - w).abs() <= gamma * m + f32::MIN_POSITIVE,
+            "{isa} {s} {what}[{i}]: {g} vs {w} (bound {})",
+            gamma * m
+        );
+    }
+}
+
+fn check(isa: Isa, s: &Conv2dShape, act: Activation, seed: u64) {
+    assert!(s.is_depthwise());
+    let (x, w, b) = (
+        data(s.input_len(), seed),
+        data(s.weight_len(), seed + 1),
+        data(s.c_out, seed + 2),
+    );
+    let dy = data(s.output_len(), seed + 3);
+    let (k1, k2, k3) = reference::terms(s);
+
+    let mut y = vec![f32::NAN; s.output_len()];
+    let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+    conv::conv2d_forward_with(isa, s, &x, &w, Some(&b), act, &mut y).unwrap();
+    reference::conv2d_forward(s, &x, &w, Some(&b), act, &mut want);
+    reference::conv2d_forward(
+        s,
+        &abs(&x),
+        &abs(&w),
+        Some(&abs(&b)),
+        Activation::Identity,
+        &mut mag,
+    );
+    close("y", s, isa, &y, &want, &mag, k1 + 1);
+
+    let mut dx = vec![f32::NAN; s.input_len()];
+    let (mut want, mut mag) = (vec![0.0; s.input_len()], vec![0.0; s.input_len()]);
+    conv::conv2d_backward_input_with(isa, s, &w, &dy, &mut dx).unwrap();
+    reference::conv2d_backward_input(s, &w, &dy, &mut want);
+    reference::conv2d_backward_input(s, &abs(&w), &abs(&dy), &mut mag);
+    close("dx", s, isa, &dx, &want, &mag, k2);
+
+    let mut dw = vec![f32::NAN; s.weight_len()];
+    let (mut want, mut mag) = (vec![0.0; s.weight_len()], vec![0.0; s.weight_len()]);
+    conv::conv2d_backward_weight_with(isa, s, &x, &dy, &mut dw).unwrap();
+    reference::conv2d_backward_weight(s, &x, &dy, &mut want);
+    reference::conv2d_backward_weight(s, &abs(&x), &abs(&dy), &mut mag);
+    close("dw", s, isa, &dw, &want, &mag, k3);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dw_shape(
+    n: usize,
+    c: usize,
+    mult: usize,
+    h: usize,
+    w: usize,
+    k: (usize, usize),
+    st: (usize, usize),
+    p: (usize, usize),
+    d: (usize, usize),
+) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in: c,
+        h,
+        w,
+        c_out: c * mult,
+        kh: k.0,
+        kw: k.1,
+        stride: st,
+        padding: p,
+        dilation: d,
+        groups: c,
+    }
+}
+
+fn any_depthwise() -> impl Strategy<Value = Conv2dShape> {
+    (
+        1usize..3,
+        1usize..4,
+        prop_oneof![3 => Just(1usize), 1 => 2usize..4],
+        (1usize..24, 1usize..40),
+        prop_oneof![Just((3usize, 3usize)), Just((5, 5)), (1usize..8, 1usize..8)],
+        prop_oneof![Just((1usize, 1usize)), Just((2, 2)), (1usize..4, 1usize..4)],
+        (0usize..4, 0usize..4),
+        prop_oneof![3 => Just((1usize, 1usize)), 1 => (1usize..3, 1usize..3)],
+    )
+        .prop_filter_map("kernel must fit", |(n, c, m, hw, k, st, p, d)| {
+            let s = dw_shape(n, c, m, hw.0, hw.1, k, st, p, d);
+            s.validate().ok().map(|_| s)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(160))]
+    #[test]
+    fn depthwise_matches_the_oracle(s in any_depthwise(), act in 0usize..8, seed in 0u64..1000) {
+        let act = Activation::ALL[act % Activation::ALL.len()];
+        for isa in Isa::available() {
+            check(isa, &s, act, seed);
+        }
+    }
+}
+
+#[test]
+fn mobilenet_layers_match_the_oracle() {
+    // Reduced channel counts of the bench shapes: the oracle is slow, the geometry is what
+    // matters (plane sizes around the vector widths, both strides, both filter sizes).
+    let shapes = [
+        dw_shape(1, 3, 1, 112, 112, (3, 3), (1, 1), (1, 1), (1, 1)),
+        dw_shape(1, 4, 1, 56, 56, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(2, 4, 1, 28, 28, (5, 5), (1, 1), (2, 2), (1, 1)),
+        dw_shape(1, 8, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
+        dw_shape(1, 5, 1, 14, 14, (5, 5), (2, 2), (2, 2), (1, 1)),
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        for isa in Isa::available() {
+            check(isa, s, Activation::Relu6, 40 + i as u64);
+        }
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let s = dw_shape(2, 24, 1, 30, 30, (3, 3), (2, 2), (1, 1), (1, 1));
+    let (x, w, dy) = (
+        data(s.input_len(), 1),
+        data(s.weight_len(), 2),
+        data(s.output_len(), 3),
+    );
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut y = vec![0.0; s.output_len()];
+            let mut dx = vec![0.0; s.input_len()];
+            let mut dw = vec![0.0; s.weight_len()];
+            conv::conv2d_forward(&s, &x, &w, None, Activation::Relu, &mut y).unwrap();
+            conv::conv2d_backward_input(&s, &w, &dy, &mut dx).unwrap();
+            conv::conv2d_backward_weight(&s, &x, &dy, &mut dw).unwrap();
+            (y, dx, dw)
+        })
+    };
+    let one = run(1);
+    for t in [2, 3] {
+        let other = run(t);
+        assert!(one
+            .0
+            .iter()
+            .zip(&other.0)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(one
+            .1
+            .iter()
+            .zip(&other.1)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+        assert!(one
+            .2
+            .iter()
+            .zip(&other.2)
+            .all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
+}
