@@ -1,0 +1,114 @@
+//! `nn.BatchNorm2d` (Ioffe & Szegedy, 2015): batch statistics and a running-statistics update
+//! (momentum 0.1, unbiased running variance) in training, running statistics in eval.
+//!
+//! `num_batches_tracked`, which PyTorch saves, is accepted and ignored when loading (it only
+//! matters for `momentum = None`, which timm does not use).
+
+use crate::error::Result;
+use crate::module::{Mode, Module, TensorKind};
+use std::sync::Mutex;
+use tessera_core::ops::norm::RunningStats;
+use tessera_core::Tensor;
+
+/// Batch normalisation over the channels of an NCHW tensor.
+pub struct BatchNorm2d {
+    /// Scale `[c]` (gamma), initialised to 1.
+    pub weight: Tensor,
+    /// Shift `[c]` (beta), initialised to 0.
+    pub bias: Tensor,
+    /// (running_mean, running_var), updated by a training-mode forward.
+    running: Mutex<(Tensor, Tensor)>,
+    pub eps: f32,
+    pub momentum: f32,
+    mode: Mode,
+}
+
+impl BatchNorm2d {
+    /// `c` channels, eps 1e-5, momentum 0.1 (PyTorch's defaults).
+    pub fn new(c: usize) -> Self {
+        BatchNorm2d {
+            weight: Tensor::ones(&[c]),
+            bias: Tensor::zeros(&[c]),
+            running: Mutex::new((Tensor::zeros(&[c]), Tensor::ones(&[c]))),
+            eps: 1e-5,
+            momentum: 0.1,
+            mode: Mode::Eval,
+        }
+    }
+
+    /// The running (mean, variance).
+    pub fn running_stats(&self) -> (Tensor, Tensor) {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (mean, var) = &mut *guard;
+        let training = self.mode == Mode::Train;
+        let running = RunningStats {
+            mean,
+            var,
+            momentum: self.momentum,
+        };
+        Ok(x.batch_norm(
+            Some(running),
+            Some(&self.weight),
+            Some(&self.bias),
+            training,
+            self.eps,
+        )?)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        f(
+            &format!("{prefix}weight"),
+            &self.weight,
+            TensorKind::Parameter,
+        );
+        f(&format!("{prefix}bias"), &self.bias, TensorKind::Parameter);
+        let guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        f(
+            &format!("{prefix}running_mean"),
+            &guard.0,
+            TensorKind::Buffer,
+        );
+        f(
+            &format!("{prefix}running_var"),
+            &guard.1,
+            TensorKind::Buffer,
+        );
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        f(
+            &format!("{prefix}weight"),
+            &mut self.weight,
+            TensorKind::Parameter,
+        );
+        f(
+            &format!("{prefix}bias"),
+            &mut self.bias,
+            TensorKind::Parameter,
+        );
+        let stats = self.running.get_mut().unwrap_or_else(|e| e.into_inner());
+        f(
+            &format!("{prefix}running_mean"),
+            &mut stats.0,
+            TensorKind::Buffer,
+        );
+        f(
+            &format!("{prefix}running_var"),
+            &mut stats.1,
+            TensorKind::Buffer,
+        );
+    }
+
+    fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+    }
+}

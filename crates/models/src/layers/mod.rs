@@ -1,0 +1,16 @@
+//! The basic layers every architecture is built from, each a [`crate::Module`] whose tensor
+//! names match PyTorch's (`weight`, `bias`, `running_mean`, `running_var`).
+
+mod activation;
+mod batchnorm;
+mod conv;
+mod dropout;
+mod layernorm;
+mod linear;
+
+pub use activation::{Act, ActLayer};
+pub use batchnorm::BatchNorm2d;
+pub use conv::Conv2d;
+pub use dropout::Dropout;
+pub use layernorm::LayerNorm;
+pub use linear::Linear;
