@@ -30,7 +30,7 @@ impl Conv2d {
         bias: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
-        if groups == 0 || in_ch % groups != 0 || out_ch % groups != 0 {
+        if groups == 0 || !in_ch.is_multiple_of(groups) || !out_ch.is_multiple_of(groups) {
             return Err(ModelError::config(format!(
                 "conv2d: {in_ch} -> {out_ch} channels are not divisible by groups {groups}"
             )));
