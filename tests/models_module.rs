@@ -166,3 +166,17 @@ fn corrupt_weights_file_is_named() {
         "{err}"
     );
 }
+
+#[test]
+fn mac_counter_counts_linear_and_conv() {
+    use tessera::core::profile::count_macs;
+    let lin = Linear::new(10, 3, true, &mut Rng::new(1));
+    let x = Tensor::randn(&[4, 10], 1);
+    let (_, macs) = count_macs(|| lin.forward(&x).unwrap());
+    assert_eq!(macs, 4 * 10 * 3);
+    let conv = Conv2d::new(3, 8, 3, 2, 1, 1, true, &mut Rng::new(1)).unwrap();
+    let x = Tensor::randn(&[2, 3, 9, 9], 1);
+    let (y, macs) = count_macs(|| conv.forward(&x).unwrap());
+    assert_eq!(y.shape(), &[2, 8, 5, 5]);
+    assert_eq!(macs, 2 * 8 * 5 * 5 * 3 * 3 * 3);
+}

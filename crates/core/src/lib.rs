@@ -21,6 +21,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod layout;
 pub mod ops;
+pub mod profile;
 pub mod rng;
 pub mod storage;
 mod tensor;

@@ -11,13 +11,16 @@
 //! - safetensors weight loading and saving with timm's names and PyTorch layouts.
 //! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
 
+pub mod archs;
 pub mod error;
 pub mod init;
 pub mod io;
 pub mod layers;
 pub mod module;
 pub mod weights;
+pub mod zoo;
 
 pub use error::{ModelError, Result};
 pub use module::{Mode, Module, TensorKind};
 pub use tessera_core as core;
+pub use zoo::{create, Model, Overrides};

@@ -116,6 +116,7 @@ impl Tensor {
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
         let mut y = vec![0.0f32; s.output_len()];
+        crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
         conv::conv2d_forward(
             &s,
             &x.data(),

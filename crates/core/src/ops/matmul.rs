@@ -114,6 +114,7 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>) -> Result<Tensor
         }
         return Ok(Tensor::from_contig(out, &shape));
     }
+    crate::profile::add_macs(p.offsets.len() * m * n * k);
     let (ra, rb) = (a.raw(), b.raw());
     let run = |c: &mut [f32], (oa, ob): (usize, usize), cfg: &GemmConfig| {
         gemm(
