@@ -12,6 +12,7 @@
 //! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
 
 pub mod archs;
+pub mod blocks;
 pub mod error;
 pub mod init;
 pub mod io;
