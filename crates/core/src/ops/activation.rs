@@ -58,6 +58,23 @@ fn activation_by_output(
 }
 
 impl Tensor {
+    /// Applies `a` (the kernels' activation enum) as an autograd-tracked op.
+    pub fn activate(&self, a: Activation) -> Tensor {
+        match a {
+            Activation::Identity => self.clone(),
+            Activation::Relu => self.relu(),
+            Activation::Relu6 => self.relu6(),
+            Activation::LeakyRelu(s) => self.leaky_relu(s),
+            Activation::Sigmoid => self.sigmoid(),
+            Activation::Tanh => self.tanh(),
+            Activation::Swish => self.silu(),
+            Activation::HardSigmoid => self.hardsigmoid(),
+            Activation::HardSwish => self.hardswish(),
+            Activation::GeluErf => self.gelu(),
+            Activation::GeluTanh => self.gelu_tanh(),
+        }
+    }
+
     /// `max(x, 0)` (gradient 0 at 0).
     pub fn relu(&self) -> Tensor {
         activation("relu", self, Activation::Relu)
