@@ -8,34 +8,29 @@ use std::arch::x86_64::*;
 
 const W: usize = 16;
 
-/// Loads `len < W` floats from `p`, filling the other lanes with `fill`.
+/// Loads `len < W` floats from `p` (masked: no access past them), filling the other lanes
+/// with `fill`.
 ///
 /// # Safety
 /// `p` must be readable for `len` floats.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn load_tail(p: *const f32, len: usize, fill: f32) -> __m512 {
-    let mut buf = [fill; W];
-    // SAFETY: caller contract; len < W = buf.len().
-    unsafe {
-        std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), len);
-        _mm512_loadu_ps(buf.as_ptr())
-    }
+    let k = ((1u32 << len) - 1) as __mmask16;
+    // SAFETY: the masked load touches only the first `len` floats.
+    unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), k, p) }
 }
 
-/// Stores the first `len < W` lanes of `v` at `p`.
+/// Stores the first `len < W` lanes of `v` at `p` (masked).
 ///
 /// # Safety
 /// `p` must be writable for `len` floats.
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn store_tail(p: *mut f32, len: usize, v: __m512) {
-    let mut buf = [0.0f32; W];
-    // SAFETY: buf holds W floats; caller contract for p.
-    unsafe {
-        _mm512_storeu_ps(buf.as_mut_ptr(), v);
-        std::ptr::copy_nonoverlapping(buf.as_ptr(), p, len);
-    }
+    let k = ((1u32 << len) - 1) as __mmask16;
+    // SAFETY: the masked store touches only the first `len` floats.
+    unsafe { _mm512_mask_storeu_ps(p, k, v) }
 }
 
 /// Sum of the 16 lanes, in the fixed order of `_mm512_reduce_add_ps`.
