@@ -225,7 +225,7 @@ fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), String> {
 /// One self-contained SVG: left, the curves (swish / hardswish above, sigmoid / hardsigmoid
 /// below) over [-8, 8]; right, the in-cache and streaming cost bars per op and pass.
 fn chart(costs: &[Cost], isa: Isa, threads: usize, (gap, at): (f64, f64)) -> String {
-    let (w, h) = (1000.0, 560.0);
+    let (w, h) = (1000.0, 570.0);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -397,23 +397,28 @@ fn chart(costs: &[Cost], isa: Isa, threads: usize, (gap, at): (f64, f64)) -> Str
             );
         }
     }
-    // The copy baselines (same bytes as a forward pass) as dashed vertical lines.
+    // The copy baselines (same bytes as a forward pass) as dashed vertical lines, explained
+    // under the legend.
+    let mut note = String::from("dashed: plain copy of the same buffers,");
     for (n, color, label) in [
-        (SIZES[0].0, "#1f77b4", "copy, cache"),
-        (SIZES[1].0, "#7f7f7f", "copy, memory"),
+        (SIZES[0].0, "#1f77b4", "cache"),
+        (SIZES[1].0, "#7f7f7f", "memory"),
     ] {
         if let Some(c) = costs.iter().find(|c| c.act.is_none() && c.numel == n) {
             let x = bx + label_w + c.ns_per_elem * scale;
             let _ = writeln!(
                 s,
-                r#"<line x1="{x:.1}" y1="{by}" x2="{x:.1}" y2="{:.1}" stroke="{color}" stroke-dasharray="3 3"/><text x="{:.1}" y="{:.1}" font-size="10" fill="{color}">{label} {:.3}</text>"#,
-                by + bh,
-                x + 3.0,
-                by + bh - 4.0 - if n == SIZES[0].0 { 12.0 } else { 0.0 },
-                c.ns_per_elem
+                r#"<line x1="{x:.1}" y1="{by}" x2="{x:.1}" y2="{:.1}" stroke="{color}" stroke-dasharray="3 3"/>"#,
+                by + bh
             );
+            let _ = write!(note, " {:.3} ({label})", c.ns_per_elem);
         }
     }
+    let _ = writeln!(
+        s,
+        r##"<text x="{bx}" y="{:.1}" font-size="11" fill="#555">{note}</text>"##,
+        by + bh + 54.0
+    );
     for (j, (_, _, color, label)) in series.iter().enumerate() {
         let lx = bx + (j % 2) as f64 * 220.0;
         let ly = by + bh + 20.0 + (j / 2) as f64 * 16.0;
