@@ -2,10 +2,10 @@
 //! epilogues.
 //!
 //! Each activation has a scalar definition ([`Activation::apply_scalar`], evaluated in f64 in
-//! [`reference`]), which is the test oracle, and one vector form per ISA (`avx512`, `avx2`,
+//! [`reference`](mod@reference)), which is the test oracle, and one vector form per ISA (`avx512`, `avx2`,
 //! `portable`): `apply` (used by the epilogues on registers before the store, so bias +
 //! activation never cost an extra pass over memory) and `grad` (the backward). The slice API
-//! ([`forward`], [`forward_inplace`], [`backward`] and the `_with` forms) lives in [`slice`]
+//! ([`forward`], [`forward_inplace`], [`backward`] and the `_with` forms) lives in [`slice`](mod@slice)
 //! and is re-exported here.
 //!
 //! Definitions (PyTorch's, including the derivative conventions at the kinks):
