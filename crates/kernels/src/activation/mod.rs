@@ -142,7 +142,10 @@ impl Activation {
     /// `silu`, `hard_sigmoid`, `hard_swish`, `gelu_erf`. Leaky ReLU takes an optional slope:
     /// `leaky_relu` (0.01), `leaky_relu:0.2` or `leaky_relu(0.2)`.
     pub fn from_name(name: &str) -> Result<Activation, KernelError> {
-        let s = name.trim().to_ascii_lowercase().replace('-', "_");
+        let lower = name.trim().to_ascii_lowercase();
+        // Hyphens become underscores in the name only, not in a (possibly negative) slope.
+        let split = lower.find([':', '(']).unwrap_or(lower.len());
+        let s = format!("{}{}", lower[..split].replace('-', "_"), &lower[split..]);
         let err = |msg: String| KernelError::invalid("activation", msg);
         if let Some(rest) = s.strip_prefix("leaky_relu") {
             let arg = rest
