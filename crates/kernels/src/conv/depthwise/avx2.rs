@@ -66,16 +66,33 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
-        const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
         // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
-        unsafe {
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(n as i32),
-                _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
-            );
-            _mm256_maskstore_ps(p, mask, v)
-        }
+        unsafe { _mm256_maskstore_ps(p, first_lanes(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: the mask enables lanes < n only (others read as zero, never touched); the
+        // caller passes n readable floats.
+        unsafe { _mm256_maskload_ps(p, first_lanes(n)) }
+    }
+}
+
+/// Lanes `0..n` set (all bits), the rest clear.
+#[inline(always)]
+unsafe fn first_lanes(n: usize) -> __m256i {
+    const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    // SAFETY: AVX2 is enabled in every caller; IDX holds 8 integers.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
+        )
     }
 }
 

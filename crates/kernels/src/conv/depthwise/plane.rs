@@ -2,19 +2,25 @@
 //! scratch copy, then run the row correlations of `kernel.rs` on it. Each ISA file
 //! instantiates these inside its `#[target_feature]` entry points.
 
-use super::kernel::{corr, wgrad, wgrad_finish, Corr, WGrad};
+use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Stacked, WGrad};
 use super::simd::Simd;
 use super::{BwdGeom, FwdGeom};
 use crate::activation::Activation;
 
 /// Copies one `h x w` plane into a zero-padded, stride-phase-split layout: padded row `R`
-/// (input row `R - ph`), phase `b`, index `t` holds input column `t * sw + b - pw` (zero
+/// (input row `R - top`), phase `b`, index `t` holds input column `t * sw + b - left` (zero
 /// outside the plane) at `dst[R * sw * wq + b * wq + t]`, for `R < rows`, `t < wq`.
 ///
-/// Row `r0 - top` of the destination maps to input row `r0`: `top` is the padding above.
+/// At stride 1 with rows at least a vector wide, zeros and data are written with whole
+/// vectors (the zero vectors first, the data over them), avoiding tiny `memset` calls, and
+/// the same row of the plane that follows `src` in memory (`next`, usually the next task's
+/// plane) is prefetched, so that its cache misses overlap this plane's arithmetic.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn pack_plane(
+pub(crate) unsafe fn pack_plane<S: Simd>(
     src: &[f32],
     h: usize,
     w: usize,
@@ -24,22 +30,75 @@ pub(crate) fn pack_plane(
     wq: usize,
     rows: usize,
     dst: &mut [f32],
+    next: *const f32,
 ) {
     let rs = sw * wq;
+    let l = S::L;
+    let fast = sw == 1 && left + w <= wq;
     for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
         let y = r as isize - top as isize;
         if y < 0 || y >= h as isize {
-            drow.fill(0.0);
+            if fast {
+                // SAFETY: rs = wq >= L; the clamped vectors stay inside the row.
+                unsafe {
+                    let mut p = 0;
+                    while p < rs {
+                        S::store(drow.as_mut_ptr().add(p.min(rs - l)), S::splat(0.0));
+                        p += l;
+                    }
+                }
+            } else {
+                drow.fill(0.0);
+            }
             continue;
         }
         let srow = &src[y as usize * w..(y as usize + 1) * w];
-        if sw == 1 {
+        if fast {
+            let d = drow.as_mut_ptr();
+            // SAFETY: wq >= left + w and wq >= L, so every vector below lies inside the row:
+            // zero vectors at the right end and over the left padding, then the data (last
+            // vector clamped to end at `w`, overlapping; or the first w lanes) over them.
+            unsafe {
+                let z = S::splat(0.0);
+                let mut p = left + w;
+                while p < wq {
+                    S::store(d.add(p.min(wq - l)), z);
+                    p += l;
+                }
+                let mut p = 0;
+                while p < left {
+                    S::store(d.add(p.min(wq - l)), z);
+                    p += l;
+                }
+                let s = srow.as_ptr();
+                let pf = next.wrapping_add(y as usize * w);
+                let mut p = 0;
+                while p < w {
+                    S::prefetch(pf.wrapping_add(p));
+                    p += 16;
+                }
+                if w >= l {
+                    let mut p = 0;
+                    while p < w {
+                        let q = p.min(w - l);
+                        S::store(d.add(left + q), S::load(s.add(q)));
+                        p += l;
+                    }
+                } else if left + l <= wq {
+                    // The masked load zero-fills lanes w.., which are right padding: one plain
+                    // store (AMD's masked stores are slow and block store forwarding).
+                    S::store(d.add(left), S::load_first(s, w));
+                } else {
+                    S::store_first(d.add(left), S::load_first(s, w), w);
+                }
+            }
+        } else if sw == 1 {
             // [zeros left][the row, clipped][zeros]
-            let l = left.min(wq);
-            drow[..l].fill(0.0);
-            let n = w.min(wq - l);
-            drow[l..l + n].copy_from_slice(&srow[..n]);
-            drow[l + n..].fill(0.0);
+            let lz = left.min(wq);
+            drow[..lz].fill(0.0);
+            let n = w.min(wq - lz);
+            drow[lz..lz + n].copy_from_slice(&srow[..n]);
+            drow[lz + n..].fill(0.0);
         } else {
             for (b, phase) in drow.chunks_exact_mut(wq).enumerate() {
                 for (t, o) in phase.iter_mut().enumerate() {
@@ -70,7 +129,50 @@ pub(crate) unsafe fn forward<S: Simd>(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    pack_plane(x, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, scratch);
+    // SAFETY: the CPU supports S (caller's contract).
+    unsafe {
+        pack_plane::<S>(
+            x,
+            g.h,
+            g.w,
+            g.ph,
+            g.pw,
+            g.sw,
+            g.wq,
+            g.hp,
+            scratch,
+            x.as_ptr().wrapping_add(x.len()),
+        )
+    };
+    if g.kh == g.kw && !g.dilated && g.sh <= 2 {
+        let st = Stacked {
+            src: scratch.as_ptr(),
+            unit: g.rs,
+            col_off: &g.col_off,
+            w: wt,
+            dst: y.as_mut_ptr(),
+            dst_row: g.ow,
+            rows: g.oh,
+            len: g.ow,
+            bias,
+            act,
+            spill_ok: true,
+        };
+        // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
+        // below wq (FwdGeom); y holds oh * ow floats.
+        let done = unsafe {
+            match (g.kh, g.sh) {
+                (3, 1) => stacked::<S, 3, 1>(&st),
+                (3, 2) => stacked::<S, 3, 2>(&st),
+                (5, 1) => stacked::<S, 5, 1>(&st),
+                (5, 2) => stacked::<S, 5, 2>(&st),
+                _ => false,
+            }
+        };
+        if done {
+            return;
+        }
+    }
     let c = Corr {
         src: scratch.as_ptr(),
         src_row: g.sh * g.rs,
@@ -113,9 +215,53 @@ pub(crate) unsafe fn backward_input<S: Simd>(
     let oplane = g.oh * g.ow;
     for (mm, d) in dys.chunks_exact_mut(g.dy_plane).enumerate() {
         let src = &dy[mm * oplane..(mm + 1) * oplane];
-        pack_plane(src, g.oh, g.ow, g.pt, g.pl, 1, g.dyw, g.dyh, d);
+        // SAFETY: the CPU supports S (caller's contract).
+        unsafe {
+            pack_plane::<S>(
+                src,
+                g.oh,
+                g.ow,
+                g.pt,
+                g.pl,
+                1,
+                g.dyw,
+                g.dyh,
+                d,
+                dy.as_ptr().wrapping_add(dy.len() + mm * oplane),
+            )
+        };
     }
-    for ph in &g.phases {
+    let mut done = false;
+    if let Some(k) = g.stacked_k {
+        // Source row q + i' for kernel row i' = k - 1 - i: the filter flipped both ways.
+        for (o, idx) in wbuf.iter_mut().zip(0..k * k) {
+            *o = wt[k * k - 1 - idx];
+        }
+        let col_off: [usize; 5] = [0, 1, 2, 3, 4];
+        let st = Stacked {
+            src: dys.as_ptr(),
+            unit: g.dyw,
+            col_off: &col_off[..k],
+            w: &wbuf[..k * k],
+            dst: dxs.as_mut_ptr(),
+            dst_row: g.rsx,
+            rows: g.hr,
+            len: g.tq,
+            bias: 0.0,
+            act: Activation::Identity,
+            spill_ok: true,
+        };
+        // SAFETY: dx row q, kernel row i' reads padded dy row q + i' < hr + k - 1 = dyh and
+        // columns t + j' < max(tq, L) + k - 1 = dyw (BwdGeom at stride 1); dxs holds
+        // hr x tq floats.
+        done = unsafe {
+            match k {
+                3 => stacked::<S, 3, 1>(&st),
+                _ => stacked::<S, 5, 1>(&st),
+            }
+        };
+    }
+    for ph in g.phases.iter().filter(|_| !done) {
         for (o, &k) in wbuf.iter_mut().zip(&ph.taps) {
             *o = wt[k];
         }
@@ -179,7 +325,21 @@ pub(crate) unsafe fn backward_weight<S: Simd>(
     acc.fill(0.0);
     for img in 0..n {
         let xp = &x[img * plane_stride..img * plane_stride + g.h * g.w];
-        pack_plane(xp, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, xs);
+        // SAFETY: the CPU supports S (caller's contract).
+        unsafe {
+            pack_plane::<S>(
+                xp,
+                g.h,
+                g.w,
+                g.ph,
+                g.pw,
+                g.sw,
+                g.wq,
+                g.hp,
+                xs,
+                xp.as_ptr().wrapping_add(plane_stride),
+            )
+        };
         let dp = &dy[img * oplane_stride..img * oplane_stride + g.oh * g.ow];
         let wg = WGrad {
             src: xs.as_ptr(),

@@ -35,6 +35,10 @@ pub(crate) unsafe trait Simd: Copy {
     /// Sum of the lanes.
     unsafe fn reduce(v: Self::V) -> f32;
 
+    /// A hint to bring the cache line holding `p` closer; `p` need not be valid (no access).
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
+
     /// The first `n < L` lanes of `v` to `p`.
     #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: Self::V, n: usize) {
@@ -43,6 +47,17 @@ pub(crate) unsafe trait Simd: Copy {
         unsafe {
             Self::store(tmp.as_mut_ptr(), v);
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+        }
+    }
+
+    /// The first `n < L` floats at `p` in the low lanes, zeros above.
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self::V {
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: n < L <= 16; `p` holds n floats (caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
+            Self::load(tmp.as_ptr())
         }
     }
 
