@@ -71,6 +71,29 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
     }
     #[inline(always)]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit blocks 0, 2, 1, 3.
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(e: __m256, o: __m256) -> (__m256, __m256) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            // 64-bit blocks 0, 2, 1, 3 put e0 e1 e4 e5 | e2 e3 e6 e7 under the unpacks.
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o))
+        }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
         // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
         unsafe { _mm256_maskstore_ps(p, first_lanes(n), v) }

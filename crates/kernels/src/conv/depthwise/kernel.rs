@@ -19,6 +19,9 @@
 //! With `NT` (9, 25) known at compile time the tap loop unrolls fully (the 3x3 and 5x5 paths);
 //! `NT = 0` is the generic path with the tap count read at run time.
 
+// Loops over const-sized arrays index several arrays at once and must unroll.
+#![allow(clippy::needless_range_loop)]
+
 use super::simd::Simd;
 use crate::activation::Activation;
 

@@ -35,6 +35,10 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
     let rs = sw * wq;
     let l = S::L;
     let fast = sw == 1 && left + w <= wq;
+    let fast2 = sw == 2
+        && left / 2 + w.div_ceil(2) <= wq
+        && left.div_ceil(2) + w / 2 <= wq
+        && (w >= 2 * l || left.div_ceil(2) + l <= wq);
     for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
         let y = r as isize - top as isize;
         if y < 0 || y >= h as isize {
@@ -92,6 +96,18 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
                     S::store_first(d.add(left), S::load_first(s, w), w);
                 }
             }
+        } else if fast2 {
+            // SAFETY: checked by `fast2`: both phases hold their shifted data, and every
+            // vector stays inside its phase (clamped, overlapping, or one whole vector).
+            unsafe {
+                let pf = next.wrapping_add(y as usize * w);
+                let mut p = 0;
+                while p < w {
+                    S::prefetch(pf.wrapping_add(p));
+                    p += 16;
+                }
+                pack_row_stride2::<S>(srow, left, wq, drow)
+            };
         } else if sw == 1 {
             // [zeros left][the row, clipped][zeros]
             let lz = left.min(wq);
@@ -110,6 +126,98 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
                     };
                 }
             }
+        }
+    }
+}
+
+/// One row at stride 2: input column `2i + par` goes to phase `(par + left) % 2`, index
+/// `i + (par + left) / 2`. Both phases are zeroed, then each `2L` input floats are split into
+/// their even and odd elements with two shuffles per vector and stored into the two phases.
+///
+/// # Safety
+/// `left / 2 + ceil(w/2) <= wq` and `ceil(left/2) + w/2 <= wq`, and when `w < 2L` also
+/// `ceil(left/2) + L <= wq` (one whole vector per phase); `dst` holds `2 * wq` floats,
+/// `wq >= L`; the CPU supports `S`.
+#[inline(always)]
+unsafe fn pack_row_stride2<S: Simd>(src: &[f32], left: usize, wq: usize, dst: &mut [f32]) {
+    let (l, w) = (S::L, src.len());
+    let d = dst.as_mut_ptr();
+    let (pe, se) = (left % 2, left / 2);
+    let (po, so) = ((left + 1) % 2, left.div_ceil(2));
+    // SAFETY (whole body): the contract's bounds; every store below lies in [0, 2 * wq) and
+    // inside its phase.
+    unsafe {
+        let z = S::splat(0.0);
+        for ph in 0..2 {
+            let mut p = 0;
+            while p < wq {
+                S::store(d.add(ph * wq + p.min(wq - l)), z);
+                p += l;
+            }
+        }
+        let s = src.as_ptr();
+        if w < 2 * l {
+            // One pair of masked loads (zeros past w, which are padding in both phases).
+            let a = S::load_first(s, w.min(l));
+            let b = if w > l {
+                S::load_first(s.add(l), w - l)
+            } else {
+                z
+            };
+            let (e, o) = S::deinterleave(a, b);
+            S::store(d.add(pe * wq + se), e);
+            S::store(d.add(po * wq + so), o);
+            return;
+        }
+        let last = (w - 2 * l) / 2;
+        let mut i = 0;
+        while i <= last {
+            let i0 = i.min(last);
+            let (e, o) = S::deinterleave(S::load(s.add(2 * i0)), S::load(s.add(2 * i0 + l)));
+            S::store(d.add(pe * wq + se + i0), e);
+            S::store(d.add(po * wq + so + i0), o);
+            if i == last {
+                break;
+            }
+            i = (i + l).min(last);
+        }
+        // An odd width leaves the last even element.
+        if w % 2 == 1 {
+            *d.add(pe * wq + se + w / 2) = src[w - 1];
+        }
+    }
+}
+
+/// The inverse of [`pack_row_stride2`] without padding: `out[2i + par]` from phase
+/// `(par + left) % 2`, index `i + (par + left) / 2` of `src` (phases `tq` apart).
+///
+/// # Safety
+/// `out.len() >= 2L`; both phases hold the shifted data; the CPU supports `S`.
+#[inline(always)]
+unsafe fn unpack_row_stride2<S: Simd>(src: &[f32], left: usize, tq: usize, out: &mut [f32]) {
+    let (l, w) = (S::L, out.len());
+    let (pe, se) = (left % 2, left / 2);
+    let (po, so) = ((left + 1) % 2, left.div_ceil(2));
+    let s = src.as_ptr();
+    let d = out.as_mut_ptr();
+    let last = (w - 2 * l) / 2;
+    // SAFETY (whole body): reads inside the two phases' data, writes inside `out`.
+    unsafe {
+        let mut i = 0;
+        loop {
+            let i0 = i.min(last);
+            let e = S::load(s.add(pe * tq + se + i0));
+            let o = S::load(s.add(po * tq + so + i0));
+            let (a, b) = S::interleave(e, o);
+            S::store(d.add(2 * i0), a);
+            S::store(d.add(2 * i0 + l), b);
+            if i0 == last {
+                break;
+            }
+            i += l;
+        }
+        if w % 2 == 1 {
+            out[w - 1] = src[pe * tq + se + w / 2];
         }
     }
 }
@@ -292,6 +400,9 @@ pub(crate) unsafe fn backward_input<S: Simd>(
         let row = &dxs[(y + g.ph) * g.rsx..(y + g.ph + 1) * g.rsx];
         if g.sw == 1 {
             out.copy_from_slice(&row[g.pw..g.pw + g.w]);
+        } else if g.sw == 2 && g.w >= 2 * S::L {
+            // SAFETY: the row holds both phases' data for every column of dx (BwdGeom).
+            unsafe { unpack_row_stride2::<S>(row, g.pw, g.tq, out) };
         } else {
             for (x, o) in out.iter_mut().enumerate() {
                 let c = x + g.pw;

@@ -61,6 +61,38 @@ pub(crate) unsafe trait Simd: Copy {
         }
     }
 
+    /// Splits the `2L` floats `a ++ b` into their even- and odd-indexed elements.
+    #[inline(always)]
+    unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let (mut x, mut e, mut o) = ([0.0f32; 32], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: 2L <= 32 floats in x, L <= 16 in e and o.
+        unsafe {
+            Self::store(x.as_mut_ptr(), a);
+            Self::store(x.as_mut_ptr().add(Self::L), b);
+            for i in 0..Self::L {
+                e[i] = x[2 * i];
+                o[i] = x[2 * i + 1];
+            }
+            (Self::load(e.as_ptr()), Self::load(o.as_ptr()))
+        }
+    }
+
+    /// The inverse of [`Simd::deinterleave`]: `(e0, o0, e1, o1, ...)` as two vectors.
+    #[inline(always)]
+    unsafe fn interleave(e: Self::V, o: Self::V) -> (Self::V, Self::V) {
+        let (mut x, mut ea, mut oa) = ([0.0f32; 32], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: as in `deinterleave`.
+        unsafe {
+            Self::store(ea.as_mut_ptr(), e);
+            Self::store(oa.as_mut_ptr(), o);
+            for i in 0..Self::L {
+                x[2 * i] = ea[i];
+                x[2 * i + 1] = oa[i];
+            }
+            (Self::load(x.as_ptr()), Self::load(x.as_ptr().add(Self::L)))
+        }
+    }
+
     /// A mask keeping lanes `lo..hi` (all-ones bits) and zeroing the others.
     #[inline(always)]
     unsafe fn mask(lo: usize, hi: usize) -> Self::V {
