@@ -37,6 +37,9 @@ pub(crate) struct Corr<'a> {
     pub len: usize,
     pub bias: f32,
     pub act: Activation,
+    /// Floats writable from each `dst` row start that nobody reads back beyond `len` (0 if
+    /// none): a row narrower than a vector is then stored whole instead of masked.
+    pub dst_room: usize,
 }
 
 /// Computes `R` rows x `V` vector positions of a [`Corr`]; `partial > 0` stores only the first
@@ -77,7 +80,7 @@ unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
             let out = c.dst.add(rows[r] * c.dst_row);
             for v in 0..V {
                 let y = S::act(c.act, acc[r][v]);
-                if partial > 0 {
+                if partial > 0 && cols[v] + S::L > c.dst_room {
                     S::store_first(out.add(cols[v]), y, partial);
                 } else {
                     S::store(out.add(cols[v]), y);

@@ -133,6 +133,7 @@ pub(crate) struct Phase {
 /// `j*dw % sw == b`, into an `hr x (sw * tq)` phase-split scratch that is cropped into `dx`.
 pub(crate) struct BwdGeom {
     pub m: usize,
+    pub h: usize,
     pub w: usize,
     pub oh: usize,
     pub ow: usize,
@@ -162,7 +163,9 @@ impl BwdGeom {
         let (dh, dw) = s.dilation;
         let (ph, pw) = s.padding;
         let hr = ph + s.h;
-        let tq = (pw + s.w).div_ceil(sw);
+        // Phase width: the columns of dx, and at least a vector past the left padding, so
+        // narrow phases may be stored and read with whole vectors.
+        let tq = (pw + s.w).div_ceil(sw).max(lanes + pw);
         let pt = (s.kh - 1) * dh / sh;
         let pl = (s.kw - 1) * dw / sw;
         let dyh = hr.div_ceil(sh) + pt;
@@ -193,6 +196,7 @@ impl BwdGeom {
         }
         BwdGeom {
             m,
+            h: s.h,
             w: s.w,
             oh,
             ow,

@@ -292,6 +292,7 @@ pub(crate) unsafe fn forward<S: Simd>(
         len: g.ow,
         bias,
         act,
+        dst_room: 0,
     };
     // SAFETY: `FwdGeom` sizes the scratch so every tap of every output reads inside the
     // packed rows (see its docs); y holds oh * ow floats; scratch and y are distinct.
@@ -354,7 +355,7 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             dst: dxs.as_mut_ptr(),
             dst_row: g.rsx,
             rows: g.hr,
-            len: g.tq,
+            len: g.pw + g.w,
             bias: 0.0,
             act: Activation::Identity,
             spill_ok: true,
@@ -385,6 +386,7 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             len: ph.len,
             bias: 0.0,
             act: Activation::Identity,
+            dst_room: g.tq,
         };
         // SAFETY: `BwdGeom` sizes the padded dy planes so that every tap of every phase reads
         // inside them, and the phase rows/columns inside dxs (see its docs).
@@ -396,13 +398,33 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             }
         }
     }
-    for (y, out) in dx.chunks_exact_mut(g.w).enumerate() {
+    let plane_len = dx.len();
+    let dptr = dx.as_mut_ptr();
+    for y in 0..g.h {
+        // SAFETY: row y of the h x w plane; every access below goes through `dptr`, which
+        // covers the whole plane.
+        let out = unsafe { std::slice::from_raw_parts_mut(dptr.add(y * g.w), g.w) };
         let row = &dxs[(y + g.ph) * g.rsx..(y + g.ph + 1) * g.rsx];
         if g.sw == 1 {
             out.copy_from_slice(&row[g.pw..g.pw + g.w]);
         } else if g.sw == 2 && g.w >= 2 * S::L {
             // SAFETY: the row holds both phases' data for every column of dx (BwdGeom).
             unsafe { unpack_row_stride2::<S>(row, g.pw, g.tq, out) };
+        } else if g.sw == 2 && y * g.w + 2 * S::L <= plane_len {
+            // A row narrower than two vectors: interleave one vector of each phase and store
+            // both whole; the lanes past the row land in the next rows, rewritten after.
+            let (pe, se) = (g.pw % 2, g.pw / 2);
+            let (po, so) = ((g.pw + 1) % 2, g.pw.div_ceil(2));
+            // SAFETY: each phase holds tq >= L + pw floats, so both loads stay in the row;
+            // the stores end at y * w + 2L <= the plane's length (checked above).
+            unsafe {
+                let e = S::load(row.as_ptr().add(pe * g.tq + se));
+                let o = S::load(row.as_ptr().add(po * g.tq + so));
+                let (a, b) = S::interleave(e, o);
+                let d = dptr.add(y * g.w);
+                S::store(d, a);
+                S::store(d.add(S::L), b);
+            }
         } else {
             for (x, o) in out.iter_mut().enumerate() {
                 let c = x + g.pw;
