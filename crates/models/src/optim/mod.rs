@@ -56,10 +56,7 @@ pub(crate) type UpdateFn<'a> = dyn FnMut(&str, &[usize], &[f32], &[f32]) -> Vec<
 
 /// Calls `f(name, value, grad)` for every parameter with a gradient and replaces the parameter
 /// with the returned values.
-pub(crate) fn update_params(
-    model: &mut dyn Module,
-    f: &mut UpdateFn<'_>,
-) -> Result<()> {
+pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Result<()> {
     let mut err = None;
     model.visit_mut("", &mut |name, t, kind| {
         if kind != TensorKind::Parameter || err.is_some() {
