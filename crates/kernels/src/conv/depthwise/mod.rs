@@ -306,6 +306,12 @@ where
     }
 }
 
+/// Planes per task: small planes are grouped (to about 4096 floats) so that the per-task
+/// cost (closure, scratch hand-over) is amortised; large planes are one task each.
+fn batch(plane: usize) -> usize {
+    (4096 / plane.max(1)).clamp(1, 64)
+}
+
 /// The depthwise forward pass (shape and lengths already checked by the caller).
 pub(crate) fn forward(
     isa: Isa,
@@ -321,16 +327,20 @@ pub(crate) fn forward(
     let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let work = s.output_len() * taps;
-    for_each_chunk(y, oplane, work, |p, out| {
-        let (img, oc) = (p / s.c_out, p % s.c_out);
-        let ic = oc / m;
-        let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
-        let wp = &w[oc * taps..(oc + 1) * taps];
-        let b = bias.map_or(0.0, |b| b[oc]);
+    let batch = batch(oplane);
+    for_each_chunk(y, oplane * batch, work, |t, outs| {
         with_scratch(g.scratch_len(), |scr| {
-            // SAFETY: `isa` was checked by the caller; the planes and scratch have the
-            // lengths the entry point requires (FwdGeom sizes the scratch).
-            unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+            for (k, out) in outs.chunks_exact_mut(oplane).enumerate() {
+                let p = t * batch + k;
+                let (img, oc) = (p / s.c_out, p % s.c_out);
+                let ic = oc / m;
+                let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
+                let wp = &w[oc * taps..(oc + 1) * taps];
+                let b = bias.map_or(0.0, |b| b[oc]);
+                // SAFETY: `isa` was checked by the caller; the planes and scratch have the
+                // lengths the entry point requires (FwdGeom sizes the scratch).
+                unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+            }
         });
     });
     Ok(())
@@ -349,14 +359,18 @@ pub(crate) fn backward_input(
     let (m, hw, taps) = (g.m, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let work = s.output_len() * taps;
-    for_each_chunk(dx, hw, work, |p, out| {
-        let (img, ic) = (p / s.c_in, p % s.c_in);
-        let oc0 = img * s.c_out + ic * m;
-        let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
-        let wp = &w[ic * m * taps..(ic + 1) * m * taps];
+    let batch = batch(hw);
+    for_each_chunk(dx, hw * batch, work, |t, outs| {
         with_scratch(g.scratch_len(taps), |scr| {
-            // SAFETY: `isa` was checked; lengths as the entry point requires.
-            unsafe { (fns.bwd_in)(&g, wp, dyp, out, scr) }
+            for (k, out) in outs.chunks_exact_mut(hw).enumerate() {
+                let p = t * batch + k;
+                let (img, ic) = (p / s.c_in, p % s.c_in);
+                let oc0 = img * s.c_out + ic * m;
+                let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
+                let wp = &w[ic * m * taps..(ic + 1) * m * taps];
+                // SAFETY: `isa` was checked; lengths as the entry point requires.
+                unsafe { (fns.bwd_in)(&g, wp, dyp, out, scr) }
+            }
         });
     });
     Ok(())
