@@ -93,19 +93,13 @@ impl Tensor {
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
-        let (a, b) = (self.detach(), other.detach());
-        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        // da needs b and db needs a: save each only if the other gradient is wanted.
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let a = other.requires_grad().then(|| self.detach());
+        let b = self.requires_grad().then(|| other.detach());
         Ok(y.record("mul", &[self, other], move |g| {
-            let ga = if na {
-                Some(g.mul(&b)?.sum_to(a.shape())?)
-            } else {
-                None
-            };
-            let gb = if nb {
-                Some(g.mul(&a)?.sum_to(b.shape())?)
-            } else {
-                None
-            };
+            let ga = b.as_ref().map(|b| g.mul(b)?.sum_to(&sa)).transpose()?;
+            let gb = a.as_ref().map(|a| g.mul(a)?.sum_to(&sb)).transpose()?;
             Ok(vec![ga, gb])
         }))
     }
