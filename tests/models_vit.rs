@@ -14,6 +14,7 @@ use tessera::core::{Rng, Tensor};
 use tessera::models::archs::vit::{self, create_vit, VisionTransformer};
 use tessera::models::blocks::attention::Attention;
 use tessera::models::blocks::mlp::LinearInit;
+use tessera::models::blocks::patch_embed::PatchEmbed;
 use tessera::models::io::safetensors::{self, SafeTensors};
 use tessera::models::module::{named_tensors, parameter_count};
 use tessera::models::{create, weights, ModelError, Module, Overrides};
@@ -447,6 +448,23 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
+    /// The patch-row GEMM equals timm's `proj(x).flatten(2).transpose(1, 2)` on the conv path.
+    #[test]
+    fn patch_embed_equals_strided_convolution(
+        n in 1usize..3, c in 1usize..4, p in 1usize..5, g in 1usize..4, d in 1usize..9, seed in 0u64..1000
+    ) {
+        let pe = PatchEmbed::new(p * g, p, c, d, &mut Rng::new(seed)).unwrap();
+        let x = Tensor::randn(&[n, c, p * g, p * g], seed + 1);
+        let y = pe.forward(&x).unwrap();
+        let want = pe.proj.forward(&x).unwrap().flatten(2, 3).unwrap().transpose(1, 2).unwrap();
+        prop_assert_eq!(y.shape(), &[n, g * g, d]);
+        let err = rel_err(&y, &want);
+        prop_assert!(err < 1e-5, "relative error {}", err);
+    }
+}
+
 #[test]
 #[ignore = "needs full-size checkpoints: python3 scripts/fixtures_vit.py --full DIR; TESSERA_VIT_FULL_DIR=DIR"]
 fn full_size_timm_checkpoints() {
@@ -467,13 +485,17 @@ fn full_size_timm_checkpoints() {
 }
 
 #[test]
-#[ignore = "timing, not a test: RAYON_NUM_THREADS=1|2 cargo test --release --test models_vit -- --ignored --nocapture vit_base_timing"]
+#[ignore = "timing, not a test: RAYON_NUM_THREADS=1|2 [TESSERA_VIT_ITERS=5] cargo test --release --test models_vit -- --ignored --nocapture vit_base_timing"]
 fn vit_base_timing() {
     let m = create("vit_base_patch16_224", &Overrides::default(), 0).unwrap();
     let x = Tensor::randn(&[1, 3, 224, 224], 0);
     m.forward(&x).unwrap(); // warm up
+    let iters: usize = std::env::var("TESSERA_VIT_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..iters.max(1) {
         let t = std::time::Instant::now();
         m.forward(&x).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -482,7 +504,75 @@ fn vit_base_timing() {
     println!(
         "vit_base_patch16_224 batch 1, {} threads: median {:.1} ms, min {:.1} ms",
         rayon::current_num_threads(),
-        times[2],
+        times[times.len() / 2],
         times[0]
     );
+}
+
+#[test]
+#[ignore = "timing, not a test: RAYON_NUM_THREADS=1|2 cargo test --release --test models_vit -- --ignored --nocapture vit_base_op_breakdown"]
+fn vit_base_op_breakdown() {
+    // One ViT-B/16 block's ops at batch 1 (197 tokens, D 768, 12 heads), each timed alone
+    // (median of 5), times the 12 blocks.
+    let m = create_vit(
+        "vit_base_patch16_224",
+        &Overrides {
+            depth: Some(1),
+            ..Default::default()
+        },
+        0,
+    )
+    .unwrap();
+    let b = &m.blocks[0];
+    let x = Tensor::randn(&[1, 197, 768], 1);
+    let h = b.mlp.fc1.forward(&x).unwrap();
+    let qkv = b
+        .attn
+        .qkv
+        .forward(&x)
+        .unwrap()
+        .reshape(&[1, 197, 3, 12, 64])
+        .unwrap()
+        .permute(&[2, 0, 3, 1, 4])
+        .unwrap();
+    let (q, k, v) = (
+        qkv.select(0, 0).unwrap().contiguous(),
+        qkv.select(0, 1).unwrap(),
+        qkv.select(0, 2).unwrap(),
+    );
+    let kt = k.transpose(2, 3).unwrap();
+    let scores = q.matmul(&kt).unwrap();
+    let probs = scores.softmax(3).unwrap();
+    let o = probs.matmul(&v).unwrap();
+    let img = Tensor::randn(&[1, 3, 224, 224], 2);
+    let time = |name: &str, f: &dyn Fn() -> Tensor| {
+        f();
+        let mut t: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                std::hint::black_box(f());
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        println!("{name:<28} {:8.2} ms x12 = {:8.1} ms", t[2], 12.0 * t[2]);
+    };
+    println!("{} threads", rayon::current_num_threads());
+    time("layer_norm [197,768]", &|| b.norm1.forward(&x).unwrap());
+    time("linear qkv 768->2304", &|| b.attn.qkv.forward(&x).unwrap());
+    time("q * scale", &|| qkv.select(0, 0).unwrap().mul_scalar(0.125));
+    time("q k^T [12,197,64]x[64,197]", &|| q.matmul(&kt).unwrap());
+    time("softmax [12,197,197]", &|| scores.softmax(3).unwrap());
+    time("probs v", &|| probs.matmul(&v).unwrap());
+    time("merge heads (copy)", &|| {
+        o.transpose(1, 2).unwrap().reshape(&[1, 197, 768]).unwrap()
+    });
+    time("linear proj 768->768", &|| b.attn.proj.forward(&x).unwrap());
+    time("residual add", &|| x.add(&x).unwrap());
+    time("linear fc1 768->3072", &|| b.mlp.fc1.forward(&x).unwrap());
+    time("gelu [197,3072]", &|| h.gelu());
+    time("linear fc2 3072->768", &|| b.mlp.fc2.forward(&h).unwrap());
+    time("patch_embed (once)", &|| {
+        m.patch_embed.forward(&img).unwrap()
+    });
 }

@@ -341,7 +341,7 @@ impl VisionTransformer {
 
     /// Patch tokens with the class token prepended and the position embedding added.
     fn embed(&self, x: &Tensor) -> Result<Tensor> {
-        let p = self.patch_embed.forward(x)?; // [n, N, D] view
+        let p = self.patch_embed.forward(x)?; // [n, N, D]
         let (n, d) = (p.shape()[0], self.cfg.embed_dim);
         let cls = self.cls_token.expand(&[n, 1, d])?;
         Ok(Tensor::cat(&[cls, p], 1)?.add(&self.pos_embed)?)

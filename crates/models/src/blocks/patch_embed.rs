@@ -4,6 +4,11 @@
 //! with bias (`patch_embed.proj`), then `flatten(2).transpose(1, 2)` to `[n, tokens, embed_dim]`
 //! in row-major patch order.
 //!
+//! Since the stride equals the kernel, the convolution is computed as one GEMM of the
+//! patch rows `[n * N, in_chans * p * p]` (gathered by a reshape-permute of the image, its only
+//! copy) with the weight viewed as `[embed_dim, in_chans * p * p]`: the im2col of a
+//! non-overlapping convolution is a permutation, and no general convolution path is involved.
+//!
 //! The convolution is PyTorch-default initialised (timm's ViT `init_weights` leaves it alone).
 //! As timm with `strict_img_size = True` (its default), the input must be exactly
 //! `[n, in_chans, img_size, img_size]`: the position embedding has one row per patch.
@@ -77,8 +82,8 @@ impl PatchEmbed {
 }
 
 impl Module for PatchEmbed {
-    /// `[n, in_chans, img, img]` -> `[n, num_patches, embed_dim]` (a transposed view of the
-    /// convolution output; the caller's concatenation with the class token makes it dense).
+    /// `[n, in_chans, img, img]` -> `[n, num_patches, embed_dim]`, equal to timm's
+    /// `proj(x).flatten(2).transpose(1, 2)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let c = self.proj.in_channels();
         let s = x.shape();
@@ -92,8 +97,17 @@ impl Module for PatchEmbed {
             )
             .into());
         }
-        let y = self.proj.forward(x)?; // [n, d, g, g]
-        Ok(y.flatten(2, 3)?.transpose(1, 2)?)
+        // A convolution whose stride equals its kernel is a GEMM on the patches: gather each
+        // patch's `c * p * p` pixels into a row (one copy of the image) and multiply by the
+        // convolution weight seen as `[d, c * p * p]` (a view), bias fused.
+        let (n, p, g) = (s[0], self.patch_size, self.grid_size());
+        let d = self.proj.out_channels();
+        let patches = x
+            .reshape(&[n, c, g, p, g, p])?
+            .permute(&[0, 2, 4, 1, 3, 5])? // [n, gy, gx, c, py, px]
+            .reshape(&[n, g * g, c * p * p])?;
+        let w = self.proj.weight.reshape(&[d, c * p * p])?;
+        Ok(patches.linear(&w, self.proj.bias.as_ref())?)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
