@@ -16,7 +16,9 @@ use tessera::models::blocks::attention::Attention;
 use tessera::models::blocks::mlp::LinearInit;
 use tessera::models::blocks::patch_embed::PatchEmbed;
 use tessera::models::io::safetensors::{self, SafeTensors};
-use tessera::models::module::{named_tensors, parameter_count};
+use tessera::models::module::{
+    named_parameters, named_tensors, parameter_count, set_requires_grad,
+};
 use tessera::models::{create, weights, ModelError, Module, Overrides};
 
 fn fixture(name: &str) -> PathBuf {
@@ -375,6 +377,34 @@ fn initialisation_follows_timm() {
     let c = create_vit("vit_digits", &Overrides::default(), 6).unwrap();
     assert_eq!(a.pos_embed.to_vec(), a2.pos_embed.to_vec());
     assert_ne!(a.pos_embed.to_vec(), c.pos_embed.to_vec());
+}
+
+#[test]
+fn every_parameter_gets_a_gradient() {
+    let mut m = create_vit("vit_digits", &Overrides::default(), 8).unwrap();
+    // Non-trivial LayerNorm affines and biases, so no gradient is zero by symmetry.
+    m.visit_mut("", &mut |_, t, _| {
+        let noise = Tensor::randn(t.shape(), t.numel() as u64).mul_scalar(0.1);
+        *t = t.add(&noise).unwrap();
+    });
+    set_requires_grad(&mut m, true);
+    let x = Tensor::randn(&[3, 1, 8, 8], 3);
+    let loss = m
+        .forward(&x)
+        .unwrap()
+        .cross_entropy(&[1, 4, 9], 0.0)
+        .unwrap();
+    loss.backward().unwrap();
+    let mut n = 0;
+    for (name, p) in named_parameters(&m) {
+        let g = p.grad().unwrap_or_else(|| panic!("{name}: no gradient"));
+        assert_eq!(g.shape(), p.shape(), "{name}");
+        let g = g.to_vec();
+        assert!(g.iter().all(|v| v.is_finite()), "{name}");
+        assert!(g.iter().any(|&v| v != 0.0), "{name}: all zero");
+        n += 1;
+    }
+    assert_eq!(n, 4 + 4 * 12 + 4);
 }
 
 /// Naive multi-head self-attention in f64 loops, as the paper writes it.

@@ -30,8 +30,10 @@
 //! | `vit_digits` (tessera preset) | 8 | 2 | 1 | 10 | 64 | 4 | 4 | 4 | 202,186 |
 //! | `vit_cifar` (tessera preset)  | 32 | 4 | 3 | 10 | 128 | 6 | 4 | 4 | 1,205,898 |
 //!
-//! The two presets are not timm models: they are small configurations of the same architecture
-//! for the 8x8 grey-scale digits and 32x32 CIFAR-10 training runs (17 and 65 tokens).
+//! The two presets are not timm names: they are tessera's small configurations of the same
+//! architecture for the 8x8 grey-scale digits and 32x32 CIFAR-10 training runs (17 and 65
+//! tokens); `timm.create_model('vit_tiny_patch16_224', **overrides)` with the same sizes builds
+//! the same network (same parameter count).
 //! Every name accepts timm's overrides `img_size`, `in_chans`, `num_classes`, `patch_size`,
 //! `embed_dim`, `depth`, `num_heads`, `mlp_ratio` (and `act`, timm's `act_layer`);
 //! `num_classes = 0` gives timm's headless model (the output is the normalised class token).
