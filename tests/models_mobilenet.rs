@@ -383,3 +383,54 @@ fn full_size_timm_parity() {
         assert!(e <= 1e-4, "{arch}: relative error {e}");
     }
 }
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn logits_are_bit_identical_for_any_thread_count() {
+    for arch in ["mobilenetv2_035", "mobilenetv3_small_050"] {
+        let m = create(arch, &Overrides::default(), 4).unwrap();
+        let x = Tensor::randn(&[2, 3, 48, 40], 8);
+        let one = pool(1).install(|| logits(m.as_ref(), &x).to_vec());
+        let two = pool(2).install(|| logits(m.as_ref(), &x).to_vec());
+        assert_eq!(one, two, "{arch}");
+    }
+}
+
+/// Batch-1 224x224 inference time with 1 and 2 threads (median of 30 after warm-up), printed;
+/// checks the two thread counts give identical logits. Run with
+/// `cargo test --release --test models_mobilenet inference_time -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn inference_time() {
+    for arch in ["mobilenetv2_100", "mobilenetv3_large_100"] {
+        let m = create(arch, &Overrides::default(), 0).unwrap();
+        let x = Tensor::randn(&[1, 3, 224, 224], 1);
+        let mut outs = Vec::new();
+        for threads in [1, 2] {
+            let (ms, y) = pool(threads).install(|| {
+                for _ in 0..3 {
+                    logits(m.as_ref(), &x);
+                }
+                let mut times: Vec<f64> = (0..30)
+                    .map(|_| {
+                        let t0 = std::time::Instant::now();
+                        logits(m.as_ref(), &x);
+                        t0.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                times.sort_by(f64::total_cmp);
+                (times[times.len() / 2], logits(m.as_ref(), &x).to_vec())
+            });
+            println!("{arch}: batch 1, 224x224, {threads} thread(s): median {ms:.2} ms");
+            outs.push(y);
+        }
+        assert!(outs[0].iter().all(|v| v.is_finite()));
+        assert_eq!(outs[0], outs[1], "{arch}: thread count changed the logits");
+    }
+}
