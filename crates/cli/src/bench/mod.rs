@@ -1,16 +1,19 @@
 //! `tessera bench TARGET`: side-by-side benchmarks that print medians and ratios.
 //!
-//! Targets: `gemm`. Each target validates that the options given apply to it.
+//! Targets: `gemm`, `activations`, `softmax`, `dwconv`. Each target validates that the options given
+//! apply to it.
 
+mod activations;
 mod dwconv;
 mod gemm;
+mod softmax;
 
 use clap::Args;
 
 /// Options of `tessera bench`; which apply depends on the target.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `gemm`.
+    /// What to measure: `gemm`, `activations`, `softmax`, `dwconv`.
     pub target: String,
     /// Rows of A and C (gemm; with --n and --k, one custom shape instead of the standard set).
     #[arg(long)]
@@ -27,15 +30,23 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write an SVG chart of the results to this file (activations).
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
 }
 
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     match args.target.as_str() {
+        "gemm" if args.svg.is_some() => {
+            Err("bench gemm: --svg applies to `activations` only".into())
+        }
         "gemm" => gemm::run(args),
+        "activations" => activations::run(args),
+        "softmax" => softmax::run(args),
         "dwconv" => dwconv::run(args),
         other => Err(format!(
-            "bench: unknown target {other:?}; expected gemm or dwconv"
+            "bench: unknown target {other:?}; expected gemm, activations, softmax or dwconv"
         )),
     }
 }
