@@ -1,9 +1,12 @@
 //! `tessera bench TARGET`: side-by-side benchmarks that print medians and ratios.
 //!
-//! Targets: `gemm`. Each target validates that the options given apply to it.
+//! Targets: the kernels (`gemm`, `dwconv`) and the networks (any architecture name, or
+//! `models` for the four headline ones). Each target validates that the options given apply
+//! to it.
 
 mod dwconv;
 mod gemm;
+pub mod model;
 
 use clap::Args;
 
@@ -27,15 +30,41 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Models: images per forward pass (default 1).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Models: timed runs after warm-up (default: as many as fit in about 3 s, 5 to 100).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Models: weights to load (safetensors); random weights if omitted.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub overrides: crate::overrides::OverrideArgs,
 }
+
+/// The kernel targets (everything else is `models` or an architecture name).
+pub const KERNEL_TARGETS: &[&str] = &["gemm", "dwconv"];
 
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    match args.target.as_str() {
+    let t = args.target.as_str();
+    if t == "models" || tessera::models::zoo::names().contains(&t) {
+        return model::run(args);
+    }
+    if KERNEL_TARGETS.contains(&t) && model::model_options_given(args) {
+        return Err(format!(
+            "bench {t}: --batch/--iters/--weights and architecture overrides apply to models only"
+        ));
+    }
+    match t {
         "gemm" => gemm::run(args),
         "dwconv" => dwconv::run(args),
         other => Err(format!(
-            "bench: unknown target {other:?}; expected gemm or dwconv"
+            "bench: unknown target {other:?}; kernel targets: {}; models: `models` or an \
+             architecture name: {}",
+            KERNEL_TARGETS.join(", "),
+            crate::overrides::known_names()
         )),
     }
 }
