@@ -138,3 +138,53 @@ fn bad_input_is_an_error_not_a_panic() {
         .to_string();
     assert!(e.contains("matmul") && e.contains("[2, 3]"), "{e}");
 }
+
+/// The worked example of `docs/autograd.md`: one step of a 2-layer MLP.
+#[test]
+fn mlp_step_from_docs() {
+    let x = Tensor::randn(&[4, 3], 0);
+    let y = [1usize, 0, 1, 1];
+    let w1 = Tensor::randn(&[8, 3], 1).requires_grad_(true);
+    let b1 = Tensor::zeros(&[8]).requires_grad_(true);
+    let w2 = Tensor::randn(&[2, 8], 2).requires_grad_(true);
+    let b2 = Tensor::zeros(&[2]).requires_grad_(true);
+    let loss = |w1: &Tensor, b1: &Tensor, w2: &Tensor, b2: &Tensor| {
+        let h = x.linear(w1, Some(b1)).unwrap();
+        assert_eq!(h.op_name(), Some("linear"));
+        let a = h.relu();
+        let logits = a.linear(w2, Some(b2)).unwrap();
+        logits.cross_entropy(&y, 0.0).unwrap()
+    };
+    let l0 = loss(&w1, &b1, &w2, &b2);
+    assert_eq!(l0.op_name(), Some("cross_entropy"));
+    l0.backward().unwrap();
+    let shapes: Vec<Vec<usize>> = [&w1, &b1, &w2, &b2]
+        .iter()
+        .map(|p| p.grad().unwrap().shape().to_vec())
+        .collect();
+    assert_eq!(shapes, vec![vec![8, 3], vec![8], vec![2, 8], vec![2]]);
+    let step = |p: &Tensor| {
+        let _g = no_grad();
+        p.sub(&p.grad().unwrap().mul_scalar(0.1))
+            .unwrap()
+            .requires_grad_(true)
+    };
+    let l1 = loss(&step(&w1), &step(&b1), &step(&w2), &step(&b2));
+    assert!(l1.item().unwrap() < l0.item().unwrap());
+}
+
+#[test]
+fn display_of_a_view() {
+    let x = Tensor::arange(0.0, 6.0, 1.0)
+        .unwrap()
+        .reshape(&[2, 3])
+        .unwrap()
+        .t()
+        .unwrap();
+    assert_eq!(
+        x.to_string(),
+        "tensor([[0.0, 3.0],\n        [1.0, 4.0],\n        [2.0, 5.0]], shape=[3, 2], strides=[1, 3])"
+    );
+    let y = Tensor::ones(&[2]).requires_grad_(true).mul_scalar(2.0);
+    assert!(y.to_string().ends_with("grad_fn=mul_scalar)"), "{y}");
+}

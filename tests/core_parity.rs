@@ -2,10 +2,13 @@
 //! attention block, against `tests/fixtures/core/core.tsfx` written by
 //! `scripts/core_fixtures.py` (needs torch; run by hand, output committed).
 //!
-//! Error measure: per element `|got - want| / max(|want|, 1e-3 * max|want|)`, i.e. relative
-//! error, with elements smaller than 0.1% of the tensor's largest judged against that scale
-//! (where relative error of a near-zero value says nothing). Bounds: 1e-5 for element-wise ops
-//! and views, 1e-4 for reductions, matmul and the fused / NCHW ops.
+//! Error measure: per element `|got - want| / max(|want|, 1e-2 * max|want|)`, i.e. relative
+//! error, with elements smaller than 1% of the tensor's largest judged against that scale.
+//! The floor is there because near-zero values are produced by cancellation of O(scale)
+//! terms: both PyTorch and tessera compute them in f32 with an absolute error of about one
+//! ulp of those terms (6e-8 · scale), so demanding 1e-5 relative of a value below
+//! 1e-2 · scale would ask for more than f32 resolves. Bounds: 1e-5 for element-wise ops and
+//! views, 1e-4 for reductions, matmul and the fused / NCHW ops.
 
 use std::collections::HashMap;
 
@@ -68,7 +71,7 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, tol: f64) -> f64 {
     let scale = w.iter().fold(0.0f64, |m, &v| m.max(v.abs() as f64));
     let mut worst = 0.0f64;
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
-        let denom = (b.abs() as f64).max(1e-3 * scale).max(f64::MIN_POSITIVE);
+        let denom = (b.abs() as f64).max(1e-2 * scale).max(f64::MIN_POSITIVE);
         let err = (a as f64 - b as f64).abs() / denom;
         assert!(
             err <= tol,

@@ -39,3 +39,23 @@ pub fn reps_for(one_s: f64, budget_s: f64, min: usize, max: usize) -> usize {
     }
     ((budget_s / one_s) as usize).clamp(min, max)
 }
+
+/// Median seconds per call of `f`: one warm-up call, then calls batched so that each timed
+/// sample lasts at least ~20 us (timer resolution), as many samples as fit in `budget_s`
+/// (at least `min_samples`, at most 1000).
+pub fn median_per_call(mut f: impl FnMut(), budget_s: f64, min_samples: usize) -> f64 {
+    let one = time_once(&mut f).max(1e-9);
+    let batch = ((20e-6 / one).ceil() as usize).clamp(1, 10_000);
+    let sample = one * batch as f64;
+    let samples = reps_for(sample, budget_s, min_samples, 1000);
+    let times: Vec<f64> = (0..samples)
+        .map(|_| {
+            time_once(|| {
+                for _ in 0..batch {
+                    f();
+                }
+            }) / batch as f64
+        })
+        .collect();
+    stats(times).median
+}

@@ -37,7 +37,12 @@ fn names_round_trip_and_aliases() {
         Activation::from_name("leaky_relu(0.3)").unwrap(),
         Activation::LeakyRelu(0.3)
     );
+    assert_eq!(
+        Activation::from_name("Leaky-ReLU:-0.5").unwrap(),
+        Activation::LeakyRelu(-0.5)
+    );
     assert!(Activation::from_name("leaky_relu:abc").is_err());
+    assert!(Activation::from_name("leaky_relu:inf").is_err());
     assert!(Activation::from_name("leaky_relux").is_err());
     let e = Activation::from_name("mish").unwrap_err().to_string();
     assert!(e.contains("mish") && e.contains("hardswish"), "{e}");

@@ -164,3 +164,62 @@ fn lengths_must_match_and_every_length_works() {
         }
     }
 }
+
+#[test]
+fn flushing_form_within_bound_and_flushes_on_every_path() {
+    // Every 97th f32 in [-87.3365, 0] plus the cut-off neighbourhood and special values,
+    // through the scalar, portable and (if present) AVX2 forms of `exp_flush`.
+    let lo = tessera_kernels::exp::scalar::exp_flush(-87.0);
+    assert!(lo > 0.0);
+    let mut xs: Vec<f32> = (0..(87.3365f32.to_bits() / 97))
+        .map(|i| -f32::from_bits(i * 97))
+        .collect();
+    xs.extend([
+        0.0,
+        -0.0,
+        -87.33654,
+        -87.3366,
+        -88.0,
+        -1e30,
+        f32::NEG_INFINITY,
+        f32::NAN,
+    ]);
+    let check = |name: &str, x: f32, v: f32| {
+        if x.is_nan() {
+            assert!(v.is_nan(), "{name}: exp_flush(NaN) = {v}");
+        } else if x < -87.33654 {
+            assert_eq!(v, 0.0, "{name}: exp_flush({x:e}) must flush to 0");
+        } else {
+            let exact = (x as f64).exp();
+            let err = (v as f64 - exact).abs() / ulp_f32(exact);
+            assert!(
+                err <= MAX_ULP,
+                "{name}: exp_flush({x:e}) = {v:e}, {err} ulp"
+            );
+        }
+    };
+    for &x in &xs {
+        check("scalar", x, tessera_kernels::exp::scalar::exp_flush(x));
+    }
+    for c in xs.chunks(8) {
+        let mut a = [0.0f32; 8];
+        a[..c.len()].copy_from_slice(c);
+        let v = tessera_kernels::exp::portable::exp_flush(wide::f32x8::from(a)).to_array();
+        for (&x, &y) in c.iter().zip(&v) {
+            check("portable", x, y);
+        }
+        #[cfg(target_arch = "x86_64")]
+        if Isa::Avx2.is_supported() {
+            use std::arch::x86_64::*;
+            let mut out = [0.0f32; 8];
+            // SAFETY: AVX2 + FMA checked above; `a` and `out` hold 8 floats.
+            unsafe {
+                let v = tessera_kernels::exp::avx2::exp_flush_ps(_mm256_loadu_ps(a.as_ptr()));
+                _mm256_storeu_ps(out.as_mut_ptr(), v);
+            }
+            for (&x, &y) in c.iter().zip(&out) {
+                check("avx2", x, y);
+            }
+        }
+    }
+}

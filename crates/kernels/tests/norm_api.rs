@@ -396,3 +396,75 @@ fn errors_name_the_op_and_shape() {
         "{e}"
     );
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let (n, c, hw) = (4, 24, 40 * 40);
+    let x = data(n * c * hw, 41);
+    let dy = data(n * c * hw, 42);
+    let g = data(c, 43);
+    let (rows, d) = (512, 384);
+    let xl = data(rows * d, 44);
+    let dyl = data(rows * d, 45);
+    let gl = data(d, 46);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
+            norm::batch_norm_stats(&x, n, c, hw, &mut mean, &mut var).unwrap();
+            let mut y = vec![0.0; x.len()];
+            norm::batch_norm_forward(&x, n, c, hw, &mean, &var, Some(&g), None, 1e-5, &mut y)
+                .unwrap();
+            let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; c], vec![0.0; c]);
+            norm::batch_norm_backward(
+                &x,
+                &dy,
+                n,
+                c,
+                hw,
+                &mean,
+                &var,
+                Some(&g),
+                1e-5,
+                true,
+                &mut dx,
+                Some(&mut dg),
+                Some(&mut db),
+            )
+            .unwrap();
+            let (mut yl, mut ml, mut rl) = (vec![0.0; xl.len()], vec![0.0; rows], vec![0.0; rows]);
+            norm::layer_norm_forward(
+                &xl,
+                rows,
+                d,
+                Some(&gl),
+                None,
+                1e-5,
+                &mut yl,
+                &mut ml,
+                &mut rl,
+            )
+            .unwrap();
+            let (mut dxl, mut dgl, mut dbl) = (vec![0.0; xl.len()], vec![0.0; d], vec![0.0; d]);
+            norm::layer_norm_backward(
+                &xl,
+                &dyl,
+                rows,
+                d,
+                Some(&gl),
+                &ml,
+                &rl,
+                &mut dxl,
+                Some(&mut dgl),
+                Some(&mut dbl),
+            )
+            .unwrap();
+            [mean, var, y, dx, dg, db, yl, dxl, dgl, dbl]
+                .map(|v| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>())
+        })
+    };
+    assert_eq!(run(1), run(3));
+}

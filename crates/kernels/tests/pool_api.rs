@@ -246,3 +246,51 @@ fn errors_name_the_op_and_shape() {
     let big = Pool2dShape::new(1, 1, 3, 3, 4);
     assert!(big.validate().is_err());
 }
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let s = Pool2dShape {
+        n: 2,
+        c: 24,
+        h: 40,
+        w: 40,
+        kh: 3,
+        kw: 3,
+        stride: (2, 2),
+        padding: (1, 1),
+        ceil_mode: false,
+    };
+    let x = data(s.input_len(), 9);
+    let dy = data(s.output_len(), 10);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let (mut y, mut a) = (vec![0.0; s.output_len()], vec![0u32; s.output_len()]);
+            pool::max_pool2d_forward(&s, &x, &mut y, &mut a).unwrap();
+            let mut dx = vec![0.0; s.input_len()];
+            pool::max_pool2d_backward(&s, &dy, &a, &mut dx).unwrap();
+            let mut ya = vec![0.0; s.output_len()];
+            pool::avg_pool2d_forward(&s, true, &x, &mut ya).unwrap();
+            let mut dxa = vec![0.0; s.input_len()];
+            pool::avg_pool2d_backward(&s, true, &dy, &mut dxa).unwrap();
+            let mut yd = vec![0.0; 2 * 24 * 7 * 7];
+            pool::adaptive_avg_pool2d_forward(2, 24, 40, 40, 7, 7, &x, &mut yd).unwrap();
+            let mut dxd = vec![0.0; s.input_len()];
+            pool::adaptive_avg_pool2d_backward(2, 24, 40, 40, 7, 7, &yd, &mut dxd).unwrap();
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+            (
+                bits(&y),
+                a,
+                bits(&dx),
+                bits(&ya),
+                bits(&dxa),
+                bits(&yd),
+                bits(&dxd),
+            )
+        })
+    };
+    assert_eq!(run(1), run(3));
+}

@@ -13,11 +13,14 @@
 
 pub mod archs;
 pub mod blocks;
+pub mod data;
 pub mod error;
 pub mod init;
 pub mod io;
 pub mod layers;
 pub mod module;
+pub mod optim;
+pub mod train;
 pub mod weights;
 pub mod zoo;
 

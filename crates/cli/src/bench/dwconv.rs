@@ -91,10 +91,15 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let threads = crate::init_threads(args.threads)?;
     let isa = Isa::current().map_err(|e| e.to_string())?;
     if !args.json {
-        println!("tessera bench dwconv: isa {isa}, {threads} thread(s); batch 1, padding k/2, median after warm-up");
-        println!(
+        outln!("tessera bench dwconv: isa {isa}, {threads} thread(s); batch 1, padding k/2, median after warm-up");
+        outln!(
             "{:<16} {:>4} {:>6} {:>16} {:>10} {:>8}",
-            "shape", "k", "stride", "pass", "us", "GFLOP/s"
+            "shape",
+            "k",
+            "stride",
+            "pass",
+            "us",
+            "GFLOP/s"
         );
     }
     for &(c, hw, k, stride) in SHAPES {
@@ -105,7 +110,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             let us = t * 1e6;
             let gflops = flops / t / 1e9;
             if args.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({
                         "op": "dwconv", "pass": pass, "c": c, "h": hw, "k": k, "stride": stride,
@@ -114,7 +119,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     })
                 );
             } else {
-                println!(
+                outln!(
                     "{:<16} {:>4} {:>6} {:>16} {:>10.1} {:>8.1}",
                     format!("{c}x{hw}x{hw}"),
                     k,

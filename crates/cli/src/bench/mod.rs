@@ -1,19 +1,22 @@
 //! `tessera bench TARGET`: side-by-side benchmarks that print medians and ratios.
 //!
-//! Targets: the kernels (`gemm`, `dwconv`) and the networks (any architecture name, or
-//! `models` for the four headline ones). Each target validates that the options given apply
-//! to it.
+//! Targets: the kernels (`gemm`, `activations`, `softmax`, `dwconv`) and the networks (any
+//! architecture name, or `models` for the four headline ones). Each target validates that the
+//! options given apply to it.
 
+mod activations;
 mod dwconv;
 mod gemm;
 pub mod model;
+mod softmax;
 
 use clap::Args;
 
 /// Options of `tessera bench`; which apply depends on the target.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `gemm`.
+    /// What to measure: `gemm`, `activations`, `softmax`, `dwconv`, an architecture name
+    /// (`tessera info` lists them in its errors) or `models`.
     pub target: String,
     /// Rows of A and C (gemm; with --n and --k, one custom shape instead of the standard set).
     #[arg(long)]
@@ -30,6 +33,9 @@ pub struct BenchArgs {
     /// One JSON object per line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Write an SVG chart of the results to this file (activations).
+    #[arg(long)]
+    pub svg: Option<std::path::PathBuf>,
     /// Models: images per forward pass (default 1).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -44,7 +50,7 @@ pub struct BenchArgs {
 }
 
 /// The kernel targets (everything else is `models` or an architecture name).
-pub const KERNEL_TARGETS: &[&str] = &["gemm", "dwconv"];
+pub const KERNEL_TARGETS: &[&str] = &["gemm", "activations", "softmax", "dwconv"];
 
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
@@ -58,7 +64,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         ));
     }
     match t {
+        "gemm" if args.svg.is_some() => {
+            Err("bench gemm: --svg applies to `activations` only".into())
+        }
         "gemm" => gemm::run(args),
+        "activations" => activations::run(args),
+        "softmax" => softmax::run(args),
         "dwconv" => dwconv::run(args),
         other => Err(format!(
             "bench: unknown target {other:?}; kernel targets: {}; models: `models` or an \

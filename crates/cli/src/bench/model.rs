@@ -130,9 +130,9 @@ fn header(json: bool) {
 
 /// Runs `tessera bench ARCH` (`target` is an architecture name) or `tessera bench models`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    if args.m.is_some() || args.n.is_some() || args.k.is_some() {
+    if args.m.is_some() || args.n.is_some() || args.k.is_some() || args.svg.is_some() {
         return Err(format!(
-            "bench {}: --m/--n/--k apply to gemm only",
+            "bench {}: --m/--n/--k/--svg apply to the kernel targets only",
             args.target
         ));
     }

@@ -64,6 +64,36 @@ impl Tensor {
         bias: Option<&Tensor>,
         p: Conv2dParams,
     ) -> Result<Tensor> {
+        self.conv2d_with(weight, bias, p, Activation::Identity)
+    }
+
+    /// `act(conv2d(x, weight, bias))`. At inference (no input requires grad, or under
+    /// `no_grad`) the bias and activation run in the convolution kernel's epilogue; when a graph
+    /// is recorded it is `conv2d` followed by the activation op, so the backward is exact.
+    pub fn conv2d_act(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        if act == Activation::Identity || needs_grad(&inputs) {
+            return Ok(self.conv2d(weight, bias, p)?.activate(act));
+        }
+        self.conv2d_with(weight, bias, p, act)
+    }
+
+    /// The convolution with `act` fused; records a node only for `Activation::Identity` (the
+    /// callers route every graph-recording case through that).
+    fn conv2d_with(
+        &self,
+        weight: &Tensor,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
         const OP: &str = "conv2d";
         let (xs, ws) = (self.shape(), weight.shape());
         if xs.len() != 4 || ws.len() != 4 {
@@ -117,15 +147,7 @@ impl Tensor {
         let bd = bias.map(|b| b.data());
         let mut y = vec![0.0f32; s.output_len()];
         crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
-        conv::conv2d_forward(
-            &s,
-            &x.data(),
-            &w.data(),
-            bd.as_deref(),
-            Activation::Identity,
-            &mut y,
-        )
-        .map_err(kerr)?;
+        conv::conv2d_forward(&s, &x.data(), &w.data(), bd.as_deref(), act, &mut y).map_err(kerr)?;
         let y = Tensor::from_contig(y, &[s.n, s.c_out, s.out_h(), s.out_w()]);
         let mut inputs = vec![self, weight];
         inputs.extend(bias);

@@ -101,16 +101,45 @@ impl Tensor {
                 ),
             ));
         }
-        let parts = indices
-            .iter()
-            .map(|&i| self.narrow(dim, i, 1))
-            .collect::<Result<Vec<_>>>();
-        if indices.is_empty() {
-            let mut shape = self.shape().to_vec();
-            shape[dim] = 0;
-            return Ok(Tensor::zeros(&shape));
+        let mut out_shape = self.shape().to_vec();
+        out_shape[dim] = indices.len();
+        let mut slice_shape = self.shape().to_vec();
+        slice_shape[dim] = 1;
+        let dense = contiguous_strides(&out_shape);
+        let mut out = vec![0.0f32; out_shape.iter().product()];
+        let (raw, sx) = (self.raw(), self.strides());
+        for (j, &i) in indices.iter().enumerate() {
+            walk2(
+                &slice_shape,
+                sx,
+                self.offset() + i * sx[dim],
+                &dense,
+                j * dense[dim],
+                |s, d| out[d] = raw[s],
+            );
         }
-        Tensor::cat(&parts?, dim)
+        let y = Tensor::from_contig(out, &out_shape);
+        if !needs_grad(&[self]) {
+            return Ok(y);
+        }
+        let in_shape = self.shape().to_vec();
+        let indices = indices.to_vec();
+        Ok(y.record("index_select", &[self], move |g| {
+            let in_dense = contiguous_strides(&in_shape);
+            let mut dx = vec![0.0f32; in_shape.iter().product()];
+            let (graw, gs) = (g.raw(), g.strides());
+            for (j, &i) in indices.iter().enumerate() {
+                walk2(
+                    &slice_shape,
+                    gs,
+                    g.offset() + j * gs[dim],
+                    &in_dense,
+                    i * in_dense[dim],
+                    |s, d| dx[d] += graw[s],
+                );
+            }
+            Ok(vec![Some(Tensor::from_contig(dx, &in_shape))])
+        }))
     }
 
     /// `out[i][j]... = self[..., index[i][j]..., ...]` with the index replacing position `dim`

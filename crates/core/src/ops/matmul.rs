@@ -6,6 +6,7 @@
 //! `dA = dC · Bᵀ`, `dB = Aᵀ · dC`, each summed back over broadcast batch dims. Saved: A and B.
 
 use rayon::prelude::*;
+use tessera_kernels::activation::Activation;
 use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
 
 use crate::autograd::needs_grad;
@@ -92,7 +93,7 @@ fn plan(a: &Tensor, b: &Tensor) -> Result<Batched> {
 }
 
 /// `A · B` (no graph). `bias` (length n) is fused into the GEMM epilogue.
-fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
+fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>, act: Activation) -> Result<Tensor> {
     let p = plan(a, b)?;
     let (m, k, n) = (p.m, p.k, p.n);
     let mut shape = p.batch.clone();
@@ -103,8 +104,8 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>) -> Result<Tensor
         return Ok(Tensor::from_contig(out, &shape));
     }
     let epilogue = match bias {
-        Some(b) => Epilogue::new(Bias::PerCol(b), Default::default()),
-        None => Epilogue::NONE,
+        Some(b) => Epilogue::new(Bias::PerCol(b), act),
+        None => Epilogue::new(Bias::None, act),
     };
     if k == 0 {
         if let Some(b) = bias {
@@ -112,6 +113,7 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>) -> Result<Tensor
                 row.copy_from_slice(b);
             }
         }
+        tessera_kernels::activation::forward_inplace(act, &mut out);
         return Ok(Tensor::from_contig(out, &shape));
     }
     crate::profile::add_macs(p.offsets.len() * m * n * k);
@@ -144,7 +146,7 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>) -> Result<Tensor
 impl Tensor {
     /// Matrix product `[..., m, k] x [..., k, n] -> [..., m, n]`, broadcasting batch dims.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
-        let y = matmul_forward(self, other, None)?;
+        let y = matmul_forward(self, other, None, Activation::Identity)?;
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
@@ -171,6 +173,23 @@ impl Tensor {
     /// A fully-connected layer: `x · wᵀ + bias` with PyTorch's layout (`w` is `[out, in]`),
     /// the bias fused into the GEMM epilogue. `x` is `[..., in]`.
     pub fn linear(&self, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(w, bias, Activation::Identity)
+    }
+
+    /// `act(x · wᵀ + bias)`. At inference (no input requires grad, or under `no_grad`) the bias
+    /// and the activation run in the GEMM's epilogue, in registers, with no extra pass over the
+    /// output; when a graph is recorded it is `linear` followed by the activation op, so the
+    /// backward is exact.
+    pub fn linear_act(&self, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let mut inputs = vec![self, w];
+        inputs.extend(bias);
+        if act == Activation::Identity || needs_grad(&inputs) {
+            return Ok(self.linear(w, bias)?.activate(act));
+        }
+        self.linear_with(w, bias, act)
+    }
+
+    fn linear_with(&self, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         if w.rank() != 2 {
             return Err(TensorError::shape(
                 "linear",
@@ -205,7 +224,7 @@ impl Tensor {
         let bias_data = bias.map(|b| b.data());
         let y = {
             let _g = crate::autograd::no_grad();
-            matmul_forward(&x2, &wt, bias_data.as_deref())?
+            matmul_forward(&x2, &wt, bias_data.as_deref(), act)?
         };
         let y = if needs_grad(&[&x2, w]) || bias.is_some_and(|b| needs_grad(&[b])) {
             let (x, wd) = (x2.detach(), w.detach());

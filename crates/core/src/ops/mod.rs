@@ -83,14 +83,52 @@ pub(crate) fn zip(
     }
     let ba = la.broadcast_to(op, &shape)?;
     let bb = lb.broadcast_to(op, &shape)?;
-    let mut out = Vec::with_capacity(n);
+    let mut out = vec![0.0f32; n];
+    if n == 0 {
+        return Ok(Tensor::from_contig(out, &shape));
+    }
+    // Walk the outer dims; each inner row is one of four loops by its (stride a, stride b).
+    let nd = shape.len();
+    let (inner, ia, ib) = match nd {
+        0 => (1, 0, 0),
+        _ => (shape[nd - 1], ba.strides[nd - 1], bb.strides[nd - 1]),
+    };
+    let outer = nd.saturating_sub(1);
+    let mut rows = out.chunks_mut(inner);
     walk2(
-        &shape,
-        &ba.strides,
+        &shape[..outer],
+        &ba.strides[..outer],
         ba.offset,
-        &bb.strides,
+        &bb.strides[..outer],
         bb.offset,
-        |oa, ob| out.push(f(ra[oa], rb[ob])),
+        |oa, ob| {
+            let o = rows.next().expect("one output row per outer index");
+            match (ia, ib) {
+                (1, 1) => {
+                    let (x, y) = (&ra[oa..oa + inner], &rb[ob..ob + inner]);
+                    for i in 0..inner {
+                        o[i] = f(x[i], y[i]);
+                    }
+                }
+                (1, 0) => {
+                    let (x, y) = (&ra[oa..oa + inner], rb[ob]);
+                    for i in 0..inner {
+                        o[i] = f(x[i], y);
+                    }
+                }
+                (0, 1) => {
+                    let (x, y) = (ra[oa], &rb[ob..ob + inner]);
+                    for i in 0..inner {
+                        o[i] = f(x, y[i]);
+                    }
+                }
+                _ => {
+                    for (i, o) in o.iter_mut().enumerate() {
+                        *o = f(ra[oa + i * ia], rb[ob + i * ib]);
+                    }
+                }
+            }
+        },
     );
     Ok(Tensor::from_contig(out, &shape))
 }

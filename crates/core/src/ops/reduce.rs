@@ -92,23 +92,68 @@ impl Plan {
     }
 }
 
+/// Sum of a contiguous run in f64 with four partial sums (so the adds pipeline).
+fn sum_run(x: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 4];
+    let chunks = x.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..4 {
+            acc[k] += c[k] as f64;
+        }
+    }
+    let mut s = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for &v in tail {
+        s += v as f64;
+    }
+    s
+}
+
+/// The sums of a reduction plan. Each output is accumulated in f64 in a fixed order whatever
+/// the thread count. Two fast paths: when the kept dims form one dense block (reducing leading
+/// dims, e.g. a bias gradient `[n, c] -> [c]`), whole rows are added into an f64 accumulator
+/// row, in the same order as the generic walk; when the innermost reduced dim is dense, its
+/// runs are summed by [`sum_run`].
+fn sum_plan(p: &Plan, raw: &[f32], offset: usize) -> Vec<f32> {
+    let kept_n: usize = p.kept_shape.iter().product();
+    let red_n: usize = p.red_shape.iter().product();
+    let kept_dense = p.kept_x == contiguous_strides(&p.kept_shape);
+    if kept_n > 1 && kept_dense {
+        let mut acc = vec![0.0f64; kept_n];
+        walk1(&p.red_shape, &p.red_x, offset, |o| {
+            for (a, &v) in acc.iter_mut().zip(&raw[o..o + kept_n]) {
+                *a += v as f64;
+            }
+        });
+        return acc.iter().map(|&v| v as f32).collect();
+    }
+    let bases = p.bases(offset);
+    let nr = p.red_shape.len();
+    let dense_inner = nr > 0 && p.red_x[nr - 1] == 1;
+    let reduce = |&(o, _): &(usize, usize)| {
+        let mut acc = 0.0f64;
+        if dense_inner {
+            let len = p.red_shape[nr - 1];
+            walk1(&p.red_shape[..nr - 1], &p.red_x[..nr - 1], o, |i| {
+                acc += sum_run(&raw[i..i + len])
+            });
+        } else {
+            walk1(&p.red_shape, &p.red_x, o, |i| acc += raw[i] as f64);
+        }
+        acc as f32
+    };
+    if kept_n * red_n >= super::PAR_MIN && kept_n > 1 {
+        bases.par_iter().map(reduce).collect()
+    } else {
+        bases.iter().map(reduce).collect()
+    }
+}
+
 impl Tensor {
     /// Sum over `dims` (any set, any order); `keepdim` keeps them as size 1.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
         let p = plan("sum", self, dims, keepdim)?;
-        let raw = self.raw();
-        let bases = p.bases(self.offset());
-        let reduce = |&(o, _): &(usize, usize)| {
-            let mut acc = 0.0f64;
-            walk1(&p.red_shape, &p.red_x, o, |i| acc += raw[i] as f64);
-            acc as f32
-        };
-        let red_n: usize = p.red_shape.iter().product();
-        let out: Vec<f32> = if bases.len() * red_n >= super::PAR_MIN && bases.len() > 1 {
-            bases.par_iter().map(reduce).collect()
-        } else {
-            bases.iter().map(reduce).collect()
-        };
+        let out = sum_plan(&p, self.raw(), self.offset());
         let y = Tensor::from_contig(out, &p.out_shape);
         if !needs_grad(&[self]) {
             return Ok(y);

@@ -372,3 +372,37 @@ pub(crate) unsafe fn backward_raw(
     // SAFETY: forwarded caller contract; the closures only call AVX2 code.
     per_activation!(act, a => unsafe { map2(x, dy, dx, n, |v, d| grad(a, v, d)) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As the portable test: the AVX2 erf within `ERF_MAX_REL` relative on [-5, 5].
+    #[test]
+    fn erf_relative_error() {
+        if !crate::isa::Isa::Avx2.is_supported() {
+            return;
+        }
+        let mut worst = (0.0f64, 0.0f32);
+        for i in -40_000..=40_000 {
+            let x = i as f32 / 8000.0;
+            let mut out = [0.0f32; 8];
+            // SAFETY: AVX2 + FMA checked above; `out` holds 8 floats.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr(), erf(splat(x))) };
+            let want = super::super::reference::erf(x as f64);
+            let rel = if want == 0.0 {
+                (out[0] as f64).abs()
+            } else {
+                ((out[0] as f64 - want) / want).abs()
+            };
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+        }
+        println!(
+            "avx2 erf: max relative error {:.3e} at x = {}",
+            worst.0, worst.1
+        );
+        assert!(worst.0 <= super::super::ERF_MAX_REL, "{worst:?}");
+    }
+}

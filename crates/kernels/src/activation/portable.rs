@@ -174,3 +174,33 @@ pub(crate) fn backward_slice(act: Activation, x: &[f32], dy: &[f32], dx: &mut [f
         store(grad(act, load(xc), load(dc)), oc);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vector erf against the f64 reference on a dense grid of [-5, 5]: relative error
+    /// within `ERF_MAX_REL` (documented in `docs/kernels/activations.md`).
+    #[test]
+    fn erf_relative_error() {
+        let mut worst = (0.0f64, 0.0f32);
+        for i in -40_000..=40_000 {
+            let x = i as f32 / 8000.0;
+            let got = erf(splat(x)).to_array()[0] as f64;
+            let want = super::super::reference::erf(x as f64);
+            let rel = if want == 0.0 {
+                got.abs()
+            } else {
+                ((got - want) / want).abs()
+            };
+            if rel > worst.0 {
+                worst = (rel, x);
+            }
+        }
+        println!(
+            "portable erf: max relative error {:.3e} at x = {}",
+            worst.0, worst.1
+        );
+        assert!(worst.0 <= super::super::ERF_MAX_REL, "{worst:?}");
+    }
+}

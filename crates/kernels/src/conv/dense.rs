@@ -1,13 +1,159 @@
-//! Dense convolution through GEMM (1x1 directly on NCHW, k x k via im2col). Currently the
-//! f64 reference; the GEMM paths land next.
+//! Dense (and grouped) convolution through the GEMM of [`crate::gemm`], per image and group
+//! (Chellapilla, Puri & Simard, "High Performance Convolutional Neural Networks for Document
+//! Processing", 2006; the layout of Caffe's and PyTorch's CPU `Conv2d`):
+//!
+//! ```text
+//! 1x1, stride 1, no padding (pointwise):   Y_g[co, hw]  = W_g[co, ci] * X_g[ci, hw]        (NCHW as is)
+//! k x k:   cols[ci*kh*kw, oh*ow] = im2col(X_g);   Y_g = W_g[co, ci*kh*kw] * cols
+//! bias + activation: the GEMM epilogue (`Bias::PerRow`), in registers, before the store
+//! input gradient:   dcols = W_g^T * dY_g;  dX_g = col2im(dcols)   (pointwise: dX_g = W_g^T dY_g)
+//! weight gradient:  dW_g = sum_images dY_g * cols^T                (pointwise: dY_g * X_g^T)
+//! ```
+//! Transposes are strided views, never copies. The im2col buffer is per thread and reused, so
+//! a warm convolution allocates nothing. The GEMM splits only output dimensions across threads
+//! and images are summed in order, so results are bit-identical for any thread count.
 
-use super::{reference, Conv2dShape};
+use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
+use crate::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
 use crate::isa::Isa;
+use rayon::prelude::*;
+use std::cell::Cell;
 
+thread_local! {
+    /// Per-thread im2col / gradient-column buffer, kept between calls. Taken out while in use,
+    /// so a nested call on the same thread (rayon work stealing) gets its own.
+    static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = COLS.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    COLS.set(buf);
+    r
+}
+
+/// Elements below which im2col / col2im stay on the calling thread.
+const PAR_MIN: usize = 1 << 16;
+
+fn is_pointwise(s: &Conv2dShape) -> bool {
+    s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0)
+}
+
+/// The valid output columns `[lo, hi)` of kernel column `j`: those whose input column
+/// `ox * sw - pw + j * dw` lies in `[0, w)`.
+fn valid_range(out: usize, input: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+    // ox * stride + tap >= pad  and  ox * stride + tap < input + pad
+    let lo = pad.saturating_sub(tap).div_ceil(stride);
+    let hi = if input + pad > tap {
+        (input + pad - tap).div_ceil(stride)
+    } else {
+        0
+    };
+    (lo.min(out), hi.min(out).max(lo.min(out)))
+}
+
+/// Fills `cols` (`[cig * kh * kw, oh * ow]`) from one group of one image (`x`,
+/// `[cig, h, w]`): row `(c, i, j)`, column `(oy, ox)` holds
+/// `x[c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]`, zero outside the image.
+fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (kk, hw, ohw) = (s.kh * s.kw, s.h * s.w, oh * ow);
+    let row = |r: usize, out: &mut [f32]| {
+        let (c, i, j) = (r / kk, (r % kk) / s.kw, r % s.kw);
+        let plane = &x[c * hw..(c + 1) * hw];
+        let (x0, x1) = valid_range(ow, s.w, s.stride.1, s.padding.1, j * s.dilation.1);
+        for (oy, o) in out.chunks_exact_mut(ow).enumerate() {
+            let ih = (oy * s.stride.0 + i * s.dilation.0) as isize - s.padding.0 as isize;
+            if ih < 0 || ih >= s.h as isize || x0 >= x1 {
+                o.fill(0.0);
+                continue;
+            }
+            let src = &plane[ih as usize * s.w..(ih as usize + 1) * s.w];
+            o[..x0].fill(0.0);
+            o[x1..].fill(0.0);
+            // Input column of output x0; then every stride-th column.
+            let c0 = x0 * s.stride.1 + j * s.dilation.1 - s.padding.1;
+            if s.stride.1 == 1 {
+                o[x0..x1].copy_from_slice(&src[c0..c0 + (x1 - x0)]);
+            } else {
+                for (k, v) in o[x0..x1].iter_mut().enumerate() {
+                    *v = src[c0 + k * s.stride.1];
+                }
+            }
+        }
+    };
+    if cols.len() >= PAR_MIN {
+        cols.par_chunks_mut(ohw)
+            .enumerate()
+            .for_each(|(r, o)| row(r, o));
+    } else {
+        cols.chunks_mut(ohw)
+            .enumerate()
+            .for_each(|(r, o)| row(r, o));
+    }
+}
+
+/// The adjoint of [`im2col`]: `dx` (`[cig, h, w]`, overwritten) accumulates every column
+/// element back into the input position it was copied from. Channels run in parallel; each
+/// channel's taps are added in a fixed order.
+fn col2im(s: &Conv2dShape, cols: &[f32], dx: &mut [f32]) {
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let (kk, hw, ohw) = (s.kh * s.kw, s.h * s.w, oh * ow);
+    let channel = |c: usize, plane: &mut [f32]| {
+        plane.fill(0.0);
+        for t in 0..kk {
+            let (i, j) = (t / s.kw, t % s.kw);
+            let src = &cols[(c * kk + t) * ohw..(c * kk + t + 1) * ohw];
+            let (x0, x1) = valid_range(ow, s.w, s.stride.1, s.padding.1, j * s.dilation.1);
+            if x0 >= x1 {
+                continue;
+            }
+            let c0 = x0 * s.stride.1 + j * s.dilation.1 - s.padding.1;
+            for oy in 0..oh {
+                let ih = (oy * s.stride.0 + i * s.dilation.0) as isize - s.padding.0 as isize;
+                if ih < 0 || ih >= s.h as isize {
+                    continue;
+                }
+                let dst = &mut plane[ih as usize * s.w..(ih as usize + 1) * s.w];
+                let g = &src[oy * ow + x0..oy * ow + x1];
+                if s.stride.1 == 1 {
+                    for (d, v) in dst[c0..c0 + g.len()].iter_mut().zip(g) {
+                        *d += v;
+                    }
+                } else {
+                    for (k, v) in g.iter().enumerate() {
+                        dst[c0 + k * s.stride.1] += v;
+                    }
+                }
+            }
+        }
+    };
+    if dx.len() * kk >= PAR_MIN {
+        dx.par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(c, p)| channel(c, p));
+    } else {
+        dx.chunks_mut(hw)
+            .enumerate()
+            .for_each(|(c, p)| channel(c, p));
+    }
+}
+
+fn config(isa: Isa) -> GemmConfig {
+    GemmConfig {
+        isa: Some(isa),
+        threads: 0,
+    }
+}
+
+/// Dense / grouped forward pass (shape and lengths already checked).
 pub(crate) fn forward(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     x: &[f32],
     w: &[f32],
@@ -15,28 +161,139 @@ pub(crate) fn forward(
     act: Activation,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_forward(s, x, w, bias, act, y);
-    Ok(())
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let cfg = config(isa);
+    let pointwise = is_pointwise(s);
+    let cols_len = if pointwise { 0 } else { kdim * ohw };
+    with_cols(cols_len, |cols| {
+        for img in 0..s.n {
+            for g in 0..s.groups {
+                let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
+                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                let yg =
+                    &mut y[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
+                let b = match bias {
+                    Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
+                    None => Bias::None,
+                };
+                let rhs = if pointwise {
+                    MatRef::row_major(xg, cig, hw)
+                } else {
+                    im2col(s, xg, cols);
+                    MatRef::row_major(cols, kdim, ohw)
+                };
+                gemm(
+                    1.0,
+                    MatRef::row_major(wg, cog, kdim),
+                    rhs,
+                    0.0,
+                    MatMut::row_major(yg, cog, ohw),
+                    Epilogue::new(b, act),
+                    &cfg,
+                )?;
+            }
+        }
+        Ok(())
+    })
 }
 
+/// Dense / grouped input gradient (overwrites `dx`).
 pub(crate) fn backward_input(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     w: &[f32],
     dy: &[f32],
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_backward_input(s, w, dy, dx);
-    Ok(())
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let cfg = config(isa);
+    let pointwise = is_pointwise(s);
+    let cols_len = if pointwise { 0 } else { kdim * ohw };
+    with_cols(cols_len, |cols| {
+        for img in 0..s.n {
+            for g in 0..s.groups {
+                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                let dyg =
+                    &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
+                let dxg =
+                    &mut dx[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
+                // W_g^T is the [kdim, cog] view of the row-major [cog, kdim] filters.
+                let wt = MatRef::row_major(wg, cog, kdim).t();
+                let rhs = MatRef::row_major(dyg, cog, ohw);
+                if pointwise {
+                    gemm(
+                        1.0,
+                        wt,
+                        rhs,
+                        0.0,
+                        MatMut::row_major(dxg, cig, hw),
+                        Epilogue::NONE,
+                        &cfg,
+                    )?;
+                } else {
+                    gemm(
+                        1.0,
+                        wt,
+                        rhs,
+                        0.0,
+                        MatMut::row_major(cols, kdim, ohw),
+                        Epilogue::NONE,
+                        &cfg,
+                    )?;
+                    col2im(s, cols, dxg);
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
+/// Dense / grouped weight gradient (overwrites `dw`): images accumulate in order
+/// (`beta = 1` after the first).
 pub(crate) fn backward_weight(
-    _isa: Isa,
+    isa: Isa,
     s: &Conv2dShape,
     x: &[f32],
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<(), KernelError> {
-    reference::conv2d_backward_weight(s, x, dy, dw);
-    Ok(())
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let cfg = config(isa);
+    let pointwise = is_pointwise(s);
+    if s.n == 0 {
+        dw.fill(0.0);
+        return Ok(());
+    }
+    let cols_len = if pointwise { 0 } else { kdim * ohw };
+    with_cols(cols_len, |cols| {
+        for img in 0..s.n {
+            for g in 0..s.groups {
+                let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
+                let dyg =
+                    &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
+                let dwg = &mut dw[g * cog * kdim..(g + 1) * cog * kdim];
+                // cols^T is the [ohw, kdim] view of the row-major [kdim, ohw] columns.
+                let rhs = if pointwise {
+                    MatRef::row_major(xg, cig, hw).t()
+                } else {
+                    im2col(s, xg, cols);
+                    MatRef::row_major(cols, kdim, ohw).t()
+                };
+                let beta = if img == 0 { 0.0 } else { 1.0 };
+                gemm(
+                    1.0,
+                    MatRef::row_major(dyg, cog, ohw),
+                    rhs,
+                    beta,
+                    MatMut::row_major(dwg, cog, kdim),
+                    Epilogue::NONE,
+                    &cfg,
+                )?;
+            }
+        }
+        Ok(())
+    })
 }

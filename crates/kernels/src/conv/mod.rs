@@ -13,7 +13,7 @@
 //!   "High Performance Convolutional Neural Networks for Document Processing", 2006);
 //!   gradients through GEMM with `W^T * dY` + col2im and `dY * cols^T`.
 //!
-//! [`reference`] is the naive f64-accumulating oracle every path is tested against.
+//! [`mod@reference`] is the naive f64-accumulating oracle every path is tested against.
 //! Results are bit-identical for any thread count: work is split along output planes / output
 //! channels only, never along a reduction.
 

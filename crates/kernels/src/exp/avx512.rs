@@ -19,6 +19,20 @@ fn reduce(x: __m512) -> (__m512i, __m512) {
     (n, r)
 }
 
+/// Reduction for the flushing forms: returns `(2^n, r)` with `x = n ln2 + r`, valid where
+/// `n` is in `[-126, 127]` (other lanes are garbage and must be masked by the caller).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn reduce_scale(x: __m512) -> (__m512, __m512) {
+    let magic = _mm512_set1_ps(MAGIC_BIASED);
+    let t = _mm512_fmadd_ps(x, _mm512_set1_ps(LOG2E), magic);
+    let nf = _mm512_sub_ps(t, magic);
+    let s = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_castps_si512(t)));
+    let r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(LN2_HI), x);
+    let r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(LN2_LO), r);
+    (s, r)
+}
+
 /// `g(r) = 1 + r P(r)`.
 #[inline]
 #[target_feature(enable = "avx512f")]
@@ -69,9 +83,8 @@ pub unsafe fn exp_ps(x: __m512) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_flush_ps(x: __m512) -> __m512 {
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     let y = _mm512_fmadd_ps(_mm512_mul_ps(r, s), g, s);
     // Lanes below the cut-off hold garbage exponent bits (or NaN for -inf): zero them.
     let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(FLUSH_BELOW));
@@ -85,9 +98,8 @@ pub unsafe fn exp_flush_ps(x: __m512) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn expm1_small_ps(x: __m512) -> __m512 {
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     _mm512_fmadd_ps(
         _mm512_mul_ps(r, s),
         g,

@@ -43,6 +43,10 @@ use rayon::prelude::*;
 pub(crate) const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `1.5 * 2^23`: adding it rounds a float of magnitude < 2^22 to an integer.
 pub(crate) const MAGIC: f32 = 12_582_912.0;
+/// `1.5 * 2^23 + 127`: the same rounding, with the exponent bias already added, so the low
+/// mantissa bits of the sum are `n + 127` and `2^n` is one shift away (XNNPACK's trick; used by
+/// the flushing forms, whose `n` stays in `[-126, 127]` wherever the result is kept).
+pub(crate) const MAGIC_BIASED: f32 = 12_583_039.0;
 /// High part of `ln 2` (9 significant bits: `n * LN2_HI` is exact).
 pub(crate) const LN2_HI: f32 = 0.693_359_4;
 /// Low part of `ln 2`: `LN2_HI + LN2_LO = ln 2` to about 1e-11.

@@ -29,6 +29,18 @@ fn reduce(x: f32x8) -> (i32x8, f32x8) {
     (n, r)
 }
 
+/// Reduction for the flushing forms: `(2^n, r)`, valid where `n` is in `[-126, 127]`.
+#[inline(always)]
+fn reduce_scale(x: f32x8) -> (f32x8, f32x8) {
+    let magic = f32x8::splat(MAGIC_BIASED);
+    let t = x * f32x8::splat(LOG2E) + magic;
+    let nf = t - magic;
+    let s = from_bits(to_bits(t) << 23);
+    let r = x - nf * f32x8::splat(LN2_HI);
+    let r = r - nf * f32x8::splat(LN2_LO);
+    (s, r)
+}
+
 #[inline(always)]
 fn poly_g(r: f32x8) -> f32x8 {
     let q = f32x8::splat(C6) * r + f32x8::splat(C5);
@@ -59,9 +71,8 @@ pub fn exp(x: f32x8) -> f32x8 {
 /// `e^x` per lane for `x <= 0` (or NaN); results below `2^-126` are flushed to 0.
 #[inline(always)]
 pub fn exp_flush(x: f32x8) -> f32x8 {
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     let y = r * s * g + s;
     x.cmp_lt(f32x8::splat(FLUSH_BELOW)).blend(f32x8::ZERO, y)
 }
@@ -69,9 +80,8 @@ pub fn exp_flush(x: f32x8) -> f32x8 {
 /// `e^x - 1` per lane for `x` in `[-18, 0]` (or NaN), relatively accurate near 0.
 #[inline(always)]
 pub fn expm1_small(x: f32x8) -> f32x8 {
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     r * s * g + (s - f32x8::ONE)
 }
 

@@ -15,6 +15,17 @@ fn reduce(x: f32) -> (i32, f32) {
     (n, r)
 }
 
+/// Reduction for the flushing forms: `(2^n, r)`, valid where `n` is in `[-126, 127]`.
+#[inline(always)]
+fn reduce_scale(x: f32) -> (f32, f32) {
+    let t = x * LOG2E + MAGIC_BIASED;
+    let nf = t - MAGIC_BIASED;
+    let s = f32::from_bits(t.to_bits() << 23);
+    let r = x - nf * LN2_HI;
+    let r = r - nf * LN2_LO;
+    (s, r)
+}
+
 /// `g(r) = 1 + r P(r)`, so that `e^r = 1 + r g(r)`.
 #[inline(always)]
 fn poly_g(r: f32) -> f32 {
@@ -68,9 +79,8 @@ pub fn exp(x: f32) -> f32 {
 pub fn exp_flush(x: f32) -> f32 {
     // Below the cut-off the exponent arithmetic wraps (and -inf gives NaN); the flush below
     // replaces those lanes, as the vector forms do with a mask.
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     let y = r * s * g + s;
     if x < FLUSH_BELOW {
         0.0
@@ -83,8 +93,7 @@ pub fn exp_flush(x: f32) -> f32 {
 /// `e^x = s (1 + r g)`, `e^x - 1 = (s - 1) + (s r) g` where `s - 1` is exact.
 #[inline]
 pub fn expm1_small(x: f32) -> f32 {
-    let (n, r) = reduce(x);
+    let (s, r) = reduce_scale(x);
     let g = poly_g(r);
-    let s = pow2(n);
     r * s * g + (s - 1.0)
 }

@@ -7,7 +7,7 @@
 //! shape. The loops are written to auto-vectorise (eight independent partial sums, fused
 //! `x * scale + shift` passes) and run in parallel over channels / rows / planes; every
 //! reduction runs in a fixed order, so results do not depend on the thread count.
-//! [`reference`] holds the naive f64 oracles the tests compare with.
+//! [`mod@reference`] holds the naive f64 oracles the tests compare with.
 
 mod batch;
 mod layer;

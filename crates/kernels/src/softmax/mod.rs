@@ -22,7 +22,7 @@
 //! Rows are independent, so large inputs are split into groups of whole rows on the rayon
 //! pool; each row is always computed by the same code in the same order, so the result is
 //! bit-identical for any thread count. The `Isa::Scalar` path runs the same algorithm with the
-//! scalar exp; [`reference`] holds the f64 oracle the tests use.
+//! scalar exp; [`reference`](mod@reference) holds the f64 oracle the tests use.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

@@ -66,16 +66,56 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
-    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
-        const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
-        // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m256, b: __m256) -> (__m256, __m256) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
         unsafe {
-            let mask = _mm256_cmpgt_epi32(
-                _mm256_set1_epi32(n as i32),
-                _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
-            );
-            _mm256_maskstore_ps(p, mask, v)
+            // Per 128-bit lane: [a0 a2 b0 b2 | a4 a6 b4 b6], then 64-bit blocks 0, 2, 1, 3.
+            let e = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+            let o = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+            (
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e))),
+                _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o))),
+            )
         }
+    }
+    #[inline(always)]
+    unsafe fn interleave(e: __m256, o: __m256) -> (__m256, __m256) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            // 64-bit blocks 0, 2, 1, 3 put e0 e1 e4 e5 | e2 e3 e6 e7 under the unpacks.
+            let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(e)));
+            let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(o)));
+            (_mm256_unpacklo_ps(e, o), _mm256_unpackhi_ps(e, o))
+        }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
+        // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
+        unsafe { _mm256_maskstore_ps(p, first_lanes(n), v) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: the mask enables lanes < n only (others read as zero, never touched); the
+        // caller passes n readable floats.
+        unsafe { _mm256_maskload_ps(p, first_lanes(n)) }
+    }
+}
+
+/// Lanes `0..n` set (all bits), the rest clear.
+#[inline(always)]
+unsafe fn first_lanes(n: usize) -> __m256i {
+    const IDX: [i32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+    // SAFETY: AVX2 is enabled in every caller; IDX holds 8 integers.
+    unsafe {
+        _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_loadu_si256(IDX.as_ptr() as *const __m256i),
+        )
     }
 }
 

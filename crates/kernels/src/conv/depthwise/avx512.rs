@@ -67,9 +67,45 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_reduce_add_ps(v) }
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: __m512, b: __m512) -> (__m512, __m512) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            let ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+            let io = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+            (
+                _mm512_permutex2var_ps(a, ie, b),
+                _mm512_permutex2var_ps(a, io, b),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn interleave(e: __m512, o: __m512) -> (__m512, __m512) {
+        // SAFETY: the ISA is enabled (see the impl's SAFETY note).
+        unsafe {
+            let lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+            let hi =
+                _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+            (
+                _mm512_permutex2var_ps(e, lo, o),
+                _mm512_permutex2var_ps(e, hi, o),
+            )
+        }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m512, n: usize) {
         // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
         unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as __mmask16, v) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: the mask enables lanes < n only (others zero, never touched); the caller
+        // passes n readable floats.
+        unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as __mmask16, p) }
     }
 }
 

@@ -19,6 +19,9 @@
 //! With `NT` (9, 25) known at compile time the tap loop unrolls fully (the 3x3 and 5x5 paths);
 //! `NT = 0` is the generic path with the tap count read at run time.
 
+// Loops over const-sized arrays index several arrays at once and must unroll.
+#![allow(clippy::needless_range_loop)]
+
 use super::simd::Simd;
 use crate::activation::Activation;
 
@@ -34,6 +37,9 @@ pub(crate) struct Corr<'a> {
     pub len: usize,
     pub bias: f32,
     pub act: Activation,
+    /// Floats writable from each `dst` row start that nobody reads back beyond `len` (0 if
+    /// none): a row narrower than a vector is then stored whole instead of masked.
+    pub dst_room: usize,
 }
 
 /// Computes `R` rows x `V` vector positions of a [`Corr`]; `partial > 0` stores only the first
@@ -74,7 +80,7 @@ unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
             let out = c.dst.add(rows[r] * c.dst_row);
             for v in 0..V {
                 let y = S::act(c.act, acc[r][v]);
-                if partial > 0 {
+                if partial > 0 && cols[v] + S::L > c.dst_room {
                     S::store_first(out.add(cols[v]), y, partial);
                 } else {
                     S::store(out.add(cols[v]), y);
@@ -127,7 +133,12 @@ pub(crate) unsafe fn corr<S: Simd, const NT: usize>(c: &Corr<'_>) {
         return;
     }
     // SAFETY: splat only builds registers; NT taps exist when NT > 0.
-    let wv: [S::V; NT] = std::array::from_fn(|k| unsafe { S::splat(c.w[k]) });
+    // (Loops, not `array::from_fn`: its out-of-line body would call the intrinsics without
+    // the target features, so they would not inline.)
+    let mut wv: [S::V; NT] = [unsafe { S::splat(0.0) }; NT];
+    for (k, v) in wv.iter_mut().enumerate() {
+        *v = unsafe { S::splat(c.w[k]) };
+    }
     let offs: [usize; NT] = std::array::from_fn(|k| c.off[k]);
     let npos = if c.len >= S::L {
         c.len.div_ceil(S::L)
@@ -168,9 +179,12 @@ pub(crate) struct WGrad<'a> {
 unsafe fn wgrad_group<S: Simd, const G: usize>(g: &WGrad<'_>, k0: usize) {
     // SAFETY (whole body): addresses as in the contract.
     unsafe {
-        let mut a0: [S::V; G] = std::array::from_fn(|i| S::load(g.acc.add((2 * (k0 + i)) * S::L)));
-        let mut a1: [S::V; G] =
-            std::array::from_fn(|i| S::load(g.acc.add((2 * (k0 + i) + 1) * S::L)));
+        let mut a0 = [S::splat(0.0); G];
+        let mut a1 = [S::splat(0.0); G];
+        for i in 0..G {
+            a0[i] = S::load(g.acc.add((2 * (k0 + i)) * S::L));
+            a1[i] = S::load(g.acc.add((2 * (k0 + i) + 1) * S::L));
+        }
         let offs: [usize; G] = std::array::from_fn(|i| g.off[k0 + i]);
         let nfull = g.len / S::L;
         let tail = g.len % S::L;
@@ -201,9 +215,7 @@ unsafe fn wgrad_group<S: Simd, const G: usize>(g: &WGrad<'_>, k0: usize) {
                     let start = g.len - S::L;
                     (start, S::mask(S::L - tail, S::L), S::load(drow.add(start)))
                 } else {
-                    let mut tmp = [0.0f32; 16];
-                    std::ptr::copy_nonoverlapping(drow, tmp.as_mut_ptr(), tail);
-                    (0, S::mask(0, tail), S::load(tmp.as_ptr()))
+                    (0, S::mask(0, tail), S::load_first(drow, tail))
                 };
                 for i in 0..G {
                     let prod = S::mul(S::load(srow.add(offs[i] + start)), d);
@@ -259,4 +271,178 @@ pub(crate) unsafe fn wgrad_finish<S: Simd>(acc: *const f32, dw: &mut [f32]) {
             *o = S::reduce(v);
         }
     }
+}
+
+/// A row correlation whose taps form a dense `K x K` grid in which kernel row `i` of output
+/// row `r` reads source row `r * SH + i` (stride `SH` in {1, 2}, no vertical dilation): the
+/// forward pass of 3x3 / 5x5 filters and their stride-1 input gradient. Output rows of one
+/// tile then share source rows, so the tile loads each source vector once and feeds it to
+/// every output row that needs it (`R + K - 1` row loads for `R * K` row FMAs at stride 1).
+pub(crate) struct Stacked<'a> {
+    pub src: *const f32,
+    /// Floats between consecutive source rows.
+    pub unit: usize,
+    /// Offset of kernel column `j` within a source row.
+    pub col_off: &'a [usize],
+    /// `K * K` weights, kernel row major.
+    pub w: &'a [f32],
+    pub dst: *mut f32,
+    pub dst_row: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub bias: f32,
+    pub act: Activation,
+    /// Whether `dst` is one dense block of `rows * dst_row` floats owned by this problem, so
+    /// that a row narrower than a vector may be stored with a whole vector spilling into the
+    /// next rows (rewritten afterwards) instead of a masked store.
+    pub spill_ok: bool,
+}
+
+/// Computes output rows `r0..r0 + R` x `V` vector positions of a [`Stacked`] problem.
+///
+/// # Safety
+/// `src` readable at `(r * SH + i) * unit + col_off[j] + cols[v] + 0..L` for `r < r0 + R`,
+/// `i, j < K`; `dst` writable at `r * dst_row + cols[v] + 0..L` (`..partial` when partial,
+/// unless `spill_ok`); CPU supports `S`.
+#[inline(always)]
+unsafe fn stacked_tile<S: Simd, const K: usize, const SH: usize, const R: usize, const V: usize>(
+    c: &Stacked<'_>,
+    wv: &[[S::V; K]; K],
+    r0: usize,
+    cols: [usize; V],
+    partial: usize,
+) {
+    // SAFETY (whole body): addresses as in the contract.
+    unsafe {
+        let bias = S::splat(c.bias);
+        let mut acc = [[bias; V]; R];
+        let base = c.src.add(r0 * SH * c.unit);
+        for j in 0..K {
+            // wv[j][i]: column j's K weights stay in registers for the whole column.
+            let wj = wv[j];
+            let cbase = base.add(c.col_off[j]);
+            for u in 0..(R - 1) * SH + K {
+                let row = cbase.add(u * c.unit);
+                let mut xs = [S::splat(0.0); V];
+                for v in 0..V {
+                    xs[v] = S::load(row.add(cols[v]));
+                }
+                for r in 0..R {
+                    if u >= r * SH && u - r * SH < K {
+                        let w = wj[u - r * SH];
+                        for v in 0..V {
+                            acc[r][v] = S::fma(xs[v], w, acc[r][v]);
+                        }
+                    }
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let first = (r0 + r) * c.dst_row;
+            for v in 0..V {
+                let y = S::act(c.act, row[v]);
+                // A narrow row may be stored whole when the lanes past its end land in later
+                // rows of this plane, which are stored after it (rows go in increasing order
+                // and the last tile rewrites its overlap), see `spill_ok`.
+                let end = first + cols[v] + S::L;
+                if partial > 0 && !(c.spill_ok && end <= c.rows * c.dst_row) {
+                    S::store_first(c.dst.add(first + cols[v]), y, partial);
+                } else {
+                    S::store(c.dst.add(first + cols[v]), y);
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+unsafe fn stacked_sweep<
+    S: Simd,
+    const K: usize,
+    const SH: usize,
+    const R: usize,
+    const V: usize,
+>(
+    c: &Stacked<'_>,
+    wv: &[[S::V; K]; K],
+) {
+    let (npos, partial) = if c.len >= S::L {
+        (c.len.div_ceil(S::L), 0)
+    } else {
+        (1, c.len)
+    };
+    let pos = |k: usize| (k.min(npos - 1) * S::L).min(c.len.saturating_sub(S::L));
+    // With two vectors per tile, an odd last vector column runs as a column of 8-row tiles
+    // (8 accumulators again) instead of a duplicated position.
+    let single = V == 2 && npos % 2 == 1 && c.rows >= 8;
+    let paired = if single { npos - 1 } else { npos };
+    let mut t = 0;
+    while t < c.rows {
+        // The last tile is moved up to end at the last row (overlapping, same values).
+        let r0 = t.min(c.rows - R);
+        let mut k0 = 0;
+        while k0 < paired {
+            let cols: [usize; V] = std::array::from_fn(|v| pos(k0 + v));
+            // SAFETY: r0 + R <= rows; cols within max(len, L); forwarded contract.
+            unsafe { stacked_tile::<S, K, SH, R, V>(c, wv, r0, cols, partial) };
+            k0 += V;
+        }
+        t += R;
+    }
+    if single {
+        let mut t = 0;
+        while t < c.rows {
+            let r0 = t.min(c.rows - 8);
+            // SAFETY: r0 + 8 <= rows; the column is a valid position.
+            unsafe { stacked_tile::<S, K, SH, 8, 1>(c, wv, r0, [pos(npos - 1)], partial) };
+            t += 8;
+        }
+    }
+}
+
+/// Solves a [`Stacked`] problem for a `K x K` filter at vertical stride `SH`; returns `false`
+/// (doing nothing) when the plane is too short for the row tiles, so the caller falls back to
+/// [`corr`].
+///
+/// # Safety
+/// For every output row `r < rows`, `i, j < K`, `t < max(len, L)`:
+/// `src + (r * SH + i) * unit + col_off[j] + t` is readable; `dst + r * dst_row + t` is
+/// writable for `t < len` and overlaps no source; `w` holds `K * K` floats; CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn stacked<S: Simd, const K: usize, const SH: usize>(c: &Stacked<'_>) -> bool {
+    let npos = if c.len >= S::L {
+        c.len.div_ceil(S::L)
+    } else {
+        1
+    };
+    if c.len == 0 || c.rows == 0 {
+        return true;
+    }
+    if c.rows < 4 || c.col_off.len() != K || c.w.len() != K * K {
+        return false;
+    }
+    // SAFETY: splat only builds registers; w holds K * K floats.
+    // (Loops, not `array::from_fn`, so the intrinsics inline; see `corr`.)
+    let mut wv: [[S::V; K]; K] = [[unsafe { S::splat(0.0) }; K]; K];
+    for (j, col) in wv.iter_mut().enumerate() {
+        for (i, v) in col.iter_mut().enumerate() {
+            *v = unsafe { S::splat(c.w[i * K + j]) };
+        }
+    }
+    // SAFETY: forwarded contract.
+    unsafe {
+        if npos == 1 {
+            // One vector per row: as many rows per tile as fit (up to 8 accumulators).
+            match c.rows {
+                4 => stacked_sweep::<S, K, SH, 4, 1>(c, &wv),
+                5 => stacked_sweep::<S, K, SH, 5, 1>(c, &wv),
+                6 => stacked_sweep::<S, K, SH, 6, 1>(c, &wv),
+                7 => stacked_sweep::<S, K, SH, 7, 1>(c, &wv),
+                _ => stacked_sweep::<S, K, SH, 8, 1>(c, &wv),
+            }
+        } else {
+            stacked_sweep::<S, K, SH, 4, 2>(c, &wv);
+        }
+    }
+    true
 }

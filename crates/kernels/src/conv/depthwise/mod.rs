@@ -56,16 +56,20 @@ pub(crate) struct FwdGeom {
     pub w: usize,
     pub oh: usize,
     pub ow: usize,
+    pub kh: usize,
     pub kw: usize,
     pub sh: usize,
     pub sw: usize,
     pub ph: usize,
     pub pw: usize,
+    pub dilated: bool,
     pub hp: usize,
     pub wq: usize,
     pub rs: usize,
     /// Offset of tap `i * kw + j` from an output's origin: `i*dh*rs + ((j*dw) % sw)*wq + (j*dw)/sw`.
     pub off: Vec<usize>,
+    /// The column part of the offsets, `((j*dw) % sw)*wq + (j*dw)/sw`, per kernel column.
+    pub col_off: Vec<usize>,
 }
 
 impl FwdGeom {
@@ -76,24 +80,29 @@ impl FwdGeom {
         let hp = (oh - 1) * sh + (s.kh - 1) * dh + 1;
         let wq = ow.max(lanes) + (s.kw - 1) * dw / sw;
         let rs = sw * wq;
+        let col_off: Vec<usize> = (0..s.kw)
+            .map(|j| ((j * dw) % sw) * wq + (j * dw) / sw)
+            .collect();
         let off = (0..s.kh)
-            .flat_map(|i| (0..s.kw).map(move |j| (i, j)))
-            .map(|(i, j)| i * dh * rs + ((j * dw) % sw) * wq + (j * dw) / sw)
+            .flat_map(|i| col_off.iter().map(move |c| i * dh * rs + c))
             .collect();
         FwdGeom {
             h: s.h,
             w: s.w,
             oh,
             ow,
+            kh: s.kh,
             kw: s.kw,
             sh,
             sw,
             ph: s.padding.0,
             pw: s.padding.1,
+            dilated: s.dilation != (1, 1),
             hp,
             wq,
             rs,
             off,
+            col_off,
         }
     }
 
@@ -124,6 +133,7 @@ pub(crate) struct Phase {
 /// `j*dw % sw == b`, into an `hr x (sw * tq)` phase-split scratch that is cropped into `dx`.
 pub(crate) struct BwdGeom {
     pub m: usize,
+    pub h: usize,
     pub w: usize,
     pub oh: usize,
     pub ow: usize,
@@ -140,6 +150,9 @@ pub(crate) struct BwdGeom {
     pub dyw: usize,
     pub dy_plane: usize,
     pub phases: Vec<Phase>,
+    /// `Some(k)` when the gradient is one stride-1 `k x k` correlation with the flipped
+    /// filter (`k` in {3, 5}, stride 1, no dilation, multiplier 1): the stacked fast path.
+    pub stacked_k: Option<usize>,
 }
 
 impl BwdGeom {
@@ -150,7 +163,9 @@ impl BwdGeom {
         let (dh, dw) = s.dilation;
         let (ph, pw) = s.padding;
         let hr = ph + s.h;
-        let tq = (pw + s.w).div_ceil(sw);
+        // Phase width: the columns of dx, and at least a vector past the left padding, so
+        // narrow phases may be stored and read with whole vectors.
+        let tq = (pw + s.w).div_ceil(sw).max(lanes + pw);
         let pt = (s.kh - 1) * dh / sh;
         let pl = (s.kw - 1) * dw / sw;
         let dyh = hr.div_ceil(sh) + pt;
@@ -181,6 +196,7 @@ impl BwdGeom {
         }
         BwdGeom {
             m,
+            h: s.h,
             w: s.w,
             oh,
             ow,
@@ -197,6 +213,12 @@ impl BwdGeom {
             dyw,
             dy_plane,
             phases,
+            stacked_k: (s.kh == s.kw
+                && matches!(s.kh, 3 | 5)
+                && m == 1
+                && s.stride == (1, 1)
+                && s.dilation == (1, 1))
+                .then_some(s.kh),
         }
     }
 
@@ -284,6 +306,12 @@ where
     }
 }
 
+/// Planes per task: small planes are grouped (to about 4096 floats) so that the per-task
+/// cost (closure, scratch hand-over) is amortised; large planes are one task each.
+fn batch(plane: usize) -> usize {
+    (4096 / plane.max(1)).clamp(1, 64)
+}
+
 /// The depthwise forward pass (shape and lengths already checked by the caller).
 pub(crate) fn forward(
     isa: Isa,
@@ -299,16 +327,20 @@ pub(crate) fn forward(
     let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let work = s.output_len() * taps;
-    for_each_chunk(y, oplane, work, |p, out| {
-        let (img, oc) = (p / s.c_out, p % s.c_out);
-        let ic = oc / m;
-        let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
-        let wp = &w[oc * taps..(oc + 1) * taps];
-        let b = bias.map_or(0.0, |b| b[oc]);
+    let batch = batch(oplane);
+    for_each_chunk(y, oplane * batch, work, |t, outs| {
         with_scratch(g.scratch_len(), |scr| {
-            // SAFETY: `isa` was checked by the caller; the planes and scratch have the
-            // lengths the entry point requires (FwdGeom sizes the scratch).
-            unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+            for (k, out) in outs.chunks_exact_mut(oplane).enumerate() {
+                let p = t * batch + k;
+                let (img, oc) = (p / s.c_out, p % s.c_out);
+                let ic = oc / m;
+                let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
+                let wp = &w[oc * taps..(oc + 1) * taps];
+                let b = bias.map_or(0.0, |b| b[oc]);
+                // SAFETY: `isa` was checked by the caller; the planes and scratch have the
+                // lengths the entry point requires (FwdGeom sizes the scratch).
+                unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+            }
         });
     });
     Ok(())
@@ -327,14 +359,18 @@ pub(crate) fn backward_input(
     let (m, hw, taps) = (g.m, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let work = s.output_len() * taps;
-    for_each_chunk(dx, hw, work, |p, out| {
-        let (img, ic) = (p / s.c_in, p % s.c_in);
-        let oc0 = img * s.c_out + ic * m;
-        let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
-        let wp = &w[ic * m * taps..(ic + 1) * m * taps];
+    let batch = batch(hw);
+    for_each_chunk(dx, hw * batch, work, |t, outs| {
         with_scratch(g.scratch_len(taps), |scr| {
-            // SAFETY: `isa` was checked; lengths as the entry point requires.
-            unsafe { (fns.bwd_in)(&g, wp, dyp, out, scr) }
+            for (k, out) in outs.chunks_exact_mut(hw).enumerate() {
+                let p = t * batch + k;
+                let (img, ic) = (p / s.c_in, p % s.c_in);
+                let oc0 = img * s.c_out + ic * m;
+                let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
+                let wp = &w[ic * m * taps..(ic + 1) * m * taps];
+                // SAFETY: `isa` was checked; lengths as the entry point requires.
+                unsafe { (fns.bwd_in)(&g, wp, dyp, out, scr) }
+            }
         });
     });
     Ok(())

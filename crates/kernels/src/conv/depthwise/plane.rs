@@ -2,19 +2,25 @@
 //! scratch copy, then run the row correlations of `kernel.rs` on it. Each ISA file
 //! instantiates these inside its `#[target_feature]` entry points.
 
-use super::kernel::{corr, wgrad, wgrad_finish, Corr, WGrad};
+use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Stacked, WGrad};
 use super::simd::Simd;
 use super::{BwdGeom, FwdGeom};
 use crate::activation::Activation;
 
 /// Copies one `h x w` plane into a zero-padded, stride-phase-split layout: padded row `R`
-/// (input row `R - ph`), phase `b`, index `t` holds input column `t * sw + b - pw` (zero
+/// (input row `R - top`), phase `b`, index `t` holds input column `t * sw + b - left` (zero
 /// outside the plane) at `dst[R * sw * wq + b * wq + t]`, for `R < rows`, `t < wq`.
 ///
-/// Row `r0 - top` of the destination maps to input row `r0`: `top` is the padding above.
+/// At stride 1 with rows at least a vector wide, zeros and data are written with whole
+/// vectors (the zero vectors first, the data over them), avoiding tiny `memset` calls, and
+/// the same row of the plane that follows `src` in memory (`next`, usually the next task's
+/// plane) is prefetched, so that its cache misses overlap this plane's arithmetic.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) fn pack_plane(
+pub(crate) unsafe fn pack_plane<S: Simd>(
     src: &[f32],
     h: usize,
     w: usize,
@@ -24,22 +30,91 @@ pub(crate) fn pack_plane(
     wq: usize,
     rows: usize,
     dst: &mut [f32],
+    next: *const f32,
 ) {
     let rs = sw * wq;
+    let l = S::L;
+    let fast = sw == 1 && left + w <= wq;
+    let fast2 = sw == 2
+        && left / 2 + w.div_ceil(2) <= wq
+        && left.div_ceil(2) + w / 2 <= wq
+        && (w >= 2 * l || left.div_ceil(2) + l <= wq);
     for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
         let y = r as isize - top as isize;
         if y < 0 || y >= h as isize {
-            drow.fill(0.0);
+            if fast {
+                // SAFETY: rs = wq >= L; the clamped vectors stay inside the row.
+                unsafe {
+                    let mut p = 0;
+                    while p < rs {
+                        S::store(drow.as_mut_ptr().add(p.min(rs - l)), S::splat(0.0));
+                        p += l;
+                    }
+                }
+            } else {
+                drow.fill(0.0);
+            }
             continue;
         }
         let srow = &src[y as usize * w..(y as usize + 1) * w];
-        if sw == 1 {
+        if fast {
+            let d = drow.as_mut_ptr();
+            // SAFETY: wq >= left + w and wq >= L, so every vector below lies inside the row:
+            // zero vectors at the right end and over the left padding, then the data (last
+            // vector clamped to end at `w`, overlapping; or the first w lanes) over them.
+            unsafe {
+                let z = S::splat(0.0);
+                let mut p = left + w;
+                while p < wq {
+                    S::store(d.add(p.min(wq - l)), z);
+                    p += l;
+                }
+                let mut p = 0;
+                while p < left {
+                    S::store(d.add(p.min(wq - l)), z);
+                    p += l;
+                }
+                let s = srow.as_ptr();
+                let pf = next.wrapping_add(y as usize * w);
+                let mut p = 0;
+                while p < w {
+                    S::prefetch(pf.wrapping_add(p));
+                    p += 16;
+                }
+                if w >= l {
+                    let mut p = 0;
+                    while p < w {
+                        let q = p.min(w - l);
+                        S::store(d.add(left + q), S::load(s.add(q)));
+                        p += l;
+                    }
+                } else if left + l <= wq {
+                    // The masked load zero-fills lanes w.., which are right padding: one plain
+                    // store (AMD's masked stores are slow and block store forwarding).
+                    S::store(d.add(left), S::load_first(s, w));
+                } else {
+                    S::store_first(d.add(left), S::load_first(s, w), w);
+                }
+            }
+        } else if fast2 {
+            // SAFETY: checked by `fast2`: both phases hold their shifted data, and every
+            // vector stays inside its phase (clamped, overlapping, or one whole vector).
+            unsafe {
+                let pf = next.wrapping_add(y as usize * w);
+                let mut p = 0;
+                while p < w {
+                    S::prefetch(pf.wrapping_add(p));
+                    p += 16;
+                }
+                pack_row_stride2::<S>(srow, left, wq, drow)
+            };
+        } else if sw == 1 {
             // [zeros left][the row, clipped][zeros]
-            let l = left.min(wq);
-            drow[..l].fill(0.0);
-            let n = w.min(wq - l);
-            drow[l..l + n].copy_from_slice(&srow[..n]);
-            drow[l + n..].fill(0.0);
+            let lz = left.min(wq);
+            drow[..lz].fill(0.0);
+            let n = w.min(wq - lz);
+            drow[lz..lz + n].copy_from_slice(&srow[..n]);
+            drow[lz + n..].fill(0.0);
         } else {
             for (b, phase) in drow.chunks_exact_mut(wq).enumerate() {
                 for (t, o) in phase.iter_mut().enumerate() {
@@ -51,6 +126,98 @@ pub(crate) fn pack_plane(
                     };
                 }
             }
+        }
+    }
+}
+
+/// One row at stride 2: input column `2i + par` goes to phase `(par + left) % 2`, index
+/// `i + (par + left) / 2`. Both phases are zeroed, then each `2L` input floats are split into
+/// their even and odd elements with two shuffles per vector and stored into the two phases.
+///
+/// # Safety
+/// `left / 2 + ceil(w/2) <= wq` and `ceil(left/2) + w/2 <= wq`, and when `w < 2L` also
+/// `ceil(left/2) + L <= wq` (one whole vector per phase); `dst` holds `2 * wq` floats,
+/// `wq >= L`; the CPU supports `S`.
+#[inline(always)]
+unsafe fn pack_row_stride2<S: Simd>(src: &[f32], left: usize, wq: usize, dst: &mut [f32]) {
+    let (l, w) = (S::L, src.len());
+    let d = dst.as_mut_ptr();
+    let (pe, se) = (left % 2, left / 2);
+    let (po, so) = ((left + 1) % 2, left.div_ceil(2));
+    // SAFETY (whole body): the contract's bounds; every store below lies in [0, 2 * wq) and
+    // inside its phase.
+    unsafe {
+        let z = S::splat(0.0);
+        for ph in 0..2 {
+            let mut p = 0;
+            while p < wq {
+                S::store(d.add(ph * wq + p.min(wq - l)), z);
+                p += l;
+            }
+        }
+        let s = src.as_ptr();
+        if w < 2 * l {
+            // One pair of masked loads (zeros past w, which are padding in both phases).
+            let a = S::load_first(s, w.min(l));
+            let b = if w > l {
+                S::load_first(s.add(l), w - l)
+            } else {
+                z
+            };
+            let (e, o) = S::deinterleave(a, b);
+            S::store(d.add(pe * wq + se), e);
+            S::store(d.add(po * wq + so), o);
+            return;
+        }
+        let last = (w - 2 * l) / 2;
+        let mut i = 0;
+        while i <= last {
+            let i0 = i.min(last);
+            let (e, o) = S::deinterleave(S::load(s.add(2 * i0)), S::load(s.add(2 * i0 + l)));
+            S::store(d.add(pe * wq + se + i0), e);
+            S::store(d.add(po * wq + so + i0), o);
+            if i == last {
+                break;
+            }
+            i = (i + l).min(last);
+        }
+        // An odd width leaves the last even element.
+        if w % 2 == 1 {
+            *d.add(pe * wq + se + w / 2) = src[w - 1];
+        }
+    }
+}
+
+/// The inverse of [`pack_row_stride2`] without padding: `out[2i + par]` from phase
+/// `(par + left) % 2`, index `i + (par + left) / 2` of `src` (phases `tq` apart).
+///
+/// # Safety
+/// `out.len() >= 2L`; both phases hold the shifted data; the CPU supports `S`.
+#[inline(always)]
+unsafe fn unpack_row_stride2<S: Simd>(src: &[f32], left: usize, tq: usize, out: &mut [f32]) {
+    let (l, w) = (S::L, out.len());
+    let (pe, se) = (left % 2, left / 2);
+    let (po, so) = ((left + 1) % 2, left.div_ceil(2));
+    let s = src.as_ptr();
+    let d = out.as_mut_ptr();
+    let last = (w - 2 * l) / 2;
+    // SAFETY (whole body): reads inside the two phases' data, writes inside `out`.
+    unsafe {
+        let mut i = 0;
+        loop {
+            let i0 = i.min(last);
+            let e = S::load(s.add(pe * tq + se + i0));
+            let o = S::load(s.add(po * tq + so + i0));
+            let (a, b) = S::interleave(e, o);
+            S::store(d.add(2 * i0), a);
+            S::store(d.add(2 * i0 + l), b);
+            if i0 == last {
+                break;
+            }
+            i += l;
+        }
+        if w % 2 == 1 {
+            out[w - 1] = src[pe * tq + se + w / 2];
         }
     }
 }
@@ -70,7 +237,50 @@ pub(crate) unsafe fn forward<S: Simd>(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    pack_plane(x, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, scratch);
+    // SAFETY: the CPU supports S (caller's contract).
+    unsafe {
+        pack_plane::<S>(
+            x,
+            g.h,
+            g.w,
+            g.ph,
+            g.pw,
+            g.sw,
+            g.wq,
+            g.hp,
+            scratch,
+            x.as_ptr().wrapping_add(x.len()),
+        )
+    };
+    if g.kh == g.kw && !g.dilated && g.sh <= 2 {
+        let st = Stacked {
+            src: scratch.as_ptr(),
+            unit: g.rs,
+            col_off: &g.col_off,
+            w: wt,
+            dst: y.as_mut_ptr(),
+            dst_row: g.ow,
+            rows: g.oh,
+            len: g.ow,
+            bias,
+            act,
+            spill_ok: true,
+        };
+        // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
+        // below wq (FwdGeom); y holds oh * ow floats.
+        let done = unsafe {
+            match (g.kh, g.sh) {
+                (3, 1) => stacked::<S, 3, 1>(&st),
+                (3, 2) => stacked::<S, 3, 2>(&st),
+                (5, 1) => stacked::<S, 5, 1>(&st),
+                (5, 2) => stacked::<S, 5, 2>(&st),
+                _ => false,
+            }
+        };
+        if done {
+            return;
+        }
+    }
     let c = Corr {
         src: scratch.as_ptr(),
         src_row: g.sh * g.rs,
@@ -82,6 +292,7 @@ pub(crate) unsafe fn forward<S: Simd>(
         len: g.ow,
         bias,
         act,
+        dst_room: 0,
     };
     // SAFETY: `FwdGeom` sizes the scratch so every tap of every output reads inside the
     // packed rows (see its docs); y holds oh * ow floats; scratch and y are distinct.
@@ -113,9 +324,53 @@ pub(crate) unsafe fn backward_input<S: Simd>(
     let oplane = g.oh * g.ow;
     for (mm, d) in dys.chunks_exact_mut(g.dy_plane).enumerate() {
         let src = &dy[mm * oplane..(mm + 1) * oplane];
-        pack_plane(src, g.oh, g.ow, g.pt, g.pl, 1, g.dyw, g.dyh, d);
+        // SAFETY: the CPU supports S (caller's contract).
+        unsafe {
+            pack_plane::<S>(
+                src,
+                g.oh,
+                g.ow,
+                g.pt,
+                g.pl,
+                1,
+                g.dyw,
+                g.dyh,
+                d,
+                dy.as_ptr().wrapping_add(dy.len() + mm * oplane),
+            )
+        };
     }
-    for ph in &g.phases {
+    let mut done = false;
+    if let Some(k) = g.stacked_k {
+        // Source row q + i' for kernel row i' = k - 1 - i: the filter flipped both ways.
+        for (o, idx) in wbuf.iter_mut().zip(0..k * k) {
+            *o = wt[k * k - 1 - idx];
+        }
+        let col_off: [usize; 5] = [0, 1, 2, 3, 4];
+        let st = Stacked {
+            src: dys.as_ptr(),
+            unit: g.dyw,
+            col_off: &col_off[..k],
+            w: &wbuf[..k * k],
+            dst: dxs.as_mut_ptr(),
+            dst_row: g.rsx,
+            rows: g.hr,
+            len: g.pw + g.w,
+            bias: 0.0,
+            act: Activation::Identity,
+            spill_ok: true,
+        };
+        // SAFETY: dx row q, kernel row i' reads padded dy row q + i' < hr + k - 1 = dyh and
+        // columns t + j' < max(tq, L) + k - 1 = dyw (BwdGeom at stride 1); dxs holds
+        // hr x tq floats.
+        done = unsafe {
+            match k {
+                3 => stacked::<S, 3, 1>(&st),
+                _ => stacked::<S, 5, 1>(&st),
+            }
+        };
+    }
+    for ph in g.phases.iter().filter(|_| !done) {
         for (o, &k) in wbuf.iter_mut().zip(&ph.taps) {
             *o = wt[k];
         }
@@ -131,6 +386,7 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             len: ph.len,
             bias: 0.0,
             act: Activation::Identity,
+            dst_room: g.tq,
         };
         // SAFETY: `BwdGeom` sizes the padded dy planes so that every tap of every phase reads
         // inside them, and the phase rows/columns inside dxs (see its docs).
@@ -142,10 +398,33 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             }
         }
     }
-    for (y, out) in dx.chunks_exact_mut(g.w).enumerate() {
+    let plane_len = dx.len();
+    let dptr = dx.as_mut_ptr();
+    for y in 0..g.h {
+        // SAFETY: row y of the h x w plane; every access below goes through `dptr`, which
+        // covers the whole plane.
+        let out = unsafe { std::slice::from_raw_parts_mut(dptr.add(y * g.w), g.w) };
         let row = &dxs[(y + g.ph) * g.rsx..(y + g.ph + 1) * g.rsx];
         if g.sw == 1 {
             out.copy_from_slice(&row[g.pw..g.pw + g.w]);
+        } else if g.sw == 2 && g.w >= 2 * S::L {
+            // SAFETY: the row holds both phases' data for every column of dx (BwdGeom).
+            unsafe { unpack_row_stride2::<S>(row, g.pw, g.tq, out) };
+        } else if g.sw == 2 && y * g.w + 2 * S::L <= plane_len {
+            // A row narrower than two vectors: interleave one vector of each phase and store
+            // both whole; the lanes past the row land in the next rows, rewritten after.
+            let (pe, se) = (g.pw % 2, g.pw / 2);
+            let (po, so) = ((g.pw + 1) % 2, g.pw.div_ceil(2));
+            // SAFETY: each phase holds tq >= L + pw floats, so both loads stay in the row;
+            // the stores end at y * w + 2L <= the plane's length (checked above).
+            unsafe {
+                let e = S::load(row.as_ptr().add(pe * g.tq + se));
+                let o = S::load(row.as_ptr().add(po * g.tq + so));
+                let (a, b) = S::interleave(e, o);
+                let d = dptr.add(y * g.w);
+                S::store(d, a);
+                S::store(d.add(S::L), b);
+            }
         } else {
             for (x, o) in out.iter_mut().enumerate() {
                 let c = x + g.pw;
@@ -179,7 +458,21 @@ pub(crate) unsafe fn backward_weight<S: Simd>(
     acc.fill(0.0);
     for img in 0..n {
         let xp = &x[img * plane_stride..img * plane_stride + g.h * g.w];
-        pack_plane(xp, g.h, g.w, g.ph, g.pw, g.sw, g.wq, g.hp, xs);
+        // SAFETY: the CPU supports S (caller's contract).
+        unsafe {
+            pack_plane::<S>(
+                xp,
+                g.h,
+                g.w,
+                g.ph,
+                g.pw,
+                g.sw,
+                g.wq,
+                g.hp,
+                xs,
+                xp.as_ptr().wrapping_add(plane_stride),
+            )
+        };
         let dp = &dy[img * oplane_stride..img * oplane_stride + g.oh * g.ow];
         let wg = WGrad {
             src: xs.as_ptr(),

@@ -35,6 +35,10 @@ pub(crate) unsafe trait Simd: Copy {
     /// Sum of the lanes.
     unsafe fn reduce(v: Self::V) -> f32;
 
+    /// A hint to bring the cache line holding `p` closer; `p` need not be valid (no access).
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const f32) {}
+
     /// The first `n < L` lanes of `v` to `p`.
     #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: Self::V, n: usize) {
@@ -43,6 +47,49 @@ pub(crate) unsafe trait Simd: Copy {
         unsafe {
             Self::store(tmp.as_mut_ptr(), v);
             std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+        }
+    }
+
+    /// The first `n < L` floats at `p` in the low lanes, zeros above.
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self::V {
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: n < L <= 16; `p` holds n floats (caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(p, tmp.as_mut_ptr(), n);
+            Self::load(tmp.as_ptr())
+        }
+    }
+
+    /// Splits the `2L` floats `a ++ b` into their even- and odd-indexed elements.
+    #[inline(always)]
+    unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        let (mut x, mut e, mut o) = ([0.0f32; 32], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: 2L <= 32 floats in x, L <= 16 in e and o.
+        unsafe {
+            Self::store(x.as_mut_ptr(), a);
+            Self::store(x.as_mut_ptr().add(Self::L), b);
+            for i in 0..Self::L {
+                e[i] = x[2 * i];
+                o[i] = x[2 * i + 1];
+            }
+            (Self::load(e.as_ptr()), Self::load(o.as_ptr()))
+        }
+    }
+
+    /// The inverse of [`Simd::deinterleave`]: `(e0, o0, e1, o1, ...)` as two vectors.
+    #[inline(always)]
+    unsafe fn interleave(e: Self::V, o: Self::V) -> (Self::V, Self::V) {
+        let (mut x, mut ea, mut oa) = ([0.0f32; 32], [0.0f32; 16], [0.0f32; 16]);
+        // SAFETY: as in `deinterleave`.
+        unsafe {
+            Self::store(ea.as_mut_ptr(), e);
+            Self::store(oa.as_mut_ptr(), o);
+            for i in 0..Self::L {
+                x[2 * i] = ea[i];
+                x[2 * i + 1] = oa[i];
+            }
+            (Self::load(x.as_ptr()), Self::load(x.as_ptr().add(Self::L)))
         }
     }
 

@@ -1,0 +1,112 @@
+//! Optimizers (SGD with momentum / Nesterov / weight decay, AdamW), learning-rate schedules
+//! (cosine with linear warm-up, step) and gradient-norm clipping, with PyTorch's update rules.
+//!
+//! Parameters are found through [`Module::visit_mut`] by their state_dict names, so the
+//! optimizer state is keyed by name and can be saved with the model. A step replaces each
+//! parameter that has a gradient with its updated value (a new leaf that requires grad), which
+//! also clears its gradient, as `optimizer.zero_grad(set_to_none=True)` would.
+//!
+//! Parameter groups follow timm: tensors with one dimension or fewer (biases, norm scales) and
+//! the names in [`Optimizer::no_decay`] (e.g. ViT's `pos_embed`, `cls_token`) get no weight
+//! decay.
+
+mod adamw;
+mod schedule;
+mod sgd;
+
+pub use adamw::AdamW;
+pub use schedule::LrSchedule;
+pub use sgd::Sgd;
+
+use crate::error::{ModelError, Result};
+use crate::module::{Module, TensorKind};
+use std::collections::BTreeMap;
+use tessera_core::Tensor;
+
+/// Named state tensors of an optimizer (flattened), plus its scalar counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OptimizerState {
+    pub tensors: BTreeMap<String, Vec<f32>>,
+    pub scalars: BTreeMap<String, f64>,
+}
+
+/// An optimizer over a module's parameters.
+pub trait Optimizer: Send {
+    /// Applies one update with learning rate `lr`, each gradient multiplied by `grad_scale`
+    /// (1.0, or the factor from [`clip_grad_norm`]). Parameters without a gradient are skipped.
+    fn step(&mut self, model: &mut dyn Module, lr: f32, grad_scale: f32) -> Result<()>;
+
+    /// Names that never get weight decay (in addition to tensors of rank <= 1).
+    fn no_decay(&mut self) -> &mut Vec<String>;
+
+    /// The state to checkpoint.
+    fn state(&self) -> OptimizerState;
+
+    /// Restores a checkpointed state (an error if it belongs to another optimizer kind).
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
+}
+
+/// Whether `name` (of the given shape) is decayed under timm's rule.
+pub(crate) fn decays(name: &str, shape: &[usize], no_decay: &[String]) -> bool {
+    shape.len() > 1 && !no_decay.iter().any(|n| n == name)
+}
+
+/// An update rule: `(name, shape, values, gradient) -> new values`.
+pub(crate) type UpdateFn<'a> = dyn FnMut(&str, &[usize], &[f32], &[f32]) -> Vec<f32> + 'a;
+
+/// Calls `f(name, value, grad)` for every parameter with a gradient and replaces the parameter
+/// with the returned values.
+pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Result<()> {
+    let mut err = None;
+    model.visit_mut("", &mut |name, t, kind| {
+        if kind != TensorKind::Parameter || err.is_some() {
+            return;
+        }
+        let Some(g) = t.grad() else { return };
+        if g.shape() != t.shape() {
+            err = Some(ModelError::config(format!(
+                "gradient of {name} has shape {:?}, parameter {:?}",
+                g.shape(),
+                t.shape()
+            )));
+            return;
+        }
+        let (p, gv) = (t.to_vec(), g.to_vec());
+        let new = f(name, t.shape(), &p, &gv);
+        match Tensor::from_vec(new, t.shape()) {
+            Ok(n) => *t = n.requires_grad_(true),
+            Err(e) => err = Some(e.into()),
+        }
+    });
+    err.map_or(Ok(()), Err)
+}
+
+/// The global L2 norm of all parameter gradients.
+pub fn grad_norm(model: &dyn Module) -> f32 {
+    let mut sq = 0.0f64;
+    model.visit("", &mut |_, t, kind| {
+        if kind == TensorKind::Parameter {
+            if let Some(g) = t.grad() {
+                sq += g
+                    .to_vec()
+                    .iter()
+                    .map(|v| (*v as f64) * (*v as f64))
+                    .sum::<f64>();
+            }
+        }
+    });
+    sq.sqrt() as f32
+}
+
+/// `torch.nn.utils.clip_grad_norm_`: returns (the total norm, the factor to scale gradients
+/// by so their norm is at most `max_norm`; 1.0 when already below). Pass the factor to
+/// [`Optimizer::step`].
+pub fn clip_grad_norm(model: &dyn Module, max_norm: f32) -> (f32, f32) {
+    let norm = grad_norm(model);
+    let scale = if norm.is_finite() && norm > max_norm {
+        max_norm / (norm + 1e-6)
+    } else {
+        1.0
+    };
+    (norm, scale)
+}

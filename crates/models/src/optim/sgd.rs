@@ -1,0 +1,102 @@
+//! Stochastic gradient descent with momentum, Nesterov momentum and L2 weight decay, with
+//! `torch.optim.SGD`'s update (dampening 0):
+//! `d = g + wd * p; b = mu * b + d (b = d on the first step); d = nesterov ? d + mu * b : b;
+//! p = p - lr * d`.
+
+use super::{decays, update_params, Optimizer, OptimizerState};
+use crate::error::{ModelError, Result};
+use crate::module::Module;
+use std::collections::BTreeMap;
+
+/// SGD (see the module docs).
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    pub momentum: f32,
+    pub nesterov: bool,
+    pub weight_decay: f32,
+    pub no_decay: Vec<String>,
+    buffers: BTreeMap<String, Vec<f32>>,
+}
+
+impl Sgd {
+    /// Errors if Nesterov is asked for without momentum, or a coefficient is negative.
+    pub fn new(momentum: f32, nesterov: bool, weight_decay: f32) -> Result<Self> {
+        if momentum < 0.0 || weight_decay < 0.0 || (nesterov && momentum == 0.0) {
+            return Err(ModelError::config(format!("sgd: momentum {momentum}, nesterov {nesterov}, weight decay {weight_decay}: Nesterov needs momentum > 0, and neither may be negative")));
+        }
+        Ok(Sgd {
+            momentum,
+            nesterov,
+            weight_decay,
+            no_decay: Vec::new(),
+            buffers: BTreeMap::new(),
+        })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, model: &mut dyn Module, lr: f32, grad_scale: f32) -> Result<()> {
+        let (mu, nesterov, wd) = (self.momentum, self.nesterov, self.weight_decay);
+        let (buffers, no_decay) = (&mut self.buffers, &self.no_decay);
+        update_params(model, &mut |name, shape, p, g| {
+            let wd = if decays(name, shape, no_decay) {
+                wd
+            } else {
+                0.0
+            };
+            let d: Vec<f32> = p
+                .iter()
+                .zip(g)
+                .map(|(p, g)| g * grad_scale + wd * p)
+                .collect();
+            let d = if mu != 0.0 {
+                let buf = buffers.entry(name.to_string()).or_insert_with(Vec::new);
+                if buf.len() != d.len() {
+                    buf.clone_from(&d);
+                } else {
+                    for (b, d) in buf.iter_mut().zip(&d) {
+                        *b = mu * *b + d;
+                    }
+                }
+                if nesterov {
+                    d.iter().zip(buf.iter()).map(|(d, b)| d + mu * b).collect()
+                } else {
+                    buf.clone()
+                }
+            } else {
+                d
+            };
+            p.iter().zip(&d).map(|(p, d)| p - lr * d).collect()
+        })
+    }
+
+    fn no_decay(&mut self) -> &mut Vec<String> {
+        &mut self.no_decay
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            tensors: self
+                .buffers
+                .iter()
+                .map(|(k, v)| (format!("sgd.momentum_buffer.{k}"), v.clone()))
+                .collect(),
+            scalars: BTreeMap::from([("sgd".to_string(), 1.0)]),
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
+        if !state.scalars.contains_key("sgd") {
+            return Err(ModelError::config("optimizer state is not an SGD state"));
+        }
+        self.buffers = state
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("sgd.momentum_buffer.")
+                    .map(|n| (n.to_string(), v.clone()))
+            })
+            .collect();
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! The training loop: seeded shuffling and augmentation, mean cross-entropy with label
+//! smoothing, SGD or AdamW with a cosine schedule and linear warm-up, optional gradient clipping,
+//! top-1 / top-5 evaluation, and checkpoints that resume exactly.
+//!
+//! Every random choice is a function of the configured seed, the epoch and the batch index, so
+//! a run resumed from a checkpoint (model, optimizer state, epoch and step) continues to the
+//! bit-identical weights an uninterrupted run reaches (same seed, same thread count; results of
+//! the kernels are bit-identical across thread counts anyway). Dropout layers keep their own
+//! seeded counters, which a checkpoint does not record: with dropout > 0 a resumed run draws
+//! different masks (the presets use no dropout).
+
+use crate::data::{Augment, Dataset};
+use crate::error::{ModelError, Result};
+use crate::io::safetensors::{self, SafeTensors, TensorRef};
+use crate::module::{named_tensors, set_requires_grad, Mode};
+use crate::optim::{clip_grad_norm, AdamW, LrSchedule, Optimizer, OptimizerState, Sgd};
+use crate::weights;
+use crate::zoo::Model;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+use tessera_core::{no_grad, Tensor};
+
+/// Which optimizer to train with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptKind {
+    Sgd,
+    AdamW,
+}
+
+impl OptKind {
+    /// `sgd` or `adamw`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptKind::Sgd => "sgd",
+            OptKind::AdamW => "adamw",
+        }
+    }
+
+    /// Parses `sgd` / `adamw`.
+    pub fn parse(s: &str) -> Result<OptKind> {
+        match s {
+            "sgd" => Ok(OptKind::Sgd),
+            "adamw" => Ok(OptKind::AdamW),
+            other => Err(ModelError::config(format!(
+                "unknown optimizer {other:?}; expected sgd or adamw"
+            ))),
+        }
+    }
+}
+
+/// Hyper-parameters of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch: usize,
+    /// Peak learning rate (after warm-up).
+    pub lr: f32,
+    pub opt: OptKind,
+    pub weight_decay: f32,
+    /// SGD momentum (Nesterov when > 0).
+    pub momentum: f32,
+    pub warmup_epochs: usize,
+    pub min_lr: f32,
+    pub label_smoothing: f32,
+    /// Clip the global gradient norm to this value.
+    pub clip_grad: Option<f32>,
+    pub augment: Option<Augment>,
+    pub seed: u64,
+    /// Names that get no weight decay besides rank <= 1 tensors (ViT's `pos_embed`...).
+    pub no_decay: Vec<String>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            epochs: 10,
+            batch: 64,
+            lr: 1e-3,
+            opt: OptKind::AdamW,
+            weight_decay: 0.05,
+            momentum: 0.9,
+            warmup_epochs: 1,
+            min_lr: 1e-5,
+            label_smoothing: 0.0,
+            clip_grad: None,
+            augment: None,
+            seed: 0,
+            no_decay: vec!["pos_embed".into(), "cls_token".into()],
+        }
+    }
+}
+
+/// Progress of one training step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepInfo {
+    pub epoch: usize,
+    pub step_in_epoch: usize,
+    pub steps_per_epoch: usize,
+    pub loss: f32,
+    /// Top-1 accuracy on this batch.
+    pub acc: f32,
+    pub lr: f32,
+    pub images_per_s: f32,
+}
+
+/// What one epoch achieved.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub train_acc: f32,
+    pub test_acc: f32,
+    pub test_top5: f32,
+    pub images_per_s: f32,
+}
+
+/// Loss and accuracies of a model on a data set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    pub loss: f32,
+    pub top1: f32,
+    pub top5: f32,
+}
+
+/// Counts of correct top-1 and top-k predictions in `[n, c]` logits.
+pub fn correct_topk(logits: &[f32], classes: usize, labels: &[usize], k: usize) -> (usize, usize) {
+    let (mut top1, mut topk) = (0, 0);
+    for (row, &label) in logits.chunks_exact(classes.max(1)).zip(labels) {
+        let target = row.get(label).copied().unwrap_or(f32::NEG_INFINITY);
+        // Rank of the label: how many classes score strictly higher (ties favour the label).
+        let higher = row.iter().filter(|&&v| v > target).count();
+        top1 += (higher == 0) as usize;
+        topk += (higher < k) as usize;
+    }
+    (top1, topk)
+}
+
+/// Evaluates `model` (in eval mode, no graph) on `data` in batches.
+pub fn evaluate(model: &mut dyn Model, data: &Dataset, batch: usize) -> Result<Metrics> {
+    model.set_mode(Mode::Eval);
+    let _g = no_grad();
+    let (mut loss, mut top1, mut top5) = (0.0f64, 0usize, 0usize);
+    for idx in data.epoch_batches(batch, None) {
+        let (x, y) = data.batch(&idx, None, 0);
+        let logits = model.forward(&x)?;
+        loss += logits.cross_entropy(&y, 0.0)?.item()? as f64 * idx.len() as f64;
+        let (a, b) = correct_topk(&logits.to_vec(), model.num_classes(), &y, 5);
+        top1 += a;
+        top5 += b;
+    }
+    let n = data.len().max(1) as f64;
+    Ok(Metrics {
+        loss: (loss / n) as f32,
+        top1: (top1 as f64 / n) as f32,
+        top5: (top5 as f64 / n) as f32,
+    })
+}
+
+/// Mixes seeds into one (SplitMix64 finaliser), so each epoch and batch gets its own stream.
+fn mix(a: u64, b: u64) -> u64 {
+    let mut z = a ^ b.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A training run's optimizer, schedule and position.
+pub struct Trainer {
+    pub cfg: TrainConfig,
+    opt: Box<dyn Optimizer>,
+    schedule: LrSchedule,
+    steps_per_epoch: usize,
+    /// Completed epochs.
+    pub epoch: usize,
+    /// Completed optimizer steps.
+    pub step: usize,
+}
+
+impl Trainer {
+    /// A fresh run over a training set of `train_len` images; marks the parameters as requiring
+    /// grad.
+    pub fn new(cfg: TrainConfig, model: &mut dyn Model, train_len: usize) -> Result<Trainer> {
+        if cfg.batch == 0
+            || cfg.epochs == 0
+            || !cfg.lr.is_finite()
+            || cfg.lr <= 0.0
+            || !(0.0..1.0).contains(&cfg.label_smoothing)
+        {
+            return Err(ModelError::config(format!(
+                "train: batch {} and epochs {} must be positive, lr {} > 0, label smoothing {} in [0, 1)",
+                cfg.batch, cfg.epochs, cfg.lr, cfg.label_smoothing
+            )));
+        }
+        if train_len == 0 {
+            return Err(ModelError::config("train: the training set is empty"));
+        }
+        let mut opt: Box<dyn Optimizer> = match cfg.opt {
+            OptKind::Sgd => Box::new(Sgd::new(
+                cfg.momentum,
+                cfg.momentum > 0.0,
+                cfg.weight_decay,
+            )?),
+            OptKind::AdamW => Box::new(AdamW::new(0.9, 0.999, 1e-8, cfg.weight_decay)?),
+        };
+        opt.no_decay().clone_from(&cfg.no_decay);
+        let steps_per_epoch = train_len.div_ceil(cfg.batch);
+        let schedule = LrSchedule::Cosine {
+            warmup: cfg.warmup_epochs * steps_per_epoch,
+            total: cfg.epochs * steps_per_epoch,
+            min_lr: cfg.min_lr,
+        };
+        set_requires_grad(model, true);
+        Ok(Trainer {
+            cfg,
+            opt,
+            schedule,
+            steps_per_epoch,
+            epoch: 0,
+            step: 0,
+        })
+    }
+
+    /// Whether every configured epoch has run.
+    pub fn finished(&self) -> bool {
+        self.epoch >= self.cfg.epochs
+    }
+
+    /// Runs the next epoch, calling `on_step` after every optimizer step, then evaluates on
+    /// `test`.
+    pub fn run_epoch(
+        &mut self,
+        model: &mut dyn Model,
+        train: &Dataset,
+        test: &Dataset,
+        on_step: &mut dyn FnMut(&StepInfo),
+    ) -> Result<EpochStats> {
+        let epoch = self.epoch;
+        let batches =
+            train.epoch_batches(self.cfg.batch, Some(mix(self.cfg.seed, epoch as u64 + 1)));
+        model.set_mode(Mode::Train);
+        let t0 = Instant::now();
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, idx) in batches.iter().enumerate() {
+            let tb = Instant::now();
+            let seed = mix(mix(self.cfg.seed, epoch as u64 + 1), b as u64 + 1);
+            let (x, y) = train.batch(idx, self.cfg.augment.as_ref(), seed);
+            let logits = model.forward(&x)?;
+            let loss = logits.cross_entropy(&y, self.cfg.label_smoothing)?;
+            loss.backward()?;
+            let scale = match self.cfg.clip_grad {
+                Some(max) => clip_grad_norm(&*model, max).1,
+                None => 1.0,
+            };
+            let lr = self.schedule.lr(self.cfg.lr, self.step);
+            self.opt.step(model, lr, scale)?;
+            self.step += 1;
+            let l = loss.item()?;
+            if !l.is_finite() {
+                return Err(ModelError::config(format!(
+                    "train: the loss became {l} at epoch {} step {b}; lower the learning rate",
+                    epoch + 1
+                )));
+            }
+            let (c, _) = correct_topk(&logits.detach().to_vec(), model.num_classes(), &y, 1);
+            loss_sum += l as f64 * idx.len() as f64;
+            correct += c;
+            seen += idx.len();
+            on_step(&StepInfo {
+                epoch: epoch + 1,
+                step_in_epoch: b + 1,
+                steps_per_epoch: self.steps_per_epoch,
+                loss: l,
+                acc: c as f32 / idx.len() as f32,
+                lr,
+                images_per_s: idx.len() as f32 / tb.elapsed().as_secs_f32().max(1e-9),
+            });
+        }
+        let images_per_s = seen as f32 / t0.elapsed().as_secs_f32().max(1e-9);
+        let m = evaluate(model, test, self.cfg.batch.max(64))?;
+        self.epoch += 1;
+        Ok(EpochStats {
+            epoch: self.epoch,
+            train_loss: (loss_sum / seen.max(1) as f64) as f32,
+            train_acc: correct as f32 / seen.max(1) as f32,
+            test_acc: m.top1,
+            test_top5: m.top5,
+            images_per_s,
+        })
+    }
+
+    /// Writes model, optimizer state, epoch and step to `path` atomically (a temporary file,
+    /// then a rename: an interrupted save leaves the previous checkpoint intact).
+    pub fn save_checkpoint(&self, model: &dyn Model, path: impl AsRef<Path>) -> Result<()> {
+        let state = self.opt.state();
+        let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = named_tensors(model)
+            .into_iter()
+            .map(|(n, t, _)| (n, t.shape().to_vec(), t.to_vec()))
+            .collect();
+        for (k, v) in state.tensors {
+            owned.push((format!("{OPTIM_PREFIX}{k}"), vec![v.len()], v));
+        }
+        let refs: Vec<TensorRef<'_>> = owned
+            .iter()
+            .map(|(n, s, d)| TensorRef {
+                name: n,
+                shape: s,
+                data: d,
+            })
+            .collect();
+        let mut meta = BTreeMap::new();
+        meta.insert("tessera.arch".into(), model.arch().to_string());
+        meta.insert("tessera.epoch".into(), self.epoch.to_string());
+        meta.insert("tessera.step".into(), self.step.to_string());
+        meta.insert("tessera.seed".into(), self.cfg.seed.to_string());
+        meta.insert("tessera.opt".into(), self.cfg.opt.name().into());
+        for (k, v) in state.scalars {
+            meta.insert(format!("{OPTIM_PREFIX}{k}"), format!("{v:e}"));
+        }
+        safetensors::write(path, &refs, &meta)?;
+        Ok(())
+    }
+
+    /// Restores a run from a checkpoint written by [`Trainer::save_checkpoint`] into `model`;
+    /// `cfg` must use the same optimizer and seed.
+    pub fn resume(
+        cfg: TrainConfig,
+        model: &mut dyn Model,
+        train_len: usize,
+        path: impl AsRef<Path>,
+    ) -> Result<Trainer> {
+        let path = path.as_ref();
+        let source = path.display().to_string();
+        let file = safetensors::read(path)?;
+        let bad = |m: String| ModelError::Weights {
+            source: source.clone(),
+            problems: vec![m],
+        };
+        let meta = |k: &str| {
+            file.metadata.get(k).cloned().ok_or_else(|| {
+                bad(format!(
+                    "not a tessera checkpoint: no {k:?} in the metadata"
+                ))
+            })
+        };
+        let arch = meta("tessera.arch")?;
+        if arch != model.arch() {
+            return Err(bad(format!(
+                "checkpoint is for {arch}, not {}",
+                model.arch()
+            )));
+        }
+        let opt = meta("tessera.opt")?;
+        let seed: u64 = meta("tessera.seed")?
+            .parse()
+            .map_err(|_| bad("bad seed".into()))?;
+        if opt != cfg.opt.name() || seed != cfg.seed {
+            return Err(bad(format!("checkpoint was trained with --opt {opt} --seed {seed}; resume with the same values")));
+        }
+        let epoch: usize = meta("tessera.epoch")?
+            .parse()
+            .map_err(|_| bad("bad epoch".into()))?;
+        let step: usize = meta("tessera.step")?
+            .parse()
+            .map_err(|_| bad("bad step".into()))?;
+        let mut model_part = SafeTensors::default();
+        let mut state = OptimizerState::default();
+        for (k, t) in file.tensors {
+            match k.strip_prefix(OPTIM_PREFIX) {
+                Some(name) => {
+                    state.tensors.insert(
+                        name.to_string(),
+                        t.as_f32().map(|v| v.to_vec()).unwrap_or_default(),
+                    );
+                }
+                None => {
+                    model_part.tensors.insert(k, t);
+                }
+            }
+        }
+        for (k, v) in &file.metadata {
+            if let Some(name) = k.strip_prefix(OPTIM_PREFIX) {
+                state.scalars.insert(
+                    name.to_string(),
+                    v.parse()
+                        .map_err(|_| bad(format!("bad optimizer scalar {k}")))?,
+                );
+            }
+        }
+        weights::load_from(model, &model_part, &source)?;
+        let mut t = Trainer::new(cfg, model, train_len)?;
+        t.opt.load_state(&state)?;
+        t.epoch = epoch;
+        t.step = step;
+        Ok(t)
+    }
+}
+
+/// Prefix of optimizer entries in a checkpoint.
+const OPTIM_PREFIX: &str = "__optim__.";
+
+/// A convenience for tests and demos: `[n, c, h, w]` zeros of a model's input size.
+pub fn zeros_input(model: &dyn Model, n: usize) -> Tensor {
+    let [c, h, w] = model.input_chw();
+    Tensor::zeros(&[n, c, h, w])
+}
