@@ -11,6 +11,10 @@ macro_rules! outln {
 }
 
 mod bench;
+mod image_input;
+mod info;
+mod overrides;
+mod run;
 mod timing;
 
 use clap::{Args, Parser, Subcommand};
@@ -29,8 +33,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure a kernel against its baseline: `gemm` (tessera vs matrixmultiply).
+    /// Measure a kernel against its baseline (`gemm`, `dwconv`) or a network's inference
+    /// latency (an architecture name, or `models` for the four headline networks).
     Bench(bench::BenchArgs),
+    /// Layer table of an architecture: output shapes, parameters and MACs per stage.
+    Info(info::InfoArgs),
+    /// Inference on a .npy batch or a PNG/JPEG image: top-k classes or logits to .npy.
+    Run(run::RunArgs),
     /// Show the instruction sets this CPU supports and the one tessera uses.
     Cpu(CpuArgs),
 }
@@ -92,6 +101,8 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Cpu(args) => cpu(args),
+        Command::Info(args) => info::run(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,11 +1,13 @@
 //! `tessera bench TARGET`: side-by-side benchmarks that print medians and ratios.
 //!
-//! Targets: `gemm`, `activations`, `softmax`, `dwconv`. Each target validates that the options given
-//! apply to it.
+//! Targets: the kernels (`gemm`, `activations`, `softmax`, `dwconv`) and the networks (any
+//! architecture name, or `models` for the four headline ones). Each target validates that the
+//! options given apply to it.
 
 mod activations;
 mod dwconv;
 mod gemm;
+pub mod model;
 mod softmax;
 
 use clap::Args;
@@ -13,7 +15,8 @@ use clap::Args;
 /// Options of `tessera bench`; which apply depends on the target.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// What to measure: `gemm`, `activations`, `softmax`, `dwconv`.
+    /// What to measure: `gemm`, `activations`, `softmax`, `dwconv`, an architecture name
+    /// (`tessera info` lists them in its errors) or `models`.
     pub target: String,
     /// Rows of A and C (gemm; with --n and --k, one custom shape instead of the standard set).
     #[arg(long)]
@@ -33,11 +36,34 @@ pub struct BenchArgs {
     /// Write an SVG chart of the results to this file (activations).
     #[arg(long)]
     pub svg: Option<std::path::PathBuf>,
+    /// Models: images per forward pass (default 1).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Models: timed runs after warm-up (default: as many as fit in about 3 s, 5 to 100).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Models: weights to load (safetensors); random weights if omitted.
+    #[arg(long, value_name = "FILE")]
+    pub weights: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub overrides: crate::overrides::OverrideArgs,
 }
+
+/// The kernel targets (everything else is `models` or an architecture name).
+pub const KERNEL_TARGETS: &[&str] = &["gemm", "activations", "softmax", "dwconv"];
 
 /// Runs `tessera bench`.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
-    match args.target.as_str() {
+    let t = args.target.as_str();
+    if t == "models" || tessera::models::zoo::names().contains(&t) {
+        return model::run(args);
+    }
+    if KERNEL_TARGETS.contains(&t) && model::model_options_given(args) {
+        return Err(format!(
+            "bench {t}: --batch/--iters/--weights and architecture overrides apply to models only"
+        ));
+    }
+    match t {
         "gemm" if args.svg.is_some() => {
             Err("bench gemm: --svg applies to `activations` only".into())
         }
@@ -46,7 +72,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         "softmax" => softmax::run(args),
         "dwconv" => dwconv::run(args),
         other => Err(format!(
-            "bench: unknown target {other:?}; expected gemm, activations, softmax or dwconv"
+            "bench: unknown target {other:?}; kernel targets: {}; models: `models` or an \
+             architecture name: {}",
+            KERNEL_TARGETS.join(", "),
+            crate::overrides::known_names()
         )),
     }
 }
