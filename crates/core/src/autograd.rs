@@ -63,8 +63,9 @@ pub fn set_grad_enabled(on: bool) -> GradModeGuard {
     GradModeGuard { prev }
 }
 
-/// Whether an op over `inputs` must record a node.
-pub(crate) fn needs_grad(inputs: &[&Tensor]) -> bool {
+/// Whether an op over `inputs` must record a node: grad mode is on and some input requires
+/// grad.
+pub fn needs_grad(inputs: &[&Tensor]) -> bool {
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 
