@@ -20,7 +20,11 @@ impl Mlp {
     fn loss(&self, x: &Tensor, y: &[usize]) -> Tensor {
         let h = x.linear(&self.w1, Some(&self.b1)).unwrap().gelu();
         let h = h.layer_norm(&[32], Some(&self.g), None, 1e-5).unwrap();
-        let logits = h.matmul(&self.w2.t().unwrap()).unwrap().add(&self.b2).unwrap();
+        let logits = h
+            .matmul(&self.w2.t().unwrap())
+            .unwrap()
+            .add(&self.b2)
+            .unwrap();
         logits.cross_entropy(y, 0.1).unwrap()
     }
 
@@ -43,10 +47,14 @@ impl Mlp {
 #[test]
 fn memory_is_flat_over_10000_steps() {
     let mut net = Mlp {
-        w1: Tensor::randn(&[32, 16], 1).mul_scalar(0.25).requires_grad_(true),
+        w1: Tensor::randn(&[32, 16], 1)
+            .mul_scalar(0.25)
+            .requires_grad_(true),
         b1: Tensor::zeros(&[32]).requires_grad_(true),
         g: Tensor::ones(&[32]).requires_grad_(true),
-        w2: Tensor::randn(&[4, 32], 2).mul_scalar(0.2).requires_grad_(true),
+        w2: Tensor::randn(&[4, 32], 2)
+            .mul_scalar(0.2)
+            .requires_grad_(true),
         b2: Tensor::zeros(&[4]).requires_grad_(true),
     };
     let x = Tensor::randn(&[8, 16], 3);
