@@ -434,3 +434,25 @@ fn inference_time() {
         assert_eq!(outs[0], outs[1], "{arch}: thread count changed the logits");
     }
 }
+
+#[test]
+fn folded_inference_equals_the_recorded_graph() {
+    // Under no_grad in eval mode the batch norms are folded into the convolutions; with
+    // parameters requiring grad the plain conv -> bn -> act graph runs. Both must agree.
+    for (arch, file) in [
+        ("mobilenetv2_035", "mobilenetv2_035.safetensors"),
+        ("mobilenetv3_small_050", "mobilenetv3_small_050.safetensors"),
+    ] {
+        let mut m = loaded(arch, &classes10(3), file);
+        let x = Tensor::randn(&[1, 3, 40, 36], 6);
+        let folded = logits(m.as_ref(), &x);
+        tessera::models::module::set_requires_grad(m.as_mut(), true);
+        let graph = m.forward(&x).unwrap();
+        assert!(
+            graph.requires_grad(),
+            "{arch}: the graph path did not record"
+        );
+        let e = rel_err(&folded, &graph.detach());
+        assert!(e <= 1e-5, "{arch}: folded vs graph relative error {e}");
+    }
+}

@@ -19,7 +19,8 @@ use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
 use crate::module::{child, Mode, Module, TensorKind};
-use tessera_core::{Conv2dParams, Rng, Tensor};
+use tessera_core::kernels::Activation;
+use tessera_core::{is_grad_enabled, Conv2dParams, Rng, Tensor};
 
 use super::squeeze_excite::SqueezeExcite;
 
@@ -75,12 +76,77 @@ pub fn goog_linear(in_f: usize, out_f: usize, rng: &mut Rng) -> Linear {
     }
 }
 
-fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, act: Option<Act>, x: &Tensor) -> Result<Tensor> {
+/// `act(bn(conv(x)))`. At inference (eval mode, nothing to record) the batch norm is folded
+/// into the convolution (`w' = w * s`, `b' = (b - mean) * s + beta`, `s = gamma /
+/// sqrt(var + eps)`, in f64) and the activation fused into its epilogue: one pass over the
+/// output instead of three, equal to the unfolded composition up to float rounding.
+pub fn conv_bn(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    act: Option<Act>,
+    x: &Tensor,
+    mode: Mode,
+) -> Result<Tensor> {
+    let recording = is_grad_enabled()
+        && (x.requires_grad()
+            || conv.weight.requires_grad()
+            || bn.weight.requires_grad()
+            || bn.bias.requires_grad());
+    if mode == Mode::Eval && !recording {
+        let (w, b) = fold_bn(conv, bn)?;
+        let a = act.map_or(Activation::Identity, kernel_act);
+        return Ok(x.conv2d_act(&w, Some(&b), conv.params, a)?);
+    }
     let y = bn.forward(&conv.forward(x)?)?;
     Ok(match act {
         Some(a) => a.apply(&y),
         None => y,
     })
+}
+
+/// The convolution weight and bias with an eval-mode batch norm folded in.
+fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(Tensor, Tensor)> {
+    let (mean, var) = bn.running_stats();
+    let (mean, var) = (mean.data(), var.data());
+    let (gamma, beta) = (bn.weight.data(), bn.bias.data());
+    let c = conv.out_channels();
+    let scale: Vec<f64> = (0..c)
+        .map(|i| f64::from(gamma[i]) / (f64::from(var[i]) + f64::from(bn.eps)).sqrt())
+        .collect();
+    let wd = conv.weight.data();
+    let per = wd.len() / c.max(1);
+    let w: Vec<f32> = wd
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (f64::from(*v) * scale[i / per]) as f32)
+        .collect();
+    let cb = conv.bias.as_ref().map(|b| b.data());
+    let b: Vec<f32> = (0..c)
+        .map(|i| {
+            let b0 = cb.as_ref().map_or(0.0, |b| f64::from(b[i]));
+            ((b0 - f64::from(mean[i])) * scale[i] + f64::from(beta[i])) as f32
+        })
+        .collect();
+    Ok((
+        Tensor::from_vec(w, conv.weight.shape())?,
+        Tensor::from_vec(b, &[c])?,
+    ))
+}
+
+/// The kernel activation computing the same function as `a`.
+fn kernel_act(a: Act) -> Activation {
+    match a {
+        Act::Identity => Activation::Identity,
+        Act::Relu => Activation::Relu,
+        Act::Relu6 => Activation::Relu6,
+        Act::Sigmoid => Activation::Sigmoid,
+        Act::Tanh => Activation::Tanh,
+        Act::Swish => Activation::Swish,
+        Act::HardSigmoid => Activation::HardSigmoid,
+        Act::HardSwish => Activation::HardSwish,
+        Act::Gelu => Activation::GeluErf,
+        Act::GeluTanh => Activation::GeluTanh,
+    }
 }
 
 /// The inverted residual (MBConv) block.
@@ -94,16 +160,18 @@ pub struct InvertedResidual {
     pub bn3: BatchNorm2d,
     pub act: Act,
     pub has_skip: bool,
+    /// Train or eval (eval folds the batch norms at inference).
+    pub mode: Mode,
 }
 
 impl Module for InvertedResidual {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_pw, &self.bn1, Some(self.act), x)?;
-        h = conv_bn(&self.conv_dw, &self.bn2, Some(self.act), &h)?;
+        let mut h = conv_bn(&self.conv_pw, &self.bn1, Some(self.act), x, self.mode)?;
+        h = conv_bn(&self.conv_dw, &self.bn2, Some(self.act), &h, self.mode)?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
-        h = conv_bn(&self.conv_pwl, &self.bn3, None, &h)?;
+        h = conv_bn(&self.conv_pwl, &self.bn3, None, &h, self.mode)?;
         if self.has_skip {
             h = h.add(x)?;
         }
@@ -135,6 +203,7 @@ impl Module for InvertedResidual {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
         self.bn1.set_mode(mode);
         self.bn2.set_mode(mode);
         self.bn3.set_mode(mode);
@@ -150,15 +219,17 @@ pub struct DepthwiseSeparable {
     pub bn2: BatchNorm2d,
     pub act: Act,
     pub has_skip: bool,
+    /// Train or eval (eval folds the batch norms at inference).
+    pub mode: Mode,
 }
 
 impl Module for DepthwiseSeparable {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_dw, &self.bn1, Some(self.act), x)?;
+        let mut h = conv_bn(&self.conv_dw, &self.bn1, Some(self.act), x, self.mode)?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
-        h = conv_bn(&self.conv_pw, &self.bn2, None, &h)?;
+        h = conv_bn(&self.conv_pw, &self.bn2, None, &h, self.mode)?;
         if self.has_skip {
             h = h.add(x)?;
         }
@@ -186,6 +257,7 @@ impl Module for DepthwiseSeparable {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
         self.bn1.set_mode(mode);
         self.bn2.set_mode(mode);
     }
@@ -196,11 +268,13 @@ pub struct ConvBnAct {
     pub conv: Conv2d,
     pub bn1: BatchNorm2d,
     pub act: Act,
+    /// Train or eval (eval folds the batch norm at inference).
+    pub mode: Mode,
 }
 
 impl Module for ConvBnAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv_bn(&self.conv, &self.bn1, Some(self.act), x)
+        conv_bn(&self.conv, &self.bn1, Some(self.act), x, self.mode)
     }
 
     fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
@@ -214,6 +288,7 @@ impl Module for ConvBnAct {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
         self.bn1.set_mode(mode);
     }
 }
@@ -320,6 +395,8 @@ pub struct Trunk {
     pub blocks: Vec<Vec<MbBlock>>,
     /// Channels of the last block's output.
     pub out_chs: usize,
+    /// Train or eval (eval folds the stem batch norm at inference).
+    pub mode: Mode,
 }
 
 impl Trunk {
@@ -362,6 +439,7 @@ impl Trunk {
             act: cfg.act,
             blocks,
             out_chs: in_chs,
+            mode: Mode::Eval,
         })
     }
 
@@ -371,7 +449,7 @@ impl Trunk {
         x: &Tensor,
         stage: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_stem, &self.bn1, Some(self.act), x)?;
+        let mut h = conv_bn(&self.conv_stem, &self.bn1, Some(self.act), x, self.mode)?;
         stage("conv_stem", &h);
         for (i, st) in self.blocks.iter().enumerate() {
             for b in st {
@@ -413,6 +491,7 @@ fn make_block(
                 bn2: BatchNorm2d::new(out),
                 act,
                 has_skip,
+                mode: Mode::Eval,
             })
         }
         BlockKind::Ir => {
@@ -430,12 +509,14 @@ fn make_block(
                 bn3: BatchNorm2d::new(out),
                 act,
                 has_skip,
+                mode: Mode::Eval,
             })
         }
         BlockKind::Cn => MbBlock::Cn(ConvBnAct {
             conv: goog_conv(in_chs, out, k, stride, 1, false, rng),
             bn1: BatchNorm2d::new(out),
             act,
+            mode: Mode::Eval,
         }),
     }
 }
@@ -470,6 +551,7 @@ impl Module for Trunk {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
         self.bn1.set_mode(mode);
         for b in self.blocks.iter_mut().flatten() {
             b.set_mode(mode);
