@@ -484,3 +484,36 @@ fn folded_inference_equals_the_recorded_graph() {
         );
     }
 }
+
+#[test]
+fn training_forward_gives_every_parameter_a_gradient() {
+    for arch in ["mobilenetv2_digits", "mobilenetv3_digits"] {
+        let mut m = create(arch, &Overrides::default(), 3).unwrap();
+        tessera::models::module::set_requires_grad(m.as_mut(), true);
+        m.set_mode(Mode::Train);
+        let x = Tensor::randn(&[4, 1, 8, 8], 5);
+        let loss = m
+            .forward(&x)
+            .unwrap()
+            .cross_entropy(&[0, 3, 7, 9], 0.0)
+            .unwrap();
+        loss.backward().unwrap();
+        let params = tessera::models::module::named_parameters(m.as_ref());
+        for (name, p) in &params {
+            let g = p
+                .grad()
+                .unwrap_or_else(|| panic!("{arch}: no gradient for {name}"));
+            assert_eq!(g.shape(), p.shape(), "{arch}: {name}");
+            assert!(g.to_vec().iter().all(|v| v.is_finite()), "{arch}: {name}");
+        }
+        let nonzero = params
+            .iter()
+            .filter(|(_, p)| p.grad().unwrap().to_vec().iter().any(|v| *v != 0.0))
+            .count();
+        assert!(
+            nonzero * 10 >= params.len() * 9,
+            "{arch}: {nonzero} of {}",
+            params.len()
+        );
+    }
+}
