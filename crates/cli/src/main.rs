@@ -16,6 +16,7 @@ mod info;
 mod overrides;
 mod run;
 mod timing;
+mod train;
 
 use clap::{Args, Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +43,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show the instruction sets this CPU supports and the one tessera uses.
     Cpu(CpuArgs),
+    /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
+    Train(train::TrainArgs),
 }
 
 #[derive(Args)]
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
         Command::Cpu(args) => cpu(args),
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::Train(args) => train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
