@@ -46,6 +46,7 @@ fn check_parity(model: &mut dyn Model, dir: &Path, case: &str) {
     let got = model.forward(&x).unwrap();
     assert_eq!(got.shape(), want.shape(), "{case}: logits shape");
     let err = rel_err(&got.to_vec(), &want.to_vec());
+    println!("{case}: relative error {err:e}");
     assert!(err <= 1e-4, "{case}: relative error {err:e} > 1e-4");
 }
 
