@@ -46,6 +46,7 @@ fn check_parity(model: &mut dyn Model, dir: &Path, case: &str) {
     let got = model.forward(&x).unwrap();
     assert_eq!(got.shape(), want.shape(), "{case}: logits shape");
     let err = rel_err(&got.to_vec(), &want.to_vec());
+    println!("{case}: relative error {err:e}");
     assert!(err <= 1e-4, "{case}: relative error {err:e} > 1e-4");
 }
 
@@ -344,5 +345,38 @@ fn full_size_checkpoints_match_timm() {
         let mut m = create(arch, &Overrides::default(), 0).unwrap();
         check_parity(m.as_mut(), &dir, arch);
         println!("{arch}: matches timm");
+    }
+}
+
+/// Batch-1 224x224 seresnet101 inference time with 1 and 2 threads (prints min and median of 5
+/// runs after a warm-up; measures, asserts nothing about speed):
+/// `cargo test --release --test models_resnet seresnet101_timing -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn seresnet101_timing() {
+    let arch = std::env::var("TESSERA_RESNET_ARCH").unwrap_or_else(|_| "seresnet101".into());
+    let m = create(&arch, &Overrides::default(), 0).unwrap();
+    let x = Tensor::randn(&[1, 3, 224, 224], 0);
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut ms: Vec<f64> = pool.install(|| {
+            let _g = no_grad();
+            m.forward(&x).unwrap();
+            (0..5)
+                .map(|_| {
+                    let t = std::time::Instant::now();
+                    m.forward(&x).unwrap();
+                    t.elapsed().as_secs_f64() * 1e3
+                })
+                .collect()
+        });
+        ms.sort_by(f64::total_cmp);
+        println!(
+            "{arch} batch 1 224x224, {threads} thread(s): min {:.1} ms, median {:.1} ms",
+            ms[0], ms[2]
+        );
     }
 }
