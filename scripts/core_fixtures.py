@@ -150,6 +150,13 @@ def attention(x, g, b, wqkv, bqkv, wo, bo):
 
 case("attention", attention, [r(2, 5, 8), 1 + 0.1 * r(8), 0.1 * r(8), 0.3 * r(24, 8), 0.1 * r(24), 0.3 * r(8, 8), 0.1 * r(8)])
 
+# ---- a few more, appended so the cases above keep their data ----
+case("sub_scalar", lambda x: x - 0.5, [r(3, 4)])
+case("select_class_token", lambda x: x[:, 0] * 1.0, [r(2, 5, 8)])
+case("squeeze_unsqueeze", lambda x: x.unsqueeze(1).squeeze(2) * 1.0, [r(3, 1, 4)])
+case("global_avg_pool2d", lambda x: F.adaptive_avg_pool2d(x, 1), [r(2, 3, 5, 4)])
+case("mse_loss", F.mse_loss, [r(3, 4), r(3, 4)])
+
 with open(OUT, "wb") as f:
     f.write(b"TSFX0001")
     f.write(struct.pack("<I", len(tensors)))

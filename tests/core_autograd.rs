@@ -188,3 +188,45 @@ fn display_of_a_view() {
     let y = Tensor::ones(&[2]).requires_grad_(true).mul_scalar(2.0);
     assert!(y.to_string().ends_with("grad_fn=mul_scalar)"), "{y}");
 }
+
+/// With only one operand requiring grad, a binary op saves less but must give the same
+/// gradient as when both do.
+#[test]
+fn one_sided_gradients_match() {
+    use tessera::core::Conv2dParams;
+    type Bin = fn(&Tensor, &Tensor) -> Tensor;
+    let ops: [(&str, Bin, Vec<usize>, Vec<usize>); 5] = [
+        ("mul", |a, b| a.mul(b).unwrap(), vec![2, 3], vec![3]),
+        ("div", |a, b| a.div(b).unwrap(), vec![2, 3], vec![2, 1]),
+        (
+            "matmul",
+            |a, b| a.matmul(b).unwrap(),
+            vec![2, 3, 4],
+            vec![4, 5],
+        ),
+        (
+            "linear",
+            |a, b| a.linear(b, None).unwrap(),
+            vec![3, 4],
+            vec![5, 4],
+        ),
+        (
+            "conv2d",
+            |a, b| a.conv2d(b, None, Conv2dParams::new(1, 1)).unwrap(),
+            vec![1, 2, 5, 5],
+            vec![3, 2, 3, 3],
+        ),
+    ];
+    for (name, f, sa, sb) in ops {
+        let a0 = Tensor::rand_uniform(&sa, 0.5, 1.5, 1);
+        let b0 = Tensor::rand_uniform(&sb, 0.5, 1.5, 2);
+        let grads = |ga: bool, gb: bool| {
+            let (a, b) = (a0.clone().requires_grad_(ga), b0.clone().requires_grad_(gb));
+            f(&a, &b).sum_all().backward().unwrap();
+            (a.grad().map(|g| g.to_vec()), b.grad().map(|g| g.to_vec()))
+        };
+        let (both_a, both_b) = grads(true, true);
+        assert_eq!(grads(true, false).0, both_a, "{name}: da");
+        assert_eq!(grads(false, true).1, both_b, "{name}: db");
+    }
+}

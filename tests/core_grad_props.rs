@@ -10,7 +10,7 @@ use tessera::core::Tensor;
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
-        cases: 24,
+        cases: 128,
         failure_persistence: None,
         ..ProptestConfig::default()
     }

@@ -10,7 +10,7 @@ use tessera::core::{Conv2dParams, Pool2dParams, RunningStats, Tensor};
 
 fn cfg() -> ProptestConfig {
     ProptestConfig {
-        cases: 16,
+        cases: 96,
         failure_persistence: None,
         ..ProptestConfig::default()
     }

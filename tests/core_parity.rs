@@ -267,6 +267,19 @@ fn cases() -> Vec<(&'static str, f64, OpFn)> {
             op(|t, _| t[0].adaptive_avg_pool2d(3, 2)),
         ),
         ("attention", RED, op(|t, _| attention(t))),
+        ("sub_scalar", ELEM, op(|t, _| Ok(t[0].sub_scalar(0.5)))),
+        ("select_class_token", ELEM, op(|t, _| t[0].select(1, 0))),
+        (
+            "squeeze_unsqueeze",
+            ELEM,
+            op(|t, _| t[0].unsqueeze(1)?.squeeze(2)),
+        ),
+        (
+            "global_avg_pool2d",
+            RED,
+            op(|t, _| t[0].global_avg_pool2d()),
+        ),
+        ("mse_loss", RED, op(|t, _| t[0].mse_loss(&t[1]))),
     ]
 }
 

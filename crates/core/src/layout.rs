@@ -276,6 +276,51 @@ pub fn walk2(
     }
 }
 
+/// The elements of a strided view in row-major order, as a new dense buffer.
+///
+/// When the view's unit-stride dim is not its last one (a transposed or permuted tensor), the
+/// copy runs in 8 x 8 tiles over that dim and the last one (dense writes innermost), so the
+/// strided reads reuse each cache line 8 times instead of touching a new line per element.
+/// Small tiles because power-of-two strides map a tile's lines onto few cache sets.
+pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
+    const TILE: usize = 8;
+    let n = l.numel();
+    let nd = l.shape.len();
+    let unit = (0..nd).rev().find(|&d| l.strides[d] == 1 && l.shape[d] > 1);
+    let tiled = nd >= 2
+        && n > 0
+        && l.strides[nd - 1] != 1
+        && l.shape[nd - 1] > 1
+        && unit.is_some_and(|p| p < nd - 1);
+    if !tiled {
+        let mut out = Vec::with_capacity(n);
+        walk1(&l.shape, &l.strides, l.offset, |o| out.push(raw[o]));
+        return out;
+    }
+    let p = unit.expect("checked above");
+    let last = nd - 1;
+    let dense = contiguous_strides(&l.shape);
+    let (np, nl) = (l.shape[p], l.shape[last]);
+    let (sl, dp) = (l.strides[last], dense[p]);
+    // The other dims, walked with the input strides and the output (dense) strides together.
+    let mut oshape = l.shape.clone();
+    oshape[p] = 1;
+    oshape[last] = 1;
+    let mut out = vec![0.0f32; n];
+    walk2(&oshape, &l.strides, l.offset, &dense, 0, |src, dst| {
+        for i0 in (0..np).step_by(TILE) {
+            for j0 in (0..nl).step_by(TILE) {
+                for i in i0..(i0 + TILE).min(np) {
+                    for j in j0..(j0 + TILE).min(nl) {
+                        out[dst + i * dp + j] = raw[src + i + j * sl];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,6 +346,20 @@ mod tests {
         };
         assert_eq!(t.reshape_strides(&[6]), None);
         assert_eq!(t.reshape_strides(&[3, 2, 1]), Some(vec![1, 3, 3]));
+    }
+
+    #[test]
+    fn gather_tiled_matches_walk() {
+        let raw: Vec<f32> = (0..3 * 70 * 50).map(|v| v as f32).collect();
+        // [3, 50, 70] viewed from a [3, 70, 50] buffer with the last two dims swapped.
+        let l = Layout {
+            shape: vec![3, 50, 70],
+            strides: vec![3500, 1, 50],
+            offset: 0,
+        };
+        let mut want = vec![];
+        walk1(&l.shape, &l.strides, 0, |o| want.push(raw[o]));
+        assert_eq!(gather(&raw, &l), want);
     }
 
     #[test]

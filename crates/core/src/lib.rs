@@ -13,6 +13,21 @@
 //!   under [`no_grad`]. [`gradcheck()`] checks any op against central finite differences.
 //!
 //! Every fallible function returns [`Result`] with a [`TensorError`] naming the op and shapes.
+//!
+//! ```
+//! use tessera_core::{no_grad, Tensor};
+//! # fn main() -> tessera_core::Result<()> {
+//! let x = Tensor::randn(&[4, 3], 0);
+//! let w = Tensor::randn(&[2, 3], 1).requires_grad_(true);
+//! let loss = x.linear(&w, None)?.relu().cross_entropy(&[0, 1, 1, 0], 0.0)?;
+//! loss.backward()?;
+//! assert_eq!(w.grad().unwrap().shape(), &[2, 3]);
+//! // Inference records nothing.
+//! let _g = no_grad();
+//! assert!(!x.linear(&w, None)?.requires_grad());
+//! # Ok(())
+//! # }
+//! ```
 //! See `docs/autograd.md` for how nodes are recorded and walked.
 
 pub mod autograd;

@@ -238,10 +238,7 @@ impl Tensor {
         if l.is_contiguous() {
             Cow::Borrowed(&self.raw()[l.offset..l.offset + l.numel()])
         } else {
-            let raw = self.raw();
-            let mut out = Vec::with_capacity(l.numel());
-            crate::layout::walk1(&l.shape, &l.strides, l.offset, |o| out.push(raw[o]));
-            Cow::Owned(out)
+            Cow::Owned(crate::layout::gather(self.raw(), l))
         }
     }
 

@@ -7,6 +7,9 @@
 //! ([`Saved`]): exp and sqrt save their output, log and abs their input, neg and the scalar
 //! affine ops nothing.
 
+use tessera_kernels::exp as kexp;
+use tessera_kernels::Isa;
+
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
 use crate::ops::{map, zip};
@@ -31,7 +34,17 @@ pub(crate) fn unary(
     saved: Saved,
     df: impl Fn(f32) -> f32 + Sync + Send + Copy + 'static,
 ) -> Tensor {
-    let y = map(x, f);
+    record_unary(name, x, map(x, f), saved, df)
+}
+
+/// Records `y` (already computed from `x`) as a unary op with `dx = g * df(s)`.
+pub(crate) fn record_unary(
+    name: &'static str,
+    x: &Tensor,
+    y: Tensor,
+    saved: Saved,
+    df: impl Fn(f32) -> f32 + Sync + Send + Copy + 'static,
+) -> Tensor {
     if !needs_grad(&[x]) {
         return y;
     }
@@ -80,19 +93,13 @@ impl Tensor {
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
-        let (a, b) = (self.detach(), other.detach());
-        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        // da needs b and db needs a: save each only if the other gradient is wanted.
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let a = other.requires_grad().then(|| self.detach());
+        let b = self.requires_grad().then(|| other.detach());
         Ok(y.record("mul", &[self, other], move |g| {
-            let ga = if na {
-                Some(g.mul(&b)?.sum_to(a.shape())?)
-            } else {
-                None
-            };
-            let gb = if nb {
-                Some(g.mul(&a)?.sum_to(b.shape())?)
-            } else {
-                None
-            };
+            let ga = b.as_ref().map(|b| g.mul(b)?.sum_to(&sa)).transpose()?;
+            let gb = a.as_ref().map(|a| g.mul(a)?.sum_to(&sb)).transpose()?;
             Ok(vec![ga, gb])
         }))
     }
@@ -237,9 +244,17 @@ impl Tensor {
         )
     }
 
-    /// `e ^ self`.
+    /// `e ^ self`, on the vectorised `tessera_kernels::exp` (at most 1.2 ulp).
     pub fn exp(&self) -> Tensor {
-        unary("exp", self, f32::exp, Saved::Output, |y| y)
+        let xd = self.data();
+        let mut y = vec![0.0f32; xd.len()];
+        let isa = Isa::current().unwrap_or_else(|_| Isa::best());
+        let y = match kexp::exp_with(isa, &xd, &mut y) {
+            Ok(()) => Tensor::from_contig(y, self.shape()),
+            // Unreachable (the lengths match, `best` is supported); the scalar form is exact.
+            Err(_) => map(self, f32::exp),
+        };
+        record_unary("exp", self, y, Saved::Output, |y| y)
     }
 
     /// Natural logarithm.

@@ -150,21 +150,24 @@ impl Tensor {
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
-        let (a, b) = (self.detach(), other.detach());
-        let (na, nb) = (self.requires_grad(), other.requires_grad());
+        // dA needs B and dB needs A: save each only if the other gradient is wanted.
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let a = other.requires_grad().then(|| self.detach());
+        let b = self.requires_grad().then(|| other.detach());
         Ok(y.record("matmul", &[self, other], move |g| {
-            let (ra, rb) = (a.rank(), b.rank());
-            let ga = if na {
-                let bt = b.transpose(rb - 2, rb - 1)?;
-                Some(g.matmul(&bt)?.sum_to(a.shape())?)
-            } else {
-                None
+            let ga = match &b {
+                Some(b) => {
+                    let r = b.rank();
+                    Some(g.matmul(&b.transpose(r - 2, r - 1)?)?.sum_to(&sa)?)
+                }
+                None => None,
             };
-            let gb = if nb {
-                let at = a.transpose(ra - 2, ra - 1)?;
-                Some(at.matmul(g)?.sum_to(b.shape())?)
-            } else {
-                None
+            let gb = match &a {
+                Some(a) => {
+                    let r = a.rank();
+                    Some(a.transpose(r - 2, r - 1)?.matmul(g)?.sum_to(&sb)?)
+                }
+                None => None,
             };
             Ok(vec![ga, gb])
         }))
@@ -227,16 +230,20 @@ impl Tensor {
             matmul_forward(&x2, &wt, bias_data.as_deref(), act)?
         };
         let y = if needs_grad(&[&x2, w]) || bias.is_some_and(|b| needs_grad(&[b])) {
-            let (x, wd) = (x2.detach(), w.detach());
-            let (nx, nw) = (x2.requires_grad(), w.requires_grad());
+            // dx needs w and dw needs x: save each only if the other gradient is wanted.
+            let x = w.requires_grad().then(|| x2.detach());
+            let wd = x2.requires_grad().then(|| w.detach());
             let mut inputs = vec![&x2, w];
             if let Some(b) = bias {
                 inputs.push(b);
             }
             let has_bias = bias.is_some();
             y.record("linear", &inputs, move |g| {
-                let gx = if nx { Some(g.matmul(&wd)?) } else { None };
-                let gw = if nw { Some(g.t()?.matmul(&x)?) } else { None };
+                let gx = wd.as_ref().map(|w| g.matmul(w)).transpose()?;
+                let gw = match &x {
+                    Some(x) => Some(g.t()?.matmul(x)?),
+                    None => None,
+                };
                 let mut v = vec![gx, gw];
                 if has_bias {
                     v.push(Some(g.sum(&[0], false)?));

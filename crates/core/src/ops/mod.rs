@@ -20,7 +20,7 @@ pub mod view;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::layout::{broadcast_shapes, walk1, walk2};
+use crate::layout::{broadcast_shapes, walk2};
 use crate::tensor::Tensor;
 
 /// Element count from which element-wise loops are split over rayon.
@@ -45,8 +45,8 @@ pub(crate) fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
             src.iter().map(|&v| f(v)).collect()
         }
     } else {
-        let mut out = Vec::with_capacity(n);
-        walk1(&l.shape, &l.strides, l.offset, |o| out.push(f(raw[o])));
+        let mut out = crate::layout::gather(raw, l);
+        out.iter_mut().for_each(|v| *v = f(*v));
         out
     };
     Tensor::from_contig(out, &l.shape)
@@ -80,6 +80,17 @@ pub(crate) fn zip(
             sa.iter().zip(sb).map(|(&x, &y)| f(x, y)).collect()
         };
         return Ok(Tensor::from_contig(out, &shape));
+    }
+    // An operand whose last dim is strided (a transposed view) is first gathered into a dense
+    // buffer (a tiled copy), so the loop below never reads one cache line per element.
+    let inner_ok = |l: &crate::layout::Layout| {
+        l.strides.last().is_none_or(|&s| s <= 1) || l.shape.last() == Some(&1)
+    };
+    if !inner_ok(la) || !inner_ok(lb) {
+        let dense = |t: &Tensor| Tensor::from_contig(t.to_vec(), t.shape());
+        let da = if inner_ok(la) { a.clone() } else { dense(a) };
+        let db = if inner_ok(lb) { b.clone() } else { dense(b) };
+        return zip(op, &da, &db, f);
     }
     let ba = la.broadcast_to(op, &shape)?;
     let bb = lb.broadcast_to(op, &shape)?;

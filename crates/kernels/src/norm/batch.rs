@@ -127,16 +127,16 @@ pub fn batch_norm_forward(
     check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
     check_opt(OP, &sh, "beta", beta.map(<[f32]>::len), c)?;
     check_eps(OP, eps)?;
-    let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c)
-        .map(|ch| {
-            let a = gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt();
-            (a, beta.map_or(0.0, |b| b[ch]) - mean[ch] * a)
-        })
-        .unzip();
+    // y = (x - mean) * a + beta with a = gamma / sqrt(var + eps). Centring first (rather than
+    // folding the mean into the shift, x * a + (beta - mean * a)) keeps the result accurate
+    // when a is large (a tiny variance): no cancellation between two large terms.
+    let scale: Vec<f32> = (0..c)
+        .map(|ch| gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt())
+        .collect();
     per_plane(y, c, hw, |p, ch, out| {
-        let (a, b) = (scale[ch], shift[ch]);
+        let (a, m, b) = (scale[ch], mean[ch], beta.map_or(0.0, |b| b[ch]));
         for (o, &v) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-            *o = v * a + b;
+            *o = (v - m) * a + b;
         }
     });
     Ok(())

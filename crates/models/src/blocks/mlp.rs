@@ -1,1 +1,88 @@
-//! Placeholder: being implemented on its own branch.
+//! timm's `Mlp` (`timm.layers.Mlp`): the position-wise feed-forward of a transformer block,
+//! `fc1 -> act -> fc2` (Vaswani et al., 2017, eq. 2; GELU as in Dosovitskiy et al., 2021,
+//! eq. 3). Dropouts (`drop1`, `drop2`) have rate 0 in every configuration tessera builds and
+//! hold no weights, so they are omitted; `norm` is timm's `Identity`.
+//!
+//! Also [`LinearInit`], the choice between PyTorch's default `nn.Linear` initialisation and
+//! timm's ViT one (truncated normal weight, zero bias), shared with [`super::attention`].
+
+use crate::error::Result;
+use crate::init;
+use crate::layers::{Act, Linear};
+use crate::module::{child, Mode, Module, TensorKind};
+use tessera_core::{Rng, Tensor};
+
+/// How a block initialises its `nn.Linear` layers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LinearInit {
+    /// PyTorch's default: `U(-1/sqrt(in), 1/sqrt(in))` for weight and bias.
+    PyTorch,
+    /// timm's `init_weights_vit_timm`: `trunc_normal_(std)` weight, zero bias.
+    TruncNormal(f32),
+}
+
+impl LinearInit {
+    /// A `[out, in]` linear layer initialised this way.
+    pub fn linear(
+        self,
+        in_features: usize,
+        out_features: usize,
+        bias: bool,
+        rng: &mut Rng,
+    ) -> Linear {
+        match self {
+            LinearInit::PyTorch => Linear::new(in_features, out_features, bias, rng),
+            LinearInit::TruncNormal(std) => Linear {
+                weight: init::trunc_normal(&[out_features, in_features], std, rng),
+                bias: bias.then(|| Tensor::zeros(&[out_features])),
+            },
+        }
+    }
+}
+
+/// `fc2(act(fc1(x)))` over the last dim.
+pub struct Mlp {
+    /// `in -> hidden`.
+    pub fc1: Linear,
+    /// The activation (GELU with erf in ViT).
+    pub act: Act,
+    /// `hidden -> out`.
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    /// `in_features -> hidden -> out_features` with biases.
+    pub fn new(
+        in_features: usize,
+        hidden: usize,
+        out_features: usize,
+        act: Act,
+        init: LinearInit,
+        rng: &mut Rng,
+    ) -> Self {
+        Mlp {
+            fc1: init.linear(in_features, hidden, true, rng),
+            act,
+            fc2: init.linear(hidden, out_features, true, rng),
+        }
+    }
+}
+
+impl Module for Mlp {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.act.apply(&self.fc1.forward(x)?);
+        self.fc2.forward(&h)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        self.fc1.visit(&child(prefix, "fc1"), f);
+        self.fc2.visit(&child(prefix, "fc2"), f);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.fc1.visit_mut(&child(prefix, "fc1"), f);
+        self.fc2.visit_mut(&child(prefix, "fc2"), f);
+    }
+
+    fn set_mode(&mut self, _mode: Mode) {}
+}

@@ -1,1 +1,68 @@
-//! Placeholder: being implemented on its own branch.
+//! Squeeze-and-excitation as timm's EfficientNet / MobileNet family has it
+//! (`timm.models._efficientnet_blocks.SqueezeExcite`; Hu et al., "Squeeze-and-Excitation
+//! Networks", CVPR 2018, as adapted by Howard et al., "Searching for MobileNetV3", ICCV 2019):
+//!
+//! `x * gate(conv_expand(act(conv_reduce(mean_hw(x)))))`
+//!
+//! with 1x1 convolutions *with bias* (`conv_reduce`, `conv_expand`), so the state_dict keys are
+//! `se.conv_reduce.{weight,bias}` and `se.conv_expand.{weight,bias}`. MobileNetV3 uses ReLU
+//! inside (timm's `force_act_layer=nn.ReLU`), the hard-sigmoid gate, and reduced channels
+//! `make_divisible(channels * 0.25, 8)` (timm's `round_channels` as `rd_round_fn`).
+
+use crate::error::Result;
+use crate::layers::{Act, Conv2d};
+use crate::module::{child, Mode, Module, TensorKind};
+use tessera_core::{Rng, Tensor};
+
+use super::inverted_residual::goog_conv;
+
+/// The SE attention of an EfficientNet-family block.
+pub struct SqueezeExcite {
+    /// `in -> rd` 1x1 convolution with bias.
+    pub conv_reduce: Conv2d,
+    /// Activation between the two convolutions (`act1` in timm, parameter-free).
+    pub act: Act,
+    /// `rd -> in` 1x1 convolution with bias.
+    pub conv_expand: Conv2d,
+    /// The gate (hard-sigmoid in MobileNetV3, sigmoid in EfficientNet).
+    pub gate: Act,
+}
+
+impl SqueezeExcite {
+    /// `channels -> rd_channels -> channels`, initialised as timm's `_init_weight_goog`
+    /// (convolutions `N(0, 2 / fan_out)`, biases zero).
+    pub fn new(channels: usize, rd_channels: usize, act: Act, gate: Act, rng: &mut Rng) -> Self {
+        SqueezeExcite {
+            conv_reduce: goog_conv(channels, rd_channels, 1, 1, 1, true, rng),
+            act,
+            conv_expand: goog_conv(rd_channels, channels, 1, 1, 1, true, rng),
+            gate,
+        }
+    }
+
+    /// The reduced channel count.
+    pub fn rd_channels(&self) -> usize {
+        self.conv_reduce.out_channels()
+    }
+}
+
+impl Module for SqueezeExcite {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let s = x.mean(&[2, 3], true)?;
+        let s = self.act.apply(&self.conv_reduce.forward(&s)?);
+        let s = self.gate.apply(&self.conv_expand.forward(&s)?);
+        Ok(x.mul(&s)?)
+    }
+
+    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        self.conv_reduce.visit(&child(prefix, "conv_reduce"), f);
+        self.conv_expand.visit(&child(prefix, "conv_expand"), f);
+    }
+
+    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.conv_reduce.visit_mut(&child(prefix, "conv_reduce"), f);
+        self.conv_expand.visit_mut(&child(prefix, "conv_expand"), f);
+    }
+
+    fn set_mode(&mut self, _mode: Mode) {}
+}

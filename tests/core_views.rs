@@ -1,0 +1,97 @@
+//! Every op gives the same result on a non-contiguous view as on a contiguous copy of it, and
+//! tensors can be shared across threads.
+
+mod core_common;
+
+use core_common::*;
+use proptest::prelude::*;
+use tessera::core::{no_grad, Result, Tensor};
+
+type Op = fn(&Tensor) -> Result<Tensor>;
+
+/// Ops whose result must match bit for bit (element-wise math, views, copies).
+const EXACT: &[(&str, Op)] = &[
+    ("neg", |x| Ok(x.neg())),
+    ("exp", |x| Ok(x.exp())),
+    ("abs", |x| Ok(x.abs())),
+    ("relu", |x| Ok(x.relu())),
+    ("gelu", |x| Ok(x.gelu())),
+    ("sigmoid", |x| Ok(x.sigmoid())),
+    ("hardswish", |x| Ok(x.hardswish())),
+    ("clamp", |x| x.clamp(-0.5, 0.5)),
+    ("mul self", |x| x.mul(x)),
+    ("add row", |x| x.add(&x.narrow(0, 0, 1)?)),
+    ("max", |x| x.max(&[0], true)),
+    ("softmax", |x| x.softmax(x.rank() - 1)),
+    ("log_softmax", |x| x.log_softmax(0)),
+    ("cat", |x| Tensor::cat(&[x.clone(), x.clone()], 0)),
+    ("flatten", |x| x.flatten(0, x.rank() - 1)),
+];
+
+/// Ops that accumulate (f64 sums with layout-dependent fast paths, GEMM blocking): equal up
+/// to the last bit or two.
+const CLOSE: &[(&str, Op)] = &[
+    ("sum", |x| x.sum(&[0], false)),
+    ("mean", |x| x.mean(&[x.rank() - 1], true)),
+    ("var", |x| x.var(&[0], false, 0)),
+    ("matmul xᵀx", |x| {
+        let r = x.rank();
+        x.transpose(r - 2, r - 1)?.matmul(x)
+    }),
+];
+
+fn rel_close(a: &[f32], b: &[f32]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(&x, &y)| (x - y).abs() <= 1e-6 * (1.0 + y.abs()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn views_match_contiguous_copies(a in shape(2, 4).prop_flat_map(|s| arg(s, Vals::smooth()))) {
+        let _g = no_grad();
+        let base = Tensor::from_vec(a.data.clone(), &a.base).unwrap();
+        let view = a.apply(&base).unwrap();
+        let copy = Tensor::from_vec(view.to_vec(), view.shape()).unwrap();
+        for (name, op) in EXACT {
+            let (v, c) = (op(&view).unwrap(), op(&copy).unwrap());
+            prop_assert_eq!(v.shape(), c.shape(), "{}", name);
+            prop_assert_eq!(v.to_vec(), c.to_vec(), "{} on {:?}", name, a.view);
+        }
+        for (name, op) in CLOSE {
+            let (v, c) = (op(&view).unwrap(), op(&copy).unwrap());
+            prop_assert_eq!(v.shape(), c.shape(), "{}", name);
+            prop_assert!(rel_close(&v.to_vec(), &c.to_vec()), "{} on {:?}", name, a.view);
+        }
+    }
+}
+
+#[test]
+fn one_model_serves_many_threads() {
+    let w = Tensor::randn(&[16, 8], 1);
+    let want = Tensor::ones(&[4, 8])
+        .matmul(&w.t().unwrap())
+        .unwrap()
+        .relu()
+        .to_vec();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let w = w.clone();
+                s.spawn(move || {
+                    let _g = no_grad();
+                    Tensor::ones(&[4, 8])
+                        .matmul(&w.t().unwrap())
+                        .unwrap()
+                        .relu()
+                        .to_vec()
+                })
+            })
+            .collect();
+        for h in handles {
+            assert_eq!(h.join().unwrap(), want);
+        }
+    });
+}
