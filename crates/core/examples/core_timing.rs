@@ -33,6 +33,10 @@ fn main() -> Result<()> {
         time("add transposed [1024,1024] view", 20, || {
             at.add(&b).map(drop)
         })?;
+        time("contiguous() of a transposed [1024,1024]", 20, || {
+            at.contiguous();
+            Ok(())
+        })?;
         time("gelu [1024,1024]", 20, || {
             a.gelu();
             Ok(())

@@ -1,9 +1,9 @@
 //! Define-by-run reverse-mode autograd: nodes, the no-grad scope and the backward walk.
 //!
 //! After micrograd: every op's backward rule sits beside its forward (in `ops/`); this file only
-//! records and walks. An op records a [`Node`] only when grad mode is on and some input requires
-//! grad ([`needs_grad`]); otherwise it saves nothing and builds no graph. A node holds
-//! - one optional [`Edge`] per input: the input's own node, or the gradient slot of a leaf;
+//! records and walks. An op records a `Node` only when grad mode is on and some input requires
+//! grad (`needs_grad`); otherwise it saves nothing and builds no graph. A node holds
+//! - one optional `Edge` per input: the input's own node, or the gradient slot of a leaf;
 //! - a backward closure that captures exactly what the rule needs (detached tensors, so a
 //!   saved output never points back at its own node and no reference cycle forms).
 //!
@@ -63,8 +63,9 @@ pub fn set_grad_enabled(on: bool) -> GradModeGuard {
     GradModeGuard { prev }
 }
 
-/// Whether an op over `inputs` must record a node.
-pub(crate) fn needs_grad(inputs: &[&Tensor]) -> bool {
+/// Whether an op over `inputs` must record a node: grad mode is on and some input requires
+/// grad.
+pub fn needs_grad(inputs: &[&Tensor]) -> bool {
     is_grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 

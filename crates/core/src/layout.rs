@@ -279,11 +279,14 @@ pub fn walk2(
 /// The elements of a strided view in row-major order, as a new dense buffer.
 ///
 /// When the view's unit-stride dim is not its last one (a transposed or permuted tensor), the
-/// copy runs in 8 x 8 tiles over that dim and the last one (dense writes innermost), so the
-/// strided reads reuse each cache line 8 times instead of touching a new line per element.
-/// Small tiles because power-of-two strides map a tile's lines onto few cache sets.
+/// copy runs in 16 x 8 tiles over that dim and the last one (dense writes innermost), so each
+/// strided read line is used whole instead of touching a new line per element. The tiles are
+/// small because power-of-two strides map a tile's lines onto few cache sets (16 x 8 measured
+/// fastest of 8x8 .. 64x4 on a 1024 x 1024 transpose).
 pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
-    const TILE: usize = 8;
+    // 16 along the unit-stride dim (one 64-byte line of reads), 8 along the last dim.
+    const TILE_P: usize = 16;
+    const TILE_L: usize = 8;
     let n = l.numel();
     let nd = l.shape.len();
     let unit = (0..nd).rev().find(|&d| l.strides[d] == 1 && l.shape[d] > 1);
@@ -308,10 +311,10 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
     oshape[last] = 1;
     let mut out = vec![0.0f32; n];
     walk2(&oshape, &l.strides, l.offset, &dense, 0, |src, dst| {
-        for i0 in (0..np).step_by(TILE) {
-            for j0 in (0..nl).step_by(TILE) {
-                for i in i0..(i0 + TILE).min(np) {
-                    for j in j0..(j0 + TILE).min(nl) {
+        for i0 in (0..np).step_by(TILE_P) {
+            for j0 in (0..nl).step_by(TILE_L) {
+                for i in i0..(i0 + TILE_P).min(np) {
+                    for j in j0..(j0 + TILE_L).min(nl) {
                         out[dst + i * dp + j] = raw[src + i + j * sl];
                     }
                 }

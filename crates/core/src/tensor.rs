@@ -53,10 +53,31 @@ impl Tensor {
         Tensor::from_parts(self.0.storage.clone(), layout)
     }
 
-    /// This tensor, recorded as the output of `name` applied to `inputs`. Call only when
-    /// [`crate::autograd::needs_grad`] holds for the inputs; `backward` maps the output gradient
-    /// to one optional gradient per input (same shapes as the inputs).
-    pub(crate) fn record(
+    /// This tensor, recorded as the output of an op `name` applied to `inputs`: the hook for
+    /// writing a new differentiable op outside this crate (check it with
+    /// [`crate::gradcheck()`]).
+    ///
+    /// Call it only when [`crate::autograd::needs_grad`] holds for the inputs (so inference
+    /// builds no graph). `backward` maps the output gradient to one optional gradient per input
+    /// (`None` = no gradient; otherwise the input's shape, checked by the engine); it runs
+    /// with grad mode off. Capture only what it needs, and capture tensors `detach()`ed.
+    ///
+    /// ```
+    /// use tessera_core::{autograd::needs_grad, no_grad_scope, Result, Tensor};
+    /// fn square(x: &Tensor) -> Result<Tensor> {
+    ///     let y = no_grad_scope(|| x.mul(x))?; // the forward, recording nothing
+    ///     if !needs_grad(&[x]) {
+    ///         return Ok(y);
+    ///     }
+    ///     let xs = x.detach();
+    ///     Ok(y.record("square", &[x], move |g| Ok(vec![Some(g.mul(&xs)?.mul_scalar(2.0))])))
+    /// }
+    /// let x = Tensor::from_vec(vec![3.0], &[1])?.requires_grad_(true);
+    /// square(&x)?.sum_all().backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec(), vec![6.0]);
+    /// # Ok::<(), tessera_core::TensorError>(())
+    /// ```
+    pub fn record(
         self,
         name: &'static str,
         inputs: &[&Tensor],

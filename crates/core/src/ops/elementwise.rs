@@ -4,7 +4,7 @@
 //! `d(a+b) = (g, g)`, `d(a-b) = (g, -g)`, `d(a*b) = (g*b, g*a)`, `d(a/b) = (g/b, -g*a/b^2)`,
 //! `d(a^b) = (g*b*a^(b-1), g*a^b*ln a)`, maximum/minimum route `g` to the larger/smaller input.
 //! Unary rules are `g * f'(s)` where `s` is whichever of input or output the rule needs
-//! ([`Saved`]): exp and sqrt save their output, log and abs their input, neg and the scalar
+//! (`Saved`): exp and sqrt save their output, log and abs their input, neg and the scalar
 //! affine ops nothing.
 
 use tessera_kernels::exp as kexp;

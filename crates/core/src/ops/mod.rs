@@ -1,9 +1,9 @@
 //! Tensor ops, one file per family, each op's forward and backward side by side.
 //!
-//! The helpers here are the element-wise engines every family builds on: [`map`] (one input),
-//! [`zip`] (two inputs with NumPy broadcasting). Both take a fast path over contiguous slices
+//! The helpers here are the element-wise engines every family builds on: `map` (one input),
+//! `zip` (two inputs with NumPy broadcasting). Both take a fast path over contiguous slices
 //! (split over rayon for large tensors; element-wise, so bit-identical for any thread count) and
-//! otherwise walk the strided layouts with [`crate::layout::walk1`] / [`walk2`](crate::layout::walk2).
+//! otherwise walk the strided layouts with [`crate::layout::walk1`] / [`crate::layout::walk2`].
 
 pub mod activation;
 pub mod conv;
