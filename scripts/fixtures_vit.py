@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch/timm parity fixtures for tessera's ViT (crates/models/src/archs/vit.rs).
 
-Writes, under tests/fixtures/models/ (committed, ~130 KB; CI does not run this script):
+Writes, under tests/fixtures/models/ (committed, ~310 KB; CI does not run this script):
 
   vit_small_variant.safetensors     state dict of timm's VisionTransformer with img_size=32,
                                     patch_size=8, embed_dim=48, depth=2, num_heads=3,

@@ -129,7 +129,11 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>, act: Activation)
             cfg,
         )
     };
-    if p.offsets.len() > 1 && m * n * k < SMALL_GEMM {
+    // Parallelise across the batch (one single-threaded GEMM per product) when products are
+    // small or there are at least as many as threads (attention heads); otherwise give each
+    // GEMM every thread. Both give the same bits: the GEMM is bit-identical for any thread count.
+    let batch = p.offsets.len();
+    if batch > 1 && (m * n * k < SMALL_GEMM || batch >= rayon::current_num_threads()) {
         let cfg = GemmConfig::single_thread();
         out.par_chunks_mut(mn)
             .zip(p.offsets.par_iter())

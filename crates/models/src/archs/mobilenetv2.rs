@@ -20,7 +20,8 @@
 //! now stride 1 with 8 -> 8 channels, gets the residual timm's builder gives such a block.
 
 use crate::blocks::inverted_residual::{
-    goog_conv, goog_linear, round_channels, BlockDef, BlockKind, Trunk, TrunkConfig,
+    conv_bn, goog_conv, goog_linear, round_channels, BlockDef, BlockKind, FoldCache, Trunk,
+    TrunkConfig,
 };
 use crate::error::{ModelError, Result};
 use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
@@ -125,6 +126,8 @@ pub struct MobileNetV2 {
     /// `None` when built with `num_classes = 0` (the pooled features are returned).
     pub classifier: Option<Linear>,
     num_classes: usize,
+    mode: Mode,
+    fold: FoldCache,
 }
 
 /// Builds one of [`NAMES`].
@@ -169,6 +172,8 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
         act: Act::Relu6,
         classifier,
         num_classes,
+        mode: Mode::Eval,
+        fold: FoldCache::default(),
     }))
 }
 
@@ -187,8 +192,14 @@ impl Model for MobileNetV2 {
 
     fn forward_stages(&self, x: &Tensor, stage: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
         let h = self.trunk.forward_stages(x, stage)?;
-        let h = self.bn2.forward(&self.conv_head.forward(&h)?)?;
-        let h = self.act.apply(&h);
+        let h = conv_bn(
+            &self.conv_head,
+            &self.bn2,
+            Some(self.act),
+            &h,
+            self.mode,
+            &self.fold,
+        )?;
         stage("conv_head", &h);
         let h = h.global_avg_pool2d()?.flatten(1, 3)?;
         let h = match &self.classifier {
@@ -215,6 +226,7 @@ impl Module for MobileNetV2 {
     }
 
     fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.fold.clear();
         self.trunk.visit_mut(p, f);
         self.conv_head.visit_mut(&child(p, "conv_head"), f);
         self.bn2.visit_mut(&child(p, "bn2"), f);
@@ -224,6 +236,8 @@ impl Module for MobileNetV2 {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.fold.clear();
         self.trunk.set_mode(mode);
         self.bn2.set_mode(mode);
     }

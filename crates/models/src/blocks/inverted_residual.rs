@@ -19,7 +19,9 @@ use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
 use crate::module::{child, Mode, Module, TensorKind};
-use tessera_core::{Conv2dParams, Rng, Tensor};
+use std::sync::OnceLock;
+use tessera_core::kernels::Activation;
+use tessera_core::{is_grad_enabled, Conv2dParams, Rng, Tensor};
 
 use super::squeeze_excite::SqueezeExcite;
 
@@ -75,12 +77,104 @@ pub fn goog_linear(in_f: usize, out_f: usize, rng: &mut Rng) -> Linear {
     }
 }
 
-fn conv_bn(conv: &Conv2d, bn: &BatchNorm2d, act: Option<Act>, x: &Tensor) -> Result<Tensor> {
+/// The eval-mode folded weight and bias of one conv + batch-norm pair, computed at the first
+/// inference forward and kept until [`FoldCache::clear`] (called by the blocks' `visit_mut`
+/// and `set_mode`, the ways weights and statistics change; code that assigns the public
+/// tensors directly must call `clear` too).
+#[derive(Default)]
+pub struct FoldCache(OnceLock<(Tensor, Tensor)>);
+
+impl FoldCache {
+    /// Forgets the folded tensors.
+    pub fn clear(&mut self) {
+        self.0 = OnceLock::new();
+    }
+}
+
+/// `act(bn(conv(x)))`. At inference (eval mode, nothing to record) the batch norm is folded
+/// into the convolution (`w' = w * s`, `b' = (b - mean) * s + beta`, `s = gamma /
+/// sqrt(var + eps)`, `s` in f64; cached in `cache`) and the activation fused into its epilogue:
+/// one pass over the output instead of three, equal to the unfolded composition up to float
+/// rounding.
+pub fn conv_bn(
+    conv: &Conv2d,
+    bn: &BatchNorm2d,
+    act: Option<Act>,
+    x: &Tensor,
+    mode: Mode,
+    cache: &FoldCache,
+) -> Result<Tensor> {
+    let recording = is_grad_enabled()
+        && (x.requires_grad()
+            || conv.weight.requires_grad()
+            || bn.weight.requires_grad()
+            || bn.bias.requires_grad());
+    if mode == Mode::Eval && !recording {
+        let (w, b) = match cache.0.get() {
+            Some(wb) => wb,
+            None => {
+                let wb = fold_bn(conv, bn)?;
+                // A concurrent forward may have set it first: both values are equal.
+                let _ = cache.0.set(wb);
+                cache
+                    .0
+                    .get()
+                    .ok_or_else(|| ModelError::config("fold cache unset"))?
+            }
+        };
+        let a = act.map_or(Activation::Identity, kernel_act);
+        return Ok(x.conv2d_act(w, Some(b), conv.params, a)?);
+    }
     let y = bn.forward(&conv.forward(x)?)?;
     Ok(match act {
         Some(a) => a.apply(&y),
         None => y,
     })
+}
+
+/// The convolution weight and bias with an eval-mode batch norm folded in.
+fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(Tensor, Tensor)> {
+    let (mean, var) = bn.running_stats();
+    let (mean, var) = (mean.data(), var.data());
+    let (gamma, beta) = (bn.weight.data(), bn.bias.data());
+    let c = conv.out_channels();
+    let scale: Vec<f64> = (0..c)
+        .map(|i| f64::from(gamma[i]) / (f64::from(var[i]) + f64::from(bn.eps)).sqrt())
+        .collect();
+    let mut w = conv.weight.data().into_owned();
+    let per = w.len() / c.max(1);
+    for (row, s) in w.chunks_exact_mut(per.max(1)).zip(&scale) {
+        for v in row {
+            *v = (f64::from(*v) * s) as f32;
+        }
+    }
+    let cb = conv.bias.as_ref().map(|b| b.data());
+    let b: Vec<f32> = (0..c)
+        .map(|i| {
+            let b0 = cb.as_ref().map_or(0.0, |b| f64::from(b[i]));
+            ((b0 - f64::from(mean[i])) * scale[i] + f64::from(beta[i])) as f32
+        })
+        .collect();
+    Ok((
+        Tensor::from_vec(w, conv.weight.shape())?,
+        Tensor::from_vec(b, &[c])?,
+    ))
+}
+
+/// The kernel activation computing the same function as `a`.
+fn kernel_act(a: Act) -> Activation {
+    match a {
+        Act::Identity => Activation::Identity,
+        Act::Relu => Activation::Relu,
+        Act::Relu6 => Activation::Relu6,
+        Act::Sigmoid => Activation::Sigmoid,
+        Act::Tanh => Activation::Tanh,
+        Act::Swish => Activation::Swish,
+        Act::HardSigmoid => Activation::HardSigmoid,
+        Act::HardSwish => Activation::HardSwish,
+        Act::Gelu => Activation::GeluErf,
+        Act::GeluTanh => Activation::GeluTanh,
+    }
 }
 
 /// The inverted residual (MBConv) block.
@@ -94,16 +188,49 @@ pub struct InvertedResidual {
     pub bn3: BatchNorm2d,
     pub act: Act,
     pub has_skip: bool,
+    /// Train or eval (eval folds the batch norms at inference).
+    pub mode: Mode,
+    /// Folded conv + batch-norm pairs, in forward order.
+    pub fold: [FoldCache; 3],
+}
+
+impl InvertedResidual {
+    fn clear_fold(&mut self) {
+        for c in &mut self.fold {
+            c.clear();
+        }
+    }
 }
 
 impl Module for InvertedResidual {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_pw, &self.bn1, Some(self.act), x)?;
-        h = conv_bn(&self.conv_dw, &self.bn2, Some(self.act), &h)?;
+        let mut h = conv_bn(
+            &self.conv_pw,
+            &self.bn1,
+            Some(self.act),
+            x,
+            self.mode,
+            &self.fold[0],
+        )?;
+        h = conv_bn(
+            &self.conv_dw,
+            &self.bn2,
+            Some(self.act),
+            &h,
+            self.mode,
+            &self.fold[1],
+        )?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
-        h = conv_bn(&self.conv_pwl, &self.bn3, None, &h)?;
+        h = conv_bn(
+            &self.conv_pwl,
+            &self.bn3,
+            None,
+            &h,
+            self.mode,
+            &self.fold[2],
+        )?;
         if self.has_skip {
             h = h.add(x)?;
         }
@@ -123,6 +250,7 @@ impl Module for InvertedResidual {
     }
 
     fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.clear_fold();
         self.conv_pw.visit_mut(&child(p, "conv_pw"), f);
         self.bn1.visit_mut(&child(p, "bn1"), f);
         self.conv_dw.visit_mut(&child(p, "conv_dw"), f);
@@ -135,6 +263,8 @@ impl Module for InvertedResidual {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.clear_fold();
         self.bn1.set_mode(mode);
         self.bn2.set_mode(mode);
         self.bn3.set_mode(mode);
@@ -150,15 +280,34 @@ pub struct DepthwiseSeparable {
     pub bn2: BatchNorm2d,
     pub act: Act,
     pub has_skip: bool,
+    /// Train or eval (eval folds the batch norms at inference).
+    pub mode: Mode,
+    /// Folded conv + batch-norm pairs, in forward order.
+    pub fold: [FoldCache; 2],
+}
+
+impl DepthwiseSeparable {
+    fn clear_fold(&mut self) {
+        for c in &mut self.fold {
+            c.clear();
+        }
+    }
 }
 
 impl Module for DepthwiseSeparable {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_dw, &self.bn1, Some(self.act), x)?;
+        let mut h = conv_bn(
+            &self.conv_dw,
+            &self.bn1,
+            Some(self.act),
+            x,
+            self.mode,
+            &self.fold[0],
+        )?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
-        h = conv_bn(&self.conv_pw, &self.bn2, None, &h)?;
+        h = conv_bn(&self.conv_pw, &self.bn2, None, &h, self.mode, &self.fold[1])?;
         if self.has_skip {
             h = h.add(x)?;
         }
@@ -176,6 +325,7 @@ impl Module for DepthwiseSeparable {
     }
 
     fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.clear_fold();
         self.conv_dw.visit_mut(&child(p, "conv_dw"), f);
         self.bn1.visit_mut(&child(p, "bn1"), f);
         if let Some(se) = &mut self.se {
@@ -186,6 +336,8 @@ impl Module for DepthwiseSeparable {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.clear_fold();
         self.bn1.set_mode(mode);
         self.bn2.set_mode(mode);
     }
@@ -196,11 +348,28 @@ pub struct ConvBnAct {
     pub conv: Conv2d,
     pub bn1: BatchNorm2d,
     pub act: Act,
+    /// Train or eval (eval folds the batch norm at inference).
+    pub mode: Mode,
+    /// The folded conv + batch norm.
+    pub fold: FoldCache,
+}
+
+impl ConvBnAct {
+    fn clear_fold(&mut self) {
+        self.fold.clear();
+    }
 }
 
 impl Module for ConvBnAct {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        conv_bn(&self.conv, &self.bn1, Some(self.act), x)
+        conv_bn(
+            &self.conv,
+            &self.bn1,
+            Some(self.act),
+            x,
+            self.mode,
+            &self.fold,
+        )
     }
 
     fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
@@ -209,11 +378,14 @@ impl Module for ConvBnAct {
     }
 
     fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.clear_fold();
         self.conv.visit_mut(&child(p, "conv"), f);
         self.bn1.visit_mut(&child(p, "bn1"), f);
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.clear_fold();
         self.bn1.set_mode(mode);
     }
 }
@@ -320,6 +492,10 @@ pub struct Trunk {
     pub blocks: Vec<Vec<MbBlock>>,
     /// Channels of the last block's output.
     pub out_chs: usize,
+    /// Train or eval (eval folds the stem batch norm at inference).
+    pub mode: Mode,
+    /// The folded stem conv + batch norm.
+    pub fold: FoldCache,
 }
 
 impl Trunk {
@@ -362,6 +538,8 @@ impl Trunk {
             act: cfg.act,
             blocks,
             out_chs: in_chs,
+            mode: Mode::Eval,
+            fold: Default::default(),
         })
     }
 
@@ -371,7 +549,14 @@ impl Trunk {
         x: &Tensor,
         stage: &mut dyn FnMut(&str, &Tensor),
     ) -> Result<Tensor> {
-        let mut h = conv_bn(&self.conv_stem, &self.bn1, Some(self.act), x)?;
+        let mut h = conv_bn(
+            &self.conv_stem,
+            &self.bn1,
+            Some(self.act),
+            x,
+            self.mode,
+            &self.fold,
+        )?;
         stage("conv_stem", &h);
         for (i, st) in self.blocks.iter().enumerate() {
             for b in st {
@@ -413,6 +598,8 @@ fn make_block(
                 bn2: BatchNorm2d::new(out),
                 act,
                 has_skip,
+                mode: Mode::Eval,
+                fold: Default::default(),
             })
         }
         BlockKind::Ir => {
@@ -430,13 +617,23 @@ fn make_block(
                 bn3: BatchNorm2d::new(out),
                 act,
                 has_skip,
+                mode: Mode::Eval,
+                fold: Default::default(),
             })
         }
         BlockKind::Cn => MbBlock::Cn(ConvBnAct {
             conv: goog_conv(in_chs, out, k, stride, 1, false, rng),
             bn1: BatchNorm2d::new(out),
             act,
+            mode: Mode::Eval,
+            fold: Default::default(),
         }),
+    }
+}
+
+impl Trunk {
+    fn clear_fold(&mut self) {
+        self.fold.clear();
     }
 }
 
@@ -458,6 +655,7 @@ impl Module for Trunk {
     }
 
     fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.clear_fold();
         self.conv_stem.visit_mut(&child(p, "conv_stem"), f);
         self.bn1.visit_mut(&child(p, "bn1"), f);
         let bp = child(p, "blocks");
@@ -470,6 +668,8 @@ impl Module for Trunk {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.clear_fold();
         self.bn1.set_mode(mode);
         for b in self.blocks.iter_mut().flatten() {
             b.set_mode(mode);
