@@ -54,6 +54,8 @@ pub struct Summary {
     pub macs: u64,
     /// Output shape of the whole forward pass.
     pub output_shape: Vec<usize>,
+    /// Top-level names of the parameters no stage owns (shown on the `(other)` row).
+    pub other_names: Vec<String>,
 }
 
 /// The name of the row collecting what no stage owns.
@@ -87,10 +89,17 @@ pub fn summarize(model: &dyn Model) -> Result<Summary, String> {
         params: 0,
         macs: end.wrapping_sub(last),
     };
+    let mut other_names: Vec<String> = Vec::new();
     for (pname, t) in named_parameters(model) {
         match owner(&rows, &pname) {
             Some(i) => rows[i].params += t.numel(),
-            None => other.params += t.numel(),
+            None => {
+                other.params += t.numel();
+                let top = pname.split('.').next().unwrap_or(&pname).to_string();
+                if !other_names.contains(&top) {
+                    other_names.push(top);
+                }
+            }
         }
     }
     if other.params > 0 || other.macs > 0 {
@@ -104,6 +113,7 @@ pub fn summarize(model: &dyn Model) -> Result<Summary, String> {
         params: parameter_count(model),
         macs: total_macs,
         output_shape: out.shape().to_vec(),
+        other_names,
     })
 }
 
@@ -146,9 +156,13 @@ pub fn to_json(s: &Summary) -> serde_json::Value {
         .rows
         .iter()
         .map(|r| {
-            serde_json::json!({
+            let mut j = serde_json::json!({
                 "name": r.name, "shape": r.shape, "params": r.params, "macs": r.macs
-            })
+            });
+            if r.name == OTHER {
+                j["includes"] = serde_json::json!(s.other_names);
+            }
+            j
         })
         .collect();
     serde_json::json!({
@@ -176,10 +190,17 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
         s.arch,
         s.num_classes
     );
+    let label = |r: &Row| {
+        if r.name == OTHER && !s.other_names.is_empty() {
+            format!("(other: {})", s.other_names.join(", "))
+        } else {
+            r.name.clone()
+        }
+    };
     let name_w = s
         .rows
         .iter()
-        .map(|r| r.name.len())
+        .map(|r| label(r).len())
         .max()
         .unwrap_or(0)
         .max(5);
@@ -205,7 +226,7 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
         };
         outln!(
             "{:<name_w$}  {:<shape_w$}  {:>14}  {:>17}",
-            r.name,
+            label(r),
             shape,
             thousands(r.params as u64),
             thousands(r.macs)
@@ -317,6 +338,7 @@ pub(crate) mod tests {
         assert_eq!(s.rows[1].params, 4 * 5 + 5);
         assert_eq!(s.rows[1].macs, 4 * 5);
         assert_eq!(s.rows[2].params, 1);
+        assert_eq!(s.other_names, ["scale"]);
         assert_eq!(s.params, parameter_count(&m));
         assert_eq!(s.params, s.rows.iter().map(|r| r.params).sum::<usize>());
         assert_eq!(s.macs, s.rows.iter().map(|r| r.macs).sum::<u64>());

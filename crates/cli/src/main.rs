@@ -34,8 +34,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Measure a kernel against its baseline (`gemm`, `dwconv`) or a network's inference
-    /// latency (an architecture name, or `models` for the four headline networks).
+    /// Measure a kernel against its baseline (`gemm`, `activations`, `softmax`, `dwconv`) or a
+    /// network's inference latency (an architecture name, or `models` for the four headline
+    /// networks).
     Bench(bench::BenchArgs),
     /// Layer table of an architecture: output shapes, parameters and MACs per stage.
     Info(info::InfoArgs),

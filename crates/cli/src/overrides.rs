@@ -36,7 +36,7 @@ pub struct OverrideArgs {
     /// ViT: MLP hidden width as a multiple of the embedding width.
     #[arg(long, value_name = "RATIO")]
     pub mlp_ratio: Option<f32>,
-    /// Replace the architecture's main activation (relu, relu6, hard_swish, swish, gelu...).
+    /// Replace the architecture's main activation (relu, relu6, hardswish, swish, gelu, ...).
     #[arg(long, value_name = "NAME")]
     pub act: Option<String>,
 }
