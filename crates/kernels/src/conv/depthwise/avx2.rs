@@ -2,7 +2,7 @@
 //! instantiate the generic plane functions under `#[target_feature(enable = "avx2,fma")]`.
 
 use super::plane;
-use super::simd::Simd;
+use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
 use crate::activation::{avx2::apply, Activation};
 use std::arch::x86_64::*;
@@ -132,7 +132,7 @@ pub(super) unsafe fn forward(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::forward::<Avx2>(g, x, w, bias, act, y, scratch) }
+    unsafe { with_fixed_act!(Avx2, act, plane::forward, (g, x, w, bias, act, y, scratch)) }
 }
 
 /// # Safety
@@ -146,7 +146,7 @@ pub(super) unsafe fn backward_input(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_input::<Avx2>(g, w, dy, dx, scratch) }
+    unsafe { plane::backward_input::<Fixed<Avx2, 0>>(g, w, dy, dx, scratch) }
 }
 
 /// # Safety
@@ -164,5 +164,5 @@ pub(super) unsafe fn backward_weight(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_weight::<Avx2>(g, n, x, xs, dy, dys, dw, scratch) }
+    unsafe { plane::backward_weight::<Fixed<Avx2, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
 }

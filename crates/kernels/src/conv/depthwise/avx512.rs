@@ -3,7 +3,7 @@
 //! Mirrors `avx2.rs`; untested on the AVX2-only development host.
 
 use super::plane;
-use super::simd::Simd;
+use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
 use crate::activation::{avx512::apply, Activation};
 use std::arch::x86_64::*;
@@ -122,7 +122,14 @@ pub(super) unsafe fn forward(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::forward::<Avx512>(g, x, w, bias, act, y, scratch) }
+    unsafe {
+        with_fixed_act!(
+            Avx512,
+            act,
+            plane::forward,
+            (g, x, w, bias, act, y, scratch)
+        )
+    }
 }
 
 /// # Safety
@@ -136,7 +143,7 @@ pub(super) unsafe fn backward_input(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_input::<Avx512>(g, w, dy, dx, scratch) }
+    unsafe { plane::backward_input::<Fixed<Avx512, 0>>(g, w, dy, dx, scratch) }
 }
 
 /// # Safety
@@ -154,5 +161,5 @@ pub(super) unsafe fn backward_weight(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_weight::<Avx512>(g, n, x, xs, dy, dys, dw, scratch) }
+    unsafe { plane::backward_weight::<Fixed<Avx512, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
 }

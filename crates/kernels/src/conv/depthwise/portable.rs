@@ -2,7 +2,7 @@
 //! time), instantiating the same generic plane functions as the intrinsic paths.
 
 use super::plane;
-use super::simd::Simd;
+use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
 use crate::activation::{portable::apply, Activation};
 use wide::f32x8;
@@ -67,7 +67,14 @@ pub(super) unsafe fn forward(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::forward::<Portable>(g, x, w, bias, act, y, scratch) }
+    unsafe {
+        with_fixed_act!(
+            Portable,
+            act,
+            plane::forward,
+            (g, x, w, bias, act, y, scratch)
+        )
+    }
 }
 
 /// # Safety
@@ -80,7 +87,7 @@ pub(super) unsafe fn backward_input(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_input::<Portable>(g, w, dy, dx, scratch) }
+    unsafe { plane::backward_input::<Fixed<Portable, 0>>(g, w, dy, dx, scratch) }
 }
 
 /// # Safety
@@ -97,5 +104,5 @@ pub(super) unsafe fn backward_weight(
     scratch: &mut [f32],
 ) {
     // SAFETY: forwarded contract.
-    unsafe { plane::backward_weight::<Portable>(g, n, x, xs, dy, dys, dw, scratch) }
+    unsafe { plane::backward_weight::<Fixed<Portable, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
 }

@@ -106,3 +106,125 @@ pub(crate) unsafe trait Simd: Copy {
         unsafe { Self::load(m.as_ptr()) }
     }
 }
+
+/// `S` with the activation fixed at compile time: `A` = 0 identity, 1 ReLU, 2 ReLU6,
+/// 3 hard-swish (the depthwise activations of the four networks). With a runtime
+/// [`Activation`], the inlined `match` over every activation (and its hoisted constants) sat
+/// inside the tile loops and spilled registers: the identity forward ran at half speed. The
+/// entry points pick a fixed instantiation with [`fixed_act_code`] and fall back to `S` itself
+/// for the other activations.
+#[derive(Clone, Copy)]
+pub(crate) struct Fixed<S, const A: u8>(std::marker::PhantomData<S>);
+
+/// The `A` of [`Fixed`] for `act`, if it has one.
+pub(crate) fn fixed_act_code(act: Activation) -> Option<u8> {
+    match act {
+        Activation::Identity => Some(0),
+        Activation::Relu => Some(1),
+        Activation::Relu6 => Some(2),
+        Activation::HardSwish => Some(3),
+        _ => None,
+    }
+}
+
+// SAFETY: every method forwards to `S`, whose contract is unchanged.
+unsafe impl<S: Simd, const A: u8> Simd for Fixed<S, A> {
+    const L: usize = S::L;
+    type V = S::V;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::splat(x) }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::load(p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: Self::V) {
+        // SAFETY: forwarded.
+        unsafe { S::store(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::fma(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::mul(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::add(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn and(a: Self::V, mask: Self::V) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::and(a, mask) }
+    }
+    #[inline(always)]
+    unsafe fn act(_a: Activation, v: Self::V) -> Self::V {
+        // SAFETY: forwarded; the activation is a constant, so the match folds away.
+        unsafe {
+            match A {
+                0 => v,
+                1 => S::act(Activation::Relu, v),
+                2 => S::act(Activation::Relu6, v),
+                _ => S::act(Activation::HardSwish, v),
+            }
+        }
+    }
+    #[inline(always)]
+    unsafe fn reduce(v: Self::V) -> f32 {
+        // SAFETY: forwarded.
+        unsafe { S::reduce(v) }
+    }
+    #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // SAFETY: forwarded.
+        unsafe { S::prefetch(p) }
+    }
+    #[inline(always)]
+    unsafe fn store_first(p: *mut f32, v: Self::V, n: usize) {
+        // SAFETY: forwarded.
+        unsafe { S::store_first(p, v, n) }
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::load_first(p, n) }
+    }
+    #[inline(always)]
+    unsafe fn deinterleave(a: Self::V, b: Self::V) -> (Self::V, Self::V) {
+        // SAFETY: forwarded.
+        unsafe { S::deinterleave(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn interleave(e: Self::V, o: Self::V) -> (Self::V, Self::V) {
+        // SAFETY: forwarded.
+        unsafe { S::interleave(e, o) }
+    }
+    #[inline(always)]
+    unsafe fn mask(lo: usize, hi: usize) -> Self::V {
+        // SAFETY: forwarded.
+        unsafe { S::mask(lo, hi) }
+    }
+}
+
+/// Calls `$f::<Fixed<$S, code>>($args)` for the fixed activations and `$f::<$S>` otherwise.
+macro_rules! with_fixed_act {
+    ($S:ty, $act:expr, $($f:ident)::+, ($($arg:expr),*)) => {
+        match $crate::conv::depthwise::simd::fixed_act_code($act) {
+            Some(0) => $($f)::+::<$crate::conv::depthwise::simd::Fixed<$S, 0>>($($arg),*),
+            Some(1) => $($f)::+::<$crate::conv::depthwise::simd::Fixed<$S, 1>>($($arg),*),
+            Some(2) => $($f)::+::<$crate::conv::depthwise::simd::Fixed<$S, 2>>($($arg),*),
+            Some(_) => $($f)::+::<$crate::conv::depthwise::simd::Fixed<$S, 3>>($($arg),*),
+            None => $($f)::+::<$S>($($arg),*),
+        }
+    };
+}
+pub(crate) use with_fixed_act;
