@@ -19,6 +19,7 @@ use crate::module::{child, Mode, Module, Sequential, TensorKind};
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
 
+use super::inverted_residual::{conv_bn, FoldCache};
 use super::se_module::SeModule;
 
 /// Output channels per `planes` of a bottleneck block.
@@ -81,6 +82,11 @@ pub struct Bottleneck {
     /// `downsample.0` (1x1 conv, stride) and `downsample.1` (batch norm) on the shortcut.
     pub downsample: Option<Sequential>,
     pub act: Act,
+    mode: Mode,
+    /// Eval-mode conv + batch-norm folds of (conv1, bn1), (conv2, bn2), (conv3, bn3), cleared
+    /// by `visit_mut` and `set_mode`; code that assigns the public tensors directly must call
+    /// [`Bottleneck::clear_folds`].
+    folds: [FoldCache; 3],
 }
 
 impl Bottleneck {
@@ -138,7 +144,16 @@ impl Bottleneck {
             se,
             downsample,
             act: a.act,
+            mode: Mode::Eval,
+            folds: Default::default(),
         })
+    }
+
+    /// Forgets the cached eval-mode conv + batch-norm folds (after assigning weights directly).
+    pub fn clear_folds(&mut self) {
+        for f in &mut self.folds {
+            f.clear();
+        }
     }
 
     /// Output channels (`planes * 4`).
@@ -149,9 +164,24 @@ impl Bottleneck {
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.act.apply(&self.bn1.forward(&self.conv1.forward(x)?)?);
-        let h = self.act.apply(&self.bn2.forward(&self.conv2.forward(&h)?)?);
-        let mut h = self.bn3.forward(&self.conv3.forward(&h)?)?;
+        // At inference each conv + batch norm (+ activation) is one fused convolution.
+        let h = conv_bn(
+            &self.conv1,
+            &self.bn1,
+            Some(self.act),
+            x,
+            self.mode,
+            &self.folds[0],
+        )?;
+        let h = conv_bn(
+            &self.conv2,
+            &self.bn2,
+            Some(self.act),
+            &h,
+            self.mode,
+            &self.folds[1],
+        )?;
+        let mut h = conv_bn(&self.conv3, &self.bn3, None, &h, self.mode, &self.folds[2])?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
@@ -178,6 +208,7 @@ impl Module for Bottleneck {
     }
 
     fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+        self.clear_folds();
         self.conv1.visit_mut(&child(prefix, "conv1"), f);
         self.bn1.visit_mut(&child(prefix, "bn1"), f);
         self.conv2.visit_mut(&child(prefix, "conv2"), f);
@@ -193,6 +224,8 @@ impl Module for Bottleneck {
     }
 
     fn set_mode(&mut self, mode: Mode) {
+        self.mode = mode;
+        self.clear_folds();
         self.bn1.set_mode(mode);
         self.bn2.set_mode(mode);
         self.bn3.set_mode(mode);
