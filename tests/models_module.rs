@@ -180,3 +180,41 @@ fn mac_counter_counts_linear_and_conv() {
     assert_eq!(y.shape(), &[2, 8, 5, 5]);
     assert_eq!(macs, 2 * 8 * 5 * 5 * 3 * 3 * 3);
 }
+
+#[test]
+fn training_checkpoint_loads_as_weights_and_lean_load_matches() {
+    // Optimizer entries of a training checkpoint are skipped when loading model weights.
+    let a = small_net(4);
+    let named = named_tensors(&a);
+    let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = named
+        .iter()
+        .map(|(n, t, _)| (n.clone(), t.shape().to_vec(), t.to_vec()))
+        .collect();
+    owned.push((
+        "__optim__.adamw.exp_avg.0.weight".into(),
+        vec![3],
+        vec![0.0; 3],
+    ));
+    let refs: Vec<TensorRef<'_>> = owned
+        .iter()
+        .map(|(n, s, d)| TensorRef {
+            name: n,
+            shape: s,
+            data: d,
+        })
+        .collect();
+    let p = tmp("ckpt.safetensors");
+    safetensors::write(&p, &refs, &BTreeMap::new()).unwrap();
+    let mut b = small_net(5);
+    weights::load(&mut b, &p).unwrap();
+    let mut c = small_net(6);
+    weights::load_lean(&mut c, &p).unwrap();
+    for (((_, x, _), (_, y, _)), (_, z, _)) in
+        named.iter().zip(named_tensors(&b)).zip(named_tensors(&c))
+    {
+        assert_eq!(x.to_vec(), y.to_vec());
+        assert_eq!(x.to_vec(), z.to_vec());
+    }
+    let err = weights::load_lean(&mut small_net(0), tmp("missing.safetensors")).unwrap_err();
+    assert!(err.to_string().contains("missing.safetensors"));
+}

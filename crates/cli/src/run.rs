@@ -9,20 +9,19 @@
 //!
 //! Weights are loaded with peak memory close to one copy of them: the random initial tensors
 //! are released before the file is read, and the tensors the safetensors reader allocates are
-//! moved into the model instead of being copied ([`load_weights_lean`]). `--report-memory`
+//! moved into the model instead of being copied ([`weights::load_lean`](tessera::models::weights::load_lean)). `--report-memory`
 //! prints the process's peak resident set (`VmHWM` of `/proc/self/status`) against the size of
 //! the weights.
 
 use crate::image_input;
 use crate::overrides::{self, OverrideArgs};
 use clap::Args;
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tessera::core::{no_grad, Tensor};
-use tessera::models::io::{npy, safetensors, Values};
+use tessera::models::io::{npy, Values};
 use tessera::models::module::named_tensors;
 use tessera::models::zoo::Model;
-use tessera::models::{Mode, ModelError};
+use tessera::models::Mode;
 
 /// Options of `tessera run`.
 #[derive(Args)]
@@ -56,65 +55,6 @@ pub struct RunArgs {
     /// Print the top-k classes as one JSON object per image.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Loads the safetensors file at `path` into `model`, keeping peak memory near one copy of the
-/// weights: the checks of [`tessera::models::weights::load`] (every missing, unexpected,
-/// mis-shaped or non-float tensor, listed together), but the model's current tensors are
-/// released first and the file's buffers are moved in, not copied. On error the model is left
-/// without usable weights, so callers must not use it afterwards.
-pub fn load_weights_lean(model: &mut dyn Model, path: &Path) -> Result<(), ModelError> {
-    let expected: Vec<(String, Vec<usize>)> = named_tensors(model)
-        .into_iter()
-        .map(|(n, t, _)| (n, t.shape().to_vec()))
-        .collect();
-    // Release the random initial weights before the file's tensors are allocated.
-    model.visit_mut("", &mut |_, t, _| *t = Tensor::zeros(&[0]));
-    let mut file = safetensors::read(path)?;
-    let mut problems = Vec::new();
-    for (name, shape) in &expected {
-        match file.tensors.get(name) {
-            None => problems.push(format!("missing tensor {name:?} (shape {shape:?})")),
-            Some(st) if st.shape != *shape => problems.push(format!(
-                "tensor {name:?} has shape {:?} in the file but the model expects {shape:?}",
-                st.shape
-            )),
-            Some(st) if st.as_f32().is_none() => problems.push(format!(
-                "tensor {name:?} has dtype {} but a floating-point type is required",
-                st.dtype.name()
-            )),
-            Some(_) => {}
-        }
-    }
-    let names: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
-    for name in file.tensors.keys() {
-        if !names.contains(name.as_str()) && !name.ends_with("num_batches_tracked") {
-            problems.push(format!(
-                "unexpected tensor {name:?} (not part of this model)"
-            ));
-        }
-    }
-    if !problems.is_empty() {
-        return Err(ModelError::Weights {
-            source: path.display().to_string(),
-            problems,
-        });
-    }
-    let mut err = None;
-    model.visit_mut("", &mut |name, t, _| {
-        if let Some(st) = file.tensors.remove(name) {
-            if let Values::F32(v) = st.values {
-                match Tensor::from_vec(v, &st.shape) {
-                    Ok(new) => *t = new,
-                    Err(e) => err = Some(e),
-                }
-            }
-        }
-    });
-    match err {
-        Some(e) => Err(e.into()),
-        None => Ok(()),
-    }
 }
 
 /// Whether `path` is to be read as a `.npy` array (by extension or by NumPy's magic string).
@@ -243,7 +183,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     // Read the input before the weights so a bad input fails fast.
     let x = load_input(&args.input, model.as_ref())?;
     if let Some(w) = &args.weights {
-        load_weights_lean(model.as_mut(), w).map_err(|e| format!("run {}: {e}", args.arch))?;
+        tessera::models::weights::load_lean(model.as_mut(), w)
+            .map_err(|e| format!("run {}: {e}", args.arch))?;
     }
     let source = args.input.display().to_string();
     let y = infer(model.as_ref(), &x, &source)?;
@@ -306,7 +247,7 @@ mod tests {
         let mut a = Tiny::new(3, 8, 5, 2);
         let mut b = Tiny::new(3, 8, 5, 3);
         weights::load(&mut a, &p).unwrap();
-        load_weights_lean(&mut b, &p).unwrap();
+        tessera::models::weights::load_lean(&mut b, &p).unwrap();
         let x = Tensor::randn(&[2, 3, 8, 8], 4);
         let ya = infer(&a, &x, "x").unwrap().to_vec();
         let yb = infer(&b, &x, "x").unwrap().to_vec();
@@ -321,15 +262,18 @@ mod tests {
         // A model with 4 classes does not fit a 5-class one; `extra` is not part of it.
         let other = Tiny::new(3, 8, 4, 1);
         weights::save(&other, &p, &BTreeMap::new()).unwrap();
-        let err = load_weights_lean(&mut Tiny::new(3, 8, 5, 1), &p)
+        let err = tessera::models::weights::load_lean(&mut Tiny::new(3, 8, 5, 1), &p)
             .unwrap_err()
             .to_string();
         assert!(err.contains("wrong.safetensors"), "{err}");
         assert!(err.contains("\"head.weight\" has shape [4, 4]"), "{err}");
         assert!(err.contains("\"head.bias\" has shape [4]"), "{err}");
-        let err = load_weights_lean(&mut Tiny::new(3, 8, 5, 1), &tmp("absent.safetensors"))
-            .unwrap_err()
-            .to_string();
+        let err = tessera::models::weights::load_lean(
+            &mut Tiny::new(3, 8, 5, 1),
+            tmp("absent.safetensors"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("absent.safetensors"), "{err}");
     }
 

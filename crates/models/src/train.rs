@@ -398,7 +398,7 @@ impl Trainer {
 }
 
 /// Prefix of optimizer entries in a checkpoint.
-const OPTIM_PREFIX: &str = "__optim__.";
+const OPTIM_PREFIX: &str = weights::OPTIMIZER_PREFIX;
 
 /// A convenience for tests and demos: `[n, c, h, w]` zeros of a model's input size.
 pub fn zeros_input(model: &dyn Model, n: usize) -> Tensor {

@@ -49,7 +49,7 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     }
     let mut model = overrides::build("bench", arch, &args.overrides, 0)?;
     if let Some(w) = &args.weights {
-        crate::run::load_weights_lean(model.as_mut(), w)
+        tessera::models::weights::load_lean(model.as_mut(), w)
             .map_err(|e| format!("bench {arch}: {e}"))?;
     }
     let [c, h, w] = model.input_chw();
