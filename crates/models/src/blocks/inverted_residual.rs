@@ -122,7 +122,7 @@ pub fn conv_bn(
                     .ok_or_else(|| ModelError::config("fold cache unset"))?
             }
         };
-        let a = act.map_or(Activation::Identity, kernel_act);
+        let a = act.map_or(Activation::Identity, Act::kernel);
         return Ok(x.conv2d_act(w, Some(b), conv.params, a)?);
     }
     let y = bn.forward(&conv.forward(x)?)?;
@@ -162,21 +162,6 @@ fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(Tensor, Tensor)> {
 }
 
 /// The kernel activation computing the same function as `a`.
-fn kernel_act(a: Act) -> Activation {
-    match a {
-        Act::Identity => Activation::Identity,
-        Act::Relu => Activation::Relu,
-        Act::Relu6 => Activation::Relu6,
-        Act::Sigmoid => Activation::Sigmoid,
-        Act::Tanh => Activation::Tanh,
-        Act::Swish => Activation::Swish,
-        Act::HardSigmoid => Activation::HardSigmoid,
-        Act::HardSwish => Activation::HardSwish,
-        Act::Gelu => Activation::GeluErf,
-        Act::GeluTanh => Activation::GeluTanh,
-    }
-}
-
 /// The inverted residual (MBConv) block.
 pub struct InvertedResidual {
     pub conv_pw: Conv2d,

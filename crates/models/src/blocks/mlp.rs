@@ -70,7 +70,9 @@ impl Mlp {
 
 impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.act.apply(&self.fc1.forward(x)?);
+        // At inference the activation runs in fc1's GEMM epilogue (exact composition when a
+        // graph is recorded).
+        let h = x.linear_act(&self.fc1.weight, self.fc1.bias.as_ref(), self.act.kernel())?;
         self.fc2.forward(&h)
     }
 

@@ -3,6 +3,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::module::{Mode, Module, TensorKind};
+use tessera_core::kernels::Activation;
 use tessera_core::Tensor;
 
 /// An activation function.
@@ -41,6 +42,22 @@ impl Act {
             "gelu_tanh" => Act::GeluTanh,
             other => return Err(ModelError::config(format!("unknown activation {other:?}"))),
         })
+    }
+
+    /// The kernels' activation (for fused epilogues: `linear_act`, `conv2d_act`).
+    pub fn kernel(self) -> Activation {
+        match self {
+            Act::Identity => Activation::Identity,
+            Act::Relu => Activation::Relu,
+            Act::Relu6 => Activation::Relu6,
+            Act::Sigmoid => Activation::Sigmoid,
+            Act::Tanh => Activation::Tanh,
+            Act::Swish => Activation::Swish,
+            Act::HardSigmoid => Activation::HardSigmoid,
+            Act::HardSwish => Activation::HardSwish,
+            Act::Gelu => Activation::GeluErf,
+            Act::GeluTanh => Activation::GeluTanh,
+        }
     }
 
     /// Applies the activation.
