@@ -33,7 +33,7 @@ pub struct TrainArgs {
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Peak learning rate (default: 3e-3 for adamw, 0.05 for sgd).
+    /// Peak learning rate (default: 2e-3 for adamw, 0.05 for sgd).
     #[arg(long)]
     pub lr: Option<f32>,
     /// `adamw` or `sgd` (Nesterov momentum 0.9).
@@ -71,10 +71,9 @@ fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset, Option<Augment>), St
                     "train: --data applies to --dataset cifar10 only (digits are embedded)".into(),
                 );
             }
-            let (mut train, mut test) = digits_split().map_err(|e| e.to_string())?;
-            let (mean, std) = train.channel_stats();
-            train.normalize(&mean, &std).map_err(|e| e.to_string())?;
-            test.normalize(&mean, &std).map_err(|e| e.to_string())?;
+            // Pixels stay in [0, 1] (value / 16), no normalisation: a trained model then takes
+            // exactly what `tessera run` is given.
+            let (train, test) = digits_split().map_err(|e| e.to_string())?;
             // No augmentation: on 8x8 images even one-pixel shifts cost more accuracy than they
             // regularise (measured: 86% vs 96% test accuracy for vit_digits at 40 epochs).
             Ok((train, test, None))
