@@ -134,7 +134,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         batch: args.batch,
         lr: args
             .lr
-            .unwrap_or(if opt == OptKind::AdamW { 3e-3 } else { 0.05 }),
+            .unwrap_or(if opt == OptKind::AdamW { 2e-3 } else { 0.05 }),
         opt,
         weight_decay: args
             .weight_decay
