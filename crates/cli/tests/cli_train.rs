@@ -120,3 +120,46 @@ fn bad_arguments_are_clear_errors() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown optimizer"));
 }
+
+#[test]
+fn bench_train_step_reports_time_and_memory() {
+    let out = tessera()
+        .args([
+            "bench",
+            "vit_digits",
+            "--train",
+            "--batch",
+            "4",
+            "--iters",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 1);
+    let l = &lines[0];
+    assert_eq!(
+        (
+            l["arch"].as_str(),
+            l["batch"].as_u64(),
+            l["threads"].as_u64()
+        ),
+        (Some("vit_digits"), Some(4), Some(1))
+    );
+    assert!(l["train_step_ms"].as_f64().unwrap() > 0.0);
+    assert!(l["peak_rss_mb"].as_f64().unwrap() > 1.0);
+    // --train is a model option: kernel targets refuse it.
+    let out = tessera()
+        .args(["bench", "gemm", "--train"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}

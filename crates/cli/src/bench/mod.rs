@@ -45,6 +45,11 @@ pub struct BenchArgs {
     /// Models: weights to load (safetensors); random weights if omitted.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<std::path::PathBuf>,
+    /// Models: time one SGD training step (forward in training mode, mean cross-entropy,
+    /// backward, momentum update; default batch 8) instead of inference, and report the peak
+    /// resident memory.
+    #[arg(long)]
+    pub train: bool,
     #[command(flatten)]
     pub overrides: crate::overrides::OverrideArgs,
 }

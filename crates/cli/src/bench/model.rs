@@ -31,11 +31,66 @@ pub struct Measurement {
     pub iters: usize,
     pub median_ms: f64,
     pub p90_ms: f64,
+    /// Peak resident memory of the process after a training-step benchmark, in MiB.
+    pub peak_rss_mb: Option<f64>,
 }
 
 /// Whether any option that applies only to model targets is set.
 pub fn model_options_given(args: &BenchArgs) -> bool {
-    args.overrides.any() || args.batch.is_some() || args.iters.is_some() || args.weights.is_some()
+    args.overrides.any()
+        || args.batch.is_some()
+        || args.iters.is_some()
+        || args.weights.is_some()
+        || args.train
+}
+
+/// Times one SGD training step of `arch` (see `--train`).
+fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
+    use tessera::models::module::set_requires_grad;
+    use tessera::models::optim::{Optimizer, Sgd};
+    use tessera::models::Mode;
+    let batch = args.batch.unwrap_or(8);
+    if batch == 0 || args.iters == Some(0) {
+        return Err("bench: --batch and --iters must be at least 1".into());
+    }
+    let mut model = overrides::build("bench", arch, &args.overrides, 0)?;
+    if let Some(w) = &args.weights {
+        tessera::models::weights::load(model.as_mut(), w)
+            .map_err(|e| format!("bench {arch}: {e}"))?;
+    }
+    model.set_mode(Mode::Train);
+    set_requires_grad(model.as_mut(), true);
+    let mut opt = Sgd::new(0.9, false, 0.0).map_err(|e| e.to_string())?;
+    let [c, h, w] = model.input_chw();
+    let x = Tensor::randn(&[batch, c, h, w], 1);
+    let classes = model.num_classes().max(1);
+    let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
+    let mut step = || -> Result<f64, String> {
+        let t0 = Instant::now();
+        let mut run = || -> Result<(), tessera::models::ModelError> {
+            let loss = model.forward(&x)?.cross_entropy(&labels, 0.0)?;
+            loss.backward()?;
+            opt.step(model.as_mut(), 0.01, 1.0)
+        };
+        run().map_err(|e| format!("bench {arch} --train: {e}"))?;
+        Ok(t0.elapsed().as_secs_f64())
+    };
+    let first = step()?;
+    let iters = args.iters.unwrap_or_else(|| reps_for(first, 10.0, 3, 20));
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        samples.push(step()? * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(Measurement {
+        arch: arch.to_string(),
+        batch,
+        input_chw: [c, h, w],
+        iters,
+        median_ms: percentile(&samples, 0.5),
+        p90_ms: percentile(&samples, 0.9),
+        peak_rss_mb: crate::run::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+    })
 }
 
 /// Times `arch` as configured by `args`.
@@ -80,6 +135,7 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         iters,
         median_ms: percentile(&samples, 0.5),
         p90_ms: percentile(&samples, 0.9),
+        peak_rss_mb: None,
     })
 }
 
@@ -87,19 +143,47 @@ fn print(m: &Measurement, threads: usize, json: bool) {
     if json {
         outln!(
             "{}",
-            serde_json::json!({
-                "arch": m.arch,
-                "batch": m.batch,
-                "threads": threads,
-                "input": m.input_chw,
-                "iters": m.iters,
-                "median_ms": m.median_ms,
-                "p90_ms": m.p90_ms,
-                "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
-            })
+            match m.peak_rss_mb {
+                // A training step.
+                Some(rss) => serde_json::json!({
+                    "arch": m.arch,
+                    "batch": m.batch,
+                    "threads": threads,
+                    "input": m.input_chw,
+                    "iters": m.iters,
+                    "train_step_ms": m.median_ms,
+                    "p90_ms": m.p90_ms,
+                    "peak_rss_mb": rss,
+                    "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
+                }),
+                None => serde_json::json!({
+                    "arch": m.arch,
+                    "batch": m.batch,
+                    "threads": threads,
+                    "input": m.input_chw,
+                    "iters": m.iters,
+                    "median_ms": m.median_ms,
+                    "p90_ms": m.p90_ms,
+                    "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
+                }),
+            }
         );
     } else {
         let [c, h, w] = m.input_chw;
+        if let Some(rss) = m.peak_rss_mb {
+            outln!(
+                "{:<24} {:>5} {:>7} {:>13} {:>9.1} {:>9.1} {:>9.1}  peak RSS {:.0} MiB (training step)",
+                m.arch,
+                m.batch,
+                threads,
+                format!("{c}x{h}x{w}"),
+                m.median_ms,
+                m.p90_ms,
+                m.batch as f64 * 1e3 / m.median_ms,
+                rss
+            );
+            return;
+        }
         outln!(
             "{:<24} {:>5} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.1}",
             m.arch,
@@ -159,7 +243,12 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         let threads = crate::init_threads(args.threads)?;
         header(args.json);
         for arch in HEADLINE.iter().filter(|a| names.contains(a)) {
-            print(&measure(arch, args)?, threads, args.json);
+            let m = if args.train {
+                measure_train(arch, args)?
+            } else {
+                measure(arch, args)?
+            };
+            print(&m, threads, args.json);
         }
         if !missing.is_empty() {
             return Err(format!(
@@ -170,7 +259,11 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         return Ok(());
     }
     let threads = crate::init_threads(args.threads)?;
-    let m = measure(&args.target, args)?;
+    let m = if args.train {
+        measure_train(&args.target, args)?
+    } else {
+        measure(&args.target, args)?
+    };
     header(args.json);
     print(&m, threads, args.json);
     Ok(())
