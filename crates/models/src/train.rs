@@ -19,7 +19,7 @@ use crate::zoo::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use tessera_core::{no_grad, Tensor};
+use tessera_core::no_grad;
 
 /// Which optimizer to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,9 +399,3 @@ impl Trainer {
 
 /// Prefix of optimizer entries in a checkpoint.
 const OPTIM_PREFIX: &str = weights::OPTIMIZER_PREFIX;
-
-/// A convenience for tests and demos: `[n, c, h, w]` zeros of a model's input size.
-pub fn zeros_input(model: &dyn Model, n: usize) -> Tensor {
-    let [c, h, w] = model.input_chw();
-    Tensor::zeros(&[n, c, h, w])
-}

@@ -44,6 +44,23 @@ pub fn model_options_given(args: &BenchArgs) -> bool {
         || args.train
 }
 
+/// Runs `step` `iters` times (or as many as fit in `budget_s`, clamped to `min..=max`, judged
+/// from `first`, the warm-up's time) and returns (iters, median ms, p90 ms).
+fn sample(
+    first: f64,
+    iters: Option<usize>,
+    (budget_s, min, max): (f64, usize, usize),
+    mut step: impl FnMut() -> Result<f64, String>,
+) -> Result<(usize, f64, f64), String> {
+    let iters = iters.unwrap_or_else(|| reps_for(first, budget_s, min, max));
+    let mut samples = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        samples.push(step()? * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok((iters, percentile(&samples, 0.5), percentile(&samples, 0.9)))
+}
+
 /// Times one SGD training step of `arch` (see `--train`).
 fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     use tessera::models::module::set_requires_grad;
@@ -76,19 +93,14 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         Ok(t0.elapsed().as_secs_f64())
     };
     let first = step()?;
-    let iters = args.iters.unwrap_or_else(|| reps_for(first, 10.0, 3, 20));
-    let mut samples = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        samples.push(step()? * 1e3);
-    }
-    samples.sort_by(f64::total_cmp);
+    let (iters, median_ms, p90_ms) = sample(first, args.iters, (10.0, 3, 20), step)?;
     Ok(Measurement {
         arch: arch.to_string(),
         batch,
         input_chw: [c, h, w],
         iters,
-        median_ms: percentile(&samples, 0.5),
-        p90_ms: percentile(&samples, 0.9),
+        median_ms,
+        p90_ms,
         peak_rss_mb: crate::run::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
     })
 }
@@ -120,21 +132,14 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     // Two warm-up runs: the first also sizes every scratch buffer.
     let first = timed()?;
     let second = timed()?;
-    let iters = args
-        .iters
-        .unwrap_or_else(|| reps_for(first.min(second), 3.0, 5, 100));
-    let mut samples = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        samples.push(timed()? * 1e3);
-    }
-    samples.sort_by(f64::total_cmp);
+    let (iters, median_ms, p90_ms) = sample(first.min(second), args.iters, (3.0, 5, 100), timed)?;
     Ok(Measurement {
         arch: arch.to_string(),
         batch,
         input_chw: [c, h, w],
         iters,
-        median_ms: percentile(&samples, 0.5),
-        p90_ms: percentile(&samples, 0.9),
+        median_ms,
+        p90_ms,
         peak_rss_mb: None,
     })
 }
