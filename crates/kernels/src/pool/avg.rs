@@ -12,6 +12,25 @@
 use super::{check_len, per_plane, rename, Pool2dShape};
 use crate::error::KernelError;
 
+/// Sum of `v` in eight interleaved partial sums (lane `i` takes elements `i, i + 8, ...`),
+/// combined pairwise at the end: the compiler vectorises it (a single running sum is a chain of
+/// dependent adds, one per 3-4 cycles), and the order is fixed, so the result does not depend on
+/// the thread count.
+#[inline]
+fn lane_sum(v: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let mut chunks = v.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += x;
+    }
+    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+}
+
 /// The clipped window `(r0, r1, c0, c1)` of output `(oy, ox)` and its divisor.
 #[inline]
 fn window(
@@ -176,12 +195,14 @@ pub fn adaptive_avg_pool2d_forward(
             let (r0, r1) = bin(oy, oh, h);
             for ox in 0..ow {
                 let (c0, c1) = bin(ox, ow, w);
-                let mut sum = 0.0f32;
-                for r in r0..r1 {
-                    for &v in &xp[r * w + c0..r * w + c1] {
-                        sum += v;
-                    }
-                }
+                let sum = if c0 == 0 && c1 == w {
+                    // Whole rows (always the case for global pooling): one contiguous run.
+                    lane_sum(&xp[r0 * w..r1 * w])
+                } else {
+                    (r0..r1)
+                        .map(|r| lane_sum(&xp[r * w + c0..r * w + c1]))
+                        .sum()
+                };
                 out[oy * ow + ox] = sum / ((r1 - r0) * (c1 - c0)) as f32;
             }
         }
