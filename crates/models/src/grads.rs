@@ -159,3 +159,130 @@ fn forward_backward(model: &dyn Model, x: &Tensor, targets: &[usize]) -> Result<
         grads,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layers::Linear;
+    use crate::module::Module;
+    use tessera_core::Rng;
+
+    /// `linear(flatten(x))` plus a parameter the forward never reads.
+    struct Tiny {
+        fc: Linear,
+        unused: Tensor,
+    }
+
+    impl Module for Tiny {
+        fn forward(&self, x: &Tensor) -> Result<Tensor> {
+            self.forward_stages(x, &mut |_, _| {})
+        }
+        fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+            self.fc.visit(&format!("{prefix}fc."), f);
+            f(
+                &format!("{prefix}unused"),
+                &self.unused,
+                TensorKind::Parameter,
+            );
+        }
+        fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
+            self.fc.visit_mut(&format!("{prefix}fc."), f);
+            f(
+                &format!("{prefix}unused"),
+                &mut self.unused,
+                TensorKind::Parameter,
+            );
+        }
+        fn set_mode(&mut self, _mode: Mode) {}
+    }
+
+    impl Model for Tiny {
+        fn arch(&self) -> &str {
+            "tiny"
+        }
+        fn input_chw(&self) -> [usize; 3] {
+            [2, 2, 2]
+        }
+        fn num_classes(&self) -> usize {
+            3
+        }
+        fn forward_stages(
+            &self,
+            x: &Tensor,
+            _stage: &mut dyn FnMut(&str, &Tensor),
+        ) -> Result<Tensor> {
+            self.fc.forward(&x.flatten(1, 3)?)
+        }
+    }
+
+    fn tiny() -> Tiny {
+        let mut rng = Rng::new(7);
+        Tiny {
+            fc: Linear::new(8, 3, true, &mut rng),
+            unused: Tensor::ones(&[4]),
+        }
+    }
+
+    /// Gradients of mean cross-entropy through one linear layer, in f64:
+    /// `dW = (softmax(z) - onehot)^T x / n`, `db = sum_rows(softmax(z) - onehot) / n`.
+    #[test]
+    fn linear_gradients_match_the_closed_form_and_unused_parameters_get_zeros() {
+        let mut m = tiny();
+        let x = Tensor::randn(&[3, 2, 2, 2], 11);
+        let labels = [2i64, 0, 1];
+        let g = compute(&mut m, &x, &labels).unwrap();
+        let (w, b, xs) = (
+            m.fc.weight.to_vec(),
+            m.fc.bias.as_ref().unwrap().to_vec(),
+            x.to_vec(),
+        );
+        let (mut dw, mut db, mut loss) = (vec![0f64; 24], vec![0f64; 3], 0f64);
+        for (i, &label) in labels.iter().enumerate() {
+            let xi = &xs[i * 8..i * 8 + 8];
+            let z: Vec<f64> = (0..3)
+                .map(|k| {
+                    b[k] as f64
+                        + (0..8)
+                            .map(|j| w[k * 8 + j] as f64 * xi[j] as f64)
+                            .sum::<f64>()
+                })
+                .collect();
+            let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let s: f64 = z.iter().map(|v| (v - mx).exp()).sum();
+            loss += (s.ln() + mx - z[label as usize]) / 3.0;
+            for k in 0..3 {
+                let p = (z[k] - mx).exp() / s - (k == label as usize) as i32 as f64;
+                db[k] += p / 3.0;
+                for j in 0..8 {
+                    dw[k * 8 + j] += p * xi[j] as f64 / 3.0;
+                }
+            }
+        }
+        assert!((g.loss as f64 - loss).abs() < 1e-5, "{} vs {loss}", g.loss);
+        let names: Vec<&str> = g.grads.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["fc.weight", "fc.bias", "unused"]);
+        for (got, want) in [(&g.grads[0].1, &dw), (&g.grads[1].1, &db)] {
+            for (a, b) in got.to_vec().iter().zip(want.iter()) {
+                assert!((*a as f64 - b).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+        assert_eq!(g.grads[2].1.shape(), [4]);
+        assert_eq!(g.grads[2].1.to_vec(), [0.0; 4]);
+        assert_eq!(g.logits.shape(), [3, 3]);
+    }
+
+    /// Gradients the caller had accumulated on its own parameter handles survive.
+    #[test]
+    fn the_callers_gradients_are_kept() {
+        let mut m = tiny();
+        m.fc.weight = m.fc.weight.detach().requires_grad_(true);
+        let x = Tensor::randn(&[2, 2, 2, 2], 3);
+        let y = m.forward(&x).unwrap().sum_all();
+        y.backward().unwrap();
+        let before = m.fc.weight.grad().unwrap().to_vec();
+        compute(&mut m, &x, &[0, 1]).unwrap();
+        assert!(m.fc.weight.requires_grad());
+        assert_eq!(m.fc.weight.grad().unwrap().to_vec(), before);
+        assert!(!m.unused.requires_grad());
+    }
+}
