@@ -309,7 +309,7 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
     let mut oshape = l.shape.clone();
     oshape[p] = 1;
     oshape[last] = 1;
-    let mut out = vec![0.0f32; n];
+    let mut out = crate::pool::zeroed(n);
     walk2(&oshape, &l.strides, l.offset, &dense, 0, |src, dst| {
         for i0 in (0..np).step_by(TILE_P) {
             for j0 in (0..nl).step_by(TILE_L) {

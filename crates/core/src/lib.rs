@@ -36,6 +36,7 @@ pub mod error;
 pub mod gradcheck;
 pub mod layout;
 pub mod ops;
+pub mod pool;
 pub mod profile;
 pub mod rng;
 pub mod storage;

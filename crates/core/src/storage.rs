@@ -59,6 +59,10 @@ impl Storage {
 impl Drop for Storage {
     fn drop(&mut self) {
         LIVE_STORAGES.fetch_sub(1, Ordering::Relaxed);
+        // An op-output buffer goes back to the pool for the next op (see `pool`).
+        match self {
+            Storage::F32(v) => crate::pool::recycle(std::mem::take(v)),
+        }
     }
 }
 

@@ -33,7 +33,7 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     let xs = x.contiguous().detach();
     y.record(name, &[x], move |g| {
         let g = g.contiguous();
-        let mut dx = vec![0.0f32; xs.numel()];
+        let mut dx = crate::pool::zeroed(xs.numel());
         act::backward(a, &xs.data(), &g.data(), &mut dx)
             .map_err(|e| TensorError::arg(name, e.to_string()))?;
         Ok(vec![Some(Tensor::from_contig(dx, xs.shape()))])

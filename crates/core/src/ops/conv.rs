@@ -145,7 +145,7 @@ impl Tensor {
         s.validate().map_err(kerr)?;
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
-        let mut y = vec![0.0f32; s.output_len()];
+        let mut y = crate::pool::zeroed(s.output_len());
         crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
         conv::conv2d_forward(&s, &x.data(), &w.data(), bd.as_deref(), act, &mut y).map_err(kerr)?;
         let y = Tensor::from_contig(y, &[s.n, s.c_out, s.out_h(), s.out_w()]);
@@ -163,7 +163,7 @@ impl Tensor {
             let dy = gd.data();
             let dx = match &saved_w {
                 Some(w) => {
-                    let mut dx = vec![0.0f32; s.input_len()];
+                    let mut dx = crate::pool::zeroed(s.input_len());
                     conv::conv2d_backward_input(&s, &w.data(), &dy, &mut dx).map_err(kerr)?;
                     Some(Tensor::from_contig(dx, &[s.n, s.c_in, s.h, s.w]))
                 }
@@ -171,7 +171,7 @@ impl Tensor {
             };
             let dw = match &saved_x {
                 Some(x) => {
-                    let mut dw = vec![0.0f32; s.weight_len()];
+                    let mut dw = crate::pool::zeroed(s.weight_len());
                     conv::conv2d_backward_weight(&s, &x.data(), &dy, &mut dw).map_err(kerr)?;
                     Some(Tensor::from_contig(
                         dw,
@@ -182,7 +182,7 @@ impl Tensor {
             };
             let mut out = vec![dx, dw];
             if has_b {
-                let mut db = vec![0.0f32; s.c_out];
+                let mut db = crate::pool::zeroed(s.c_out);
                 conv::conv2d_backward_bias(&s, &dy, &mut db).map_err(kerr)?;
                 out.push(Some(Tensor::from_contig(db, &[s.c_out])));
             }

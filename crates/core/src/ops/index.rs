@@ -35,7 +35,7 @@ impl Tensor {
             shape[dim] += t.shape()[dim];
         }
         let dense = contiguous_strides(&shape);
-        let mut out = vec![0.0f32; shape.iter().product()];
+        let mut out = crate::pool::zeroed(shape.iter().product());
         let mut start = 0;
         for t in tensors {
             let raw = t.raw();
@@ -106,7 +106,7 @@ impl Tensor {
         let mut slice_shape = self.shape().to_vec();
         slice_shape[dim] = 1;
         let dense = contiguous_strides(&out_shape);
-        let mut out = vec![0.0f32; out_shape.iter().product()];
+        let mut out = crate::pool::zeroed(out_shape.iter().product());
         let (raw, sx) = (self.raw(), self.strides());
         for (j, &i) in indices.iter().enumerate() {
             walk2(
@@ -126,7 +126,7 @@ impl Tensor {
         let indices = indices.to_vec();
         Ok(y.record("index_select", &[self], move |g| {
             let in_dense = contiguous_strides(&in_shape);
-            let mut dx = vec![0.0f32; in_shape.iter().product()];
+            let mut dx = crate::pool::zeroed(in_shape.iter().product());
             let (graw, gs) = (g.raw(), g.strides());
             for (j, &i) in indices.iter().enumerate() {
                 walk2(
@@ -204,7 +204,7 @@ impl Tensor {
             .map(|(&c, &i)| c + i * dense[dim])
             .collect();
         Ok(y.record("gather", &[self], move |g| {
-            let mut dx = vec![0.0f32; in_shape.iter().product()];
+            let mut dx = crate::pool::zeroed(in_shape.iter().product());
             let gd = g.data();
             for (&p, &v) in pos.iter().zip(gd.iter()) {
                 dx[p] += v;

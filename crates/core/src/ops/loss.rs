@@ -65,7 +65,7 @@ impl Tensor {
         let shape = [n, c];
         Ok(y.record(OP, &[self], move |g| {
             let scale = g.item()? as f64 / n as f64;
-            let mut dz = vec![0.0f32; n * c];
+            let mut dz = crate::pool::zeroed(n * c);
             for (r, &t) in targets.iter().enumerate() {
                 for j in 0..c {
                     let q = eps / cf + if j == t { 1.0 - eps } else { 0.0 };

@@ -99,7 +99,7 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>, act: Activation)
     let mut shape = p.batch.clone();
     shape.extend([m, n]);
     let mn = m * n;
-    let mut out = vec![0.0f32; p.offsets.len() * mn];
+    let mut out = crate::pool::zeroed(p.offsets.len() * mn);
     if mn == 0 || p.offsets.is_empty() {
         return Ok(Tensor::from_contig(out, &shape));
     }

@@ -71,8 +71,8 @@ impl Tensor {
         let rows = self.numel().checked_div(d).unwrap_or(0);
         let x = self.contiguous().detach();
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = vec![0.0f32; self.numel()];
-        let (mut mean, mut rstd) = (vec![0.0f32; rows], vec![0.0f32; rows]);
+        let mut y = crate::pool::zeroed(self.numel());
+        let (mut mean, mut rstd) = (crate::pool::zeroed(rows), crate::pool::zeroed(rows));
         norm::layer_norm_forward(
             &x.data(),
             rows,
@@ -98,9 +98,9 @@ impl Tensor {
         Ok(y.record(OP, &inputs, move |g| {
             let gd = g.contiguous();
             let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = vec![0.0f32; x.numel()];
-            let mut dgamma = vec![0.0f32; d];
-            let mut dbeta = vec![0.0f32; d];
+            let mut dx = crate::pool::zeroed(x.numel());
+            let mut dgamma = crate::pool::zeroed(d);
+            let mut dbeta = crate::pool::zeroed(d);
             norm::layer_norm_backward(
                 &x.data(),
                 &gd.data(),
@@ -151,7 +151,7 @@ impl Tensor {
             check_param(OP, "running_var", Some(r.var), &[c])?;
         }
         let x = self.contiguous().detach();
-        let (mut mean, mut var) = (vec![0.0f32; c], vec![0.0f32; c]);
+        let (mut mean, mut var) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
         if training {
             let count = n * hw;
             if count <= 1 {
@@ -192,7 +192,7 @@ impl Tensor {
             var.copy_from_slice(&r.var.data());
         }
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = vec![0.0f32; self.numel()];
+        let mut y = crate::pool::zeroed(self.numel());
         norm::batch_norm_forward(
             &x.data(),
             n,
@@ -218,8 +218,8 @@ impl Tensor {
         Ok(y.record(OP, &inputs, move |g| {
             let gd = g.contiguous();
             let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = vec![0.0f32; x.numel()];
-            let (mut dgamma, mut dbeta) = (vec![0.0f32; c], vec![0.0f32; c]);
+            let mut dx = crate::pool::zeroed(x.numel());
+            let (mut dgamma, mut dbeta) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
             norm::batch_norm_backward(
                 &x.data(),
                 &gd.data(),

@@ -78,7 +78,7 @@ impl Tensor {
         const OP: &str = "max_pool2d";
         let s = pool_shape(OP, self, &p)?;
         let x = self.contiguous();
-        let mut y = vec![0.0f32; s.output_len()];
+        let mut y = crate::pool::zeroed(s.output_len());
         let mut arg = vec![0u32; s.output_len()];
         pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg).map_err(kerr(OP))?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
@@ -86,7 +86,7 @@ impl Tensor {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = vec![0.0f32; s.input_len()];
+            let mut dx = crate::pool::zeroed(s.input_len());
             pool::max_pool2d_backward(&s, &g.data(), &arg, &mut dx).map_err(kerr(OP))?;
             Ok(vec![Some(Tensor::from_contig(dx, &[s.n, s.c, s.h, s.w]))])
         }))
@@ -97,14 +97,14 @@ impl Tensor {
         const OP: &str = "avg_pool2d";
         let s = pool_shape(OP, self, &p)?;
         let x = self.contiguous();
-        let mut y = vec![0.0f32; s.output_len()];
+        let mut y = crate::pool::zeroed(s.output_len());
         pool::avg_pool2d_forward(&s, count_include_pad, &x.data(), &mut y).map_err(kerr(OP))?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
         if !needs_grad(&[self]) {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = vec![0.0f32; s.input_len()];
+            let mut dx = crate::pool::zeroed(s.input_len());
             pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
             Ok(vec![Some(Tensor::from_contig(dx, &[s.n, s.c, s.h, s.w]))])
@@ -116,7 +116,7 @@ impl Tensor {
         const OP: &str = "adaptive_avg_pool2d";
         let [n, c, h, w] = nchw(OP, self)?;
         let x = self.contiguous();
-        let mut y = vec![0.0f32; n * c * oh * ow];
+        let mut y = crate::pool::zeroed(n * c * oh * ow);
         pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)
             .map_err(|e| TensorError::shape(OP, e.to_string()))?;
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);
@@ -124,7 +124,7 @@ impl Tensor {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = vec![0.0f32; n * c * h * w];
+            let mut dx = crate::pool::zeroed(n * c * h * w);
             pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
             Ok(vec![Some(Tensor::from_contig(dx, &[n, c, h, w]))])

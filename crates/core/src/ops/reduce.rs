@@ -257,7 +257,7 @@ impl Tensor {
         let saved = pos.clone();
         let y = y.record("max", &[self], move |g| {
             let gd = g.data();
-            let mut dx = vec![0.0f32; in_shape.iter().product()];
+            let mut dx = crate::pool::zeroed(in_shape.iter().product());
             for (&p, &gv) in saved.iter().zip(gd.iter()) {
                 dx[p] += gv;
             }

@@ -231,7 +231,7 @@ impl Tensor {
 
 /// A zero tensor of `full` shape with `g` written at `start..` along `dim` (narrow's backward).
 pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -> Tensor {
-    let mut out = vec![0.0f32; full.iter().product()];
+    let mut out = crate::pool::zeroed(full.iter().product());
     let strides = contiguous_strides(full);
     let gd = g.data();
     let mut it = gd.iter();
