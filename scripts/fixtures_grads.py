@@ -6,6 +6,7 @@ fixtures exist (it reuses their weights, so re-run it whenever scripts/fixtures_
 resnet}.py rewrite them):
 
     python3 scripts/fixtures_grads.py
+    python3 scripts/fixtures_grads.py --f64   # writes nothing: float32 vs float64 torch errors
 
 For one small variant of each family it loads the committed weights of the eval-parity
 fixtures (tests/fixtures/models/, random weights with randomised batch-norm statistics; the
@@ -35,6 +36,7 @@ Cases (weights file in tests/fixtures/models/):
                block_args=dict(attn_layer='se')); input [3,2,33,47]
 """
 
+import argparse
 import os
 
 import numpy as np
@@ -127,7 +129,41 @@ def write_case(case, gen):
           f"max |grad| {gmax:.3e}, max |logit| {logits.abs().max().item():.3f}")
 
 
+ZERO_SHIFTS = lambda n: n.endswith(".bn3.bias") or n == "blocks.0.0.bn2.bias"
+
+
+def f64_check(case):
+    """The float32 noise floor: the committed float32 reference against the same computation in
+    float64 (max |diff| / max |f64| per tensor; the exactly-zero batch-norm shift gradients of
+    the MobileNets are left out, their ratio is meaningless)."""
+    name = case["name"]
+    x = torch.from_numpy(np.load(os.path.join(OUT, f"{name}.input.npy"))).double()
+    labels = torch.from_numpy(np.load(os.path.join(OUT, f"{name}.labels.npy")))
+    ref = load_file(os.path.join(OUT, f"{name}.grads.safetensors"))
+    model = case["build"]()
+    load_weights(model, os.path.join(MODELS, case["weights"]))
+    model = model.double().train()
+    logits = model(x)
+    F.cross_entropy(logits, labels).backward()
+
+    def rel(a, b):
+        return ((a.double() - b).abs().max() / b.abs().max()).item()
+
+    worst = max((rel(ref[n], p.grad), n) for n, p in model.named_parameters()
+                if not ZERO_SHIFTS(n) or name not in ("mobilenetv2", "mobilenetv3"))
+    print(f"{name}: torch float32 vs float64: logits {rel(ref['logits'], logits.detach()):.2e}, "
+          f"worst gradient {worst[0]:.2e} ({worst[1]})")
+
+
 def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--f64", action="store_true",
+                    help="write nothing; compare the committed references with float64 torch")
+    args = ap.parse_args()
+    if args.f64:
+        for case in CASES:
+            f64_check(case)
+        return
     os.makedirs(OUT, exist_ok=True)
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(20261128)
