@@ -11,6 +11,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod grads;
 mod image_input;
 mod info;
 mod overrides;
@@ -46,6 +47,9 @@ enum Command {
     Cpu(CpuArgs),
     /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
     Train(train::TrainArgs),
+    /// One training-mode forward and backward (mean cross-entropy): loss, logits and every
+    /// parameter's gradient by timm name, to safetensors (gradient parity with PyTorch).
+    Grads(grads::GradsArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +112,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::run(args),
+        Command::Grads(args) => grads::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

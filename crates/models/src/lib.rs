@@ -15,6 +15,7 @@ pub mod archs;
 pub mod blocks;
 pub mod data;
 pub mod error;
+pub mod grads;
 pub mod init;
 pub mod io;
 pub mod layers;
