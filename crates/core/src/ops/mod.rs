@@ -7,6 +7,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod conv_packed;
 pub mod elementwise;
 pub mod index;
 pub mod loss;

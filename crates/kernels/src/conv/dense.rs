@@ -16,7 +16,9 @@
 use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
-use crate::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
+use crate::gemm::{
+    gemm, gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix,
+};
 use crate::isa::Isa;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -151,12 +153,20 @@ fn config(isa: Isa) -> GemmConfig {
     }
 }
 
+/// The weights of a dense forward: `[c_out, c_in / groups * kh * kw]` as stored, or packed
+/// once per group as the GEMM's left operand.
+#[derive(Clone, Copy)]
+pub(crate) enum Weights<'a> {
+    Raw(&'a [f32]),
+    Packed(&'a [PackedMatrix]),
+}
+
 /// Dense / grouped forward pass (shape and lengths already checked).
 pub(crate) fn forward(
     isa: Isa,
     s: &Conv2dShape,
     x: &[f32],
-    w: &[f32],
+    w: Weights<'_>,
     bias: Option<&[f32]>,
     act: Activation,
     y: &mut [f32],
@@ -170,7 +180,14 @@ pub(crate) fn forward(
         for img in 0..s.n {
             for g in 0..s.groups {
                 let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
-                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                let wg = match w {
+                    Weights::Raw(w) => Operand::View(MatRef::row_major(
+                        &w[g * cog * kdim..(g + 1) * cog * kdim],
+                        cog,
+                        kdim,
+                    )),
+                    Weights::Packed(p) => Operand::Packed(&p[g]),
+                };
                 let yg =
                     &mut y[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
                 let b = match bias {
@@ -183,10 +200,10 @@ pub(crate) fn forward(
                     im2col(s, xg, cols);
                     MatRef::row_major(cols, kdim, ohw)
                 };
-                gemm(
+                gemm_ex(
                     1.0,
-                    MatRef::row_major(wg, cog, kdim),
-                    rhs,
+                    wg,
+                    Operand::View(rhs),
                     0.0,
                     MatMut::row_major(yg, cog, ohw),
                     Epilogue::new(b, act),

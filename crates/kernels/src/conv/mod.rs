@@ -19,11 +19,13 @@
 
 mod dense;
 pub mod depthwise;
+mod packed;
 pub mod reference;
 
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::Isa;
+pub use packed::{conv2d_forward_packed, PackedConvWeight};
 
 /// The geometry of a 2-D convolution (NCHW input, PyTorch conventions).
 ///
@@ -307,7 +309,9 @@ pub fn conv2d_forward_with(
     let isa = isa.check()?;
     match path(s) {
         Path::Depthwise => depthwise::forward(isa, s, x, w, bias, act, y),
-        Path::Pointwise | Path::Im2col => dense::forward(isa, s, x, w, bias, act, y),
+        Path::Pointwise | Path::Im2col => {
+            dense::forward(isa, s, x, dense::Weights::Raw(w), bias, act, y)
+        }
     }
 }
 

@@ -20,6 +20,7 @@ use crate::init;
 use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
 use crate::module::{child, Mode, Module, TensorKind};
 use std::sync::OnceLock;
+use tessera_core::kernels::conv::PackedConvWeight;
 use tessera_core::kernels::Activation;
 use tessera_core::{is_grad_enabled, Conv2dParams, Rng, Tensor};
 
@@ -81,8 +82,16 @@ pub fn goog_linear(in_f: usize, out_f: usize, rng: &mut Rng) -> Linear {
 /// inference forward and kept until [`FoldCache::clear`] (called by the blocks' `visit_mut`
 /// and `set_mode`, the ways weights and statistics change; code that assigns the public
 /// tensors directly must call `clear` too).
+/// Dense convolutions keep their folded weight packed for the GEMM (packed once, not on every
+/// call); depthwise ones, which do not use the GEMM, keep it as a tensor.
 #[derive(Default)]
-pub struct FoldCache(OnceLock<(Tensor, Tensor)>);
+pub struct FoldCache(OnceLock<(FoldedWeight, Tensor)>);
+
+/// A folded convolution weight, in the form its kernel consumes.
+enum FoldedWeight {
+    Packed(Box<PackedConvWeight>),
+    Plain(Tensor),
+}
 
 impl FoldCache {
     /// Forgets the folded tensors.
@@ -123,7 +132,10 @@ pub fn conv_bn(
             }
         };
         let a = act.map_or(Activation::Identity, Act::kernel);
-        return Ok(x.conv2d_act(w, Some(b), conv.params, a)?);
+        return Ok(match w {
+            FoldedWeight::Packed(w) => x.conv2d_packed(w, Some(b), conv.params, a)?,
+            FoldedWeight::Plain(w) => x.conv2d_act(w, Some(b), conv.params, a)?,
+        });
     }
     let y = bn.forward(&conv.forward(x)?)?;
     Ok(match act {
@@ -133,7 +145,7 @@ pub fn conv_bn(
 }
 
 /// The convolution weight and bias with an eval-mode batch norm folded in.
-fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(Tensor, Tensor)> {
+fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(FoldedWeight, Tensor)> {
     let (mean, var) = bn.running_stats();
     let (mean, var) = (mean.data(), var.data());
     let (gamma, beta) = (bn.weight.data(), bn.bias.data());
@@ -155,10 +167,18 @@ fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(Tensor, Tensor)> {
             ((b0 - f64::from(mean[i])) * scale[i] + f64::from(beta[i])) as f32
         })
         .collect();
-    Ok((
-        Tensor::from_vec(w, conv.weight.shape())?,
-        Tensor::from_vec(b, &[c])?,
-    ))
+    let shape = conv.weight.shape();
+    let groups = conv.params.groups;
+    let dims = [shape[0], shape[1], shape[2], shape[3]];
+    let w = if !PackedConvWeight::applies(dims, groups) {
+        FoldedWeight::Plain(Tensor::from_vec(w, shape)?)
+    } else {
+        FoldedWeight::Packed(Box::new(
+            PackedConvWeight::pack(&w, dims, groups, None)
+                .map_err(|e| ModelError::config(format!("conv_bn fold: {e}")))?,
+        ))
+    };
+    Ok((w, Tensor::from_vec(b, &[c])?))
 }
 
 /// The kernel activation computing the same function as `a`.

@@ -1,0 +1,81 @@
+//! Inference convolution on weights packed once ([`PackedConvWeight`]): the dense conv2d of
+//! [`super::conv`] without packing its weights on every call, for layers whose weights do not
+//! change between calls (a model in eval mode; the models crate packs its batch-norm-folded
+//! convolutions this way). No graph is recorded, so it refuses inputs that would need one.
+
+use tessera_kernels::activation::Activation;
+use tessera_kernels::conv::{self, Conv2dShape, PackedConvWeight};
+
+use crate::autograd::needs_grad;
+use crate::error::{fmt_shape, Result, TensorError};
+use crate::ops::conv::Conv2dParams;
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// `act(conv2d(x, w) + bias)` with `w` packed by [`PackedConvWeight::pack`]; `p.groups` must
+    /// be the group count it was packed for. Inference only: an error if `self` or `bias` needs
+    /// a gradient (use [`Tensor::conv2d_act`] to train). Equal, bit for bit, to `conv2d_act` on
+    /// the unpacked weights.
+    pub fn conv2d_packed(
+        &self,
+        w: &PackedConvWeight,
+        bias: Option<&Tensor>,
+        p: Conv2dParams,
+        act: Activation,
+    ) -> Result<Tensor> {
+        const OP: &str = "conv2d_packed";
+        let mut inputs = vec![self];
+        inputs.extend(bias);
+        if needs_grad(&inputs) {
+            return Err(TensorError::shape(
+                OP,
+                "records no graph: its input or bias requires a gradient (use conv2d_act)"
+                    .to_string(),
+            ));
+        }
+        let xs = self.shape();
+        let ws = w.shape();
+        if xs.len() != 4 {
+            return Err(TensorError::shape(
+                OP,
+                format!("input {} must be 4-D [n, c, h, w]", fmt_shape(xs)),
+            ));
+        }
+        if let Some(b) = bias {
+            if b.shape() != [ws[0]] {
+                return Err(TensorError::shape(
+                    OP,
+                    format!(
+                        "bias {} for weight {}",
+                        fmt_shape(b.shape()),
+                        fmt_shape(&ws)
+                    ),
+                ));
+            }
+        }
+        let s = Conv2dShape {
+            n: xs[0],
+            c_in: xs[1],
+            h: xs[2],
+            w: xs[3],
+            c_out: ws[0],
+            kh: ws[2],
+            kw: ws[3],
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        };
+        let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
+        s.validate().map_err(kerr)?;
+        let x = self.contiguous();
+        let bd = bias.map(|b| b.data());
+        let mut y = crate::pool::zeroed(s.output_len());
+        crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
+        conv::conv2d_forward_packed(&s, &x.data(), w, bd.as_deref(), act, &mut y).map_err(kerr)?;
+        Ok(Tensor::from_contig(
+            y,
+            &[s.n, s.c_out, s.out_h(), s.out_w()],
+        ))
+    }
+}

@@ -1,0 +1,221 @@
+//! Dense convolution weights packed once, for inference.
+//!
+//! A dense (or grouped) convolution is, per image and group, the GEMM
+//! `Y[c_out/g, oh*ow] = W[c_out/g, c_in/g*kh*kw] * cols[c_in/g*kh*kw, oh*ow]`, with the weights
+//! as the left operand. Packing that operand into the microkernel's MR-row panels costs a pass
+//! over every weight on every call; in ResNet's last stage (7x7 outputs) that pass is as long as
+//! a sizeable part of the multiply itself. [`PackedConvWeight`] packs each group's matrix once
+//! (as XNNPACK and oneDNN pack weights at model load; tract's "packed" operands) and
+//! [`conv2d_forward_packed`] runs the same dense forward on it. Bit-identical to
+//! [`super::conv2d_forward`] on the raw weights: the panels hold the same numbers in the order
+//! the GEMM would have packed them.
+//!
+//! Depthwise convolutions do not go through a GEMM and are not packed.
+
+use super::{check_bias, check_len, dense, path, rename, Conv2dShape, Path};
+use crate::activation::Activation;
+use crate::error::KernelError;
+use crate::gemm::{MatRef, PackedMatrix};
+use crate::isa::Isa;
+
+/// The weight `[c_out, c_in / groups, kh, kw]` of a dense convolution, packed per group as the
+/// GEMM's left operand for one instruction set.
+#[derive(Debug, Clone)]
+pub struct PackedConvWeight {
+    shape: [usize; 4],
+    groups: usize,
+    isa: Isa,
+    packs: Vec<PackedMatrix>,
+}
+
+impl PackedConvWeight {
+    /// Packs `w` (shape `[c_out, c_in_per_group, kh, kw]`, `groups` groups) for `isa` (default:
+    /// [`Isa::current`]). Errors: a zero or non-dividing group count, a slice of the wrong
+    /// length, an ISA this CPU lacks.
+    pub fn pack(
+        w: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        isa: Option<Isa>,
+    ) -> Result<Self, KernelError> {
+        const OP: &str = "conv2d pack weight";
+        let [c_out, cig, kh, kw] = shape;
+        if groups == 0 || c_out % groups != 0 {
+            return Err(KernelError::invalid(
+                OP,
+                format!("weight {shape:?}: {groups} groups do not divide {c_out} output channels"),
+            ));
+        }
+        if w.len() != shape.iter().product::<usize>() {
+            return Err(KernelError::invalid(
+                OP,
+                format!(
+                    "weight {shape:?} needs {} values, got {}",
+                    shape.iter().product::<usize>(),
+                    w.len()
+                ),
+            ));
+        }
+        let isa = match isa {
+            Some(i) => i.check()?,
+            None => Isa::current()?,
+        };
+        let (cog, kdim) = (c_out / groups, cig * kh * kw);
+        let packs = (0..groups)
+            .map(|g| {
+                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(PackedConvWeight {
+            shape,
+            groups,
+            isa,
+            packs,
+        })
+    }
+
+    /// Whether a weight of this shape and group count runs through the GEMM (and can be packed
+    /// for [`conv2d_forward_packed`]): every convolution but a depthwise one (`groups == c_in`,
+    /// which includes a single-channel input with one group).
+    pub fn applies(shape: [usize; 4], groups: usize) -> bool {
+        let c_in = shape[1] * groups;
+        !(groups == c_in && groups > 0 && shape[0].is_multiple_of(groups))
+    }
+
+    /// `[c_out, c_in / groups, kh, kw]`.
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    /// The channel groups it was packed for.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// The instruction set whose panel layout it holds.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Bytes of packed data (edge panels are zero-padded to the microkernel's MR rows).
+    pub fn size_bytes(&self) -> usize {
+        self.packs.iter().map(PackedMatrix::size_bytes).sum()
+    }
+}
+
+/// `y = act(conv(x, w) + bias)` with pre-packed weights: [`super::conv2d_forward`] without the
+/// per-call weight packing, on the ISA the weights were packed for. Errors: an invalid shape,
+/// weights packed for another shape or group count, a depthwise shape (use
+/// [`super::conv2d_forward`]), slices of the wrong length.
+pub fn conv2d_forward_packed(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &PackedConvWeight,
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "conv2d_forward_packed";
+    s.validate().map_err(|e| rename(e, OP))?;
+    let expect = [s.c_out, s.c_in_per_group(), s.kh, s.kw];
+    if w.shape != expect || w.groups != s.groups {
+        return Err(KernelError::invalid(
+            OP,
+            format!(
+                "{s}: the weights were packed for shape {:?} with {} groups",
+                w.shape, w.groups
+            ),
+        ));
+    }
+    if matches!(path(s), Path::Depthwise) {
+        return Err(KernelError::invalid(
+            OP,
+            format!("{s}: depthwise convolutions are not packed; use conv2d_forward"),
+        ));
+    }
+    check_len(OP, s, "x", x.len(), s.input_len())?;
+    check_len(OP, s, "y", y.len(), s.output_len())?;
+    check_bias(OP, s, bias)?;
+    w.isa.check()?;
+    dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), bias, act, y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conv::conv2d_forward_with;
+
+    fn shape(c_in: usize, c_out: usize, k: usize, stride: usize, groups: usize) -> Conv2dShape {
+        Conv2dShape {
+            n: 2,
+            c_in,
+            h: 9,
+            w: 7,
+            c_out,
+            kh: k,
+            kw: k,
+            stride: (stride, stride),
+            padding: (k / 2, k / 2),
+            dilation: (1, 1),
+            groups,
+        }
+    }
+
+    fn data(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32
+                    / 500.0
+                    - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn packed_forward_is_bit_identical_to_the_raw_forward_on_every_isa() {
+        for isa in Isa::available() {
+            for &(ci, co, k, st, g) in &[
+                (8, 13, 1, 1, 1),
+                (6, 10, 3, 1, 2),
+                (5, 7, 3, 2, 1),
+                (4, 9, 1, 2, 1),
+            ] {
+                let s = shape(ci, co, k, st, g);
+                let x = data(s.input_len(), 1);
+                let w = data(s.weight_len(), 2);
+                let b = data(co, 3);
+                let mut y0 = vec![0.0; s.output_len()];
+                let mut y1 = vec![1.0; s.output_len()];
+                conv2d_forward_with(isa, &s, &x, &w, Some(&b), Activation::Relu6, &mut y0).unwrap();
+                let p = PackedConvWeight::pack(&w, [co, ci / g, k, k], g, Some(isa)).unwrap();
+                conv2d_forward_packed(&s, &x, &p, Some(&b), Activation::Relu6, &mut y1).unwrap();
+                assert!(
+                    y0.iter().zip(&y1).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} {s}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn mismatched_or_depthwise_shapes_are_errors() {
+        let s = shape(8, 13, 3, 1, 1);
+        let w = data(s.weight_len(), 2);
+        let p = PackedConvWeight::pack(&w, [13, 8, 3, 3], 1, None).unwrap();
+        let other = shape(8, 13, 1, 1, 1);
+        let (x, mut y) = (vec![0.0; other.input_len()], vec![0.0; other.output_len()]);
+        let e = conv2d_forward_packed(&other, &x, &p, None, Activation::Identity, &mut y);
+        assert!(e.unwrap_err().to_string().contains("packed for shape"));
+        let dw = shape(8, 8, 3, 1, 8);
+        let pw = PackedConvWeight::pack(&data(dw.weight_len(), 1), [8, 1, 3, 3], 8, None).unwrap();
+        let (x, mut y) = (vec![0.0; dw.input_len()], vec![0.0; dw.output_len()]);
+        let e = conv2d_forward_packed(&dw, &x, &pw, None, Activation::Identity, &mut y);
+        assert!(e.unwrap_err().to_string().contains("depthwise"));
+        assert!(PackedConvWeight::pack(&w, [13, 8, 3, 3], 2, None).is_err());
+        assert!(PackedConvWeight::applies([13, 8, 3, 3], 1));
+        assert!(!PackedConvWeight::applies([8, 1, 3, 3], 8));
+        assert!(!PackedConvWeight::applies([16, 1, 3, 3], 1));
+        assert!(PackedConvWeight::pack(&w[1..], [13, 8, 3, 3], 1, None).is_err());
+    }
+}
