@@ -14,6 +14,8 @@ mod bench;
 mod image_input;
 mod info;
 mod overrides;
+mod peak;
+mod profile;
 mod run;
 mod timing;
 mod train;
@@ -46,6 +48,10 @@ enum Command {
     Cpu(CpuArgs),
     /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
     Train(train::TrainArgs),
+    /// Per-op roofline table of one forward pass (or training step): FLOPs, bytes, time.
+    Profile(profile::ProfileArgs),
+    /// Measure this machine's FMA peak and memory bandwidth (cached for `profile`).
+    Peak(peak::PeakArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +114,8 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Peak(args) => peak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

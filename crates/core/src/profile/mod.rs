@@ -94,7 +94,8 @@ pub fn record<T>(f: impl FnOnce() -> T) -> (T, Profile) {
 }
 
 /// Times `f` as one record named `op` of `phase` with the given cost (plus the cost of any op
-/// it runs, which then leaves no record of its own). Just runs `f` when not recording.
+/// it runs, which then leaves no record of its own); the record's output shape is its first
+/// input's (an in-place update). Just runs `f` when not recording.
 pub fn region<T>(
     op: &str,
     phase: Phase,
@@ -109,7 +110,7 @@ pub fn region<T>(
     frame.end(phase, || OpInfo {
         op: Cow::Owned(op.to_string()),
         inputs: inputs.iter().map(|s| s.to_vec()).collect(),
-        output: Vec::new(),
+        output: inputs.first().map(|s| s.to_vec()).unwrap_or_default(),
         cost,
     });
     out
