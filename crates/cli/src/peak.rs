@@ -3,11 +3,15 @@
 //!
 //! - **FMA peak** (GFLOP/s): every pool thread runs the register-resident FMA loop of
 //!   `tessera_kernels::peak` (12 independent vector chains, no memory traffic) at the same
-//!   time; FLOPs of all threads over the wall time, best of 5 runs.
+//!   time; FLOPs of all threads over the wall time, best of 200 runs of about 1 ms (best of
+//!   many short runs, so that on a shared machine the figure is the core's, not its share).
 //! - **Memory bandwidth** (GB/s): a read-only sum over a 256 MiB buffer, and McCalpin's STREAM
 //!   triad `a = b + s c` over three 64 MiB arrays, split over the threads; bytes counted as
-//!   STREAM does (12 per triad element: two reads and one write, no write-allocate); best of
-//!   3 runs after an untimed pass that faults the pages in. The triad figure is the memory roof
+//!   STREAM does (12 per triad element: two reads and one write, no write-allocate). Each pass
+//!   streams the buffers in blocks (8 MiB per thread; 4 MiB per array for the triad) timed one
+//!   by one, and the figure is the best block over 5 passes after an untimed pass that faults
+//!   the pages in (a block comes from DRAM: it was last touched a whole buffer earlier; timing
+//!   blocks keeps a descheduled thread on a busy machine from dragging it down). The triad figure is the memory roof
 //!   `tessera profile` uses: ops read inputs and write outputs as the triad does.
 //!
 //! The result is cached as JSON in `$TESSERA_PEAK_CACHE`, else
@@ -179,57 +183,69 @@ fn fma_peak(isa: Isa, iters: usize, runs: usize) -> Result<f64, String> {
     Ok(best)
 }
 
-/// Read and triad bandwidth, GB/s, over buffers of `mib` MiB (read) and three of `mib / 4`
-/// (triad): best of `runs` after one untimed pass.
-fn bandwidth(mib: usize, runs: usize) -> (f64, f64) {
+/// Read and triad bandwidth, GB/s, over a buffer of `mib` MiB (read) and three of `mib / 4`
+/// (triad), after one untimed pass. Each pass streams the whole buffer in blocks of 8 MiB per
+/// thread (4 MiB per array for the triad), each block timed on its own; the result is the best
+/// block over `passes` passes. A block was last touched a whole buffer earlier, so it comes
+/// from DRAM; timing blocks rather than the whole buffer keeps a descheduled thread on a busy
+/// machine from dragging the figure down.
+fn bandwidth(mib: usize, passes: usize) -> (f64, f64) {
     use rayon::prelude::*;
     let threads = rayon::current_num_threads().max(1);
     let n = mib * (1 << 20) / 4;
-    let chunk = n.div_ceil(threads).max(1);
     let x = vec![1.0f32; n];
-    let read = |x: &[f32]| -> f32 { x.par_chunks(chunk).map(peak::stream_read).sum() };
-    std::hint::black_box(read(&x));
+    let per_thread = (8 << 20) / 4;
     let mut best_read = 0.0f64;
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        std::hint::black_box(read(&x));
-        best_read = best_read.max((n * 4) as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    for pass in 0..=passes {
+        for block in x.chunks(per_thread * threads) {
+            let t0 = Instant::now();
+            let s: f32 = block.par_chunks(per_thread).map(peak::stream_read).sum();
+            std::hint::black_box(s);
+            let secs = t0.elapsed().as_secs_f64();
+            if pass > 0 {
+                best_read = best_read.max((block.len() * 4) as f64 / secs / 1e9);
+            }
+        }
     }
     drop(x);
     let m = n / 4;
-    let chunk = m.div_ceil(threads).max(1);
     let (b, c) = (vec![1.0f32; m], vec![2.0f32; m]);
     let mut a = vec![0.0f32; m];
-    let triad = |a: &mut [f32]| {
-        a.par_chunks_mut(chunk)
-            .zip(b.par_chunks(chunk).zip(c.par_chunks(chunk)))
-            .for_each(|(a, (b, c))| {
-                // The chunks of equal-length buffers have equal lengths.
-                let _ = peak::stream_triad(a, b, c, 3.0);
-            })
-    };
-    triad(&mut a);
+    let per_thread = (4 << 20) / 4;
+    let block = per_thread * threads;
     let mut best_triad = 0.0f64;
-    for _ in 0..runs {
-        let t0 = Instant::now();
-        triad(&mut a);
-        best_triad = best_triad.max((m * 12) as f64 / t0.elapsed().as_secs_f64() / 1e9);
+    for pass in 0..=passes {
+        for ((a, b), c) in a
+            .chunks_mut(block)
+            .zip(b.chunks(block))
+            .zip(c.chunks(block))
+        {
+            let t0 = Instant::now();
+            a.par_chunks_mut(per_thread)
+                .zip(b.par_chunks(per_thread).zip(c.par_chunks(per_thread)))
+                .for_each(|(a, (b, c))| {
+                    // The chunks of equal-length blocks have equal lengths.
+                    let _ = peak::stream_triad(a, b, c, 3.0);
+                });
+            let secs = t0.elapsed().as_secs_f64();
+            if pass > 0 {
+                best_triad = best_triad.max((a.len() * 12) as f64 / secs / 1e9);
+            }
+        }
     }
     std::hint::black_box(&a);
     (best_read, best_triad)
 }
 
-/// Measures the limits with the current pool. `quick` uses a shorter FMA loop and a 128 MiB
-/// read buffer (about 0.5 s in all) instead of 256 MiB.
+/// Measures the limits with the current pool. `quick` uses 40 FMA runs instead of 200 and a
+/// 128 MiB read buffer instead of 256 MiB (about half a second in all).
 pub fn measure(quick: bool) -> Result<Limits, String> {
     let isa = Isa::current().map_err(|e| format!("peak: {e}"))?;
-    let (iters, runs, mib) = if quick {
-        (2_000_000, 3, 128)
-    } else {
-        (10_000_000, 5, 256)
-    };
-    let fma_gflops = fma_peak(isa, iters, runs)?;
-    let (read_gbs, triad_gbs) = bandwidth(mib, if quick { 2 } else { 3 });
+    // Many short FMA runs (about 1 ms each at 100 GFLOP/s) and the best one: on a shared
+    // machine some run gets the core to itself.
+    let (runs, mib) = if quick { (40, 128) } else { (200, 256) };
+    let fma_gflops = fma_peak(isa, 500_000, runs)?;
+    let (read_gbs, triad_gbs) = bandwidth(mib, if quick { 2 } else { 5 });
     Ok(Limits {
         cpu: cpu_model(),
         isa: isa.name().to_string(),
