@@ -265,7 +265,7 @@ fn print_table(args: &ProfileArgs, run: &Run, l: &Limits, note: &str, chw: [usiz
             String::new()
         },
         if args.train {
-            "training step (forward, cross-entropy, backward, SGD update)"
+            "training step (forward, loss, backward, SGD)"
         } else {
             "inference (eval mode, no graph)"
         }
@@ -347,16 +347,24 @@ fn print_table(args: &ProfileArgs, run: &Run, l: &Limits, note: &str, chw: [usiz
         t.flops as f64 / t.ns.max(1) as f64
     );
     outln!(
-        "forward: {} FLOPs = contractions {} (2 x {} MACs, as `tessera info`: {}) + other ops {}",
+        "forward: {} FLOPs = contractions {} + other ops {}",
         thousands(fwd.flops),
         thousands(fwd.contraction_flops()),
+        thousands(fwd.flops - fwd.contraction_flops())
+    );
+    outln!(
+        "         contractions = 2 x {} MACs, as `tessera info` counts them{}: {}",
         thousands(fwd.macs),
+        if args.batch > 1 {
+            format!(" (x {} images)", args.batch)
+        } else {
+            String::new()
+        },
         if fwd.macs == run.info_macs {
             "equal".to_string()
         } else {
             format!("DIFFERS, info counts {}", thousands(run.info_macs))
-        },
-        thousands(fwd.flops - fwd.contraction_flops())
+        }
     );
     if args.train {
         for ph in [Phase::Backward, Phase::Update] {
@@ -389,10 +397,10 @@ fn print_table(args: &ProfileArgs, run: &Run, l: &Limits, note: &str, chw: [usiz
     for (rank, &k) in p.top_by_time(10).iter().enumerate() {
         let r = &p.records[k];
         outln!(
-            "{:>3}. #{:<4} {:<22} {:<18} {:<14} {:>9.1} us {:>5.1}%  {:>6.1} GFLOP/s {:>6.1} GB/s  {}",
+            "{:>3}. #{:<4} {:<18} {:<18} {:<14} {:>9.1} us {:>5.1}% {:>6.1} GFLOP/s {:>6.1} GB/s {}",
             rank + 1,
             k + 1,
-            fit(&r.layer, 22),
+            fit(&r.layer, 18),
             fit(&r.op, 18),
             fit(&shape_str(&r.output), 14),
             r.us(),

@@ -124,7 +124,10 @@ fn profile_train_records_backward_and_update() {
         text.contains("-- blocks.0: ") && text.contains("top 10 ops by time"),
         "{text}"
     );
-    assert!(text.contains("as `tessera info`: equal"), "{text}");
+    assert!(
+        text.contains("as `tessera info` counts them: equal"),
+        "{text}"
+    );
 }
 
 #[test]
