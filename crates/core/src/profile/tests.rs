@@ -289,3 +289,29 @@ fn top_by_time_orders_by_ns() {
     };
     assert_eq!(p.top_by_time(3), [1, 3, 0]);
 }
+
+/// What recording costs per op: a tiny op (relu of 8 values, dominated by its allocation)
+/// timed with the recorder off and on. A probe, not a benchmark: run with
+/// `cargo test -p tessera-core --release recording_overhead_probe -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn recording_overhead_probe() {
+    use std::time::Instant;
+    let x = Tensor::randn(&[8], 0);
+    let n = 1_000_000;
+    let time = |f: &dyn Fn()| {
+        let t0 = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        t0.elapsed().as_nanos() as f64 / n as f64
+    };
+    let op = || {
+        std::hint::black_box(x.relu());
+    };
+    time(&op);
+    let off = time(&op);
+    let (on, p) = record(|| time(&op));
+    assert_eq!(p.records.len(), n);
+    println!("relu of 8 values: {off:.1} ns/op not recording, {on:.1} ns/op recording");
+}
