@@ -15,6 +15,8 @@ mod grads;
 mod image_input;
 mod info;
 mod overrides;
+mod peak;
+mod profile;
 mod run;
 mod timing;
 mod train;
@@ -50,6 +52,10 @@ enum Command {
     /// One training-mode forward and backward (mean cross-entropy): loss, logits and every
     /// parameter's gradient by timm name, to safetensors (gradient parity with PyTorch).
     Grads(grads::GradsArgs),
+    /// Per-op roofline table of one forward pass (or training step): FLOPs, bytes, time.
+    Profile(profile::ProfileArgs),
+    /// Measure this machine's FMA peak and memory bandwidth (cached for `profile`).
+    Peak(peak::PeakArgs),
 }
 
 #[derive(Args)]
@@ -113,6 +119,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::run(args),
         Command::Grads(args) => grads::run(args),
+        Command::Profile(args) => profile::run(args),
+        Command::Peak(args) => peak::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::error::{fmt_shape, Result, TensorError};
+use crate::profile;
 use crate::tensor::Tensor;
 
 /// A backward rule: output gradient in, one optional gradient per input out.
@@ -113,6 +114,9 @@ pub(crate) struct Node {
     shapes: Vec<Vec<usize>>,
     /// The rule and its saved tensors; taken (freed) when backward has run it.
     backward: Mutex<Option<BackwardFn>>,
+    /// Where the node was built, kept only while a profile is being recorded (so its
+    /// backward record gets the forward op's layer).
+    prof: Option<profile::NodeTag>,
 }
 
 impl Node {
@@ -123,6 +127,7 @@ impl Node {
             edges: inputs.iter().map(|t| t.edge()).collect(),
             shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
             backward: Mutex::new(Some(backward)),
+            prof: profile::node_tag(),
         }
     }
 
@@ -245,6 +250,9 @@ impl Tensor {
             let Some(g) = grads.remove(&Arc::as_ptr(&node)) else {
                 continue;
             };
+            // When profiling, the rule and the accumulation of what it returns are one
+            // `<op>.backward` record.
+            let frame = profile::begin();
             let freed = || {
                 TensorError::autograd(
                     "backward",
@@ -281,6 +289,9 @@ impl Tensor {
                     Edge::Leaf(l) => l.accumulate(gi)?,
                     Edge::Node(n) => add_into(&mut grads, Arc::as_ptr(n), gi)?,
                 }
+            }
+            if let Some(fr) = frame {
+                fr.end_backward(node.prof.as_ref(), node.name, g.shape(), &node.shapes);
             }
         }
         Ok(())

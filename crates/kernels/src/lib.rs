@@ -16,6 +16,7 @@
 //! - [`softmax`]: softmax and log-softmax over rows, forward and backward.
 //! - [`conv`]: 2-D convolution (depthwise, 1x1 as GEMM, im2col + GEMM), forward and backward.
 //! - [`norm`]: batch norm and layer norm, forward and backward.
+//! - [`peak`]: the machine's FMA peak and memory bandwidth loops (for roofline verdicts).
 //! - [`pool`]: max, average and adaptive average pooling, forward and backward.
 //! - [`error`]: the error type every safe entry point returns.
 
@@ -28,6 +29,7 @@ pub mod exp;
 pub mod gemm;
 pub mod isa;
 pub mod norm;
+pub mod peak;
 pub mod pool;
 pub mod softmax;
 

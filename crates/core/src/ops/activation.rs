@@ -14,19 +14,27 @@ use tessera_kernels::activation::{self as act, Activation};
 
 use crate::autograd::needs_grad;
 use crate::error::TensorError;
-use crate::ops::zip;
+use crate::ops::{elementwise_info, zip};
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
 
-/// `y = act(x)` through the kernel (no graph).
-fn forward(x: &Tensor, a: Activation) -> Tensor {
+/// `y = act(x)` through the kernel (no graph), profiled as `name` with
+/// [`profile::activation_flops`] per element.
+fn forward(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
+    let frame = profile::begin();
     let mut y = x.to_vec();
     act::forward_inplace(a, &mut y);
-    Tensor::from_contig(y, x.shape())
+    let y = Tensor::from_contig(y, x.shape());
+    if let Some(fr) = frame {
+        let per = profile::activation_flops(a);
+        fr.end(Phase::Forward, || elementwise_info(name, &[x], &y, per));
+    }
+    y
 }
 
 /// An activation whose backward is the kernel's `dx = dy * f'(x)`.
 fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
-    let y = forward(x, a);
+    let y = forward(name, x, a);
     if !needs_grad(&[x]) {
         return y;
     }
@@ -36,6 +44,13 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
         let mut dx = crate::pool::zeroed(xs.numel());
         act::backward(a, &xs.data(), &g.data(), &mut dx)
             .map_err(|e| TensorError::arg(name, e.to_string()))?;
+        // The derivative (as many FLOPs as the function, nominally) times dy: reads x and dy.
+        profile::add_cost(|| Cost {
+            flops: (profile::activation_flops(a) + 1) * dx.len() as u64,
+            macs: 0,
+            bytes_read: f32_bytes(2 * dx.len()),
+            bytes_written: f32_bytes(dx.len()),
+        });
         Ok(vec![Some(Tensor::from_contig(dx, xs.shape()))])
     })
 }
@@ -47,7 +62,7 @@ fn activation_by_output(
     a: Activation,
     df: fn(f32) -> f32,
 ) -> Tensor {
-    let y = forward(x, a);
+    let y = forward(name, x, a);
     if !needs_grad(&[x]) {
         return y;
     }

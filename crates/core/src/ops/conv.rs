@@ -10,6 +10,7 @@ use tessera_kernels::conv::{self, Conv2dShape};
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch defaults: 1, 0, 1, 1).
@@ -143,14 +144,36 @@ impl Tensor {
         };
         let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
         s.validate().map_err(kerr)?;
+        let frame = profile::begin();
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
         let mut y = crate::pool::zeroed(s.output_len());
-        crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
+        let macs = s.output_len() * (s.c_in / s.groups) * s.kh * s.kw;
+        crate::profile::add_macs(macs);
         conv::conv2d_forward(&s, &x.data(), &w.data(), bd.as_deref(), act, &mut y).map_err(kerr)?;
         let y = Tensor::from_contig(y, &[s.n, s.c_out, s.out_h(), s.out_w()]);
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
+        if let Some(fr) = frame {
+            // Depthwise (one input channel per group, as MobileNet's) gets its own kind.
+            let kind = if s.groups > 1 && s.groups == s.c_in && s.c_in / s.groups == 1 {
+                "conv2d_dw"
+            } else {
+                "conv2d"
+            };
+            let per = u64::from(bias.is_some()) + profile::activation_flops(act);
+            fr.end(Phase::Forward, || OpInfo {
+                op: profile::with_act(kind, act),
+                inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
+                output: y.shape().to_vec(),
+                cost: Cost {
+                    flops: 2 * macs as u64 + per * y.numel() as u64,
+                    macs: macs as u64,
+                    bytes_read: inputs.iter().map(|t| f32_bytes(t.numel())).sum(),
+                    bytes_written: f32_bytes(y.numel()),
+                },
+            });
+        }
         if !needs_grad(&inputs) {
             return Ok(y);
         }
@@ -165,6 +188,12 @@ impl Tensor {
                 Some(w) => {
                     let mut dx = crate::pool::zeroed(s.input_len());
                     conv::conv2d_backward_input(&s, &w.data(), &dy, &mut dx).map_err(kerr)?;
+                    profile::add_cost(|| Cost {
+                        flops: 2 * macs as u64,
+                        macs: macs as u64,
+                        bytes_read: f32_bytes(s.weight_len() + dy.len()),
+                        bytes_written: f32_bytes(s.input_len()),
+                    });
                     Some(Tensor::from_contig(dx, &[s.n, s.c_in, s.h, s.w]))
                 }
                 None => None,
@@ -173,6 +202,12 @@ impl Tensor {
                 Some(x) => {
                     let mut dw = crate::pool::zeroed(s.weight_len());
                     conv::conv2d_backward_weight(&s, &x.data(), &dy, &mut dw).map_err(kerr)?;
+                    profile::add_cost(|| Cost {
+                        flops: 2 * macs as u64,
+                        macs: macs as u64,
+                        bytes_read: f32_bytes(s.input_len() + dy.len()),
+                        bytes_written: f32_bytes(s.weight_len()),
+                    });
                     Some(Tensor::from_contig(
                         dw,
                         &[s.c_out, s.c_in / s.groups, s.kh, s.kw],
@@ -184,6 +219,12 @@ impl Tensor {
             if has_b {
                 let mut db = crate::pool::zeroed(s.c_out);
                 conv::conv2d_backward_bias(&s, &dy, &mut db).map_err(kerr)?;
+                profile::add_cost(|| Cost {
+                    flops: dy.len() as u64,
+                    macs: 0,
+                    bytes_read: f32_bytes(dy.len()),
+                    bytes_written: f32_bytes(s.c_out),
+                });
                 out.push(Some(Tensor::from_contig(db, &[s.c_out])));
             }
             Ok(out)

@@ -9,6 +9,7 @@ use tessera_kernels::conv::{self, Conv2dShape, PackedConvWeight};
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::ops::conv::Conv2dParams;
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -68,14 +69,33 @@ impl Tensor {
         };
         let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
         s.validate().map_err(kerr)?;
+        let frame = profile::begin();
         let x = self.contiguous();
         let bd = bias.map(|b| b.data());
         let mut y = crate::pool::zeroed(s.output_len());
-        crate::profile::add_macs(s.output_len() * (s.c_in / s.groups) * s.kh * s.kw);
+        let macs = s.output_len() * (s.c_in / s.groups) * s.kh * s.kw;
+        profile::add_macs(macs);
         conv::conv2d_forward_packed(&s, &x.data(), w, bd.as_deref(), act, &mut y).map_err(kerr)?;
-        Ok(Tensor::from_contig(
-            y,
-            &[s.n, s.c_out, s.out_h(), s.out_w()],
-        ))
+        let y = Tensor::from_contig(y, &[s.n, s.c_out, s.out_h(), s.out_w()]);
+        if let Some(fr) = frame {
+            let per = u64::from(bias.is_some()) + profile::activation_flops(act);
+            let weight_len = ws.iter().product::<usize>();
+            let bias_len = bias.map_or(0, |b| b.numel());
+            fr.end(Phase::Forward, || OpInfo {
+                op: profile::with_act("conv2d", act),
+                inputs: [xs.to_vec(), ws.to_vec()]
+                    .into_iter()
+                    .chain(bias.map(|b| b.shape().to_vec()))
+                    .collect(),
+                output: y.shape().to_vec(),
+                cost: Cost {
+                    flops: 2 * macs as u64 + per * y.numel() as u64,
+                    macs: macs as u64,
+                    bytes_read: f32_bytes(s.input_len() + weight_len + bias_len),
+                    bytes_written: f32_bytes(y.numel()),
+                },
+            });
+        }
+        Ok(y)
     }
 }

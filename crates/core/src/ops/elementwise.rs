@@ -12,7 +12,8 @@ use tessera_kernels::Isa;
 
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
-use crate::ops::{map, zip};
+use crate::ops::{elementwise_info, map, shapes_info, zip};
+use crate::profile::{self, Phase};
 use crate::tensor::Tensor;
 
 /// What a unary op keeps for its backward.
@@ -34,7 +35,13 @@ pub(crate) fn unary(
     saved: Saved,
     df: impl Fn(f32) -> f32 + Sync + Send + Copy + 'static,
 ) -> Tensor {
-    record_unary(name, x, map(x, f), saved, df)
+    // Profiled under `name`; the nested `map` reports the cost (one FLOP per element).
+    let frame = profile::begin();
+    let y = map(x, f);
+    if let Some(fr) = frame {
+        fr.end(Phase::Forward, || shapes_info(name, &[x], &y));
+    }
+    record_unary(name, x, y, saved, df)
 }
 
 /// Records `y` (already computed from `x`) as a unary op with `dx = g * df(s)`.
@@ -246,6 +253,7 @@ impl Tensor {
 
     /// `e ^ self`, on the vectorised `tessera_kernels::exp` (at most 1.2 ulp).
     pub fn exp(&self) -> Tensor {
+        let frame = profile::begin();
         let xd = self.data();
         let mut y = crate::pool::zeroed(xd.len());
         let isa = Isa::current().unwrap_or_else(|_| Isa::best());
@@ -254,6 +262,9 @@ impl Tensor {
             // Unreachable (the lengths match, `best` is supported); the scalar form is exact.
             Err(_) => map(self, f32::exp),
         };
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || elementwise_info("exp", &[self], &y, 1));
+        }
         record_unary("exp", self, y, Saved::Output, |y| y)
     }
 

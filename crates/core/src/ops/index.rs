@@ -7,7 +7,34 @@
 use crate::autograd::needs_grad;
 use crate::error::{check_dim, fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, walk2};
+use crate::ops::elementwise_info;
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
+
+/// A gather's cost: no FLOPs, the gathered elements read and written once.
+fn gather_info(op: &'static str, x: &Tensor, y: &Tensor) -> OpInfo {
+    OpInfo {
+        op: op.into(),
+        inputs: vec![x.shape().to_vec()],
+        output: y.shape().to_vec(),
+        cost: Cost {
+            flops: 0,
+            macs: 0,
+            bytes_read: f32_bytes(y.numel()),
+            bytes_written: f32_bytes(y.numel()),
+        },
+    }
+}
+
+/// A scatter-add backward: one add per gradient element; reads the gradient, writes dx.
+fn scatter_cost(g: usize, dx: usize) -> Cost {
+    Cost {
+        flops: g as u64,
+        macs: 0,
+        bytes_read: f32_bytes(g),
+        bytes_written: f32_bytes(dx),
+    }
+}
 
 impl Tensor {
     /// Concatenates tensors of equal shape except along `dim`.
@@ -34,6 +61,7 @@ impl Tensor {
             }
             shape[dim] += t.shape()[dim];
         }
+        let frame = profile::begin();
         let dense = contiguous_strides(&shape);
         let mut out = crate::pool::zeroed(shape.iter().product());
         let mut start = 0;
@@ -51,6 +79,9 @@ impl Tensor {
         }
         let y = Tensor::from_contig(out, &shape);
         let refs: Vec<&Tensor> = tensors.iter().collect();
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || elementwise_info("cat", &refs, &y, 0));
+        }
         if !needs_grad(&refs) {
             return Ok(y);
         }
@@ -105,6 +136,7 @@ impl Tensor {
         out_shape[dim] = indices.len();
         let mut slice_shape = self.shape().to_vec();
         slice_shape[dim] = 1;
+        let frame = profile::begin();
         let dense = contiguous_strides(&out_shape);
         let mut out = crate::pool::zeroed(out_shape.iter().product());
         let (raw, sx) = (self.raw(), self.strides());
@@ -119,6 +151,9 @@ impl Tensor {
             );
         }
         let y = Tensor::from_contig(out, &out_shape);
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || gather_info("index_select", self, &y));
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -138,6 +173,7 @@ impl Tensor {
                     |s, d| dx[d] += graw[s],
                 );
             }
+            profile::add_cost(|| scatter_cost(g.numel(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &in_shape))])
         }))
     }
@@ -175,6 +211,7 @@ impl Tensor {
                 ),
             ));
         }
+        let frame = profile::begin();
         // Offsets of the gathered elements with the dim-`dim` coordinate set to 0.
         let mut base_x = Vec::with_capacity(index.len());
         let mut base_c = Vec::with_capacity(index.len());
@@ -194,6 +231,9 @@ impl Tensor {
             .map(|(&o, &i)| raw[o + i * st])
             .collect();
         let y = Tensor::from_contig(out, index_shape);
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || gather_info("gather", self, &y));
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -209,6 +249,7 @@ impl Tensor {
             for (&p, &v) in pos.iter().zip(gd.iter()) {
                 dx[p] += v;
             }
+            profile::add_cost(|| scatter_cost(gd.len(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &in_shape))])
         }))
     }

@@ -7,6 +7,7 @@
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -46,6 +47,7 @@ impl Tensor {
                 format!("label_smoothing {label_smoothing} is outside [0, 1]"),
             ));
         }
+        let frame = profile::begin();
         let logp = {
             let _g = crate::autograd::no_grad();
             self.log_softmax(1)?.to_vec()
@@ -57,6 +59,20 @@ impl Tensor {
             total -= (1.0 - eps) * row[t] as f64 + eps / cf * sum_all;
         }
         let y = Tensor::scalar((total / n as f64) as f32);
+        if let Some(fr) = frame {
+            // Beyond the nested log_softmax: the row sum and the target term, per logit.
+            fr.end(Phase::Forward, || OpInfo {
+                op: OP.into(),
+                inputs: vec![self.shape().to_vec(), vec![n]],
+                output: Vec::new(),
+                cost: Cost {
+                    flops: 2 * (n * c) as u64,
+                    macs: 0,
+                    bytes_read: f32_bytes(n * c),
+                    bytes_written: f32_bytes(1),
+                },
+            });
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -72,6 +88,13 @@ impl Tensor {
                     dz[r * c + j] = ((probs[r * c + j] as f64 - q) * scale) as f32;
                 }
             }
+            // Per logit: (p - q) * scale.
+            profile::add_cost(|| Cost {
+                flops: 2 * dz.len() as u64,
+                macs: 0,
+                bytes_read: f32_bytes(dz.len()),
+                bytes_written: f32_bytes(dz.len()),
+            });
             Ok(vec![Some(Tensor::from_contig(dz, &shape))])
         }))
     }

@@ -12,6 +12,7 @@ use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::layout::{broadcast_shapes, walk2};
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 /// Below this many multiply-adds per matrix, batches run in parallel (one thread each) rather
@@ -147,10 +148,46 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>, act: Activation)
     Ok(Tensor::from_contig(out, &shape))
 }
 
+/// Cost of a contraction with output `y` over an inner dimension `k`: `numel(y) * k` MACs
+/// (the count `add_macs` gets), `2 * macs + per_out * numel(y)` FLOPs (`per_out`: the fused
+/// epilogue), every input read once, `y` written once.
+fn contraction_info(
+    op: std::borrow::Cow<'static, str>,
+    inputs: &[&Tensor],
+    y: &Tensor,
+    k: usize,
+    per_out: u64,
+) -> OpInfo {
+    let macs = (y.numel() * k) as u64;
+    OpInfo {
+        op,
+        inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
+        output: y.shape().to_vec(),
+        cost: Cost {
+            flops: 2 * macs + per_out * y.numel() as u64,
+            macs,
+            bytes_read: inputs.iter().map(|t| f32_bytes(t.numel())).sum(),
+            bytes_written: f32_bytes(y.numel()),
+        },
+    }
+}
+
 impl Tensor {
     /// Matrix product `[..., m, k] x [..., k, n] -> [..., m, n]`, broadcasting batch dims.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        let frame = profile::begin();
         let y = matmul_forward(self, other, None, Activation::Identity)?;
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || {
+                contraction_info(
+                    "matmul".into(),
+                    &[self, other],
+                    &y,
+                    self.shape()[self.rank() - 1],
+                    0,
+                )
+            });
+        }
         if !needs_grad(&[self, other]) {
             return Ok(y);
         }
@@ -197,6 +234,27 @@ impl Tensor {
     }
 
     fn linear_with(&self, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
+        let frame = profile::begin();
+        let y = self.linear_impl(w, bias, act)?;
+        if let Some(fr) = frame {
+            let mut inputs = vec![self, w];
+            inputs.extend(bias);
+            // Bias add (one per output when present) and the fused activation.
+            let per = u64::from(bias.is_some()) + profile::activation_flops(act);
+            fr.end(Phase::Forward, || {
+                contraction_info(
+                    profile::with_act("linear", act),
+                    &inputs,
+                    &y,
+                    w.shape()[1],
+                    per,
+                )
+            });
+        }
+        Ok(y)
+    }
+
+    fn linear_impl(&self, w: &Tensor, bias: Option<&Tensor>, act: Activation) -> Result<Tensor> {
         if w.rank() != 2 {
             return Err(TensorError::shape(
                 "linear",

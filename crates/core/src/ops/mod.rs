@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::layout::{broadcast_shapes, walk2};
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 /// Element count from which element-wise loops are split over rayon.
@@ -29,8 +30,49 @@ pub(crate) const PAR_MIN: usize = 1 << 15;
 /// Chunk length of parallel element-wise loops.
 const PAR_CHUNK: usize = 1 << 13;
 
-/// `f` applied to every element, as a new contiguous tensor (no graph).
+/// `f` applied to every element, as a new contiguous tensor (no graph). Profiled as `map`
+/// (one FLOP per element) unless an enclosing op names it.
 pub(crate) fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
+    let frame = profile::begin();
+    let y = map_impl(x, f);
+    if let Some(fr) = frame {
+        fr.end(Phase::Forward, || elementwise_info("map", &[x], &y, 1));
+    }
+    y
+}
+
+/// The FLOP and byte count of an element-wise op: `per_elem` FLOPs per output element, every
+/// input read once, the output written once.
+pub(crate) fn elementwise_info(
+    op: &'static str,
+    inputs: &[&Tensor],
+    y: &Tensor,
+    per_elem: u64,
+) -> OpInfo {
+    OpInfo {
+        op: op.into(),
+        inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
+        output: y.shape().to_vec(),
+        cost: Cost {
+            flops: per_elem * y.numel() as u64,
+            macs: 0,
+            bytes_read: inputs.iter().map(|t| f32_bytes(t.numel())).sum(),
+            bytes_written: f32_bytes(y.numel()),
+        },
+    }
+}
+
+/// An op's name and shapes with no cost of its own (the ops it called report theirs).
+pub(crate) fn shapes_info(op: &'static str, inputs: &[&Tensor], y: &Tensor) -> OpInfo {
+    OpInfo {
+        op: op.into(),
+        inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
+        output: y.shape().to_vec(),
+        cost: Cost::default(),
+    }
+}
+
+fn map_impl(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     let l = x.layout();
     let n = l.numel();
     let raw = x.raw();
@@ -54,7 +96,22 @@ pub(crate) fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
 }
 
 /// `f(a, b)` over the NumPy broadcast of the two shapes, as a new contiguous tensor (no graph).
+/// Profiled as op `op` with one FLOP per output element.
 pub(crate) fn zip(
+    op: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    f: impl Fn(f32, f32) -> f32 + Sync + Send,
+) -> Result<Tensor> {
+    let frame = profile::begin();
+    let y = zip_impl(op, a, b, f)?;
+    if let Some(fr) = frame {
+        fr.end(Phase::Forward, || elementwise_info(op, &[a, b], &y, 1));
+    }
+    Ok(y)
+}
+
+fn zip_impl(
     op: &'static str,
     a: &Tensor,
     b: &Tensor,
@@ -91,7 +148,7 @@ pub(crate) fn zip(
         let dense = |t: &Tensor| Tensor::from_contig(t.to_vec(), t.shape());
         let da = if inner_ok(la) { a.clone() } else { dense(a) };
         let db = if inner_ok(lb) { b.clone() } else { dense(b) };
-        return zip(op, &da, &db, f);
+        return zip_impl(op, &da, &db, f);
     }
     let ba = la.broadcast_to(op, &shape)?;
     let bb = lb.broadcast_to(op, &shape)?;

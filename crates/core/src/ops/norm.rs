@@ -12,6 +12,8 @@ use tessera_kernels::norm;
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
+use crate::ops::elementwise_info;
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 fn check_param(op: &'static str, name: &str, t: Option<&Tensor>, want: &[usize]) -> Result<()> {
@@ -30,6 +32,23 @@ fn check_param(op: &'static str, name: &str, t: Option<&Tensor>, want: &[usize])
 
 fn kernel_err(op: &'static str, e: tessera_kernels::KernelError) -> TensorError {
     TensorError::arg(op, e.to_string())
+}
+
+/// A norm's forward cost: `per` FLOPs per element, the input and the parameters read once.
+fn norm_info(op: &'static str, inputs: &[&Tensor], y: &Tensor, per: u64) -> OpInfo {
+    elementwise_info(op, inputs, y, per)
+}
+
+/// A norm's backward cost over `n` elements: the two parameter-gradient sums (2), the
+/// normalised input rebuilt (2), the input gradient (6); reads x and dy, writes dx and the
+/// `params` parameter gradients.
+fn norm_backward_cost(n: usize, params: usize) -> Cost {
+    Cost {
+        flops: 10 * n as u64,
+        macs: 0,
+        bytes_read: f32_bytes(2 * n),
+        bytes_written: f32_bytes(n + params),
+    }
 }
 
 /// The running statistics batch_norm reads (eval) or updates (training).
@@ -69,6 +88,7 @@ impl Tensor {
         check_param(OP, "bias", bias, normalized_shape)?;
         let d: usize = normalized_shape.iter().product();
         let rows = self.numel().checked_div(d).unwrap_or(0);
+        let frame = profile::begin();
         let x = self.contiguous().detach();
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
         let mut y = crate::pool::zeroed(self.numel());
@@ -89,6 +109,10 @@ impl Tensor {
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
+        if let Some(fr) = frame {
+            // Per element: mean (1), variance (3), normalise (2), affine (2).
+            fr.end(Phase::Forward, || norm_info(OP, &inputs, &y, 8));
+        }
         if !needs_grad(&inputs) {
             return Ok(y);
         }
@@ -114,6 +138,7 @@ impl Tensor {
                 has_b.then_some(&mut dbeta[..]),
             )
             .map_err(|e| kernel_err(OP, e))?;
+            profile::add_cost(|| norm_backward_cost(dx.len(), 2 * d));
             let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
             if has_w {
                 out.push(Some(Tensor::from_contig(dgamma, &pshape)));
@@ -150,6 +175,7 @@ impl Tensor {
             check_param(OP, "running_mean", Some(r.mean), &[c])?;
             check_param(OP, "running_var", Some(r.var), &[c])?;
         }
+        let frame = profile::begin();
         let x = self.contiguous().detach();
         let (mut mean, mut var) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
         if training {
@@ -210,6 +236,11 @@ impl Tensor {
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
+        if let Some(fr) = frame {
+            // Per element: normalise and affine (4), plus the statistics in training (3).
+            let per = if training { 7 } else { 4 };
+            fr.end(Phase::Forward, || norm_info(OP, &inputs, &y, per));
+        }
         if !needs_grad(&inputs) {
             return Ok(y);
         }
@@ -236,6 +267,7 @@ impl Tensor {
                 has_b.then_some(&mut dbeta[..]),
             )
             .map_err(|e| kernel_err(OP, e))?;
+            profile::add_cost(|| norm_backward_cost(dx.len(), 2 * c));
             let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
             if has_w {
                 out.push(Some(Tensor::from_contig(dgamma, &[c])));

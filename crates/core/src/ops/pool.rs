@@ -9,6 +9,8 @@ use tessera_kernels::pool::{self, Pool2dShape};
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
+use crate::ops::elementwise_info;
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -68,6 +70,17 @@ fn pool_shape(op: &'static str, x: &Tensor, p: &Pool2dParams) -> Result<Pool2dSh
     Ok(s)
 }
 
+/// A pooling backward: `flops`, `read` 4-byte values (dy, and the argmax of max pooling),
+/// `written` values of dx.
+fn pool_backward_cost(flops: usize, read: usize, written: usize) -> Cost {
+    Cost {
+        flops: flops as u64,
+        macs: 0,
+        bytes_read: f32_bytes(read),
+        bytes_written: f32_bytes(written),
+    }
+}
+
 fn kerr(op: &'static str) -> impl Fn(tessera_kernels::KernelError) -> TensorError {
     move |e| TensorError::arg(op, e.to_string())
 }
@@ -77,17 +90,25 @@ impl Tensor {
     pub fn max_pool2d(&self, p: Pool2dParams) -> Result<Tensor> {
         const OP: &str = "max_pool2d";
         let s = pool_shape(OP, self, &p)?;
+        let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::zeroed(s.output_len());
         let mut arg = vec![0u32; s.output_len()];
         pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg).map_err(kerr(OP))?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
+        if let Some(fr) = frame {
+            // One comparison per window element.
+            let per = (s.kh * s.kw) as u64;
+            fr.end(Phase::Forward, || elementwise_info(OP, &[self], &y, per));
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
             let mut dx = crate::pool::zeroed(s.input_len());
             pool::max_pool2d_backward(&s, &g.data(), &arg, &mut dx).map_err(kerr(OP))?;
+            // One add per output; reads dy and the argmax (u32), writes dx.
+            profile::add_cost(|| pool_backward_cost(s.output_len(), 2 * s.output_len(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &[s.n, s.c, s.h, s.w]))])
         }))
     }
@@ -96,10 +117,16 @@ impl Tensor {
     pub fn avg_pool2d(&self, p: Pool2dParams, count_include_pad: bool) -> Result<Tensor> {
         const OP: &str = "avg_pool2d";
         let s = pool_shape(OP, self, &p)?;
+        let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::zeroed(s.output_len());
         pool::avg_pool2d_forward(&s, count_include_pad, &x.data(), &mut y).map_err(kerr(OP))?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
+        if let Some(fr) = frame {
+            // One add per window element and one scale per output.
+            let per = (s.kh * s.kw + 1) as u64;
+            fr.end(Phase::Forward, || elementwise_info(OP, &[self], &y, per));
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -107,6 +134,9 @@ impl Tensor {
             let mut dx = crate::pool::zeroed(s.input_len());
             pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
+            profile::add_cost(|| {
+                pool_backward_cost(s.output_len() * s.kh * s.kw, s.output_len(), dx.len())
+            });
             Ok(vec![Some(Tensor::from_contig(dx, &[s.n, s.c, s.h, s.w]))])
         }))
     }
@@ -115,11 +145,20 @@ impl Tensor {
     pub fn adaptive_avg_pool2d(&self, oh: usize, ow: usize) -> Result<Tensor> {
         const OP: &str = "adaptive_avg_pool2d";
         let [n, c, h, w] = nchw(OP, self)?;
+        let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::zeroed(n * c * oh * ow);
         pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)
             .map_err(|e| TensorError::shape(OP, e.to_string()))?;
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);
+        if let Some(fr) = frame {
+            // One add per input element (windows tile the input) and one scale per output.
+            fr.end(Phase::Forward, || {
+                let mut info = elementwise_info(OP, &[self], &y, 1);
+                info.cost.flops += self.numel() as u64;
+                info
+            });
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -127,6 +166,7 @@ impl Tensor {
             let mut dx = crate::pool::zeroed(n * c * h * w);
             pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
+            profile::add_cost(|| pool_backward_cost(dx.len(), g.numel(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &[n, c, h, w]))])
         }))
     }

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, walk1, walk2};
+use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
 /// How a reduction walks its input: the kept dims (one output element each) and the reduced
@@ -149,12 +150,32 @@ fn sum_plan(p: &Plan, raw: &[f32], offset: usize) -> Vec<f32> {
     }
 }
 
+/// A reduction's cost: one FLOP per input element, the input read, the output written.
+fn reduce_info(op: &'static str, x: &Tensor, y: &Tensor) -> OpInfo {
+    OpInfo {
+        op: op.into(),
+        inputs: vec![x.shape().to_vec()],
+        output: y.shape().to_vec(),
+        cost: Cost {
+            flops: x.numel() as u64,
+            macs: 0,
+            bytes_read: f32_bytes(x.numel()),
+            bytes_written: f32_bytes(y.numel()),
+        },
+    }
+}
+
 impl Tensor {
     /// Sum over `dims` (any set, any order); `keepdim` keeps them as size 1.
     pub fn sum(&self, dims: &[usize], keepdim: bool) -> Result<Tensor> {
         let p = plan("sum", self, dims, keepdim)?;
+        let frame = profile::begin();
         let out = sum_plan(&p, self.raw(), self.offset());
         let y = Tensor::from_contig(out, &p.out_shape);
+        if let Some(fr) = frame {
+            // One add per input element.
+            fr.end(Phase::Forward, || reduce_info("sum", self, &y));
+        }
         if !needs_grad(&[self]) {
             return Ok(y);
         }
@@ -232,6 +253,7 @@ impl Tensor {
                 ),
             ));
         }
+        let frame = profile::begin();
         let raw = self.raw();
         let bases = p.bases(self.offset());
         let mut vals = Vec::with_capacity(bases.len());
@@ -250,6 +272,10 @@ impl Tensor {
             pos.push(at);
         }
         let y = Tensor::from_contig(vals, &p.out_shape);
+        if let Some(fr) = frame {
+            // One comparison per input element.
+            fr.end(Phase::Forward, || reduce_info("max", self, &y));
+        }
         if !needs_grad(&[self]) {
             return Ok((y, pos));
         }
@@ -261,6 +287,12 @@ impl Tensor {
             for (&p, &gv) in saved.iter().zip(gd.iter()) {
                 dx[p] += gv;
             }
+            profile::add_cost(|| Cost {
+                flops: gd.len() as u64,
+                macs: 0,
+                bytes_read: f32_bytes(gd.len()),
+                bytes_written: f32_bytes(dx.len()),
+            });
             Ok(vec![Some(Tensor::from_contig(dx, &in_shape))])
         });
         Ok((y, pos))

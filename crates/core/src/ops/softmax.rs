@@ -10,6 +10,8 @@ use tessera_kernels::softmax;
 
 use crate::autograd::needs_grad;
 use crate::error::{check_dim, Result, TensorError};
+use crate::ops::elementwise_info;
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
 
 /// `x` with `dim` moved last, as a contiguous buffer.
@@ -21,6 +23,7 @@ fn rows_last(x: &Tensor, dim: usize) -> Result<Tensor> {
 fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     let name = if log { "log_softmax" } else { "softmax" };
     check_dim(name, dim, x.shape())?;
+    let frame = profile::begin();
     let last = x.rank() - 1;
     let kerr = move |e: tessera_kernels::KernelError| TensorError::arg(name, e.to_string());
     let xr = rows_last(x, dim)?;
@@ -36,6 +39,11 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     }
     let yr = Tensor::from_contig(out, xr.shape());
     let y = yr.transpose(dim, last)?;
+    if let Some(fr) = frame {
+        // Per element: max, subtract, exp, sum, scale (log_softmax: max, subtract, exp, sum,
+        // subtract the log).
+        fr.end(Phase::Forward, || elementwise_info(name, &[x], &y, 5));
+    }
     if !needs_grad(&[x]) {
         return Ok(y);
     }
@@ -49,6 +57,13 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
                 softmax::softmax_backward
             };
             f(&yr.data(), &gr.data(), &mut dx, d).map_err(kerr)?;
+            // Per element: the row dot product (2) and the update (2); reads y and dy.
+            profile::add_cost(|| Cost {
+                flops: 4 * dx.len() as u64,
+                macs: 0,
+                bytes_read: f32_bytes(2 * dx.len()),
+                bytes_written: f32_bytes(dx.len()),
+            });
         }
         let dxr = Tensor::from_contig(dx, gr.shape());
         Ok(vec![Some(dxr.transpose(dim, last)?.contiguous())])

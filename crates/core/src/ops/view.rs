@@ -7,6 +7,8 @@
 use crate::autograd::needs_grad;
 use crate::error::{check_dim, fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, Layout};
+use crate::ops::elementwise_info;
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -15,7 +17,13 @@ impl Tensor {
         if self.is_contiguous() {
             return self.clone();
         }
+        let frame = profile::begin();
         let y = Tensor::from_contig(self.to_vec(), self.shape());
+        if let Some(fr) = frame {
+            fr.end(Phase::Forward, || {
+                elementwise_info("contiguous", &[self], &y, 0)
+            });
+        }
         if !needs_grad(&[self]) {
             return y;
         }
@@ -239,6 +247,12 @@ pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -
         if let Some(&v) = it.next() {
             out[o] = v;
         }
+    });
+    profile::add_cost(|| Cost {
+        flops: 0,
+        macs: 0,
+        bytes_read: f32_bytes(gd.len()),
+        bytes_written: f32_bytes(out.len()),
     });
     Tensor::from_contig(out, full)
 }
