@@ -10,6 +10,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::emit_line(&format!($($arg)*)) };
 }
 
+mod attention;
 mod bench;
 mod image_input;
 mod info;
@@ -46,6 +47,8 @@ enum Command {
     Cpu(CpuArgs),
     /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
     Train(train::TrainArgs),
+    /// Where a ViT looks: class-token attention per layer and head, and rollout, as an SVG.
+    Attention(attention::AttentionArgs),
 }
 
 #[derive(Args)]
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::run(args),
+        Command::Attention(args) => attention::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
