@@ -98,7 +98,7 @@ fn random_weights_give_every_layer_and_head_with_a_warning() {
     // input + rollout, then 4 layers x (4 heads + mean).
     assert_eq!(panels(&svg), 2 + 4 * 5);
     assert!(svg.contains("layer 3, head 3") && svg.contains("layer 0, mean"));
-    assert!(svg.contains("rollout, mean of heads") && svg.contains("random weights"));
+    assert!(svg.contains("rollout, mean (max ") && svg.contains("random weights"));
     assert!(svg.contains("(label "));
     assert!(svg.len() < 200_000, "{} bytes", svg.len());
     // Written atomically: no temporary file left beside it.

@@ -11,7 +11,8 @@
 //!
 //! Layout: the first row shows the input and, with `--rollout`, the rollout panel; then one row
 //! per selected layer, with one column per selected head (`--head all`: every head and the
-//! mean; `mean`; or one head `H`). Rollout combines the heads as `--head` says (the mean for
+//! mean; `mean`; or one head `H`); with a single panel per layer, the layers run along rows of
+//! up to six instead. Rollout combines the heads as `--head` says (the mean for
 //! `all` and `mean`, head `H` in every layer for a number).
 //!
 //! Weights: `--weights` is optional so the tool can be tried on a fresh checkout; without it the
@@ -67,6 +68,9 @@ pub struct AttentionArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
 }
+
+/// Panels per row when each layer has a single panel.
+const LAYERS_PER_ROW: usize = 6;
 
 /// The head columns of the figure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,7 +272,7 @@ pub fn run(args: &AttentionArgs) -> Result<(), String> {
         let heat = cls_grid(&r, grid)?;
         let max = heat.iter().copied().fold(0.0f32, f32::max);
         let which = match heads_for_rollout {
-            Heads::Mean => "mean of heads".to_string(),
+            Heads::Mean => "mean".to_string(),
             Heads::One(h) => format!("head {h}"),
         };
         first_row.push(Panel {
@@ -300,6 +304,15 @@ pub fn run(args: &AttentionArgs) -> Result<(), String> {
             });
         }
         rows.push(row);
+    }
+    // One panel per layer (`--head mean` or one head): lay the layers out along rows of up to
+    // six panels instead of one tall column.
+    if rows.len() > 2 && rows[1..].iter().all(|r| r.len() == 1) {
+        let layer_panels: Vec<Panel> = rows.drain(1..).flatten().collect();
+        let mut it = layer_panels.into_iter().peekable();
+        while it.peek().is_some() {
+            rows.push(it.by_ref().take(LAYERS_PER_ROW).collect());
+        }
     }
     let image = Grey::from_chw(&x.to_vec(), cfg.in_chans, cfg.img_size, cfg.img_size);
     let figure = Figure {

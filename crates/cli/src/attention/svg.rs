@@ -177,7 +177,9 @@ pub fn render(f: &Figure) -> Result<String, String> {
     let cell_h = TITLE + dh + GAP;
     let top = MARGIN + 22.0;
     let legend_h = 44.0;
-    let width = 2.0 * MARGIN + cols as f64 * cell_w - GAP;
+    // Wide enough for the grid and for the caption (13 px sans-serif: about 7 px a character).
+    let width = (2.0 * MARGIN + cols as f64 * cell_w - GAP)
+        .max(2.0 * MARGIN + 7.0 * f.caption.chars().count() as f64);
     let height = top + f.rows.len() as f64 * cell_h + legend_h + MARGIN;
     let mut s = String::new();
     let _ = writeln!(
