@@ -5,8 +5,9 @@
 //! panel `<use>`s it; the colour scale is an internal `<linearGradient>`.
 //!
 //! The colour map is viridis (van der Walt & Smith, matplotlib's default since 2.0), sampled at
-//! five stops and interpolated linearly; each panel is scaled to its own maximum (written in its
-//! title), because the class token's attention to the patches differs in scale between layers.
+//! five stops and interpolated linearly, with an opacity rising from 0.2 to 0.85 so the image
+//! shows through low values; each panel is scaled to its own maximum (written in its title),
+//! because the class token's attention to the patches differs in scale between layers.
 
 use std::fmt::Write as _;
 
@@ -19,8 +20,14 @@ const PANEL: f64 = 144.0;
 const GAP: f64 = 14.0;
 const TITLE: f64 = 18.0;
 const MARGIN: f64 = 12.0;
-/// Opacity of the heat map over the image.
-const HEAT_OPACITY: f64 = 0.6;
+/// Opacity of the heat map over the image: from `HEAT_OPACITY.0` at 0 to `HEAT_OPACITY.1` at the
+/// panel's maximum, so the image shows through where the attention is low.
+const HEAT_OPACITY: (f64, f64) = (0.2, 0.85);
+
+/// The overlay opacity of a value `t` in [0, 1].
+fn opacity(t: f64) -> f64 {
+    HEAT_OPACITY.0 + (HEAT_OPACITY.1 - HEAT_OPACITY.0) * t.clamp(0.0, 1.0)
+}
 
 /// Viridis at 0, 1/4, 1/2, 3/4 and 1.
 const VIRIDIS: [[f64; 3]; 5] = [
@@ -191,7 +198,12 @@ pub fn render(f: &Figure) -> Result<String, String> {
     s.push_str(r#"<linearGradient id="scale" x1="0" x2="1" y1="0" y2="0">"#);
     for k in 0..=8 {
         let t = k as f64 / 8.0;
-        let _ = write!(s, r#"<stop offset="{t}" stop-color="{}"/>"#, colour(t));
+        let _ = write!(
+            s,
+            r#"<stop offset="{t}" stop-color="{}" stop-opacity="{:.3}"/>"#,
+            colour(t),
+            opacity(t)
+        );
     }
     s.push_str("</linearGradient></defs>\n");
     let _ = writeln!(
@@ -223,15 +235,16 @@ pub fn render(f: &Figure) -> Result<String, String> {
                     ));
                 }
                 let max = heat.iter().copied().fold(0.0f32, f32::max);
-                let _ = write!(s, r#"<g fill-opacity="{HEAT_OPACITY}">"#);
+                s.push_str("<g>");
                 for (i, &v) in heat.iter().enumerate() {
                     let t = if max > 0.0 { (v / max) as f64 } else { 0.0 };
                     let _ = write!(
                         s,
-                        r#"<rect x="{}" y="{}" width="{pw}" height="{ph}" fill="{}"/>"#,
+                        r#"<rect x="{}" y="{}" width="{pw}" height="{ph}" fill="{}" fill-opacity="{:.2}"/>"#,
                         (i % gw) * pw,
                         (i / gw) * ph,
-                        colour(t)
+                        colour(t),
+                        opacity(t)
                     );
                 }
                 s.push_str("</g>");
@@ -244,7 +257,7 @@ pub fn render(f: &Figure) -> Result<String, String> {
     let bar = (width - 2.0 * MARGIN).min(260.0);
     let _ = writeln!(
         s,
-        r#"<g class="legend"><rect x="{MARGIN}" y="{ly:.1}" width="{bar:.1}" height="12" fill="url(#scale)" fill-opacity="{HEAT_OPACITY}" stroke="black" stroke-width="0.5"/><text x="{MARGIN}" y="{:.1}">0</text><text x="{:.1}" y="{:.1}" text-anchor="end">panel max</text><text x="{MARGIN}" y="{:.1}">class-token attention to each patch, scaled per panel</text></g>"#,
+        r#"<g class="legend"><rect x="{MARGIN}" y="{ly:.1}" width="{bar:.1}" height="12" fill="url(#scale)" stroke="black" stroke-width="0.5"/><text x="{MARGIN}" y="{:.1}">0</text><text x="{:.1}" y="{:.1}" text-anchor="end">panel max</text><text x="{MARGIN}" y="{:.1}">class-token attention to each patch, scaled per panel</text></g>"#,
         ly + 24.0,
         MARGIN + bar,
         ly + 24.0,
