@@ -10,6 +10,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::emit_line(&format!($($arg)*)) };
 }
 
+mod attention;
 mod bench;
 mod grads;
 mod image_input;
@@ -56,6 +57,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Measure this machine's FMA peak and memory bandwidth (cached for `profile`).
     Peak(peak::PeakArgs),
+    /// Where a ViT looks: class-token attention per layer and head, and rollout, as an SVG.
+    Attention(attention::AttentionArgs),
 }
 
 #[derive(Args)]
@@ -121,6 +124,7 @@ fn main() -> ExitCode {
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Peak(args) => peak::run(args),
+        Command::Attention(args) => attention::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

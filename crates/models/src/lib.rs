@@ -12,6 +12,7 @@
 //! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
 
 pub mod archs;
+pub mod attention_maps;
 pub mod blocks;
 pub mod data;
 pub mod error;

@@ -44,8 +44,10 @@
 //! probabilities of every block, `[n, heads, N+1, N+1]` each (row `i`: how token `i` (0 = class
 //! token) attends to every token). With the `capture_attention` flag set, every forward keeps
 //! them for [`VisionTransformer::take_attention`]. Off by default; the probabilities are a
-//! tensor of the forward anyway, so capturing costs a reference count per block and nothing
-//! when off.
+//! tensor of the forward anyway, so capturing costs a reference count per block (plus keeping
+//! the `[n, heads, N+1, N+1]` tensors alive), and nothing when off: the plain forward runs the
+//! blocks' `Module::forward`, which releases the probabilities right after `a v`.
+//! [`crate::attention_maps`] turns the maps into class-token heat maps and attention rollout.
 
 use crate::blocks::attention::Attention;
 use crate::blocks::mlp::{LinearInit, Mlp};
@@ -236,15 +238,21 @@ impl Block {
     /// The block output and the attention probabilities `[n, heads, L, L]`.
     pub fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let (a, probs) = self.attn.forward_with_probs(&self.norm1.forward(x)?)?;
-        let x = x.add(&a)?;
-        let y = x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)?;
-        Ok((y, probs))
+        Ok((self.finish(x, &a)?, probs))
+    }
+
+    /// The rest of the block after attention: `x + a`, then the MLP residual.
+    fn finish(&self, x: &Tensor, a: &Tensor) -> Result<Tensor> {
+        let x = x.add(a)?;
+        Ok(x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)?)
     }
 }
 
 impl Module for Block {
+    /// The plain forward: the attention probabilities are released inside the attention.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_with_probs(x)?.0)
+        let a = self.attn.forward(&self.norm1.forward(x)?)?;
+        self.finish(x, &a)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
@@ -358,11 +366,15 @@ impl VisionTransformer {
         let mut t = self.embed(x)?;
         stage("patch_embed", &t);
         for (i, b) in self.blocks.iter().enumerate() {
-            let (y, probs) = b.forward_with_probs(&t)?;
-            if let Some(m) = maps.as_deref_mut() {
-                m.push(probs.detach());
-            }
-            t = y;
+            t = match maps.as_deref_mut() {
+                Some(m) => {
+                    let (y, probs) = b.forward_with_probs(&t)?;
+                    m.push(probs.detach());
+                    y
+                }
+                // Off: the plain block forward, which keeps no probabilities.
+                None => b.forward(&t)?,
+            };
             stage(&format!("blocks.{i}"), &t);
         }
         let t = self.norm.forward(&t)?;

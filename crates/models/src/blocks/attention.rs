@@ -15,7 +15,8 @@
 //! the `[n, h, L, L]` scores) and the head merge before `proj` (the batched GEMM writes
 //! `[n, h, L, d]`; `proj` needs `[n, L, h d]`). `k` and `v` are read in place from the qkv
 //! output through their strides. The attention probabilities `a` are a tensor of the forward
-//! anyway, so handing them out ([`Attention::forward_with_probs`]) costs one reference count.
+//! anyway, so handing them out ([`Attention::forward_with_probs`]) costs one reference count;
+//! the plain [`Module::forward`] releases them (and the scores) right after `a v`.
 //!
 //! timm's `q_norm`, `k_norm` and `norm` are `Identity` and its dropouts have rate 0 in ViT
 //! (no weights), so they are omitted.
@@ -82,6 +83,14 @@ impl Attention {
     /// The output `[n, L, D]` and the attention probabilities `[n, heads, L, L]` (each row sums
     /// to 1: row `i` is how much token `i` attends to every token).
     pub fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (probs, v) = self.probs_and_values(x)?;
+        let o = probs.matmul(&v)?; // [n, h, L, d]
+        Ok((self.project(&o)?, probs))
+    }
+
+    /// The attention probabilities `[n, h, L, L]` and the values `[n, h, L, d]` (a strided view
+    /// of the qkv output). The scores are a temporary, released once the softmax has read them.
+    fn probs_and_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let dim = self.num_heads * self.head_dim;
         let s = x.shape();
         if s.len() != 3 || s[2] != dim {
@@ -100,17 +109,26 @@ impl Attention {
         let q = qkv.select(0, 0)?.mul_scalar(self.scale());
         let k = qkv.select(0, 1)?;
         let v = qkv.select(0, 2)?;
-        let scores = q.matmul(&k.transpose(2, 3)?)?; // [n, h, L, L]
-        let probs = scores.softmax(3)?;
-        let o = probs.matmul(&v)?; // [n, h, L, d]
-        let merged = o.transpose(1, 2)?.reshape(&[n, l, dim])?;
-        Ok((self.proj.forward(&merged)?, probs))
+        let probs = q.matmul(&k.transpose(2, 3)?)?.softmax(3)?; // [n, h, L, L]
+        Ok((probs, v))
+    }
+
+    /// Merges the heads of `o` `[n, h, L, d]` and applies `proj`.
+    fn project(&self, o: &Tensor) -> Result<Tensor> {
+        let s = o.shape();
+        let merged = o.transpose(1, 2)?.reshape(&[s[0], s[2], s[1] * s[3]])?;
+        self.proj.forward(&merged)
     }
 }
 
 impl Module for Attention {
+    /// The plain forward: the probabilities are released right after `a v`, so no
+    /// `[n, h, L, L]` tensor is held across the output projection.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.forward_with_probs(x)?.0)
+        let (probs, v) = self.probs_and_values(x)?;
+        let o = probs.matmul(&v)?;
+        drop(probs);
+        self.project(&o)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
