@@ -1,7 +1,9 @@
 //! End-to-end training of each family's digits preset through the library API
 //! (`zoo::create` -> `recipes::recipe` -> `train::Trainer`): a short run of the recommended
 //! recipe on the embedded digits must give a clear learning signal on the real 360-image test
-//! split (an untrained network is near chance, 10%).
+//! split (an untrained network is near chance, 10%): at least 80% top-1 (85% for ViT after 20
+//! epochs, 90% for MobileNetV3; measured 91.1%, 85.0% (MobileNetV2), 95.6% and 87.2%
+//! (SE-ResNet), so each bound keeps a margin of at least 5 points).
 //!
 //! The runs are shortened versions of the recipes (fewer epochs, one warm-up epoch; the cosine
 //! schedule still decays to its minimum at the last epoch). Results are deterministic for a
@@ -70,7 +72,7 @@ fn assert_learns(arch: &str, epochs: usize, min_acc: f32) {
 
 #[test]
 fn vit_learns_digits() {
-    assert_learns("vit_digits", 20, 0.8);
+    assert_learns("vit_digits", 20, 0.85);
 }
 
 #[test]
@@ -80,7 +82,7 @@ fn mobilenetv2_learns_digits() {
 
 #[test]
 fn mobilenetv3_learns_digits() {
-    assert_learns("mobilenetv3_digits", 5, 0.8);
+    assert_learns("mobilenetv3_digits", 5, 0.9);
 }
 
 #[test]
