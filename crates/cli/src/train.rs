@@ -4,14 +4,17 @@
 //!
 //! Output: a progress line on a terminal (step, loss, accuracy, images/s, ETA), one plain line
 //! per epoch otherwise; with `--json`, one object per epoch (`epoch`, `train_loss`, `train_acc`,
-//! `test_acc`, `images_per_s`) and a final object with `final_test_acc`.
+//! `test_acc`, `test_top5`, `images_per_s`) and a final object with `final_test_acc`, `seconds`,
+//! `epochs` and the optimizer settings used (`opt`, `lr`, `weight_decay`: the architecture's
+//! recipe, `tessera::models::recipes`, unless given on the command line).
 
 use crate::overrides::{build, OverrideArgs};
 use clap::Args;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::time::Instant;
-use tessera::models::data::{cifar10, digits_split, Augment, Dataset};
+use tessera::models::data::{cifar10, digits_split, Dataset};
+use tessera::models::recipes::{optimizer_defaults, recipe};
 use tessera::models::train::{OptKind, StepInfo, TrainConfig, Trainer};
 
 /// Options of `tessera train`.
@@ -27,18 +30,21 @@ pub struct TrainArgs {
     /// Directory of the CIFAR-10 binary files (data_batch_1.bin ... test_batch.bin).
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
-    /// Epochs (default: 60 on digits, 50 on cifar10).
+    /// Epochs (default: the architecture's recipe, `tessera::models::recipes::recipe`: 60 for
+    /// ViT and 20 for the MobileNets and ResNets on digits, 50 on cifar10).
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Batch size.
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Peak learning rate (default: 2e-3 for adamw, 0.05 for sgd).
+    /// Peak learning rate (default: the recipe's, 2e-3 for adamw, 0.02 for the MobileNets with
+    /// sgd, 0.05 for others with sgd).
     #[arg(long)]
     pub lr: Option<f32>,
-    /// `adamw` or `sgd` (Nesterov momentum 0.9).
-    #[arg(long, default_value = "adamw")]
-    pub opt: String,
+    /// `adamw` or `sgd` (Nesterov momentum 0.9) (default: the recipe's: adamw for ViT and the
+    /// ResNets, sgd for the MobileNets).
+    #[arg(long)]
+    pub opt: Option<String>,
     /// Weight decay (default: 0.05 for adamw, 5e-4 for sgd); norms, biases and ViT's position
     /// embedding and class token get none.
     #[arg(long)]
@@ -63,7 +69,7 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset, Option<Augment>), String> {
+fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset), String> {
     match args.dataset.as_str() {
         "digits" => {
             if args.data.is_some() {
@@ -73,10 +79,10 @@ fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset, Option<Augment>), St
             }
             // Pixels stay in [0, 1] (value / 16), no normalisation: a trained model then takes
             // exactly what `tessera run` is given.
-            let (train, test) = digits_split().map_err(|e| e.to_string())?;
-            // No augmentation: on 8x8 images even one-pixel shifts cost more accuracy than they
-            // regularise (measured: 86% vs 96% test accuracy for vit_digits at 40 epochs).
-            Ok((train, test, None))
+            // No augmentation (the recipe's choice): on 8x8 images even one-pixel shifts cost
+            // more accuracy than they regularise (measured: 86% vs 96% test accuracy for
+            // vit_digits at 40 epochs).
+            digits_split().map_err(|e| e.to_string())
         }
         "cifar10" => {
             let dir = args.data.as_ref().ok_or(
@@ -87,14 +93,8 @@ fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset, Option<Augment>), St
             let (mean, std) = ([0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]);
             train.normalize(&mean, &std).map_err(|e| e.to_string())?;
             test.normalize(&mean, &std).map_err(|e| e.to_string())?;
-            Ok((
-                train,
-                test,
-                Some(Augment {
-                    crop_padding: 4,
-                    hflip: true,
-                }),
-            ))
+            // The recipe adds random crops (4 pixels of padding) and flips.
+            Ok((train, test))
         }
         other => Err(format!(
             "train: unknown dataset {other:?}; expected digits or cifar10"
@@ -110,7 +110,7 @@ fn fmt_duration(s: f64) -> String {
 /// Runs `tessera train`.
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let threads = crate::init_threads(args.threads)?;
-    let (train, test, augment) = load_data(args)?;
+    let (train, test) = load_data(args)?;
     let mut model = build("train", &args.arch, &args.overrides, args.seed)?;
     if model.input_chw() != train.chw || model.num_classes() != train.num_classes {
         return Err(format!(
@@ -127,23 +127,24 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             train.num_classes
         ));
     }
-    let opt = OptKind::parse(&args.opt).map_err(|e| format!("train: {e}"))?;
-    let default_epochs = if args.dataset == "digits" { 60 } else { 50 };
+    // The architecture's recipe, then what the command line says.
+    let mut cfg = recipe(&args.arch, &args.dataset);
+    if let Some(name) = &args.opt {
+        let opt = OptKind::parse(name).map_err(|e| format!("train: {e}"))?;
+        if opt != cfg.opt {
+            // Another optimizer than the recipe's: its own default lr and weight decay.
+            cfg.opt = opt;
+            (cfg.lr, cfg.weight_decay) = optimizer_defaults(opt);
+        }
+    }
     let cfg = TrainConfig {
-        epochs: args.epochs.unwrap_or(default_epochs),
+        epochs: args.epochs.unwrap_or(cfg.epochs),
         batch: args.batch,
-        lr: args
-            .lr
-            .unwrap_or(if opt == OptKind::AdamW { 2e-3 } else { 0.05 }),
-        opt,
-        weight_decay: args
-            .weight_decay
-            .unwrap_or(if opt == OptKind::AdamW { 0.05 } else { 5e-4 }),
+        lr: args.lr.unwrap_or(cfg.lr),
+        weight_decay: args.weight_decay.unwrap_or(cfg.weight_decay),
         label_smoothing: args.label_smoothing,
-        augment,
         seed: args.seed,
-        warmup_epochs: 2,
-        ..TrainConfig::default()
+        ..cfg
     };
     let mut trainer = match &args.resume {
         Some(path) => Trainer::resume(cfg, model.as_mut(), train.len(), path)
@@ -233,7 +234,10 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     if args.json {
         outln!(
             "{}",
-            serde_json::json!({ "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch })
+            serde_json::json!({
+                "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch,
+                "opt": trainer.cfg.opt.name(), "lr": trainer.cfg.lr, "weight_decay": trainer.cfg.weight_decay,
+            })
         );
     } else {
         match final_acc {

@@ -52,6 +52,10 @@ fn trains_saves_and_resumes() {
         }
     }
     let final_acc = lines[4]["final_test_acc"].as_f64().unwrap();
+    // No --opt / --lr: the ResNet recipe (AdamW, lr 2e-3, weight decay 0.05).
+    assert_eq!(lines[4]["opt"].as_str(), Some("adamw"), "{}", lines[4]);
+    assert_eq!(lines[4]["epochs"].as_u64(), Some(4));
+    assert!((lines[4]["lr"].as_f64().unwrap() - 2e-3).abs() < 1e-9);
     assert!(
         final_acc >= 0.8,
         "a clear learning signal after 4 epochs: {final_acc}"
