@@ -295,6 +295,18 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
         && l.strides[nd - 1] != 1
         && l.shape[nd - 1] > 1
         && unit.is_some_and(|p| p < nd - 1);
+    if !tiled && nd >= 1 && n > 0 && (l.strides[nd - 1] == 1 || l.shape[nd - 1] == 1) {
+        // Unit-stride rows (a permutation that keeps the last dim, a narrowed slice): copy them
+        // whole, one memcpy per row instead of one indexed push per element.
+        let row = l.shape[nd - 1];
+        let mut out = crate::pool::zeroed(n);
+        let mut pos = 0;
+        walk1(&l.shape[..nd - 1], &l.strides[..nd - 1], l.offset, |o| {
+            out[pos..pos + row].copy_from_slice(&raw[o..o + row]);
+            pos += row;
+        });
+        return out;
+    }
     if !tiled {
         let mut out = Vec::with_capacity(n);
         walk1(&l.shape, &l.strides, l.offset, |o| out.push(raw[o]));
