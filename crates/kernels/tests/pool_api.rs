@@ -48,6 +48,12 @@ fn check_pool(s: &Pool2dShape, include_pad: bool, seed: u64) {
     let mut y = vec![f32::NAN; s.output_len()];
     let mut am = vec![u32::MAX; s.output_len()];
     pool::max_pool2d_forward(s, &x, &mut y, &mut am).unwrap();
+    let mut yv = vec![f32::NAN; s.output_len()];
+    pool::max_pool2d_forward_values(s, &x, &mut yv).unwrap();
+    assert!(
+        y.iter().zip(&yv).all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{s}: the value-only max pool differs"
+    );
     let mut ya = vec![f32::NAN; s.output_len()];
     pool::avg_pool2d_forward(s, include_pad, &x, &mut ya).unwrap();
     for p in 0..s.n * s.c {
@@ -212,6 +218,14 @@ fn nan_wins_max_pooling() {
     pool::max_pool2d_forward(&s, &[1.0, f32::NAN, 3.0, 2.0], &mut y, &mut a).unwrap();
     assert!(y[0].is_nan());
     assert_eq!(a[0], 1);
+    for x in [
+        [1.0, f32::NAN, 3.0, 2.0],
+        [f32::NAN, 1.0, 3.0, 2.0],
+        [1.0, 3.0, 2.0, f32::NAN],
+    ] {
+        pool::max_pool2d_forward_values(&s, &x, &mut y).unwrap();
+        assert!(y[0].is_nan(), "{x:?}");
+    }
 }
 
 #[test]

@@ -93,8 +93,18 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::zeroed(s.output_len());
-        let mut arg = vec![0u32; s.output_len()];
-        pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg).map_err(kerr(OP))?;
+        // The argmax is kept only for a backward; inference takes the separable value-only path.
+        let keep_arg = needs_grad(&[self]);
+        let mut arg = if keep_arg {
+            vec![0u32; s.output_len()]
+        } else {
+            Vec::new()
+        };
+        if keep_arg {
+            pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg).map_err(kerr(OP))?;
+        } else {
+            pool::max_pool2d_forward_values(&s, &x.data(), &mut y).map_err(kerr(OP))?;
+        }
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
         if let Some(fr) = frame {
             // One comparison per window element.

@@ -63,6 +63,53 @@ pub fn max_pool2d_forward(
     Ok(())
 }
 
+/// The larger of `a` and `b`, NaN if either is NaN (PyTorch's max pooling propagates NaN).
+#[inline(always)]
+fn nan_max(a: f32, b: f32) -> f32 {
+    if a > b || a.is_nan() {
+        a
+    } else {
+        b
+    }
+}
+
+/// `y = max over each window of x` without the argmax: the inference path (nothing to send a
+/// gradient back through). Same values as [`max_pool2d_forward`], NaN propagating, but
+/// separable: per output row, the element-wise maximum of its `kh` input rows (a vectorised
+/// pass over whole rows), then the `kw`-wide maximum along that row. `x` is `[n, c, h, w]`, `y`
+/// `[n, c, out_h, out_w]`.
+pub fn max_pool2d_forward_values(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "max_pool2d_forward_values";
+    s.validate().map_err(|e| rename(e, OP))?;
+    check_len(OP, s, "x", x.len(), s.input_len())?;
+    check_len(OP, s, "y", y.len(), s.output_len())?;
+    let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
+    per_plane(y, oh * ow, s.input_len(), |p, yo| {
+        let xp = &x[p * hw..(p + 1) * hw];
+        let mut rows = vec![f32::NEG_INFINITY; w];
+        for oy in 0..oh {
+            let (r0, r1, _, _) = window(s, oy, 0);
+            rows.fill(f32::NEG_INFINITY);
+            for r in r0..r1 {
+                for (m, &v) in rows.iter_mut().zip(&xp[r * w..(r + 1) * w]) {
+                    *m = nan_max(v, *m);
+                }
+            }
+            for (ox, out) in yo[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
+                let (_, _, c0, c1) = window(s, oy, ox);
+                *out = rows[c0..c1]
+                    .iter()
+                    .fold(f32::NEG_INFINITY, |b, &v| nan_max(v, b));
+            }
+        }
+    });
+    Ok(())
+}
+
 /// `dx[argmax] += dy` plane by plane (overwrites `dx`, `[n, c, h, w]`). Errors: wrong lengths
 /// or an argmax outside its `h * w` plane.
 pub fn max_pool2d_backward(
