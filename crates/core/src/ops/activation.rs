@@ -19,8 +19,14 @@ use crate::tensor::Tensor;
 
 /// `y = act(x)` through the kernel (no graph).
 fn forward(x: &Tensor, a: Activation) -> Tensor {
-    let mut y = x.to_vec();
-    act::forward_inplace(a, &mut y);
+    let xd = x.data();
+    // A pooled output buffer (a fresh `to_vec` was a page-faulting allocation per call).
+    let mut y = crate::pool::for_overwrite(xd.len());
+    if act::forward(a, &xd, &mut y).is_err() {
+        // Unreachable (the lengths match); the in-place form gives the same values.
+        y.copy_from_slice(&xd);
+        act::forward_inplace(a, &mut y);
+    }
     Tensor::from_contig(y, x.shape())
 }
 
@@ -33,7 +39,7 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     let xs = x.contiguous().detach();
     y.record(name, &[x], move |g| {
         let g = g.contiguous();
-        let mut dx = crate::pool::zeroed(xs.numel());
+        let mut dx = crate::pool::for_overwrite(xs.numel());
         act::backward(a, &xs.data(), &g.data(), &mut dx)
             .map_err(|e| TensorError::arg(name, e.to_string()))?;
         Ok(vec![Some(Tensor::from_contig(dx, xs.shape()))])

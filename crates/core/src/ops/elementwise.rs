@@ -247,7 +247,7 @@ impl Tensor {
     /// `e ^ self`, on the vectorised `tessera_kernels::exp` (at most 1.2 ulp).
     pub fn exp(&self) -> Tensor {
         let xd = self.data();
-        let mut y = crate::pool::zeroed(xd.len());
+        let mut y = crate::pool::for_overwrite(xd.len());
         let isa = Isa::current().unwrap_or_else(|_| Isa::best());
         let y = match kexp::exp_with(isa, &xd, &mut y) {
             Ok(()) => Tensor::from_contig(y, self.shape()),
