@@ -6,6 +6,8 @@
 //! non-contiguous inputs: an outer odometer over all but the last dimension and a tight inner
 //! loop over the last one.
 
+use rayon::prelude::*;
+
 use crate::error::{fmt_shape, Result, TensorError};
 
 /// Shape, strides and start offset of a tensor view.
@@ -295,21 +297,33 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
         && l.strides[nd - 1] != 1
         && l.shape[nd - 1] > 1
         && unit.is_some_and(|p| p < nd - 1);
-    if !tiled && nd >= 1 && n > 0 && (l.strides[nd - 1] == 1 || l.shape[nd - 1] == 1) {
-        // Unit-stride rows (a permutation that keeps the last dim, a narrowed slice): copy them
-        // whole, one memcpy per row instead of one indexed push per element.
-        let row = l.shape[nd - 1];
-        let mut out = crate::pool::zeroed(n);
-        let mut pos = 0;
-        walk1(&l.shape[..nd - 1], &l.strides[..nd - 1], l.offset, |o| {
-            out[pos..pos + row].copy_from_slice(&raw[o..o + row]);
-            pos += row;
-        });
-        return out;
-    }
     if !tiled {
-        let mut out = Vec::with_capacity(n);
-        walk1(&l.shape, &l.strides, l.offset, |o| out.push(raw[o]));
+        // A pooled buffer: large gathers (views copied by `contiguous`) recur every step.
+        let mut out = crate::pool::for_overwrite(n);
+        if n > 0 && nd >= 1 && l.strides[nd - 1] == 1 {
+            // Unit-stride rows (e.g. the attention head merge, [n, h, L, d] -> [n, L, h, d]):
+            // one slice copy per row, rows split over rayon when large (a copy, so the result
+            // does not depend on the thread count).
+            let inner = l.shape[nd - 1];
+            let mut starts = Vec::with_capacity(n / inner);
+            walk1(&l.shape[..nd - 1], &l.strides[..nd - 1], l.offset, |o| {
+                starts.push(o)
+            });
+            let copy = |(dst, &s): (&mut [f32], &usize)| dst.copy_from_slice(&raw[s..s + inner]);
+            if n >= crate::ops::PAR_MIN {
+                out.par_chunks_mut(inner)
+                    .zip(starts.par_iter())
+                    .for_each(copy);
+            } else {
+                out.chunks_mut(inner).zip(&starts).for_each(copy);
+            }
+            return out;
+        }
+        let mut i = 0;
+        walk1(&l.shape, &l.strides, l.offset, |o| {
+            out[i] = raw[o];
+            i += 1;
+        });
         return out;
     }
     let p = unit.expect("checked above");
@@ -321,7 +335,7 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
     let mut oshape = l.shape.clone();
     oshape[p] = 1;
     oshape[last] = 1;
-    let mut out = crate::pool::zeroed(n);
+    let mut out = crate::pool::for_overwrite(n);
     walk2(&oshape, &l.strides, l.offset, &dense, 0, |src, dst| {
         for i0 in (0..np).step_by(TILE_P) {
             for j0 in (0..nl).step_by(TILE_L) {

@@ -22,8 +22,14 @@ use crate::tensor::Tensor;
 /// [`profile::activation_flops`] per element.
 fn forward(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     let frame = profile::begin();
-    let mut y = x.to_vec();
-    act::forward_inplace(a, &mut y);
+    let xd = x.data();
+    // A pooled output buffer (a fresh `to_vec` was a page-faulting allocation per call).
+    let mut y = crate::pool::for_overwrite(xd.len());
+    if act::forward(a, &xd, &mut y).is_err() {
+        // Unreachable (the lengths match); the in-place form gives the same values.
+        y.copy_from_slice(&xd);
+        act::forward_inplace(a, &mut y);
+    }
     let y = Tensor::from_contig(y, x.shape());
     if let Some(fr) = frame {
         let per = profile::activation_flops(a);
@@ -41,7 +47,7 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     let xs = x.contiguous().detach();
     y.record(name, &[x], move |g| {
         let g = g.contiguous();
-        let mut dx = crate::pool::zeroed(xs.numel());
+        let mut dx = crate::pool::for_overwrite(xs.numel());
         act::backward(a, &xs.data(), &g.data(), &mut dx)
             .map_err(|e| TensorError::arg(name, e.to_string()))?;
         // The derivative (as many FLOPs as the function, nominally) times dy: reads x and dy.

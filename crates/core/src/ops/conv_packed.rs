@@ -72,7 +72,8 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous();
         let bd = bias.map(|b| b.data());
-        let mut y = crate::pool::zeroed(s.output_len());
+        // The GEMM (beta = 0, depth >= 1) writes every output element before any is read.
+        let mut y = crate::pool::for_overwrite(s.output_len());
         let macs = s.output_len() * (s.c_in / s.groups) * s.kh * s.kw;
         profile::add_macs(macs);
         conv::conv2d_forward_packed(&s, &x.data(), w, bd.as_deref(), act, &mut y).map_err(kerr)?;

@@ -255,7 +255,7 @@ impl Tensor {
     pub fn exp(&self) -> Tensor {
         let frame = profile::begin();
         let xd = self.data();
-        let mut y = crate::pool::zeroed(xd.len());
+        let mut y = crate::pool::for_overwrite(xd.len());
         let isa = Isa::current().unwrap_or_else(|_| Isa::best());
         let y = match kexp::exp_with(isa, &xd, &mut y) {
             Ok(()) => Tensor::from_contig(y, self.shape()),

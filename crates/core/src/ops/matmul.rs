@@ -100,7 +100,12 @@ fn matmul_forward(a: &Tensor, b: &Tensor, bias: Option<&[f32]>, act: Activation)
     let mut shape = p.batch.clone();
     shape.extend([m, n]);
     let mn = m * n;
-    let mut out = crate::pool::zeroed(p.offsets.len() * mn);
+    // With k > 0 the GEMM (beta = 0) writes every output element without reading it.
+    let mut out = if k == 0 {
+        crate::pool::zeroed(p.offsets.len() * mn)
+    } else {
+        crate::pool::for_overwrite(p.offsets.len() * mn)
+    };
     if mn == 0 || p.offsets.is_empty() {
         return Ok(Tensor::from_contig(out, &shape));
     }

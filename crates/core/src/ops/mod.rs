@@ -79,7 +79,7 @@ fn map_impl(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     let out: Vec<f32> = if l.is_contiguous() {
         let src = &raw[l.offset..l.offset + n];
         if n >= PAR_MIN {
-            let mut out = crate::pool::zeroed(n);
+            let mut out = crate::pool::for_overwrite(n);
             out.par_chunks_mut(PAR_CHUNK)
                 .zip(src.par_chunks(PAR_CHUNK))
                 .for_each(|(o, s)| o.iter_mut().zip(s).for_each(|(o, &s)| *o = f(s)));
@@ -125,7 +125,7 @@ fn zip_impl(
         let sa = &ra[la.offset..la.offset + n];
         let sb = &rb[lb.offset..lb.offset + n];
         let out = if n >= PAR_MIN {
-            let mut out = crate::pool::zeroed(n);
+            let mut out = crate::pool::for_overwrite(n);
             out.par_chunks_mut(PAR_CHUNK)
                 .zip(sa.par_chunks(PAR_CHUNK).zip(sb.par_chunks(PAR_CHUNK)))
                 .for_each(|(o, (x, y))| {
@@ -152,7 +152,7 @@ fn zip_impl(
     }
     let ba = la.broadcast_to(op, &shape)?;
     let bb = lb.broadcast_to(op, &shape)?;
-    let mut out = crate::pool::zeroed(n);
+    let mut out = crate::pool::for_overwrite(n);
     if n == 0 {
         return Ok(Tensor::from_contig(out, &shape));
     }

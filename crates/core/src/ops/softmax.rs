@@ -28,7 +28,7 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     let kerr = move |e: tessera_kernels::KernelError| TensorError::arg(name, e.to_string());
     let xr = rows_last(x, dim)?;
     let d = xr.shape()[last];
-    let mut out = crate::pool::zeroed(xr.numel());
+    let mut out = crate::pool::for_overwrite(xr.numel());
     if d > 0 {
         let f = if log {
             softmax::log_softmax
@@ -49,7 +49,7 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     }
     Ok(y.record(name, &[x], move |g| {
         let gr = rows_last(g, dim)?;
-        let mut dx = crate::pool::zeroed(gr.numel());
+        let mut dx = crate::pool::for_overwrite(gr.numel());
         if d > 0 {
             let f = if log {
                 softmax::log_softmax_backward

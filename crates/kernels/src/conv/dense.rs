@@ -62,7 +62,10 @@ fn valid_range(out: usize, input: usize, stride: usize, pad: usize, tap: usize) 
 /// Fills `cols` (`[cig * kh * kw, oh * ow]`) from one group of one image (`x`,
 /// `[cig, h, w]`): row `(c, i, j)`, column `(oy, ox)` holds
 /// `x[c, oy*sh - ph + i*dh, ox*sw - pw + j*dw]`, zero outside the image.
-fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
+///
+/// Row `r` is written at `cols[r * ld + col0..][..oh * ow]` (`ld = oh * ow`, `col0 = 0` for one
+/// image; the batched weight gradient places image `j` of a group at `col0 = j * oh * ow`).
+fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let (kk, hw, ohw) = (s.kh * s.kw, s.h * s.w, oh * ow);
     let row = |r: usize, out: &mut [f32]| {
@@ -89,14 +92,16 @@ fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
             }
         }
     };
-    if cols.len() >= PAR_MIN {
-        cols.par_chunks_mut(ohw)
+    let rows = kk * (x.len() / hw.max(1));
+    let cols = &mut cols[..rows * ld];
+    if rows * ohw >= PAR_MIN {
+        cols.par_chunks_mut(ld)
             .enumerate()
-            .for_each(|(r, o)| row(r, o));
+            .for_each(|(r, o)| row(r, &mut o[col0..col0 + ohw]));
     } else {
-        cols.chunks_mut(ohw)
+        cols.chunks_mut(ld)
             .enumerate()
-            .for_each(|(r, o)| row(r, o));
+            .for_each(|(r, o)| row(r, &mut o[col0..col0 + ohw]));
     }
 }
 
@@ -197,7 +202,7 @@ pub(crate) fn forward(
                 let rhs = if pointwise {
                     MatRef::row_major(xg, cig, hw)
                 } else {
-                    im2col(s, xg, cols);
+                    im2col(s, xg, cols, ohw, 0);
                     MatRef::row_major(cols, kdim, ohw)
                 };
                 gemm_ex(
@@ -284,6 +289,14 @@ pub(crate) fn backward_weight(
         dw.fill(0.0);
         return Ok(());
     }
+    // Several images per GEMM when their columns fit the scratch bound: one product with
+    // k = images * oh * ow instead of one per image accumulating into dW (a short k and a read
+    // and write of all of dW per image, the cost at 14x14 and 7x7).
+    let per_image = (kdim + cog) * ohw;
+    let group_imgs = (BATCH_SCRATCH / per_image.max(1)).min(s.n);
+    if group_imgs > 1 {
+        return backward_weight_batched(s, x, dy, dw, group_imgs, &cfg);
+    }
     let cols_len = if pointwise { 0 } else { kdim * ohw };
     with_cols(cols_len, |cols| {
         for img in 0..s.n {
@@ -296,7 +309,7 @@ pub(crate) fn backward_weight(
                 let rhs = if pointwise {
                     MatRef::row_major(xg, cig, hw).t()
                 } else {
-                    im2col(s, xg, cols);
+                    im2col(s, xg, cols, ohw, 0);
                     MatRef::row_major(cols, kdim, ohw).t()
                 };
                 let beta = if img == 0 { 0.0 } else { 1.0 };
@@ -310,6 +323,60 @@ pub(crate) fn backward_weight(
                     &cfg,
                 )?;
             }
+        }
+        Ok(())
+    })
+}
+
+/// Elements of scratch (columns plus gathered output gradients) the batched weight gradient may
+/// use: 16 MiB.
+const BATCH_SCRATCH: usize = 1 << 22;
+
+/// The weight gradient over groups of `group_imgs` images: per group of images and conv group,
+/// `cols = [kdim, imgs * ohw]` (image `j` in columns `j * ohw..`) and `dyb = [cog, imgs * ohw]`
+/// are filled by copies, then `dW_g (+)= dyb * cols^T` is one GEMM (the first group with
+/// `beta = 0`). Copies and GEMM split only independent outputs, and the groups are summed in
+/// order, so the result is bit-identical for any thread count.
+fn backward_weight_batched(
+    s: &Conv2dShape,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    group_imgs: usize,
+    cfg: &GemmConfig,
+) -> Result<(), KernelError> {
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let ld_max = group_imgs * ohw;
+    with_cols((kdim + cog) * ld_max, |buf| {
+        let mut first = true;
+        for img0 in (0..s.n).step_by(group_imgs) {
+            let imgs = group_imgs.min(s.n - img0);
+            let ld = imgs * ohw;
+            let (cols, dyb) = buf.split_at_mut(kdim * ld_max);
+            let (cols, dyb) = (&mut cols[..kdim * ld], &mut dyb[..cog * ld]);
+            for g in 0..s.groups {
+                for j in 0..imgs {
+                    let img = img0 + j;
+                    let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
+                    im2col(s, xg, cols, ld, j * ohw);
+                    let dyg =
+                        &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
+                    for (dst, src) in dyb.chunks_mut(ld).zip(dyg.chunks(ohw)) {
+                        dst[j * ohw..(j + 1) * ohw].copy_from_slice(src);
+                    }
+                }
+                gemm(
+                    1.0,
+                    MatRef::row_major(dyb, cog, ld),
+                    MatRef::row_major(cols, kdim, ld).t(),
+                    if first { 0.0 } else { 1.0 },
+                    MatMut::row_major(&mut dw[g * cog * kdim..(g + 1) * cog * kdim], cog, kdim),
+                    Epilogue::NONE,
+                    cfg,
+                )?;
+            }
+            first = false;
         }
         Ok(())
     })

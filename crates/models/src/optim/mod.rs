@@ -71,8 +71,8 @@ pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Res
             )));
             return;
         }
-        let (p, gv) = (t.to_vec(), g.to_vec());
-        let new = f(name, t.shape(), &p, &gv);
+        // Borrowed when contiguous (parameters and their gradients are): no copies.
+        let new = f(name, t.shape(), &t.data(), &g.data());
         match Tensor::from_vec(new, t.shape()) {
             Ok(n) => *t = n.requires_grad_(true),
             Err(e) => err = Some(e.into()),

@@ -44,29 +44,29 @@ impl Optimizer for Sgd {
             } else {
                 0.0
             };
-            let d: Vec<f32> = p
-                .iter()
-                .zip(g)
-                .map(|(p, g)| g * grad_scale + wd * p)
-                .collect();
-            let d = if mu != 0.0 {
+            // One fused pass (the same arithmetic, in the same order, as the textbook form
+            // d = g s + wd p; b = mu b + d; p -= lr (nesterov ? d + mu b : b)).
+            let mut new = Vec::with_capacity(p.len());
+            if mu != 0.0 {
                 let buf = buffers.entry(name.to_string()).or_insert_with(Vec::new);
-                if buf.len() != d.len() {
-                    buf.clone_from(&d);
-                } else {
-                    for (b, d) in buf.iter_mut().zip(&d) {
-                        *b = mu * *b + d;
-                    }
+                let fresh = buf.len() != p.len();
+                if fresh {
+                    buf.clear();
+                    buf.resize(p.len(), 0.0);
                 }
-                if nesterov {
-                    d.iter().zip(buf.iter()).map(|(d, b)| d + mu * b).collect()
-                } else {
-                    buf.clone()
+                for ((&p, &g), b) in p.iter().zip(g).zip(buf.iter_mut()) {
+                    let d = g * grad_scale + wd * p;
+                    *b = if fresh { d } else { mu * *b + d };
+                    let step = if nesterov { d + mu * *b } else { *b };
+                    new.push(p - lr * step);
                 }
             } else {
-                d
-            };
-            p.iter().zip(&d).map(|(p, d)| p - lr * d).collect()
+                for (&p, &g) in p.iter().zip(g) {
+                    let d = g * grad_scale + wd * p;
+                    new.push(p - lr * d);
+                }
+            }
+            new
         })
     }
 
