@@ -84,8 +84,10 @@ impl BlkGeom {
     }
 }
 
-/// `dst[f(p) * L + c] = src[c][p]` for `p < len`, `c < L`, with whole-vector transposes
-/// (`len >= L`; the last chunk overlaps the previous one and rewrites identical values).
+/// `dst[f(p) * L + c] = src[c][p]` for `p < len`, `c < L`, where position `p` of a source
+/// row of `row` floats maps to `f(p) = dst0 + (p / row) * dst_row + p % row`; with
+/// whole-vector transposes (`len >= L`; the last chunk overlaps the previous one and rewrites
+/// identical values). Row and column are stepped, not divided, per position.
 ///
 /// # Safety
 /// Each `src[c]` is readable for `len` floats, `dst` writable at every `f(p) * L + L`; the
@@ -94,8 +96,10 @@ impl BlkGeom {
 unsafe fn interleave<S: Simd>(
     src: &[*const f32; 16],
     len: usize,
+    row: usize,
+    dst_row: usize,
+    dst0: usize,
     dst: *mut f32,
-    f: impl Fn(usize) -> usize,
 ) {
     let l = S::L;
     let mut p = 0;
@@ -108,8 +112,14 @@ unsafe fn interleave<S: Simd>(
                 *vc = S::load(src[c].add(p0));
             }
             S::transpose(&mut v[..l]);
-            for (i, vi) in v.iter().enumerate().take(l) {
-                S::store(dst.add(f(p0 + i) * l), *vi);
+            let (mut r, mut col) = (p0 / row, p0 % row);
+            for vi in v.iter().take(l) {
+                S::store(dst.add((dst0 + r * dst_row + col) * l), *vi);
+                col += 1;
+                if col == row {
+                    col = 0;
+                    r += 1;
+                }
             }
             if p0 == len - l {
                 break;
@@ -154,15 +164,14 @@ pub(crate) unsafe fn forward_block<S: Simd>(
                 }
             }
         }
-        let (pw, ph, iw) = (g.pw, g.ph, g.w);
-        interleave::<S>(x, g.h * g.w, xs, |p| (p / iw + ph) * wp + p % iw + pw);
+        interleave::<S>(x, g.h * g.w, g.w, wp, g.ph * wp + g.pw, xs);
         // Weights: [taps][L].
         if taps >= l {
             let mut wr = [w.as_ptr(); 16];
             for (c, r) in wr.iter_mut().enumerate().take(l) {
                 *r = w.as_ptr().add(c * taps);
             }
-            interleave::<S>(&wr, taps, wb, |t| t);
+            interleave::<S>(&wr, taps, taps, taps, 0, wb);
         } else {
             for t in 0..taps {
                 for c in 0..l {
@@ -179,9 +188,14 @@ pub(crate) unsafe fn forward_block<S: Simd>(
         let mut base = [0usize; 16];
         loop {
             let p0 = p.min(total - l);
-            for (i, b) in base.iter_mut().enumerate().take(l) {
-                let q = p0 + i;
-                *b = ((q / g.ow) * g.sh * wp + (q % g.ow) * g.sw) * l;
+            let (mut oy, mut ox) = (p0 / g.ow, p0 % g.ow);
+            for b in base.iter_mut().take(l) {
+                *b = (oy * g.sh * wp + ox * g.sw) * l;
+                ox += 1;
+                if ox == g.ow {
+                    ox = 0;
+                    oy += 1;
+                }
             }
             let mut acc = [bv; 16];
             for t in 0..taps {
