@@ -147,7 +147,6 @@ pub(crate) unsafe fn forward_block<S: Simd>(
 ) {
     let l = S::L;
     let (wp, taps) = (g.wp, g.taps);
-    let total = g.oh * g.ow;
     let xs = scratch.as_mut_ptr();
     // SAFETY (whole body): every scratch index is below (hp * wp + taps) * L (BlkGeom sizes
     // hp, wp to cover every input position and every tap of every output); loads from `x`
@@ -183,6 +182,34 @@ pub(crate) unsafe fn forward_block<S: Simd>(
             Some(b) => S::load(b.as_ptr()),
             None => z,
         };
+        match taps {
+            9 => tiles::<S, 9>(g, xs, wb, bv, act, y),
+            25 => tiles::<S, 25>(g, xs, wb, bv, act, y),
+            _ => tiles::<S, 0>(g, xs, wb, bv, act, y),
+        }
+    }
+}
+
+/// The output tiles of one block; `T` is the tap count when fixed at compile time (9 or 25,
+/// so the tap loop unrolls), 0 for a runtime count.
+///
+/// # Safety
+/// As [`forward_block`], with the scratch packed.
+#[inline(always)]
+unsafe fn tiles<S: Simd, const T: usize>(
+    g: &BlkGeom,
+    xs: *const f32,
+    wb: *const f32,
+    bv: S::V,
+    act: Activation,
+    y: &mut [f32],
+) {
+    let l = S::L;
+    let wp = g.wp;
+    let taps = if T == 0 { g.taps } else { T };
+    let total = g.oh * g.ow;
+    // SAFETY: as in `forward_block`.
+    unsafe {
         let yp = y.as_mut_ptr();
         let mut p = 0;
         let mut base = [0usize; 16];
