@@ -125,6 +125,36 @@ fn any_depthwise() -> impl Strategy<Value = Conv2dShape> {
         })
 }
 
+/// Shapes for the channel-blocked small-plane path: output rows up to 14 wide and enough
+/// channels for one or more blocks of 8 / 16 plus a remainder.
+fn small_plane_depthwise() -> impl Strategy<Value = Conv2dShape> {
+    (
+        1usize..3,
+        1usize..24,
+        prop_oneof![3 => Just(1usize), 1 => 2usize..4],
+        (1usize..17, 1usize..17),
+        prop_oneof![3 => Just((3usize, 3usize)), 3 => Just((5, 5)), 1 => (1usize..6, 1usize..6)],
+        prop_oneof![Just((1usize, 1usize)), Just((2, 2)), (1usize..3, 1usize..3)],
+        (0usize..3, 0usize..3),
+        prop_oneof![4 => Just((1usize, 1usize)), 1 => (1usize..3, 1usize..3)],
+    )
+        .prop_filter_map("kernel must fit", |(n, c, m, hw, k, st, p, d)| {
+            let s = dw_shape(n, c, m, hw.0, hw.1, k, st, p, d);
+            s.validate().ok().map(|_| s)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+    #[test]
+    fn small_planes_match_the_oracle(s in small_plane_depthwise(), act in 0usize..8, seed in 0u64..1000) {
+        let act = Activation::ALL[act % Activation::ALL.len()];
+        for isa in Isa::available() {
+            check(isa, &s, act, seed);
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(160))]
     #[test]
@@ -146,6 +176,10 @@ fn mobilenet_layers_match_the_oracle() {
         dw_shape(2, 4, 1, 28, 28, (5, 5), (1, 1), (2, 2), (1, 1)),
         dw_shape(1, 8, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
         dw_shape(1, 5, 1, 14, 14, (5, 5), (2, 2), (2, 2), (1, 1)),
+        dw_shape(1, 20, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
+        dw_shape(1, 17, 1, 7, 7, (5, 5), (1, 1), (2, 2), (1, 1)),
+        dw_shape(1, 18, 1, 14, 14, (5, 5), (2, 2), (2, 2), (1, 1)),
+        dw_shape(1, 24, 1, 14, 14, (3, 3), (1, 1), (1, 1), (1, 1)),
     ];
     for (i, s) in shapes.iter().enumerate() {
         for isa in Isa::available() {
@@ -156,7 +190,18 @@ fn mobilenet_layers_match_the_oracle() {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    let s = dw_shape(2, 24, 1, 30, 30, (3, 3), (2, 2), (1, 1), (1, 1));
+    // A large plane (width-vectorised path) and a small one (channel-blocked, with a
+    // remainder of channels that are not a whole block).
+    for s in [
+        dw_shape(2, 24, 1, 30, 30, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(2, 100, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
+    ] {
+        same_for_any_thread_count(&s);
+    }
+}
+
+fn same_for_any_thread_count(s: &Conv2dShape) {
+    let s = *s;
     let (x, w, dy) = (
         data(s.input_len(), 1),
         data(s.weight_len(), 2),

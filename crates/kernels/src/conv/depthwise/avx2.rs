@@ -1,6 +1,7 @@
 //! AVX2 + FMA depthwise kernels: [`Simd`] on `__m256` (8 lanes), and the entry points that
 //! instantiate the generic plane functions under `#[target_feature(enable = "avx2,fma")]`.
 
+use super::blocked::{self, BlkGeom};
 use super::plane;
 use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
@@ -94,6 +95,37 @@ unsafe impl Simd for Avx2 {
         }
     }
     #[inline(always)]
+    unsafe fn transpose(r: &mut [__m256]) {
+        // SAFETY: the ISA is enabled; r holds 8 vectors (the trait's contract). The classic
+        // 8x8 transpose: unpack pairs, shuffle quads, swap 128-bit halves (24 shuffles).
+        unsafe {
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+            r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+            r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+            r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+            r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+            r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+            r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+            r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
+        }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
         // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
         unsafe { _mm256_maskstore_ps(p, first_lanes(n), v) }
@@ -165,4 +197,28 @@ pub(super) unsafe fn backward_weight(
 ) {
     // SAFETY: forwarded contract.
     unsafe { plane::backward_weight::<Fixed<Avx2, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
+}
+
+/// # Safety
+/// See [`blocked::forward_block`]; the CPU supports AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn forward_blocked(
+    g: &BlkGeom,
+    x: &[*const f32; 16],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_fixed_act!(
+            Avx2,
+            act,
+            blocked::forward_block,
+            (g, x, w, bias, act, y, scratch)
+        )
+    }
 }

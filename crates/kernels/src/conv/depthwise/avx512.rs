@@ -2,6 +2,7 @@
 //! instantiate the generic plane functions under `#[target_feature(enable = "avx512f")]`.
 //! Mirrors `avx2.rs`; untested on the AVX2-only development host.
 
+use super::blocked::{self, BlkGeom};
 use super::plane;
 use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
@@ -162,4 +163,28 @@ pub(super) unsafe fn backward_weight(
 ) {
     // SAFETY: forwarded contract.
     unsafe { plane::backward_weight::<Fixed<Avx512, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
+}
+
+/// # Safety
+/// See [`blocked::forward_block`]; the CPU supports AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn forward_blocked(
+    g: &BlkGeom,
+    x: &[*const f32; 16],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_fixed_act!(
+            Avx512,
+            act,
+            blocked::forward_block,
+            (g, x, w, bias, act, y, scratch)
+        )
+    }
 }

@@ -27,6 +27,7 @@
 //! (weight gradient, images summed inside) are independent tasks; no reduction is split, so
 //! results are bit-identical for any thread count. Scratch is per thread and reused.
 
+mod blocked;
 mod kernel;
 mod plane;
 mod simd;
@@ -229,6 +230,15 @@ impl BwdGeom {
 }
 
 type FwdFn = unsafe fn(&FwdGeom, &[f32], &[f32], f32, Activation, &mut [f32], &mut [f32]);
+type BlkFn = unsafe fn(
+    &blocked::BlkGeom,
+    &[*const f32; 16],
+    &[f32],
+    Option<&[f32]>,
+    Activation,
+    &mut [f32],
+    &mut [f32],
+);
 type BwdInFn = unsafe fn(&BwdGeom, &[f32], &[f32], &mut [f32], &mut [f32]);
 type BwdWFn = unsafe fn(&FwdGeom, usize, &[f32], usize, &[f32], usize, &mut [f32], &mut [f32]);
 
@@ -236,6 +246,7 @@ type BwdWFn = unsafe fn(&FwdGeom, usize, &[f32], usize, &[f32], usize, &mut [f32
 struct Fns {
     lanes: usize,
     fwd: FwdFn,
+    blk: BlkFn,
     bwd_in: BwdInFn,
     bwd_w: BwdWFn,
 }
@@ -246,6 +257,7 @@ fn fns(isa: Isa) -> Fns {
         Isa::Avx512 => Fns {
             lanes: 16,
             fwd: avx512::forward,
+            blk: avx512::forward_blocked,
             bwd_in: avx512::backward_input,
             bwd_w: avx512::backward_weight,
         },
@@ -253,12 +265,14 @@ fn fns(isa: Isa) -> Fns {
         Isa::Avx2 => Fns {
             lanes: 8,
             fwd: avx2::forward,
+            blk: avx2::forward_blocked,
             bwd_in: avx2::backward_input,
             bwd_w: avx2::backward_weight,
         },
         Isa::Portable => Fns {
             lanes: 8,
             fwd: portable::forward,
+            blk: portable::forward_blocked,
             bwd_in: portable::backward_input,
             bwd_w: portable::backward_weight,
         },
@@ -266,6 +280,7 @@ fn fns(isa: Isa) -> Fns {
         _ => Fns {
             lanes: 1,
             fwd: scalar::forward,
+            blk: scalar::forward_blocked,
             bwd_in: scalar::backward_input,
             bwd_w: scalar::backward_weight,
         },
@@ -323,16 +338,82 @@ pub(crate) fn forward(
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = fns(isa);
+    if blocked::BlkGeom::applies(s, fns.lanes) {
+        return forward_blocked(&fns, s, x, w, bias, act, y);
+    }
+    forward_planes(&fns, s, 0, x, w, bias, act, y);
+    Ok(())
+}
+
+/// The channel-blocked forward pass for small planes (`blocked.rs`): per image, blocks of
+/// `L` consecutive output channels, then the remaining `c_out % L` channels plane by plane.
+/// Which channels go which way depends only on the shape, so results do not depend on the
+/// thread count.
+fn forward_blocked(
+    fns: &Fns,
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let l = fns.lanes;
+    let g = blocked::BlkGeom::new(s);
+    let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
+    let oplane = g.oh * g.ow;
+    let nb = s.c_out / l;
+    let per_task = (4096 / (l * oplane)).clamp(1, 64);
+    let work = nb * l * oplane * taps;
+    for (img, yi) in y.chunks_exact_mut(s.c_out * oplane).enumerate() {
+        let (yb, yt) = yi.split_at_mut(nb * l * oplane);
+        for_each_chunk(yb, l * oplane * per_task, work, |t, outs| {
+            with_scratch(g.scratch_len(l), |scr| {
+                for (k, out) in outs.chunks_exact_mut(l * oplane).enumerate() {
+                    let oc0 = (t * per_task + k) * l;
+                    let mut xp = [x.as_ptr(); 16];
+                    for (c, p) in xp.iter_mut().enumerate().take(l) {
+                        *p = x[(img * s.c_in + (oc0 + c) / m) * hw..].as_ptr();
+                    }
+                    let wp = &w[oc0 * taps..(oc0 + l) * taps];
+                    let b = bias.map(|b| &b[oc0..oc0 + l]);
+                    // SAFETY: `isa` was checked by the caller; `applies` held; each xp[c]
+                    // starts an input plane of hw floats; scratch sized by BlkGeom.
+                    unsafe { (fns.blk)(&g, &xp, wp, b, act, out, scr) }
+                }
+            });
+        });
+        if !yt.is_empty() {
+            let xi = &x[img * s.c_in * hw..(img + 1) * s.c_in * hw];
+            forward_planes(fns, s, nb * l, xi, w, bias, act, yt);
+        }
+    }
+    Ok(())
+}
+
+/// The plane-by-plane forward pass (`plane.rs`) of the output planes in `y`, which start at
+/// plane `p0` (image-major, `n * c_out` planes; `x` starts at the image of plane `p0`).
+#[allow(clippy::too_many_arguments)]
+fn forward_planes(
+    fns: &Fns,
+    s: &Conv2dShape,
+    p0: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+) {
     let g = FwdGeom::new(s, fns.lanes);
     let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
-    let work = s.output_len() * taps;
+    let work = y.len() * taps;
     let batch = batch(oplane);
     for_each_chunk(y, oplane * batch, work, |t, outs| {
         with_scratch(g.scratch_len(), |scr| {
             for (k, out) in outs.chunks_exact_mut(oplane).enumerate() {
-                let p = t * batch + k;
-                let (img, oc) = (p / s.c_out, p % s.c_out);
+                let p = p0 + t * batch + k;
+                let (img, oc) = (p / s.c_out - p0 / s.c_out, p % s.c_out);
                 let ic = oc / m;
                 let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
                 let wp = &w[oc * taps..(oc + 1) * taps];
@@ -343,7 +424,6 @@ pub(crate) fn forward(
             }
         });
     });
-    Ok(())
 }
 
 /// The depthwise input gradient (overwrites `dx`).

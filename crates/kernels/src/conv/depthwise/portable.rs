@@ -1,6 +1,7 @@
 //! Portable depthwise kernels: [`Simd`] on `wide::f32x8` (instructions chosen at compile
 //! time), instantiating the same generic plane functions as the intrinsic paths.
 
+use super::blocked::{self, BlkGeom};
 use super::plane;
 use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
@@ -105,4 +106,27 @@ pub(super) unsafe fn backward_weight(
 ) {
     // SAFETY: forwarded contract.
     unsafe { plane::backward_weight::<Fixed<Portable, 0>>(g, n, x, xs, dy, dys, dw, scratch) }
+}
+
+/// # Safety
+/// See [`blocked::forward_block`]; the CPU supports `Portable`.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn forward_blocked(
+    g: &BlkGeom,
+    x: &[*const f32; 16],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        with_fixed_act!(
+            Portable,
+            act,
+            blocked::forward_block,
+            (g, x, w, bias, act, y, scratch)
+        )
+    }
 }

@@ -1,6 +1,7 @@
 //! Scalar depthwise kernels: [`Simd`] with one lane (`f32`), the same loop nest as the vector
 //! paths in plain Rust. The test oracle is the f64 loop in `conv::reference`.
 
+use super::blocked::{self, BlkGeom};
 use super::plane;
 use super::simd::Simd;
 use super::{BwdGeom, FwdGeom};
@@ -98,4 +99,20 @@ pub(super) unsafe fn backward_weight(
 ) {
     // SAFETY: forwarded contract.
     unsafe { plane::backward_weight::<Scalar>(g, n, x, xs, dy, dys, dw, scratch) }
+}
+
+/// # Safety
+/// See [`blocked::forward_block`]; the CPU supports any target.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn forward_blocked(
+    g: &BlkGeom,
+    x: &[*const f32; 16],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { blocked::forward_block::<Scalar>(g, x, w, bias, act, y, scratch) }
 }

@@ -93,6 +93,27 @@ pub(crate) unsafe trait Simd: Copy {
         }
     }
 
+    /// Transposes the `L x L` matrix whose rows are `r[0..L]` (`r.len() == L`): afterwards
+    /// lane `j` of `r[i]` is the former lane `i` of `r[j]`.
+    #[inline(always)]
+    unsafe fn transpose(r: &mut [Self::V]) {
+        let mut m = [0.0f32; 256];
+        let l = Self::L;
+        // SAFETY: L * L <= 256 floats in m; r holds L vectors (caller's contract).
+        unsafe {
+            for (i, v) in r.iter().enumerate().take(l) {
+                Self::store(m.as_mut_ptr().add(i * l), *v);
+            }
+            let mut t = [0.0f32; 16];
+            for (i, v) in r.iter_mut().enumerate().take(l) {
+                for (j, tj) in t.iter_mut().enumerate().take(l) {
+                    *tj = m[j * l + i];
+                }
+                *v = Self::load(t.as_ptr());
+            }
+        }
+    }
+
     /// A mask keeping lanes `lo..hi` (all-ones bits) and zeroing the others.
     #[inline(always)]
     unsafe fn mask(lo: usize, hi: usize) -> Self::V {
@@ -207,6 +228,11 @@ unsafe impl<S: Simd, const A: u8> Simd for Fixed<S, A> {
     unsafe fn interleave(e: Self::V, o: Self::V) -> (Self::V, Self::V) {
         // SAFETY: forwarded.
         unsafe { S::interleave(e, o) }
+    }
+    #[inline(always)]
+    unsafe fn transpose(r: &mut [Self::V]) {
+        // SAFETY: forwarded.
+        unsafe { S::transpose(r) }
     }
     #[inline(always)]
     unsafe fn mask(lo: usize, hi: usize) -> Self::V {

@@ -1,0 +1,248 @@
+//! Channel-blocked depthwise forward pass for small planes (output width <= [`SMALL_OW`]):
+//! vectorised **across channels** instead of along the output width, the `nChw8c` /
+//! `nChw16c` blocking of oneDNN and the channels-last inner loop of XNNPACK, but with the
+//! layout change confined to a per-block scratch copy so the API stays NCHW.
+//!
+//! Per block of `L` consecutive output channels of one image:
+//!
+//! ```text
+//! L input planes (h x w each)      8x8 (16x16) in-register transposes     scratch [hp][wp][L]
+//! ch0: x x x x x x x x ...   --->  position p: [ch0 ch1 ... ch(L-1)]  --->  zero-padded, in L1
+//! for each tile of L output positions (row-major, the last tile overlapping):
+//!   acc[i] = bias[oc0..oc0+L]
+//!   for each tap t: acc[i] += w[t][oc0..oc0+L] * scratch[base(i) + off(t)]   (full lanes)
+//!   act(acc); transpose back; L stores, one per output plane
+//! ```
+//!
+//! On a 7 x 7 plane the width-vectorised path fills 7 of 8 lanes and pays a per-plane packing
+//! and loop set-up cost; here every FMA uses all lanes for any plane size.
+
+use super::simd::Simd;
+use super::Conv2dShape;
+use crate::activation::Activation;
+
+/// Widest output row that takes the channel-blocked path (measured: see
+/// `docs/kernels/depthwise.md`).
+pub(crate) const SMALL_OW: usize = 14;
+
+/// Geometry of the channel-blocked forward pass: the scratch is `hp x wp` positions of `L`
+/// floats (all padded input positions any tap reads, and every input position), followed by
+/// the `taps x L` interleaved weights.
+pub(crate) struct BlkGeom {
+    pub h: usize,
+    pub w: usize,
+    pub oh: usize,
+    pub ow: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub ph: usize,
+    pub pw: usize,
+    pub hp: usize,
+    pub wp: usize,
+    pub taps: usize,
+    /// Offset (in positions) of tap `i * kw + j` from an output's origin: `i*dh*wp + j*dw`.
+    pub off: Vec<usize>,
+}
+
+impl BlkGeom {
+    pub(crate) fn new(s: &Conv2dShape) -> Self {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let (sh, sw) = s.stride;
+        let (dh, dw) = s.dilation;
+        let (ph, pw) = s.padding;
+        let hp = ((oh - 1) * sh + (s.kh - 1) * dh + 1).max(ph + s.h);
+        let wp = ((ow - 1) * sw + (s.kw - 1) * dw + 1).max(pw + s.w);
+        let off = (0..s.kh)
+            .flat_map(|i| (0..s.kw).map(move |j| i * dh * wp + j * dw))
+            .collect();
+        BlkGeom {
+            h: s.h,
+            w: s.w,
+            oh,
+            ow,
+            sh,
+            sw,
+            ph,
+            pw,
+            hp,
+            wp,
+            taps: s.kh * s.kw,
+            off,
+        }
+    }
+
+    /// Whether `s` takes this path with `lanes`-wide vectors: a small output row, and input
+    /// plane, output plane and filter at least `lanes` long (whole-vector transposes).
+    pub(crate) fn applies(s: &Conv2dShape, lanes: usize) -> bool {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        ow <= SMALL_OW && s.c_out >= lanes && oh * ow >= lanes && s.h * s.w >= lanes
+    }
+
+    /// Floats of scratch for `lanes`-wide vectors.
+    pub(crate) fn scratch_len(&self, lanes: usize) -> usize {
+        (self.hp * self.wp + self.taps) * lanes
+    }
+}
+
+/// `dst[f(p) * L + c] = src[c][p]` for `p < len`, `c < L`, where position `p` of a source
+/// row of `row` floats maps to `f(p) = dst0 + (p / row) * dst_row + p % row`; with
+/// whole-vector transposes (`len >= L`; the last chunk overlaps the previous one and rewrites
+/// identical values). Row and column are stepped, not divided, per position.
+///
+/// # Safety
+/// Each `src[c]` is readable for `len` floats, `dst` writable at every `f(p) * L + L`; the
+/// CPU supports `S`.
+#[inline(always)]
+unsafe fn interleave<S: Simd>(
+    src: &[*const f32; 16],
+    len: usize,
+    row: usize,
+    dst_row: usize,
+    dst0: usize,
+    dst: *mut f32,
+) {
+    let l = S::L;
+    let mut p = 0;
+    // SAFETY: p0 + L <= len for every load; the stores as the contract states.
+    unsafe {
+        let mut v = [S::splat(0.0); 16];
+        loop {
+            let p0 = p.min(len - l);
+            for (c, vc) in v.iter_mut().enumerate().take(l) {
+                *vc = S::load(src[c].add(p0));
+            }
+            S::transpose(&mut v[..l]);
+            let (mut r, mut col) = (p0 / row, p0 % row);
+            for vi in v.iter().take(l) {
+                S::store(dst.add((dst0 + r * dst_row + col) * l), *vi);
+                col += 1;
+                if col == row {
+                    col = 0;
+                    r += 1;
+                }
+            }
+            if p0 == len - l {
+                break;
+            }
+            p += l;
+        }
+    }
+}
+
+/// One block of `L` output channels: `x[c]` is the input plane of output channel `oc0 + c`,
+/// `w` the `L` filters (`L * taps` floats), `bias` their `L` biases, `y` the `L` output planes.
+///
+/// # Safety
+/// `BlkGeom::applies` held for this shape and `S::L`; each `x[c]` holds `h * w` floats;
+/// `scratch` holds `g.scratch_len(S::L)` floats; `y` holds `L * oh * ow`; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn forward_block<S: Simd>(
+    g: &BlkGeom,
+    x: &[*const f32; 16],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    scratch: &mut [f32],
+) {
+    let l = S::L;
+    let (wp, taps) = (g.wp, g.taps);
+    let xs = scratch.as_mut_ptr();
+    // SAFETY (whole body): every scratch index is below (hp * wp + taps) * L (BlkGeom sizes
+    // hp, wp to cover every input position and every tap of every output); loads from `x`
+    // and stores to `y` stay in their planes (interleave's and the tile loop's clamps).
+    unsafe {
+        let wb = xs.add(g.hp * wp * l);
+        // Zero borders (the interior is overwritten below).
+        let z = S::splat(0.0);
+        for r in 0..g.hp {
+            let inside = r >= g.ph && r < g.ph + g.h;
+            for c in 0..wp {
+                if !inside || c < g.pw || c >= g.pw + g.w {
+                    S::store(xs.add((r * wp + c) * l), z);
+                }
+            }
+        }
+        interleave::<S>(x, g.h * g.w, g.w, wp, g.ph * wp + g.pw, xs);
+        // Weights: [taps][L].
+        if taps >= l {
+            let mut wr = [w.as_ptr(); 16];
+            for (c, r) in wr.iter_mut().enumerate().take(l) {
+                *r = w.as_ptr().add(c * taps);
+            }
+            interleave::<S>(&wr, taps, taps, taps, 0, wb);
+        } else {
+            for t in 0..taps {
+                for c in 0..l {
+                    *wb.add(t * l + c) = w[c * taps + t];
+                }
+            }
+        }
+        let bv = match bias {
+            Some(b) => S::load(b.as_ptr()),
+            None => z,
+        };
+        match taps {
+            9 => tiles::<S, 9>(g, xs, wb, bv, act, y),
+            25 => tiles::<S, 25>(g, xs, wb, bv, act, y),
+            _ => tiles::<S, 0>(g, xs, wb, bv, act, y),
+        }
+    }
+}
+
+/// The output tiles of one block; `T` is the tap count when fixed at compile time (9 or 25,
+/// so the tap loop unrolls), 0 for a runtime count.
+///
+/// # Safety
+/// As [`forward_block`], with the scratch packed.
+#[inline(always)]
+unsafe fn tiles<S: Simd, const T: usize>(
+    g: &BlkGeom,
+    xs: *const f32,
+    wb: *const f32,
+    bv: S::V,
+    act: Activation,
+    y: &mut [f32],
+) {
+    let l = S::L;
+    let wp = g.wp;
+    let taps = if T == 0 { g.taps } else { T };
+    let total = g.oh * g.ow;
+    // SAFETY: as in `forward_block`.
+    unsafe {
+        let yp = y.as_mut_ptr();
+        let mut p = 0;
+        let mut base = [0usize; 16];
+        loop {
+            let p0 = p.min(total - l);
+            let (mut oy, mut ox) = (p0 / g.ow, p0 % g.ow);
+            for b in base.iter_mut().take(l) {
+                *b = (oy * g.sh * wp + ox * g.sw) * l;
+                ox += 1;
+                if ox == g.ow {
+                    ox = 0;
+                    oy += 1;
+                }
+            }
+            let mut acc = [bv; 16];
+            for t in 0..taps {
+                let wv = S::load(wb.add(t * l));
+                let o = *g.off.get_unchecked(t) * l;
+                for i in 0..l {
+                    acc[i] = S::fma(wv, S::load(xs.add(base[i] + o)), acc[i]);
+                }
+            }
+            for a in acc.iter_mut().take(l) {
+                *a = S::act(act, *a);
+            }
+            S::transpose(&mut acc[..l]);
+            for (c, a) in acc.iter().enumerate().take(l) {
+                S::store(yp.add(c * total + p0), *a);
+            }
+            if p0 == total - l {
+                break;
+            }
+            p += l;
+        }
+    }
+}
