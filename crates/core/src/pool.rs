@@ -11,7 +11,8 @@
 //! beyond it, so memory stays bounded by the peak working set plus nothing.
 //!
 //! Contents never leak between tensors: [`zeroed`] returns zero-filled memory whether the buffer
-//! is new or reused, so results are bit-identical with or without the pool. [`for_overwrite`]
+//! is new or reused, and [`for_overwrite`] (no zero fill) is used only for outputs the kernel
+//! writes entirely before reading, so results are bit-identical with or without the pool. [`for_overwrite`]
 //! skips that zero fill (a full pass over memory, ~5% of a ViT training step) for outputs the
 //! op writes completely before anyone reads them (GEMM with `beta = 0`, element-wise maps,
 //! gathers): its elements are initialised (zeros or values of a dead tensor of this process) but
@@ -138,13 +139,19 @@ pub(crate) fn recycle(v: Vec<f32>) {
     }
     p.held += v.capacity() * 4;
     p.free.push(v);
-    while p.held > p.limit {
-        let largest = (0..p.free.len()).max_by_key(|&i| p.free[i].capacity());
-        let Some(i) = largest else { break };
-        let big = p.free.swap_remove(i);
-        p.held -= big.capacity() * 4;
-        p.issued.remove(&(big.as_ptr() as usize));
-        drop(big);
+    p.evict_to_limit();
+}
+
+impl Pool {
+    /// Frees held buffers, largest first, until the pool is within its limit.
+    fn evict_to_limit(&mut self) {
+        while self.held > self.limit {
+            let largest = (0..self.free.len()).max_by_key(|&i| self.free[i].capacity());
+            let Some(i) = largest else { break };
+            let big = self.free.swap_remove(i);
+            self.held -= big.capacity() * 4;
+            self.issued.remove(&(big.as_ptr() as usize));
+        }
     }
 }
 
@@ -157,11 +164,7 @@ pub fn limit() -> usize {
 pub fn set_limit(bytes: usize) {
     let mut p = lock();
     p.limit = bytes;
-    while p.held > p.limit {
-        let Some(v) = p.free.pop() else { break };
-        p.held -= v.capacity() * 4;
-        p.issued.remove(&(v.as_ptr() as usize));
-    }
+    p.evict_to_limit();
 }
 
 /// Frees every buffer the pool holds (tensors alive keep theirs).

@@ -96,54 +96,8 @@ impl Tensor {
         act: Activation,
     ) -> Result<Tensor> {
         const OP: &str = "conv2d";
-        let (xs, ws) = (self.shape(), weight.shape());
-        if xs.len() != 4 || ws.len() != 4 {
-            return Err(TensorError::shape(
-                OP,
-                format!(
-                    "input {} and weight {} must both be 4-D",
-                    fmt_shape(xs),
-                    fmt_shape(ws)
-                ),
-            ));
-        }
-        let g = p.groups.max(1);
-        if p.groups == 0 || xs[1] != ws[1] * g {
-            return Err(TensorError::shape(
-                OP,
-                format!(
-                    "input {} has {} channels but weight {} with {} groups expects {}",
-                    fmt_shape(xs),
-                    xs[1],
-                    fmt_shape(ws),
-                    p.groups,
-                    ws[1] * g
-                ),
-            ));
-        }
-        if let Some(b) = bias {
-            if b.shape() != [ws[0]] {
-                return Err(TensorError::shape(
-                    OP,
-                    format!("bias {} for weight {}", fmt_shape(b.shape()), fmt_shape(ws)),
-                ));
-            }
-        }
-        let s = Conv2dShape {
-            n: xs[0],
-            c_in: xs[1],
-            h: xs[2],
-            w: xs[3],
-            c_out: ws[0],
-            kh: ws[2],
-            kw: ws[3],
-            stride: p.stride,
-            padding: p.padding,
-            dilation: p.dilation,
-            groups: p.groups,
-        };
+        let s = conv_shape(OP, self.shape(), weight.shape(), bias, p)?;
         let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
-        s.validate().map_err(kerr)?;
         let frame = profile::begin();
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
@@ -230,4 +184,63 @@ impl Tensor {
             Ok(out)
         }))
     }
+}
+
+/// The checked geometry of `op` on input shape `xs`, weight shape `ws`, optional bias: both
+/// 4-D, channels matching the groups, bias `[c_out]`, then the kernel's own validation.
+pub(crate) fn conv_shape(
+    op: &'static str,
+    xs: &[usize],
+    ws: &[usize],
+    bias: Option<&Tensor>,
+    p: Conv2dParams,
+) -> Result<Conv2dShape> {
+    if xs.len() != 4 || ws.len() != 4 {
+        return Err(TensorError::shape(
+            op,
+            format!(
+                "input {} and weight {} must both be 4-D",
+                fmt_shape(xs),
+                fmt_shape(ws)
+            ),
+        ));
+    }
+    let g = p.groups.max(1);
+    if p.groups == 0 || xs[1] != ws[1] * g {
+        return Err(TensorError::shape(
+            op,
+            format!(
+                "input {} has {} channels but weight {} with {} groups expects {}",
+                fmt_shape(xs),
+                xs[1],
+                fmt_shape(ws),
+                p.groups,
+                ws[1] * g
+            ),
+        ));
+    }
+    if let Some(b) = bias {
+        if b.shape() != [ws[0]] {
+            return Err(TensorError::shape(
+                op,
+                format!("bias {} for weight {}", fmt_shape(b.shape()), fmt_shape(ws)),
+            ));
+        }
+    }
+    let s = Conv2dShape {
+        n: xs[0],
+        c_in: xs[1],
+        h: xs[2],
+        w: xs[3],
+        c_out: ws[0],
+        kh: ws[2],
+        kw: ws[3],
+        stride: p.stride,
+        padding: p.padding,
+        dilation: p.dilation,
+        groups: p.groups,
+    };
+    s.validate()
+        .map_err(|e| TensorError::shape(op, e.to_string()))?;
+    Ok(s)
 }

@@ -4,11 +4,11 @@
 //! convolutions this way). No graph is recorded, so it refuses inputs that would need one.
 
 use tessera_kernels::activation::Activation;
-use tessera_kernels::conv::{self, Conv2dShape, PackedConvWeight};
+use tessera_kernels::conv::{self, PackedConvWeight};
 
 use crate::autograd::needs_grad;
-use crate::error::{fmt_shape, Result, TensorError};
-use crate::ops::conv::Conv2dParams;
+use crate::error::{Result, TensorError};
+use crate::ops::conv::{conv_shape, Conv2dParams};
 use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
 
@@ -34,41 +34,9 @@ impl Tensor {
                     .to_string(),
             ));
         }
-        let xs = self.shape();
-        let ws = w.shape();
-        if xs.len() != 4 {
-            return Err(TensorError::shape(
-                OP,
-                format!("input {} must be 4-D [n, c, h, w]", fmt_shape(xs)),
-            ));
-        }
-        if let Some(b) = bias {
-            if b.shape() != [ws[0]] {
-                return Err(TensorError::shape(
-                    OP,
-                    format!(
-                        "bias {} for weight {}",
-                        fmt_shape(b.shape()),
-                        fmt_shape(&ws)
-                    ),
-                ));
-            }
-        }
-        let s = Conv2dShape {
-            n: xs[0],
-            c_in: xs[1],
-            h: xs[2],
-            w: xs[3],
-            c_out: ws[0],
-            kh: ws[2],
-            kw: ws[3],
-            stride: p.stride,
-            padding: p.padding,
-            dilation: p.dilation,
-            groups: p.groups,
-        };
+        let (xs, ws) = (self.shape(), w.shape());
+        let s = conv_shape(OP, xs, &ws, bias, p)?;
         let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
-        s.validate().map_err(kerr)?;
         let frame = profile::begin();
         let x = self.contiguous();
         let bd = bias.map(|b| b.data());
