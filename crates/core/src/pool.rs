@@ -4,15 +4,15 @@
 //! Without it, every large output (`vec![0.0; n]` of a few MiB) is a fresh `mmap` from the C
 //! allocator, and every page of it is faulted in and zeroed by the kernel on first touch; on
 //! ViT-B/16 at batch 1 that was ~19k page faults and 7-10% of the forward's time. The ops take
-//! their large outputs from here ([`zeroed`]); when the last tensor over such a buffer is dropped,
+//! their large outputs from here (`zeroed`); when the last tensor over such a buffer is dropped,
 //! [`Storage`](crate::Storage) hands the buffer back instead of freeing it. Only buffers this pool
 //! handed out come back (a model's weights, built with `Tensor::from_vec`, are freed normally), and
 //! the pool holds at most [`limit`] bytes (default 1 GiB), evicting the largest buffer first
 //! beyond it, so memory stays bounded by the peak working set plus nothing.
 //!
-//! Contents never leak between tensors: [`zeroed`] returns zero-filled memory whether the buffer
-//! is new or reused, and [`for_overwrite`] (no zero fill) is used only for outputs the kernel
-//! writes entirely before reading, so results are bit-identical with or without the pool. [`for_overwrite`]
+//! Contents never leak between tensors: `zeroed` returns zero-filled memory whether the buffer
+//! is new or reused, and `for_overwrite` (no zero fill) is used only for outputs the kernel
+//! writes entirely before reading, so results are bit-identical with or without the pool. `for_overwrite`
 //! skips that zero fill (a full pass over memory, ~5% of a ViT training step) for outputs the
 //! op writes completely before anyone reads them (GEMM with `beta = 0`, element-wise maps,
 //! gathers): its elements are initialised (zeros or values of a dead tensor of this process) but
