@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use tessera::core::{Rng, Tensor};
 use tessera::models::layers::Linear;
-use tessera::models::module::named_parameters;
+use tessera::models::module::{named_parameters, set_requires_grad};
 use tessera::models::optim::{clip_grad_norm, AdamW, LrSchedule, Optimizer, Sgd};
 use tessera::models::Module;
 
@@ -177,4 +177,43 @@ fn training_a_linear_layer_reduces_the_loss() {
     }
     let last = loss_of(&l).item().unwrap();
     assert!(last < first * 1e-3, "loss {first} -> {last}");
+}
+
+#[test]
+fn in_place_and_copying_updates_agree_bit_for_bit() {
+    // 300 x 100 weights span several parallel update chunks. One layer's weight is also held
+    // elsewhere, so its update must copy; the other is updated in its own buffer.
+    let make = || {
+        let mut l = Linear::new(100, 300, true, &mut Rng::new(7));
+        set_requires_grad(&mut l, true);
+        l
+    };
+    let opts: [fn() -> Box<dyn Optimizer>; 2] = [
+        || Box::new(Sgd::new(0.9, true, 0.01).unwrap()),
+        || Box::new(AdamW::new(0.9, 0.999, 1e-8, 0.05).unwrap()),
+    ];
+    for new_opt in opts {
+        let (mut a, mut b) = (make(), make());
+        let (mut oa, mut ob) = (new_opt(), new_opt());
+        for step in 0..3u64 {
+            let x = Tensor::randn(&[4, 100], 100 + step);
+            for l in [&a, &b] {
+                let y = l.forward(&x).unwrap();
+                y.mul(&y).unwrap().sum_all().backward().unwrap();
+            }
+            let buffer = a.weight.storage().as_f32().as_ptr();
+            let held = b.weight.clone();
+            oa.step(&mut a, 0.05, 1.0).unwrap();
+            ob.step(&mut b, 0.05, 1.0).unwrap();
+            assert_eq!(a.weight.storage().as_f32().as_ptr(), buffer, "not in place");
+            assert!(!b.weight.same_storage(&held), "a shared buffer was written");
+            let bits = |t: &Tensor| t.to_vec().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.weight), bits(&b.weight));
+            assert_eq!(
+                bits(a.bias.as_ref().unwrap()),
+                bits(b.bias.as_ref().unwrap())
+            );
+            assert!(a.weight.grad().is_none() && b.weight.grad().is_none());
+        }
+    }
 }

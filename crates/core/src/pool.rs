@@ -7,8 +7,12 @@
 //! their large outputs from here (`zeroed`); when the last tensor over such a buffer is dropped,
 //! [`Storage`](crate::Storage) hands the buffer back instead of freeing it. Only buffers this pool
 //! handed out come back (a model's weights, built with `Tensor::from_vec`, are freed normally), and
-//! the pool holds at most [`limit`] bytes (default 1 GiB), evicting the largest buffer first
-//! beyond it, so memory stays bounded by the peak working set plus nothing.
+//! the pool holds at most [`limit`] bytes, evicting the buffer idle longest first beyond it. By
+//! default that bound follows the workload: the larger of 1 GiB and the most bytes of pool
+//! buffers ever in use at once, so a training step (whose saved activations are freed only
+//! in its backward pass, often several GiB) finds all of them again in the next step instead of
+//! faulting in fresh pages at 3-9 GB/s; memory stays bounded by that peak working set, as with
+//! PyTorch's caching allocator. [`set_limit`] fixes the bound instead; [`clear`] frees all.
 //!
 //! Contents never leak between tensors: `zeroed` returns zero-filled memory whether the buffer
 //! is new or reused, and `for_overwrite` (no zero fill) is used only for outputs the kernel
@@ -27,16 +31,22 @@ use std::sync::{LazyLock, Mutex};
 /// reuses them cheaply.
 pub const MIN_POOLED_ELEMS: usize = 1 << 15;
 
-/// Default bound on the bytes held by the pool.
+/// The least bound on the bytes held by the pool when it follows the workload.
 const DEFAULT_LIMIT_BYTES: usize = 1 << 30;
 
 struct Pool {
-    /// Free buffers (capacity >= MIN_POOLED_ELEMS), keeping their old length and contents.
+    /// Free buffers (capacity >= MIN_POOLED_ELEMS), keeping their old length and contents, in
+    /// the order they came back (the longest idle first).
     free: Vec<Vec<f32>>,
     /// Bytes held in `free`.
     held: usize,
-    /// Upper bound on `held`.
-    limit: usize,
+    /// Fixed upper bound on `held`, or `None`: the larger of `DEFAULT_LIMIT_BYTES` and
+    /// `peak_in_use`.
+    fixed_limit: Option<usize>,
+    /// Bytes of pool buffers handed out and not yet returned.
+    in_use: usize,
+    /// The most `in_use` has been.
+    peak_in_use: usize,
     /// Addresses of the buffers handed out (or held) by the pool: only these come back.
     issued: HashSet<usize>,
     hits: u64,
@@ -47,7 +57,9 @@ static POOL: LazyLock<Mutex<Pool>> = LazyLock::new(|| {
     Mutex::new(Pool {
         free: Vec::new(),
         held: 0,
-        limit: DEFAULT_LIMIT_BYTES,
+        fixed_limit: None,
+        in_use: 0,
+        peak_in_use: 0,
         issued: HashSet::new(),
         hits: 0,
         misses: 0,
@@ -100,7 +112,9 @@ pub(crate) fn for_overwrite(n: usize) -> Vec<f32> {
 /// A new zero-filled buffer the pool will take back.
 fn fresh(n: usize) -> Vec<f32> {
     let v = vec![0.0; n];
-    lock().issued.insert(v.as_ptr() as usize);
+    let mut p = lock();
+    p.issued.insert(v.as_ptr() as usize);
+    p.lend(v.capacity());
     v
 }
 
@@ -116,9 +130,10 @@ fn take(n: usize) -> Option<Vec<f32>> {
         .map(|(i, _)| i);
     match best {
         Some(i) => {
-            let v = p.free.swap_remove(i);
+            let v = p.free.remove(i);
             p.held -= v.capacity() * 4;
             p.hits += 1;
+            p.lend(v.capacity());
             Some(v)
         }
         None => {
@@ -138,32 +153,56 @@ pub(crate) fn recycle(v: Vec<f32>) {
         return;
     }
     p.held += v.capacity() * 4;
+    p.in_use = p.in_use.saturating_sub(v.capacity() * 4);
     p.free.push(v);
     p.evict_to_limit();
 }
 
 impl Pool {
-    /// Frees held buffers, largest first, until the pool is within its limit.
+    /// Records a buffer of `capacity` elements handed out.
+    fn lend(&mut self, capacity: usize) {
+        self.in_use += capacity * 4;
+        self.peak_in_use = self.peak_in_use.max(self.in_use);
+    }
+
+    fn limit(&self) -> usize {
+        self.fixed_limit
+            .unwrap_or(DEFAULT_LIMIT_BYTES.max(self.peak_in_use))
+    }
+
+    /// Frees held buffers, the longest idle first, until the pool is within its limit: what a
+    /// repeating workload (a training loop) uses every step stays, stale sizes go.
     fn evict_to_limit(&mut self) {
-        while self.held > self.limit {
-            let largest = (0..self.free.len()).max_by_key(|&i| self.free[i].capacity());
-            let Some(i) = largest else { break };
-            let big = self.free.swap_remove(i);
-            self.held -= big.capacity() * 4;
-            self.issued.remove(&(big.as_ptr() as usize));
+        let mut evict = 0;
+        let mut held = self.held;
+        while held > self.limit() && evict < self.free.len() {
+            held -= self.free[evict].capacity() * 4;
+            evict += 1;
         }
+        for old in self.free.drain(..evict) {
+            self.issued.remove(&(old.as_ptr() as usize));
+        }
+        self.held = held;
     }
 }
 
-/// Bytes the pool may hold while idle.
+/// Bytes the pool may hold while idle (now: it follows the peak unless fixed).
 pub fn limit() -> usize {
-    lock().limit
+    lock().limit()
 }
 
-/// Sets the bound on the bytes the pool holds (0 turns reuse off); frees the excess now.
+/// Fixes the bound on the bytes the pool holds (0 turns reuse off); frees the excess now.
 pub fn set_limit(bytes: usize) {
     let mut p = lock();
-    p.limit = bytes;
+    p.fixed_limit = Some(bytes);
+    p.evict_to_limit();
+}
+
+/// Returns to the default bound: the larger of 1 GiB and the peak bytes of pool buffers in
+/// use at once.
+pub fn set_limit_auto() {
+    let mut p = lock();
+    p.fixed_limit = None;
     p.evict_to_limit();
 }
 
@@ -187,6 +226,10 @@ pub struct PoolStats {
     pub hits: u64,
     /// Requests that allocated a new buffer.
     pub misses: u64,
+    /// Bytes of pool buffers in use now (inside live tensors).
+    pub bytes_in_use: usize,
+    /// The most bytes of pool buffers ever in use at once.
+    pub peak_bytes_in_use: usize,
 }
 
 /// Current statistics.
@@ -197,6 +240,8 @@ pub fn stats() -> PoolStats {
         bytes: p.held,
         hits: p.hits,
         misses: p.misses,
+        bytes_in_use: p.in_use,
+        peak_bytes_in_use: p.peak_in_use,
     }
 }
 

@@ -248,6 +248,31 @@ impl Tensor {
         Arc::ptr_eq(&self.0.storage, &other.0.storage)
     }
 
+    /// Runs `f` on this tensor's elements in place, when nothing else can see them: no other
+    /// handle to this tensor or its storage exists (no view, no clone, no graph node that saved
+    /// it) and it covers its storage contiguously. Returns `false` without calling `f`
+    /// otherwise, so the caller falls back to building a new tensor. Optimizers use it to update
+    /// parameters without allocating (and page-faulting) a new buffer per step.
+    pub fn update_in_place(&mut self, f: impl FnOnce(&mut [f32])) -> bool {
+        let Some(inner) = Arc::get_mut(&mut self.0) else {
+            return false;
+        };
+        let (offset, numel) = (inner.layout.offset, inner.layout.numel());
+        if !inner.layout.is_contiguous() {
+            return false;
+        }
+        let Some(Storage::F32(v)) = Arc::get_mut(&mut inner.storage) else {
+            return false;
+        };
+        match v.get_mut(offset..offset + numel) {
+            Some(values) => {
+                f(values);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The raw storage elements (all of them, ignoring the layout).
     pub(crate) fn raw(&self) -> &[f32] {
         self.0.storage.as_f32()
@@ -350,5 +375,26 @@ mod tests {
         );
         assert_eq!(Tensor::full(&[2], 3.0).to_vec(), vec![3.0, 3.0]);
         assert_eq!(Tensor::scalar(2.0).item().unwrap(), 2.0);
+    }
+
+    #[test]
+    fn update_in_place_only_when_nothing_else_sees_the_data() {
+        let mut t = Tensor::from_vec(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).unwrap();
+        let before = t.raw().as_ptr();
+        assert!(t.update_in_place(|v| v.iter_mut().for_each(|x| *x *= 2.0)));
+        assert_eq!(t.to_vec(), vec![2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(t.raw().as_ptr(), before, "the buffer was not reused");
+        // A clone, a view or a detached handle shares the data: no in-place update.
+        let clone = t.clone();
+        assert!(!t.update_in_place(|_| unreachable!()));
+        drop(clone);
+        let view = t.detach();
+        assert!(!t.update_in_place(|_| unreachable!()));
+        assert_eq!(view.to_vec(), vec![2.0, 4.0, 6.0, 8.0]);
+        drop(view);
+        // A non-contiguous view (a transpose) is never updated in place.
+        let mut tr = t.transpose(0, 1).unwrap();
+        drop(t);
+        assert!(!tr.update_in_place(|_| unreachable!()));
     }
 }

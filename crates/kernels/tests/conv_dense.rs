@@ -109,6 +109,10 @@ fn network_layers_match_the_oracle() {
         shape(2, 16, 9, 9, 8, 3, 2, 0, 4),    // grouped
         shape(1, 8, 10, 10, 8, 1, 2, 0, 1),   // strided 1x1 goes through im2col
         shape(1, 4, 11, 13, 6, 7, 3, 3, 2),   // large kernel, odd sizes
+        shape(3, 16, 9, 9, 24, 3, 1, 1, 1),   // batch: filters packed once for all images
+        shape(5, 40, 1, 1, 10, 1, 1, 0, 1),   // squeeze-excitation: 1x1 planes, one GEMM
+        shape(4, 12, 1, 1, 18, 1, 1, 0, 3),   // grouped 1x1 planes
+        shape(1, 24, 1, 1, 8, 1, 1, 0, 1),    // 1x1 plane, one image
     ];
     for (i, s) in shapes.iter().enumerate() {
         for isa in Isa::available() {
@@ -127,6 +131,7 @@ fn results_do_not_depend_on_the_thread_count() {
     for s in [
         shape(2, 32, 20, 20, 48, 3, 1, 1, 2),
         shape(2, 64, 16, 16, 96, 1, 1, 0, 1),
+        shape(16, 256, 1, 1, 64, 1, 1, 0, 1),
     ] {
         let (x, w, dy) = (
             data(s.input_len(), 1),

@@ -29,6 +29,35 @@ thread_local! {
     static COLS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// Per-thread packed weights (one per group) of the current call, reused between calls.
+    static PACKS: Cell<Vec<PackedMatrix>> = const { Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with the left operand of every group, `a(g)`, packed once for this call: the
+/// images of a batch share it instead of each GEMM repacking the same filters. The storage is
+/// per thread and reused, so a warm call allocates nothing.
+fn with_packed_groups<'a, R>(
+    isa: Isa,
+    groups: usize,
+    a: impl Fn(usize) -> MatRef<'a>,
+    f: impl FnOnce(&[PackedMatrix]) -> Result<R, KernelError>,
+) -> Result<R, KernelError> {
+    let mut packs = PACKS.take();
+    let result = (|| {
+        for g in 0..groups {
+            if g < packs.len() {
+                packs[g].repack_a(a(g), Some(isa))?;
+            } else {
+                packs.push(PackedMatrix::pack_a(a(g), Some(isa))?);
+            }
+        }
+        f(&packs[..groups])
+    })();
+    PACKS.set(packs);
+    result
+}
+
 fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = COLS.take();
     if buf.len() < len {
@@ -180,6 +209,20 @@ pub(crate) fn forward(
     let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
     let cfg = config(isa);
     let pointwise = is_pointwise(s);
+    if let Weights::Raw(raw) = w {
+        if s.n > 1 {
+            // Pack the filters once for all images (then this function again, packed).
+            return with_packed_groups(
+                isa,
+                s.groups,
+                |g| MatRef::row_major(&raw[g * cog * kdim..(g + 1) * cog * kdim], cog, kdim),
+                |packs| forward(isa, s, x, Weights::Packed(packs), bias, act, y),
+            );
+        }
+    }
+    if pointwise && hw == 1 && s.n > 0 {
+        return forward_single_pixel(s, x, w, bias, act, y, &cfg);
+    }
     let cols_len = if pointwise { 0 } else { kdim * ohw };
     with_cols(cols_len, |cols| {
         for img in 0..s.n {
@@ -220,6 +263,45 @@ pub(crate) fn forward(
     })
 }
 
+/// The forward of a pointwise convolution on 1x1 planes (the squeeze-excitation layers): one
+/// GEMM per group for the whole batch, `Y_g[co, img] = W_g X_g[ci, img]`, on strided views of
+/// the NCHW tensors.
+fn forward_single_pixel(
+    s: &Conv2dShape,
+    x: &[f32],
+    w: Weights<'_>,
+    bias: Option<&[f32]>,
+    act: Activation,
+    y: &mut [f32],
+    cfg: &GemmConfig,
+) -> Result<(), KernelError> {
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    for g in 0..s.groups {
+        let wg = match w {
+            Weights::Raw(w) => Operand::View(MatRef::row_major(
+                &w[g * cog * cig..(g + 1) * cog * cig],
+                cog,
+                cig,
+            )),
+            Weights::Packed(p) => Operand::Packed(&p[g]),
+        };
+        let b = match bias {
+            Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
+            None => Bias::None,
+        };
+        gemm_ex(
+            1.0,
+            wg,
+            Operand::View(MatRef::new(&x[g * cig..], cig, s.n, 1, s.c_in)),
+            0.0,
+            MatMut::new(&mut y[g * cog..], cog, s.n, 1, s.c_out),
+            Epilogue::new(b, act),
+            cfg,
+        )?;
+    }
+    Ok(())
+}
+
 /// Dense / grouped input gradient (overwrites `dx`).
 pub(crate) fn backward_input(
     isa: Isa,
@@ -229,25 +311,59 @@ pub(crate) fn backward_input(
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
+    let kdim = cig * s.kh * s.kw;
+    // W_g^T is the [kdim, cog] view of the row-major [cog, kdim] filters.
+    let wt = |g: usize| MatRef::row_major(&w[g * cog * kdim..(g + 1) * cog * kdim], cog, kdim).t();
+    if s.n > 1 {
+        // Pack the transposed filters once for all images.
+        with_packed_groups(isa, s.groups, wt, |packs| {
+            backward_input_with(isa, s, |g| Operand::Packed(&packs[g]), dy, dx)
+        })
+    } else {
+        backward_input_with(isa, s, |g| Operand::View(wt(g)), dy, dx)
+    }
+}
+
+/// [`backward_input`] with the left operand of group `g` (`W_g^T`) given by `wt`.
+fn backward_input_with<'a>(
+    isa: Isa,
+    s: &Conv2dShape,
+    wt: impl Fn(usize) -> Operand<'a>,
+    dy: &[f32],
+    dx: &mut [f32],
+) -> Result<(), KernelError> {
+    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
     let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
     let cfg = config(isa);
     let pointwise = is_pointwise(s);
+    if pointwise && hw == 1 && s.n > 0 {
+        // One pixel per image: dX_g[ci, img] = W_g^T dY_g[co, img] is one GEMM for the batch.
+        for g in 0..s.groups {
+            gemm_ex(
+                1.0,
+                wt(g),
+                Operand::View(MatRef::new(&dy[g * cog..], cog, s.n, 1, s.c_out)),
+                0.0,
+                MatMut::new(&mut dx[g * cig..], cig, s.n, 1, s.c_in),
+                Epilogue::NONE,
+                &cfg,
+            )?;
+        }
+        return Ok(());
+    }
     let cols_len = if pointwise { 0 } else { kdim * ohw };
     with_cols(cols_len, |cols| {
         for img in 0..s.n {
             for g in 0..s.groups {
-                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
                 let dyg =
                     &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
                 let dxg =
                     &mut dx[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
-                // W_g^T is the [kdim, cog] view of the row-major [cog, kdim] filters.
-                let wt = MatRef::row_major(wg, cog, kdim).t();
-                let rhs = MatRef::row_major(dyg, cog, ohw);
+                let rhs = Operand::View(MatRef::row_major(dyg, cog, ohw));
                 if pointwise {
-                    gemm(
+                    gemm_ex(
                         1.0,
-                        wt,
+                        wt(g),
                         rhs,
                         0.0,
                         MatMut::row_major(dxg, cig, hw),
@@ -255,9 +371,9 @@ pub(crate) fn backward_input(
                         &cfg,
                     )?;
                 } else {
-                    gemm(
+                    gemm_ex(
                         1.0,
-                        wt,
+                        wt(g),
                         rhs,
                         0.0,
                         MatMut::row_major(cols, kdim, ohw),
@@ -287,6 +403,21 @@ pub(crate) fn backward_weight(
     let pointwise = is_pointwise(s);
     if s.n == 0 {
         dw.fill(0.0);
+        return Ok(());
+    }
+    if pointwise && hw == 1 && s.n > 0 {
+        // One pixel per image: dW_g = dY_g[co, img] X_g[ci, img]^T, the batch as the depth.
+        for g in 0..s.groups {
+            gemm(
+                1.0,
+                MatRef::new(&dy[g * cog..], cog, s.n, 1, s.c_out),
+                MatRef::new(&x[g * cig..], s.n, cig, s.c_in, 1),
+                0.0,
+                MatMut::row_major(&mut dw[g * cog * cig..(g + 1) * cog * cig], cog, cig),
+                Epilogue::NONE,
+                &cfg,
+            )?;
+        }
         return Ok(());
     }
     // Several images per GEMM when their columns fit the scratch bound: one product with

@@ -10,6 +10,10 @@ use super::kernel::{blocking, packers, Blocking};
 use super::MatRef;
 use crate::error::KernelError;
 use crate::isa::Isa;
+use rayon::prelude::*;
+
+/// Packed floats from which the depth blocks are packed in parallel.
+const PAR_PACK_MIN: usize = 1 << 18;
 
 /// Which operand of `C = A * B` a packed matrix is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +46,24 @@ impl PackedMatrix {
         Self::pack(Side::B, b, isa)
     }
 
+    /// Packs `a` (`m x k`) as the left operand into `self`, reusing its storage (no allocation
+    /// when the packed size does not grow): for per-call packing of operands that change every
+    /// call, such as training weights shared by the images of a batch. On error `self` is
+    /// left unchanged.
+    pub fn repack_a(&mut self, a: MatRef<'_>, isa: Option<Isa>) -> Result<(), KernelError> {
+        let isa = Self::check(a, isa)?;
+        let data = std::mem::take(&mut self.data);
+        *self = Self::pack_checked(Side::A, a, isa, data);
+        Ok(())
+    }
+
     fn pack(side: Side, m: MatRef<'_>, isa: Option<Isa>) -> Result<Self, KernelError> {
+        let isa = Self::check(m, isa)?;
+        Ok(Self::pack_checked(side, m, isa, Vec::new()))
+    }
+
+    /// The ISA to pack for, after checking it and the view.
+    fn check(m: MatRef<'_>, isa: Option<Isa>) -> Result<Isa, KernelError> {
         let isa = match isa {
             Some(i) => i.check()?,
             None => Isa::current()?,
@@ -56,6 +77,12 @@ impl PackedMatrix {
             m.row_stride,
             m.col_stride,
         )?;
+        Ok(isa)
+    }
+
+    /// Packs a checked view into `data` (resized; every element is written by the packers,
+    /// padding included). Depth blocks are independent and packed in parallel when large.
+    fn pack_checked(side: Side, m: MatRef<'_>, isa: Isa, mut data: Vec<f32>) -> Self {
         let blk = blocking(isa);
         let (pack_a, pack_b) = packers(isa);
         // Depth and "outer" extent (rows of A / columns of B) and the panel width.
@@ -64,14 +91,14 @@ impl PackedMatrix {
             Side::B => (m.rows, m.cols, blk.nr),
         };
         let outer_pad = outer.div_ceil(tile) * tile;
-        let mut data = vec![0.0f32; k * outer_pad];
-        for kb in 0..k.div_ceil(blk.kc) {
+        data.resize(k * outer_pad, 0.0);
+        let pack_block = |kb: usize, dst: &mut [f32]| {
             let pc = kb * blk.kc;
-            let kc = blk.kc.min(k - pc);
-            let dst = &mut data[pc * outer_pad..(pc + kc) * outer_pad];
+            let kc = dst.len() / outer_pad.max(1);
             if outer == 0 {
-                continue;
+                return;
             }
+            let src = m.data.as_ptr();
             // SAFETY: the view was checked to lie in its slice; the block starts at depth pc and
             // spans `outer` rows/columns and kc of depth; dst holds outer_pad * kc floats.
             unsafe {
@@ -80,7 +107,7 @@ impl PackedMatrix {
                         tile,
                         outer,
                         kc,
-                        m.data.as_ptr().add(pc * m.col_stride),
+                        src.add(pc * m.col_stride),
                         m.row_stride,
                         m.col_stride,
                         dst,
@@ -89,22 +116,32 @@ impl PackedMatrix {
                         tile,
                         outer,
                         kc,
-                        m.data.as_ptr().add(pc * m.row_stride),
+                        src.add(pc * m.row_stride),
                         m.row_stride,
                         m.col_stride,
                         dst,
                     ),
                 }
             }
+        };
+        let block_len = (blk.kc * outer_pad).max(1);
+        if data.len() >= PAR_PACK_MIN {
+            data.par_chunks_mut(block_len)
+                .enumerate()
+                .for_each(|(kb, dst)| pack_block(kb, dst));
+        } else {
+            data.chunks_mut(block_len)
+                .enumerate()
+                .for_each(|(kb, dst)| pack_block(kb, dst));
         }
-        Ok(PackedMatrix {
+        PackedMatrix {
             side,
             isa,
             rows: m.rows,
             cols: m.cols,
             blk,
             data,
-        })
+        }
     }
 
     /// Rows of the original matrix.

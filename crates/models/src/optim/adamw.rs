@@ -2,9 +2,10 @@
 //! `torch.optim.AdamW`'s update: `p = p * (1 - lr * wd); m = b1 m + (1 - b1) g;
 //! v = b2 v + (1 - b2) g^2; p = p - lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)`.
 
-use super::{decays, update_params, Optimizer, OptimizerState};
+use super::{decays, update_params, Optimizer, OptimizerState, UPDATE_CHUNK};
 use crate::error::{ModelError, Result};
 use crate::module::Module;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// AdamW (see the module docs).
@@ -73,15 +74,19 @@ impl Optimizer for AdamW {
                 *m = vec![0.0; p.len()];
                 *v = vec![0.0; p.len()];
             }
-            let mut out = Vec::with_capacity(p.len());
-            for i in 0..p.len() {
-                let gi = g[i] * grad_scale;
-                m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                let denom = v[i].sqrt() / bc2_sqrt + eps;
-                out.push(p[i] * (1.0 - lr * wd) - step_size * m[i] / denom);
-            }
-            out
+            p.par_chunks_mut(UPDATE_CHUNK)
+                .zip(g.par_chunks(UPDATE_CHUNK))
+                .zip(m.par_chunks_mut(UPDATE_CHUNK))
+                .zip(v.par_chunks_mut(UPDATE_CHUNK))
+                .for_each(|(((p, g), m), v)| {
+                    for i in 0..p.len() {
+                        let gi = g[i] * grad_scale;
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        let denom = v[i].sqrt() / bc2_sqrt + eps;
+                        p[i] = p[i] * (1.0 - lr * wd) - step_size * m[i] / denom;
+                    }
+                });
         })
     }
 

@@ -2,9 +2,10 @@
 //! (cosine with linear warm-up, step) and gradient-norm clipping, with PyTorch's update rules.
 //!
 //! Parameters are found through [`Module::visit_mut`] by their state_dict names, so the
-//! optimizer state is keyed by name and can be saved with the model. A step replaces each
-//! parameter that has a gradient with its updated value (a new leaf that requires grad), which
-//! also clears its gradient, as `optimizer.zero_grad(set_to_none=True)` would.
+//! optimizer state is keyed by name and can be saved with the model. A step updates each
+//! parameter that has a gradient in place (or, when its buffer is shared, replaces it with a new
+//! leaf holding the updated values) and clears its gradient, as
+//! `optimizer.zero_grad(set_to_none=True)` would. Updates run element-wise in parallel chunks.
 //!
 //! Parameter groups follow timm: tensors with one dimension or fewer (biases, norm scales) and
 //! the names in [`Optimizer::no_decay`] (e.g. ViT's `pos_embed`, `cls_token`) get no weight
@@ -51,11 +52,17 @@ pub(crate) fn decays(name: &str, shape: &[usize], no_decay: &[String]) -> bool {
     shape.len() > 1 && !no_decay.iter().any(|n| n == name)
 }
 
-/// An update rule: `(name, shape, values, gradient) -> new values`.
-pub(crate) type UpdateFn<'a> = dyn FnMut(&str, &[usize], &[f32], &[f32]) -> Vec<f32> + 'a;
+/// An update rule: `(name, shape, values, gradient)`, updating `values` in place.
+pub(crate) type UpdateFn<'a> = dyn FnMut(&str, &[usize], &mut [f32], &[f32]) + 'a;
 
-/// Calls `f(name, value, grad)` for every parameter with a gradient and replaces the parameter
-/// with the returned values.
+/// Elements per parallel chunk of an element-wise update (each element's arithmetic is the
+/// same whatever the split, so results do not depend on the thread count).
+pub(crate) const UPDATE_CHUNK: usize = 1 << 14;
+
+/// Calls `f(name, shape, values, grad)` for every parameter with a gradient, then clears the
+/// gradient. The values are updated in place when the parameter's buffer is not shared
+/// (the usual case once the step's graph is dropped); otherwise the parameter is replaced by
+/// a new leaf holding the updated copy.
 pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Result<()> {
     let mut err = None;
     model.visit_mut("", &mut |name, t, kind| {
@@ -71,9 +78,16 @@ pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Res
             )));
             return;
         }
-        // Borrowed when contiguous (parameters and their gradients are): no copies.
-        let new = f(name, t.shape(), &t.data(), &g.data());
-        match Tensor::from_vec(new, t.shape()) {
+        let shape = t.shape().to_vec();
+        // Borrowed when contiguous (gradients are): no copy.
+        let g = g.data();
+        if t.update_in_place(|p| f(name, &shape, p, &g)) {
+            t.zero_grad();
+            return;
+        }
+        let mut new = t.to_vec();
+        f(name, &shape, &mut new, &g);
+        match Tensor::from_vec(new, &shape) {
             Ok(n) => *t = n.requires_grad_(true),
             Err(e) => err = Some(e.into()),
         }

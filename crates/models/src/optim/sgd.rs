@@ -3,9 +3,10 @@
 //! `d = g + wd * p; b = mu * b + d (b = d on the first step); d = nesterov ? d + mu * b : b;
 //! p = p - lr * d`.
 
-use super::{decays, update_params, Optimizer, OptimizerState};
+use super::{decays, update_params, Optimizer, OptimizerState, UPDATE_CHUNK};
 use crate::error::{ModelError, Result};
 use crate::module::Module;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 
 /// SGD (see the module docs).
@@ -46,27 +47,34 @@ impl Optimizer for Sgd {
             };
             // One fused pass (the same arithmetic, in the same order, as the textbook form
             // d = g s + wd p; b = mu b + d; p -= lr (nesterov ? d + mu b : b)).
-            let mut new = Vec::with_capacity(p.len());
             if mu != 0.0 {
-                let buf = buffers.entry(name.to_string()).or_insert_with(Vec::new);
+                let buf = buffers.entry(name.to_string()).or_default();
                 let fresh = buf.len() != p.len();
                 if fresh {
                     buf.clear();
                     buf.resize(p.len(), 0.0);
                 }
-                for ((&p, &g), b) in p.iter().zip(g).zip(buf.iter_mut()) {
-                    let d = g * grad_scale + wd * p;
-                    *b = if fresh { d } else { mu * *b + d };
-                    let step = if nesterov { d + mu * *b } else { *b };
-                    new.push(p - lr * step);
-                }
+                p.par_chunks_mut(UPDATE_CHUNK)
+                    .zip(g.par_chunks(UPDATE_CHUNK))
+                    .zip(buf.par_chunks_mut(UPDATE_CHUNK))
+                    .for_each(|((p, g), buf)| {
+                        for ((p, &g), b) in p.iter_mut().zip(g).zip(buf.iter_mut()) {
+                            let d = g * grad_scale + wd * *p;
+                            *b = if fresh { d } else { mu * *b + d };
+                            let step = if nesterov { d + mu * *b } else { *b };
+                            *p -= lr * step;
+                        }
+                    });
             } else {
-                for (&p, &g) in p.iter().zip(g) {
-                    let d = g * grad_scale + wd * p;
-                    new.push(p - lr * d);
-                }
+                p.par_chunks_mut(UPDATE_CHUNK)
+                    .zip(g.par_chunks(UPDATE_CHUNK))
+                    .for_each(|(p, g)| {
+                        for (p, &g) in p.iter_mut().zip(g) {
+                            let d = g * grad_scale + wd * *p;
+                            *p -= lr * d;
+                        }
+                    });
             }
-            new
         })
     }
 
