@@ -201,6 +201,33 @@ proptest! {
     }
 
     #[test]
+    fn slices_of_one_intermediate_accumulate_in_place(
+        s in shape(2, 3),
+        dim_seed in any::<usize>(),
+        seed in any::<u64>(),
+    ) {
+        // Attention's q, k, v: several narrows (disjoint, overlapping, whole) of one non-leaf
+        // tensor; backward adds them into one buffer (the in-place path), a leaf's slices go
+        // through the padded path.
+        let dim = dim_seed % s.len();
+        let a = arg_from(&s, seed, View::Contig);
+        check(&[a], |t| {
+            let y = t[0].mul_scalar(1.5); // an intermediate node, not a leaf
+            let size = y.shape()[dim];
+            let first = y.narrow(dim, 0, size.div_ceil(2))?;
+            let last = y.narrow(dim, size / 2, size - size / 2)?;
+            let whole = y.narrow(dim, 0, size)?;
+            let leaf_slice = t[0].narrow(dim, size - 1, 1)?;
+            first
+                .mul(&first)?
+                .sum_all()
+                .add(&last.mul_scalar(3.0).sum_all())?
+                .add(&whole.mul(&whole)?.mul_scalar(0.5).sum_all())?
+                .add(&leaf_slice.mul(&leaf_slice)?.sum_all())
+        });
+    }
+
+    #[test]
     fn cat_stack(s in shape(1, 3), dim_seed in any::<usize>(), seed in any::<u64>()) {
         let dim = dim_seed % s.len();
         let a = arg_from(&s, seed, View::Contig);

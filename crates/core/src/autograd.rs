@@ -117,6 +117,10 @@ pub(crate) struct Node {
     /// Where the node was built, kept only while a profile is being recorded (so its
     /// backward record gets the forward op's layer).
     prof: Option<profile::NodeTag>,
+    /// For a `narrow` node, `(dim, start)`: its gradient is the output gradient placed in that
+    /// region of a zero tensor, so backward can add it straight into the input's accumulated
+    /// gradient (see [`add_region`]) instead of padding a full-size copy and summing.
+    region: Option<(usize, usize)>,
 }
 
 impl Node {
@@ -128,7 +132,15 @@ impl Node {
             shapes: inputs.iter().map(|t| t.shape().to_vec()).collect(),
             backward: Mutex::new(Some(backward)),
             prof: profile::node_tag(),
+            region: None,
         }
+    }
+
+    /// A `narrow` node (see `region`).
+    pub(crate) fn narrow(input: &Tensor, dim: usize, start: usize, backward: BackwardFn) -> Node {
+        let mut node = Node::new("narrow", &[input], backward);
+        node.region = Some((dim, start));
+        node
     }
 
     pub(crate) fn name(&self) -> &'static str {
@@ -187,6 +199,43 @@ fn topo_order(root: &Arc<Node>) -> Vec<Arc<Node>> {
     }
     post.reverse();
     post
+}
+
+/// The fast backward of a `narrow` node whose input already has an accumulated gradient that
+/// nothing else shares: adds `g` into `region` of it in place. Returns whether it did (if not,
+/// the node's rule runs as usual). Several slices of one tensor (attention's q, k and v out of
+/// one qkv projection) then cost one full-size buffer instead of a zero-padded copy each plus
+/// their sums.
+fn add_region(
+    node: &Node,
+    (dim, start): (usize, usize),
+    g: &Tensor,
+    grads: &mut HashMap<*const Node, Tensor>,
+) -> bool {
+    let Some(Some(Edge::Node(target))) = node.edges.first() else {
+        return false;
+    };
+    let key = Arc::as_ptr(target);
+    let Some(mut acc) = grads.remove(&key) else {
+        return false;
+    };
+    let full = &node.shapes[0];
+    let done = acc.shape() == full.as_slice() && {
+        let gd = g.data();
+        acc.update_in_place(|vals| crate::ops::view::add_narrowed(vals, full, &gd, dim, start))
+    };
+    if done {
+        // One add per element of the slice: reads it and the region, writes the region.
+        let n = g.numel() as u64;
+        profile::add_cost(|| profile::Cost {
+            flops: n,
+            macs: 0,
+            bytes_read: 8 * n,
+            bytes_written: 4 * n,
+        });
+    }
+    grads.insert(key, acc);
+    done
 }
 
 fn add_into(map: &mut HashMap<*const Node, Tensor>, key: *const Node, g: Tensor) -> Result<()> {
@@ -263,7 +312,15 @@ impl Tensor {
                     ),
                 )
             };
-            let input_grads = if retain_graph {
+            let in_place = node
+                .region
+                .is_some_and(|r| add_region(&node, r, &g, &mut grads));
+            let input_grads = if in_place {
+                if !retain_graph {
+                    drop(lock(&node.backward).take());
+                }
+                Vec::new()
+            } else if retain_graph {
                 let f = lock(&node.backward);
                 (f.as_ref().ok_or_else(freed)?)(&g)?
             } else {

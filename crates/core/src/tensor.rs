@@ -92,6 +92,24 @@ impl Tensor {
         }))
     }
 
+    /// [`record`](Self::record) for `narrow` (`dim`, `start`), whose gradient backward may add
+    /// straight into its input's accumulated gradient.
+    pub(crate) fn record_narrow(
+        self,
+        input: &Tensor,
+        dim: usize,
+        start: usize,
+        backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
+    ) -> Tensor {
+        let node = Node::narrow(input, dim, start, Box::new(backward));
+        Tensor(Arc::new(TensorInner {
+            storage: self.0.storage.clone(),
+            layout: self.0.layout.clone(),
+            grad_fn: Some(Arc::new(node)),
+            leaf: None,
+        }))
+    }
+
     /// The edge backward follows into this tensor: its node, its leaf slot, or none.
     pub(crate) fn edge(&self) -> Option<Edge> {
         if let Some(n) = &self.0.grad_fn {

@@ -169,7 +169,7 @@ impl Tensor {
             return Ok(y);
         }
         let full = self.shape().to_vec();
-        Ok(y.record("narrow", &[self], move |g| {
+        Ok(y.record_narrow(self, dim, start, move |g| {
             Ok(vec![Some(pad_narrow(g, &full, dim, start))])
         }))
     }
@@ -240,14 +240,8 @@ impl Tensor {
 /// A zero tensor of `full` shape with `g` written at `start..` along `dim` (narrow's backward).
 pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -> Tensor {
     let mut out = crate::pool::zeroed(full.iter().product());
-    let strides = contiguous_strides(full);
     let gd = g.data();
-    let mut it = gd.iter();
-    crate::layout::walk1(g.shape(), &strides, start * strides[dim], |o| {
-        if let Some(&v) = it.next() {
-            out[o] = v;
-        }
-    });
+    add_narrowed(&mut out, full, &gd, dim, start);
     profile::add_cost(|| Cost {
         flops: 0,
         macs: 0,
@@ -255,6 +249,36 @@ pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -
         bytes_written: f32_bytes(out.len()),
     });
     Tensor::from_contig(out, full)
+}
+
+/// `acc[region] += g`: `acc` is a contiguous tensor of shape `full`, `g` the contiguous
+/// elements of its narrow along `dim` from `start`. Each of the `prod(full[..dim])` outer
+/// blocks holds the region as one contiguous run, added with a plain (vectorisable) loop,
+/// blocks in parallel when large (element-wise, so bit-identical for any thread count).
+pub(crate) fn add_narrowed(acc: &mut [f32], full: &[usize], g: &[f32], dim: usize, start: usize) {
+    use rayon::prelude::*;
+    let inner: usize = full[dim + 1..].iter().product();
+    let block = full[dim] * inner;
+    let run = if full[dim] == 0 {
+        0
+    } else {
+        g.len() / (acc.len() / block.max(1)).max(1)
+    };
+    if block == 0 || run == 0 {
+        return;
+    }
+    let add = |(dst, src): (&mut [f32], &[f32])| {
+        for (d, s) in dst[start * inner..start * inner + run].iter_mut().zip(src) {
+            *d += s;
+        }
+    };
+    if acc.len() >= 1 << 16 {
+        acc.par_chunks_mut(block)
+            .zip(g.par_chunks(run))
+            .for_each(add);
+    } else {
+        acc.chunks_mut(block).zip(g.chunks(run)).for_each(add);
+    }
 }
 
 #[cfg(test)]
