@@ -406,3 +406,38 @@ fn unsupported_isa_is_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn shared_b_packing_over_several_column_blocks() {
+    // M split across threads (many more row tiles than column tiles) with each B block packed
+    // by all of them together: three KC blocks of depth (the last partial), a bias and an
+    // activation, B row- and column-major. Checked against the reference and for bit-identity
+    // across thread counts.
+    for (i, lb) in [Layout::RowMajor, Layout::ColMajor].into_iter().enumerate() {
+        let case = Case {
+            m: 290,
+            n: 70,
+            k: 700,
+            la: Layout::RowMajor,
+            lb,
+            lc: Layout::RowMajor,
+            alpha: 0.5,
+            beta: 1.0,
+            bias: 1,
+            act: 2,
+            seed: 77 + i as u64,
+        };
+        for isa in Isa::available() {
+            let one = check(&case, isa, 1).unwrap();
+            for threads in [2, 3, 4] {
+                let many = check(&case, isa, threads).unwrap();
+                assert!(
+                    one.iter()
+                        .zip(&many)
+                        .all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa}: 1 and {threads} threads differ"
+                );
+            }
+        }
+    }
+}

@@ -193,6 +193,9 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     if part.parts == 1 {
         // SAFETY: forwarded contract; the single task covers C.
         unsafe { run_task(&p, &blk, kernel, packs, part.task(0)) };
+    } else if !part.split_n {
+        // SAFETY: forwarded contract; the partition splits M.
+        unsafe { run_shared_b(&p, &blk, kernel, packs, &part) };
     } else {
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
         (0..part.parts)
@@ -227,6 +230,93 @@ thread_local! {
 /// Largest MR * NR of any kernel (AVX-512: 12 x 32).
 const MAX_TILE: usize = 12 * 32;
 
+/// The per-depth-block state shared by the tiles of one macro block.
+struct DepthBlock {
+    kb: usize,
+    pc: usize,
+    kc: usize,
+    epi: TileEpilogue,
+    last: bool,
+}
+
+// SAFETY: the epilogue's bias pointers are null here (each tile sets its own copy); the block
+// is only read while tasks run.
+unsafe impl Sync for DepthBlock {}
+
+impl DepthBlock {
+    fn new(p: &Problem<'_>, blk: &Blocking, k: usize, kb: usize) -> Self {
+        let k_blocks = k.div_ceil(blk.kc).max(1);
+        let pc = kb * blk.kc;
+        let kc = blk.kc.min(k - pc.min(k));
+        let first = kb == 0;
+        let last = kb + 1 == k_blocks;
+        DepthBlock {
+            kb,
+            pc,
+            kc,
+            last,
+            epi: TileEpilogue {
+                alpha: p.alpha,
+                beta: if first { p.beta } else { 1.0 },
+                load_c: !first || p.beta != 0.0,
+                bias_row: std::ptr::null(),
+                bias_col: std::ptr::null(),
+                activation: if last {
+                    p.epilogue.activation
+                } else {
+                    Activation::Identity
+                },
+            },
+        }
+    }
+}
+
+/// The depth actually multiplied: 0 when `alpha == 0` (A and B are then not read; one pass
+/// applies beta, bias and activation).
+fn depth(p: &Problem<'_>) -> usize {
+    if p.alpha == 0.0 {
+        0
+    } else {
+        p.k
+    }
+}
+
+/// Packs the B block `[pc, pc + kc) x [jc, jc + nc)` into `buf` (or points into B's pre-packed
+/// form).
+///
+/// # Safety
+/// The contract of [`super::gemm_unchecked`] for `p`; the block lies inside B; `buf` holds
+/// `ceil(nc / nr) * nr * kc` floats.
+unsafe fn b_block(
+    p: &Problem<'_>,
+    nr: usize,
+    pack_b: PackFn,
+    d: &DepthBlock,
+    jc: usize,
+    nc: usize,
+    buf: &mut [f32],
+) -> *const f32 {
+    match p.b_packed {
+        // jc is a multiple of NR (tasks and NC blocks start on panel boundaries).
+        Some(packed) => packed.block_ptr(d.kb, jc),
+        None => {
+            // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
+            unsafe {
+                pack_b(
+                    nr,
+                    nc,
+                    d.kc,
+                    p.b.add(d.pc * p.rsb + jc * p.csb),
+                    p.rsb,
+                    p.csb,
+                    buf,
+                )
+            };
+            buf.as_ptr()
+        }
+    }
+}
+
 /// Runs loops 5..1 on one rectangle of C.
 ///
 /// # Safety
@@ -241,120 +331,216 @@ unsafe fn run_task(
 ) {
     let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
     let (abuf, bbuf) = &mut *bufs;
-    let Blocking {
-        mr,
-        nr,
-        kc: kc_max,
-        mc: mc_max,
-        nc: nc_max,
-    } = *blk;
-    // alpha == 0 (or k == 0): A and B are not read; one pass applies beta, bias and activation.
-    let k = if p.alpha == 0.0 { 0 } else { p.k };
-    let k_blocks = k.div_ceil(kc_max).max(1);
+    let k = depth(p);
+    // Loop 5: columns of C in NC blocks.
+    let mut jc = task.n0;
+    while jc < task.n1 {
+        let nc = blk.nc.min(task.n1 - jc);
+        // Loop 4: the depth in KC blocks.
+        for kb in 0..k.div_ceil(blk.kc).max(1) {
+            let d = DepthBlock::new(p, blk, k, kb);
+            let buf = bbuf.slice(nc.div_ceil(blk.nr) * blk.nr * d.kc);
+            // SAFETY: forwarded contract; the block lies inside B and buf fits it.
+            let bpack = unsafe { b_block(p, blk.nr, pack_b, &d, jc, nc, buf) };
+            // SAFETY: forwarded contract; rows m0..m1 of this block belong to this task.
+            unsafe {
+                macro_block(
+                    p,
+                    blk,
+                    kernel,
+                    pack_a,
+                    abuf,
+                    &d,
+                    (task.m0, task.m1),
+                    (jc, nc),
+                    bpack,
+                )
+            };
+        }
+        jc += nc;
+    }
+    PACK_BUFS.with(|cell| cell.set(Some(bufs)));
+}
+
+/// Loops 3..1 for rows `[m0, m1)` of C against one packed B block (columns `jc..jc + nc`,
+/// depth block `d`): pack A per MC block, then every MR x NR tile.
+///
+/// # Safety
+/// The contract of [`super::gemm_unchecked`] for `p`; `bpack` holds the packed B block; rows
+/// `m0..m1` of that block of C are touched by nobody else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn macro_block(
+    p: &Problem<'_>,
+    blk: &Blocking,
+    kernel: MicroKernelFn,
+    pack_a: PackFn,
+    abuf: &mut PackBuf,
+    d: &DepthBlock,
+    (m0, m1): (usize, usize),
+    (jc, nc): (usize, usize),
+    bpack: *const f32,
+) {
+    let (mr, nr, kc) = (blk.mr, blk.nr, d.kc);
     let (bias_row, bias_col) = match p.epilogue.bias {
         Bias::None => (None, None),
         Bias::PerRow(v) => (Some(v), None),
         Bias::PerCol(v) => (None, Some(v)),
     };
-
-    // Loop 5: columns of C in NC blocks.
-    let mut jc = task.n0;
-    while jc < task.n1 {
-        let nc = nc_max.min(task.n1 - jc);
-        // Loop 4: the depth in KC blocks.
-        for kb in 0..k_blocks {
-            let pc = kb * kc_max;
-            let kc = kc_max.min(k - pc.min(k));
-            let first = kb == 0;
-            let last = kb + 1 == k_blocks;
-            let bpack: *const f32 = match p.b_packed {
-                // jc is a multiple of NR (tasks and NC blocks start on panel boundaries).
-                Some(packed) => packed.block_ptr(kb, jc),
-                None => {
-                    let buf = bbuf.slice(nc.div_ceil(nr) * nr * kc);
-                    // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
-                    unsafe {
-                        pack_b(
-                            nr,
-                            nc,
-                            kc,
-                            p.b.add(pc * p.rsb + jc * p.csb),
-                            p.rsb,
-                            p.csb,
-                            buf,
-                        )
-                    };
-                    buf.as_ptr()
-                }
-            };
-            let epi = TileEpilogue {
-                alpha: p.alpha,
-                beta: if first { p.beta } else { 1.0 },
-                load_c: !first || p.beta != 0.0,
-                bias_row: std::ptr::null(),
-                bias_col: std::ptr::null(),
-                activation: if last {
-                    p.epilogue.activation
-                } else {
-                    Activation::Identity
-                },
-            };
-            // Loop 3: rows of C in MC blocks.
-            let mut ic = task.m0;
-            while ic < task.m1 {
-                let mc = mc_max.min(task.m1 - ic);
-                let apack: *const f32 = match p.a_packed {
-                    // ic is a multiple of MR (tasks and MC blocks start on panel boundaries).
-                    Some(packed) => packed.block_ptr(kb, ic),
-                    None => {
-                        let buf = abuf.slice(mc.div_ceil(mr) * mr * kc);
-                        // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
-                        unsafe {
-                            pack_a(
-                                mr,
-                                mc,
-                                kc,
-                                p.a.add(ic * p.rsa + pc * p.csa),
-                                p.rsa,
-                                p.csa,
-                                buf,
-                            )
-                        };
-                        buf.as_ptr()
-                    }
+    // Loop 3: rows of C in MC blocks.
+    let mut ic = m0;
+    while ic < m1 {
+        let mc = blk.mc.min(m1 - ic);
+        let apack: *const f32 = match p.a_packed {
+            // ic is a multiple of MR (tasks and MC blocks start on panel boundaries).
+            Some(packed) => packed.block_ptr(d.kb, ic),
+            None => {
+                let buf = abuf.slice(mc.div_ceil(mr) * mr * kc);
+                // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
+                unsafe {
+                    pack_a(
+                        mr,
+                        mc,
+                        kc,
+                        p.a.add(ic * p.rsa + d.pc * p.csa),
+                        p.rsa,
+                        p.csa,
+                        buf,
+                    )
                 };
-                // Loop 2: NR-wide micro-panels of B.
-                for jr in (0..nc).step_by(nr) {
-                    // Loop 1: MR-tall micro-panels of A.
-                    for ir in (0..mc).step_by(mr) {
-                        let (i0, j0) = (ic + ir, jc + jr);
-                        let tile = TileSpec {
-                            i0,
-                            j0,
-                            rows: mr.min(mc - ir),
-                            cols: nr.min(nc - jr),
-                            mr,
-                            nr,
-                        };
-                        let mut epi = epi;
-                        if last {
-                            epi.bias_row = bias_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
-                            epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
-                        }
-                        // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
-                        unsafe {
-                            let a_panel = apack.add(ir * kc);
-                            let b_panel = bpack.add(jr * kc);
-                            store_tile(p, kernel, kc, a_panel, b_panel, &tile, &epi);
-                        }
-                    }
-                }
-                ic += mc;
+                buf.as_ptr()
             }
+        };
+        // Loop 2: NR-wide micro-panels of B.
+        for jr in (0..nc).step_by(nr) {
+            // Loop 1: MR-tall micro-panels of A.
+            for ir in (0..mc).step_by(mr) {
+                let (i0, j0) = (ic + ir, jc + jr);
+                let tile = TileSpec {
+                    i0,
+                    j0,
+                    rows: mr.min(mc - ir),
+                    cols: nr.min(nc - jr),
+                    mr,
+                    nr,
+                };
+                let mut epi = d.epi;
+                if d.last {
+                    epi.bias_row = bias_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
+                    epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                }
+                // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
+                unsafe {
+                    let a_panel = apack.add(ir * kc);
+                    let b_panel = bpack.add(jr * kc);
+                    store_tile(p, kernel, kc, a_panel, b_panel, &tile, &epi);
+                }
+            }
+        }
+        ic += mc;
+    }
+}
+
+thread_local! {
+    /// The calling thread's buffer for B blocks packed by all threads together.
+    static SHARED_B: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// A packed B block the tasks read concurrently (written only before they start).
+#[derive(Clone, Copy)]
+struct SharedPanels(*const f32);
+// SAFETY: the block is fully written before the parallel section that reads it and not
+// written again until that section has joined.
+unsafe impl Send for SharedPanels {}
+unsafe impl Sync for SharedPanels {}
+
+impl SharedPanels {
+    /// The block (a method, so closures capture the `Sync` wrapper, not the raw pointer).
+    fn ptr(self) -> *const f32 {
+        self.0
+    }
+}
+
+/// The threaded GEMM for a partition along M (BLIS's parallel loop 3): per NC x KC block of
+/// B, all threads pack its micro-panels together, then each task runs loops 3..1 on its
+/// rows. B is packed once for all tasks instead of once per task, which matters when M is
+/// small relative to K x N (a convolution's filters against its im2col columns, the ViT MLP's
+/// weights at batch 8). Each element of C sees the same depth blocks in the same order as in
+/// [`run_task`], so the bits do not change.
+///
+/// # Safety
+/// The contract of [`super::gemm_unchecked`] for `p`; `part` splits M.
+unsafe fn run_shared_b(
+    p: &Problem<'_>,
+    blk: &Blocking,
+    kernel: MicroKernelFn,
+    (pack_a, pack_b): (PackFn, PackFn),
+    part: &Partition,
+) {
+    let mut shared = SHARED_B.take();
+    let k = depth(p);
+    let (nr, kc_max) = (blk.nr, blk.kc);
+    let mut jc = 0;
+    while jc < p.n {
+        let nc = blk.nc.min(p.n - jc);
+        for kb in 0..k.div_ceil(kc_max).max(1) {
+            let d = DepthBlock::new(p, blk, k, kb);
+            let panel = nr * d.kc;
+            let len = nc.div_ceil(nr) * panel;
+            if shared.len() < len {
+                shared.resize(len, 0.0);
+            }
+            let bpack = match p.b_packed {
+                Some(packed) => SharedPanels(packed.block_ptr(d.kb, jc)),
+                None => {
+                    // Groups of panels per rayon job, packed into disjoint parts of the block.
+                    let per_job = 4 * panel.max(1);
+                    shared[..len]
+                        .par_chunks_mut(per_job)
+                        .enumerate()
+                        .for_each(|(j, dst)| {
+                            let j0 = jc + j * (per_job / panel.max(1)) * nr;
+                            let cols = (jc + nc - j0).min(dst.len() / panel.max(1) * nr);
+                            // SAFETY: columns j0..j0+cols and rows pc..pc+kc lie inside B;
+                            // dst holds ceil(cols / nr) panels of nr * kc floats.
+                            unsafe {
+                                pack_b(
+                                    nr,
+                                    cols,
+                                    d.kc,
+                                    p.b.add(d.pc * p.rsb + j0 * p.csb),
+                                    p.rsb,
+                                    p.csb,
+                                    dst,
+                                )
+                            };
+                        });
+                    SharedPanels(shared.as_ptr())
+                }
+            };
+            (0..part.parts).into_par_iter().for_each(|t| {
+                let task = part.task(t);
+                let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
+                // SAFETY: forwarded contract; tasks own disjoint row ranges of C; the packed
+                // block stays alive and unchanged until this section joins.
+                unsafe {
+                    macro_block(
+                        p,
+                        blk,
+                        kernel,
+                        pack_a,
+                        &mut bufs.0,
+                        &d,
+                        (task.m0, task.m1),
+                        (jc, nc),
+                        bpack.ptr(),
+                    )
+                };
+                PACK_BUFS.with(|cell| cell.set(Some(bufs)));
+            });
         }
         jc += nc;
     }
-    PACK_BUFS.with(|cell| cell.set(Some(bufs)));
+    SHARED_B.set(shared);
 }
 
 /// Where one microkernel tile lands in C and how much of it is inside C.
