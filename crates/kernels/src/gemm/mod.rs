@@ -23,6 +23,7 @@ mod kernel;
 mod pack;
 mod pack_avx2;
 mod packed;
+mod partition;
 mod portable;
 pub mod reference;
 mod scalar;
