@@ -223,3 +223,44 @@ fn flushing_form_within_bound_and_flushes_on_every_path() {
         }
     }
 }
+
+/// Every f32 in [-87.33654, 0] (about 1.1 billion) through the AVX2 flushing form, which on
+/// AVX2 / AVX-512 is the table variant (see `crate::exp`), against `f64::exp`; prints the maximum
+/// error. Run with
+/// `cargo test -p tessera-kernels --release --test exp_accuracy -- --ignored --nocapture`.
+#[test]
+#[ignore = "exhaustive: ~1.1e9 values, tens of seconds; run with --ignored"]
+fn flushing_form_exhaustive_avx2() {
+    #[cfg(target_arch = "x86_64")]
+    if Isa::Avx2.is_supported() {
+        use std::arch::x86_64::*;
+        let t0 = std::time::Instant::now();
+        let last = 87.33654f32.to_bits();
+        let (mut worst, mut at) = (0.0f64, 0.0f32);
+        let mut bits = 0u32;
+        while bits <= last {
+            let mut a = [0.0f32; 8];
+            for (k, v) in a.iter_mut().enumerate() {
+                *v = -f32::from_bits((bits + k as u32).min(last));
+            }
+            let mut out = [0.0f32; 8];
+            // SAFETY: AVX2 + FMA checked above; `a` and `out` hold 8 floats.
+            unsafe {
+                let v = tessera_kernels::exp::avx2::exp_flush_ps(_mm256_loadu_ps(a.as_ptr()));
+                _mm256_storeu_ps(out.as_mut_ptr(), v);
+            }
+            for (&x, &y) in a.iter().zip(&out) {
+                let e = ulp_err(x, y);
+                if e > worst {
+                    (worst, at) = (e, x);
+                }
+            }
+            bits += 8;
+        }
+        println!(
+            "exp_flush avx2: max error {worst:.4} ulp at x = {at:e} over [-87.33654, 0] in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        assert!(worst <= MAX_ULP, "avx2 exp_flush: {worst} ulp at {at:e}");
+    }
+}

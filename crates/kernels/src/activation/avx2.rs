@@ -87,7 +87,9 @@ fn sigmoid_parts(x: V) -> (V, V, V) {
     // SAFETY: this function's target features are the ones exp_flush_ps needs.
     let z = unsafe { exp_flush_ps(neg_abs(x)) };
     let d = _mm256_add_ps(splat(1.0), z);
-    (sel(gt(x, _mm256_setzero_ps()), splat(1.0), z), d, z)
+    // blendv reads only the sign bit of x: no compare. x = +0 picks 1 where `x > 0` would pick
+    // z = e^0 = 1 (the same value); a NaN lane is NaN through d either way.
+    (_mm256_blendv_ps(splat(1.0), z, x), d, z)
 }
 
 #[inline]

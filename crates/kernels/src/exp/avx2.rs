@@ -83,9 +83,33 @@ pub unsafe fn exp_ps(x: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn exp_flush_ps(x: __m256) -> __m256 {
-    let (s, r) = reduce_scale(x);
-    let g = poly_g(r);
-    let y = _mm256_fmadd_ps(_mm256_mul_ps(r, s), g, s);
+    // Table form (see the module docs of `crate::exp`): n = 8q + j, s = 2^(q + j/8).
+    const TABLE: ([i32; 8], [f32; 8]) = flush_table::<8>();
+    let magic = _mm256_set1_ps(MAGIC);
+    let t = _mm256_fmadd_ps(x, _mm256_set1_ps(8.0 * LOG2E), magic);
+    let tb = _mm256_castps_si256(t);
+    // SAFETY: the tables hold 8 entries each (unaligned loads).
+    let (hi, lo) = unsafe {
+        (
+            _mm256_loadu_si256(TABLE.0.as_ptr() as *const __m256i),
+            _mm256_loadu_ps(TABLE.1.as_ptr()),
+        )
+    };
+    // vpermd / vpermps index with the low 3 bits of each lane: j.
+    let s = _mm256_castsi256_ps(_mm256_add_epi32(
+        _mm256_permutevar8x32_epi32(hi, tb),
+        _mm256_slli_epi32::<20>(tb),
+    ));
+    let lo = _mm256_permutevar8x32_ps(lo, tb);
+    let nf = _mm256_sub_ps(t, magic);
+    let r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(LN2_HI / 8.0), x);
+    let r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(LN2_LO / 8.0), r);
+    let g = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_set1_ps(Q3), r, _mm256_set1_ps(Q2)),
+        r,
+        _mm256_set1_ps(1.0),
+    );
+    let y = _mm256_fmadd_ps(s, _mm256_fmadd_ps(r, g, lo), s);
     // Lanes below the cut-off hold garbage exponent bits (or NaN for -inf): zero them.
     let tiny = _mm256_cmp_ps::<_CMP_LT_OQ>(x, _mm256_set1_ps(FLUSH_BELOW));
     _mm256_andnot_ps(tiny, y)

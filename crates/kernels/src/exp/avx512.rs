@@ -83,9 +83,33 @@ pub unsafe fn exp_ps(x: __m512) -> __m512 {
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp_flush_ps(x: __m512) -> __m512 {
-    let (s, r) = reduce_scale(x);
-    let g = poly_g(r);
-    let y = _mm512_fmadd_ps(_mm512_mul_ps(r, s), g, s);
+    // Table form, as the AVX2 one (see the module docs of `crate::exp`): n = 8q + j,
+    // s = 2^(q + j/8); the 16-entry tables repeat the 8 entries (vpermd uses the low 4 bits).
+    const TABLE: ([i32; 16], [f32; 16]) = flush_table::<16>();
+    let magic = _mm512_set1_ps(MAGIC);
+    let t = _mm512_fmadd_ps(x, _mm512_set1_ps(8.0 * LOG2E), magic);
+    let tb = _mm512_castps_si512(t);
+    // SAFETY: the tables hold 16 entries each (unaligned loads).
+    let (hi, lo) = unsafe {
+        (
+            _mm512_loadu_si512(TABLE.0.as_ptr() as *const __m512i),
+            _mm512_loadu_ps(TABLE.1.as_ptr()),
+        )
+    };
+    let s = _mm512_castsi512_ps(_mm512_add_epi32(
+        _mm512_permutexvar_epi32(tb, hi),
+        _mm512_slli_epi32::<20>(tb),
+    ));
+    let lo = _mm512_permutexvar_ps(tb, lo);
+    let nf = _mm512_sub_ps(t, magic);
+    let r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(LN2_HI / 8.0), x);
+    let r = _mm512_fnmadd_ps(nf, _mm512_set1_ps(LN2_LO / 8.0), r);
+    let g = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(_mm512_set1_ps(Q3), r, _mm512_set1_ps(Q2)),
+        r,
+        _mm512_set1_ps(1.0),
+    );
+    let y = _mm512_fmadd_ps(s, _mm512_fmadd_ps(r, g, lo), s);
     // Lanes below the cut-off hold garbage exponent bits (or NaN for -inf): zero them.
     let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(FLUSH_BELOW));
     _mm512_mask_mov_ps(y, tiny, _mm512_setzero_ps())

@@ -11,6 +11,18 @@ const W: usize = 8;
 /// at `8 - len`.
 static TAIL: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
 
+/// `0` in the first 8 entries, `-1` in the last 8: the mask of the last `len` lanes starts at
+/// `len`.
+static LAST: [i32; 16] = [0, 0, 0, 0, 0, 0, 0, 0, -1, -1, -1, -1, -1, -1, -1, -1];
+
+/// The lane mask of the last `len <= W` lanes (as floats, for `and`).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn last_mask(len: usize) -> __m256 {
+    // SAFETY: len is in 0..=8, so the 8 loaded entries lie inside LAST.
+    unsafe { _mm256_loadu_ps(LAST.as_ptr().add(len) as *const f32) }
+}
+
 /// The lane mask of the first `len < W` lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
@@ -86,7 +98,13 @@ unsafe fn row_max(x: *const f32, n: usize) -> f32 {
             i += W;
         }
         if i < n {
-            m[1] = _mm256_max_ps(m[1], load_tail(x.add(i), n - i, f32::NEG_INFINITY));
+            // Rows of at least W: re-read the last W floats (max is idempotent), no mask.
+            let t = if n >= W {
+                _mm256_loadu_ps(x.add(n - W))
+            } else {
+                load_tail(x.add(i), n - i, f32::NEG_INFINITY)
+            };
+            m[1] = _mm256_max_ps(m[1], t);
         }
     }
     hmax(_mm256_max_ps(
@@ -114,13 +132,20 @@ unsafe fn exp_store_sum(x: *const f32, y: *mut f32, n: usize, max: f32) -> f32 {
             s0 = _mm256_add_ps(s0, e0);
             i += W;
         }
-        if i < n {
+        if i < n && n >= W {
+            // The last W floats again (overlapping the loop's last vector): the overlapped
+            // lanes are stored again with the same values (x and y are distinct) and left out
+            // of the sum by the mask. No masked load or store (slow on Zen).
+            let e = exp_flush_ps(_mm256_sub_ps(_mm256_loadu_ps(x.add(n - W)), vm));
+            _mm256_storeu_ps(y.add(n - W), e);
+            s1 = _mm256_and_ps(last_mask(n - i), e);
+        } else if i < n {
             let e = exp_flush_ps(_mm256_sub_ps(
                 load_tail(x.add(i), n - i, f32::NEG_INFINITY),
                 vm,
             ));
             store_tail(y.add(i), n - i, e);
-            s1 = _mm256_add_ps(s1, e);
+            s1 = e;
         }
     }
     hsum(_mm256_add_ps(s0, s1))
@@ -137,11 +162,18 @@ unsafe fn scale_shift(y: *mut f32, n: usize, s: f32, b: f32) {
     let mut i = 0;
     // SAFETY (loads and stores): every access is below n.
     unsafe {
+        // Rows of at least W with a ragged end: the last W floats are transformed from their
+        // original values first and stored after the loop, over the lanes it already wrote
+        // (with the same values). No masked load or store.
+        let last = (n >= W && !n.is_multiple_of(W))
+            .then(|| _mm256_fmadd_ps(_mm256_loadu_ps(y.add(n - W)), vs, vb));
         while i + W <= n {
             _mm256_storeu_ps(y.add(i), _mm256_fmadd_ps(_mm256_loadu_ps(y.add(i)), vs, vb));
             i += W;
         }
-        if i < n {
+        if let Some(t) = last {
+            _mm256_storeu_ps(y.add(n - W), t);
+        } else if i < n {
             store_tail(
                 y.add(i),
                 n - i,
@@ -210,10 +242,15 @@ unsafe fn shift_store_sum_exp(x: *const f32, y: *mut f32, n: usize, max: f32) ->
             s0 = _mm256_add_ps(s0, exp_flush_ps(d0));
             i += W;
         }
-        if i < n {
+        if i < n && n >= W {
+            // As in `exp_store_sum`: the last W floats again, overlapped lanes masked out.
+            let d = _mm256_sub_ps(_mm256_loadu_ps(x.add(n - W)), vm);
+            _mm256_storeu_ps(y.add(n - W), d);
+            s1 = _mm256_and_ps(last_mask(n - i), exp_flush_ps(d));
+        } else if i < n {
             let d = _mm256_sub_ps(load_tail(x.add(i), n - i, f32::NEG_INFINITY), vm);
             store_tail(y.add(i), n - i, d);
-            s1 = _mm256_add_ps(s1, exp_flush_ps(d));
+            s1 = exp_flush_ps(d);
         }
     }
     hsum(_mm256_add_ps(s0, s1))
@@ -241,7 +278,11 @@ unsafe fn dot(a: Option<*const f32>, b: *const f32, n: usize) -> f32 {
             s0 = _mm256_fmadd_ps(la(i), _mm256_loadu_ps(b.add(i)), s0);
             i += W;
         }
-        if i < n {
+        if i < n && n >= W {
+            // The last W floats (overlapping), with the lanes already summed masked out.
+            let vb = _mm256_and_ps(last_mask(n - i), _mm256_loadu_ps(b.add(n - W)));
+            s1 = _mm256_fmadd_ps(la(n - W), vb, s1);
+        } else if i < n {
             let va = a.map_or(one, |a| load_tail(a.add(i), n - i, 0.0));
             s1 = _mm256_fmadd_ps(va, load_tail(b.add(i), n - i, 0.0), s1);
         }
@@ -266,7 +307,14 @@ pub(crate) unsafe fn softmax_backward_row(y: &[f32], dy: &[f32], dx: &mut [f32])
             _mm256_storeu_ps(op.add(i), _mm256_mul_ps(_mm256_loadu_ps(yp.add(i)), g));
             i += W;
         }
-        if i < n {
+        if i < n && n >= W {
+            // The last W outputs again (dx is distinct from y and dy: same values).
+            let g = _mm256_sub_ps(_mm256_loadu_ps(dp.add(n - W)), vs);
+            _mm256_storeu_ps(
+                op.add(n - W),
+                _mm256_mul_ps(_mm256_loadu_ps(yp.add(n - W)), g),
+            );
+        } else if i < n {
             let g = _mm256_sub_ps(load_tail(dp.add(i), n - i, 0.0), vs);
             store_tail(
                 op.add(i),
@@ -297,7 +345,12 @@ pub(crate) unsafe fn log_softmax_backward_row(y: &[f32], dy: &[f32], dx: &mut [f
             );
             i += W;
         }
-        if i < n {
+        if i < n && n >= W {
+            // The last W outputs again (dx is distinct from y and dy: same values).
+            let e = exp_ps(_mm256_loadu_ps(yp.add(n - W)));
+            let v = _mm256_fnmadd_ps(e, vs, _mm256_loadu_ps(dp.add(n - W)));
+            _mm256_storeu_ps(op.add(n - W), v);
+        } else if i < n {
             let e = exp_ps(load_tail(yp.add(i), n - i, 0.0));
             let v = _mm256_fnmadd_ps(e, vs, load_tail(dp.add(i), n - i, 0.0));
             store_tail(op.add(i), n - i, v);
