@@ -93,7 +93,7 @@ impl BlkGeom {
 /// Each `src[c]` is readable for `len` floats, `dst` writable at every `f(p) * L + L`; the
 /// CPU supports `S`.
 #[inline(always)]
-unsafe fn interleave<S: Simd>(
+pub(crate) unsafe fn interleave<S: Simd>(
     src: &[*const f32; 16],
     len: usize,
     row: usize,
@@ -153,17 +153,8 @@ pub(crate) unsafe fn forward_block<S: Simd>(
     // and stores to `y` stay in their planes (interleave's and the tile loop's clamps).
     unsafe {
         let wb = xs.add(g.hp * wp * l);
-        // Zero borders (the interior is overwritten below).
         let z = S::splat(0.0);
-        for r in 0..g.hp {
-            let inside = r >= g.ph && r < g.ph + g.h;
-            for c in 0..wp {
-                if !inside || c < g.pw || c >= g.pw + g.w {
-                    S::store(xs.add((r * wp + c) * l), z);
-                }
-            }
-        }
-        interleave::<S>(x, g.h * g.w, g.w, wp, g.ph * wp + g.pw, xs);
+        pack_input::<S>(g, x, xs);
         // Weights: [taps][L].
         if taps >= l {
             let mut wr = [w.as_ptr(); 16];
@@ -187,6 +178,32 @@ pub(crate) unsafe fn forward_block<S: Simd>(
             25 => tiles::<S, 25>(g, xs, wb, bv, act, y),
             _ => tiles::<S, 0>(g, xs, wb, bv, act, y),
         }
+    }
+}
+
+/// Packs the `L` input planes `x[c]` into the zero-padded `[hp][wp][L]` scratch `xs`.
+///
+/// # Safety
+/// Each `x[c]` holds `h * w >= L` floats, `xs` holds `hp * wp * L`; the CPU supports `S`.
+#[inline(always)]
+pub(crate) unsafe fn pack_input<S: Simd>(g: &BlkGeom, x: &[*const f32; 16], xs: *mut f32) {
+    let (l, wp) = (S::L, g.wp);
+    // SAFETY: every index is below hp * wp * L (BlkGeom covers every input position).
+    unsafe {
+        // Zero borders: whole padding rows in one sweep, then the side columns.
+        let z = S::splat(0.0);
+        let row = wp * l;
+        for r in (0..g.ph).chain(g.ph + g.h..g.hp) {
+            for c in 0..wp {
+                S::store(xs.add(r * row + c * l), z);
+            }
+        }
+        for r in g.ph..g.ph + g.h {
+            for c in (0..g.pw).chain(g.pw + g.w..wp) {
+                S::store(xs.add(r * row + c * l), z);
+            }
+        }
+        interleave::<S>(x, g.h * g.w, g.w, wp, g.ph * wp + g.pw, xs);
     }
 }
 
