@@ -367,7 +367,7 @@ pub(crate) fn forward(
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = fns(isa);
-    if blocked::BlkGeom::applies(s, fns.lanes) {
+    if blocked::BlkGeom::applies_forward(s, fns.lanes) {
         return forward_blocked(&fns, s, x, w, bias, act, y);
     }
     forward_planes(&fns, s, 0, x, w, bias, act, y);
