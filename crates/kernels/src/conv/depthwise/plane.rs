@@ -95,7 +95,7 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
                     if p + l <= w {
                         S::store(dl.add(p), S::load(s.add(p)));
                     }
-                    if w % l != 0 {
+                    if !w.is_multiple_of(l) {
                         S::store(dl.add(w - l), S::load(s.add(w - l)));
                     }
                 } else if left + l <= wq {
