@@ -180,6 +180,10 @@ fn mobilenet_layers_match_the_oracle() {
         dw_shape(1, 17, 1, 7, 7, (5, 5), (1, 1), (2, 2), (1, 1)),
         dw_shape(1, 18, 1, 14, 14, (5, 5), (2, 2), (2, 2), (1, 1)),
         dw_shape(1, 24, 1, 14, 14, (3, 3), (1, 1), (1, 1), (1, 1)),
+        // Strided forward passes with output rows up to 28 take the channel-blocked path.
+        dw_shape(1, 12, 1, 56, 56, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(1, 9, 1, 45, 45, (5, 5), (2, 2), (2, 2), (1, 1)),
+        dw_shape(1, 10, 1, 29, 31, (3, 3), (2, 1), (1, 1), (1, 1)),
     ];
     for (i, s) in shapes.iter().enumerate() {
         for isa in Isa::available() {

@@ -2,6 +2,7 @@
 //! instantiate the generic plane functions under `#[target_feature(enable = "avx2,fma")]`.
 
 use super::blocked::{self, BlkGeom};
+use super::blocked_grad::{self, BlkBwdGeom};
 use super::plane;
 use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
@@ -221,4 +222,37 @@ pub(super) unsafe fn forward_blocked(
             (g, x, w, bias, act, y, scratch)
         )
     }
+}
+
+/// # Safety
+/// See [`blocked_grad::backward_input_block`]; the CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_input_blocked(
+    g: &BlkBwdGeom,
+    stride: (usize, usize),
+    dy: &[*const f32; 16],
+    w: &[f32],
+    dx: &[*mut f32; 16],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { blocked_grad::backward_input_block::<Avx2>(g, stride, dy, w, dx, scratch) }
+}
+
+/// # Safety
+/// See [`blocked_grad::backward_weight_block`]; the CPU supports AVX2 and FMA.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn backward_weight_blocked(
+    g: &BlkGeom,
+    n: usize,
+    x: &[*const f32; 16],
+    x_img: usize,
+    dy: *const f32,
+    dy_img: usize,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { blocked_grad::backward_weight_block::<Avx2>(g, n, x, x_img, dy, dy_img, dw, scratch) }
 }

@@ -3,6 +3,7 @@
 //! Mirrors `avx2.rs`; untested on the AVX2-only development host.
 
 use super::blocked::{self, BlkGeom};
+use super::blocked_grad::{self, BlkBwdGeom};
 use super::plane;
 use super::simd::{with_fixed_act, Fixed, Simd};
 use super::{BwdGeom, FwdGeom};
@@ -186,5 +187,40 @@ pub(super) unsafe fn forward_blocked(
             blocked::forward_block,
             (g, x, w, bias, act, y, scratch)
         )
+    }
+}
+
+/// # Safety
+/// See [`blocked_grad::backward_input_block`]; the CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward_input_blocked(
+    g: &BlkBwdGeom,
+    stride: (usize, usize),
+    dy: &[*const f32; 16],
+    w: &[f32],
+    dx: &[*mut f32; 16],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe { blocked_grad::backward_input_block::<Avx512>(g, stride, dy, w, dx, scratch) }
+}
+
+/// # Safety
+/// See [`blocked_grad::backward_weight_block`]; the CPU supports AVX-512F.
+#[allow(clippy::too_many_arguments)]
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn backward_weight_blocked(
+    g: &BlkGeom,
+    n: usize,
+    x: &[*const f32; 16],
+    x_img: usize,
+    dy: *const f32,
+    dy_img: usize,
+    dw: &mut [f32],
+    scratch: &mut [f32],
+) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        blocked_grad::backward_weight_block::<Avx512>(g, n, x, x_img, dy, dy_img, dw, scratch)
     }
 }

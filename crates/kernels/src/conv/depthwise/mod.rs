@@ -28,6 +28,7 @@
 //! results are bit-identical for any thread count. Scratch is per thread and reused.
 
 mod blocked;
+mod blocked_grad;
 mod kernel;
 mod plane;
 mod simd;
@@ -240,6 +241,24 @@ type BlkFn = unsafe fn(
     &mut [f32],
 );
 type BwdInFn = unsafe fn(&BwdGeom, &[f32], &[f32], &mut [f32], &mut [f32]);
+type BlkInFn = unsafe fn(
+    &blocked_grad::BlkBwdGeom,
+    (usize, usize),
+    &[*const f32; 16],
+    &[f32],
+    &[*mut f32; 16],
+    &mut [f32],
+);
+type BlkWFn = unsafe fn(
+    &blocked::BlkGeom,
+    usize,
+    &[*const f32; 16],
+    usize,
+    *const f32,
+    usize,
+    &mut [f32],
+    &mut [f32],
+);
 type BwdWFn = unsafe fn(&FwdGeom, usize, &[f32], usize, &[f32], usize, &mut [f32], &mut [f32]);
 
 /// One ISA's entry points and vector width.
@@ -249,6 +268,8 @@ struct Fns {
     blk: BlkFn,
     bwd_in: BwdInFn,
     bwd_w: BwdWFn,
+    blk_in: BlkInFn,
+    blk_w: BlkWFn,
 }
 
 fn fns(isa: Isa) -> Fns {
@@ -260,6 +281,8 @@ fn fns(isa: Isa) -> Fns {
             blk: avx512::forward_blocked,
             bwd_in: avx512::backward_input,
             bwd_w: avx512::backward_weight,
+            blk_in: avx512::backward_input_blocked,
+            blk_w: avx512::backward_weight_blocked,
         },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Fns {
@@ -268,6 +291,8 @@ fn fns(isa: Isa) -> Fns {
             blk: avx2::forward_blocked,
             bwd_in: avx2::backward_input,
             bwd_w: avx2::backward_weight,
+            blk_in: avx2::backward_input_blocked,
+            blk_w: avx2::backward_weight_blocked,
         },
         Isa::Portable => Fns {
             lanes: 8,
@@ -275,6 +300,8 @@ fn fns(isa: Isa) -> Fns {
             blk: portable::forward_blocked,
             bwd_in: portable::backward_input,
             bwd_w: portable::backward_weight,
+            blk_in: portable::backward_input_blocked,
+            blk_w: portable::backward_weight_blocked,
         },
         // Non-x86 targets never report AVX as supported, so `isa.check()` excluded them.
         _ => Fns {
@@ -283,6 +310,8 @@ fn fns(isa: Isa) -> Fns {
             blk: scalar::forward_blocked,
             bwd_in: scalar::backward_input,
             bwd_w: scalar::backward_weight,
+            blk_in: scalar::backward_input_blocked,
+            blk_w: scalar::backward_weight_blocked,
         },
     }
 }
@@ -338,7 +367,7 @@ pub(crate) fn forward(
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = fns(isa);
-    if blocked::BlkGeom::applies(s, fns.lanes) {
+    if blocked::BlkGeom::applies_forward(s, fns.lanes) {
         return forward_blocked(&fns, s, x, w, bias, act, y);
     }
     forward_planes(&fns, s, 0, x, w, bias, act, y);
@@ -435,15 +464,70 @@ pub(crate) fn backward_input(
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = fns(isa);
+    if s.c_out == s.c_in && blocked::BlkGeom::applies(s, fns.lanes) {
+        backward_input_blocked(&fns, s, w, dy, dx);
+    } else {
+        backward_input_planes(&fns, s, 0, w, dy, dx);
+    }
+    Ok(())
+}
+
+/// The channel-blocked input gradient for small planes (`blocked_grad.rs`, multiplier 1):
+/// per image, blocks of `L` channels, then the remaining `c_in % L` planes one by one (a
+/// split that depends only on the shape).
+fn backward_input_blocked(fns: &Fns, s: &Conv2dShape, w: &[f32], dy: &[f32], dx: &mut [f32]) {
+    let l = fns.lanes;
+    let g = blocked_grad::BlkBwdGeom::new(s);
+    let (hw, taps) = (s.h * s.w, s.kh * s.kw);
+    let oplane = g.oh * g.ow;
+    let nb = s.c_in / l;
+    let per_task = (4096 / (l * hw)).clamp(1, 64);
+    let work = nb * l * oplane * taps;
+    for (img, xi) in dx.chunks_exact_mut(s.c_in * hw).enumerate() {
+        let (xb, xt) = xi.split_at_mut(nb * l * hw);
+        for_each_chunk(xb, l * hw * per_task, work, |t, outs| {
+            with_scratch(g.scratch_len(l), |scr| {
+                for (k, out) in outs.chunks_exact_mut(l * hw).enumerate() {
+                    let c0 = (t * per_task + k) * l;
+                    let mut dyp = [dy.as_ptr(); 16];
+                    let mut dxp = [out.as_mut_ptr(); 16];
+                    for c in 0..l {
+                        dyp[c] = dy[(img * s.c_out + c0 + c) * oplane..].as_ptr();
+                        dxp[c] = out[c * hw..].as_mut_ptr();
+                    }
+                    let wp = &w[c0 * taps..(c0 + l) * taps];
+                    // SAFETY: `isa` was checked by the caller; `applies` held and the
+                    // multiplier is 1; each dyp[c] starts a dy plane of oplane floats, each
+                    // dxp[c] a dx plane of hw floats; scratch sized by BlkBwdGeom.
+                    unsafe { (fns.blk_in)(&g, s.stride, &dyp, wp, &dxp, scr) }
+                }
+            });
+        });
+        if !xt.is_empty() {
+            backward_input_planes(fns, s, img * s.c_in + nb * l, w, dy, xt);
+        }
+    }
+}
+
+/// The plane-by-plane input gradient (`plane.rs`) of the input planes in `dx`, which start at
+/// plane `p0` (image-major, `n * c_in` planes; `dy` and `w` whole).
+fn backward_input_planes(
+    fns: &Fns,
+    s: &Conv2dShape,
+    p0: usize,
+    w: &[f32],
+    dy: &[f32],
+    dx: &mut [f32],
+) {
     let g = BwdGeom::new(s, fns.lanes);
     let (m, hw, taps) = (g.m, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
-    let work = s.output_len() * taps;
+    let work = dx.len() / hw.max(1) * m * oplane * taps;
     let batch = batch(hw);
     for_each_chunk(dx, hw * batch, work, |t, outs| {
         with_scratch(g.scratch_len(taps), |scr| {
             for (k, out) in outs.chunks_exact_mut(hw).enumerate() {
-                let p = t * batch + k;
+                let p = p0 + t * batch + k;
                 let (img, ic) = (p / s.c_in, p % s.c_in);
                 let oc0 = img * s.c_out + ic * m;
                 let dyp = &dy[oc0 * oplane..(oc0 + m) * oplane];
@@ -453,7 +537,6 @@ pub(crate) fn backward_input(
             }
         });
     });
-    Ok(())
 }
 
 /// The depthwise weight gradient (overwrites `dw`).
@@ -465,19 +548,48 @@ pub(crate) fn backward_weight(
     dw: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = fns(isa);
-    let g = FwdGeom::new(s, fns.lanes);
-    let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
-    let oplane = g.oh * g.ow;
-    let work = s.output_len() * taps;
     if s.n == 0 {
         dw.fill(0.0);
         return Ok(());
     }
-    for_each_chunk(dw, taps, work, |oc, out| {
+    let l = fns.lanes;
+    let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
+    let (oh, ow) = (s.out_h(), s.out_w());
+    let oplane = oh * ow;
+    let work = s.output_len() * taps;
+    // Channel-blocked for small planes: blocks of L output channels, then the rest one by one
+    // (a split that depends only on the shape).
+    let nb = if blocked::BlkGeom::applies(s, l) {
+        s.c_out / l
+    } else {
+        0
+    };
+    let (dwb, dwt) = dw.split_at_mut(nb * l * taps);
+    if nb > 0 {
+        let g = blocked::BlkGeom::new(s);
+        for_each_chunk(dwb, l * taps, work, |b, out| {
+            let oc0 = b * l;
+            let mut xp = [x.as_ptr(); 16];
+            for (c, p) in xp.iter_mut().enumerate().take(l) {
+                *p = x[((oc0 + c) / m) * hw..].as_ptr();
+            }
+            let dyp = dy[oc0 * oplane..].as_ptr();
+            with_scratch(blocked_grad::wgrad_scratch_len(&g, l), |scr| {
+                // SAFETY: `isa` was checked; `applies` held; x holds n images of c_in * hw
+                // floats and dy n images of c_out * oplane, so every image's planes of this
+                // block exist; scratch as required.
+                unsafe { (fns.blk_w)(&g, s.n, &xp, s.c_in * hw, dyp, s.c_out * oplane, out, scr) }
+            });
+        });
+    }
+    let g = FwdGeom::new(s, l);
+    let oc_base = nb * l;
+    for_each_chunk(dwt, taps, work, |k, out| {
+        let oc = oc_base + k;
         let ic = oc / m;
         let xp = &x[ic * hw..];
         let dyp = &dy[oc * oplane..];
-        with_scratch(g.scratch_len() + 2 * taps * fns.lanes, |scr| {
+        with_scratch(g.scratch_len() + 2 * taps * l, |scr| {
             // SAFETY: `isa` was checked; x holds n planes c_in * hw apart from ic, dy n
             // planes c_out * oplane apart from oc; scratch as required.
             unsafe { (fns.bwd_w)(&g, s.n, xp, s.c_in * hw, dyp, s.c_out * oplane, out, scr) }

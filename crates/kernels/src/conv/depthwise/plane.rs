@@ -82,11 +82,21 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
                     p += 16;
                 }
                 if w >= l {
+                    // Whole vectors two at a time (no clamp in the loop), then the last one
+                    // or two ending at `w` (overlapping).
+                    let dl = d.add(left);
                     let mut p = 0;
-                    while p < w {
-                        let q = p.min(w - l);
-                        S::store(d.add(left + q), S::load(s.add(q)));
-                        p += l;
+                    while p + 2 * l <= w {
+                        let (a, b) = (S::load(s.add(p)), S::load(s.add(p + l)));
+                        S::store(dl.add(p), a);
+                        S::store(dl.add(p + l), b);
+                        p += 2 * l;
+                    }
+                    if p + l <= w {
+                        S::store(dl.add(p), S::load(s.add(p)));
+                    }
+                    if !w.is_multiple_of(l) {
+                        S::store(dl.add(w - l), S::load(s.add(w - l)));
                     }
                 } else if left + l <= wq {
                     // The masked load zero-fills lanes w.., which are right padding: one plain
