@@ -95,3 +95,26 @@ fn one_model_serves_many_threads() {
         }
     });
 }
+
+#[test]
+fn per_plane_broadcasts_match_the_definition() {
+    // [n, c, h, w] against [n, c, 1, 1] / [n, 1, 1, 1] / [1, 1, 1, 1] in both operand orders,
+    // with a non-commutative op, at sizes on both sides of the parallel threshold.
+    for (n, c, h, w) in [(2, 3, 4, 5), (4, 64, 32, 32)] {
+        let full = Tensor::randn(&[n, c, h, w], 1);
+        let fv = full.to_vec();
+        for small_shape in [[n, c, 1, 1], [n, 1, 1, 1], [1, 1, 1, 1]] {
+            let small = Tensor::randn(&small_shape, 2);
+            let sv = small.to_vec();
+            let per = sv.len();
+            let inner = fv.len() / per;
+            let left = full.sub(&small).unwrap().to_vec();
+            let right = small.sub(&full).unwrap().to_vec();
+            for (i, &x) in fv.iter().enumerate() {
+                let v = sv[i / inner];
+                assert_eq!(left[i].to_bits(), (x - v).to_bits(), "{small_shape:?}");
+                assert_eq!(right[i].to_bits(), (v - x).to_bits(), "{small_shape:?}");
+            }
+        }
+    }
+}

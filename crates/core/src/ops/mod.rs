@@ -111,6 +111,75 @@ pub(crate) fn zip(
     Ok(y)
 }
 
+/// The per-plane broadcast of `zip`: one operand dense with the output's shape, the other dense
+/// with that shape's leading dims and ones after them (a `[n, c, 1, 1]` squeeze-excitation gate
+/// or per-channel scale against `[n, c, h, w]`): each plane of the full operand meets one
+/// value, in a plain loop, planes in parallel. `None` when the operands have another form.
+fn zip_per_plane(
+    a: &Tensor,
+    b: &Tensor,
+    shape: &[usize],
+    f: &(impl Fn(f32, f32) -> f32 + Sync + Send),
+) -> Option<Tensor> {
+    let (la, lb) = (a.layout(), b.layout());
+    if !la.is_contiguous() || !lb.is_contiguous() || la.shape.len() != lb.shape.len() {
+        return None;
+    }
+    let (full_is_a, full, small) = if la.shape == shape {
+        (true, la, lb)
+    } else if lb.shape == shape {
+        (false, lb, la)
+    } else {
+        return None;
+    };
+    // small = shape[..k] followed by ones, with at least one broadcast dim.
+    let k = small
+        .shape
+        .iter()
+        .rposition(|&d| d != 1)
+        .map_or(0, |i| i + 1);
+    if small.shape[..k] != shape[..k]
+        || small.shape[k..]
+            .iter()
+            .zip(&shape[k..])
+            .all(|(s, t)| s == t)
+    {
+        return None;
+    }
+    let inner: usize = shape[k..].iter().product();
+    let n: usize = shape.iter().product();
+    if inner == 0 || n == 0 {
+        return None;
+    }
+    let (rf, rs) = if full_is_a {
+        (a.raw(), b.raw())
+    } else {
+        (b.raw(), a.raw())
+    };
+    let xf = &rf[full.offset..full.offset + n];
+    let xs = &rs[small.offset..small.offset + n / inner];
+    let mut out = crate::pool::for_overwrite(n);
+    let plane = |((o, x), &v): ((&mut [f32], &[f32]), &f32)| {
+        if full_is_a {
+            o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x, v));
+        } else {
+            o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(v, x));
+        }
+    };
+    if n >= PAR_MIN {
+        out.par_chunks_mut(inner)
+            .zip(xf.par_chunks(inner))
+            .zip(xs.par_iter())
+            .for_each(plane);
+    } else {
+        out.chunks_mut(inner)
+            .zip(xf.chunks(inner))
+            .zip(xs)
+            .for_each(plane);
+    }
+    Some(Tensor::from_contig(out, shape))
+}
+
 fn zip_impl(
     op: &'static str,
     a: &Tensor,
@@ -138,6 +207,9 @@ fn zip_impl(
             sa.iter().zip(sb).map(|(&x, &y)| f(x, y)).collect()
         };
         return Ok(Tensor::from_contig(out, &shape));
+    }
+    if let Some(y) = zip_per_plane(a, b, &shape, &f) {
+        return Ok(y);
     }
     // An operand whose last dim is strided (a transposed view) is first gathered into a dense
     // buffer (a tiled copy), so the loop below never reads one cache line per element.

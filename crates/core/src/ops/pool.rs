@@ -173,7 +173,8 @@ impl Tensor {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = crate::pool::zeroed(n * c * h * w);
+            // The kernel writes every element of dx.
+            let mut dx = crate::pool::for_overwrite(n * c * h * w);
             pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
             profile::add_cost(|| pool_backward_cost(dx.len(), g.numel(), dx.len()));

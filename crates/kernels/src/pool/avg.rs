@@ -230,8 +230,13 @@ pub fn adaptive_avg_pool2d_backward(
     )?;
     let work = dx.len();
     per_plane(dx, h * w, work, |p, out| {
-        out.fill(0.0);
         let g = &dy[p * oh * ow..(p + 1) * oh * ow];
+        if oh == 1 && ow == 1 {
+            // Global pooling (squeeze-excitation, the head): one value per plane, one write pass.
+            out.fill(g[0] / (h * w) as f32);
+            return;
+        }
+        out.fill(0.0);
         for oy in 0..oh {
             let (r0, r1) = bin(oy, oh, h);
             for ox in 0..ow {
