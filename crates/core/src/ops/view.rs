@@ -239,9 +239,9 @@ impl Tensor {
 
 /// A zero tensor of `full` shape with `g` written at `start..` along `dim` (narrow's backward).
 pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -> Tensor {
-    let mut out = crate::pool::zeroed(full.iter().product());
+    let mut out = crate::pool::for_overwrite(full.iter().product());
     let gd = g.data();
-    add_narrowed(&mut out, full, &gd, dim, start);
+    place_narrowed(&mut out, full, &gd, dim, start);
     profile::add_cost(|| Cost {
         flops: 0,
         macs: 0,
@@ -249,6 +249,33 @@ pub(crate) fn pad_narrow(g: &Tensor, full: &[usize], dim: usize, start: usize) -
         bytes_written: f32_bytes(out.len()),
     });
     Tensor::from_contig(out, full)
+}
+
+/// `out = 0` outside the region and `out[region] = g` (see [`add_narrowed`]): one write pass.
+fn place_narrowed(out: &mut [f32], full: &[usize], g: &[f32], dim: usize, start: usize) {
+    use rayon::prelude::*;
+    let inner: usize = full[dim + 1..].iter().product();
+    let block = full[dim] * inner;
+    if block == 0 {
+        return;
+    }
+    let run = g.len() / (out.len() / block).max(1);
+    let place = |(dst, src): (&mut [f32], &[f32])| {
+        let (head, rest) = dst.split_at_mut(start * inner);
+        let (mid, tail) = rest.split_at_mut(run);
+        head.fill(0.0);
+        mid.copy_from_slice(src);
+        tail.fill(0.0);
+    };
+    if run == 0 {
+        out.fill(0.0);
+    } else if out.len() >= 1 << 16 {
+        out.par_chunks_mut(block)
+            .zip(g.par_chunks(run))
+            .for_each(place);
+    } else {
+        out.chunks_mut(block).zip(g.chunks(run)).for_each(place);
+    }
 }
 
 /// `acc[region] += g`: `acc` is a contiguous tensor of shape `full`, `g` the contiguous

@@ -134,56 +134,70 @@ pub fn layer_norm_backward(
             format!("{}: cannot normalise rows of length 0", sh()),
         ));
     }
-    per_row(dx, d, |r, out| {
-        let (m, s) = (mean[r], rstd[r]);
-        let (xr, dr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
-        // out <- xhat first, then the two row means, then dx in place.
-        for (o, &v) in out.iter_mut().zip(xr) {
-            *o = (v - m) * s;
+    // One pass: rows in fixed blocks of ROWS (the same blocks for any thread count); each
+    // block writes its rows of dx and its partial sums of dgamma (dy * xhat) and dbeta (dy),
+    // which are then added block by block in order.
+    const ROWS: usize = 32;
+    let blocks = rows.div_ceil(ROWS);
+    let mut partial = vec![0.0f32; blocks * 2 * d];
+    let ones;
+    let gamma = match gamma {
+        Some(g) => g,
+        None => {
+            ones = vec![1.0f32; d];
+            &ones
         }
-        let mut sg = [0.0f32; 8];
-        let mut sgx = [0.0f32; 8];
-        for (i, (&xh, &g)) in out.iter().zip(dr).enumerate() {
-            let g = g * gamma.map_or(1.0, |w| w[i]);
-            sg[i % 8] += g;
-            sgx[i % 8] += g * xh;
-        }
-        let mg = sg.iter().sum::<f32>() / d as f32;
-        let mgx = sgx.iter().sum::<f32>() / d as f32;
-        for (i, (o, &g)) in out.iter_mut().zip(dr).enumerate() {
-            let g = g * gamma.map_or(1.0, |w| w[i]);
-            *o = s * (g - mg - *o * mgx);
-        }
-    });
-    if dgamma.is_none() && dbeta.is_none() {
-        return Ok(());
-    }
-    // Column blocks of 64 features: each block sums its columns over all rows, in row order.
-    const BLOCK: usize = 64;
-    let mut dg = vec![0.0f32; d];
-    let mut db = vec![0.0f32; d];
-    let block = |(bi, (g, b)): (usize, (&mut [f32], &mut [f32]))| {
-        let c0 = bi * BLOCK;
-        for r in 0..rows {
+    };
+    let block = |(b, (dxb, part)): (usize, (&mut [f32], &mut [f32]))| {
+        let (pg, pb) = part.split_at_mut(d);
+        for (i, out) in dxb.chunks_mut(d).enumerate() {
+            let r = b * ROWS + i;
             let (m, s) = (mean[r], rstd[r]);
-            let xr = &x[r * d + c0..r * d + c0 + g.len()];
-            let dr = &dy[r * d + c0..r * d + c0 + g.len()];
-            for (((gg, bb), &xv), &dv) in g.iter_mut().zip(b.iter_mut()).zip(xr).zip(dr) {
-                *gg += dv * ((xv - m) * s);
+            let (xr, dr) = (&x[r * d..(r + 1) * d], &dy[r * d..(r + 1) * d]);
+            // out <- xhat first, then the two row means, then dx in place.
+            for (o, &v) in out.iter_mut().zip(xr) {
+                *o = (v - m) * s;
+            }
+            for (((g, bb), &xh), &dv) in pg.iter_mut().zip(pb.iter_mut()).zip(out.iter()).zip(dr) {
+                *g += dv * xh;
                 *bb += dv;
+            }
+            let mut sg = [0.0f32; 8];
+            let mut sgx = [0.0f32; 8];
+            for ((xh, dv), w) in out.chunks(8).zip(dr.chunks(8)).zip(gamma.chunks(8)) {
+                for k in 0..xh.len() {
+                    let g = dv[k] * w[k];
+                    sg[k] += g;
+                    sgx[k] += g * xh[k];
+                }
+            }
+            let mg = sg.iter().sum::<f32>() / d as f32;
+            let mgx = sgx.iter().sum::<f32>() / d as f32;
+            for ((o, &dv), &w) in out.iter_mut().zip(dr).zip(gamma) {
+                *o = s * (dv * w - mg - *o * mgx);
             }
         }
     };
     if len >= PAR_MIN {
-        dg.par_chunks_mut(BLOCK)
-            .zip(db.par_chunks_mut(BLOCK))
+        dx.par_chunks_mut(ROWS * d)
+            .zip(partial.par_chunks_mut(2 * d))
             .enumerate()
             .for_each(block);
     } else {
-        dg.chunks_mut(BLOCK)
-            .zip(db.chunks_mut(BLOCK))
+        dx.chunks_mut(ROWS * d)
+            .zip(partial.chunks_mut(2 * d))
             .enumerate()
             .for_each(block);
+    }
+    if dgamma.is_none() && dbeta.is_none() {
+        return Ok(());
+    }
+    let mut dg = vec![0.0f32; d];
+    let mut db = vec![0.0f32; d];
+    for part in partial.chunks(2 * d) {
+        let (pg, pb) = part.split_at(d);
+        dg.iter_mut().zip(pg).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     if let Some(out) = dgamma {
         out.copy_from_slice(&dg);
