@@ -9,10 +9,14 @@
 //! input gradient:   dcols = W_g^T * dY_g;  dX_g = col2im(dcols)   (pointwise: dX_g = W_g^T dY_g)
 //! weight gradient:  dW_g = sum_images dY_g * cols^T                (pointwise: dY_g * X_g^T)
 //! ```
-//! Transposes are strided views, never copies. The im2col buffer is per thread and reused, so
+//! Small planes put several images into one GEMM (`dense_batched.rs`). Transposes are strided
+//! views, never copies. The im2col buffer is per thread and reused, so
 //! a warm convolution allocates nothing. The GEMM splits only output dimensions across threads
 //! and images are summed in order, so results are bit-identical for any thread count.
 
+use super::dense_batched::{
+    backward_input_batched, backward_weight_batched, batch_images, forward_batched, BATCH_SCRATCH,
+};
 use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
@@ -58,7 +62,7 @@ fn with_packed_groups<'a, R>(
     result
 }
 
-fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+pub(super) fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let mut buf = COLS.take();
     if buf.len() < len {
         buf.resize(len, 0.0);
@@ -69,9 +73,9 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 }
 
 /// Elements below which im2col / col2im stay on the calling thread.
-const PAR_MIN: usize = 1 << 16;
+pub(super) const PAR_MIN: usize = 1 << 16;
 
-fn is_pointwise(s: &Conv2dShape) -> bool {
+pub(super) fn is_pointwise(s: &Conv2dShape) -> bool {
     s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0)
 }
 
@@ -94,7 +98,7 @@ fn valid_range(out: usize, input: usize, stride: usize, pad: usize, tap: usize) 
 ///
 /// Row `r` is written at `cols[r * ld + col0..][..oh * ow]` (`ld = oh * ow`, `col0 = 0` for one
 /// image; the batched weight gradient places image `j` of a group at `col0 = j * oh * ow`).
-fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
+pub(super) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let (kk, hw, ohw) = (s.kh * s.kw, s.h * s.w, oh * ow);
     let row = |r: usize, out: &mut [f32]| {
@@ -138,7 +142,7 @@ fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, col0: usize) 
 /// element back into the input position it was copied from. Channels run in parallel; each
 /// channel's taps are added in a fixed order. Row `r` of the columns is read at
 /// `cols[r * ld + col0..][..oh * ow]`, as [`im2col`] writes it.
-fn col2im(s: &Conv2dShape, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+pub(super) fn col2im(s: &Conv2dShape, cols: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
     let (oh, ow) = (s.out_h(), s.out_w());
     let (kk, hw, ohw) = (s.kh * s.kw, s.h * s.w, oh * ow);
     let channel = |c: usize, plane: &mut [f32]| {
@@ -462,240 +466,6 @@ pub(crate) fn backward_weight(
                     &cfg,
                 )?;
             }
-        }
-        Ok(())
-    })
-}
-
-/// Elements of scratch (columns plus gathered output gradients) the batched weight gradient may
-/// use: 16 MiB.
-const BATCH_SCRATCH: usize = 1 << 22;
-
-/// Output pixels per image below which the forward and the input gradient put several images
-/// into one GEMM: at 14x14 a per-image product has only 196 columns, and one over the batch
-/// (1568 at batch 8) runs ~25% faster (SE-ResNet-101's 256x196x2304 im2col product: ~135
-/// against ~175 GFLOP/s on two Zen 3 cores).
-const BATCH_MAX_PIXELS: usize = 1024;
-
-/// How many images the forward / input gradient put into one GEMM, if more than one: as many
-/// as the scratch bound allows, for planes of at most [`BATCH_MAX_PIXELS`] output pixels.
-fn batch_images(s: &Conv2dShape) -> Option<usize> {
-    let ohw = s.out_h() * s.out_w();
-    if s.n < 2 || ohw == 0 || ohw > BATCH_MAX_PIXELS {
-        return None;
-    }
-    let kdim = s.c_in_per_group() * s.kh * s.kw;
-    let per_image = (kdim + s.c_out_per_group()) * ohw;
-    let imgs = (BATCH_SCRATCH / per_image.max(1)).min(s.n);
-    (imgs > 1).then_some(imgs)
-}
-
-/// Copies image `j`'s rows (`rows` rows of `len` floats, `src_ld` apart in `src`) into column
-/// block `j` of the batched matrix `dst` (`rows x ld`), for every image of the group at once;
-/// rows in parallel.
-fn gather_images(
-    dst: &mut [f32],
-    ld: usize,
-    len: usize,
-    src: impl Fn(usize, usize) -> usize + Sync,
-    data: &[f32],
-) {
-    let fill = |(r, row): (usize, &mut [f32])| {
-        for (j, block) in row.chunks_mut(len).enumerate() {
-            let at = src(j, r);
-            block.copy_from_slice(&data[at..at + len]);
-        }
-    };
-    if dst.len() >= PAR_MIN {
-        dst.par_chunks_mut(ld).enumerate().for_each(fill);
-    } else {
-        dst.chunks_mut(ld).enumerate().for_each(fill);
-    }
-}
-
-/// The forward over groups of `group_imgs` images: per group of images and conv group, the
-/// columns of all images side by side (`[kdim, imgs * ohw]`, image `j` in columns
-/// `j * ohw..`), one GEMM (bias and activation in its epilogue) into `[cog, imgs * ohw]`, then
-/// each image's rows copied to its place in `y`. Each output element is the same dot product,
-/// in the same order, as in the per-image GEMM, so the bits do not change.
-#[allow(clippy::too_many_arguments)]
-fn forward_batched(
-    s: &Conv2dShape,
-    x: &[f32],
-    w: Weights<'_>,
-    bias: Option<&[f32]>,
-    act: Activation,
-    y: &mut [f32],
-    group_imgs: usize,
-    cfg: &GemmConfig,
-) -> Result<(), KernelError> {
-    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
-    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
-    let ld_max = group_imgs * ohw;
-    with_cols((kdim + cog) * ld_max, |buf| {
-        let (cols, out) = buf.split_at_mut(kdim * ld_max);
-        for img0 in (0..s.n).step_by(group_imgs) {
-            let imgs = group_imgs.min(s.n - img0);
-            let ld = imgs * ohw;
-            let (cols, out) = (&mut cols[..kdim * ld], &mut out[..cog * ld]);
-            for g in 0..s.groups {
-                let plane = |j: usize, c: usize| ((img0 + j) * s.c_in + g * cig + c) * hw;
-                if is_pointwise(s) {
-                    gather_images(cols, ld, ohw, plane, x);
-                } else {
-                    for j in 0..imgs {
-                        let x0 = plane(j, 0);
-                        im2col(s, &x[x0..x0 + cig * hw], cols, ld, j * ohw);
-                    }
-                }
-                let wg = match w {
-                    Weights::Raw(w) => Operand::View(MatRef::row_major(
-                        &w[g * cog * kdim..(g + 1) * cog * kdim],
-                        cog,
-                        kdim,
-                    )),
-                    Weights::Packed(p) => Operand::Packed(&p[g]),
-                };
-                let b = match bias {
-                    Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
-                    None => Bias::None,
-                };
-                gemm_ex(
-                    1.0,
-                    wg,
-                    Operand::View(MatRef::row_major(cols, kdim, ld)),
-                    0.0,
-                    MatMut::row_major(out, cog, ld),
-                    Epilogue::new(b, act),
-                    cfg,
-                )?;
-                scatter_images(out, ld, (img0, imgs), g * cog, cog, s.c_out, ohw, y);
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Copies column block `j` of `src` (`rows x ld`) to channels `c0..c0 + rows` of image
-/// `img0 + j` of `dst` (`[n, channels, plane]`), for the `imgs` images; in parallel.
-#[allow(clippy::too_many_arguments)]
-fn scatter_images(
-    src: &[f32],
-    ld: usize,
-    (img0, imgs): (usize, usize),
-    c0: usize,
-    rows: usize,
-    channels: usize,
-    plane: usize,
-    dst: &mut [f32],
-) {
-    let span = &mut dst[img0 * channels * plane..(img0 + imgs) * channels * plane];
-    let copy = |(j, image): (usize, &mut [f32])| {
-        let part = &mut image[c0 * plane..(c0 + rows) * plane];
-        for (r, row) in part.chunks_mut(plane).enumerate() {
-            row.copy_from_slice(&src[r * ld + j * plane..r * ld + (j + 1) * plane]);
-        }
-    };
-    if src.len() >= PAR_MIN {
-        span.par_chunks_mut(channels * plane)
-            .enumerate()
-            .for_each(copy);
-    } else {
-        span.chunks_mut(channels * plane).enumerate().for_each(copy);
-    }
-}
-
-/// The input gradient over groups of `group_imgs` images: the output gradients of all images
-/// side by side (`[cog, imgs * ohw]`), one GEMM `W_g^T dY` into columns `[kdim, imgs * ohw]`,
-/// then col2im per image from its column block (pointwise: its rows copied to `dx`).
-fn backward_input_batched<'a>(
-    s: &Conv2dShape,
-    wt: impl Fn(usize) -> Operand<'a>,
-    dy: &[f32],
-    dx: &mut [f32],
-    group_imgs: usize,
-    cfg: &GemmConfig,
-) -> Result<(), KernelError> {
-    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
-    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
-    let ld_max = group_imgs * ohw;
-    with_cols((kdim + cog) * ld_max, |buf| {
-        let (cols, dyb) = buf.split_at_mut(kdim * ld_max);
-        for img0 in (0..s.n).step_by(group_imgs) {
-            let imgs = group_imgs.min(s.n - img0);
-            let ld = imgs * ohw;
-            let (cols, dyb) = (&mut cols[..kdim * ld], &mut dyb[..cog * ld]);
-            for g in 0..s.groups {
-                let plane = |j: usize, c: usize| ((img0 + j) * s.c_out + g * cog + c) * ohw;
-                gather_images(dyb, ld, ohw, plane, dy);
-                gemm_ex(
-                    1.0,
-                    wt(g),
-                    Operand::View(MatRef::row_major(dyb, cog, ld)),
-                    0.0,
-                    MatMut::row_major(cols, kdim, ld),
-                    Epilogue::NONE,
-                    cfg,
-                )?;
-                if is_pointwise(s) {
-                    scatter_images(cols, ld, (img0, imgs), g * cig, cig, s.c_in, hw, dx);
-                } else {
-                    for j in 0..imgs {
-                        let at = ((img0 + j) * s.c_in + g * cig) * hw;
-                        col2im(s, cols, ld, j * ohw, &mut dx[at..at + cig * hw]);
-                    }
-                }
-            }
-        }
-        Ok(())
-    })
-}
-
-/// The weight gradient over groups of `group_imgs` images: per group of images and conv group,
-/// `cols = [kdim, imgs * ohw]` (image `j` in columns `j * ohw..`) and `dyb = [cog, imgs * ohw]`
-/// are filled by copies, then `dW_g (+)= dyb * cols^T` is one GEMM (the first group with
-/// `beta = 0`). Copies and GEMM split only independent outputs, and the groups are summed in
-/// order, so the result is bit-identical for any thread count.
-fn backward_weight_batched(
-    s: &Conv2dShape,
-    x: &[f32],
-    dy: &[f32],
-    dw: &mut [f32],
-    group_imgs: usize,
-    cfg: &GemmConfig,
-) -> Result<(), KernelError> {
-    let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
-    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
-    let ld_max = group_imgs * ohw;
-    with_cols((kdim + cog) * ld_max, |buf| {
-        let mut first = true;
-        for img0 in (0..s.n).step_by(group_imgs) {
-            let imgs = group_imgs.min(s.n - img0);
-            let ld = imgs * ohw;
-            let (cols, dyb) = buf.split_at_mut(kdim * ld_max);
-            let (cols, dyb) = (&mut cols[..kdim * ld], &mut dyb[..cog * ld]);
-            for g in 0..s.groups {
-                for j in 0..imgs {
-                    let img = img0 + j;
-                    let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
-                    im2col(s, xg, cols, ld, j * ohw);
-                    let dyg =
-                        &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
-                    for (dst, src) in dyb.chunks_mut(ld).zip(dyg.chunks(ohw)) {
-                        dst[j * ohw..(j + 1) * ohw].copy_from_slice(src);
-                    }
-                }
-                gemm(
-                    1.0,
-                    MatRef::row_major(dyb, cog, ld),
-                    MatRef::row_major(cols, kdim, ld).t(),
-                    if first { 0.0 } else { 1.0 },
-                    MatMut::row_major(&mut dw[g * cog * kdim..(g + 1) * cog * kdim], cog, kdim),
-                    Epilogue::NONE,
-                    cfg,
-                )?;
-            }
-            first = false;
         }
         Ok(())
     })

@@ -18,6 +18,7 @@
 //! channels only, never along a reduction.
 
 mod dense;
+mod dense_batched;
 pub mod depthwise;
 mod packed;
 pub mod reference;
