@@ -201,6 +201,28 @@ pub(crate) enum Weights<'a> {
     Packed(&'a [PackedMatrix]),
 }
 
+impl<'a> Weights<'a> {
+    /// The left GEMM operand of group `g`: its `[cog, kdim]` filters.
+    pub(super) fn group(self, g: usize, cog: usize, kdim: usize) -> Operand<'a> {
+        match self {
+            Weights::Raw(w) => Operand::View(MatRef::row_major(
+                &w[g * cog * kdim..(g + 1) * cog * kdim],
+                cog,
+                kdim,
+            )),
+            Weights::Packed(p) => Operand::Packed(&p[g]),
+        }
+    }
+}
+
+/// The epilogue bias of group `g` (its `cog` output channels), if any.
+pub(super) fn group_bias(bias: Option<&[f32]>, g: usize, cog: usize) -> Bias<'_> {
+    match bias {
+        Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
+        None => Bias::None,
+    }
+}
+
 /// Dense / grouped forward pass (shape and lengths already checked).
 pub(crate) fn forward(
     isa: Isa,
@@ -237,20 +259,10 @@ pub(crate) fn forward(
         for img in 0..s.n {
             for g in 0..s.groups {
                 let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
-                let wg = match w {
-                    Weights::Raw(w) => Operand::View(MatRef::row_major(
-                        &w[g * cog * kdim..(g + 1) * cog * kdim],
-                        cog,
-                        kdim,
-                    )),
-                    Weights::Packed(p) => Operand::Packed(&p[g]),
-                };
+                let wg = w.group(g, cog, kdim);
                 let yg =
                     &mut y[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
-                let b = match bias {
-                    Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
-                    None => Bias::None,
-                };
+                let b = group_bias(bias, g, cog);
                 let rhs = if pointwise {
                     MatRef::row_major(xg, cig, hw)
                 } else {
@@ -286,18 +298,8 @@ fn forward_single_pixel(
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
     for g in 0..s.groups {
-        let wg = match w {
-            Weights::Raw(w) => Operand::View(MatRef::row_major(
-                &w[g * cog * cig..(g + 1) * cog * cig],
-                cog,
-                cig,
-            )),
-            Weights::Packed(p) => Operand::Packed(&p[g]),
-        };
-        let b = match bias {
-            Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
-            None => Bias::None,
-        };
+        let wg = w.group(g, cog, cig);
+        let b = group_bias(bias, g, cog);
         gemm_ex(
             1.0,
             wg,

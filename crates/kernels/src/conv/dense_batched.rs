@@ -12,11 +12,11 @@
 //! result is the same dot product, in the same order, as in the per-image path; the copies and
 //! the GEMM split only independent outputs, so results are bit-identical for any thread count.
 
-use super::dense::{col2im, im2col, is_pointwise, with_cols, Weights, PAR_MIN};
+use super::dense::{col2im, group_bias, im2col, is_pointwise, with_cols, Weights, PAR_MIN};
 use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
-use crate::gemm::{gemm, gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand};
+use crate::gemm::{gemm, gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand};
 use rayon::prelude::*;
 
 /// Elements of scratch (columns plus gathered output gradients) the batched weight gradient may
@@ -100,18 +100,8 @@ pub(super) fn forward_batched(
                         im2col(s, &x[x0..x0 + cig * hw], cols, ld, j * ohw);
                     }
                 }
-                let wg = match w {
-                    Weights::Raw(w) => Operand::View(MatRef::row_major(
-                        &w[g * cog * kdim..(g + 1) * cog * kdim],
-                        cog,
-                        kdim,
-                    )),
-                    Weights::Packed(p) => Operand::Packed(&p[g]),
-                };
-                let b = match bias {
-                    Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
-                    None => Bias::None,
-                };
+                let wg = w.group(g, cog, kdim);
+                let b = group_bias(bias, g, cog);
                 gemm_ex(
                     1.0,
                     wg,
