@@ -258,14 +258,18 @@ fn safetensors_write_is_atomic_and_validated() {
         &BTreeMap::new(),
     );
     assert!(dup.unwrap_err().msg.contains("twice"));
+    // Only this file's temporaries count: other tests write into the same directory meanwhile.
+    let own = p.file_name().unwrap().to_string_lossy().into_owned();
     let leftovers = std::fs::read_dir(p.parent().unwrap())
         .unwrap()
         .filter(|e| {
-            e.as_ref()
+            let name = e
+                .as_ref()
                 .unwrap()
                 .file_name()
                 .to_string_lossy()
-                .contains(".tmp")
+                .into_owned();
+            name.starts_with(&own) && name.contains(".tmp")
         })
         .count();
     assert_eq!(leftovers, 0);
