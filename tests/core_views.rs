@@ -118,3 +118,30 @@ fn per_plane_broadcasts_match_the_definition() {
         }
     }
 }
+
+#[test]
+fn row_sums_over_many_columns_are_exact_and_thread_independent() {
+    // The bias-gradient shape: the sum over rows of a [rows, cols] tensor with cols spanning
+    // several parallel column blocks; f64 accumulation in row order, for any thread count.
+    let x = Tensor::randn(&[300, 1000], 5);
+    let v = x.to_vec();
+    let want: Vec<f32> = (0..1000)
+        .map(|c| (0..300).map(|r| v[r * 1000 + c] as f64).sum::<f64>() as f32)
+        .collect();
+    let run = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| x.sum(&[0], false).unwrap().to_vec())
+    };
+    for threads in [1, 2, 3] {
+        let got = run(threads);
+        assert!(
+            got.iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{threads} threads"
+        );
+    }
+}

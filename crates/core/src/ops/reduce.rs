@@ -120,12 +120,24 @@ fn sum_plan(p: &Plan, raw: &[f32], offset: usize) -> Vec<f32> {
     let red_n: usize = p.red_shape.iter().product();
     let kept_dense = p.kept_x == contiguous_strides(&p.kept_shape);
     if kept_n > 1 && kept_dense {
+        // Whole rows of kept elements (a bias gradient: the sum over a batch's rows). Column
+        // blocks run in parallel, each adding every row in order: the same sums for any
+        // thread count.
+        const COLS: usize = 256;
         let mut acc = vec![0.0f64; kept_n];
-        walk1(&p.red_shape, &p.red_x, offset, |o| {
-            for (a, &v) in acc.iter_mut().zip(&raw[o..o + kept_n]) {
-                *a += v as f64;
-            }
-        });
+        let block = |(b, acc): (usize, &mut [f64])| {
+            let (c0, len) = (b * COLS, acc.len());
+            walk1(&p.red_shape, &p.red_x, offset, |o| {
+                for (a, &v) in acc.iter_mut().zip(&raw[o + c0..o + c0 + len]) {
+                    *a += v as f64;
+                }
+            });
+        };
+        if kept_n * red_n >= super::PAR_MIN && kept_n > COLS {
+            acc.par_chunks_mut(COLS).enumerate().for_each(block);
+        } else {
+            acc.chunks_mut(COLS).enumerate().for_each(block);
+        }
         return acc.iter().map(|&v| v as f32).collect();
     }
     let bases = p.bases(offset);
