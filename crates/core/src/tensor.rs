@@ -83,7 +83,11 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
-        let node = Node::new(name, inputs, Box::new(backward));
+        self.with_node(Node::new(name, inputs, Box::new(backward)))
+    }
+
+    /// This tensor's data as the output of `node`.
+    fn with_node(self, node: Node) -> Tensor {
         Tensor(Arc::new(TensorInner {
             storage: self.0.storage.clone(),
             layout: self.0.layout.clone(),
@@ -101,13 +105,7 @@ impl Tensor {
         start: usize,
         backward: impl Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync + 'static,
     ) -> Tensor {
-        let node = Node::narrow(input, dim, start, Box::new(backward));
-        Tensor(Arc::new(TensorInner {
-            storage: self.0.storage.clone(),
-            layout: self.0.layout.clone(),
-            grad_fn: Some(Arc::new(node)),
-            leaf: None,
-        }))
+        self.with_node(Node::narrow(input, dim, start, Box::new(backward)))
     }
 
     /// The edge backward follows into this tensor: its node, its leaf slot, or none.

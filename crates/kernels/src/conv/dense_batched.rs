@@ -82,7 +82,7 @@ pub(super) fn forward_batched(
     cfg: &GemmConfig,
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
-    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let (ohw, kdim) = (s.out_h() * s.out_w(), cig * s.kh * s.kw);
     let ld_max = group_imgs * ohw;
     with_cols((kdim + cog) * ld_max, |buf| {
         let (cols, out) = buf.split_at_mut(kdim * ld_max);
@@ -91,15 +91,7 @@ pub(super) fn forward_batched(
             let ld = imgs * ohw;
             let (cols, out) = (&mut cols[..kdim * ld], &mut out[..cog * ld]);
             for g in 0..s.groups {
-                let plane = |j: usize, c: usize| ((img0 + j) * s.c_in + g * cig + c) * hw;
-                if is_pointwise(s) {
-                    gather_images(cols, ld, ohw, plane, x);
-                } else {
-                    for j in 0..imgs {
-                        let x0 = plane(j, 0);
-                        im2col(s, &x[x0..x0 + cig * hw], cols, ld, j * ohw);
-                    }
-                }
+                fill_columns(s, x, cols, (img0, imgs), g);
                 let wg = w.group(g, cog, kdim);
                 let b = group_bias(bias, g, cog);
                 gemm_ex(
@@ -116,6 +108,29 @@ pub(super) fn forward_batched(
         }
         Ok(())
     })
+}
+
+/// The columns of images `img0..img0 + imgs`, conv group `g`, side by side in `cols`
+/// (`[kdim, imgs * ohw]`): the input rows themselves for a pointwise convolution, im2col
+/// otherwise.
+fn fill_columns(
+    s: &Conv2dShape,
+    x: &[f32],
+    cols: &mut [f32],
+    (img0, imgs): (usize, usize),
+    g: usize,
+) {
+    let (cig, hw, ohw) = (s.c_in_per_group(), s.h * s.w, s.out_h() * s.out_w());
+    let ld = imgs * ohw;
+    let plane = |j: usize, c: usize| ((img0 + j) * s.c_in + g * cig + c) * hw;
+    if is_pointwise(s) {
+        gather_images(cols, ld, ohw, plane, x);
+    } else {
+        for j in 0..imgs {
+            let x0 = plane(j, 0);
+            im2col(s, &x[x0..x0 + cig * hw], cols, ld, j * ohw);
+        }
+    }
 }
 
 /// Copies column block `j` of `src` (`rows x ld`) to channels `c0..c0 + rows` of image
@@ -207,7 +222,7 @@ pub(super) fn backward_weight_batched(
     cfg: &GemmConfig,
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
-    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), cig * s.kh * s.kw);
+    let (ohw, kdim) = (s.out_h() * s.out_w(), cig * s.kh * s.kw);
     let ld_max = group_imgs * ohw;
     with_cols((kdim + cog) * ld_max, |buf| {
         let mut first = true;
@@ -217,16 +232,9 @@ pub(super) fn backward_weight_batched(
             let (cols, dyb) = buf.split_at_mut(kdim * ld_max);
             let (cols, dyb) = (&mut cols[..kdim * ld], &mut dyb[..cog * ld]);
             for g in 0..s.groups {
-                for j in 0..imgs {
-                    let img = img0 + j;
-                    let xg = &x[(img * s.c_in + g * cig) * hw..(img * s.c_in + (g + 1) * cig) * hw];
-                    im2col(s, xg, cols, ld, j * ohw);
-                    let dyg =
-                        &dy[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
-                    for (dst, src) in dyb.chunks_mut(ld).zip(dyg.chunks(ohw)) {
-                        dst[j * ohw..(j + 1) * ohw].copy_from_slice(src);
-                    }
-                }
+                fill_columns(s, x, cols, (img0, imgs), g);
+                let plane = |j: usize, c: usize| ((img0 + j) * s.c_out + g * cog + c) * ohw;
+                gather_images(dyb, ld, ohw, plane, dy);
                 gemm(
                     1.0,
                     MatRef::row_major(dyb, cog, ld),
