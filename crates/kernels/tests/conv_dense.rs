@@ -113,6 +113,9 @@ fn network_layers_match_the_oracle() {
         shape(5, 40, 1, 1, 10, 1, 1, 0, 1),   // squeeze-excitation: 1x1 planes, one GEMM
         shape(4, 12, 1, 1, 18, 1, 1, 0, 3),   // grouped 1x1 planes
         shape(1, 24, 1, 1, 8, 1, 1, 0, 1),    // 1x1 plane, one image
+        shape(3, 16, 10, 10, 24, 1, 1, 0, 2), // grouped pointwise batch: segmented views
+        shape(2, 8, 40, 36, 12, 1, 1, 0, 1),  // pointwise batch over planes > 1024 pixels
+        shape(3, 6, 7, 7, 10, 5, 1, 2, 1),    // 7x7 planes: 49-column segments
     ];
     for (i, s) in shapes.iter().enumerate() {
         for isa in Isa::available() {
@@ -132,6 +135,7 @@ fn results_do_not_depend_on_the_thread_count() {
         shape(2, 32, 20, 20, 48, 3, 1, 1, 2),
         shape(2, 64, 16, 16, 96, 1, 1, 0, 1),
         shape(16, 256, 1, 1, 64, 1, 1, 0, 1),
+        shape(8, 64, 14, 14, 96, 1, 1, 0, 1),
     ] {
         let (x, w, dy) = (
             data(s.input_len(), 1),

@@ -15,7 +15,8 @@
 //! and images are summed in order, so results are bit-identical for any thread count.
 
 use super::dense_batched::{
-    backward_input_batched, backward_weight_batched, batch_images, forward_batched, BATCH_SCRATCH,
+    backward_input_batched, backward_weight_batched, batch_images, forward_batched,
+    weight_batch_images,
 };
 use super::Conv2dShape;
 use crate::activation::Activation;
@@ -434,12 +435,10 @@ pub(crate) fn backward_weight(
         }
         return Ok(());
     }
-    // Several images per GEMM when their columns fit the scratch bound: one product with
-    // k = images * oh * ow instead of one per image accumulating into dW (a short k and a read
-    // and write of all of dW per image, the cost at 14x14 and 7x7).
-    let per_image = (kdim + cog) * ohw;
-    let group_imgs = (BATCH_SCRATCH / per_image.max(1)).min(s.n);
-    if group_imgs > 1 {
+    // Several images per GEMM: one product with k = images * oh * ow instead of one per image
+    // accumulating into dW (a short k and a read and write of all of dW per image, the cost at
+    // 14x14 and 7x7).
+    if let Some(group_imgs) = weight_batch_images(s) {
         return backward_weight_batched(s, x, dy, dw, group_imgs, &cfg);
     }
     let cols_len = if pointwise { 0 } else { kdim * ohw };

@@ -18,6 +18,7 @@ use super::kernel::{
     blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
 };
 use super::partition::{Partition, Task};
+use super::segments::{self, Axis, Layout, Segments};
 use super::{Bias, Epilogue, PackedMatrix};
 use crate::activation::Activation;
 use crate::isa::Isa;
@@ -34,17 +35,23 @@ pub(crate) struct Problem<'a> {
     pub a: *const f32,
     pub rsa: usize,
     pub csa: usize,
+    /// A's segmented dimension, if any.
+    pub a_seg: Option<Segments>,
     /// A packed once by the caller (then `a`, `rsa`, `csa` are unused).
     pub a_packed: Option<&'a PackedMatrix>,
     pub b: *const f32,
     pub rsb: usize,
     pub csb: usize,
+    /// B's segmented dimension, if any.
+    pub b_seg: Option<Segments>,
     /// B packed once by the caller (then `b`, `rsb`, `csb` are unused).
     pub b_packed: Option<&'a PackedMatrix>,
     pub beta: f32,
     pub c: *mut f32,
     pub rsc: usize,
     pub csc: usize,
+    /// C's segmented dimension, if any.
+    pub c_seg: Option<Segments>,
     pub epilogue: Epilogue<'a>,
 }
 
@@ -70,6 +77,9 @@ impl<'a> Problem<'a> {
             b: self.a,
             rsb: self.csa,
             csb: self.rsa,
+            a_seg: self.b_seg.map(Segments::transposed),
+            b_seg: self.a_seg.map(Segments::transposed),
+            c_seg: self.c_seg.map(Segments::transposed),
             a_packed: None,
             b_packed: None,
             rsc: self.csc,
@@ -79,6 +89,30 @@ impl<'a> Problem<'a> {
                 activation: self.epilogue.activation,
             },
             ..self
+        }
+    }
+
+    fn a_layout(&self) -> Layout {
+        Layout {
+            rs: self.rsa,
+            cs: self.csa,
+            seg: self.a_seg,
+        }
+    }
+
+    fn b_layout(&self) -> Layout {
+        Layout {
+            rs: self.rsb,
+            cs: self.csb,
+            seg: self.b_seg,
+        }
+    }
+
+    fn c_layout(&self) -> Layout {
+        Layout {
+            rs: self.rsc,
+            cs: self.csc,
+            seg: self.c_seg,
         }
     }
 }
@@ -221,15 +255,7 @@ unsafe fn b_block(
         None => {
             // SAFETY: rows pc..pc+kc and columns jc..jc+nc lie inside B.
             unsafe {
-                pack_b(
-                    nr,
-                    nc,
-                    d.kc,
-                    p.b.add(d.pc * p.rsb + jc * p.csb),
-                    p.rsb,
-                    p.csb,
-                    buf,
-                )
+                segments::pack_b_block(pack_b, nr, p.b, &p.b_layout(), (d.pc, d.kc), (jc, nc), buf)
             };
             buf.as_ptr()
         }
@@ -316,13 +342,13 @@ unsafe fn macro_block(
                 let buf = abuf.slice(mc.div_ceil(mr) * mr * kc);
                 // SAFETY: rows ic..ic+mc and columns pc..pc+kc lie inside A.
                 unsafe {
-                    pack_a(
+                    segments::pack_a_block(
+                        pack_a,
                         mr,
-                        mc,
-                        kc,
-                        p.a.add(ic * p.rsa + d.pc * p.csa),
-                        p.rsa,
-                        p.csa,
+                        p.a,
+                        &p.a_layout(),
+                        (ic, mc),
+                        (d.pc, kc),
                         buf,
                     )
                 };
@@ -422,13 +448,13 @@ unsafe fn run_shared_b(
                             // SAFETY: columns j0..j0+cols and rows pc..pc+kc lie inside B;
                             // dst holds ceil(cols / nr) panels of nr * kc floats.
                             unsafe {
-                                pack_b(
+                                segments::pack_b_block(
+                                    pack_b,
                                     nr,
-                                    cols,
-                                    d.kc,
-                                    p.b.add(d.pc * p.rsb + j0 * p.csb),
-                                    p.rsb,
-                                    p.csb,
+                                    p.b,
+                                    &p.b_layout(),
+                                    (d.pc, d.kc),
+                                    (j0, cols),
                                     dst,
                                 )
                             };
@@ -487,11 +513,16 @@ unsafe fn store_tile(
     t: &TileSpec,
     epi: &TileEpilogue,
 ) {
+    let lc = p.c_layout();
     // SAFETY: see the function contract.
     unsafe {
-        let c = p.c.add(t.i0 * p.rsc + t.j0 * p.csc);
-        if t.rows == t.mr && t.cols == t.nr && p.csc == 1 {
-            return kernel(kc, a, b, c, p.rsc, epi);
+        if t.rows == t.mr
+            && t.cols == t.nr
+            && p.csc == 1
+            && lc.contiguous_run(Axis::Rows, t.i0, t.mr)
+            && lc.contiguous_run(Axis::Cols, t.j0, t.nr)
+        {
+            return kernel(kc, a, b, p.c.add(lc.offset(t.i0, t.j0)), p.rsc, epi);
         }
         let mut tmp = [0.0f32; MAX_TILE];
         let mut brow = [0.0f32; MAX_TILE];
@@ -505,17 +536,44 @@ unsafe fn store_tile(
             std::ptr::copy_nonoverlapping(epi.bias_col, bcol.as_mut_ptr(), t.cols);
             epi.bias_col = bcol.as_ptr();
         }
+        // The tile's columns in runs that are contiguous in C (one run unless C's columns
+        // are segmented, or its column stride is not 1), and each row's offset: computed
+        // once per tile, so no division per element and one copy per row and run.
+        let mut row_at = [0usize; segments::MAX_PANEL];
+        for (i, at) in row_at.iter_mut().enumerate().take(t.rows) {
+            *at = lc.row_part(t.i0 + i);
+        }
+        let mut runs = [(0usize, 0usize, 0usize); segments::MAX_PANEL];
+        let mut n_runs = 0;
+        let mut j = 0;
+        while j < t.cols {
+            let end = if p.csc == 1 {
+                lc.run_end(Axis::Cols, t.j0 + j, t.j0 + t.cols) - t.j0
+            } else {
+                j + 1
+            };
+            runs[n_runs] = (j, end, lc.col_part(t.j0 + j));
+            n_runs += 1;
+            j = end;
+        }
+        let runs = &runs[..n_runs];
         if epi.load_c {
-            for i in 0..t.rows {
-                for j in 0..t.cols {
-                    tmp[i * t.nr + j] = *c.add(i * p.rsc + j * p.csc);
+            for (i, &r) in row_at.iter().enumerate().take(t.rows) {
+                for &(j0, j1, at) in runs {
+                    let src = p.c.add(r + at);
+                    std::ptr::copy_nonoverlapping(
+                        src,
+                        tmp.as_mut_ptr().add(i * t.nr + j0),
+                        j1 - j0,
+                    );
                 }
             }
         }
         kernel(kc, a, b, tmp.as_mut_ptr(), t.nr, &epi);
-        for i in 0..t.rows {
-            for j in 0..t.cols {
-                *c.add(i * p.rsc + j * p.csc) = tmp[i * t.nr + j];
+        for (i, &r) in row_at.iter().enumerate().take(t.rows) {
+            for &(j0, j1, at) in runs {
+                let dst = p.c.add(r + at);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr().add(i * t.nr + j0), dst, j1 - j0);
             }
         }
     }

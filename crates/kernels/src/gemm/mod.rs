@@ -27,6 +27,7 @@ mod partition;
 mod portable;
 pub mod reference;
 mod scalar;
+mod segments;
 
 use crate::activation::Activation;
 use crate::error::KernelError;
@@ -34,11 +35,14 @@ use crate::isa::Isa;
 
 pub use kernel::{blocking, Blocking};
 pub use packed::{PackedMatrix, Side};
+pub use segments::{Axis, Segments};
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
 /// Strides may be zero (a broadcast row or column) and need not be ordered: a row-major matrix
-/// viewed with swapped strides is its transpose, at no cost.
+/// viewed with swapped strides is its transpose, at no cost. One dimension may be cut into
+/// [`Segments`] stored apart (the images of an NCHW batch side by side); see
+/// [`MatRef::with_segments`].
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {
     pub data: &'a [f32],
@@ -46,6 +50,9 @@ pub struct MatRef<'a> {
     pub cols: usize,
     pub row_stride: usize,
     pub col_stride: usize,
+    /// The segmented dimension, if any: along it, index `i` is at
+    /// `(i / len) * stride + (i % len) * (row or column stride)`.
+    pub segments: Option<Segments>,
 }
 
 impl<'a> MatRef<'a> {
@@ -63,6 +70,7 @@ impl<'a> MatRef<'a> {
             cols,
             row_stride,
             col_stride,
+            segments: None,
         }
     }
 
@@ -84,11 +92,29 @@ impl<'a> MatRef<'a> {
             cols: self.rows,
             row_stride: self.col_stride,
             col_stride: self.row_stride,
+            segments: self.segments.map(Segments::transposed),
+        }
+    }
+
+    /// The same view with one dimension cut into `segments` (checked when the GEMM runs).
+    pub fn with_segments(self, segments: Segments) -> Self {
+        MatRef {
+            segments: Some(segments),
+            ..self
+        }
+    }
+
+    fn layout(&self) -> segments::Layout {
+        segments::Layout {
+            rs: self.row_stride,
+            cs: self.col_stride,
+            seg: self.segments,
         }
     }
 }
 
-/// A mutable strided matrix view; its elements must be distinct (checked by [`gemm`]).
+/// A mutable strided matrix view; its elements must be distinct (checked by [`gemm`]). Like
+/// [`MatRef`], one dimension may be segmented.
 #[derive(Debug)]
 pub struct MatMut<'a> {
     pub data: &'a mut [f32],
@@ -96,6 +122,8 @@ pub struct MatMut<'a> {
     pub cols: usize,
     pub row_stride: usize,
     pub col_stride: usize,
+    /// The segmented dimension, if any (as [`MatRef::segments`]).
+    pub segments: Option<Segments>,
 }
 
 impl<'a> MatMut<'a> {
@@ -113,6 +141,7 @@ impl<'a> MatMut<'a> {
             cols,
             row_stride,
             col_stride,
+            segments: None,
         }
     }
 
@@ -124,6 +153,22 @@ impl<'a> MatMut<'a> {
     /// A dense column-major `rows x cols` matrix.
     pub fn col_major(data: &'a mut [f32], rows: usize, cols: usize) -> Self {
         Self::new(data, rows, cols, 1, rows)
+    }
+
+    /// The same view with one dimension cut into `segments` (checked when the GEMM runs).
+    pub fn with_segments(self, segments: Segments) -> Self {
+        MatMut {
+            segments: Some(segments),
+            ..self
+        }
+    }
+
+    fn layout(&self) -> segments::Layout {
+        segments::Layout {
+            rs: self.row_stride,
+            cs: self.col_stride,
+            seg: self.segments,
+        }
     }
 }
 
@@ -242,13 +287,38 @@ pub(crate) fn check_view(
     rs: usize,
     cs: usize,
 ) -> Result<(), KernelError> {
-    match required_len(rows, cols, rs, cs) {
+    let layout = segments::Layout { rs, cs, seg: None };
+    check_layout(op, name, len, rows, cols, &layout)
+}
+
+/// [`check_view`] for a possibly segmented view: a non-empty segment length, and every
+/// element inside the slice.
+fn check_layout(
+    op: &'static str,
+    name: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    l: &segments::Layout,
+) -> Result<(), KernelError> {
+    let (rs, cs) = (l.rs, l.cs);
+    let segs = match l.seg {
+        Some(s) if s.len == 0 => {
+            return Err(KernelError::invalid(
+                op,
+                format!("{name}: segments of length 0 ({s:?})"),
+            ))
+        }
+        Some(s) => format!(", {:?} in segments of {} every {}", s.axis, s.len, s.stride),
+        None => String::new(),
+    };
+    match segments::required_len(rows, cols, l) {
         Some(need) if need <= len => Ok(()),
         Some(need) => Err(KernelError::invalid(
             op,
-            format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}) and needs {need} elements, but its slice has {len}"),
+            format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}){segs} and needs {need} elements, but its slice has {len}"),
         )),
-        None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}) overflows usize"))),
+        None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}){segs} overflows usize"))),
     }
 }
 
@@ -335,15 +405,7 @@ pub fn gemm_ex(
     let isa = config.resolve_isa()?;
     let check_operand = |name: &str, op: &Operand<'_>, side: Side| -> Result<(), KernelError> {
         match op {
-            Operand::View(v) => check_view(
-                OP,
-                name,
-                v.data.len(),
-                v.rows,
-                v.cols,
-                v.row_stride,
-                v.col_stride,
-            ),
+            Operand::View(v) => check_layout(OP, name, v.data.len(), v.rows, v.cols, &v.layout()),
             Operand::Packed(p) if p.side() != side => Err(KernelError::invalid(
                 OP,
                 format!("{name} was packed as the {:?} operand", p.side()),
@@ -360,8 +422,8 @@ pub fn gemm_ex(
     };
     check_operand("A", &a, Side::A)?;
     check_operand("B", &b, Side::B)?;
-    check_view(OP, "C", c.data.len(), m, n, c.row_stride, c.col_stride)?;
-    if !strides_are_distinct(m, n, c.row_stride, c.col_stride) {
+    check_layout(OP, "C", c.data.len(), m, n, &c.layout())?;
+    if !segments::distinct(m, n, &c.layout()) {
         return Err(KernelError::invalid(
             OP,
             format!(
@@ -385,13 +447,25 @@ pub fn gemm_ex(
         }
         _ => {}
     }
-    let (a_ptr, rsa, csa, a_packed) = match a {
-        Operand::View(v) => (v.data.as_ptr(), v.row_stride, v.col_stride, None),
-        Operand::Packed(p) => (std::ptr::null(), 0, 0, Some(p)),
+    let (a_ptr, rsa, csa, a_seg, a_packed) = match a {
+        Operand::View(v) => (
+            v.data.as_ptr(),
+            v.row_stride,
+            v.col_stride,
+            v.segments,
+            None,
+        ),
+        Operand::Packed(p) => (std::ptr::null(), 0, 0, None, Some(p)),
     };
-    let (b_ptr, rsb, csb, b_packed) = match b {
-        Operand::View(v) => (v.data.as_ptr(), v.row_stride, v.col_stride, None),
-        Operand::Packed(p) => (std::ptr::null(), 0, 0, Some(p)),
+    let (b_ptr, rsb, csb, b_seg, b_packed) = match b {
+        Operand::View(v) => (
+            v.data.as_ptr(),
+            v.row_stride,
+            v.col_stride,
+            v.segments,
+            None,
+        ),
+        Operand::Packed(p) => (std::ptr::null(), 0, 0, None, Some(p)),
     };
     // SAFETY: every view was checked above to lie inside its slice; packed operands match
     // their side, shape and ISA; C's elements are distinct; C is a unique borrow so it cannot
@@ -407,15 +481,18 @@ pub fn gemm_ex(
                 a: a_ptr,
                 rsa,
                 csa,
+                a_seg,
                 a_packed,
                 b: b_ptr,
                 rsb,
                 csb,
+                b_seg,
                 b_packed,
                 beta,
                 c: c.data.as_mut_ptr(),
                 rsc: c.row_stride,
                 csc: c.col_stride,
+                c_seg: c.segments,
                 epilogue,
             },
             config.threads,
@@ -461,15 +538,18 @@ pub unsafe fn gemm_unchecked(
         a,
         rsa,
         csa,
+        a_seg: None,
         a_packed: None,
         b,
         rsb,
         csb,
+        b_seg: None,
         b_packed: None,
         beta,
         c,
         rsc,
         csc,
+        c_seg: None,
         epilogue,
     };
     // SAFETY: forwarded from this function's contract.

@@ -68,6 +68,12 @@ impl PackedMatrix {
             Some(i) => i.check()?,
             None => Isa::current()?,
         };
+        if let Some(seg) = m.segments {
+            return Err(KernelError::invalid(
+                "gemm pack",
+                format!("a segmented view ({seg:?}) cannot be packed ahead; pass it as a view"),
+            ));
+        }
         super::check_view(
             "gemm pack",
             "matrix",
