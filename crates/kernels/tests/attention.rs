@@ -83,7 +83,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     #[test]
-    fn matches_the_f64_oracle(
+    fn attention_matches_the_f64_oracle(
         n in 1usize..3,
         l in prop::sample::select(vec![1usize, 2, 5, 7, 17, 33, 50]),
         h in 1usize..4,
@@ -100,7 +100,7 @@ proptest! {
 }
 
 #[test]
-fn vit_sized_head_matches_the_oracle() {
+fn attention_vit_sized_head_matches_the_oracle() {
     // One image, ViT's 197 tokens, 2 heads of 64.
     let s = AttentionShape::new(1, 197, 2, 64);
     for isa in Isa::available() {
@@ -109,7 +109,7 @@ fn vit_sized_head_matches_the_oracle() {
 }
 
 #[test]
-fn bit_identical_for_one_and_two_threads() {
+fn attention_bit_identical_for_one_and_two_threads() {
     let s = AttentionShape::new(2, 37, 3, 16);
     let qkv = data(s.qkv_len().unwrap(), 3, 1.5);
     let dout = data(s.out_len().unwrap(), 4, 1.0);
@@ -136,7 +136,7 @@ fn bit_identical_for_one_and_two_threads() {
 }
 
 #[test]
-fn bad_slices_are_errors_naming_the_sizes() {
+fn attention_bad_slices_are_errors_naming_the_sizes() {
     let s = AttentionShape::new(1, 4, 2, 3);
     let isa = Isa::current().unwrap();
     let qkv = vec![0.0; 4 * 18];
@@ -158,7 +158,7 @@ fn bad_slices_are_errors_naming_the_sizes() {
 }
 
 #[test]
-fn empty_batch_or_tokens_is_a_no_op() {
+fn attention_empty_batch_or_tokens_is_a_no_op() {
     let isa = Isa::current().unwrap();
     for s in [
         AttentionShape::new(0, 5, 2, 4),
