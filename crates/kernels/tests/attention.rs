@@ -110,7 +110,17 @@ fn attention_vit_sized_head_matches_the_oracle() {
 
 #[test]
 fn attention_bit_identical_for_one_and_two_threads() {
-    let s = AttentionShape::new(2, 37, 3, 16);
+    // Enough (image, head) tasks for every thread, and a single task whose forward rows are
+    // split into units on 2 threads (not on 1).
+    for s in [
+        AttentionShape::new(2, 37, 3, 16),
+        AttentionShape::new(1, 197, 1, 64),
+    ] {
+        bit_identical(s);
+    }
+}
+
+fn bit_identical(s: AttentionShape) {
     let qkv = data(s.qkv_len().unwrap(), 3, 1.5);
     let dout = data(s.out_len().unwrap(), 4, 1.0);
     let go = |threads: usize| {

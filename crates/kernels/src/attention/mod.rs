@@ -149,7 +149,8 @@ impl<T> SharedPtr<T> {
     }
 }
 
-/// Per-thread scratch: two `[L, L]` buffers (scores, or dP and dS).
+/// Per-thread scratch: two buffers of up to `[L, L]` (the scores of a forward unit, or dP and
+/// dS).
 #[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
@@ -230,36 +231,54 @@ pub fn attention_forward_with(
     }
     let dim = h * d;
     let cfg = GemmConfig::single_thread().isa(isa);
-    let out_p = SharedPtr(out.as_mut_ptr());
-    probs
-        .par_chunks_mut(l * l)
-        .enumerate()
-        .try_for_each(|(task, p)| {
-            let (b, hh) = (task / h, task % h);
-            with_scratch(l * l, |s, _| {
-                // SAFETY: `check` proved qkv has n L 3D elements and out n L D, so every
-                // offset below (image b < n, head hh < h, rows < L, columns < d) is in bounds.
-                // This task writes only head hh's columns of image b in `out`, a set no other
-                // task touches; `s` and `p` are exclusive buffers; qkv is only read.
-                unsafe {
-                    let q = qkv.as_ptr().add(b * l * 3 * dim + hh * d);
-                    let k = q.add(dim);
-                    let v = q.add(2 * dim);
-                    let o = out_p.get().add(b * l * dim + hh * d);
-                    let e = Epilogue::NONE;
-                    // S = scale Q K^T: [L, d] x [d, L] (K^T a view: strides (1, 3D)).
-                    let sp = s.as_mut_ptr();
-                    let ld = 3 * dim;
-                    gemm_unchecked(l, l, d, scale, q, ld, 1, k, 1, ld, 0.0, sp, l, 1, e, &cfg)?;
-                    for (sr, pr) in s.chunks_exact(l).zip(p.chunks_exact_mut(l)) {
-                        softmax_with(isa, sr, pr, l)?;
-                    }
-                    // O = P V: [L, L] x [L, d], written with row stride D.
-                    let pp = p.as_ptr();
-                    gemm_unchecked(l, d, l, 1.0, pp, l, 1, v, ld, 1, 0.0, o, dim, 1, e, &cfg)
+    let ld = 3 * dim;
+    let rows = forward_chunk_rows(n * h, l, rayon::current_num_threads());
+    let chunks = l.div_ceil(rows);
+    let (out_p, probs_p) = (SharedPtr(out.as_mut_ptr()), SharedPtr(probs.as_mut_ptr()));
+    (0..n * h * chunks).into_par_iter().try_for_each(|unit| {
+        let (task, r0) = (unit / chunks, (unit % chunks) * rows);
+        let (b, hh, m) = (task / h, task % h, rows.min(l - r0));
+        with_scratch(rows * l, |s, _| {
+            // SAFETY: `check` proved qkv has n L 3D elements, out n L D and probs n h L L, so
+            // every offset below (image b < n, head hh < h, rows r0 + i < L, columns < d or
+            // < L) is in bounds. This unit writes only rows r0..r0+m of head hh of image b
+            // (in `out`: those rows' head-hh columns; in `probs`: those rows of block
+            // (b, hh)), a set no other unit touches; `s` is this thread's exclusive scratch;
+            // qkv is only read.
+            unsafe {
+                let q = qkv.as_ptr().add(b * l * ld + hh * d);
+                let (k, v) = (q.add(dim), q.add(2 * dim));
+                let q = q.add(r0 * ld);
+                let o = out_p.get().add((b * l + r0) * dim + hh * d);
+                let p =
+                    std::slice::from_raw_parts_mut(probs_p.get().add((task * l + r0) * l), m * l);
+                let e = Epilogue::NONE;
+                // S = scale Q K^T: [m, d] x [d, L] (K^T a view: strides (1, 3D)).
+                let sp = s.as_mut_ptr();
+                gemm_unchecked(m, l, d, scale, q, ld, 1, k, 1, ld, 0.0, sp, l, 1, e, &cfg)?;
+                for (sr, pr) in s.chunks_exact(l).zip(p.chunks_exact_mut(l)) {
+                    softmax_with(isa, sr, pr, l)?;
                 }
-            })
+                // O = P V: [m, L] x [L, d], written with row stride D.
+                let pp = p.as_ptr();
+                gemm_unchecked(m, d, l, 1.0, pp, l, 1, v, ld, 1, 0.0, o, dim, 1, e, &cfg)
+            }
         })
+    })
+}
+
+/// Rows of one forward work unit: a whole (image, head) when there are enough of them to
+/// keep every thread busy (at least two per thread), else a split of the rows into about
+/// four units per thread (batch-1 inference of a model with few heads). Each row's result is
+/// the same whatever the split (the GEMM computes every element the same way for any row
+/// range, the softmax is per row), so the output does not depend on the thread count.
+fn forward_chunk_rows(tasks: usize, l: usize, threads: usize) -> usize {
+    const MIN_ROWS: usize = 24;
+    if threads <= 1 || tasks >= 2 * threads || l < 2 * MIN_ROWS {
+        return l;
+    }
+    let per_task = (4 * threads).div_ceil(tasks);
+    l.div_ceil(per_task).max(MIN_ROWS)
 }
 
 /// [`attention_backward`] on the given path (an error if the CPU lacks it).
