@@ -29,6 +29,10 @@
 //! the GEMM, which packs them. The scores and the two `[L, L]` backward temporaries live in a
 //! per-thread scratch reused across calls (no allocation once warm).
 //!
+//! With fewer than two (image, head) tasks per thread (batch-1 inference of a model with few
+//! heads), the forward splits each task's rows into units (K^T and V are then packed once per
+//! unit); every row is computed the same way whatever the split.
+//!
 //! Each task runs the same single-threaded code whatever the pool size, and tasks write
 //! disjoint elements, so results are bit-identical for any thread count. The SIMD lives in the
 //! GEMM and softmax kernels; the `*_with` entry points force their ISA. [`reference`] holds
@@ -375,6 +379,19 @@ mod tests {
         let mut dqkv = vec![0.0; qkv.len()];
         let e = attention_backward(s, 0.5, &qkv, &probs[1..], &out, &mut dqkv).unwrap_err();
         assert!(e.to_string().contains("probs has 149"), "{e}");
+    }
+
+    #[test]
+    fn forward_units_split_rows_only_when_tasks_are_few() {
+        // Enough tasks, one thread, or too few rows: whole tasks.
+        assert_eq!(forward_chunk_rows(96, 197, 2), 197);
+        assert_eq!(forward_chunk_rows(1, 197, 1), 197);
+        assert_eq!(forward_chunk_rows(1, 40, 2), 40);
+        // ViT-Ti at batch 1 on 2 threads: 3 tasks, 3 units each of 66 rows.
+        assert_eq!(forward_chunk_rows(3, 197, 2), 66);
+        // One task on 2 threads: 8 units of 25 rows; never below 24 rows.
+        assert_eq!(forward_chunk_rows(1, 197, 2), 25);
+        assert_eq!(forward_chunk_rows(1, 50, 8), 24);
     }
 
     #[test]
