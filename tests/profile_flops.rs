@@ -17,7 +17,7 @@ fn info_macs(model: &dyn zoo::Model) -> u64 {
 
 #[test]
 fn contraction_flops_are_twice_info_macs_for_every_family() {
-    // vit (attention matmuls + linears), mobilenetv2 / v3 (depthwise, SE), seresnet (dense
+    // vit (fused attention + linears), mobilenetv2 / v3 (depthwise, SE), seresnet (dense
     // k x k convolutions, SE).
     for arch in [
         "vit_digits",
@@ -48,8 +48,10 @@ fn contraction_flops_are_twice_info_macs_for_every_family() {
         );
         for r in &p.records {
             assert!(r.flops >= 2 * r.macs, "{arch}: {r:?}");
-            let contraction =
-                r.op.starts_with("conv2d") || r.op.starts_with("linear") || r.op == "matmul";
+            let contraction = r.op.starts_with("conv2d")
+                || r.op.starts_with("linear")
+                || r.op == "matmul"
+                || r.op == "multi_head_attention";
             assert_eq!(
                 r.macs > 0,
                 contraction,

@@ -14,6 +14,8 @@
 //! - [`activation`]: the activation family (forward, backward, fused-epilogue vector forms).
 //! - [`exp`]: the vectorised exp shared by sigmoid, swish, tanh, gelu and softmax.
 //! - [`softmax`]: softmax and log-softmax over rows, forward and backward.
+//! - [`attention`]: the fused multi-head self-attention core (scores, softmax, values), forward
+//!   and backward, per (image, head) on the GEMM and softmax kernels.
 //! - [`conv`]: 2-D convolution (depthwise, 1x1 as GEMM, im2col + GEMM), forward and backward.
 //! - [`norm`]: batch norm and layer norm, forward and backward.
 //! - [`peak`]: the machine's FMA peak and memory bandwidth loops (for roofline verdicts).
@@ -23,6 +25,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod error;
 pub mod exp;

@@ -6,6 +6,7 @@
 //! otherwise walk the strided layouts with [`crate::layout::walk1`] / [`crate::layout::walk2`].
 
 pub mod activation;
+pub mod attention;
 pub mod conv;
 pub mod conv_packed;
 pub mod elementwise;

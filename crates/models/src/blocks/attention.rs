@@ -4,19 +4,18 @@
 //! For `x` `[n, L, D]` with `h` heads of width `d = D / h`:
 //!
 //! ```text
-//! qkv   = x W_qkv^T + b_qkv                         one GEMM, [n, L, 3D]       (attn.qkv)
-//! q,k,v = qkv.reshape(n, L, 3, h, d).permute(2, 0, 3, 1, 4)    three views [n, h, L, d]
-//! a     = softmax((q * d^-1/2) k^T, last dim)       batched GEMM on a transposed view of k
-//! o     = a v                                        batched GEMM on a strided view of v
-//! y     = o.transpose(1, 2).reshape(n, L, D) W_proj^T + b_proj                   (attn.proj)
+//! qkv = x W_qkv^T + b_qkv                            one GEMM, [n, L, 3D]          (attn.qkv)
+//! o   = softmax(d^-1/2 Q K^T) V per (image, head)    Tensor::multi_head_attention, [n, L, D]
+//! y   = o W_proj^T + b_proj                                                        (attn.proj)
 //! ```
 //!
-//! Copies beyond the GEMM outputs: `q * d^-1/2` (one `[n, h, L, d]` pass, cheaper than scaling
-//! the `[n, h, L, L]` scores) and the head merge before `proj` (the batched GEMM writes
-//! `[n, h, L, d]`; `proj` needs `[n, L, h d]`). `k` and `v` are read in place from the qkv
-//! output through their strides. The attention probabilities `a` are a tensor of the forward
-//! anyway, so handing them out ([`Attention::forward_with_probs`]) costs one reference count;
-//! the plain [`Module::forward`] releases them (and the scores) right after `a v`.
+//! The attention core is one fused op (`tessera_core::ops::attention`, see
+//! `docs/attention.md`): it reads Q, K and V in place from the qkv output, writes the output
+//! with the heads already merged (no head split or merge copies, no scaled copy of `q`), and
+//! its backward writes the qkv gradient in one buffer. The attention probabilities
+//! `[n, h, L, L]` are computed (and saved for the backward) anyway, so handing them out
+//! ([`Attention::forward_with_probs`], the same op) costs one reference count; the plain
+//! [`Module::forward`] drops them unless the backward needs them.
 //!
 //! timm's `q_norm`, `k_norm` and `norm` are `Identity` and its dropouts have rate 0 in ViT
 //! (no weights), so they are omitted.
@@ -81,16 +80,17 @@ impl Attention {
     }
 
     /// The output `[n, L, D]` and the attention probabilities `[n, heads, L, L]` (each row sums
-    /// to 1: row `i` is how much token `i` attends to every token).
+    /// to 1: row `i` is how much token `i` attends to every token). The same fused op as
+    /// [`Module::forward`], so the output is bit-identical to it; the probabilities are
+    /// outside the graph.
     pub fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (probs, v) = self.probs_and_values(x)?;
-        let o = probs.matmul(&v)?; // [n, h, L, d]
-        Ok((self.project(&o)?, probs))
+        let qkv = self.qkv_of(x)?;
+        let (o, probs) = qkv.multi_head_attention_with_probs(self.num_heads, self.scale())?;
+        Ok((self.proj.forward(&o)?, probs))
     }
 
-    /// The attention probabilities `[n, h, L, L]` and the values `[n, h, L, d]` (a strided view
-    /// of the qkv output). The scores are a temporary, released once the softmax has read them.
-    fn probs_and_values(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// The qkv projection `[n, L, 3D]`, after checking that `x` is `[n, L, D]`.
+    fn qkv_of(&self, x: &Tensor) -> Result<Tensor> {
         let dim = self.num_heads * self.head_dim;
         let s = x.shape();
         if s.len() != 3 || s[2] != dim {
@@ -100,35 +100,18 @@ impl Attention {
             )
             .into());
         }
-        let (n, l, h, d) = (s[0], s[1], self.num_heads, self.head_dim);
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape(&[n, l, 3, h, d])?
-            .permute(&[2, 0, 3, 1, 4])?; // [3, n, h, L, d], a view
-        let q = qkv.select(0, 0)?.mul_scalar(self.scale());
-        let k = qkv.select(0, 1)?;
-        let v = qkv.select(0, 2)?;
-        let probs = q.matmul(&k.transpose(2, 3)?)?.softmax(3)?; // [n, h, L, L]
-        Ok((probs, v))
-    }
-
-    /// Merges the heads of `o` `[n, h, L, d]` and applies `proj`.
-    fn project(&self, o: &Tensor) -> Result<Tensor> {
-        let s = o.shape();
-        let merged = o.transpose(1, 2)?.reshape(&[s[0], s[2], s[1] * s[3]])?;
-        self.proj.forward(&merged)
+        self.qkv.forward(x)
     }
 }
 
 impl Module for Attention {
-    /// The plain forward: the probabilities are released right after `a v`, so no
-    /// `[n, h, L, L]` tensor is held across the output projection.
+    /// The plain forward: the attention probabilities are released after the op unless its
+    /// backward keeps them.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (probs, v) = self.probs_and_values(x)?;
-        let o = probs.matmul(&v)?;
-        drop(probs);
-        self.project(&o)
+        let o = self
+            .qkv_of(x)?
+            .multi_head_attention(self.num_heads, self.scale())?;
+        self.proj.forward(&o)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
