@@ -32,13 +32,21 @@ pub(crate) unsafe fn pack_a(
         unsafe {
             let base = a.add(q * mr * rsa);
             if rsa == 1 && rows == mr {
-                // Column-major (or transposed) A: each k-slice of the panel is contiguous.
-                for p in 0..kc {
-                    std::ptr::copy_nonoverlapping(
-                        base.add(p * csa),
-                        panel.as_mut_ptr().add(p * mr),
-                        mr,
-                    );
+                // Column-major (or transposed) A: each k-slice of the panel is contiguous;
+                // fixed-size copies for the kernels' MR instead of a `memcpy` call per slice.
+                match mr {
+                    4 => copy_rows::<4>(kc, base, csa, panel),
+                    6 => copy_rows::<6>(kc, base, csa, panel),
+                    12 => copy_rows::<12>(kc, base, csa, panel),
+                    _ => {
+                        for p in 0..kc {
+                            std::ptr::copy_nonoverlapping(
+                                base.add(p * csa),
+                                panel.as_mut_ptr().add(p * mr),
+                                mr,
+                            );
+                        }
+                    }
                 }
             } else {
                 for i in 0..rows {
