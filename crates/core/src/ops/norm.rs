@@ -91,8 +91,11 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous().detach();
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = crate::pool::zeroed(self.numel());
-        let (mut mean, mut rstd) = (crate::pool::zeroed(rows), crate::pool::zeroed(rows));
+        let mut y = crate::pool::for_overwrite(self.numel());
+        let (mut mean, mut rstd) = (
+            crate::pool::for_overwrite(rows),
+            crate::pool::for_overwrite(rows),
+        );
         norm::layer_norm_forward(
             &x.data(),
             rows,
@@ -122,9 +125,9 @@ impl Tensor {
         Ok(y.record(OP, &inputs, move |g| {
             let gd = g.contiguous();
             let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = crate::pool::zeroed(x.numel());
-            let mut dgamma = crate::pool::zeroed(d);
-            let mut dbeta = crate::pool::zeroed(d);
+            let mut dx = crate::pool::for_overwrite(x.numel());
+            let mut dgamma = crate::pool::for_overwrite(d);
+            let mut dbeta = crate::pool::for_overwrite(d);
             norm::layer_norm_backward(
                 &x.data(),
                 &gd.data(),
@@ -177,7 +180,7 @@ impl Tensor {
         }
         let frame = profile::begin();
         let x = self.contiguous().detach();
-        let (mut mean, mut var) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
+        let (mut mean, mut var) = (crate::pool::for_overwrite(c), crate::pool::for_overwrite(c));
         if training {
             let count = n * hw;
             if count <= 1 {
@@ -218,7 +221,7 @@ impl Tensor {
             var.copy_from_slice(&r.var.data());
         }
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = crate::pool::zeroed(self.numel());
+        let mut y = crate::pool::for_overwrite(self.numel());
         norm::batch_norm_forward(
             &x.data(),
             n,
@@ -249,8 +252,9 @@ impl Tensor {
         Ok(y.record(OP, &inputs, move |g| {
             let gd = g.contiguous();
             let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = crate::pool::zeroed(x.numel());
-            let (mut dgamma, mut dbeta) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
+            let mut dx = crate::pool::for_overwrite(x.numel());
+            let (mut dgamma, mut dbeta) =
+                (crate::pool::for_overwrite(c), crate::pool::for_overwrite(c));
             norm::batch_norm_backward(
                 &x.data(),
                 &gd.data(),

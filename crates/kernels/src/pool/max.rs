@@ -22,7 +22,16 @@ pub(super) fn window(s: &Pool2dShape, oy: usize, ox: usize) -> (usize, usize, us
 }
 
 /// `y = max over each window of x`, and `argmax` = the flat index of that maximum in its
-/// `h * w` input plane. `x` is `[n, c, h, w]`; `y`, `argmax` are `[n, c, out_h, out_w]`.
+/// `h * w` input plane. `x` is `[n, c, h, w]`; `y`, `argmax` are `[n, c, out_h, out_w]`
+/// (both overwritten).
+///
+/// Same results, bit for bit, as [`max_pool2d_forward_scalar`] (the window-by-window
+/// reference), but computed a whole output row at a time: for each window tap `(r, j)` in
+/// row-major order, the tap's input value for every output column is gathered into a row
+/// (`-inf` where the tap falls in the padding, which never wins), then one branch-free pass
+/// over the row keeps `(value, index)` where `v > best || v is NaN`. That pass is a
+/// compare-and-select over contiguous rows, which vectorises; the window-at-a-time loop is
+/// dominated by mispredicted branches.
 pub fn max_pool2d_forward(
     s: &Pool2dShape,
     x: &[f32],
@@ -34,13 +43,89 @@ pub fn max_pool2d_forward(
     check_len(OP, s, "x", x.len(), s.input_len())?;
     check_len(OP, s, "y", y.len(), s.output_len())?;
     check_len(OP, s, "argmax", argmax.len(), s.output_len())?;
-    let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
+    let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
+    let (sw, pw) = (s.stride.1, s.padding.1);
     let plane = oh * ow;
-    // Values and indices are written together, plane by plane: zip the two outputs' planes.
+    // Output columns whose tap `j` lands inside the row: `ox * sw + j - pw` in `[0, w)`.
+    let inside = |j: usize| {
+        let lo = pw.saturating_sub(j).div_ceil(sw).min(ow);
+        let hi = if w + pw > j {
+            (w + pw - j).div_ceil(sw).clamp(lo, ow)
+        } else {
+            lo
+        };
+        (lo, hi)
+    };
+    let ranges: Vec<(usize, usize)> = (0..s.kw).map(inside).collect();
     let mut pairs: Vec<(&mut [f32], &mut [u32])> =
         y.chunks_mut(plane).zip(argmax.chunks_mut(plane)).collect();
     per_plane(&mut pairs, 1, s.input_len(), |p, pair| {
         let (yo, ao) = &mut pair[0];
+        let xp = &x[p * hw..(p + 1) * hw];
+        let mut tap = vec![f32::NEG_INFINITY; ow];
+        for oy in 0..oh {
+            let (r0, r1, _, _) = window(s, oy, 0);
+            let best = &mut yo[oy * ow..(oy + 1) * ow];
+            let idx = &mut ao[oy * ow..(oy + 1) * ow];
+            // The first tap inside the input: the reference's starting index.
+            for (ox, (b, i)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
+                let c0 = (ox * sw).saturating_sub(pw);
+                *b = f32::NEG_INFINITY;
+                *i = (r0 * w + c0) as u32;
+            }
+            for r in r0..r1 {
+                let row = &xp[r * w..(r + 1) * w];
+                for (j, &(lo, hi)) in ranges.iter().enumerate() {
+                    tap[..lo].fill(f32::NEG_INFINITY);
+                    tap[hi..].fill(f32::NEG_INFINITY);
+                    for (ox, t) in tap[lo..hi].iter_mut().enumerate() {
+                        *t = row[(lo + ox) * sw + j - pw];
+                    }
+                    // Index of tap j for output column ox: r * w + ox * sw + j - pw (wrapping
+                    // for padded taps, which are -inf and never selected).
+                    let base = ((r * w + j) as u32).wrapping_sub(pw as u32);
+                    select_max(&tap, base, sw as u32, best, idx);
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `best[i], idx[i] = tap[i], base + i * step` where `tap[i] > best[i]` or `tap[i]` is NaN:
+/// branch-free, so it vectorises.
+#[inline]
+fn select_max(tap: &[f32], base: u32, step: u32, best: &mut [f32], idx: &mut [u32]) {
+    for (i, ((&v, b), k)) in tap
+        .iter()
+        .zip(best.iter_mut())
+        .zip(idx.iter_mut())
+        .enumerate()
+    {
+        #[allow(clippy::eq_op)]
+        let take = (v > *b) | (v != v);
+        let at = base.wrapping_add((i as u32).wrapping_mul(step));
+        *b = if take { v } else { *b };
+        *k = if take { at } else { *k };
+    }
+}
+
+/// The window-by-window max pooling with argmax, written from the definition (the first
+/// maximum in row-major order over the clipped window, a NaN winning): the reference
+/// [`max_pool2d_forward`] is tested against, bit for bit.
+pub fn max_pool2d_forward_scalar(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [u32],
+) -> Result<(), KernelError> {
+    const OP: &str = "max_pool2d_forward_scalar";
+    s.validate().map_err(|e| rename(e, OP))?;
+    check_len(OP, s, "x", x.len(), s.input_len())?;
+    check_len(OP, s, "y", y.len(), s.output_len())?;
+    check_len(OP, s, "argmax", argmax.len(), s.output_len())?;
+    let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
+    for p in 0..s.n * s.c {
         let xp = &x[p * hw..(p + 1) * hw];
         for oy in 0..oh {
             for ox in 0..ow {
@@ -55,11 +140,12 @@ pub fn max_pool2d_forward(
                         }
                     }
                 }
-                yo[oy * ow + ox] = best;
-                ao[oy * ow + ox] = idx as u32;
+                let o = (p * oh + oy) * ow + ox;
+                y[o] = best;
+                argmax[o] = idx as u32;
             }
         }
-    });
+    }
     Ok(())
 }
 
