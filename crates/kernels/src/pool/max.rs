@@ -26,12 +26,14 @@ pub(super) fn window(s: &Pool2dShape, oy: usize, ox: usize) -> (usize, usize, us
 /// (both overwritten).
 ///
 /// Same results, bit for bit, as [`max_pool2d_forward_scalar`] (the window-by-window
-/// reference), but computed a whole output row at a time: for each window tap `(r, j)` in
-/// row-major order, the tap's input value for every output column is gathered into a row
-/// (`-inf` where the tap falls in the padding, which never wins), then one branch-free pass
-/// over the row keeps `(value, index)` where `v > best || v is NaN`. That pass is a
-/// compare-and-select over contiguous rows, which vectorises; the window-at-a-time loop is
-/// dominated by mispredicted branches.
+/// reference), but computed a whole output row at a time. Each input row of the window is
+/// split into its `stride` phases (`phase[q][k] = row[k * stride + q]`, `-inf` padded on
+/// both sides), so the values tap `j` of the window sees across the output row are one
+/// contiguous slice of one phase; then, tap by tap in row-major window order, one branch-free
+/// pass over that slice keeps `(value, index)` where `v > best || v is NaN`. Padding is
+/// `-inf`, which never wins, as the reference skips it. That pass is a compare-and-select
+/// over contiguous rows, which vectorises; the window-at-a-time loop is dominated by
+/// mispredicted branches.
 pub fn max_pool2d_forward(
     s: &Pool2dShape,
     x: &[f32],
@@ -46,23 +48,27 @@ pub fn max_pool2d_forward(
     let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
     let (sw, pw) = (s.stride.1, s.padding.1);
     let plane = oh * ow;
-    // Output columns whose tap `j` lands inside the row: `ox * sw + j - pw` in `[0, w)`.
-    let inside = |j: usize| {
-        let lo = pw.saturating_sub(j).div_ceil(sw).min(ow);
-        let hi = if w + pw > j {
-            (w + pw - j).div_ceil(sw).clamp(lo, ow)
-        } else {
-            lo
-        };
-        (lo, hi)
-    };
-    let ranges: Vec<(usize, usize)> = (0..s.kw).map(inside).collect();
+    // Phase slots before column 0 (the left padding), and the phase length: every tap's slice
+    // `[front + floor((j - pw) / sw), + ow)` fits.
+    let front = pw.div_ceil(sw);
+    let plen = ow + front + s.kw;
+    // Per tap j: (phase, first slot) of its slice.
+    let taps: Vec<(usize, usize)> = (0..s.kw)
+        .map(|j| {
+            let t = j as isize - pw as isize;
+            let q = t.rem_euclid(sw as isize) as usize;
+            let start = (front as isize + t.div_euclid(sw as isize)) as usize;
+            (q, start)
+        })
+        .collect();
+    // Column offset of output ox's window: ox * sw.
+    let offs: Vec<u32> = (0..ow).map(|ox| (ox * sw) as u32).collect();
     let mut pairs: Vec<(&mut [f32], &mut [u32])> =
         y.chunks_mut(plane).zip(argmax.chunks_mut(plane)).collect();
     per_plane(&mut pairs, 1, s.input_len(), |p, pair| {
         let (yo, ao) = &mut pair[0];
         let xp = &x[p * hw..(p + 1) * hw];
-        let mut tap = vec![f32::NEG_INFINITY; ow];
+        let mut phases = vec![f32::NEG_INFINITY; sw * plen];
         for oy in 0..oh {
             let (r0, r1, _, _) = window(s, oy, 0);
             let best = &mut yo[oy * ow..(oy + 1) * ow];
@@ -74,17 +80,13 @@ pub fn max_pool2d_forward(
                 *i = (r0 * w + c0) as u32;
             }
             for r in r0..r1 {
-                let row = &xp[r * w..(r + 1) * w];
-                for (j, &(lo, hi)) in ranges.iter().enumerate() {
-                    tap[..lo].fill(f32::NEG_INFINITY);
-                    tap[hi..].fill(f32::NEG_INFINITY);
-                    for (ox, t) in tap[lo..hi].iter_mut().enumerate() {
-                        *t = row[(lo + ox) * sw + j - pw];
-                    }
+                split_phases(&xp[r * w..(r + 1) * w], sw, front, plen, &mut phases);
+                for (j, &(q, start)) in taps.iter().enumerate() {
+                    let tap = &phases[q * plen + start..q * plen + start + ow];
                     // Index of tap j for output column ox: r * w + ox * sw + j - pw (wrapping
                     // for padded taps, which are -inf and never selected).
                     let base = ((r * w + j) as u32).wrapping_sub(pw as u32);
-                    select_max(&tap, base, sw as u32, best, idx);
+                    select_max(tap, base, &offs, best, idx);
                 }
             }
         }
@@ -92,21 +94,41 @@ pub fn max_pool2d_forward(
     Ok(())
 }
 
-/// `best[i], idx[i] = tap[i], base + i * step` where `tap[i] > best[i]` or `tap[i]` is NaN:
-/// branch-free, so it vectorises.
+/// `phases[q * plen + front + k] = row[k * sw + q]`, every other slot `-inf`.
+fn split_phases(row: &[f32], sw: usize, front: usize, plen: usize, phases: &mut [f32]) {
+    if sw == 1 {
+        phases[front..front + row.len()].copy_from_slice(row);
+        return;
+    }
+    for (q, ph) in phases.chunks_exact_mut(plen).enumerate() {
+        let n = row.len().saturating_sub(q).div_ceil(sw);
+        for (o, &v) in ph[front..front + n]
+            .iter_mut()
+            .zip(row.iter().skip(q).step_by(sw))
+        {
+            *o = v;
+        }
+    }
+}
+
+/// `best[i], idx[i] = tap[i], base + offs[i]` where `tap[i] > best[i]` or `tap[i]` is NaN.
+/// The selects are written as bit masks (`m = -(take as u32)`): with `if take { .. }` the
+/// compiler emits per-lane conditional stores (branches) instead of vector blends.
 #[inline]
-fn select_max(tap: &[f32], base: u32, step: u32, best: &mut [f32], idx: &mut [u32]) {
-    for (i, ((&v, b), k)) in tap
+fn select_max(tap: &[f32], base: u32, offs: &[u32], best: &mut [f32], idx: &mut [u32]) {
+    let lanes = tap
         .iter()
+        .zip(offs)
         .zip(best.iter_mut())
-        .zip(idx.iter_mut())
-        .enumerate()
-    {
+        .zip(idx.iter_mut());
+    for (((&v, &off), b), k) in lanes {
+        let old = *b;
         #[allow(clippy::eq_op)]
-        let take = (v > *b) | (v != v);
-        let at = base.wrapping_add((i as u32).wrapping_mul(step));
-        *b = if take { v } else { *b };
-        *k = if take { at } else { *k };
+        let take = (v > old) | (v != v);
+        let m = (take as u32).wrapping_neg();
+        let at = base.wrapping_add(off);
+        *b = f32::from_bits((v.to_bits() & m) | (old.to_bits() & !m));
+        *k = (at & m) | (*k & !m);
     }
 }
 
