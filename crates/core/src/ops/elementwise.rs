@@ -13,7 +13,7 @@ use tessera_kernels::Isa;
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
 use crate::ops::{elementwise_info, map, shapes_info, zip};
-use crate::profile::{self, Phase};
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
 
 /// What a unary op keeps for its backward.
@@ -199,6 +199,18 @@ impl Tensor {
             // gradients, no full-size temporary for `g * x`.
             return Ok(y.record("mul", &[self, other], move |g| {
                 let (ga, gb) = gate_backward(&g.contiguous(), a.as_ref(), b.as_ref(), hw);
+                // One multiply per element for dx, a multiply-add for ds; reads g (and x),
+                // writes dx (and ds).
+                let n = g.numel();
+                let (has_a, has_b) = (ga.is_some(), gb.is_some());
+                profile::add_cost(|| Cost {
+                    flops: (u64::from(has_a) + 2 * u64::from(has_b)) * n as u64,
+                    macs: 0,
+                    bytes_read: f32_bytes(n * (1 + usize::from(has_b))),
+                    bytes_written: f32_bytes(
+                        usize::from(has_a) * n + usize::from(has_b) * (n / hw),
+                    ),
+                });
                 Ok(vec![
                     ga.map(|v| Tensor::from_contig(v, &sa)),
                     gb.map(|v| Tensor::from_contig(v, &sb)),
