@@ -111,3 +111,24 @@ fn errors_name_the_op() {
         .to_string();
     assert!(e.contains("more than 1 value"), "{e}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    /// `add_relu` (the residual join) against `add` then `relu`: values and both gradients
+    /// equal, with broadcasting.
+    #[test]
+    fn add_relu_equals_add_then_relu(n in 1usize..4, c in 1usize..5, hw in 1usize..40, bcast: bool, seed in 0u64..10_000) {
+        let shape = [n, c, hw];
+        let other = if bcast { vec![1, c, 1] } else { shape.to_vec() };
+        let go = |fused: bool| {
+            let a = Tensor::randn(&shape, seed).requires_grad_(true);
+            let b = Tensor::randn(&other, seed + 1).requires_grad_(true);
+            let r = Tensor::randn(&shape, seed + 2);
+            let y = if fused { a.add_relu(&b).unwrap() } else { a.add(&b).unwrap().relu() };
+            y.mul(&r).unwrap().sum_all().backward().unwrap();
+            [y.to_vec(), a.grad().unwrap().to_vec(), b.grad().unwrap().to_vec()]
+        };
+        // Compared as values (a -0 / +0 difference between ISA paths is not a difference).
+        prop_assert_eq!(go(true), go(false));
+    }
+}

@@ -172,6 +172,32 @@ impl Tensor {
         }))
     }
 
+    /// `relu(self + other)`, broadcasting, as one op (the residual join of a ResNet block):
+    /// one pass instead of two forward, and the backward masks `g` by the saved output
+    /// (`y > 0` exactly where `self + other > 0`) and hands it to both inputs. Same values and
+    /// gradients as `self.add(other)?.relu()` (ReLU as the SIMD kernels have it:
+    /// `0 > v ? 0 : v`, NaN propagating).
+    pub fn add_relu(&self, other: &Tensor) -> Result<Tensor> {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let y = zip("add_relu", self, other, |a, b| {
+            let v = a + b;
+            if 0.0 > v {
+                0.0
+            } else {
+                v
+            }
+        })?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let out = y.detach();
+        Ok(y.record("add_relu", &[self, other], move |g| {
+            let gm = zip("add_relu", g, &out, |g, y| if y > 0.0 { g } else { 0.0 })?;
+            Ok(vec![Some(gm.sum_to(&sa)?), Some(gm.sum_to(&sb)?)])
+        }))
+    }
+
     /// `self - other`, broadcasting.
     pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
         let y = zip("sub", self, other, |a, b| a - b)?;
