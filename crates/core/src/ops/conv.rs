@@ -101,7 +101,7 @@ impl Tensor {
         let frame = profile::begin();
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
-        let mut y = crate::pool::zeroed(s.output_len());
+        let mut y = crate::pool::for_overwrite(s.output_len());
         let macs = s.output_len() * (s.c_in / s.groups) * s.kh * s.kw;
         crate::profile::add_macs(macs);
         conv::conv2d_forward(&s, &x.data(), &w.data(), bd.as_deref(), act, &mut y).map_err(kerr)?;
@@ -140,7 +140,7 @@ impl Tensor {
             let dy = gd.data();
             let dx = match &saved_w {
                 Some(w) => {
-                    let mut dx = crate::pool::zeroed(s.input_len());
+                    let mut dx = crate::pool::for_overwrite(s.input_len());
                     conv::conv2d_backward_input(&s, &w.data(), &dy, &mut dx).map_err(kerr)?;
                     profile::add_cost(|| Cost {
                         flops: 2 * macs as u64,
@@ -154,7 +154,7 @@ impl Tensor {
             };
             let dw = match &saved_x {
                 Some(x) => {
-                    let mut dw = crate::pool::zeroed(s.weight_len());
+                    let mut dw = crate::pool::for_overwrite(s.weight_len());
                     conv::conv2d_backward_weight(&s, &x.data(), &dy, &mut dw).map_err(kerr)?;
                     profile::add_cost(|| Cost {
                         flops: 2 * macs as u64,
@@ -171,7 +171,7 @@ impl Tensor {
             };
             let mut out = vec![dx, dw];
             if has_b {
-                let mut db = crate::pool::zeroed(s.c_out);
+                let mut db = crate::pool::for_overwrite(s.c_out);
                 conv::conv2d_backward_bias(&s, &dy, &mut db).map_err(kerr)?;
                 profile::add_cost(|| Cost {
                     flops: dy.len() as u64,

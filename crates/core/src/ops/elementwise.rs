@@ -13,7 +13,7 @@ use tessera_kernels::Isa;
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
 use crate::ops::{elementwise_info, map, shapes_info, zip};
-use crate::profile::{self, Phase};
+use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
 
 /// What a unary op keeps for its backward.
@@ -69,6 +69,96 @@ pub(crate) fn record_unary(
     })
 }
 
+/// `Some(plane)` when `b` holds one value per trailing plane of `a`: `b`'s shape is `a`'s with
+/// the trailing dims (at least one, of product `plane > 1`) set to 1, as the gate `[n, c, 1, 1]`
+/// of an `[n, c, h, w]` activation.
+fn plane_gate(a: &[usize], b: &[usize]) -> Option<usize> {
+    if a.len() != b.len() || a.is_empty() {
+        return None;
+    }
+    let lead = b.iter().rposition(|&d| d != 1).map_or(0, |i| i + 1);
+    let plane: usize = a[lead..].iter().product();
+    (a[..lead] == b[..lead] && plane > 1 && a.iter().product::<usize>() > 0).then_some(plane)
+}
+
+/// The gradients of `x * s` with `s` one value per `plane` elements of `x`: `dx = g * s`
+/// (per plane) when `s` is given, `ds[p] = sum over plane p of g * x` when `x` is given. One
+/// pass over `g` (and `x`), parallel over planes; each plane's sum runs in a fixed order, so
+/// the result does not depend on the thread count.
+fn gate_backward(
+    g: &Tensor,
+    x: Option<&Tensor>,
+    s: Option<&Tensor>,
+    plane: usize,
+) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    use rayon::prelude::*;
+    let gd = g.data();
+    let planes = gd.len() / plane;
+    let xc = x.map(|x| x.contiguous());
+    let xd = xc.as_ref().map(|x| x.data());
+    let sd = s.map(|s| s.contiguous().data().into_owned());
+    let mut dx = sd.as_ref().map(|_| crate::pool::for_overwrite(gd.len()));
+    let mut ds = xd.as_ref().map(|_| vec![0.0f32; planes]);
+    let body = |p: usize, out: Option<&mut [f32]>, d: Option<&mut f32>| {
+        let gp = &gd[p * plane..(p + 1) * plane];
+        if let (Some(out), Some(sv)) = (out, sd.as_ref()) {
+            let k = sv[p];
+            for (o, &v) in out.iter_mut().zip(gp) {
+                *o = v * k;
+            }
+        }
+        if let (Some(d), Some(xv)) = (d, xd.as_ref()) {
+            *d = dot8(gp, &xv[p * plane..(p + 1) * plane]);
+        }
+    };
+    let parallel = gd.len() >= super::PAR_MIN;
+    match (dx.as_deref_mut(), ds.as_deref_mut()) {
+        (Some(dxv), Some(dsv)) if parallel => dxv
+            .par_chunks_mut(plane)
+            .zip(dsv.par_iter_mut())
+            .enumerate()
+            .for_each(|(p, (o, d))| body(p, Some(o), Some(d))),
+        (Some(dxv), None) if parallel => dxv
+            .par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(p, o)| body(p, Some(o), None)),
+        (None, Some(dsv)) if parallel => dsv
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(p, d)| body(p, None, Some(d))),
+        (dxv, dsv) => {
+            let mut dxc = dxv.map(|v| v.chunks_mut(plane));
+            let mut dsc = dsv.map(|v| v.iter_mut());
+            for p in 0..planes {
+                body(
+                    p,
+                    dxc.as_mut().and_then(Iterator::next),
+                    dsc.as_mut().and_then(Iterator::next),
+                );
+            }
+        }
+    }
+    (dx, ds)
+}
+
+/// `sum a[i] * b[i]` with eight partial sums in a fixed order (auto-vectorised).
+fn dot8(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 impl Tensor {
     /// `self + other`, broadcasting.
     pub fn add(&self, other: &Tensor) -> Result<Tensor> {
@@ -79,6 +169,32 @@ impl Tensor {
         let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
         Ok(y.record("add", &[self, other], move |g| {
             Ok(vec![Some(g.sum_to(&sa)?), Some(g.sum_to(&sb)?)])
+        }))
+    }
+
+    /// `relu(self + other)`, broadcasting, as one op (the residual join of a ResNet block):
+    /// one pass instead of two forward, and the backward masks `g` by the saved output
+    /// (`y > 0` exactly where `self + other > 0`) and hands it to both inputs. Same values and
+    /// gradients as `self.add(other)?.relu()` (ReLU as the SIMD kernels have it:
+    /// `0 > v ? 0 : v`, NaN propagating).
+    pub fn add_relu(&self, other: &Tensor) -> Result<Tensor> {
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
+        let y = zip("add_relu", self, other, |a, b| {
+            let v = a + b;
+            if 0.0 > v {
+                0.0
+            } else {
+                v
+            }
+        })?;
+        if !needs_grad(&[self, other]) {
+            return Ok(y);
+        }
+        let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
+        let out = y.detach();
+        Ok(y.record("add_relu", &[self, other], move |g| {
+            let gm = zip("add_relu", g, &out, |g, y| if y > 0.0 { g } else { 0.0 })?;
+            Ok(vec![Some(gm.sum_to(&sa)?), Some(gm.sum_to(&sb)?)])
         }))
     }
 
@@ -104,6 +220,29 @@ impl Tensor {
         let (sa, sb) = (self.shape().to_vec(), other.shape().to_vec());
         let a = other.requires_grad().then(|| self.detach());
         let b = self.requires_grad().then(|| other.detach());
+        if let Some(hw) = plane_gate(&sa, &sb) {
+            // `x * s` with one `s` per plane (the squeeze-excitation gate): one pass for both
+            // gradients, no full-size temporary for `g * x`.
+            return Ok(y.record("mul", &[self, other], move |g| {
+                let (ga, gb) = gate_backward(&g.contiguous(), a.as_ref(), b.as_ref(), hw);
+                // One multiply per element for dx, a multiply-add for ds; reads g (and x),
+                // writes dx (and ds).
+                let n = g.numel();
+                let (has_a, has_b) = (ga.is_some(), gb.is_some());
+                profile::add_cost(|| Cost {
+                    flops: (u64::from(has_a) + 2 * u64::from(has_b)) * n as u64,
+                    macs: 0,
+                    bytes_read: f32_bytes(n * (1 + usize::from(has_b))),
+                    bytes_written: f32_bytes(
+                        usize::from(has_a) * n + usize::from(has_b) * (n / hw),
+                    ),
+                });
+                Ok(vec![
+                    ga.map(|v| Tensor::from_contig(v, &sa)),
+                    gb.map(|v| Tensor::from_contig(v, &sb)),
+                ])
+            }));
+        }
         Ok(y.record("mul", &[self, other], move |g| {
             let ga = b.as_ref().map(|b| g.mul(b)?.sum_to(&sa)).transpose()?;
             let gb = a.as_ref().map(|a| g.mul(a)?.sum_to(&sb)).transpose()?;

@@ -8,6 +8,7 @@
 //! and backpropagates through the statistics; in eval it uses the running statistics as
 //! constants. It saves the input, the statistics it used and the weight.
 
+use tessera_kernels::activation::Activation;
 use tessera_kernels::norm;
 
 use crate::autograd::needs_grad;
@@ -91,8 +92,11 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous().detach();
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = crate::pool::zeroed(self.numel());
-        let (mut mean, mut rstd) = (crate::pool::zeroed(rows), crate::pool::zeroed(rows));
+        let mut y = crate::pool::for_overwrite(self.numel());
+        let (mut mean, mut rstd) = (
+            crate::pool::for_overwrite(rows),
+            crate::pool::for_overwrite(rows),
+        );
         norm::layer_norm_forward(
             &x.data(),
             rows,
@@ -122,9 +126,9 @@ impl Tensor {
         Ok(y.record(OP, &inputs, move |g| {
             let gd = g.contiguous();
             let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = crate::pool::zeroed(x.numel());
-            let mut dgamma = crate::pool::zeroed(d);
-            let mut dbeta = crate::pool::zeroed(d);
+            let mut dx = crate::pool::for_overwrite(x.numel());
+            let mut dgamma = crate::pool::for_overwrite(d);
+            let mut dbeta = crate::pool::for_overwrite(d);
             norm::layer_norm_backward(
                 &x.data(),
                 &gd.data(),
@@ -160,6 +164,42 @@ impl Tensor {
         training: bool,
         eps: f32,
     ) -> Result<Tensor> {
+        self.batch_norm_impl(running, weight, bias, training, eps, Activation::Identity)
+    }
+
+    /// `act(batch_norm(...))` as one op (the `bn -> act` pairs of ResNet and MobileNet blocks
+    /// in training): the activation is applied as each output plane is written, and the
+    /// backward recomputes the pre-activation from the saved input and masks the incoming
+    /// gradient while batch norm's backward reads it, so neither the pre-activation nor its
+    /// gradient is ever a tensor. Values and gradients are bit for bit those of
+    /// `batch_norm` followed by the activation op; `Activation::Identity` is `batch_norm`.
+    pub fn batch_norm_act(
+        &self,
+        running: Option<RunningStats<'_>>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        eps: f32,
+        act: Activation,
+    ) -> Result<Tensor> {
+        self.batch_norm_impl(running, weight, bias, training, eps, act)
+    }
+
+    fn batch_norm_impl(
+        &self,
+        running: Option<RunningStats<'_>>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        training: bool,
+        eps: f32,
+        act: Activation,
+    ) -> Result<Tensor> {
+        let fused = act != Activation::Identity;
+        let op: &'static str = if fused {
+            "batch_norm_act"
+        } else {
+            "batch_norm"
+        };
         const OP: &str = "batch_norm";
         if self.rank() < 2 {
             return Err(TensorError::shape(
@@ -177,7 +217,7 @@ impl Tensor {
         }
         let frame = profile::begin();
         let x = self.contiguous().detach();
-        let (mut mean, mut var) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
+        let (mut mean, mut var) = (crate::pool::for_overwrite(c), crate::pool::for_overwrite(c));
         if training {
             let count = n * hw;
             if count <= 1 {
@@ -218,56 +258,109 @@ impl Tensor {
             var.copy_from_slice(&r.var.data());
         }
         let (wd, bd) = (weight.map(|t| t.data()), bias.map(|t| t.data()));
-        let mut y = crate::pool::zeroed(self.numel());
-        norm::batch_norm_forward(
-            &x.data(),
-            n,
-            c,
-            hw,
-            &mean,
-            &var,
-            wd.as_deref(),
-            bd.as_deref(),
-            eps,
-            &mut y,
-        )
-        .map_err(|e| kernel_err(OP, e))?;
-        let y = Tensor::from_contig(y, self.shape());
-        let mut inputs = vec![self];
-        inputs.extend(weight);
-        inputs.extend(bias);
-        if let Some(fr) = frame {
-            // Per element: normalise and affine (4), plus the statistics in training (3).
-            let per = if training { 7 } else { 4 };
-            fr.end(Phase::Forward, || norm_info(OP, &inputs, &y, per));
-        }
-        if !needs_grad(&inputs) {
-            return Ok(y);
-        }
-        let gamma = weight.map(|w| w.contiguous().detach());
-        let (has_w, has_b) = (weight.is_some(), bias.is_some());
-        Ok(y.record(OP, &inputs, move |g| {
-            let gd = g.contiguous();
-            let gm = gamma.as_ref().map(|t| t.data());
-            let mut dx = crate::pool::zeroed(x.numel());
-            let (mut dgamma, mut dbeta) = (crate::pool::zeroed(c), crate::pool::zeroed(c));
-            norm::batch_norm_backward(
+        let mut y = crate::pool::for_overwrite(self.numel());
+        if fused {
+            norm::batch_norm_act_forward(
                 &x.data(),
-                &gd.data(),
                 n,
                 c,
                 hw,
                 &mean,
                 &var,
-                gm.as_deref(),
+                wd.as_deref(),
+                bd.as_deref(),
                 eps,
-                training,
-                &mut dx,
+                act,
+                &mut y,
+            )
+        } else {
+            norm::batch_norm_forward(
+                &x.data(),
+                n,
+                c,
+                hw,
+                &mean,
+                &var,
+                wd.as_deref(),
+                bd.as_deref(),
+                eps,
+                &mut y,
+            )
+        }
+        .map_err(|e| kernel_err(op, e))?;
+        let y = Tensor::from_contig(y, self.shape());
+        let mut inputs = vec![self];
+        inputs.extend(weight);
+        inputs.extend(bias);
+        if let Some(fr) = frame {
+            // Per element: normalise and affine (4), plus the statistics in training (3), plus
+            // the activation.
+            let per = if training { 7 } else { 4 } + profile::activation_flops(act);
+            fr.end(Phase::Forward, || norm_info(op, &inputs, &y, per));
+        }
+        if !needs_grad(&inputs) {
+            return Ok(y);
+        }
+        let gamma = weight.map(|w| w.contiguous().detach());
+        // The fused backward recomputes the pre-activation, which needs the shift.
+        let beta = bias.filter(|_| fused).map(|b| b.contiguous().detach());
+        let (has_w, has_b) = (weight.is_some(), bias.is_some());
+        Ok(y.record(op, &inputs, move |g| {
+            let gd = g.contiguous();
+            let gm = gamma.as_ref().map(|t| t.data());
+            let bt = beta.as_ref().map(|t| t.data());
+            // The kernels overwrite dx, dgamma and dbeta.
+            let mut dx = crate::pool::for_overwrite(x.numel());
+            let (mut dgamma, mut dbeta) = (vec![0.0; c], vec![0.0; c]);
+            let (dg, db) = (
                 has_w.then_some(&mut dgamma[..]),
                 has_b.then_some(&mut dbeta[..]),
-            )
-            .map_err(|e| kernel_err(OP, e))?;
-            profile::add_cost(|| norm_backward_cost(dx.len(), 2 * c));
+            );
+            let (xd, gdd) = (x.data(), gd.data());
+            if fused {
+                norm::batch_norm_act_backward(
+                    &xd,
+                    &gdd,
+                    n,
+                    c,
+                    hw,
+                    &mean,
+                    &var,
+                    gm.as_deref(),
+                    bt.as_deref(),
+                    eps,
+                    training,
+                    act,
+                    &mut dx,
+                    dg,
+                    db,
+                )
+            } else {
+                norm::batch_norm_backward(
+                    &xd,
+                    &gdd,
+                    n,
+                    c,
+                    hw,
+                    &mean,
+                    &var,
+                    gm.as_deref(),
+                    eps,
+                    training,
+                    &mut dx,
+                    dg,
+                    db,
+                )
+            }
+            .map_err(|e| kernel_err(op, e))?;
+            // The fused backward also evaluates the activation's derivative per element.
+            profile::add_cost(|| {
+                let mut cost = norm_backward_cost(dx.len(), 2 * c);
+                if fused {
+                    cost.flops += (profile::activation_flops(act) + 1) * dx.len() as u64;
+                }
+                cost
+            });
             let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
             if has_w {
                 out.push(Some(Tensor::from_contig(dgamma, &[c])));

@@ -92,7 +92,7 @@ impl Tensor {
         let s = pool_shape(OP, self, &p)?;
         let frame = profile::begin();
         let x = self.contiguous();
-        let mut y = crate::pool::zeroed(s.output_len());
+        let mut y = crate::pool::for_overwrite(s.output_len());
         // The argmax is kept only for a backward; inference takes the separable value-only path.
         let keep_arg = needs_grad(&[self]);
         let mut arg = if keep_arg {
@@ -115,7 +115,7 @@ impl Tensor {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = crate::pool::zeroed(s.input_len());
+            let mut dx = crate::pool::for_overwrite(s.input_len());
             pool::max_pool2d_backward(&s, &g.data(), &arg, &mut dx).map_err(kerr(OP))?;
             // One add per output; reads dy and the argmax (u32), writes dx.
             profile::add_cost(|| pool_backward_cost(s.output_len(), 2 * s.output_len(), dx.len()));
@@ -129,7 +129,7 @@ impl Tensor {
         let s = pool_shape(OP, self, &p)?;
         let frame = profile::begin();
         let x = self.contiguous();
-        let mut y = crate::pool::zeroed(s.output_len());
+        let mut y = crate::pool::for_overwrite(s.output_len());
         pool::avg_pool2d_forward(&s, count_include_pad, &x.data(), &mut y).map_err(kerr(OP))?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
         if let Some(fr) = frame {
@@ -141,7 +141,7 @@ impl Tensor {
             return Ok(y);
         }
         Ok(y.record(OP, &[self], move |g| {
-            let mut dx = crate::pool::zeroed(s.input_len());
+            let mut dx = crate::pool::for_overwrite(s.input_len());
             pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)
                 .map_err(kerr(OP))?;
             profile::add_cost(|| {
@@ -157,7 +157,7 @@ impl Tensor {
         let [n, c, h, w] = nchw(OP, self)?;
         let frame = profile::begin();
         let x = self.contiguous();
-        let mut y = crate::pool::zeroed(n * c * oh * ow);
+        let mut y = crate::pool::for_overwrite(n * c * oh * ow);
         pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)
             .map_err(|e| TensorError::shape(OP, e.to_string()))?;
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);

@@ -16,12 +16,12 @@ use super::{check_eps, check_len, check_opt, checked_len, sum_and_dot, sum_and_s
 use crate::error::KernelError;
 use rayon::prelude::*;
 
-fn shape(n: usize, c: usize, hw: usize) -> impl Fn() -> String {
+pub(super) fn shape(n: usize, c: usize, hw: usize) -> impl Fn() -> String {
     move || format!("x [{n}, {c}, {hw}] (n, c, h*w)")
 }
 
 /// Per-channel `(sum_plane f(plane_of_a, plane_of_b))` reductions in f64, image order.
-fn per_channel<F>(n: usize, c: usize, hw: usize, out: &mut [(f64, f64)], f: F)
+pub(super) fn per_channel<F>(n: usize, c: usize, hw: usize, out: &mut [(f64, f64)], f: F)
 where
     F: Fn(usize, usize) -> (f32, f32) + Sync,
 {
@@ -44,7 +44,7 @@ where
 }
 
 /// Applies `y[plane] = g(channel, x[plane], ...)` plane by plane, in parallel for large inputs.
-fn per_plane<F>(y: &mut [f32], c: usize, hw: usize, f: F)
+pub(super) fn per_plane<F>(y: &mut [f32], c: usize, hw: usize, f: F)
 where
     F: Fn(usize, usize, &mut [f32]) + Sync,
 {

@@ -10,10 +10,15 @@
 //! [`mod@reference`] holds the naive f64 oracles the tests compare with.
 
 mod batch;
+mod batch_act;
 mod layer;
 pub mod reference;
 
 pub use batch::{batch_norm_backward, batch_norm_forward, batch_norm_stats};
+pub use batch_act::{
+    batch_norm_act_backward, batch_norm_act_backward_with, batch_norm_act_forward,
+    batch_norm_act_forward_with,
+};
 pub use layer::{layer_norm_backward, layer_norm_forward};
 
 use crate::error::KernelError;

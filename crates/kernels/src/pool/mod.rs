@@ -17,7 +17,9 @@ pub use avg::{
     adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward, avg_pool2d_backward,
     avg_pool2d_forward,
 };
-pub use max::{max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_values};
+pub use max::{
+    max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_scalar, max_pool2d_forward_values,
+};
 
 use crate::error::KernelError;
 use rayon::prelude::*;

@@ -278,10 +278,10 @@ impl ResNet {
     }
 
     fn stem(&self, x: &Tensor) -> Result<Tensor> {
+        // bn1 and the activation as one fused op (same values and gradients as the two).
         let h = self
-            .cfg
-            .act
-            .apply(&self.bn1.forward(&self.conv1.forward(x)?)?);
+            .bn1
+            .forward_act(&self.conv1.forward(x)?, self.cfg.act)?;
         Ok(match self.cfg.stem {
             Stem::Default => h.max_pool2d(Pool2dParams::new(3).stride_padding(2, 1))?,
             Stem::Small => h,

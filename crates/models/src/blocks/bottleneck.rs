@@ -185,11 +185,15 @@ impl Module for Bottleneck {
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
-        let sum = match &self.downsample {
-            Some(d) => h.add(&d.forward(x)?)?,
-            None => h.add(x)?,
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward(x)?,
+            None => x.clone(),
         };
-        Ok(self.act.apply(&sum))
+        // The residual join and ReLU as one op (same values and gradients as the two).
+        if self.act == Act::Relu {
+            return Ok(h.add_relu(&shortcut)?);
+        }
+        Ok(self.act.apply(&h.add(&shortcut)?))
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {

@@ -137,11 +137,12 @@ pub fn conv_bn(
             FoldedWeight::Plain(w) => x.conv2d_act(w, Some(b), conv.params, a)?,
         });
     }
-    let y = bn.forward(&conv.forward(x)?)?;
-    Ok(match act {
-        Some(a) => a.apply(&y),
-        None => y,
-    })
+    // Training (or a recorded eval forward): batch norm and the activation as one fused op.
+    let y = conv.forward(x)?;
+    match act {
+        Some(a) => bn.forward_act(&y, a),
+        None => bn.forward(&y),
+    }
 }
 
 /// The convolution weight and bias with an eval-mode batch norm folded in.

@@ -5,8 +5,10 @@
 //! matters for `momentum = None`, which timm does not use).
 
 use crate::error::Result;
+use crate::layers::Act;
 use crate::module::{Mode, Module, TensorKind};
 use std::sync::Mutex;
+use tessera_core::kernels::Activation;
 use tessera_core::ops::norm::RunningStats;
 use tessera_core::Tensor;
 
@@ -45,8 +47,19 @@ impl BatchNorm2d {
     }
 }
 
-impl Module for BatchNorm2d {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl BatchNorm2d {
+    /// `act(self.forward(x))` as one fused op (`Tensor::batch_norm_act`: the activation applied
+    /// as each plane is written, its derivative applied inside batch norm's backward), same
+    /// values and gradients as the two ops. Sigmoid and tanh, whose ops differentiate through
+    /// their saved output, stay two ops.
+    pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+        match act {
+            Act::Sigmoid | Act::Tanh => Ok(act.apply(&self.forward(x)?)),
+            _ => self.forward_with(x, act.kernel()),
+        }
+    }
+
+    fn forward_with(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         let mut guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (mean, var) = &mut *guard;
         let training = self.mode == Mode::Train;
@@ -55,13 +68,20 @@ impl Module for BatchNorm2d {
             var,
             momentum: self.momentum,
         };
-        Ok(x.batch_norm(
+        Ok(x.batch_norm_act(
             Some(running),
             Some(&self.weight),
             Some(&self.bias),
             training,
             self.eps,
+            act,
         )?)
+    }
+}
+
+impl Module for BatchNorm2d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(x, Activation::Identity)
     }
 
     fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
