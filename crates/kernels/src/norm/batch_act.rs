@@ -54,6 +54,27 @@ fn act_grad(isa: Isa, act: Activation, z: &[f32], dy: &[f32], g: &mut [f32]) {
     }
 }
 
+/// Whether [`act_grad`] masks inline (no activation-kernel call per chunk).
+fn inline_grad(isa: Isa, act: Activation) -> bool {
+    matches!(act, Activation::Identity)
+        || (isa != Isa::Scalar && matches!(act, Activation::Relu | Activation::Relu6))
+}
+
+thread_local! {
+    /// Per-thread scratch of the materialised backward (z and g), reused between calls.
+    static SCRATCH: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    SCRATCH.set(buf);
+    r
+}
+
 /// Per-channel `(gamma / sqrt(var + eps), beta)` as the forward computes them.
 fn scale_shift(
     c: usize,
@@ -197,6 +218,25 @@ pub fn batch_norm_act_backward_with(
     check_eps(OP, eps)?;
     let isa = isa.check()?;
     let coef = scale_shift(c, var, gamma, beta, eps);
+    if !inline_grad(isa, act) {
+        // One activation-kernel call per 64-element chunk costs more than the pass it saves
+        // when planes are small (MobileNetV3's hard-swish on 4x4 digits planes: 3x slower):
+        // recompute z for the whole batch, mask dy once, then the plain backward.
+        return with_scratch(2 * len, |buf| {
+            let (z, g) = buf.split_at_mut(len);
+            per_plane(z, c, hw, |p, ch, out| {
+                let ((a, b), mu) = (coef[ch], mean[ch]);
+                for (o, &v) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
+                    let centred = v - mu;
+                    *o = centred * a + b;
+                }
+            });
+            activation::backward_with(isa, act, z, dy, g)?;
+            super::batch::batch_norm_backward(
+                x, g, n, c, hw, mean, var, gamma, eps, training, dx, dgamma, dbeta,
+            )
+        });
+    }
     // For chunk `xs`/`ds` of channel `ch`: the centred input and the masked gradient.
     let masked = |ch: usize, xs: &[f32], ds: &[f32], centred: &mut [f32], g: &mut [f32]| {
         let ((a, b), mu) = (coef[ch], mean[ch]);
