@@ -194,20 +194,46 @@ pub fn batch_norm_backward(
         }
         (s, d)
     });
-    let m = (n * hw) as f64;
+    let coeffs = backward_coefficients(&sums, var, gamma, eps, training, n * hw, dgamma, dbeta);
+    per_plane(dx, c, hw, |p, ch, out| {
+        let (a, k, b) = coeffs[ch];
+        let mu = mean[ch];
+        let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
+        for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(ds) {
+            *o = g * a + ((xv - mu) * k + b);
+        }
+    });
+    Ok(())
+}
+
+/// From the per-channel sums `(sum g, sum (x - mean) g)` of a backward (`g` the gradient
+/// reaching the normalised output): writes `dgamma` and `dbeta` when given and returns the
+/// per-channel coefficients `(a, k, b)` of `dx = g * a + ((x - mean) * k + b)` (training: the
+/// batch statistics' own gradient included; eval: `k = b = 0`). `count` is `n * hw`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_coefficients(
+    sums: &[(f64, f64)],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+    training: bool,
+    count: usize,
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+) -> Vec<(f32, f32, f32)> {
+    let m = count as f64;
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
     if let Some(dg) = dgamma {
-        for ((o, s), &is) in dg.iter_mut().zip(&sums).zip(&invstd) {
+        for ((o, s), &is) in dg.iter_mut().zip(sums).zip(&invstd) {
             *o = (s.1 * is as f64) as f32;
         }
     }
     if let Some(db) = dbeta {
-        for (o, s) in db.iter_mut().zip(&sums) {
+        for (o, s) in db.iter_mut().zip(sums) {
             *o = s.0 as f32;
         }
     }
-    // dx = dy * a + (x - mean) * k + b per channel.
-    let coeffs: Vec<(f32, f32, f32)> = (0..c)
+    (0..var.len())
         .map(|ch| {
             let is = invstd[ch] as f64;
             let g = gamma.map_or(1.0, |g| g[ch]) as f64;
@@ -219,14 +245,5 @@ pub fn batch_norm_backward(
                 ((is * g) as f32, 0.0, 0.0)
             }
         })
-        .collect();
-    per_plane(dx, c, hw, |p, ch, out| {
-        let (a, k, b) = coeffs[ch];
-        let mu = mean[ch];
-        let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
-        for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(ds) {
-            *o = g * a + ((xv - mu) * k + b);
-        }
-    });
-    Ok(())
+        .collect()
 }

@@ -17,7 +17,7 @@
 //! the identity inline on the SIMD paths, with those kernels' exact select semantics), so the
 //! results are bit for bit those of the composed ops on the same instruction set.
 
-use super::batch::{per_channel, per_plane, shape};
+use super::batch::{backward_coefficients, per_channel, per_plane, shape};
 use super::{check_eps, check_len, check_opt, checked_len, sum_and_dot};
 use crate::activation::{self, Activation};
 use crate::error::KernelError;
@@ -264,32 +264,7 @@ pub fn batch_norm_act_backward_with(
         }
         (s, d)
     });
-    let m = (n * hw) as f64;
-    let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
-    if let Some(dg) = dgamma {
-        for ((o, s), &is) in dg.iter_mut().zip(&sums).zip(&invstd) {
-            *o = (s.1 * is as f64) as f32;
-        }
-    }
-    if let Some(db) = dbeta {
-        for (o, s) in db.iter_mut().zip(&sums) {
-            *o = s.0 as f32;
-        }
-    }
-    // Pass 2: dx = g * a + (x - mean) * k + b per channel, g recomputed.
-    let coeffs: Vec<(f32, f32, f32)> = (0..c)
-        .map(|ch| {
-            let is = invstd[ch] as f64;
-            let gm = gamma.map_or(1.0, |g| g[ch]) as f64;
-            if training {
-                let k = -(sums[ch].1 / m) * is * is * is * gm;
-                let b = -(sums[ch].0 / m) * is * gm;
-                ((is * gm) as f32, k as f32, b as f32)
-            } else {
-                ((is * gm) as f32, 0.0, 0.0)
-            }
-        })
-        .collect();
+    let coeffs = backward_coefficients(&sums, var, gamma, eps, training, n * hw, dgamma, dbeta);
     per_plane(dx, c, hw, |p, ch, out| {
         let (a, k, b) = coeffs[ch];
         let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
