@@ -13,7 +13,9 @@
 //! order, parallel over channels; element-wise passes are parallel over planes.
 
 use super::{check_eps, check_len, check_opt, checked_len, sum_and_dot, sum_and_sq, PAR_MIN};
+use crate::activation::Activation;
 use crate::error::KernelError;
+use crate::isa::Isa;
 use rayon::prelude::*;
 
 pub(super) fn shape(n: usize, c: usize, hw: usize) -> impl Fn() -> String {
@@ -117,29 +119,23 @@ pub fn batch_norm_forward(
     eps: f32,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    const OP: &str = "batch_norm_forward";
-    let sh = shape(n, c, hw);
-    let len = checked_len(OP, &sh, &[n, c, hw])?;
-    check_len(OP, &sh, "x", x.len(), len)?;
-    check_len(OP, &sh, "y", y.len(), len)?;
-    check_len(OP, &sh, "mean", mean.len(), c)?;
-    check_len(OP, &sh, "var", var.len(), c)?;
-    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
-    check_opt(OP, &sh, "beta", beta.map(<[f32]>::len), c)?;
-    check_eps(OP, eps)?;
     // y = (x - mean) * a + beta with a = gamma / sqrt(var + eps). Centring first (rather than
     // folding the mean into the shift, x * a + (beta - mean * a)) keeps the result accurate
-    // when a is large (a tiny variance): no cancellation between two large terms.
-    let scale: Vec<f32> = (0..c)
-        .map(|ch| gamma.map_or(1.0, |g| g[ch]) / (var[ch] + eps).sqrt())
-        .collect();
-    per_plane(y, c, hw, |p, ch, out| {
-        let (a, m, b) = (scale[ch], mean[ch], beta.map_or(0.0, |b| b[ch]));
-        for (o, &v) in out.iter_mut().zip(&x[p * hw..(p + 1) * hw]) {
-            *o = (v - m) * a + b;
-        }
-    });
-    Ok(())
+    // when a is large (a tiny variance): no cancellation between two large terms. The same
+    // code as the fused batch norm + activation, with the identity (no ISA-specific step).
+    super::batch_act::forward_checked(
+        "batch_norm_forward",
+        Isa::Scalar,
+        x,
+        (n, c, hw),
+        mean,
+        var,
+        gamma,
+        beta,
+        eps,
+        Activation::Identity,
+        y,
+    )
 }
 
 /// The gradients of [`batch_norm_forward`]: `dx` (overwritten), and `dgamma`, `dbeta` (`[c]`,

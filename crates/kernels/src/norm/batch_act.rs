@@ -129,16 +129,46 @@ pub fn batch_norm_act_forward_with(
     act: Activation,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    const OP: &str = "batch_norm_act_forward";
+    forward_checked(
+        "batch_norm_act_forward",
+        isa,
+        x,
+        (n, c, hw),
+        mean,
+        var,
+        gamma,
+        beta,
+        eps,
+        act,
+        y,
+    )
+}
+
+/// The forward of [`batch_norm_act_forward_with`] and of `batch_norm_forward` (identity
+/// activation), with errors named after `op`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward_checked(
+    op: &'static str,
+    isa: Isa,
+    x: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    act: Activation,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
     let sh = shape(n, c, hw);
-    let len = checked_len(OP, &sh, &[n, c, hw])?;
-    check_len(OP, &sh, "x", x.len(), len)?;
-    check_len(OP, &sh, "y", y.len(), len)?;
-    check_len(OP, &sh, "mean", mean.len(), c)?;
-    check_len(OP, &sh, "var", var.len(), c)?;
-    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
-    check_opt(OP, &sh, "beta", beta.map(<[f32]>::len), c)?;
-    check_eps(OP, eps)?;
+    let len = checked_len(op, &sh, &[n, c, hw])?;
+    check_len(op, &sh, "x", x.len(), len)?;
+    check_len(op, &sh, "y", y.len(), len)?;
+    check_len(op, &sh, "mean", mean.len(), c)?;
+    check_len(op, &sh, "var", var.len(), c)?;
+    check_opt(op, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
+    check_opt(op, &sh, "beta", beta.map(<[f32]>::len), c)?;
+    check_eps(op, eps)?;
     let isa = isa.check()?;
     let coef = scale_shift(c, var, gamma, beta, eps);
     per_plane(y, c, hw, |p, ch, out| {
