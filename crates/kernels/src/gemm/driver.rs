@@ -14,14 +14,13 @@
 //! bias and the activation. Every element of C therefore sees the same operations in the same
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
-use super::kernel::{
-    blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
-};
+use super::blocking::Blocking;
+use super::kernel::{MicroKernelFn, PackFn, TileEpilogue};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
+use super::table::Tuning;
 use super::{Bias, Epilogue, PackedMatrix};
 use crate::activation::Activation;
-use crate::isa::Isa;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -117,11 +116,13 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// Runs the whole problem on `isa` with `threads` tasks (0 = the rayon pool's size).
+/// Runs the whole problem with `tuning`'s microkernel and blocks on `threads` tasks (0 = the
+/// rayon pool's size).
 ///
 /// # Safety
-/// The contract of [`super::gemm_unchecked`]; `isa` is supported by this CPU.
-pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usize) {
+/// The contract of [`super::gemm_unchecked`]; the kernel's ISA is supported by this CPU;
+/// pre-packed operands were packed with `tuning`.
+pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, threads: usize) {
     if problem.m == 0 || problem.n == 0 {
         return;
     }
@@ -134,9 +135,9 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     } else {
         problem
     };
-    let blk = blocking(isa);
-    let kernel = microkernel(isa);
-    let packs = packers(isa);
+    let blk = tuning.blocking;
+    let kernel = tuning.kernel.run;
+    let packs = (tuning.kernel.pack_a, tuning.kernel.pack_b);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {
@@ -180,8 +181,8 @@ thread_local! {
     static PACK_BUFS: Cell<Option<Box<(PackBuf, PackBuf)>>> = const { Cell::new(None) };
 }
 
-/// Largest MR * NR of any kernel (AVX-512: 12 x 32).
-const MAX_TILE: usize = 12 * 32;
+/// Largest MR * NR of any kernel (the candidates have at most 32 rows and 512 elements).
+const MAX_TILE: usize = 512;
 
 /// The per-depth-block state shared by the tiles of one macro block.
 struct DepthBlock {
