@@ -24,7 +24,7 @@ mod timing;
 mod train;
 mod tune;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
