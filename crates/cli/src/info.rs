@@ -20,7 +20,8 @@ use tessera::models::zoo::Model;
 /// Options of `tessera info`.
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Architecture name, as in timm (`vit_base_patch16_224`, `mobilenetv2_100`, ...).
+    /// Architecture name, as in timm (`vit_base_patch16_224`, `mobilenetv2_100`, ...);
+    /// `tessera list` shows every architecture and preset.
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,

@@ -102,7 +102,11 @@ impl Isa {
             .get_or_init(|| match std::env::var("TESSERA_ISA") {
                 Ok(name) if !name.trim().is_empty() => Isa::parse(&name)
                     .and_then(Isa::check)
-                    .map_err(|e| KernelError::Isa(format!("TESSERA_ISA={name}: {e}"))),
+                    .map_err(|e| match e {
+                        // Keep one "instruction set:" prefix (the variant's Display adds it).
+                        KernelError::Isa(msg) => KernelError::Isa(format!("TESSERA_ISA={name}: {msg}")),
+                        other => other,
+                    }),
                 _ => Ok(Isa::best()),
             })
             .clone()

@@ -29,10 +29,15 @@
 //! (Ramachandran et al., 2017; SiLU: Elfwing et al., 2018); GELU (Hendrycks & Gimpel, 2016);
 //! leaky ReLU (Maas et al., 2013). Vector exp: [`crate::exp`].
 
+// Per-ISA vector forms: internal building blocks of the fused kernels, reachable from this
+// crate's tests but not public API (hidden from the docs, no stability promise).
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx512;
+#[doc(hidden)]
 pub mod portable;
 pub mod reference;
 pub mod slice;

@@ -37,10 +37,15 @@
 //! forms use separate multiply and add (the same operations in the same order, so those two
 //! are bit-identical to each other).
 
+// Per-ISA vector forms: internal building blocks of the fused kernels, reachable from this
+// crate's tests but not public API (hidden from the docs, no stability promise).
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx512;
+#[doc(hidden)]
 pub mod portable;
 pub mod scalar;
 

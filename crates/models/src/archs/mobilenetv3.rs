@@ -142,7 +142,10 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
     check_cnn_overrides(arch, o)?;
     let act = match &o.act {
         Some(name) => {
-            Act::from_name(name).map_err(|e| ModelError::config(format!("{arch}: act: {e}")))?
+            Act::from_name(name).map_err(|e| match e {
+                ModelError::Config(m) => ModelError::config(format!("{arch}: act: {m}")),
+                other => other,
+            })?
         }
         None => Act::HardSwish,
     };
