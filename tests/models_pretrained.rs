@@ -40,7 +40,10 @@ fn io(name: &str) -> (Vec<usize>, Vec<f32>) {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -94,9 +97,15 @@ fn hub_weights_give_timms_logits_and_class_names() {
     let y = model.forward(&x).unwrap().to_vec();
     let (_, want) = io("logits");
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    assert!(max_diff(&y, &want) <= 1e-5 * scale, "{} of {scale}", max_diff(&y, &want));
+    assert!(
+        max_diff(&y, &want) <= 1e-5 * scale,
+        "{} of {scale}",
+        max_diff(&y, &want)
+    );
     let best = (0..1000).max_by(|&a, &b| y[a].total_cmp(&y[b])).unwrap();
-    let timm_best = (0..1000).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
+    let timm_best = (0..1000)
+        .max_by(|&a, &b| want[a].total_cmp(&want[b]))
+        .unwrap();
     assert_eq!(best, timm_best);
     assert!(!labels::imagenet1k()[best].is_empty());
     // The same model from the input fixture directly.
@@ -111,8 +120,10 @@ fn hub_weights_give_timms_logits_and_class_names() {
 #[test]
 fn a_mismatched_file_is_summarised() {
     // The hub file at the default (224, width 192) configuration: every shape differs.
-    let Err(e) = zoo::create_pretrained("vit_tiny_patch16_224", fixture("vit_hub_layout.safetensors"))
-    else {
+    let Err(e) = zoo::create_pretrained(
+        "vit_tiny_patch16_224",
+        fixture("vit_hub_layout.safetensors"),
+    ) else {
         panic!("a mismatched file loaded")
     };
     let ModelError::Weights { problems, .. } = &e else {
@@ -130,7 +141,9 @@ fn a_missing_file_keeps_its_io_error() {
     let Err(e) = zoo::create_pretrained("vit_digits", fixture("absent.safetensors")) else {
         panic!("a missing file loaded")
     };
-    let ModelError::File(f) = &e else { panic!("{e}") };
+    let ModelError::File(f) = &e else {
+        panic!("{e}")
+    };
     assert_eq!(f.kind(), Some(std::io::ErrorKind::NotFound));
     assert!(std::error::Error::source(&e).is_some());
 }

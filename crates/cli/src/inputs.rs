@@ -77,7 +77,8 @@ pub fn expand(values: &[String], stdin: &mut dyn BufRead) -> Result<Vec<Source>,
     for v in values {
         if v == "-" {
             for line in stdin.lines() {
-                let line = line.map_err(|e| format!("--input -: cannot read standard input: {e}"))?;
+                let line =
+                    line.map_err(|e| format!("--input -: cannot read standard input: {e}"))?;
                 let line = line.trim();
                 if !line.is_empty() {
                     expand_one(line, &mut out)?;
@@ -166,8 +167,12 @@ pub fn read(source: &Source, model: &dyn Model) -> Result<Tensor, String> {
     if is_npy(path) {
         return read_npy(path, model);
     }
-    let t = EvalTransform::for_model(model)
-        .map_err(|e| format!("{}: {e}; give a .npy array [N, C, H, W] instead", path.display()))?;
+    let t = EvalTransform::for_model(model).map_err(|e| {
+        format!(
+            "{}: {e}; give a .npy array [N, C, H, W] instead",
+            path.display()
+        )
+    })?;
     t.load_batch(&[path]).map_err(|e| e.to_string())
 }
 
@@ -206,7 +211,9 @@ mod tests {
         ];
         assert_eq!(got, want);
         let empty = &mut std::io::Cursor::new("");
-        assert!(expand(&["-".into()], empty).unwrap_err().contains("no inputs"));
+        assert!(expand(&["-".into()], empty)
+            .unwrap_err()
+            .contains("no inputs"));
         let e = expand(&["digits:x".into()], empty).unwrap_err();
         assert!(e.contains("digits:I"), "{e}");
         let e = expand(&["/nonexistent/q.png".into()], empty).unwrap_err();

@@ -76,19 +76,20 @@ pub struct RunArgs {
 
 /// The message of `run` without weights: where pretrained weights come from.
 pub fn missing_weights_message(arch: &str) -> String {
-    let get = match pretrained_cfg(arch).and_then(|c| Some((c.hf_hub_id.clone()?, c.weights_url()?))) {
-        Some((id, url)) => format!(
-            "pretrained timm weights for {arch} are on the Hugging Face hub as {id}:\n  \
+    let get =
+        match pretrained_cfg(arch).and_then(|c| Some((c.hf_hub_id.clone()?, c.weights_url()?))) {
+            Some((id, url)) => format!(
+                "pretrained timm weights for {arch} are on the Hugging Face hub as {id}:\n  \
              huggingface-cli download {id} model.safetensors --local-dir {arch}\n  \
              (or: curl -L -o {arch}/model.safetensors {url})\n  \
              tessera run {arch} --weights {arch}/model.safetensors --input IMAGE"
-        ),
-        None => format!(
-            "timm has no pretrained weights for {arch}; train some with\n  \
+            ),
+            None => format!(
+                "timm has no pretrained weights for {arch}; train some with\n  \
              tessera train {arch} --save {arch}.safetensors\n  \
              tessera run {arch} --weights {arch}.safetensors --input ..."
-        ),
-    };
+            ),
+        };
     format!(
         "run {arch}: no --weights given, and a model with random weights predicts nothing \
          useful.\n{get}\n(--random-weights runs it with random weights anyway, for timing or \
@@ -275,7 +276,11 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let groups = batches(&sources, model.as_ref(), args.batch)?;
     let mut all_logits = Vec::new();
     for (x, members) in &groups {
-        let what = members.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>().join(", ");
+        let what = members
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         let y = infer(model.as_ref(), x, &what)?;
         let logits = y.to_vec();
         let mut rows = logits.chunks(classes);
@@ -401,7 +406,9 @@ mod tests {
     fn the_missing_weights_message_says_where_to_get_them() {
         let m = missing_weights_message("mobilenetv3_large_100");
         assert!(
-            m.contains("huggingface-cli download timm/mobilenetv3_large_100.ra_in1k model.safetensors"),
+            m.contains(
+                "huggingface-cli download timm/mobilenetv3_large_100.ra_in1k model.safetensors"
+            ),
             "{m}"
         );
         assert!(m.contains("--random-weights"), "{m}");

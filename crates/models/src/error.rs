@@ -49,7 +49,11 @@ impl fmt::Display for ModelError {
                 let count = |p: &str| problems.iter().filter(|l| l.starts_with(p)).count();
                 let (missing, unexpected) = (count("missing tensor"), count("unexpected tensor"));
                 let other = problems.len() - missing - unexpected;
-                write!(f, "{source}: {} problem(s) with the weights", problems.len())?;
+                write!(
+                    f,
+                    "{source}: {} problem(s) with the weights",
+                    problems.len()
+                )?;
                 if missing + unexpected > 0 {
                     write!(
                         f,
@@ -105,11 +109,16 @@ mod tests {
     fn a_long_mismatch_is_summarised() {
         let e = ModelError::Weights {
             source: "w.safetensors".into(),
-            problems: (0..246).map(|i| format!("unexpected tensor \"t{i}\"")).collect(),
+            problems: (0..246)
+                .map(|i| format!("unexpected tensor \"t{i}\""))
+                .collect(),
         };
         let text = e.to_string();
         assert_eq!(text.lines().count(), 1 + SHOWN_PROBLEMS + 1, "{text}");
-        assert!(text.contains("246 problem(s) with the weights (0 missing, 246 unexpected, 0 other):"), "{text}");
+        assert!(
+            text.contains("246 problem(s) with the weights (0 missing, 246 unexpected, 0 other):"),
+            "{text}"
+        );
         assert!(text.ends_with("... and 236 more"), "{text}");
     }
 }

@@ -73,7 +73,9 @@ mod tests {
         std::fs::write(&p, "cat\r\ndog\n\nbird\n").unwrap();
         assert_eq!(read(&p).unwrap(), ["cat", "dog", "", "bird"]);
         let e = read(dir.join("none.txt")).unwrap_err();
-        let ModelError::File(f) = &e else { panic!("{e}") };
+        let ModelError::File(f) = &e else {
+            panic!("{e}")
+        };
         assert_eq!(f.kind(), Some(std::io::ErrorKind::NotFound));
         assert!(std::error::Error::source(f).is_some());
         assert!(e.to_string().contains("none.txt"), "{e}");

@@ -79,9 +79,11 @@ pub fn create(arch: &str, overrides: &Overrides, seed: u64) -> Result<Box<dyn Mo
 }
 
 /// Builds `arch` with its weights read from the safetensors file at `path` (timm `state_dict`
-/// names; a hub `model.safetensors` or a `tessera train --save` file), in eval mode. No random
-/// values are drawn and the file's buffers become the model's: peak memory is about one copy
-/// of the weights. Every missing, unexpected or mis-shaped tensor is reported together.
+/// names; a hub `model.safetensors` or a `tessera train --save` file), ready for inference:
+/// eval mode, no parameter requiring grad (a forward records no graph). No random values are
+/// drawn and the file's buffers become the model's: peak memory is about one copy of the
+/// weights. Every missing, unexpected or mis-shaped tensor is reported together. To fine-tune,
+/// hand the model to [`crate::train::Trainer`] (it switches gradients and training mode on).
 pub fn create_pretrained(arch: &str, path: impl AsRef<Path>) -> Result<Box<dyn Model>> {
     create_pretrained_with(arch, &Overrides::default(), path)
 }
@@ -94,6 +96,7 @@ pub fn create_pretrained_with(
     path: impl AsRef<Path>,
 ) -> Result<Box<dyn Model>> {
     let mut model = crate::init::without_draws(|| create(arch, overrides, 0))?;
+    crate::module::set_requires_grad(model.as_mut(), false);
     crate::weights::load(model.as_mut(), path)?;
     model.set_mode(Mode::Eval);
     Ok(model)
@@ -155,7 +158,10 @@ mod tests {
 
     #[test]
     fn misspelt_names_get_the_nearest() {
-        assert_eq!(suggest("mobilenetv3_large_10"), Some("mobilenetv3_large_100"));
+        assert_eq!(
+            suggest("mobilenetv3_large_10"),
+            Some("mobilenetv3_large_100")
+        );
         assert_eq!(suggest("vit_base_patch16"), Some("vit_base_patch16_224"));
         assert_eq!(suggest("resnet_50"), Some("resnet50"));
         assert_eq!(suggest("MobileNetV2_100"), Some("mobilenetv2_100"));

@@ -47,8 +47,7 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     y.record(name, &[x], move |g| {
         let g = g.contiguous();
         let mut dx = crate::pool::for_overwrite(xs.numel());
-        act::backward(a, &xs.data(), &g.data(), &mut dx)
-            ?;
+        act::backward(a, &xs.data(), &g.data(), &mut dx)?;
         // The derivative (as many FLOPs as the function, nominally) times dy: reads x and dy.
         profile::add_cost(|| Cost {
             flops: (profile::activation_flops(a) + 1) * dx.len() as u64,

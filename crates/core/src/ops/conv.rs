@@ -240,7 +240,6 @@ pub(crate) fn conv_shape(
         dilation: p.dilation,
         groups: p.groups,
     };
-    s.validate()
-        ?;
+    s.validate()?;
     Ok(s)
 }

@@ -103,8 +103,7 @@ impl Tensor {
             &mut y,
             &mut mean,
             &mut rstd,
-        )
-        ?;
+        )?;
         let y = Tensor::from_contig(y, self.shape());
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -136,8 +135,7 @@ impl Tensor {
                 &mut dx,
                 has_w.then_some(&mut dgamma[..]),
                 has_b.then_some(&mut dbeta[..]),
-            )
-            ?;
+            )?;
             profile::add_cost(|| norm_backward_cost(dx.len(), 2 * d));
             let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
             if has_w {
@@ -225,8 +223,7 @@ impl Tensor {
                     ),
                 ));
             }
-            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)
-                ?;
+            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)?;
             if let Some(r) = running {
                 let m = r.momentum;
                 let unbias = count as f32 / (count - 1) as f32;
@@ -282,8 +279,7 @@ impl Tensor {
                 eps,
                 &mut y,
             )
-        }
-        ?;
+        }?;
         let y = Tensor::from_contig(y, self.shape());
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -347,8 +343,7 @@ impl Tensor {
                     dg,
                     db,
                 )
-            }
-            ?;
+            }?;
             // The fused backward also evaluates the activation's derivative per element.
             profile::add_cost(|| {
                 let mut cost = norm_backward_cost(dx.len(), 2 * c);

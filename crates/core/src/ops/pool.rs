@@ -65,8 +65,7 @@ fn pool_shape(op: &'static str, x: &Tensor, p: &Pool2dParams) -> Result<Pool2dSh
         padding: p.padding,
         ceil_mode: p.ceil_mode,
     };
-    s.validate()
-        ?;
+    s.validate()?;
     Ok(s)
 }
 
@@ -138,8 +137,7 @@ impl Tensor {
         }
         Ok(y.record(OP, &[self], move |g| {
             let mut dx = crate::pool::for_overwrite(s.input_len());
-            pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)
-                ?;
+            pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)?;
             profile::add_cost(|| {
                 pool_backward_cost(s.output_len() * s.kh * s.kw, s.output_len(), dx.len())
             });
@@ -154,8 +152,7 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::for_overwrite(n * c * oh * ow);
-        pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)
-            ?;
+        pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)?;
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);
         if let Some(fr) = frame {
             // One add per input element (windows tile the input) and one scale per output.
@@ -171,8 +168,7 @@ impl Tensor {
         Ok(y.record(OP, &[self], move |g| {
             // The kernel writes every element of dx.
             let mut dx = crate::pool::for_overwrite(n * c * h * w);
-            pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)
-                ?;
+            pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)?;
             profile::add_cost(|| pool_backward_cost(dx.len(), g.numel(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &[n, c, h, w]))])
         }))

@@ -68,7 +68,10 @@ impl PretrainedCfg {
 const TABLE: &str = include_str!("../../data/pretrained_cfgs.tsv");
 
 fn floats<const N: usize>(s: &str) -> Option<[f32; N]> {
-    let v: Vec<f32> = s.split(',').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.parse().ok())
+        .collect::<Option<_>>()?;
     v.try_into().ok()
 }
 
@@ -145,7 +148,9 @@ mod tests {
         assert_eq!((v.crop_pct, v.mean, v.std), (0.9, [0.5; 3], [0.5; 3]));
         assert_eq!(pretrained_cfg("resnet50").unwrap().crop_pct, 0.95);
         assert_eq!(
-            pretrained_cfg("mobilenetv3_large_075").unwrap().interpolation,
+            pretrained_cfg("mobilenetv3_large_075")
+                .unwrap()
+                .interpolation,
             Interpolation::Bilinear
         );
         assert!(pretrained_cfg("seresnet101").unwrap().hf_hub_id.is_none());

@@ -163,14 +163,16 @@ impl EvalTransform {
     pub fn load(&self, path: impl AsRef<std::path::Path>) -> Result<Vec<f32>> {
         let path = path.as_ref();
         let (rgb, w, h) = decode_rgb8(path)?;
-        self.apply(&rgb, w, h).map_err(|e| {
-            ModelError::File(crate::io::FileError::new(path, e.to_string()))
-        })
+        self.apply(&rgb, w, h)
+            .map_err(|e| ModelError::File(crate::io::FileError::new(path, e.to_string())))
     }
 
     /// Loads several image files into one `[n, channels, size, size]` batch.
     #[cfg(feature = "image")]
-    pub fn load_batch<P: AsRef<std::path::Path>>(&self, paths: &[P]) -> Result<tessera_core::Tensor> {
+    pub fn load_batch<P: AsRef<std::path::Path>>(
+        &self,
+        paths: &[P],
+    ) -> Result<tessera_core::Tensor> {
         let mut data = Vec::with_capacity(paths.len() * self.channels * self.size * self.size);
         for p in paths {
             data.extend_from_slice(&self.load(p)?);

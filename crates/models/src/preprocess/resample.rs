@@ -186,7 +186,13 @@ pub(crate) fn resize_window(
 mod tests {
     use super::*;
 
-    fn full(src: &[u8], wh: (usize, usize), c: usize, n: (usize, usize), i: Interpolation) -> Vec<u8> {
+    fn full(
+        src: &[u8],
+        wh: (usize, usize),
+        c: usize,
+        n: (usize, usize),
+        i: Interpolation,
+    ) -> Vec<u8> {
         resize_window(src, wh, c, n, 0..n.0, 0..n.1, i).pixels
     }
 
@@ -195,7 +201,9 @@ mod tests {
         for interp in [Interpolation::Bicubic, Interpolation::Bilinear] {
             let src = vec![77u8; 13 * 7 * 3];
             for size in [(5, 3), (13, 7), (40, 20), (1, 1)] {
-                assert!(full(&src, (13, 7), 3, size, interp).iter().all(|&v| v == 77));
+                assert!(full(&src, (13, 7), 3, size, interp)
+                    .iter()
+                    .all(|&v| v == 77));
             }
         }
     }
