@@ -174,32 +174,38 @@ fn class_names(args: &RunArgs, classes: usize) -> Result<Option<Vec<String>>, St
     }
 }
 
-/// The inputs read and grouped into forward passes: each group is one tensor and the
-/// `(source, rows)` it holds.
-fn batches(
-    sources: &[Source],
-    model: &dyn Model,
-    batch: usize,
-) -> Result<Vec<(Tensor, Vec<(String, usize)>)>, String> {
+/// One forward pass: the batch and the inputs it holds, in order.
+struct Group {
+    x: Tensor,
+    /// Each input's name, and whether it is a `.npy` batch of several rows (one block per
+    /// row, numbered) or a single image.
+    members: Vec<(String, bool)>,
+}
+
+/// The inputs read and grouped into forward passes: up to `batch` single images per pass, a
+/// `.npy` array of several rows as a pass of its own.
+fn batches(sources: &[Source], model: &dyn Model, batch: usize) -> Result<Vec<Group>, String> {
     let mut groups = Vec::new();
     let mut pending: Vec<(Tensor, String)> = Vec::new();
-    let flush = |pending: &mut Vec<(Tensor, String)>, groups: &mut Vec<_>| -> Result<(), String> {
+    let flush = |pending: &mut Vec<(Tensor, String)>, groups: &mut Vec<Group>| {
         if pending.is_empty() {
-            return Ok(());
+            return Ok::<(), String>(());
         }
         let parts: Vec<Tensor> = pending.iter().map(|(t, _)| t.clone()).collect();
         let x = Tensor::cat(&parts, 0).map_err(|e| format!("run: {e}"))?;
-        let members = pending.drain(..).map(|(t, s)| (s, t.shape()[0])).collect();
-        groups.push((x, members));
+        let members = pending.drain(..).map(|(_, s)| (s, false)).collect();
+        groups.push(Group { x, members });
         Ok(())
     };
     for s in sources {
         let x = inputs::read(s, model)?;
         let name = s.to_string();
         if x.shape()[0] > 1 {
-            // A whole .npy batch is one forward pass of its own.
             flush(&mut pending, &mut groups)?;
-            groups.push((x, vec![(name, usize::MAX)]));
+            groups.push(Group {
+                x,
+                members: vec![(name, true)],
+            });
             continue;
         }
         pending.push((x, name));
@@ -275,7 +281,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let names = class_names(args, classes)?;
     let groups = batches(&sources, model.as_ref(), args.batch)?;
     let mut all_logits = Vec::new();
-    for (x, members) in &groups {
+    for Group { x, members } in &groups {
         let what = members
             .iter()
             .map(|(s, _)| s.as_str())
@@ -284,9 +290,8 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
         let y = infer(model.as_ref(), x, &what)?;
         let logits = y.to_vec();
         let mut rows = logits.chunks(classes);
-        for (name, n) in members {
-            let whole_array = *n == usize::MAX;
-            let count = if whole_array { x.shape()[0] } else { *n };
+        for (name, numbered) in members {
+            let count = if *numbered { x.shape()[0] } else { 1 };
             for r in 0..count {
                 let row = rows.next().unwrap_or(&[]);
                 if row.iter().any(|v| !v.is_finite()) {
@@ -296,8 +301,7 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
                     ));
                 }
                 if args.output.is_none() {
-                    let index = whole_array.then_some(r);
-                    print_block(args, name, index, row, names.as_deref());
+                    print_block(args, name, numbered.then_some(r), row, names.as_deref());
                 }
             }
         }
