@@ -30,6 +30,7 @@ pub mod conv;
 pub mod error;
 pub mod exp;
 pub mod gemm;
+pub mod host;
 pub mod isa;
 pub mod norm;
 pub mod peak;
