@@ -1,5 +1,4 @@
-//! The `tessera` command-line program: benchmarks now; inference, training and the study tools
-//! as the models and training issues land.
+//! The `tessera` command-line program: inference, training, benchmarks and the study tools.
 //!
 //! Every sub-command reports bad input as a one-line error and a non-zero exit code, never a
 //! panic. `--json` output is one JSON object per line.
@@ -14,8 +13,9 @@ mod attention;
 mod bench;
 mod cpu;
 mod grads;
-mod image_input;
 mod info;
+mod inputs;
+mod list;
 mod overrides;
 mod peak;
 mod profile;
@@ -46,8 +46,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Layer table of an architecture: output shapes, parameters and MACs per stage.
     Info(info::InfoArgs),
-    /// Inference on a .npy batch or a PNG/JPEG image: top-k classes or logits to .npy.
+    /// Classify images (PNG, JPEG, WebP, directories, .npy batches) with pretrained or trained
+    /// weights: top-k class names, or logits to .npy.
     Run(run::RunArgs),
+    /// Every architecture and preset: input, classes, parameters, MACs, pretrained weights.
+    List(list::ListArgs),
     /// This CPU: instruction sets, caches, and the GEMM kernels and block sizes in force.
     Cpu(cpu::CpuArgs),
     /// Measure the GEMM kernel candidates and block sizes on this CPU and cache the fastest.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Tune(args) => tune::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::List(args) => list::run(args),
         Command::Train(args) => train::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),

@@ -106,9 +106,15 @@ impl Isa {
         static CHOICE: OnceLock<Result<Isa, KernelError>> = OnceLock::new();
         CHOICE
             .get_or_init(|| match std::env::var("TESSERA_ISA") {
-                Ok(name) if !name.trim().is_empty() => Isa::parse(&name)
-                    .and_then(Isa::check)
-                    .map_err(|e| KernelError::Isa(format!("TESSERA_ISA={name}: {e}"))),
+                Ok(name) if !name.trim().is_empty() => {
+                    Isa::parse(&name).and_then(Isa::check).map_err(|e| match e {
+                        // Keep one "instruction set:" prefix (the variant's Display adds it).
+                        KernelError::Isa(msg) => {
+                            KernelError::Isa(format!("TESSERA_ISA={name}: {msg}"))
+                        }
+                        other => other,
+                    })
+                }
                 _ => Ok(Isa::best()),
             })
             .clone()

@@ -226,6 +226,7 @@ impl Activation {
 
 /// The AVX2 register form for fused epilogues written with raw intrinsics.
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx2 {
     use super::{vector::VecAct, Activation};
     use std::arch::x86_64::__m256;
@@ -244,6 +245,7 @@ pub mod avx2 {
 
 /// The AVX-512 register form for fused epilogues written with raw intrinsics.
 #[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
 pub mod avx512 {
     use super::{vector::VecAct, Activation};
     use std::arch::x86_64::__m512;
@@ -261,6 +263,7 @@ pub mod avx512 {
 }
 
 /// The portable (`wide`) register form for fused epilogues.
+#[doc(hidden)]
 pub mod portable {
     use super::{vector::VecAct, Activation};
 

@@ -57,7 +57,7 @@ impl Tuning {
     /// `kernel` with explicit depth and row blocks (NC from the model); `None` if they are
     /// unusable (`kc` or `mc` zero, `mc` not a multiple of MR).
     pub fn with_blocks(kernel: &'static MicroKernel, kc: usize, mc: usize) -> Option<Tuning> {
-        if kc == 0 || kc > 4096 || mc == 0 || mc % kernel.mr != 0 || mc > 1 << 16 {
+        if kc == 0 || kc > 4096 || mc == 0 || !mc.is_multiple_of(kernel.mr) || mc > 1 << 16 {
             return None;
         }
         let nc = super::blocking::derive_nc(kernel.nr, kc, mc, &Host::get().caches);
