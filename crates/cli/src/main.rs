@@ -12,6 +12,7 @@ macro_rules! outln {
 
 mod attention;
 mod bench;
+mod distributed;
 mod grads;
 mod image_input;
 mod info;
