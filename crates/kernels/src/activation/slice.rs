@@ -52,7 +52,7 @@ unsafe fn forward_body<S: Simd, A: VecAct>(a: A, x: *const f32, y: *mut f32, n: 
     }
 }
 
-/// `dx[i] = a'(x[i]) dy[i]` for `i < n`: full vectors, then one masked tail.
+/// `dx[i] = a'(x[i]) dy[i]` for `i < n`: full vectors (two per step), then one masked tail.
 ///
 /// # Safety
 /// The CPU supports `S`; `x`, `dy` readable and `dx` writable for `n` floats, `dx` equal to or
@@ -69,7 +69,14 @@ unsafe fn backward_body<S: Simd, A: VecAct>(
     let mut i = 0;
     // SAFETY: every access is below n.
     unsafe {
-        while i + l <= n {
+        while i + 2 * l <= n {
+            let g0 = a.grad::<S>(S::load(x.add(i)), S::load(dy.add(i)));
+            let g1 = a.grad::<S>(S::load(x.add(i + l)), S::load(dy.add(i + l)));
+            S::store(dx.add(i), g0);
+            S::store(dx.add(i + l), g1);
+            i += 2 * l;
+        }
+        if i + l <= n {
             let g = a.grad::<S>(S::load(x.add(i)), S::load(dy.add(i)));
             S::store(dx.add(i), g);
             i += l;

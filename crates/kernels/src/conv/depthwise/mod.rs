@@ -426,10 +426,18 @@ where
     }
 }
 
-/// Planes per task: small planes are grouped (to about 4096 floats) so that the per-task
-/// cost (closure, scratch hand-over) is amortised; large planes are one task each.
+/// Output floats per task: half of the host's L1d (`crate::host`; the other half holds the
+/// task's input rows and packed copy), within [2 Ki, 16 Ki] floats. Small planes are grouped
+/// up to it so that the per-task cost (closure, scratch hand-over) is amortised; large planes
+/// are one task each. The grouping changes no result (planes are computed independently).
+fn task_floats() -> usize {
+    let l1d = crate::host::Host::get().caches.l1d.size;
+    (l1d / 2 / std::mem::size_of::<f32>()).clamp(2048, 16384)
+}
+
+/// Planes per task (see [`task_floats`]).
 fn batch(plane: usize) -> usize {
-    (4096 / plane.max(1)).clamp(1, 64)
+    (task_floats() / plane.max(1)).clamp(1, 64)
 }
 
 /// The depthwise forward pass (shape and lengths already checked by the caller).
@@ -468,7 +476,7 @@ fn forward_blocked(
     let (m, hw, taps) = (s.c_out / s.c_in, s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let nb = s.c_out / l;
-    let per_task = (4096 / (l * oplane)).clamp(1, 64);
+    let per_task = (task_floats() / (l * oplane)).clamp(1, 64);
     let work = nb * l * oplane * taps;
     for (img, yi) in y.chunks_exact_mut(s.c_out * oplane).enumerate() {
         let (yb, yt) = yi.split_at_mut(nb * l * oplane);
@@ -557,7 +565,7 @@ fn backward_input_blocked(fns: &Fns, s: &Conv2dShape, w: &[f32], dy: &[f32], dx:
     let (hw, taps) = (s.h * s.w, s.kh * s.kw);
     let oplane = g.oh * g.ow;
     let nb = s.c_in / l;
-    let per_task = (4096 / (l * hw)).clamp(1, 64);
+    let per_task = (task_floats() / (l * hw)).clamp(1, 64);
     let work = nb * l * oplane * taps;
     for (img, xi) in dx.chunks_exact_mut(s.c_in * hw).enumerate() {
         let (xb, xt) = xi.split_at_mut(nb * l * hw);
