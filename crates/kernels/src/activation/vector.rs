@@ -204,7 +204,7 @@ vec_act!(
     Sigmoid,
     |v| {
         let (num, d, _) = sigmoid_parts::<S>(v);
-        S::div_fast(num, d)
+        S::div(num, d)
     },
     |x, dy| {
         // s (1 - s) = z / d^2.
@@ -222,7 +222,7 @@ vec_act!(
     Swish,
     |v| {
         let (num, d, _) = sigmoid_parts::<S>(v);
-        S::div_fast(S::mul(v, num), d)
+        S::div(S::mul(v, num), d)
     },
     |x, dy| {
         // s (1 + x (1 - s)) = num (d + x num') / d^2, num' = x > 0 ? z : 1.
@@ -263,7 +263,7 @@ vec_act!(
     |v| {
         // Beyond |x| = 12 the sigmoid is exactly 0 or 1 in f32; clamping keeps x^3 finite.
         let (num, d, _) = sigmoid_parts::<S>(gelu_w::<S>(clamp_abs::<S>(v, 12.0)));
-        S::div_fast(S::mul(v, num), d)
+        S::div(S::mul(v, num), d)
     },
     |x, dy| {
         // s(w) + x w' s(w) s(-w) = (num d + x w' z) / d^2; f' is exactly 1 (0) in f32

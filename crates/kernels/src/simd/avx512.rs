@@ -89,22 +89,6 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_div_ps(a, b) }
     }
     #[inline(always)]
-    unsafe fn div_fast(a: __m512, b: __m512) -> __m512 {
-        // SAFETY: see the impl's SAFETY note.
-        unsafe {
-            let one = _mm512_set1_ps(1.0);
-            // r1 = r0 (1 + e), e = 1 - b r0: relative error ~2^-28 from the 2^-14 estimate.
-            let r0 = _mm512_rcp14_ps(b);
-            let r1 = _mm512_fmadd_ps(r0, _mm512_fnmadd_ps(b, r0, one), r0);
-            // q1 = q + r1 (a - b q): the remainder is exact in an FMA (Markstein).
-            let q = _mm512_mul_ps(a, r1);
-            let q1 = _mm512_fmadd_ps(_mm512_fnmadd_ps(b, q, a), r1, q);
-            // An infinite `a` (or q) makes the remainder NaN: keep q there (NaN stays NaN).
-            let ok = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(q1, q1);
-            _mm512_mask_blend_ps(ok, q, q1)
-        }
-    }
-    #[inline(always)]
     unsafe fn min(a: __m512, b: __m512) -> __m512 {
         // SAFETY: see the impl's SAFETY note.
         unsafe { _mm512_min_ps(a, b) }

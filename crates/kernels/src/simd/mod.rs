@@ -105,15 +105,6 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise `a / b` (correctly rounded).
     unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
-    /// `a / b` for finite `b` in the normal range: within one rounding of the true quotient
-    /// (the correctly rounded `div` except in rare ties); `a = ±inf` or NaN as `div`. Where the
-    /// divider is slow (AVX-512: 16 lanes per ~10 cycles) a reciprocal estimate, one Newton
-    /// step and one remainder correction (Markstein) on the FMA pipes; elsewhere `div`.
-    #[inline(always)]
-    unsafe fn div_fast(a: Self::V, b: Self::V) -> Self::V {
-        // SAFETY: forwarded.
-        unsafe { Self::div(a, b) }
-    }
     /// Lane-wise minimum; `b` when either is NaN (`minps`).
     unsafe fn min(a: Self::V, b: Self::V) -> Self::V;
     /// Lane-wise maximum; `b` when either is NaN (`maxps`).

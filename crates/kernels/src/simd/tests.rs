@@ -112,37 +112,6 @@ unsafe fn check<S: Simd>() {
             m(x - 6.0, fm[i]);
             assert_eq!(bc[i], 2.25);
         }
-        // div_fast: within one ulp of the quotient for denominators in [1, 2], infinite and NaN
-        // numerators as `div`.
-        for k in 0..64 {
-            let nums: [f32; 16] = std::array::from_fn(|i| match (k + i) % 16 {
-                0 => f32::INFINITY,
-                1 => f32::NEG_INFINITY,
-                2 => f32::NAN,
-                3 => f32::MAX,
-                j => (j as f32 * 0.731 + k as f32).powi(3) * if j % 2 == 0 { -1.0 } else { 1.0 },
-            });
-            let dens: [f32; 16] =
-                std::array::from_fn(|i| 1.0 + ((k * 16 + i) as f32 * 0.0173) % 1.0);
-            let q = arr::<S>(S::div_fast(S::load(nums.as_ptr()), S::load(dens.as_ptr())));
-            for i in 0..l {
-                let want = nums[i] / dens[i];
-                if want.is_nan() {
-                    assert!(q[i].is_nan(), "{} / {} = {}", nums[i], dens[i], q[i]);
-                } else if want.is_infinite() {
-                    assert_eq!(q[i], want, "{} / {}", nums[i], dens[i]);
-                } else {
-                    let ulp = f32::from_bits(want.abs().to_bits() + 1) - want.abs();
-                    assert!(
-                        (q[i] - want).abs() <= ulp,
-                        "{} / {}: {} vs {want}",
-                        nums[i],
-                        dens[i],
-                        q[i]
-                    );
-                }
-            }
-        }
         // Integer views and the table lookup.
         let ints: [f32; 16] =
             std::array::from_fn(|i| f32::from_bits((i as u32 * 37) ^ 0x8000_0005));
