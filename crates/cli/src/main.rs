@@ -12,6 +12,7 @@ macro_rules! outln {
 mod attention;
 mod bench;
 mod cpu;
+mod distributed;
 mod grads;
 mod info;
 mod inputs;

@@ -15,6 +15,8 @@ pub mod archs;
 pub mod attention_maps;
 pub mod blocks;
 pub mod data;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub mod error;
 pub mod grads;
 pub mod init;

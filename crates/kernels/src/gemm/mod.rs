@@ -16,16 +16,14 @@
 //! never K, and every element of C sees the same sequence of floating-point operations whichever
 //! thread computes it.
 
-mod avx2;
-mod avx512;
 pub mod blocking;
 mod driver;
 mod kernel;
+mod microkernel;
 mod pack;
 mod pack_avx2;
 mod packed;
 mod partition;
-mod portable;
 pub mod reference;
 mod scalar;
 mod segments;

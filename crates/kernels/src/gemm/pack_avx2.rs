@@ -8,36 +8,16 @@
 #![cfg(target_arch = "x86_64")]
 
 use super::pack;
+use crate::simd::{Avx2, Simd};
 use std::arch::x86_64::*;
 
-/// Transposes the 8 x 8 block whose rows are `r`: on return `r[p]` holds column `p`.
+/// Transposes the 8 x 8 block whose rows are `r`: on return `r[p]` holds column `p` (the
+/// crate's one 8 x 8 transpose, [`Simd::transpose`] on AVX2).
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn transpose8(r: &mut [__m256; 8]) {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    r[0] = _mm256_permute2f128_ps::<0x20>(s0, s4);
-    r[1] = _mm256_permute2f128_ps::<0x20>(s1, s5);
-    r[2] = _mm256_permute2f128_ps::<0x20>(s2, s6);
-    r[3] = _mm256_permute2f128_ps::<0x20>(s3, s7);
-    r[4] = _mm256_permute2f128_ps::<0x31>(s0, s4);
-    r[5] = _mm256_permute2f128_ps::<0x31>(s1, s5);
-    r[6] = _mm256_permute2f128_ps::<0x31>(s2, s6);
-    r[7] = _mm256_permute2f128_ps::<0x31>(s3, s7);
+    // SAFETY: AVX2 and FMA are enabled here; r holds the 8 vectors the method needs.
+    unsafe { <Avx2 as Simd>::transpose(r) }
 }
 
 /// Stores the first `n` (1..=8) lanes of `v` at `p`, touching nothing past them.
@@ -45,7 +25,7 @@ fn transpose8(r: &mut [__m256; 8]) {
 /// # Safety
 /// `p` is valid for `n` floats; the CPU supports AVX2.
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 unsafe fn store_lanes(p: *mut f32, v: __m256, n: usize) {
     // SAFETY: each arm writes exactly n floats at p (contract).
     unsafe {
@@ -72,7 +52,7 @@ unsafe fn store_lanes(p: *mut f32, v: __m256, n: usize) {
 ///
 /// # Safety
 /// As [`pack::pack_a`]; the CPU supports AVX2.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn pack_a_t(
     mr: usize,
     mc: usize,
@@ -140,7 +120,7 @@ pub(crate) unsafe fn pack_a_t(
 ///
 /// # Safety
 /// As [`pack::pack_b`]; the CPU supports AVX2.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn pack_b_t(
     nr: usize,
     nc: usize,
