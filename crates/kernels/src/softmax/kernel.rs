@@ -104,7 +104,7 @@ unsafe fn scale_shift<S: Simd>(y: *mut f32, n: usize, s: f32, b: f32) {
         // Rows of at least L with a ragged end: the last L floats are transformed from their
         // original values first and stored after the loop, over the lanes it already wrote
         // (with the same values).
-        let ragged = n >= l && n % l != 0;
+        let ragged = n >= l && !n.is_multiple_of(l);
         let last = if ragged {
             S::fma(S::load(y.add(n - l)), vs, vb)
         } else {

@@ -444,9 +444,9 @@ pub(crate) fn forward(
 ) -> Result<(), KernelError> {
     let fns = TABLES.get(isa)?;
     if blocked::BlkGeom::applies_forward(s, fns.lanes) {
-        return forward_blocked(&fns, s, x, w, bias, act, y);
+        return forward_blocked(fns, s, x, w, bias, act, y);
     }
-    forward_planes(&fns, s, 0, x, w, bias, act, y);
+    forward_planes(fns, s, 0, x, w, bias, act, y);
     Ok(())
 }
 
@@ -541,9 +541,9 @@ pub(crate) fn backward_input(
 ) -> Result<(), KernelError> {
     let fns = TABLES.get(isa)?;
     if s.c_out == s.c_in && blocked::BlkGeom::applies(s, fns.lanes) {
-        backward_input_blocked(&fns, s, w, dy, dx);
+        backward_input_blocked(fns, s, w, dy, dx);
     } else {
-        backward_input_planes(&fns, s, 0, w, dy, dx);
+        backward_input_planes(fns, s, 0, w, dy, dx);
     }
     Ok(())
 }
