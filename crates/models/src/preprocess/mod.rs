@@ -30,6 +30,9 @@ use crate::zoo::Model;
 
 const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// The channel statistics `tessera train --dataset cifar10` normalises with.
+const CIFAR_MEAN: [f32; 3] = [0.4914, 0.4822, 0.4465];
+const CIFAR_STD: [f32; 3] = [0.2470, 0.2435, 0.2616];
 
 /// The evaluation transform of one model: decoded RGB pixels to a `[channels, size, size]`
 /// normalised tensor.
@@ -48,9 +51,11 @@ pub struct EvalTransform {
 
 impl EvalTransform {
     /// The transform for `arch` at input `[c, h, w]`: the architecture's pretrained
-    /// configuration (crop, filter, mean, std), or its family's for tessera's own presets
-    /// (ViT: mean = std = 0.5, crop 0.9; ResNet: crop 0.95; others: ImageNet mean/std, crop
-    /// 0.875). Errors for a non-square input or a channel count other than 1 or 3.
+    /// configuration (crop, filter, mean, std); for tessera's presets what their training
+    /// data uses (`*_digits`: the whole image, pixels in [0, 1], no normalisation; `*_cifar`:
+    /// the whole image, CIFAR-10 channel statistics); otherwise the family's defaults (ViT:
+    /// mean = std = 0.5, crop 0.9; ResNet: crop 0.95; others: ImageNet mean/std, crop 0.875).
+    /// Errors for a non-square input or a channel count other than 1 or 3.
     pub fn for_arch(arch: &str, [c, h, w]: [usize; 3]) -> Result<EvalTransform> {
         if h != w || h == 0 {
             return Err(ModelError::config(format!(
@@ -64,6 +69,10 @@ impl EvalTransform {
         }
         let (crop_pct, interpolation, mean, std) = match config::pretrained_cfg(arch) {
             Some(p) => (p.crop_pct, p.interpolation, p.mean, p.std),
+            None if arch.ends_with("_digits") => (1.0, Interpolation::Bicubic, [0.0; 3], [1.0; 3]),
+            None if arch.ends_with("_cifar") => {
+                (1.0, Interpolation::Bicubic, CIFAR_MEAN, CIFAR_STD)
+            }
             None if arch.starts_with("vit_") => (0.9, Interpolation::Bicubic, [0.5; 3], [0.5; 3]),
             None if arch.starts_with("resnet") || arch.starts_with("seresnet") => {
                 (0.95, Interpolation::Bicubic, IMAGENET_MEAN, IMAGENET_STD)
@@ -254,7 +263,12 @@ mod tests {
         let t = EvalTransform::for_arch("resnet50", [3, 224, 224]).unwrap();
         assert_eq!(t.scale_size(), 235);
         let t = EvalTransform::for_arch("vit_digits", [1, 8, 8]).unwrap();
-        assert_eq!((t.channels, t.crop_pct), (1, 0.9));
+        assert_eq!(
+            (t.channels, t.crop_pct, t.mean, t.std),
+            (1, 1.0, [0.0; 3], [1.0; 3])
+        );
+        let t = EvalTransform::for_arch("vit_cifar", [3, 32, 32]).unwrap();
+        assert_eq!((t.crop_pct, t.mean), (1.0, CIFAR_MEAN));
         assert!(EvalTransform::for_arch("vit_digits", [2, 8, 8]).is_err());
         assert!(EvalTransform::for_arch("x", [3, 8, 9]).is_err());
     }
