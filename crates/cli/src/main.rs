@@ -1,5 +1,5 @@
-//! The `tessera` command-line program: benchmarks now; inference, training and the study tools
-//! as the models and training issues land.
+//! The `tessera` command-line program: benchmarks, inference, training and fine-tuning, and
+//! the study tools (profile, attention maps).
 //!
 //! Every sub-command reports bad input as a one-line error and a non-zero exit code, never a
 //! panic. `--json` output is one JSON object per line.
@@ -12,11 +12,13 @@ macro_rules! outln {
 
 mod attention;
 mod bench;
+mod compare;
 mod grads;
 mod image_input;
 mod info;
 mod overrides;
 mod peak;
+mod plot;
 mod profile;
 mod run;
 mod timing;
@@ -48,7 +50,11 @@ enum Command {
     Run(run::RunArgs),
     /// Show the instruction sets this CPU supports and the one tessera uses.
     Cpu(CpuArgs),
-    /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
+    /// Train several architectures on the digits with their recipes and chart test accuracy
+    /// against epochs and wall-clock seconds.
+    Compare(compare::CompareArgs),
+    /// Train a network from scratch, fine-tune it from pretrained weights, or resume, on the
+    /// embedded digits, CIFAR-10 or a folder of images (one sub-folder per class).
     Train(train::TrainArgs),
     /// One training-mode forward and backward (mean cross-entropy): loss, logits and every
     /// parameter's gradient by timm name, to safetensors (gradient parity with PyTorch).
@@ -121,6 +127,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
         Command::Train(args) => train::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Peak(args) => peak::run(args),

@@ -17,7 +17,9 @@ pub enum ModelError {
     /// Weights that do not fit the model: every missing, unexpected, mis-shaped or
     /// wrongly-typed tensor, listed together.
     Weights {
+        /// The file (or other source) the weights came from.
         source: String,
+        /// One line per problem.
         problems: Vec<String>,
     },
 }

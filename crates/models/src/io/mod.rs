@@ -11,7 +11,9 @@ use std::path::Path;
 /// An error reading or writing a weights or array file; names the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
+    /// The file, as given.
     pub path: String,
+    /// What is wrong with it.
     pub msg: String,
 }
 
@@ -36,7 +38,9 @@ impl std::error::Error for FileError {}
 /// integer and boolean types to i64.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
+    /// Floating-point values, converted to f32.
     F32(Vec<f32>),
+    /// Integer and boolean values, widened to i64.
     I64(Vec<i64>),
 }
 
