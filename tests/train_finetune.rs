@@ -6,9 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use tessera::core::Rng;
-use tessera::models::data::{
-    digits_split, image_folder_splits, Augment, ImageFolder, ResizedCrop,
-};
+use tessera::models::data::{digits_split, image_folder_splits, Augment, ImageFolder, ResizedCrop};
 use tessera::models::finetune::{classifier_names, load_pretrained, save_weights};
 use tessera::models::io::safetensors;
 use tessera::models::module::named_tensors;
@@ -24,7 +22,11 @@ fn tmpdir(name: &str) -> PathBuf {
 }
 
 fn keys(path: &Path) -> BTreeSet<String> {
-    safetensors::read(path).unwrap().tensors.into_keys().collect()
+    safetensors::read(path)
+        .unwrap()
+        .tensors
+        .into_keys()
+        .collect()
 }
 
 #[test]
@@ -38,8 +40,13 @@ fn save_writes_exactly_the_state_dict_keys_and_the_checkpoint_keeps_the_optimize
         ..recipe("resnet_digits", "digits")
     };
     let mut t = Trainer::new(cfg, model.as_mut(), train.len()).unwrap();
-    t.run_epoch(model.as_mut(), &train, &test.subset(&[0, 1, 2]), &mut |_| {})
-        .unwrap();
+    t.run_epoch(
+        model.as_mut(),
+        &train,
+        &test.subset(&[0, 1, 2]),
+        &mut |_| {},
+    )
+    .unwrap();
     let w = dir.join("w.safetensors");
     save_weights(model.as_ref(), &w).unwrap();
     let state_dict: BTreeSet<String> = named_tensors(model.as_ref())
@@ -123,11 +130,18 @@ fn pretrained_weights_with_another_class_count_keep_a_fresh_classifier() {
     }
     let head = after.iter().find(|(n, _, _)| n == "head.weight").unwrap();
     assert_eq!(head.1.shape(), &[3, 64]);
-    assert_eq!(head.1.to_vec(), fresh_head, "the classifier keeps its initialisation");
+    assert_eq!(
+        head.1.to_vec(),
+        fresh_head,
+        "the classifier keeps its initialisation"
+    );
     // A file for another architecture is still an error naming the problem.
     let mut other = create("resnet_digits", &three, 0).unwrap();
     let e = load_pretrained(other.as_mut(), &w).unwrap_err().to_string();
-    assert!(e.contains("missing tensor") && e.contains("ten.safetensors"), "{e}");
+    assert!(
+        e.contains("missing tensor") && e.contains("ten.safetensors"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -146,7 +160,10 @@ fn fake_folder(root: &Path, classes: &[(&str, usize)]) {
 
 fn decode_number(p: &Path) -> Result<Vec<f32>, String> {
     let s = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
-    let v: f32 = s.trim().parse().map_err(|_| format!("not a number: {s:?}"))?;
+    let v: f32 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("not a number: {s:?}"))?;
     Ok(vec![v; 4])
 }
 
@@ -161,9 +178,16 @@ fn image_folders_scan_split_and_load() {
     let (train, held) = f.split(0.2, 7).unwrap();
     // Per class: round(10 * 0.2) = 2, round(5 * 0.2) = 1, and a single image stays in train.
     let count = |g: &ImageFolder, l: usize| g.files.iter().filter(|(_, x)| *x == l).count();
-    assert_eq!((count(&held, 0), count(&held, 1), count(&held, 2)), (2, 1, 0));
+    assert_eq!(
+        (count(&held, 0), count(&held, 1), count(&held, 2)),
+        (2, 1, 0)
+    );
     assert_eq!(train.len() + held.len(), 16);
-    assert_eq!(f.split(0.2, 7).unwrap(), (train.clone(), held.clone()), "seeded");
+    assert_eq!(
+        f.split(0.2, 7).unwrap(),
+        (train.clone(), held.clone()),
+        "seeded"
+    );
     assert_ne!(f.split(0.2, 8).unwrap().1, held);
     let d = train.load([1, 2, 2], &decode_number).unwrap();
     assert_eq!((d.len(), d.num_classes, d.chw), (13, 3, [1, 2, 2]));
@@ -183,7 +207,9 @@ fn image_folders_scan_split_and_load() {
 
 #[test]
 fn bad_image_folders_are_clear_errors() {
-    let e = ImageFolder::scan("/nonexistent/tessera").unwrap_err().to_string();
+    let e = ImageFolder::scan("/nonexistent/tessera")
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("not a directory"), "{e}");
     let root = tmpdir("bad");
     let e = ImageFolder::scan(&root).unwrap_err().to_string();
@@ -198,13 +224,19 @@ fn bad_image_folders_are_clear_errors() {
     assert!(e.contains("nothing can be held out"), "{e}");
     assert!(f.split(1.5, 0).is_err());
     // Sizes are checked before anything is decoded or allocated.
-    let e = f.load([3, 100_000, 100_000], &decode_number).unwrap_err().to_string();
+    let e = f
+        .load([3, 100_000, 100_000], &decode_number)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("GiB"), "{e}");
     // A decoding failure names the file; a wrong value count too.
     std::fs::write(root.join("a").join("000.png"), "garbage").unwrap();
     let e = f.load([1, 2, 2], &decode_number).unwrap_err().to_string();
     assert!(e.contains("000.png") && e.contains("not a number"), "{e}");
-    let e = f.load([1, 3, 3], &|_: &Path| Ok(vec![0.0; 2])).unwrap_err().to_string();
+    let e = f
+        .load([1, 3, 3], &|_: &Path| Ok(vec![0.0; 2]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("decoded to 2 values"), "{e}");
     // Class lists of train/ and val/ must agree.
     let tv = tmpdir("bad-tv");

@@ -16,9 +16,9 @@
 //!
 //! The result is cached as JSON in `$TESSERA_PEAK_CACHE`, else
 //! `$XDG_CACHE_HOME/tessera/peak.json`, else `~/.cache/tessera/peak.json`, one entry per
-//! (CPU identity, instruction set, threads), where the identity is the vendor, family, model,
-//! stepping and model name of `/proc/cpuinfo` (two CPUs sold under one name, or a VM moved to
-//! another host, get separate entries). The file is replaced atomically (a synced temporary
+//! (CPU identity, instruction set, threads), where the identity is the vendor, brand string,
+//! family, model and stepping (`tessera::kernels::host`; two CPUs sold under one name, or a VM
+//! moved to another host, get separate entries). The file is replaced atomically (a synced temporary
 //! file, then a rename). `tessera peak` always re-measures and updates it; `tessera profile`
 //! reads it, and when there is no entry measures quickly (fewer runs, smaller buffers) and
 //! caches that, marked as quick, so its header can say which measurement it uses; a later
@@ -118,25 +118,10 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-/// The CPU's identity from `/proc/cpuinfo` (first processor): `vendor family F model M stepping
-/// S`, or `unknown`.
+/// The CPU's identity: vendor, brand string, family, model and stepping, as the kernels'
+/// host detection reports it (the same key as the GEMM tuning cache).
 pub fn cpu_identity() -> String {
-    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let field = |key: &str| {
-        text.lines()
-            .find(|l| l.split(':').next().is_some_and(|k| k.trim() == key))
-            .and_then(|l| l.split_once(':'))
-            .map(|(_, v)| v.trim().to_string())
-    };
-    match (
-        field("vendor_id"),
-        field("cpu family"),
-        field("model"),
-        field("stepping"),
-    ) {
-        (Some(v), Some(f), Some(m), Some(s)) => format!("{v} family {f} model {m} stepping {s}"),
-        _ => "unknown".to_string(),
-    }
+    tessera::kernels::host::Host::get().identity.key()
 }
 
 /// Whether a cache entry was measured on this machine's CPU, instruction set and `threads`.

@@ -14,7 +14,7 @@
 //! `weight_decay`: the architecture's recipe, `tessera::models::recipes`, unless given on the
 //! command line).
 
-use crate::image_input::{self, DataConfig, Interp};
+use crate::distributed::{Dist, DistArgs};
 use crate::overrides::{build, OverrideArgs};
 use crate::plot::{self, Panel, Series, PALETTE};
 use clap::Args;
@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tessera::models::data::{cifar10, digits_split, image_folder_splits, Dataset, ImageFolder};
 use tessera::models::finetune::{load_pretrained, save_weights};
+use tessera::models::preprocess::{EvalTransform, Interpolation};
 use tessera::models::recipes::{finetune_recipe, optimizer_defaults, recipe};
 use tessera::models::train::{EpochStats, OptKind, StepInfo, TrainConfig, Trainer};
 use tessera::models::zoo::Model;
@@ -30,7 +31,7 @@ use tessera::models::zoo::Model;
 /// Options of `tessera train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Architecture name (see `tessera info --help`; the `*_digits` presets suit 8x8 digits).
+    /// Architecture name (`tessera list` shows them all; the `*_digits` presets suit 8x8 digits).
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
@@ -99,6 +100,8 @@ pub struct TrainArgs {
     /// One JSON object per epoch and a final summary object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 /// Where the training images come from.
@@ -144,17 +147,19 @@ fn source(args: &TrainArgs) -> Result<Source, String> {
 /// The preprocessing of folder images for `arch`: timm's evaluation transform with the
 /// architecture's pretrained config, or, for the 8x8 `*_digits` presets (trained on pixels in
 /// [0, 1]), a plain resize without normalisation.
-fn folder_config(arch: &str) -> DataConfig {
-    if arch.ends_with("_digits") {
-        DataConfig {
+fn folder_transform(arch: &str, chw: [usize; 3]) -> Result<EvalTransform, String> {
+    let t = EvalTransform::for_arch(arch, chw).map_err(|e| format!("train: {e}"))?;
+    Ok(if arch.ends_with("_digits") {
+        EvalTransform {
             crop_pct: 1.0,
+            interpolation: Interpolation::Bilinear,
             mean: [0.0; 3],
             std: [1.0; 3],
-            interp: Interp::Bilinear,
+            ..t
         }
     } else {
-        image_input::data_config(arch)
-    }
+        t
+    })
 }
 
 fn load_data(src: &Source, model: &dyn Model, arch: &str) -> Result<(Dataset, Dataset), String> {
@@ -172,13 +177,8 @@ fn load_data(src: &Source, model: &dyn Model, arch: &str) -> Result<(Dataset, Da
         }
         Source::Folder(train, val) => {
             let chw = model.input_chw();
-            if chw[1] != chw[2] {
-                return Err(format!(
-                    "train: folder images need a square input, {arch} takes {chw:?}"
-                ));
-            }
-            let cfg = folder_config(arch);
-            let decode = |p: &Path| image_input::load(p, chw[0], chw[1], &cfg);
+            let transform = folder_transform(arch, chw)?;
+            let decode = |p: &Path| transform.load(p).map_err(|e| e.to_string());
             let train = train
                 .load(chw, &decode)
                 .map_err(|e| format!("train: {e}"))?;
@@ -259,9 +259,26 @@ pub fn curves_svg(title: &str, history: &[EpochStats]) -> String {
     plot::render(&[loss, acc], title)
 }
 
-/// Runs `tessera train`.
+/// Runs `tessera train`: one process, or one of a data-parallel MPI job (see
+/// `docs/distributed.md`), where an error on any process ends the whole job.
 pub fn run(args: &TrainArgs) -> Result<(), String> {
-    let threads = crate::init_threads(args.threads)?;
+    let mut dist = crate::distributed::start(&args.dist)?;
+    let result = run_on(args, dist.as_mut());
+    if let (Err(msg), Some(d)) = (&result, &dist) {
+        if d.size() > 1 {
+            d.abort(msg);
+        }
+    }
+    result
+}
+
+fn run_on(args: &TrainArgs, mut dist: Option<&mut Dist>) -> Result<(), String> {
+    // In a data-parallel job rank 0 alone logs, evaluates and saves.
+    let root = dist.as_ref().is_none_or(|d| d.is_root());
+    let threads = crate::init_threads(match &dist {
+        Some(d) if args.threads == 0 => d.local_threads(),
+        _ => args.threads,
+    })?;
     let src = source(args)?;
     let mut overrides = args.overrides.clone();
     if let Source::Folder(train, _) = &src {
@@ -301,7 +318,7 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             );
         }
         let loaded = load_pretrained(model.as_mut(), w).map_err(|e| format!("train: {e}"))?;
-        if !loaded.reinitialised.is_empty() && !args.json {
+        if root && !loaded.reinitialised.is_empty() && !args.json {
             eprintln!(
                 "train: the classifier ({}) is re-initialised: {} classes in {}, {} in the data set",
                 loaded.reinitialised.join(", "),
@@ -318,16 +335,18 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     };
     let cfg = config(args, kind)?;
     let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume(cfg, model.as_mut(), train.len(), path)
+        // Other ranks receive the resumed state from rank 0 (`prepare`).
+        Some(path) if root => Trainer::resume(cfg, model.as_mut(), train.len(), path)
             .map_err(|e| format!("train: cannot resume: {e}"))?,
-        None => {
-            Trainer::new(cfg, model.as_mut(), train.len()).map_err(|e| format!("train: {e}"))?
-        }
+        _ => Trainer::new(cfg, model.as_mut(), train.len()).map_err(|e| format!("train: {e}"))?,
     };
-    let progress = !args.json && std::io::stderr().is_terminal();
-    if !args.json {
+    if let Some(d) = dist.as_deref_mut() {
+        d.prepare(&mut trainer, model.as_mut(), train.len())?;
+    }
+    let progress = root && !args.json && std::io::stderr().is_terminal();
+    if root && !args.json {
         outln!(
-            "tessera train {} on {} ({} train / {} test images, {} classes), {} epochs, batch {}, {} lr {}, {threads} thread(s){}{}",
+            "tessera train {} on {} ({} train / {} test images, {} classes), {} epochs, batch {}, {} lr {}, {threads} thread(s){}{}{}",
             args.arch,
             train.name,
             train.len(),
@@ -338,7 +357,8 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             trainer.cfg.opt.name(),
             trainer.cfg.lr,
             if args.weights.is_some() { ", from pretrained weights" } else { "" },
-            if trainer.epoch > 0 { format!(", resumed at epoch {}", trainer.epoch) } else { String::new() }
+            if trainer.epoch > 0 { format!(", resumed at epoch {}", trainer.epoch) } else { String::new() },
+            dist.as_ref().map_or(String::new(), |d| format!(" per process, {} processes", d.size()))
         );
     }
     let t0 = Instant::now();
@@ -369,9 +389,17 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 let _ = std::io::stderr().flush();
             }
         };
+        let parallel = dist.as_deref_mut().map(|d| d.parallel());
         let stats = trainer
-            .run_epoch(model.as_mut(), &train, &test, &mut on_step)
+            .run_epoch_parallel(model.as_mut(), &train, &test, parallel, &mut on_step)
             .map_err(|e| format!("train: {e}"))?;
+        if let Some(d) = dist.as_deref_mut() {
+            d.after_epoch(model.as_ref())?;
+        }
+        if !root {
+            history.push(stats);
+            continue;
+        }
         if progress {
             eprint!("\r{}\r", " ".repeat(100));
         }
@@ -414,19 +442,23 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    if !root {
+        return Ok(());
+    }
     if let Some(path) = &args.save {
         save_weights(model.as_ref(), path)
             .map_err(|e| format!("train: cannot save the weights: {e}"))?;
     }
     let final_acc = history.last().map(|s| s.test_acc);
     if args.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch,
-                "opt": trainer.cfg.opt.name(), "lr": trainer.cfg.lr, "weight_decay": trainer.cfg.weight_decay,
-            })
-        );
+        let mut summary = serde_json::json!({
+            "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch,
+            "opt": trainer.cfg.opt.name(), "lr": trainer.cfg.lr, "weight_decay": trainer.cfg.weight_decay,
+        });
+        if let Some(d) = &dist {
+            summary["distributed"] = d.summary();
+        }
+        outln!("{summary}");
     } else {
         match final_acc {
             Some(a) => outln!(

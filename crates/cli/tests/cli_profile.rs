@@ -176,28 +176,51 @@ fn peak_json_is_cached() {
     let profile = |cache: &std::path::Path| {
         let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .env("TESSERA_PEAK_CACHE", cache)
-            .args(["profile", "vit_digits", "--depth", "1", "--threads", "1", "--json"])
+            .args([
+                "profile",
+                "vit_digits",
+                "--depth",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8(out.stdout).unwrap();
-        let totals: serde_json::Value =
-            serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        let totals: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
         totals
     };
     let t = profile(&path);
     let note = t["limits"].as_str().unwrap();
-    assert!(note.starts_with("measured by `tessera peak --threads 1`"), "{note}");
+    assert!(
+        note.starts_with("measured by `tessera peak --threads 1`"),
+        "{note}"
+    );
     assert_eq!(t["limits_quick"], false);
     // With no entry, profile measures quickly, says so, and caches the entry as quick; a
     // second profile still says it is a quick measurement, not `tessera peak`'s.
     let fresh = path.with_extension("fresh.json");
     let _ = std::fs::remove_file(&fresh);
     let t = profile(&fresh);
-    assert!(t["limits"].as_str().unwrap().starts_with("no cached entry: a quick measurement"), "{t}");
+    assert!(
+        t["limits"]
+            .as_str()
+            .unwrap()
+            .starts_with("no cached entry: a quick measurement"),
+        "{t}"
+    );
     let t = profile(&fresh);
     let note = t["limits"].as_str().unwrap();
-    assert!(note.starts_with("a quick measurement by `tessera profile`"), "{note}");
+    assert!(
+        note.starts_with("a quick measurement by `tessera profile`"),
+        "{note}"
+    );
     assert!(!note.contains("measured by `tessera peak"), "{note}");
     assert_eq!(t["limits_quick"], true);
     let _ = std::fs::remove_file(&path);

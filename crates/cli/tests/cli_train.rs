@@ -48,7 +48,14 @@ fn trains_saves_and_resumes() {
     assert_eq!(lines.len(), 5, "4 epochs + summary");
     for (i, l) in lines[..4].iter().enumerate() {
         assert_eq!(l["epoch"].as_u64(), Some(i as u64 + 1));
-        for k in ["train_loss", "train_acc", "test_loss", "test_acc", "images_per_s", "seconds"] {
+        for k in [
+            "train_loss",
+            "train_acc",
+            "test_loss",
+            "test_acc",
+            "images_per_s",
+            "seconds",
+        ] {
             assert!(l[k].as_f64().is_some(), "missing {k} in {l}");
         }
     }
@@ -112,13 +119,26 @@ fn bad_arguments_are_clear_errors() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not a directory"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("not a directory"),
+        "{err}"
+    );
     let out = tessera()
-        .args(["train", "vit_digits", "--weights", "/nonexistent.safetensors", "--epochs", "1"])
+        .args([
+            "train",
+            "vit_digits",
+            "--weights",
+            "/nonexistent.safetensors",
+            "--epochs",
+            "1",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("nonexistent.safetensors"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("nonexistent.safetensors"),
+        "{err}"
+    );
     let out = tessera()
         .args([
             "train",
@@ -187,10 +207,20 @@ fn digit_folder(root: &std::path::Path, classes: &[usize], per_class: usize) {
     for &c in classes {
         let dir = root.join(format!("digit{c}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let idx: Vec<usize> = (0..train.len()).filter(|&i| train.labels[i] == c).take(per_class).collect();
+        let idx: Vec<usize> = (0..train.len())
+            .filter(|&i| train.labels[i] == c)
+            .take(per_class)
+            .collect();
         for (k, i) in idx.into_iter().enumerate() {
-            let px: Vec<u8> = train.image(i).iter().map(|v| (v * 255.0).round() as u8).collect();
-            image::GrayImage::from_raw(8, 8, px).unwrap().save(dir.join(format!("{k}.png"))).unwrap();
+            let px: Vec<u8> = train
+                .image(i)
+                .iter()
+                .map(|v| (v * 255.0).round() as u8)
+                .collect();
+            image::GrayImage::from_raw(8, 8, px)
+                .unwrap()
+                .save(dir.join(format!("{k}.png")))
+                .unwrap();
         }
     }
 }
@@ -203,11 +233,23 @@ fn fine_tunes_from_saved_weights_on_an_image_folder() {
     let base = dir.join("base.safetensors");
     // Pretrained weights: vit_digits on the ten digit classes, briefly.
     let out = tessera()
-        .args(["train", "vit_digits", "--epochs", "6", "--threads", "2", "--json"])
+        .args([
+            "train",
+            "vit_digits",
+            "--epochs",
+            "6",
+            "--threads",
+            "2",
+            "--json",
+        ])
         .args(["--save", base.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let file = tessera::models::io::safetensors::read(&base).unwrap();
     assert!(file.tensors.keys().all(|k| !k.starts_with("__optim__")));
     assert_eq!(file.metadata.get("format").map(String::as_str), Some("pt"));
@@ -219,13 +261,27 @@ fn fine_tunes_from_saved_weights_on_an_image_folder() {
         .args(["train", "vit_digits", "--weights", base.to_str().unwrap()])
         .args(["--dataset", &format!("folder:{}", data.display())])
         .args(["--epochs", "4", "--threads", "2", "--lr", "1e-3"])
-        .args(["--save", ft.to_str().unwrap(), "--plot", svg.to_str().unwrap()])
+        .args([
+            "--save",
+            ft.to_str().unwrap(),
+            "--plot",
+            svg.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("classifier (head.weight, head.bias) is re-initialised: 10 classes"), "{stderr}");
-    assert!(stdout.contains("96 train / 24 test images, 3 classes"), "{stdout}");
+    assert!(
+        stderr.contains("classifier (head.weight, head.bias) is re-initialised: 10 classes"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("96 train / 24 test images, 3 classes"),
+        "{stdout}"
+    );
     assert!(stdout.contains("from pretrained weights"), "{stdout}");
     let acc: f64 = stdout
         .lines()
@@ -239,15 +295,29 @@ fn fine_tunes_from_saved_weights_on_an_image_folder() {
     assert_eq!(ft_file.tensors["head.weight"].shape, vec![3, 64]);
     assert_eq!(ft_file.tensors.len(), file.tensors.len());
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert!(text.starts_with("<svg") && text.matches("<polyline").count() == 4, "{text}");
+    assert!(
+        text.starts_with("<svg") && text.matches("<polyline").count() == 4,
+        "{text}"
+    );
     // The fine-tuned weights classify an image of the folder with `tessera run`.
     let img = data.join("digit5").join("0.png");
     let out = tessera()
-        .args(["run", "vit_digits", "--num-classes", "3", "--weights", ft.to_str().unwrap()])
+        .args([
+            "run",
+            "vit_digits",
+            "--num-classes",
+            "3",
+            "--weights",
+            ft.to_str().unwrap(),
+        ])
         .args(["--input", img.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // --num-classes that contradicts the folder is refused.
     let out = tessera()
         .args(["train", "vit_digits", "--num-classes", "4"])
@@ -264,20 +334,40 @@ fn compare_charts_two_presets() {
     std::fs::create_dir_all(&dir).unwrap();
     let svg = dir.join("cmp.svg");
     let out = tessera()
-        .args(["compare", "vit_digits", "resnet_digits", "--epochs", "2", "--threads", "2", "--json"])
+        .args([
+            "compare",
+            "vit_digits",
+            "resnet_digits",
+            "--epochs",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+        ])
         .args(["--plot", svg.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let lines = json_lines(&out.stdout);
     assert_eq!(lines.len(), 6, "2 epochs + a summary per architecture");
     assert_eq!(lines[2]["arch"], "vit_digits");
     assert!(lines[2]["final_test_acc"].as_f64().is_some());
     assert!(lines[1]["seconds"].as_f64().unwrap() > lines[0]["seconds"].as_f64().unwrap());
     let text = std::fs::read_to_string(&svg).unwrap();
-    assert_eq!(text.matches("<polyline").count(), 4, "two series in two panels");
+    assert_eq!(
+        text.matches("<polyline").count(),
+        4,
+        "two series in two panels"
+    );
     assert!(text.contains("wall-clock seconds"));
-    let out = tessera().args(["compare", "vit_base_patch16_224"]).output().unwrap();
+    let out = tessera()
+        .args(["compare", "vit_base_patch16_224"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     std::fs::remove_dir_all(&dir).unwrap();
 }
