@@ -118,7 +118,11 @@ fn pretrained_weights_with_another_class_count_keep_a_fresh_classifier() {
         .1
         .to_vec();
     let r = load_pretrained(m.as_mut(), &w).unwrap();
-    assert_eq!(r.reinitialised, vec!["head.weight", "head.bias"]);
+    assert_eq!(
+        r.reinitialised,
+        vec!["head.bias", "head.weight"],
+        "sorted by name"
+    );
     assert_eq!(r.file_classes, Some(10));
     let after = named_tensors(m.as_ref());
     let src = named_tensors(ten.as_ref());

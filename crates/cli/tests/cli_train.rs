@@ -275,7 +275,7 @@ fn fine_tunes_from_saved_weights_on_an_image_folder() {
     );
     assert!(out.status.success(), "{stderr}");
     assert!(
-        stderr.contains("classifier (head.weight, head.bias) is re-initialised: 10 classes"),
+        stderr.contains("classifier (head.bias, head.weight) is re-initialised: 10 classes"),
         "{stderr}"
     );
     assert!(

@@ -37,8 +37,8 @@ pub fn classifier_names(model: &dyn Model) -> Vec<String> {
 /// What [`load_pretrained`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PretrainedLoad {
-    /// Classifier tensors left at their fresh initialisation (empty when the file's classifier
-    /// fits the model).
+    /// Classifier tensors left at their fresh initialisation, sorted by name (empty when the
+    /// file's classifier fits the model).
     pub reinitialised: Vec<String>,
     /// The classifier's output size in the file (`None` if the file has no classifier).
     pub file_classes: Option<usize>,
