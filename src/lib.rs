@@ -9,6 +9,7 @@
 //! - [`kernels`]: slice-level SIMD kernels (GEMM, convolution, softmax, activations).
 //! - [`core`]: strided tensors and reverse-mode autograd.
 //! - [`models`]: layers, architectures, optimizers, data and weight I/O.
+#![warn(missing_docs)]
 
 pub use tessera_core as core;
 pub use tessera_kernels as kernels;

@@ -58,6 +58,7 @@ fn augmentation_and_batches() {
     let flip = Augment {
         crop_padding: 0,
         hflip: true,
+        ..Augment::default()
     };
     let (xf, _) = d.batch(&idx, Some(&flip), 5);
     let xf = xf.to_vec();
@@ -74,6 +75,7 @@ fn augmentation_and_batches() {
     let crop = Augment {
         crop_padding: 2,
         hflip: false,
+        ..Augment::default()
     };
     let (a, _) = d.batch(&idx, Some(&crop), 9);
     let (b, _) = d.batch(&idx, Some(&crop), 9);

@@ -68,6 +68,7 @@ fn cfg_aug(epochs: usize) -> TrainConfig {
         augment: Some(Augment {
             crop_padding: 1,
             hflip: false,
+            ..Augment::default()
         }),
         ..cfg(epochs)
     }

@@ -1,4 +1,5 @@
-//! The `tessera` command-line program: inference, training, benchmarks and the study tools.
+//! The `tessera` command-line program: benchmarks, inference, training and fine-tuning, and
+//! the study tools (profile, attention maps).
 //!
 //! Every sub-command reports bad input as a one-line error and a non-zero exit code, never a
 //! panic. `--json` output is one JSON object per line.
@@ -11,6 +12,7 @@ macro_rules! outln {
 
 mod attention;
 mod bench;
+mod compare;
 mod cpu;
 mod distributed;
 mod grads;
@@ -19,6 +21,7 @@ mod inputs;
 mod list;
 mod overrides;
 mod peak;
+mod plot;
 mod profile;
 mod run;
 mod timing;
@@ -56,7 +59,11 @@ enum Command {
     Cpu(cpu::CpuArgs),
     /// Measure the GEMM kernel candidates and block sizes on this CPU and cache the fastest.
     Tune(tune::TuneArgs),
-    /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
+    /// Train several architectures on the digits with their recipes and chart test accuracy
+    /// against epochs and wall-clock seconds.
+    Compare(compare::CompareArgs),
+    /// Train a network from scratch, fine-tune it from pretrained weights, or resume, on the
+    /// embedded digits, CIFAR-10 or a folder of images (one sub-folder per class).
     Train(train::TrainArgs),
     /// One training-mode forward and backward (mean cross-entropy): loss, logits and every
     /// parameter's gradient by timm name, to safetensors (gradient parity with PyTorch).
@@ -106,6 +113,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::List(args) => list::run(args),
         Command::Train(args) => train::run(args),
+        Command::Compare(args) => compare::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),
         Command::Peak(args) => peak::run(args),

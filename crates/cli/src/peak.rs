@@ -16,8 +16,13 @@
 //!
 //! The result is cached as JSON in `$TESSERA_PEAK_CACHE`, else
 //! `$XDG_CACHE_HOME/tessera/peak.json`, else `~/.cache/tessera/peak.json`, one entry per
-//! (CPU model, instruction set, threads); `tessera peak` always re-measures and updates it,
-//! `tessera profile` reads it (and measures with smaller buffers when there is no entry).
+//! (CPU identity, instruction set, threads), where the identity is the vendor, brand string,
+//! family, model and stepping (`tessera::kernels::host`; two CPUs sold under one name, or a VM
+//! moved to another host, get separate entries). The file is replaced atomically (a synced temporary
+//! file, then a rename). `tessera peak` always re-measures and updates it; `tessera profile`
+//! reads it, and when there is no entry measures quickly (fewer runs, smaller buffers) and
+//! caches that, marked as quick, so its header can say which measurement it uses; a later
+//! `tessera peak` replaces a quick entry.
 
 use clap::Args;
 use std::path::PathBuf;
@@ -39,7 +44,11 @@ pub struct PeakArgs {
 /// The measured limits of this machine for one thread count.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
+    /// CPU model name.
     pub cpu: String,
+    /// Vendor, family, model and stepping ([`cpu_identity`]).
+    pub cpu_id: String,
+    /// Instruction set in use.
     pub isa: String,
     pub threads: usize,
     /// FMA peak, GFLOP/s.
@@ -52,6 +61,8 @@ pub struct Limits {
     pub buffer_mib: usize,
     /// Seconds since the Unix epoch when measured.
     pub measured_at: u64,
+    /// Measured by `tessera profile`'s quick fallback, not by `tessera peak`.
+    pub quick: bool,
 }
 
 impl Limits {
@@ -63,6 +74,7 @@ impl Limits {
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "cpu": self.cpu,
+            "cpu_id": self.cpu_id,
             "isa": self.isa,
             "threads": self.threads,
             "fma_gflops": self.fma_gflops,
@@ -71,12 +83,15 @@ impl Limits {
             "ridge_flop_per_byte": self.ridge(),
             "buffer_mib": self.buffer_mib,
             "measured_at": self.measured_at,
+            "quick": self.quick,
         })
     }
 
     fn from_json(v: &serde_json::Value) -> Option<Limits> {
         Some(Limits {
             cpu: v.get("cpu")?.as_str()?.to_string(),
+            // Entries without an identity (an older cache) never match and get replaced.
+            cpu_id: v.get("cpu_id")?.as_str()?.to_string(),
             isa: v.get("isa")?.as_str()?.to_string(),
             threads: v.get("threads")?.as_u64()? as usize,
             fma_gflops: v.get("fma_gflops")?.as_f64()?,
@@ -84,6 +99,7 @@ impl Limits {
             triad_gbs: v.get("triad_gbs")?.as_f64()?,
             buffer_mib: v.get("buffer_mib")?.as_u64()? as usize,
             measured_at: v.get("measured_at")?.as_u64()?,
+            quick: v.get("quick").and_then(|q| q.as_bool()).unwrap_or(true),
         })
         .filter(|l| l.fma_gflops > 0.0 && l.triad_gbs > 0.0 && l.read_gbs > 0.0)
     }
@@ -100,6 +116,17 @@ pub fn cpu_model() -> String {
                 .map(|(_, v)| v.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The CPU's identity: vendor, brand string, family, model and stepping, as the kernels'
+/// host detection reports it (the same key as the GEMM tuning cache).
+pub fn cpu_identity() -> String {
+    tessera::kernels::host::Host::get().identity.key()
+}
+
+/// Whether a cache entry was measured on this machine's CPU, instruction set and `threads`.
+fn same_machine(l: &Limits, cpu: &str, cpu_id: &str, isa: &str, threads: usize) -> bool {
+    l.cpu == cpu && l.cpu_id == cpu_id && l.isa == isa && l.threads == threads
 }
 
 /// Where the cache lives (see the module docs).
@@ -130,18 +157,19 @@ fn read_cache(path: &std::path::Path) -> Vec<Limits> {
 /// The cached limits for this CPU, the instruction set in use and `threads`, if any.
 pub fn cached(threads: usize) -> Option<Limits> {
     let isa = Isa::current().ok()?.name();
-    let cpu = cpu_model();
+    let (cpu, cpu_id) = (cpu_model(), cpu_identity());
     read_cache(&cache_path()?)
         .into_iter()
-        .find(|l| l.cpu == cpu && l.isa == isa && l.threads == threads)
+        .find(|l| same_machine(l, &cpu, &cpu_id, isa, threads))
 }
 
-/// Adds or replaces `l`'s entry in the cache file (written to a temporary file, then renamed).
+/// Adds or replaces `l`'s entry in the cache file (atomically: a synced temporary file, then a
+/// rename).
 pub fn store(l: &Limits) -> Result<PathBuf, String> {
     let path = cache_path().ok_or("peak: no cache directory (set HOME or TESSERA_PEAK_CACHE)")?;
     let mut entries: Vec<Limits> = read_cache(&path)
         .into_iter()
-        .filter(|e| !(e.cpu == l.cpu && e.isa == l.isa && e.threads == l.threads))
+        .filter(|e| !same_machine(e, &l.cpu, &l.cpu_id, &l.isa, l.threads))
         .collect();
     entries.push(l.clone());
     let json = serde_json::json!({
@@ -151,9 +179,11 @@ pub fn store(l: &Limits) -> Result<PathBuf, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{json:#}\n")).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    let text = format!("{json:#}\n");
+    tessera::models::io::safetensors::write_atomically(&path, |w| {
+        std::io::Write::write_all(w, text.as_bytes())
+    })
+    .map_err(|e| format!("peak: {e}"))?;
     Ok(path)
 }
 
@@ -248,6 +278,8 @@ pub fn measure(quick: bool) -> Result<Limits, String> {
     let (read_gbs, triad_gbs) = bandwidth(mib, if quick { 2 } else { 5 });
     Ok(Limits {
         cpu: cpu_model(),
+        cpu_id: cpu_identity(),
+        quick,
         isa: isa.name().to_string(),
         threads: rayon::current_num_threads(),
         fma_gflops,
@@ -268,17 +300,40 @@ pub fn limits_for_profile() -> Result<(Limits, String), String> {
         let at = cache_path()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
-        return Ok((l, format!("cached in {at} by `tessera peak`")));
+        let when = utc_date(l.measured_at);
+        let note = if l.quick {
+            format!("a quick measurement by `tessera profile` ({when}, cached in {at}); run `tessera peak --threads {threads}` for the full one")
+        } else {
+            format!("measured by `tessera peak --threads {threads}` ({when}, cached in {at})")
+        };
+        return Ok((l, note));
     }
     let l = measure(true)?;
     let note = match store(&l) {
         Ok(p) => format!(
-            "no cached entry: measured now (quick) and cached in {}; run `tessera peak --threads {threads}` for the full measurement",
+            "no cached entry: a quick measurement now (cached in {} as quick); run `tessera peak --threads {threads}` for the full one",
             p.display()
         ),
-        Err(e) => format!("no cached entry: measured now (quick); not cached: {e}"),
+        Err(e) => format!("no cached entry: a quick measurement now (not cached: {e})"),
     };
     Ok((l, note))
+}
+
+/// `YYYY-MM-DD HH:MM UTC` of a Unix time (proleptic Gregorian, Howard Hinnant's
+/// `civil_from_days`).
+pub fn utc_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let (hh, mm) = ((secs % 86_400) / 3600, (secs % 3600) / 60);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + (m <= 2) as i64;
+    format!("{y:04}-{m:02}-{d:02} {hh:02}:{mm:02} UTC")
 }
 
 /// Runs `tessera peak`.
@@ -295,8 +350,9 @@ pub fn run(args: &PeakArgs) -> Result<(), String> {
         outln!("{j}");
     } else {
         outln!(
-            "cpu:              {} ({} threads, {})",
+            "cpu:              {} [{}] ({} threads, {})",
             l.cpu,
+            l.cpu_id,
             l.threads,
             l.isa
         );
@@ -320,4 +376,66 @@ pub fn run(args: &PeakArgs) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc_date(0), "1970-01-01 00:00 UTC");
+        // 2000-02-29 (a leap day in a century leap year) 12:34.
+        assert_eq!(utc_date(951_827_640), "2000-02-29 12:34 UTC");
+        assert_eq!(utc_date(1_796_289_000), "2026-12-03 09:10 UTC");
+    }
+
+    fn limits(cpu_id: &str, quick: bool) -> Limits {
+        Limits {
+            cpu: "Test CPU".into(),
+            cpu_id: cpu_id.into(),
+            isa: "avx2".into(),
+            threads: 2,
+            fma_gflops: 100.0,
+            read_gbs: 10.0,
+            triad_gbs: 8.0,
+            buffer_mib: 128,
+            measured_at: 1,
+            quick,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_match_the_full_identity() {
+        let l = limits("GenuineIntel family 6 model 143 stepping 8", false);
+        assert_eq!(Limits::from_json(&l.to_json()), Some(l.clone()));
+        assert!(same_machine(&l, "Test CPU", &l.cpu_id, "avx2", 2));
+        // Same model name, other stepping / ISA / thread count: another entry.
+        assert!(!same_machine(
+            &l,
+            "Test CPU",
+            "GenuineIntel family 6 model 143 stepping 6",
+            "avx2",
+            2
+        ));
+        assert!(!same_machine(&l, "Test CPU", &l.cpu_id, "avx512", 2));
+        assert!(!same_machine(&l, "Test CPU", &l.cpu_id, "avx2", 1));
+        // An entry without an identity (older cache format) is not read.
+        let mut old = l.to_json();
+        old.as_object_mut().unwrap().remove("cpu_id");
+        assert_eq!(Limits::from_json(&old), None);
+        let q = limits("x", true);
+        assert!(Limits::from_json(&q.to_json()).unwrap().quick);
+    }
+
+    #[test]
+    fn the_identity_names_family_model_and_stepping() {
+        let id = cpu_identity();
+        if std::path::Path::new("/proc/cpuinfo").exists() && id != "unknown" {
+            assert!(
+                id.contains("family") && id.contains("model") && id.contains("stepping"),
+                "{id}"
+            );
+        }
+    }
 }

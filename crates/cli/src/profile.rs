@@ -3,7 +3,9 @@
 //! SGD update) recorded op by op with `tessera_core::profile`, printed as a roofline table.
 //!
 //! Each op gets its FLOPs, bytes, time, achieved GFLOP/s and GB/s, arithmetic intensity and a
-//! verdict against this machine's limits (`tessera peak`, cached): memory-bound when its
+//! verdict against this machine's limits (measured by `tessera peak` and cached, or a quick
+//! measurement when the cache has no entry for this CPU, ISA and thread count; the header says
+//! which, and when it was taken): memory-bound when its
 //! intensity is below the ridge point `FMA peak / triad bandwidth`, compute-bound otherwise
 //! (Williams, Waterman & Patterson, "Roofline", CACM 2009). Layers come from
 //! `Model::forward_stages`: its callback calls `profile::end_layer(name)`, so the ops since the
@@ -271,8 +273,10 @@ fn print_table(args: &ProfileArgs, run: &Run, l: &Limits, note: &str, chw: [usiz
         }
     );
     outln!(
-        "machine: {} | FMA peak {:.1} GFLOP/s | memory {:.1} GB/s (triad; read {:.1}) | ridge {:.1} FLOP/B",
+        "machine: {} [{}, {}] | FMA peak {:.1} GFLOP/s | memory {:.1} GB/s (triad; read {:.1}) | ridge {:.1} FLOP/B",
         l.cpu,
+        l.cpu_id,
+        l.isa,
         l.fma_gflops,
         l.triad_gbs,
         l.read_gbs,
@@ -443,6 +447,10 @@ fn print_json(args: &ProfileArgs, run: &Run, l: &Limits, note: &str) {
         "read_gbs": l.read_gbs,
         "ridge": l.ridge(),
         "limits": note,
+        "limits_quick": l.quick,
+        "cpu": l.cpu,
+        "cpu_id": l.cpu_id,
+        "isa": l.isa,
         "top": p.top_by_time(10),
     });
     if args.train {

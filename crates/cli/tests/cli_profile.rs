@@ -160,7 +160,9 @@ fn peak_json_is_cached() {
         "triad_gbs",
         "ridge_flop_per_byte",
         "cpu",
+        "cpu_id",
         "isa",
+        "quick",
     ] {
         assert!(j.get(k).is_some(), "{k} missing in {j}");
     }
@@ -169,5 +171,58 @@ fn peak_json_is_cached() {
     let cached: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(cached["entries"].as_array().unwrap().len(), 1);
+    assert_eq!(j["quick"], false);
+    // `tessera profile` on that cache names `tessera peak` as the source of its limits.
+    let profile = |cache: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .env("TESSERA_PEAK_CACHE", cache)
+            .args([
+                "profile",
+                "vit_digits",
+                "--depth",
+                "1",
+                "--threads",
+                "1",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let totals: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+        totals
+    };
+    let t = profile(&path);
+    let note = t["limits"].as_str().unwrap();
+    assert!(
+        note.starts_with("measured by `tessera peak --threads 1`"),
+        "{note}"
+    );
+    assert_eq!(t["limits_quick"], false);
+    // With no entry, profile measures quickly, says so, and caches the entry as quick; a
+    // second profile still says it is a quick measurement, not `tessera peak`'s.
+    let fresh = path.with_extension("fresh.json");
+    let _ = std::fs::remove_file(&fresh);
+    let t = profile(&fresh);
+    assert!(
+        t["limits"]
+            .as_str()
+            .unwrap()
+            .starts_with("no cached entry: a quick measurement"),
+        "{t}"
+    );
+    let t = profile(&fresh);
+    let note = t["limits"].as_str().unwrap();
+    assert!(
+        note.starts_with("a quick measurement by `tessera profile`"),
+        "{note}"
+    );
+    assert!(!note.contains("measured by `tessera peak"), "{note}");
+    assert_eq!(t["limits_quick"], true);
     let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(&fresh);
 }

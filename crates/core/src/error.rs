@@ -13,14 +13,34 @@ use tessera_kernels::KernelError;
 #[non_exhaustive]
 pub enum TensorError {
     /// Shapes that do not fit together (broadcasting, matmul, cat, a data length).
-    Shape { op: &'static str, msg: String },
+    Shape {
+        /// The operation that failed.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// A dimension index out of range, or a repeated dimension.
-    Dim { op: &'static str, msg: String },
+    Dim {
+        /// The operation that failed.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// Any other invalid argument (a probability outside [0, 1), an index out of range, ...).
-    Argument { op: &'static str, msg: String },
+    Argument {
+        /// The operation that failed.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// Autograd misuse: backward on a tensor that needs no grad, a non-scalar without an output
     /// gradient, a graph already freed by an earlier backward.
-    Autograd { op: &'static str, msg: String },
+    Autograd {
+        /// The operation that failed.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// An error reported by a kernel.
     Kernel(KernelError),
 }

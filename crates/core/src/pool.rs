@@ -2,8 +2,7 @@
 //! operating system for every activation.
 //!
 //! Without it, every large output (`vec![0.0; n]` of a few MiB) is a fresh `mmap` from the C
-//! allocator, and every page of it is faulted in and zeroed by the kernel on first touch; on
-//! ViT-B/16 at batch 1 that was ~19k page faults and 7-10% of the forward's time. The ops take
+//! allocator, and every page of it is faulted in and zeroed by the kernel on first touch. The ops take
 //! their large outputs from here (`zeroed`); when the last tensor over such a buffer is dropped,
 //! [`Storage`](crate::Storage) hands the buffer back instead of freeing it. Only buffers this pool
 //! handed out come back (a model's weights, built with `Tensor::from_vec`, are freed normally), and

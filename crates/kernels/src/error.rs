@@ -11,7 +11,12 @@ use std::fmt;
 pub enum KernelError {
     /// The arguments do not describe a valid problem: a slice is too short for its shape and
     /// strides, operands overlap, a dimension is invalid. `op` names the kernel.
-    InvalidArgument { op: &'static str, msg: String },
+    InvalidArgument {
+        /// The operation that failed.
+        op: &'static str,
+        /// What is wrong.
+        msg: String,
+    },
     /// `TESSERA_ISA` (or an explicit request) asked for an instruction set this CPU lacks, or
     /// named no known instruction set.
     Isa(String),

@@ -7,12 +7,11 @@ use tessera_kernels::activation::{
 };
 use tessera_kernels::Isa;
 
+mod common;
+
+/// Values in [-8, 8), where the activations differ most.
 fn data(n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761) >> 8) as f32 / (1u32 << 24) as f32 * 16.0 - 8.0
-        })
-        .collect()
+    common::uniform(n, 1, -8.0, 8.0)
 }
 
 #[test]

@@ -6,15 +6,10 @@ use tessera_kernels::activation::{forward_with, Activation};
 use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
 use tessera_kernels::Isa;
 
+mod common;
+
 fn data(n: usize, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) as f32
-                / (1u32 << 24) as f32
-                * 2.0
-                - 1.0
-        })
-        .collect()
+    common::data(n, seed as u64)
 }
 
 #[test]

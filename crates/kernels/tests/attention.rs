@@ -17,18 +17,12 @@ use tessera_kernels::attention::{
 };
 use tessera_kernels::Isa;
 
+mod common;
+
 const U: f64 = 1.0 / (1u64 << 24) as f64;
 
 fn data(n: usize, seed: u32, amp: f32) -> Vec<f32> {
-    (0..n)
-        .map(|i| {
-            let h = (i as u32)
-                .wrapping_mul(2_654_435_761)
-                .wrapping_add(seed.wrapping_mul(40_503));
-            let h = h ^ (h >> 15);
-            ((h.wrapping_mul(2_246_822_519) >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0) * amp
-        })
-        .collect()
+    common::uniform(n, seed as u64, -amp, amp)
 }
 
 fn max_abs(v: &[f64]) -> f64 {

@@ -5,23 +5,14 @@
 use tessera_kernels::conv::{self, reference, Conv2dShape};
 use tessera_kernels::{Activation, Isa};
 
+mod common;
+use common::data;
+
 /// Allowance for a vector activation differing from its scalar definition by a few ulps of the
 /// output (polynomial `exp`/`tanh` forms of sigmoid, swish, GELU): 8 ulps. Exact for
 /// identity / ReLU / ReLU6, whose vector and scalar forms agree bit for bit (8 ulps of a
 /// value in [1, 2) is 16 eps times it).
 const ACT_ULPS: f32 = 16.0;
-
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn abs(v: &[f32]) -> Vec<f32> {
     v.iter().map(|x| x.abs()).collect()

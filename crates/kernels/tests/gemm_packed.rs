@@ -7,17 +7,10 @@ use tessera_kernels::gemm::{
 };
 use tessera_kernels::{Activation, Isa};
 
+mod common;
+
 fn fill(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            ((i as u32)
-                .wrapping_mul(2654435761)
-                .wrapping_add(seed.wrapping_mul(97))
-                >> 9) as f32
-                / (1u32 << 23) as f32
-                - 1.0
-        })
-        .collect()
+    common::data(len, seed as u64)
 }
 
 proptest! {

@@ -9,6 +9,8 @@ use tessera_kernels::gemm::table::candidates;
 use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef, Tuning};
 use tessera_kernels::{Activation, Isa};
 
+mod common;
+
 /// How a `rows x cols` matrix is stored.
 #[derive(Debug, Clone, Copy)]
 enum Layout {
@@ -63,20 +65,8 @@ fn dim() -> impl Strategy<Value = usize> {
     ]
 }
 
-/// Deterministic values in [-1, 1) from a seed.
 fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(0x632B_E59B_D9B4_E019)
-        | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-        })
-        .collect()
+    common::data(len, seed)
 }
 
 #[derive(Debug, Clone)]

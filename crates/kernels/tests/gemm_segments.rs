@@ -7,6 +7,8 @@ use proptest::prelude::*;
 use tessera_kernels::gemm::{gemm, Axis, Bias, Epilogue, GemmConfig, MatMut, MatRef, Segments};
 use tessera_kernels::{Activation, Isa};
 
+mod common;
+
 /// How one matrix is stored: which axis is segmented (if any), the segment length, whether
 /// each segment is row- or column-major, and the gap between segments.
 #[derive(Debug, Clone, Copy)]
@@ -69,9 +71,7 @@ fn storage() -> impl Strategy<Value = Storage> {
 }
 
 fn values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
-        .collect()
+    common::uniform(len, seed as u64, -0.5, 0.5)
 }
 
 #[derive(Debug, Clone)]

@@ -9,16 +9,11 @@ use tessera_kernels::activation::{self, Activation};
 use tessera_kernels::norm;
 use tessera_kernels::Isa;
 
+mod common;
+
+/// Values in [-2, 2).
 fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    common::uniform(len, seed, -2.0, 2.0)
 }
 
 fn bits(v: &[f32]) -> Vec<u32> {

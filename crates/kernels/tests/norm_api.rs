@@ -4,17 +4,8 @@
 use proptest::prelude::*;
 use tessera_kernels::norm::{self, reference};
 
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            ((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+mod common;
+use common::data;
 
 /// `|got - want| <= tol * (1 + |want|)` element-wise.
 fn close(what: &str, got: &[f32], want: &[f64], tol: f64) {

@@ -5,18 +5,8 @@
 use proptest::prelude::*;
 use tessera_kernels::pool::{self, Pool2dShape};
 
-fn data(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s >> 12;
-            s ^= s << 25;
-            s ^= s >> 27;
-            // Coarse values so that ties in max pooling occur.
-            (((s.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) % 17) as f32 - 8.0) / 4.0
-        })
-        .collect()
-}
+mod common;
+use common::data;
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum()

@@ -2,14 +2,14 @@
 //!
 //! Layers, architectures, optimizers, data and weight I/O, built on `tessera-core`.
 //!
-//! What will live here (see the models and training issues):
 //! - A `Module` notion whose parameter names are exactly PyTorch `state_dict` keys; Linear,
 //!   Conv2d, BatchNorm2d, LayerNorm, multi-head self-attention, SqueezeExcite and the blocks of
 //!   the four architectures of the seed documents: ViT (Dosovitskiy et al., 2021), MobileNetV2
 //!   (Sandler et al., 2018), MobileNetV3 (Howard et al., 2019) and SE-ResNet (Hu et al., 2018),
 //!   configured as data and named after timm.
 //! - safetensors weight loading and saving with timm's names and PyTorch layouts.
-//! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
+//! - SGD and AdamW with schedules, the digits, CIFAR-10 and image-folder data sets, the
+//!   training loop, and fine-tuning from pretrained weights ([`finetune`]).
 
 pub mod archs;
 pub mod attention_maps;
@@ -18,6 +18,7 @@ pub mod data;
 #[cfg(feature = "distributed")]
 pub mod distributed;
 pub mod error;
+pub mod finetune;
 pub mod grads;
 pub mod init;
 pub mod io;

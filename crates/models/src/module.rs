@@ -94,6 +94,7 @@ pub fn child(prefix: &str, name: &str) -> String {
 /// A sequence of modules applied in order, named `0`, `1`, ... as `nn.Sequential`.
 #[derive(Default)]
 pub struct Sequential {
+    /// The modules, in order.
     pub layers: Vec<Box<dyn Module>>,
 }
 

@@ -24,7 +24,9 @@ use tessera_core::{no_grad, Tensor};
 /// Which optimizer to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OptKind {
+    /// SGD with momentum (Nesterov when the momentum is positive).
     Sgd,
+    /// AdamW (Loshchilov & Hutter, 2019).
     AdamW,
 }
 
@@ -52,20 +54,29 @@ impl OptKind {
 /// Hyper-parameters of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
+    /// Passes over the training set.
     pub epochs: usize,
+    /// Images per optimizer step.
     pub batch: usize,
     /// Peak learning rate (after warm-up).
     pub lr: f32,
+    /// The optimizer.
     pub opt: OptKind,
+    /// Weight decay (L2 for SGD, decoupled for AdamW).
     pub weight_decay: f32,
     /// SGD momentum (Nesterov when > 0).
     pub momentum: f32,
+    /// Epochs of linear warm-up.
     pub warmup_epochs: usize,
+    /// Learning rate at the end of the cosine decay.
     pub min_lr: f32,
+    /// Label smoothing of the cross-entropy, in [0, 1).
     pub label_smoothing: f32,
     /// Clip the global gradient norm to this value.
     pub clip_grad: Option<f32>,
+    /// Augmentation of the training images, or none.
     pub augment: Option<Augment>,
+    /// Seed of the data order and the augmentation.
     pub seed: u64,
     /// Names that get no weight decay besides rank <= 1 tensors (ViT's `pos_embed`...).
     pub no_decay: Vec<String>,
@@ -94,13 +105,19 @@ impl Default for TrainConfig {
 /// Progress of one training step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepInfo {
+    /// 1-based epoch.
     pub epoch: usize,
+    /// 1-based step within the epoch.
     pub step_in_epoch: usize,
+    /// Steps per epoch.
     pub steps_per_epoch: usize,
+    /// Mean cross-entropy of this batch.
     pub loss: f32,
     /// Top-1 accuracy on this batch.
     pub acc: f32,
+    /// Learning rate of this step.
     pub lr: f32,
+    /// Training throughput of this step.
     pub images_per_s: f32,
 }
 
@@ -109,18 +126,28 @@ pub struct StepInfo {
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
+    /// Mean cross-entropy over the epoch's batches.
     pub train_loss: f32,
+    /// Top-1 accuracy over the epoch's batches.
     pub train_acc: f32,
+    /// Mean cross-entropy (no label smoothing) on the evaluation set.
+    pub test_loss: f32,
+    /// Top-1 accuracy on the evaluation set.
     pub test_acc: f32,
+    /// Top-5 accuracy on the evaluation set.
     pub test_top5: f32,
+    /// Training throughput (evaluation excluded).
     pub images_per_s: f32,
 }
 
 /// Loss and accuracies of a model on a data set.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Metrics {
+    /// Mean cross-entropy.
     pub loss: f32,
+    /// Top-1 accuracy.
     pub top1: f32,
+    /// Top-5 accuracy.
     pub top5: f32,
 }
 
@@ -203,6 +230,7 @@ pub trait BatchParallel {
 
 /// A training run's optimizer, schedule and position.
 pub struct Trainer {
+    /// The run's hyper-parameters.
     pub cfg: TrainConfig,
     opt: Box<dyn Optimizer>,
     schedule: LrSchedule,
@@ -352,6 +380,7 @@ impl Trainer {
             epoch: self.epoch,
             train_loss: (loss_sum / seen.max(1) as f64) as f32,
             train_acc: correct as f32 / seen.max(1) as f32,
+            test_loss: m.loss,
             test_acc: m.top1,
             test_top5: m.top5,
             images_per_s,

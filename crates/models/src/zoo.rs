@@ -17,8 +17,11 @@ use tessera_core::Tensor;
 /// timm's `create_model` keyword overrides (`None` keeps the architecture's default).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overrides {
+    /// timm's `img_size`: input resolution (square).
     pub img_size: Option<usize>,
+    /// timm's `in_chans`: input channels.
     pub in_chans: Option<usize>,
+    /// timm's `num_classes`: output classes.
     pub num_classes: Option<usize>,
     /// ViT only.
     pub patch_size: Option<usize>,

@@ -13,7 +13,8 @@
 //! per selected layer, with one column per selected head (`--head all`: every head and the
 //! mean; `mean`; or one head `H`); with a single panel per layer, the layers run along rows of
 //! up to six instead. Rollout combines the heads as `--head` says (the mean for
-//! `all` and `mean`, head `H` in every layer for a number).
+//! `all` and `mean`, head `H` in every layer for a number). Colours share one scale across
+//! panels unless `--per-panel-scale` is given; each title carries its panel's maximum.
 //!
 //! Weights: `--weights` is optional so the tool can be tried on a fresh checkout; without it the
 //! maps are those of timm's random initialisation, which a warning on stderr says.
@@ -61,6 +62,10 @@ pub struct AttentionArgs {
     /// The SVG file to write.
     #[arg(long, value_name = "FILE.svg")]
     pub out: PathBuf,
+    /// Scale each panel's colours to its own maximum instead of one scale shared by all panels
+    /// (the default, which lets layers and heads be compared).
+    #[arg(long)]
+    pub per_panel_scale: bool,
     /// Seed of the random weights used when --weights is not given.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -320,6 +325,7 @@ pub fn run(args: &AttentionArgs) -> Result<(), String> {
         image,
         grid,
         rows,
+        shared_scale: !args.per_panel_scale,
     };
     let text = svg::render(&figure)?;
     write_atomic(&args.out, &text)?;

@@ -6,8 +6,10 @@
 //!
 //! The colour map is viridis (van der Walt & Smith, matplotlib's default since 2.0), sampled at
 //! five stops and interpolated linearly, with an opacity rising from 0.2 to 0.85 so the image
-//! shows through low values; each panel is scaled to its own maximum (written in its title),
-//! because the class token's attention to the patches differs in scale between layers.
+//! shows through low values. By default every panel shares one scale, from 0 to the largest
+//! value of any panel (written in the legend), so layers and heads can be compared: a panel
+//! that looks pale attends diffusely. With [`Figure::shared_scale`] off, each panel is scaled
+//! to its own maximum (written in its title), which shows the shape of a diffuse map.
 
 use std::fmt::Write as _;
 
@@ -130,6 +132,21 @@ pub struct Figure {
     pub grid: [usize; 2],
     /// Rows of panels (a row may be shorter than the widest).
     pub rows: Vec<Vec<Panel>>,
+    /// One colour scale for every panel (0 to the largest value of any panel); `false` scales
+    /// each panel to its own maximum.
+    pub shared_scale: bool,
+}
+
+/// The largest heat value of any panel (0 if none).
+pub fn shared_max(f: &Figure) -> f32 {
+    f.rows
+        .iter()
+        .flatten()
+        .filter_map(|p| p.heat.as_ref())
+        .flatten()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, f32::max)
 }
 
 /// Number of panels (`<g class="panel">` elements) a figure renders.
@@ -188,6 +205,7 @@ pub fn render(f: &Figure) -> Result<String, String> {
     let width = (2.0 * MARGIN + cols as f64 * cell_w - GAP)
         .max(2.0 * MARGIN + 7.0 * f.caption.chars().count() as f64);
     let height = top + f.rows.len() as f64 * cell_h + legend_h + MARGIN;
+    let global_max = shared_max(f);
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -234,7 +252,11 @@ pub fn render(f: &Figure) -> Result<String, String> {
                         heat.len()
                     ));
                 }
-                let max = heat.iter().copied().fold(0.0f32, f32::max);
+                let max = if f.shared_scale {
+                    global_max
+                } else {
+                    heat.iter().copied().fold(0.0f32, f32::max)
+                };
                 s.push_str("<g>");
                 for (i, &v) in heat.iter().enumerate() {
                     let t = if max > 0.0 { (v / max) as f64 } else { 0.0 };
@@ -252,12 +274,20 @@ pub fn render(f: &Figure) -> Result<String, String> {
             s.push_str("</g></g>\n");
         }
     }
-    // The legend: the colour bar from 0 to each panel's maximum.
+    // The legend: the colour bar from 0 to the shared maximum, or to each panel's.
     let ly = top + f.rows.len() as f64 * cell_h;
     let bar = (width - 2.0 * MARGIN).min(260.0);
+    let (top_label, how) = if f.shared_scale {
+        (
+            format!("{global_max:.3}"),
+            "one scale shared by every panel",
+        )
+    } else {
+        ("panel max".to_string(), "scaled per panel")
+    };
     let _ = writeln!(
         s,
-        r#"<g class="legend"><rect x="{MARGIN}" y="{ly:.1}" width="{bar:.1}" height="12" fill="url(#scale)" stroke="black" stroke-width="0.5"/><text x="{MARGIN}" y="{:.1}">0</text><text x="{:.1}" y="{:.1}" text-anchor="end">panel max</text><text x="{MARGIN}" y="{:.1}">class-token attention to each patch, scaled per panel</text></g>"#,
+        r#"<g class="legend"><rect x="{MARGIN}" y="{ly:.1}" width="{bar:.1}" height="12" fill="url(#scale)" stroke="black" stroke-width="0.5"/><text x="{MARGIN}" y="{:.1}">0</text><text x="{:.1}" y="{:.1}" text-anchor="end">{top_label}</text><text x="{MARGIN}" y="{:.1}">class-token attention to each patch, {how}</text></g>"#,
         ly + 24.0,
         MARGIN + bar,
         ly + 24.0,
@@ -321,7 +351,46 @@ mod tests {
                     ]
                 })
                 .collect(),
+            shared_scale: true,
         }
+    }
+
+    /// The colour of heat cell `i` (the `fill` of the `i`-th heat `<rect>` after the image's).
+    fn heat_fills(svg: &str) -> Vec<String> {
+        svg.split("<rect")
+            .filter(|r| r.contains("fill-opacity"))
+            .map(|r| {
+                r.split("fill=\"")
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn panels_share_one_scale_unless_asked_otherwise() {
+        let mut f = figure(8, 2);
+        // Row 1 attends half as strongly as row 0.
+        f.rows[1][0].heat = Some((0..16).map(|v| v as f32 / 2.0).collect());
+        let shared = heat_fills(&render(&f).unwrap());
+        assert_eq!(shared.len(), 32);
+        // Shared: row 1's strongest cell (7.5) is not row 0's (15) colour, but row 0's cell 15 is
+        // the top of the scale.
+        assert_eq!(shared[15], colour(1.0));
+        assert_ne!(shared[16 + 15], colour(1.0));
+        assert_eq!(shared[16 + 15], colour(7.5 / 15.0));
+        assert!(render(&f)
+            .unwrap()
+            .contains("one scale shared by every panel"));
+        f.shared_scale = false;
+        let own = heat_fills(&render(&f).unwrap());
+        assert_eq!(own[16 + 15], colour(1.0));
+        assert!(render(&f).unwrap().contains("scaled per panel"));
+        assert_eq!(shared_max(&f), 15.0);
     }
 
     #[test]

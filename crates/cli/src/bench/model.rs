@@ -5,7 +5,8 @@
 //! vit_base_patch16_224, mobilenetv2_100, mobilenetv3_large_100 and seresnet101.
 //!
 //! Weights are random (timm's initialisation) unless `--weights` is given: the time of a dense
-//! network does not depend on the values.
+//! network does not depend on the values. `--json` rows name the instruction set in use (`isa`)
+//! and the CPU model (`cpu`), as the kernel benches do.
 
 use super::BenchArgs;
 use crate::overrides;
@@ -146,12 +147,18 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
 
 fn print(m: &Measurement, threads: usize, json: bool) {
     if json {
+        // The host, as the kernel benches report it: the instruction set in use and the CPU.
+        let isa = tessera::kernels::Isa::current()
+            .map_or_else(|_| "unknown".to_string(), |i| i.name().to_string());
+        let cpu = crate::peak::cpu_model();
         outln!(
             "{}",
             match m.peak_rss_mb {
                 // A training step.
                 Some(rss) => serde_json::json!({
                     "arch": m.arch,
+                    "isa": isa,
+                    "cpu": cpu,
                     "batch": m.batch,
                     "threads": threads,
                     "input": m.input_chw,
@@ -163,6 +170,8 @@ fn print(m: &Measurement, threads: usize, json: bool) {
                 }),
                 None => serde_json::json!({
                     "arch": m.arch,
+                    "isa": isa,
+                    "cpu": cpu,
                     "batch": m.batch,
                     "threads": threads,
                     "input": m.input_chw,

@@ -22,7 +22,7 @@ use crate::tensor::Tensor;
 fn forward(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     let frame = profile::begin();
     let xd = x.data();
-    // A pooled output buffer (a fresh `to_vec` was a page-faulting allocation per call).
+    // A pooled output buffer (see `crate::pool`), not a fresh page-faulting allocation.
     let mut y = crate::pool::for_overwrite(xd.len());
     if act::forward(a, &xd, &mut y).is_err() {
         // Unreachable (the lengths match); the in-place form gives the same values.

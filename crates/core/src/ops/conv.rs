@@ -16,9 +16,13 @@ use crate::tensor::Tensor;
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch defaults: 1, 0, 1, 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dParams {
+    /// Step of the window (rows, columns).
     pub stride: (usize, usize),
+    /// Zero padding on each side (rows, columns).
     pub padding: (usize, usize),
+    /// Spacing between kernel taps (rows, columns).
     pub dilation: (usize, usize),
+    /// Channel groups (`c_in` for depthwise).
     pub groups: usize,
 }
 

@@ -17,9 +17,13 @@ use crate::tensor::Tensor;
 /// Window, stride, padding and rounding of a 2-D pooling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dParams {
+    /// Window size (rows, columns).
     pub kernel: (usize, usize),
+    /// Step of the window (rows, columns).
     pub stride: (usize, usize),
+    /// Padding on each side (rows, columns).
     pub padding: (usize, usize),
+    /// Round the output size up (PyTorch's `ceil_mode`).
     pub ceil_mode: bool,
 }
 

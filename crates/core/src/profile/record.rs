@@ -40,6 +40,7 @@ pub struct OpRecord {
     /// The op kind: `conv2d`, `conv2d_dw+relu6`, `linear`, `softmax`, `add`, ...;
     /// `<op>.backward` for a backward rule.
     pub op: String,
+    /// Forward, backward or optimizer update.
     pub phase: Phase,
     /// Shapes of the tensor inputs (for a backward record: the output gradient, then the
     /// shapes of the forward inputs it produces gradients for).
@@ -97,10 +98,15 @@ fn ratio(a: f64, b: f64) -> f64 {
 /// Sums over a set of records.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
+    /// Number of op records.
     pub ops: usize,
+    /// Floating-point operations.
     pub flops: u64,
+    /// Multiply-accumulates of the contractions (GEMM, convolution).
     pub macs: u64,
+    /// Bytes read (f32 inputs, each tensor once).
     pub bytes_read: u64,
+    /// Bytes written.
     pub bytes_written: u64,
     /// Sum of the records' times (not the wall time of the region: see [`Profile::wall_ns`]).
     pub ns: u64,

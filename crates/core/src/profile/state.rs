@@ -35,9 +35,13 @@ static SESSIONS: AtomicU64 = AtomicU64::new(1);
 /// The cost an op reports for its own work (excluding the ops it called, which report theirs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Cost {
+    /// Floating-point operations.
     pub flops: u64,
+    /// Multiply-accumulates of the contractions.
     pub macs: u64,
+    /// Bytes read.
     pub bytes_read: u64,
+    /// Bytes written.
     pub bytes_written: u64,
 }
 

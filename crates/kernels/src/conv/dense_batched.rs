@@ -28,10 +28,9 @@ use rayon::prelude::*;
 pub(super) const BATCH_SCRATCH: usize = 1 << 22;
 
 /// Output pixels per image below which a k x k forward and input gradient put several images
-/// into one GEMM: at 14x14 a per-image product has only 196 columns, and one over the batch
-/// (1568 at batch 8) runs ~25% faster (SE-ResNet-101's 256x196x2304 im2col product: ~135
-/// against ~175 GFLOP/s on two Zen 3 cores). Pointwise convolutions need no scratch and always
-/// take the whole batch.
+/// into one GEMM: at 14x14 a per-image product has only 196 columns, too few to keep the
+/// GEMM's column blocking busy, while one over the batch has 1568 at batch 8. Pointwise
+/// convolutions need no scratch and always take the whole batch.
 const BATCH_MAX_PIXELS: usize = 1024;
 
 /// Output pixels per image from which the batched paths store the GEMM's result straight

@@ -34,12 +34,19 @@ pub use packed::{conv2d_forward_packed, PackedConvWeight};
 /// `[n, c_out, out_h, out_w]` with `out = (in + 2 * pad - dilation * (k - 1) - 1) / stride + 1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Conv2dShape {
+    /// Batch size.
     pub n: usize,
+    /// Input channels.
     pub c_in: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Output channels.
     pub c_out: usize,
+    /// Kernel height.
     pub kh: usize,
+    /// Kernel width.
     pub kw: usize,
     /// (vertical, horizontal) step between output positions, >= 1.
     pub stride: (usize, usize),

@@ -48,10 +48,15 @@ pub use table::{blocking, MicroKernel, Tuning};
 /// [`MatRef::with_segments`].
 #[derive(Debug, Clone, Copy)]
 pub struct MatRef<'a> {
+    /// The elements, addressed as `data[r * row_stride + c * col_stride]`.
     pub data: &'a [f32],
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
     /// The segmented dimension, if any: along it, index `i` is at
     /// `(i / len) * stride + (i % len) * (row or column stride)`.
@@ -120,10 +125,15 @@ impl<'a> MatRef<'a> {
 /// [`MatRef`], one dimension may be segmented.
 #[derive(Debug)]
 pub struct MatMut<'a> {
+    /// The elements, written at `data[r * row_stride + c * col_stride]`.
     pub data: &'a mut [f32],
+    /// Number of rows.
     pub rows: usize,
+    /// Number of columns.
     pub cols: usize,
+    /// Elements between consecutive rows.
     pub row_stride: usize,
+    /// Elements between consecutive columns.
     pub col_stride: usize,
     /// The segmented dimension, if any (as [`MatRef::segments`]).
     pub segments: Option<Segments>,
@@ -192,7 +202,9 @@ pub enum Bias<'a> {
 /// activation, both in registers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
+    /// Bias added to each row or column, or none.
     pub bias: Bias<'a>,
+    /// Activation applied after the bias.
     pub activation: Activation,
 }
 
@@ -355,7 +367,9 @@ fn check_layout(
 /// [`PackedMatrix::pack_a`] / [`PackedMatrix::pack_b`] (a layer's weights).
 #[derive(Debug, Clone, Copy)]
 pub enum Operand<'a> {
+    /// A strided view, packed on the fly.
     View(MatRef<'a>),
+    /// An operand packed once beforehand.
     Packed(&'a PackedMatrix),
 }
 

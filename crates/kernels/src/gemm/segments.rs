@@ -22,7 +22,9 @@ pub(crate) const MAX_PANEL: usize = 32;
 /// Which dimension of a view is segmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Axis {
+    /// The runs cut the rows.
     Rows,
+    /// The runs cut the columns.
     Cols,
 }
 
@@ -30,8 +32,11 @@ pub enum Axis {
 /// in; within a segment the view's ordinary row or column stride applies. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Segments {
+    /// Which dimension is cut into runs.
     pub axis: Axis,
+    /// Rows (or columns) per run.
     pub len: usize,
+    /// Elements between the starts of consecutive runs.
     pub stride: usize,
 }
 

@@ -27,11 +27,17 @@ use rayon::prelude::*;
 /// The geometry of a 2-D pooling window sliding over `[n, c, h, w]` (no dilation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pool2dShape {
+    /// Batch size.
     pub n: usize,
+    /// Channels.
     pub c: usize,
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Window height.
     pub kh: usize,
+    /// Window width.
     pub kw: usize,
     /// (vertical, horizontal) step, >= 1.
     pub stride: (usize, usize),

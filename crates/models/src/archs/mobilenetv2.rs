@@ -121,7 +121,9 @@ pub struct MobileNetV2 {
     pub trunk: Trunk,
     /// 1x1 convolution to `num_features`, no bias.
     pub conv_head: Conv2d,
+    /// Batch norm after the head convolution.
     pub bn2: BatchNorm2d,
+    /// Activation after `bn2`.
     pub act: Act,
     /// `None` when built with `num_classes = 0` (the pooled features are returned).
     pub classifier: Option<Linear>,

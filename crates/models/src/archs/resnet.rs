@@ -84,11 +84,13 @@ pub struct ResNetConfig {
     pub se: bool,
     /// timm's `zero_init_last` (default true): zero `bn3.weight` at initialisation.
     pub zero_init_last: bool,
+    /// Stem layout (timm's plain 7x7, or the small-image 3x3).
     pub stem: Stem,
     /// Default input channels.
     pub in_chans: usize,
     /// Default (square) input size; any size runs.
     pub img_size: usize,
+    /// Default number of classes.
     pub num_classes: usize,
     /// The main activation (timm's `act_layer`).
     pub act: Act,
@@ -204,7 +206,9 @@ impl ResNetConfig {
 pub struct ResNet {
     arch: String,
     cfg: ResNetConfig,
+    /// Stem convolution.
     pub conv1: Conv2d,
+    /// Batch norm after the stem convolution.
     pub bn1: BatchNorm2d,
     /// `layers[i][j]` is `layer{i+1}.{j}`.
     pub layers: Vec<Vec<Bottleneck>>,

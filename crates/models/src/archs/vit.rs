@@ -67,16 +67,23 @@ pub const LN_EPS: f32 = 1e-6;
 /// supports.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct VitConfig {
+    /// Default (square) input size.
     pub img_size: usize,
+    /// Side of a square patch.
     pub patch_size: usize,
+    /// Input channels.
     pub in_chans: usize,
     /// 0: no head (timm's `Identity`), the output is the pooled feature.
     pub num_classes: usize,
+    /// Token width.
     pub embed_dim: usize,
+    /// Number of transformer blocks.
     pub depth: usize,
+    /// Attention heads per block.
     pub num_heads: usize,
     /// MLP hidden width = `int(embed_dim * mlp_ratio)`.
     pub mlp_ratio: f32,
+    /// Activation of the MLPs (timm: GELU).
     pub act: Act,
 }
 
@@ -211,9 +218,13 @@ impl VitConfig {
 /// A pre-norm transformer encoder block (timm's `Block`; `ls1`, `ls2`, `drop_path*` are
 /// `Identity` in ViT).
 pub struct Block {
+    /// Layer norm before attention.
     pub norm1: LayerNorm,
+    /// Multi-head self-attention.
     pub attn: Attention,
+    /// Layer norm before the MLP.
     pub norm2: LayerNorm,
+    /// The two-layer MLP.
     pub mlp: Mlp,
 }
 
@@ -280,7 +291,9 @@ pub struct VisionTransformer {
     pub cls_token: Tensor,
     /// `[1, N + 1, D]` (the class token's row first).
     pub pos_embed: Tensor,
+    /// Patch embedding (a strided convolution).
     pub patch_embed: PatchEmbed,
+    /// The transformer blocks.
     pub blocks: Vec<Block>,
     /// The final LayerNorm.
     pub norm: LayerNorm,

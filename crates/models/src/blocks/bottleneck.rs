@@ -71,16 +71,23 @@ pub struct BottleneckArgs {
 
 /// timm's `Bottleneck` (without anti-aliasing, drop-block or drop-path).
 pub struct Bottleneck {
+    /// 1x1 reduction.
     pub conv1: Conv2d,
+    /// Batch norm after `conv1`.
     pub bn1: BatchNorm2d,
+    /// 3x3 convolution (carries the stride).
     pub conv2: Conv2d,
+    /// Batch norm after `conv2`.
     pub bn2: BatchNorm2d,
+    /// 1x1 expansion.
     pub conv3: Conv2d,
+    /// Batch norm after `conv3`.
     pub bn3: BatchNorm2d,
     /// Squeeze-and-excitation (`se.fc1`, `se.fc2`), SE-ResNet only.
     pub se: Option<SeModule>,
     /// `downsample.0` (1x1 conv, stride) and `downsample.1` (batch norm) on the shortcut.
     pub downsample: Option<Sequential>,
+    /// Activation after each batch norm and the residual join.
     pub act: Act,
     mode: Mode,
     /// Eval-mode conv + batch-norm folds of (conv1, bn1), (conv2, bn2), (conv3, bn3), cleared

@@ -182,17 +182,25 @@ fn fold_bn(conv: &Conv2d, bn: &BatchNorm2d) -> Result<(FoldedWeight, Tensor)> {
     Ok((w, Tensor::from_vec(b, &[c])?))
 }
 
-/// The kernel activation computing the same function as `a`.
 /// The inverted residual (MBConv) block.
 pub struct InvertedResidual {
+    /// 1x1 expansion.
     pub conv_pw: Conv2d,
+    /// Batch norm after the expansion.
     pub bn1: BatchNorm2d,
+    /// Depthwise convolution.
     pub conv_dw: Conv2d,
+    /// Batch norm after the depthwise convolution.
     pub bn2: BatchNorm2d,
+    /// Squeeze-and-excitation, if the block has it.
     pub se: Option<SqueezeExcite>,
+    /// 1x1 linear projection.
     pub conv_pwl: Conv2d,
+    /// Batch norm after the projection (no activation).
     pub bn3: BatchNorm2d,
+    /// Activation after `bn1` and `bn2`.
     pub act: Act,
+    /// Whether the input is added to the output (stride 1, same channels).
     pub has_skip: bool,
     /// Train or eval (eval folds the batch norms at inference).
     pub mode: Mode,
@@ -279,12 +287,19 @@ impl Module for InvertedResidual {
 
 /// The depthwise-separable block (an inverted residual without expansion).
 pub struct DepthwiseSeparable {
+    /// Depthwise convolution.
     pub conv_dw: Conv2d,
+    /// Batch norm after the depthwise convolution.
     pub bn1: BatchNorm2d,
+    /// Squeeze-and-excitation, if the block has it.
     pub se: Option<SqueezeExcite>,
+    /// 1x1 projection.
     pub conv_pw: Conv2d,
+    /// Batch norm after the projection.
     pub bn2: BatchNorm2d,
+    /// Activation after `bn1` (and after `bn2` where the block has one).
     pub act: Act,
+    /// Whether the input is added to the output.
     pub has_skip: bool,
     /// Train or eval (eval folds the batch norms at inference).
     pub mode: Mode,
@@ -351,8 +366,11 @@ impl Module for DepthwiseSeparable {
 
 /// Convolution, batch norm, activation (no skip, as MobileNetV3 uses it).
 pub struct ConvBnAct {
+    /// The convolution.
     pub conv: Conv2d,
+    /// Its batch norm.
     pub bn1: BatchNorm2d,
+    /// Activation after the batch norm.
     pub act: Act,
     /// Train or eval (eval folds the batch norm at inference).
     pub mode: Mode,
@@ -411,8 +429,11 @@ pub enum BlockKind {
 /// `ir_r{repeats}_k{kernel}_s{stride}_e{exp}_c{out}[_se0.25][_nre]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockDef {
+    /// Block type.
     pub kind: BlockKind,
+    /// Number of blocks in the stage.
     pub repeats: usize,
+    /// Kernel size of the depthwise (or plain) convolution.
     pub kernel: usize,
     /// Stride of the first block of the row (later ones use 1).
     pub stride: usize,
@@ -428,8 +449,11 @@ pub struct BlockDef {
 
 /// A block of the trunk.
 pub enum MbBlock {
+    /// A depthwise-separable block.
     Ds(DepthwiseSeparable),
+    /// An inverted residual block.
     Ir(InvertedResidual),
+    /// A plain convolution + batch norm + activation.
     Cn(ConvBnAct),
 }
 
@@ -472,6 +496,7 @@ impl Module for MbBlock {
 /// How to build a [`Trunk`].
 #[derive(Debug, Clone)]
 pub struct TrunkConfig<'a> {
+    /// Input channels.
     pub in_chans: usize,
     /// Stem channels (already rounded or fixed, as the architecture decides).
     pub stem_size: usize,
@@ -491,8 +516,11 @@ pub struct TrunkConfig<'a> {
 
 /// Stem plus the stages of blocks: the shared front of MobileNetV2 and MobileNetV3.
 pub struct Trunk {
+    /// Stem convolution.
     pub conv_stem: Conv2d,
+    /// Batch norm after the stem.
     pub bn1: BatchNorm2d,
+    /// Activation after the stem.
     pub act: Act,
     /// `blocks[stage][block]`, named `blocks.{stage}.{block}`.
     pub blocks: Vec<Vec<MbBlock>>,

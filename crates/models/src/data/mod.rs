@@ -1,14 +1,17 @@
 //! Data for training and evaluation: an in-memory image classification [`Dataset`], the
 //! embedded digits set (offline default), a CIFAR-10 reader for the official binary format,
-//! normalisation, seeded augmentation and shuffled batches.
+//! image-folder data sets (one sub-folder per class), normalisation, seeded augmentation and
+//! shuffled batches.
 
 mod augment;
 mod cifar;
 mod digits;
+mod folder;
 
-pub use augment::Augment;
+pub use augment::{Augment, ResizedCrop};
 pub use cifar::cifar10;
 pub use digits::{digits, digits_split, DIGITS_SPLIT_SEED};
+pub use folder::{image_folder_splits, ImageFolder, IMAGE_EXTENSIONS, MAX_DATASET_BYTES};
 
 use crate::error::{ModelError, Result};
 use tessera_core::{Rng, Tensor};
@@ -16,12 +19,15 @@ use tessera_core::{Rng, Tensor};
 /// Images `[n, c, h, w]` (f32, row-major) with class labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
+    /// A name for messages (`digits`, `cifar10`, a folder).
     pub name: String,
     /// `n * c * h * w` values, image after image.
     pub images: Vec<f32>,
+    /// Class index of every image.
     pub labels: Vec<usize>,
     /// `[c, h, w]` of every image.
     pub chw: [usize; 3],
+    /// Number of classes (labels are below it).
     pub num_classes: usize,
 }
 

@@ -8,11 +8,15 @@ use std::collections::BTreeMap;
 /// A parsed JSON value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Json {
+    /// `null`.
     Null,
+    /// `true` or `false`.
     Bool(bool),
     /// A number, with its exact value as `u64` when it is a non-negative integer that fits.
     Number(f64, Option<u64>),
+    /// A string (escapes decoded).
     String(String),
+    /// An array.
     Array(Vec<Json>),
     /// Keys in sorted order; a duplicate key is an error.
     Object(BTreeMap<String, Json>),

@@ -13,7 +13,9 @@ use std::sync::Arc;
 /// error caused it, [`FileError::kind`] is its `io::ErrorKind` and `source()` returns it.
 #[derive(Debug, Clone)]
 pub struct FileError {
+    /// The file, as given.
     pub path: String,
+    /// What is wrong with it.
     pub msg: String,
     io: Option<Arc<std::io::Error>>,
 }
@@ -69,7 +71,9 @@ impl std::error::Error for FileError {
 /// integer and boolean types to i64.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Values {
+    /// Floating-point values, converted to f32.
     F32(Vec<f32>),
+    /// Integer and boolean values, widened to i64.
     I64(Vec<i64>),
 }
 

@@ -17,7 +17,9 @@ use std::path::Path;
 /// An array read from a `.npy` file, in C (row-major) order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NpyArray {
+    /// Dimensions, C order.
     pub shape: Vec<usize>,
+    /// The values.
     pub values: Values,
 }
 

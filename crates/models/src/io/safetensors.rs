@@ -20,20 +20,35 @@ use std::path::{Path, PathBuf};
 /// Element types of the safetensors specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dtype {
+    /// Boolean (one byte).
     Bool,
+    /// Unsigned 8-bit integer.
     U8,
+    /// Signed 8-bit integer.
     I8,
+    /// 8-bit float, 5 exponent bits, 2 mantissa bits.
     F8E5M2,
+    /// 8-bit float, 4 exponent bits, 3 mantissa bits.
     F8E4M3,
+    /// Signed 16-bit integer.
     I16,
+    /// Unsigned 16-bit integer.
     U16,
+    /// IEEE half precision.
     F16,
+    /// bfloat16.
     BF16,
+    /// Signed 32-bit integer.
     I32,
+    /// Unsigned 32-bit integer.
     U32,
+    /// IEEE single precision.
     F32,
+    /// IEEE double precision.
     F64,
+    /// Signed 64-bit integer.
     I64,
+    /// Unsigned 64-bit integer.
     U64,
 }
 
@@ -96,7 +111,9 @@ impl Dtype {
 pub struct Tensor {
     /// The dtype stored in the file.
     pub dtype: Dtype,
+    /// Dimensions, C order.
     pub shape: Vec<usize>,
+    /// The values (floats as f32, integers as i64).
     pub values: Values,
 }
 
@@ -113,7 +130,9 @@ impl Tensor {
 /// A whole file: tensors by name (sorted), and the `__metadata__` strings.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SafeTensors {
+    /// Tensors by name.
     pub tensors: BTreeMap<String, Tensor>,
+    /// The `__metadata__` strings.
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -366,8 +385,11 @@ pub fn f16_to_f32(h: u16) -> f32 {
 
 /// One tensor to write: name, shape, f32 values (row-major).
 pub struct TensorRef<'a> {
+    /// Tensor name.
     pub name: &'a str,
+    /// Dimensions, C order.
     pub shape: &'a [usize],
+    /// The values, `shape.iter().product()` of them.
     pub data: &'a [f32],
 }
 

@@ -9,10 +9,15 @@ use tessera_core::Tensor;
 /// An activation function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Act {
+    /// `x`.
     Identity,
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, 0), 6)`.
     Relu6,
+    /// `1 / (1 + exp(-x))`.
     Sigmoid,
+    /// `tanh(x)`.
     Tanh,
     /// x * sigmoid(x) (SiLU).
     Swish,

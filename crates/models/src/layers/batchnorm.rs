@@ -20,7 +20,9 @@ pub struct BatchNorm2d {
     pub bias: Tensor,
     /// (running_mean, running_var), updated by a training-mode forward.
     running: Mutex<(Tensor, Tensor)>,
+    /// Added to the variance before the square root.
     pub eps: f32,
+    /// Weight of the new batch statistics in the running ones (PyTorch's convention).
     pub momentum: f32,
     mode: Mode,
 }

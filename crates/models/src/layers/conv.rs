@@ -13,6 +13,7 @@ pub struct Conv2d {
     pub weight: Tensor,
     /// `[out_channels]`.
     pub bias: Option<Tensor>,
+    /// Stride, padding, dilation and groups.
     pub params: Conv2dParams,
 }
 

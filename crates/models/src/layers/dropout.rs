@@ -8,6 +8,7 @@ use tessera_core::Tensor;
 
 /// Dropout with probability `p`.
 pub struct Dropout {
+    /// Probability of zeroing an element in training mode.
     pub p: f32,
     seed: AtomicU64,
     mode: Mode,

@@ -10,6 +10,7 @@ pub struct LayerNorm {
     pub weight: Tensor,
     /// `[d]`, initialised to 0.
     pub bias: Tensor,
+    /// Added to the variance before the square root.
     pub eps: f32,
 }
 

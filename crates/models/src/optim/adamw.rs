@@ -11,10 +11,15 @@ use std::collections::BTreeMap;
 /// AdamW (see the module docs).
 #[derive(Debug, Clone)]
 pub struct AdamW {
+    /// Decay of the first moment.
     pub beta1: f32,
+    /// Decay of the second moment.
     pub beta2: f32,
+    /// Added to the root of the second moment.
     pub eps: f32,
+    /// Decoupled weight decay (per step: `p -= lr * weight_decay * p`).
     pub weight_decay: f32,
+    /// Names that get no weight decay besides rank <= 1 tensors.
     pub no_decay: Vec<String>,
     step: u64,
     m: BTreeMap<String, Vec<f32>>,

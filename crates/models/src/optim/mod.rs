@@ -27,7 +27,9 @@ use tessera_core::Tensor;
 /// Named state tensors of an optimizer (flattened), plus its scalar counters.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct OptimizerState {
+    /// Per-parameter buffers by name (momentum, moments).
     pub tensors: BTreeMap<String, Vec<f32>>,
+    /// Scalars (step counts).
     pub scalars: BTreeMap<String, f64>,
 }
 

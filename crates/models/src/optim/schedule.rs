@@ -4,17 +4,23 @@
 /// A learning-rate schedule over optimizer steps.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LrSchedule {
+    /// The base learning rate at every step.
     Constant,
     /// Linear warm-up from `base / warmup` to `base` over `warmup` steps, then cosine decay to
     /// `min_lr` at step `total`.
     Cosine {
+        /// Warm-up steps.
         warmup: usize,
+        /// Step at which the decay reaches `min_lr`.
         total: usize,
+        /// Final learning rate.
         min_lr: f32,
     },
     /// Multiply by `gamma` every `every` steps.
     Step {
+        /// Steps between reductions.
         every: usize,
+        /// Factor per reduction.
         gamma: f32,
     },
 }

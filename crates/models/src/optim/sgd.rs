@@ -12,9 +12,13 @@ use std::collections::BTreeMap;
 /// SGD (see the module docs).
 #[derive(Debug, Clone)]
 pub struct Sgd {
+    /// Momentum factor (0 = none).
     pub momentum: f32,
+    /// Nesterov momentum.
     pub nesterov: bool,
+    /// L2 weight decay added to the gradient.
     pub weight_decay: f32,
+    /// Names that get no weight decay besides rank <= 1 tensors.
     pub no_decay: Vec<String>,
     buffers: BTreeMap<String, Vec<f32>>,
 }

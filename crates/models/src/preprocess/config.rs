@@ -50,9 +50,13 @@ pub struct PretrainedCfg {
     pub input_size: [usize; 3],
     /// Fraction of the resized image the centre crop keeps.
     pub crop_pct: f64,
+    /// Resampling filter of the resize.
     pub interpolation: Interpolation,
+    /// Per-channel mean subtracted after scaling to [0, 1].
     pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by after the mean.
     pub std: [f32; 3],
+    /// Classes of the pretrained classifier.
     pub num_classes: usize,
 }
 
