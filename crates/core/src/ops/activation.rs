@@ -11,6 +11,7 @@
 //! input for the kernel's `backward(act, x, dy, dx)`.
 
 use tessera_kernels::activation::{self as act, Activation};
+use tessera_kernels::Isa;
 
 use crate::autograd::needs_grad;
 use crate::ops::{elementwise_info, zip};
@@ -20,11 +21,20 @@ use crate::tensor::Tensor;
 /// `y = act(x)` through the kernel (no graph), profiled as `name` with
 /// [`profile::activation_flops`] per element.
 fn forward(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
+    forward_on(name, x, a, None)
+}
+
+/// [`forward`] on a given kernel path (`None`: the detected one).
+fn forward_on(name: &'static str, x: &Tensor, a: Activation, isa: Option<Isa>) -> Tensor {
     let frame = profile::begin();
     let xd = x.data();
     // A pooled output buffer (see `crate::pool`), not a fresh page-faulting allocation.
     let mut y = crate::pool::for_overwrite(xd.len());
-    if act::forward(a, &xd, &mut y).is_err() {
+    let done = match isa {
+        Some(isa) => act::forward_with(isa, a, &xd, &mut y),
+        None => act::forward(a, &xd, &mut y),
+    };
+    if done.is_err() {
         // Unreachable (the lengths match); the in-place form gives the same values.
         y.copy_from_slice(&xd);
         act::forward_inplace(a, &mut y);
@@ -66,7 +76,18 @@ fn activation_by_output(
     a: Activation,
     df: fn(f32) -> f32,
 ) -> Tensor {
-    let y = forward(name, x, a);
+    activation_by_output_on(name, x, a, df, None)
+}
+
+/// [`activation_by_output`] with the forward on a given kernel path.
+fn activation_by_output_on(
+    name: &'static str,
+    x: &Tensor,
+    a: Activation,
+    df: fn(f32) -> f32,
+    isa: Option<Isa>,
+) -> Tensor {
+    let y = forward_on(name, x, a, isa);
     if !needs_grad(&[x]) {
         return y;
     }
@@ -112,6 +133,21 @@ impl Tensor {
     /// `1 / (1 + e^-x)`.
     pub fn sigmoid(&self) -> Tensor {
         activation_by_output("sigmoid", self, Activation::Sigmoid, |s| s * (1.0 - s))
+    }
+
+    /// `1 / (1 + e^-x)` correctly rounded on every ISA (the kernels' scalar path, which
+    /// evaluates in f64), with the same backward as [`Tensor::sigmoid`]. For small tensors
+    /// whose every element scales many others, such as a squeeze-and-excitation gate (`N x C`
+    /// values, each multiplying a whole channel): the vector sigmoid's extra ulps there add
+    /// up through a deep network (`docs/accuracy.md`). Several times the cost per element.
+    pub fn sigmoid_exact(&self) -> Tensor {
+        activation_by_output_on(
+            "sigmoid",
+            self,
+            Activation::Sigmoid,
+            |s| s * (1.0 - s),
+            Some(Isa::Scalar),
+        )
     }
 
     /// Hyperbolic tangent.

@@ -11,6 +11,7 @@
 
 mod batch;
 mod batch_act;
+pub mod fold;
 mod layer;
 pub mod reference;
 

@@ -12,21 +12,25 @@
 use super::{check_len, per_plane, rename, Pool2dShape};
 use crate::error::KernelError;
 
-/// Sum of `v` in eight interleaved partial sums (lane `i` takes elements `i, i + 8, ...`),
-/// combined pairwise at the end: the compiler vectorises it (a single running sum is a chain of
-/// dependent adds, one per 3-4 cycles), and the order is fixed, so the result does not depend on
-/// the thread count.
+/// Sum of `v` in eight interleaved f64 partial sums (lane `i` takes elements `i, i + 8, ...`),
+/// combined pairwise at the end. f64 because a global average pool sums thousands of values of
+/// both signs (a squeeze-and-excitation squeeze over a 56x56 plane after batch norm): in f32
+/// the rounding of the partial sums, relative to the largest of them, becomes a large relative
+/// error of a mean that cancels, and the SE gate amplifies it through the network. The
+/// widening is free next to the memory traffic; the compiler vectorises the lanes (a single
+/// running sum is a chain of dependent adds), and the order is fixed, so the result does not
+/// depend on the thread count.
 #[inline]
-fn lane_sum(v: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
+fn lane_sum(v: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {
         for (a, &x) in acc.iter_mut().zip(c) {
-            *a += x;
+            *a += f64::from(x);
         }
     }
     for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += x;
+        *a += f64::from(x);
     }
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
@@ -203,7 +207,7 @@ pub fn adaptive_avg_pool2d_forward(
                         .map(|r| lane_sum(&xp[r * w + c0..r * w + c1]))
                         .sum()
                 };
-                out[oy * ow + ox] = sum / ((r1 - r0) * (c1 - c0)) as f32;
+                out[oy * ow + ox] = (sum / ((r1 - r0) * (c1 - c0)) as f64) as f32;
             }
         }
     });
