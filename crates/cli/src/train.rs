@@ -21,7 +21,7 @@ use tessera::models::train::{OptKind, StepInfo, TrainConfig, Trainer};
 /// Options of `tessera train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Architecture name (see `tessera info --help`; the `*_digits` presets suit 8x8 digits).
+    /// Architecture name (`tessera list` shows them all; the `*_digits` presets suit 8x8 digits).
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,

@@ -16,6 +16,7 @@
 use crate::error::{ModelError, Result};
 use crate::layers::Conv2d;
 use crate::module::{child, Mode, Module, TensorKind};
+use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor, TensorError};
 
 /// Image to patch tokens.
@@ -54,7 +55,14 @@ impl PatchEmbed {
             )));
         }
         Ok(PatchEmbed {
-            proj: Conv2d::new(in_chans, embed_dim, patch_size, patch_size, 0, 1, true, rng)?,
+            proj: Conv2d::new(
+                in_chans,
+                embed_dim,
+                patch_size,
+                Conv2dParams::new(patch_size, 0),
+                true,
+                rng,
+            )?,
             img_size,
             patch_size,
         })
