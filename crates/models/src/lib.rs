@@ -22,6 +22,7 @@ pub mod io;
 pub mod layers;
 pub mod module;
 pub mod optim;
+pub mod plan;
 pub mod recipes;
 pub mod train;
 pub mod weights;
