@@ -187,7 +187,12 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             .map_err(|e| format!("run {}: {e}", args.arch))?;
     }
     let source = args.input.display().to_string();
-    let y = infer(model.as_ref(), &x, &source)?;
+    // The compiled plan when the model has one; the eager forward names any input problem.
+    let shape = <[usize; 4]>::try_from(x.shape()).ok();
+    let y = match shape.map(|s| model.plan(s)) {
+        Some(Ok(mut p)) => p.run_tensor(&x).map_err(|e| format!("{source}: {e}"))?,
+        _ => infer(model.as_ref(), &x, &source)?,
+    };
     let [n, classes] = [y.shape()[0], y.shape()[1]];
     let logits = y.to_vec();
     if let Some(out) = &args.output {
