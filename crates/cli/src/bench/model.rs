@@ -7,12 +7,12 @@
 //! Weights are random (timm's initialisation) unless `--weights` is given: the time of a dense
 //! network does not depend on the values.
 
+use super::resources::Usage;
 use super::BenchArgs;
 use crate::overrides;
 use crate::timing::{percentile, reps_for};
 use std::time::Instant;
 use tessera::core::{no_grad, Tensor};
-use super::resources::Usage;
 use tessera::models::plan::Plan;
 use tessera::models::zoo;
 
@@ -287,8 +287,10 @@ fn print(m: &Measurement, threads: usize, json: bool) {
                 c.alloc_bytes,
                 c.ctx_switches,
                 c.sys_frac * 100.0,
-                c.arena_bytes
-                    .map_or("-".into(), |a| format!("{:.1}", a as f64 / (1 << 20) as f64)),
+                c.arena_bytes.map_or("-".into(), |a| format!(
+                    "{:.1}",
+                    a as f64 / (1 << 20) as f64
+                )),
             )
         });
         outln!(
