@@ -48,6 +48,7 @@ fn bench_gemm(c: &mut Criterion) {
             let cfg = GemmConfig {
                 isa: Some(isa),
                 threads: 1,
+                tuning: None,
             };
             group.bench_with_input(BenchmarkId::new(label, name), &(), |bench, _| {
                 bench.iter(|| {

@@ -13,3 +13,8 @@
 pub use tessera_core as core;
 pub use tessera_kernels as kernels;
 pub use tessera_models as models;
+
+/// The README's Rust snippet, compiled by `cargo test` (not run: it needs a weights file).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeSnippets;

@@ -3,6 +3,7 @@
 //! problem.
 
 use std::collections::BTreeMap;
+use tessera::core::ops::conv::Conv2dParams;
 use tessera::core::{Rng, Tensor};
 use tessera::models::io::safetensors::{self, TensorRef};
 use tessera::models::layers::{BatchNorm2d, Conv2d, Dropout, Linear};
@@ -12,7 +13,7 @@ use tessera::models::{weights, Mode, ModelError, Module, TensorKind};
 fn small_net(seed: u64) -> Sequential {
     let mut rng = Rng::new(seed);
     let mut s = Sequential::new();
-    s.push(Conv2d::new(3, 4, 3, 1, 1, 1, false, &mut rng).unwrap());
+    s.push(Conv2d::new(3, 4, 3, Conv2dParams::new(1, 1), false, &mut rng).unwrap());
     s.push(BatchNorm2d::new(4));
     s.push(Dropout::new(0.5, 1));
     s
@@ -174,7 +175,7 @@ fn mac_counter_counts_linear_and_conv() {
     let x = Tensor::randn(&[4, 10], 1);
     let (_, macs) = count_macs(|| lin.forward(&x).unwrap());
     assert_eq!(macs, 4 * 10 * 3);
-    let conv = Conv2d::new(3, 8, 3, 2, 1, 1, true, &mut Rng::new(1)).unwrap();
+    let conv = Conv2d::new(3, 8, 3, Conv2dParams::new(2, 1), true, &mut Rng::new(1)).unwrap();
     let x = Tensor::randn(&[2, 3, 9, 9], 1);
     let (y, macs) = count_macs(|| conv.forward(&x).unwrap());
     assert_eq!(y.shape(), &[2, 8, 5, 5]);

@@ -20,7 +20,8 @@ use tessera::models::zoo::Model;
 /// Options of `tessera info`.
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Architecture name, as in timm (`vit_base_patch16_224`, `mobilenetv2_100`, ...).
+    /// Architecture name, as in timm (`vit_base_patch16_224`, `mobilenetv2_100`, ...);
+    /// `tessera list` shows every architecture and preset.
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
@@ -251,6 +252,7 @@ pub fn run(args: &InfoArgs) -> Result<(), String> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use tessera::core::ops::conv::Conv2dParams;
     use tessera::core::{Rng, Tensor};
     use tessera::models::layers::{Conv2d, Linear};
     use tessera::models::module::{child, Mode, Module, TensorKind};
@@ -269,7 +271,7 @@ pub(crate) mod tests {
         pub(crate) fn new(c: usize, hw: usize, classes: usize, seed: u64) -> Self {
             let mut rng = Rng::new(seed);
             Tiny {
-                conv: Conv2d::new(c, 4, 3, 2, 1, 1, true, &mut rng).unwrap(),
+                conv: Conv2d::new(c, 4, 3, Conv2dParams::new(2, 1), true, &mut rng).unwrap(),
                 head: Linear::new(4, classes, true, &mut rng),
                 scale: Tensor::ones(&[1]),
                 chw: [c, hw, hw],

@@ -1,5 +1,4 @@
-//! The `tessera` command-line program: benchmarks now; inference, training and the study tools
-//! as the models and training issues land.
+//! The `tessera` command-line program: inference, training, benchmarks and the study tools.
 //!
 //! Every sub-command reports bad input as a one-line error and a non-zero exit code, never a
 //! panic. `--json` output is one JSON object per line.
@@ -12,17 +11,21 @@ macro_rules! outln {
 
 mod attention;
 mod bench;
+mod cpu;
+mod distributed;
 mod grads;
-mod image_input;
 mod info;
+mod inputs;
+mod list;
 mod overrides;
 mod peak;
 mod profile;
 mod run;
 mod timing;
 mod train;
+mod tune;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -44,10 +47,15 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Layer table of an architecture: output shapes, parameters and MACs per stage.
     Info(info::InfoArgs),
-    /// Inference on a .npy batch or a PNG/JPEG image: top-k classes or logits to .npy.
+    /// Classify images (PNG, JPEG, WebP, directories, .npy batches) with pretrained or trained
+    /// weights: top-k class names, or logits to .npy.
     Run(run::RunArgs),
-    /// Show the instruction sets this CPU supports and the one tessera uses.
-    Cpu(CpuArgs),
+    /// Every architecture and preset: input, classes, parameters, MACs, pretrained weights.
+    List(list::ListArgs),
+    /// This CPU: instruction sets, caches, and the GEMM kernels and block sizes in force.
+    Cpu(cpu::CpuArgs),
+    /// Measure the GEMM kernel candidates and block sizes on this CPU and cache the fastest.
+    Tune(tune::TuneArgs),
     /// Train a network from scratch (or resume) on the embedded digits or CIFAR-10.
     Train(train::TrainArgs),
     /// One training-mode forward and backward (mean cross-entropy): loss, logits and every
@@ -59,13 +67,6 @@ enum Command {
     Peak(peak::PeakArgs),
     /// Where a ViT looks: class-token attention per layer and head, and rollout, as an SVG.
     Attention(attention::AttentionArgs),
-}
-
-#[derive(Args)]
-struct CpuArgs {
-    /// One JSON object instead of text.
-    #[arg(long)]
-    json: bool,
 }
 
 /// Builds the global rayon pool with `threads` workers (0 = one per core).
@@ -95,31 +96,15 @@ pub(crate) fn emit_line(line: &str) {
     }
 }
 
-fn cpu(args: &CpuArgs) -> Result<(), String> {
-    use tessera::kernels::Isa;
-    let current = Isa::current().map_err(|e| e.to_string())?;
-    let available: Vec<&str> = Isa::available().iter().map(|i| i.name()).collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if args.json {
-        outln!(
-            "{}",
-            serde_json::json!({ "isa": current.name(), "available": available, "cores": threads })
-        );
-    } else {
-        outln!("instruction set in use: {current} (override with TESSERA_ISA)");
-        outln!("available on this CPU:  {}", available.join(", "));
-        outln!("logical cores:          {threads}");
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
-        Command::Cpu(args) => cpu(args),
+        Command::Cpu(args) => cpu::run(args),
+        Command::Tune(args) => tune::run(args),
         Command::Info(args) => info::run(args),
         Command::Run(args) => run::run(args),
+        Command::List(args) => list::run(args),
         Command::Train(args) => train::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),

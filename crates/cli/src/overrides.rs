@@ -64,15 +64,19 @@ impl OverrideArgs {
 }
 
 /// Builds `arch` with the overrides (random weights from `seed`), with errors that name the
-/// command and, for unknown names, list the known architectures.
+/// command and, for unknown names, suggest the nearest known one.
 pub fn build(cmd: &str, arch: &str, o: &OverrideArgs, seed: u64) -> Result<Box<dyn Model>, String> {
-    if !zoo::names().contains(&arch) {
-        return Err(format!(
-            "{cmd}: unknown architecture {arch:?}; known architectures: {}",
-            known_names()
-        ));
-    }
+    check_name(cmd, arch)?;
     zoo::create(arch, &o.to_overrides(), seed).map_err(|e| format!("{cmd} {arch}: {e}"))
+}
+
+/// Errors for a name the zoo does not know, suggesting the nearest known one.
+pub fn check_name(cmd: &str, arch: &str) -> Result<(), String> {
+    if zoo::names().contains(&arch) {
+        Ok(())
+    } else {
+        Err(format!("{cmd}: {}", zoo::unknown_message(arch)))
+    }
 }
 
 /// The known architecture names, comma-separated (or a note when none is built in).

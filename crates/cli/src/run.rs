@@ -1,52 +1,69 @@
-//! `tessera run ARCH [overrides] [--weights W.safetensors] --input X [--output Y.npy]
-//! [--threads T] [--topk K] [--report-memory]`: inference in eval mode with no graph recorded.
+//! `tessera run ARCH --weights W.safetensors --input X [X ...] [--output Y.npy] [--topk K]
+//! [--labels FILE] [--batch B] [--threads T] [--report-memory] [--json]`: inference in eval mode
+//! with no graph recorded.
 //!
-//! The input is a `.npy` float array `[N, C, H, W]` (any header NumPy writes for float dtypes;
-//! integer arrays are rejected) or a PNG / JPEG image preprocessed as timm's evaluation
-//! transform ([`crate::image_input`]). With `--output` the logits `[N, num_classes]` are written
-//! as a float32 `.npy`; otherwise the top-k classes and their softmax probabilities are printed
-//! per image.
+//! Inputs ([`crate::inputs`]): `.npy` float arrays `[N, C, H, W]`, PNG / JPEG / WebP images
+//! (timm's evaluation preprocessing of the architecture, `tessera::models::preprocess`),
+//! directories, `-` (a list on standard input) and `digits:I`. Images are batched `--batch` at
+//! a time; each file gets its own result block (one per row of a `.npy` array). With
+//! `--output` the logits of every input, in order, are written as one float32 `.npy`
+//! `[N, num_classes]`; otherwise the top-k classes and their softmax probabilities are printed,
+//! named by the ImageNet-1k labels for 1000-class heads or by `--labels FILE`.
 //!
-//! Weights are loaded with peak memory close to one copy of them: the random initial tensors
-//! are released before the file is read, and the tensors the safetensors reader allocates are
-//! moved into the model instead of being copied ([`weights::load_lean`](tessera::models::weights::load_lean)). `--report-memory`
-//! prints the process's peak resident set (`VmHWM` of `/proc/self/status`) against the size of
-//! the weights.
+//! Weights are required (timm's `model.safetensors` from the Hugging Face hub, or a
+//! `tessera train --save` file) unless `--random-weights` asks for a randomly initialised
+//! model. The model is built straight from the file (`zoo::create_pretrained_with`): no random
+//! values are drawn and peak memory stays near one copy of the weights; `--report-memory`
+//! prints the process's peak resident set (`VmHWM`) against the size of the weights.
 
-use crate::image_input;
+use crate::inputs::{self, fmt_shape, Source};
 use crate::overrides::{self, OverrideArgs};
 use clap::Args;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use tessera::core::{no_grad, Tensor};
-use tessera::models::io::{npy, Values};
+use tessera::models::io::npy;
 use tessera::models::module::named_tensors;
-use tessera::models::zoo::Model;
-use tessera::models::Mode;
+use tessera::models::preprocess::pretrained_cfg;
+use tessera::models::zoo::{self, Model};
+use tessera::models::{labels, Mode};
 
 /// Options of `tessera run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Architecture name, as in timm (`vit_base_patch16_224`, `mobilenetv2_100`, ...).
+    /// Architecture name, as in timm (`tessera list` shows them all).
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
-    /// Weights to load: a timm `state_dict` saved with `safetensors.torch.save_file`
-    /// (random weights from --seed if omitted).
+    /// Weights: timm's `model.safetensors` from the Hugging Face hub (see the README), a timm
+    /// `state_dict` saved with `safetensors.torch.save_file`, or a `tessera train --save` file.
     #[arg(long, value_name = "FILE")]
     pub weights: Option<PathBuf>,
-    /// Input: a `.npy` float array [N, C, H, W], or a PNG / JPEG image.
-    #[arg(long, value_name = "FILE")]
-    pub input: PathBuf,
-    /// Write the logits [N, num_classes] to this `.npy` file (float32) instead of printing.
+    /// Run with random weights (drawn from --seed) instead of --weights: for timing and
+    /// testing only, the predictions mean nothing.
+    #[arg(long, conflicts_with = "weights")]
+    pub random_weights: bool,
+    /// Inputs: `.npy` arrays [N, C, H, W], PNG / JPEG / WebP images, directories of them,
+    /// `digits:I` (embedded digits test image I), or `-` to read such names from stdin.
+    #[arg(long, value_name = "INPUT", num_args = 1.., required = true)]
+    pub input: Vec<String>,
+    /// Write the logits [N, num_classes] of all inputs, in order, to this `.npy` file (float32)
+    /// instead of printing.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Class names, one per line (line i names class i). Default: the ImageNet-1k names for
+    /// 1000-class heads, class indices otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
     /// Worker threads (0 = one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     pub topk: usize,
-    /// Seed of the random weights used when --weights is not given.
+    /// Seed of the random weights of --random-weights.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print the peak resident memory (VmHWM) and its ratio to the weights' size on stderr.
@@ -57,68 +74,36 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-/// Whether `path` is to be read as a `.npy` array (by extension or by NumPy's magic string).
-fn is_npy(path: &Path) -> bool {
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
-    {
-        return true;
-    }
-    let mut magic = [0u8; 6];
-    std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
-        .is_ok_and(|()| &magic == b"\x93NUMPY")
-}
-
-fn fmt_shape(s: &[usize]) -> String {
-    let parts: Vec<String> = s.iter().map(|d| d.to_string()).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-/// Reads the input batch for `model` from `path`: a float `.npy` `[N, C, H, W]` with `C` the
-/// model's input channels, or an image preprocessed for `arch` to `[1, C, img, img]`.
-pub fn load_input(path: &Path, model: &dyn Model) -> Result<Tensor, String> {
-    let [c, h, w] = model.input_chw();
-    let shown = path.display();
-    if !path.exists() {
-        return Err(format!("{shown}: no such file"));
-    }
-    if is_npy(path) {
-        let arr = npy::read(path).map_err(|e| e.to_string())?;
-        let data = match arr.values {
-            Values::F32(v) => v,
-            Values::I64(_) => {
-                return Err(format!(
-                    "{shown}: an integer or boolean array of shape {}; the input must be a \
-                     floating-point array [N, {c}, {h}, {w}]",
-                    fmt_shape(&arr.shape)
-                ))
-            }
+/// The message of `run` without weights: where pretrained weights come from.
+pub fn missing_weights_message(arch: &str) -> String {
+    let get =
+        match pretrained_cfg(arch).and_then(|c| Some((c.hf_hub_id.clone()?, c.weights_url()?))) {
+            Some((id, url)) => format!(
+                "pretrained timm weights for {arch} are on the Hugging Face hub as {id}:\n  \
+             huggingface-cli download {id} model.safetensors --local-dir {arch}\n  \
+             (or: curl -L -o {arch}/model.safetensors {url})\n  \
+             tessera run {arch} --weights {arch}/model.safetensors --input IMAGE"
+            ),
+            None => format!(
+                "timm has no pretrained weights for {arch}; train some with\n  \
+             tessera train {arch} --save {arch}.safetensors\n  \
+             tessera run {arch} --weights {arch}.safetensors --input ..."
+            ),
         };
-        let s = &arr.shape;
-        if s.len() != 4 || s[0] == 0 || s[1] != c {
-            return Err(format!(
-                "{shown}: the array has shape {} but {} expects [N, {c}, H, W] with N >= 1 \
-                 ([N, {c}, {h}, {w}] at its configured size)",
-                fmt_shape(s),
-                model.arch()
-            ));
-        }
-        return Tensor::from_vec(data, s).map_err(|e| format!("{shown}: {e}"));
-    }
-    if h != w {
-        return Err(format!(
-            "{shown}: image inputs need a square model input, {} expects {h}x{w}",
-            model.arch()
-        ));
-    }
-    let cfg = image_input::data_config(model.arch());
-    let data = image_input::load(path, c, h, &cfg)?;
-    Tensor::from_vec(data, &[1, c, h, h]).map_err(|e| format!("{shown}: {e}"))
+    format!(
+        "run {arch}: no --weights given, and a model with random weights predicts nothing \
+         useful.\n{get}\n(--random-weights runs it with random weights anyway, for timing or \
+         testing)"
+    )
 }
 
-/// Runs `model` on `x` in eval mode without recording a graph; errors name the input.
+/// Reads one input as a batch for `model` (see [`crate::inputs::read`]).
+pub fn load_input(path: &std::path::Path, model: &dyn Model) -> Result<Tensor, String> {
+    inputs::read(&Source::File(path.to_path_buf()), model)
+}
+
+/// Runs `model` on `x` in eval mode without recording a graph; errors name the input. Logits
+/// that are not finite (NaN or infinite weights or inputs) are an error, not a prediction.
 pub fn infer(model: &dyn Model, x: &Tensor, source: &str) -> Result<Tensor, String> {
     let _guard = no_grad();
     let y = model.forward(x).map_err(|e| {
@@ -171,53 +156,172 @@ pub fn weight_bytes(model: &dyn Model) -> u64 {
         .sum()
 }
 
+/// The class names for `model`'s head: `--labels`, else ImageNet-1k's for 1000 classes.
+fn class_names(args: &RunArgs, classes: usize) -> Result<Option<Vec<String>>, String> {
+    match &args.labels {
+        Some(p) => {
+            let names = labels::read(p).map_err(|e| format!("run: --labels {e}"))?;
+            if names.len() != classes {
+                return Err(format!(
+                    "run: --labels {}: {} names for a head of {classes} classes",
+                    p.display(),
+                    names.len()
+                ));
+            }
+            Ok(Some(names))
+        }
+        None => Ok(labels::default_for(classes).map(|l| l.iter().map(|s| s.to_string()).collect())),
+    }
+}
+
+/// One forward pass: the batch and the inputs it holds, in order.
+struct Group {
+    x: Tensor,
+    /// Each input's name, and whether it is a `.npy` batch of several rows (one block per
+    /// row, numbered) or a single image.
+    members: Vec<(String, bool)>,
+}
+
+/// The inputs read and grouped into forward passes: up to `batch` single images per pass, a
+/// `.npy` array of several rows as a pass of its own.
+fn batches(sources: &[Source], model: &dyn Model, batch: usize) -> Result<Vec<Group>, String> {
+    let mut groups = Vec::new();
+    let mut pending: Vec<(Tensor, String)> = Vec::new();
+    let flush = |pending: &mut Vec<(Tensor, String)>, groups: &mut Vec<Group>| {
+        if pending.is_empty() {
+            return Ok::<(), String>(());
+        }
+        let parts: Vec<Tensor> = pending.iter().map(|(t, _)| t.clone()).collect();
+        let x = Tensor::cat(&parts, 0).map_err(|e| format!("run: {e}"))?;
+        let members = pending.drain(..).map(|(_, s)| (s, false)).collect();
+        groups.push(Group { x, members });
+        Ok(())
+    };
+    for s in sources {
+        let x = inputs::read(s, model)?;
+        let name = s.to_string();
+        if x.shape()[0] > 1 {
+            flush(&mut pending, &mut groups)?;
+            groups.push(Group {
+                x,
+                members: vec![(name, true)],
+            });
+            continue;
+        }
+        pending.push((x, name));
+        if pending.len() == batch {
+            flush(&mut pending, &mut groups)?;
+        }
+    }
+    flush(&mut pending, &mut groups)?;
+    Ok(groups)
+}
+
+/// Prints the top-k block of one input row.
+fn print_block(
+    args: &RunArgs,
+    name: &str,
+    row: Option<usize>,
+    logits: &[f32],
+    names: Option<&[String]>,
+) {
+    let best = topk(logits, args.topk);
+    let label = |c: usize| names.and_then(|n| n.get(c)).map(|s| s.as_str());
+    if args.json {
+        let list: Vec<serde_json::Value> = best
+            .iter()
+            .map(|&(c, p)| serde_json::json!({ "class": c, "label": label(c), "prob": p }))
+            .collect();
+        let mut obj = serde_json::json!({ "input": name, "topk": list });
+        if let Some(r) = row {
+            obj["index"] = r.into();
+        }
+        outln!("{obj}");
+        return;
+    }
+    match row {
+        Some(r) => outln!("{name} [{r}]:"),
+        None => outln!("{name}:"),
+    }
+    for (rank, &(c, p)) in best.iter().enumerate() {
+        match label(c) {
+            Some(l) => outln!("  {:>2}. {p:>6.4}  {c:>4} {l}", rank + 1),
+            None => outln!("  {:>2}. {p:>6.4}  class {c}", rank + 1),
+        }
+    }
+}
+
+/// Builds the model of `tessera run`: from the weights file, or random with --random-weights.
+fn build_model(args: &RunArgs) -> Result<Box<dyn Model>, String> {
+    // Name problems first: a misspelt architecture is the likelier mistake.
+    overrides::check_name("run", &args.arch)?;
+    let mut model = match (&args.weights, args.random_weights) {
+        (Some(w), _) => zoo::create_pretrained_with(&args.arch, &args.overrides.to_overrides(), w)
+            .map_err(|e| format!("run {}: {e}", args.arch))?,
+        (None, true) => overrides::build("run", &args.arch, &args.overrides, args.seed)?,
+        (None, false) => return Err(missing_weights_message(&args.arch)),
+    };
+    model.set_mode(Mode::Eval);
+    Ok(model)
+}
+
 /// Runs `tessera run`.
 pub fn run(args: &RunArgs) -> Result<(), String> {
     if args.topk == 0 {
         return Err("run: --topk must be at least 1".into());
     }
-    crate::init_threads(args.threads)?;
-    let mut model = overrides::build("run", &args.arch, &args.overrides, args.seed)?;
-    model.set_mode(Mode::Eval);
-    let wbytes = weight_bytes(model.as_ref());
-    // Read the input before the weights so a bad input fails fast.
-    let x = load_input(&args.input, model.as_ref())?;
-    if let Some(w) = &args.weights {
-        tessera::models::weights::load_lean(model.as_mut(), w)
-            .map_err(|e| format!("run {}: {e}", args.arch))?;
+    if args.batch == 0 {
+        return Err("run: --batch must be at least 1".into());
     }
-    let source = args.input.display().to_string();
-    // The compiled plan when the model has one; the eager forward names any input problem.
-    let shape = <[usize; 4]>::try_from(x.shape()).ok();
-    let y = match shape.map(|s| model.plan(s)) {
-        Some(Ok(mut p)) => p.run_tensor(&x).map_err(|e| format!("{source}: {e}"))?,
-        _ => infer(model.as_ref(), &x, &source)?,
-    };
-    let [n, classes] = [y.shape()[0], y.shape()[1]];
-    let logits = y.to_vec();
-    if let Some(out) = &args.output {
-        npy::write_f32(out, &[n, classes], &logits).map_err(|e| e.to_string())?;
-    } else {
-        for (i, row) in logits.chunks(classes).enumerate() {
-            let best = topk(row, args.topk);
-            if args.json {
-                let list: Vec<serde_json::Value> = best
-                    .iter()
-                    .map(|&(c, p)| serde_json::json!({ "class": c, "prob": p }))
-                    .collect();
-                outln!(
-                    "{}",
-                    serde_json::json!({ "input": source, "index": i, "topk": list })
-                );
-            } else {
-                outln!("{source} [{i}]:");
-                for (rank, (c, p)) in best.iter().enumerate() {
-                    outln!("  {:>2}. class {c:>5}  p = {p:.4}", rank + 1);
+    let sources = inputs::expand(&args.input, &mut std::io::stdin().lock())
+        .map_err(|e| format!("run: {e}"))?;
+    crate::init_threads(args.threads)?;
+    let model = build_model(args)?;
+    let classes = model.num_classes();
+    let names = class_names(args, classes)?;
+    let groups = batches(&sources, model.as_ref(), args.batch)?;
+    let mut all_logits = Vec::new();
+    for Group { x, members } in &groups {
+        let what = members
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        // The compiled plan for this batch's shape; the eager forward names input errors.
+        let y = match <[usize; 4]>::try_from(x.shape())
+            .ok()
+            .and_then(|s| model.plan(s).ok())
+        {
+            Some(mut p) => p.run_tensor(x).map_err(|e| format!("{what}: {e}"))?,
+            None => infer(model.as_ref(), x, &what)?,
+        };
+        let logits = y.to_vec();
+        let mut rows = logits.chunks(classes);
+        for (name, numbered) in members {
+            let count = if *numbered { x.shape()[0] } else { 1 };
+            for r in 0..count {
+                let row = rows.next().unwrap_or(&[]);
+                if row.iter().any(|v| !v.is_finite()) {
+                    return Err(format!(
+                        "{name}: the logits are not finite (NaN or infinite values in the \
+                         input or the weights)"
+                    ));
+                }
+                if args.output.is_none() {
+                    print_block(args, name, numbered.then_some(r), row, names.as_deref());
                 }
             }
         }
+        if args.output.is_some() {
+            all_logits.extend_from_slice(&logits);
+        }
+    }
+    if let Some(out) = &args.output {
+        let n = all_logits.len() / classes.max(1);
+        npy::write_f32(out, &[n, classes], &all_logits).map_err(|e| e.to_string())?;
     }
     if args.report_memory {
+        let wbytes = weight_bytes(model.as_ref());
         match peak_rss_bytes() {
             Some(peak) => eprintln!(
                 "peak memory (VmHWM): {:.1} MiB = {:.2} x the weights ({:.1} MiB)",
@@ -252,7 +356,7 @@ mod tests {
         let mut a = Tiny::new(3, 8, 5, 2);
         let mut b = Tiny::new(3, 8, 5, 3);
         weights::load(&mut a, &p).unwrap();
-        tessera::models::weights::load_lean(&mut b, &p).unwrap();
+        weights::load_lean(&mut b, &p).unwrap();
         let x = Tensor::randn(&[2, 3, 8, 8], 4);
         let ya = infer(&a, &x, "x").unwrap().to_vec();
         let yb = infer(&b, &x, "x").unwrap().to_vec();
@@ -264,21 +368,18 @@ mod tests {
     #[test]
     fn lean_load_lists_every_problem() {
         let p = tmp("wrong.safetensors");
-        // A model with 4 classes does not fit a 5-class one; `extra` is not part of it.
+        // A model with 4 classes does not fit a 5-class one.
         let other = Tiny::new(3, 8, 4, 1);
         weights::save(&other, &p, &BTreeMap::new()).unwrap();
-        let err = tessera::models::weights::load_lean(&mut Tiny::new(3, 8, 5, 1), &p)
+        let err = weights::load_lean(&mut Tiny::new(3, 8, 5, 1), &p)
             .unwrap_err()
             .to_string();
         assert!(err.contains("wrong.safetensors"), "{err}");
         assert!(err.contains("\"head.weight\" has shape [4, 4]"), "{err}");
         assert!(err.contains("\"head.bias\" has shape [4]"), "{err}");
-        let err = tessera::models::weights::load_lean(
-            &mut Tiny::new(3, 8, 5, 1),
-            tmp("absent.safetensors"),
-        )
-        .unwrap_err()
-        .to_string();
+        let err = weights::load_lean(&mut Tiny::new(3, 8, 5, 1), tmp("absent.safetensors"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("absent.safetensors"), "{err}");
     }
 
@@ -310,6 +411,20 @@ mod tests {
         let p = tmp("ok.npy");
         npy::write_f32(&p, &[2, 1, 8, 8], &vec![0.5; 128]).unwrap();
         assert_eq!(load_input(&p, &m).unwrap().shape(), [2, 1, 8, 8]);
+    }
+
+    #[test]
+    fn the_missing_weights_message_says_where_to_get_them() {
+        let m = missing_weights_message("mobilenetv3_large_100");
+        assert!(
+            m.contains(
+                "huggingface-cli download timm/mobilenetv3_large_100.ra_in1k model.safetensors"
+            ),
+            "{m}"
+        );
+        assert!(m.contains("--random-weights"), "{m}");
+        let m = missing_weights_message("vit_digits");
+        assert!(m.contains("tessera train vit_digits --save"), "{m}");
     }
 
     #[test]

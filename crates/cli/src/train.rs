@@ -8,6 +8,7 @@
 //! `epochs` and the optimizer settings used (`opt`, `lr`, `weight_decay`: the architecture's
 //! recipe, `tessera::models::recipes`, unless given on the command line).
 
+use crate::distributed::{Dist, DistArgs};
 use crate::overrides::{build, OverrideArgs};
 use clap::Args;
 use std::io::{IsTerminal, Write};
@@ -20,7 +21,7 @@ use tessera::models::train::{OptKind, StepInfo, TrainConfig, Trainer};
 /// Options of `tessera train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    /// Architecture name (see `tessera info --help`; the `*_digits` presets suit 8x8 digits).
+    /// Architecture name (`tessera list` shows them all; the `*_digits` presets suit 8x8 digits).
     pub arch: String,
     #[command(flatten)]
     pub overrides: OverrideArgs,
@@ -67,6 +68,8 @@ pub struct TrainArgs {
     /// One JSON object per epoch and a final summary object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset), String> {
@@ -107,9 +110,26 @@ fn fmt_duration(s: f64) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
-/// Runs `tessera train`.
+/// Runs `tessera train`: one process, or one of a data-parallel MPI job (see
+/// `docs/distributed.md`), where an error on any process ends the whole job.
 pub fn run(args: &TrainArgs) -> Result<(), String> {
-    let threads = crate::init_threads(args.threads)?;
+    let mut dist = crate::distributed::start(&args.dist)?;
+    let result = run_on(args, dist.as_mut());
+    if let (Err(msg), Some(d)) = (&result, &dist) {
+        if d.size() > 1 {
+            d.abort(msg);
+        }
+    }
+    result
+}
+
+fn run_on(args: &TrainArgs, mut dist: Option<&mut Dist>) -> Result<(), String> {
+    // In a data-parallel job rank 0 alone logs, evaluates and saves.
+    let root = dist.as_ref().is_none_or(|d| d.is_root());
+    let threads = crate::init_threads(match &dist {
+        Some(d) if args.threads == 0 => d.local_threads(),
+        _ => args.threads,
+    })?;
     let (train, test) = load_data(args)?;
     let mut model = build("train", &args.arch, &args.overrides, args.seed)?;
     if model.input_chw() != train.chw || model.num_classes() != train.num_classes {
@@ -147,16 +167,18 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
         ..cfg
     };
     let mut trainer = match &args.resume {
-        Some(path) => Trainer::resume(cfg, model.as_mut(), train.len(), path)
+        // Other ranks receive the resumed state from rank 0 (`prepare`).
+        Some(path) if root => Trainer::resume(cfg, model.as_mut(), train.len(), path)
             .map_err(|e| format!("train: cannot resume: {e}"))?,
-        None => {
-            Trainer::new(cfg, model.as_mut(), train.len()).map_err(|e| format!("train: {e}"))?
-        }
+        _ => Trainer::new(cfg, model.as_mut(), train.len()).map_err(|e| format!("train: {e}"))?,
     };
-    let progress = !args.json && std::io::stderr().is_terminal();
-    if !args.json {
+    if let Some(d) = dist.as_deref_mut() {
+        d.prepare(&mut trainer, model.as_mut(), train.len())?;
+    }
+    let progress = root && !args.json && std::io::stderr().is_terminal();
+    if root && !args.json {
         outln!(
-            "tessera train {} on {} ({} train / {} test images), {} epochs, batch {}, {} lr {}, {threads} thread(s){}",
+            "tessera train {} on {} ({} train / {} test images), {} epochs, batch {}, {} lr {}, {threads} thread(s){}{}",
             args.arch,
             train.name,
             train.len(),
@@ -165,7 +187,8 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
             trainer.cfg.batch,
             trainer.cfg.opt.name(),
             trainer.cfg.lr,
-            if trainer.epoch > 0 { format!(", resumed at epoch {}", trainer.epoch) } else { String::new() }
+            if trainer.epoch > 0 { format!(", resumed at epoch {}", trainer.epoch) } else { String::new() },
+            dist.as_ref().map_or(String::new(), |d| format!(" per process, {} processes", d.size()))
         );
     }
     let t0 = Instant::now();
@@ -196,9 +219,17 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
                 let _ = std::io::stderr().flush();
             }
         };
+        let parallel = dist.as_deref_mut().map(|d| d.parallel());
         let stats = trainer
-            .run_epoch(model.as_mut(), &train, &test, &mut on_step)
+            .run_epoch_parallel(model.as_mut(), &train, &test, parallel, &mut on_step)
             .map_err(|e| format!("train: {e}"))?;
+        if let Some(d) = dist.as_deref_mut() {
+            d.after_epoch(model.as_ref())?;
+        }
+        if !root {
+            last = Some(stats);
+            continue;
+        }
         if progress {
             eprint!("\r{}\r", " ".repeat(100));
         }
@@ -231,14 +262,18 @@ pub fn run(args: &TrainArgs) -> Result<(), String> {
     }
     let elapsed = t0.elapsed().as_secs_f64();
     let final_acc = last.map(|s| s.test_acc);
+    if !root {
+        return Ok(());
+    }
     if args.json {
-        outln!(
-            "{}",
-            serde_json::json!({
-                "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch,
-                "opt": trainer.cfg.opt.name(), "lr": trainer.cfg.lr, "weight_decay": trainer.cfg.weight_decay,
-            })
-        );
+        let mut summary = serde_json::json!({
+            "final_test_acc": final_acc, "seconds": elapsed, "epochs": trainer.epoch,
+            "opt": trainer.cfg.opt.name(), "lr": trainer.cfg.lr, "weight_decay": trainer.cfg.weight_decay,
+        });
+        if let Some(d) = &dist {
+            summary["distributed"] = d.summary();
+        }
+        outln!("{summary}");
     } else {
         match final_acc {
             Some(a) => outln!(

@@ -222,6 +222,7 @@ fn run_on_png_and_jpeg_images() {
             arch,
             "--img-size",
             "32",
+            "--random-weights",
             "--input",
             s(path),
             "--topk",
@@ -231,14 +232,21 @@ fn run_on_png_and_jpeg_images() {
         ]);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
-        assert!(lines[0].ends_with("[0]:"), "{text}");
-        assert!(lines[1].trim_start().starts_with("1. class"), "{text}");
+        assert_eq!(lines[0], format!("{}:", path.display()), "{text}");
+        // 1000 classes: ImageNet-1k names.
+        let class: usize = lines[1].split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(lines[1].trim_start().starts_with("1. "), "{text}");
+        assert!(
+            lines[1].ends_with(tessera::models::labels::imagenet1k()[class]),
+            "{text}"
+        );
         let y = tmp(&format!("{arch}.npy"));
         ok(&[
             "run",
             arch,
             "--img-size",
             "32",
+            "--random-weights",
             "--input",
             s(path),
             "--output",
@@ -257,6 +265,7 @@ fn run_on_png_and_jpeg_images() {
         "1",
         "--num-classes",
         "3",
+        "--random-weights",
         "--input",
         s(&png),
         "--output",
@@ -275,6 +284,7 @@ fn bad_inputs_are_clear_errors() {
             "mobilenetv2_100",
             "--img-size",
             "32",
+            "--random-weights",
             "--input",
             input,
         ];
@@ -307,6 +317,7 @@ fn bad_inputs_are_clear_errors() {
         "vit_tiny_patch16_224",
         "--img-size",
         "32",
+        "--random-weights",
         "--input",
         s(&tmp_npy("x48.npy", &[1, 3, 48, 48])),
     ]);
@@ -324,13 +335,19 @@ fn bad_inputs_are_clear_errors() {
     std::fs::write(&txt, b"hello").unwrap();
     let err = run(s(&txt), &[]);
     assert!(
-        err.contains("notes.txt") && err.contains("PNG or JPEG"),
+        err.contains("notes.txt") && err.contains("PNG, JPEG or WebP"),
         "{err}"
     );
-    // Unknown architecture: the known ones are listed.
-    let err = fails(&["info", "vit_gigantic_patch99", "--json"]);
+    // Unknown architecture: the nearest known one is suggested.
+    let err = fails(&["info", "mobilenetv3_larg_100", "--json"]);
     assert!(
-        err.contains("vit_gigantic_patch99") && err.contains("mobilenetv2_100"),
+        err.contains("mobilenetv3_larg_100")
+            && err.contains("did you mean \"mobilenetv3_large_100\""),
+        "{err}"
+    );
+    let err = fails(&["run", "vit_tiny_patch16", "--input", "digits:0"]);
+    assert!(
+        err.contains("did you mean \"vit_tiny_patch16_224\""),
         "{err}"
     );
     // Invalid override: 30 is not divisible by the patch size 16.

@@ -271,6 +271,39 @@ impl Tensor {
     /// Backpropagates `grad`; with `retain_graph` the saved tensors are kept so backward can
     /// run again over the same graph (gradients then accumulate).
     pub fn backward_opts(&self, grad: &Tensor, retain_graph: bool) -> Result<()> {
+        self.backward_inner(grad, retain_graph, None)
+    }
+
+    /// [`backward_with`](Self::backward_with) that calls `on_ready(key)` as soon as a leaf's
+    /// gradient is complete (no node left in the walk feeds it), with the leaf's
+    /// [`grad_key`](Self::grad_key). Data-parallel training starts reducing a group of
+    /// gradients across processes while backward still computes the others. Leaves are
+    /// reported in a fixed order (the walk's), each at most once; an error from `on_ready`
+    /// stops the walk.
+    pub fn backward_hooked(
+        &self,
+        grad: &Tensor,
+        on_ready: &mut dyn FnMut(usize) -> Result<()>,
+    ) -> Result<()> {
+        self.backward_inner(grad, false, Some(on_ready))
+    }
+
+    /// An identity of this leaf's gradient slot, shared by its clones (`None` for a tensor
+    /// that is not a leaf requiring grad): the key [`backward_hooked`](Self::backward_hooked)
+    /// reports.
+    pub fn grad_key(&self) -> Option<usize> {
+        match self.edge() {
+            Some(Edge::Leaf(l)) => Some(Arc::as_ptr(&l) as usize),
+            _ => None,
+        }
+    }
+
+    fn backward_inner(
+        &self,
+        grad: &Tensor,
+        retain_graph: bool,
+        mut on_ready: Option<&mut dyn FnMut(usize) -> Result<()>>,
+    ) -> Result<()> {
         if grad.shape() != self.shape() {
             return Err(TensorError::shape(
                 "backward",
@@ -289,70 +322,113 @@ impl Tensor {
                     "tensor does not require grad and has no graph",
                 ))
             }
-            Some(Edge::Leaf(l)) => return l.accumulate(grad.detach()),
+            Some(Edge::Leaf(l)) => {
+                l.accumulate(grad.detach())?;
+                if let Some(f) = on_ready {
+                    f(Arc::as_ptr(&l) as usize)?;
+                }
+                return Ok(());
+            }
             Some(Edge::Node(n)) => n,
         };
         let order = topo_order(&root);
+        // For the hook: the leaves whose last consumer is the i-th node of the walk.
+        let ready_after: Vec<Vec<usize>> = match on_ready {
+            None => Vec::new(),
+            Some(_) => {
+                let mut last: HashMap<usize, usize> = HashMap::new();
+                let mut keys = Vec::new();
+                for (i, node) in order.iter().enumerate() {
+                    for e in node.edges.iter().flatten() {
+                        if let Edge::Leaf(l) = e {
+                            let k = Arc::as_ptr(l) as usize;
+                            if last.insert(k, i).is_none() {
+                                keys.push(k);
+                            }
+                        }
+                    }
+                }
+                let mut after = vec![Vec::new(); order.len()];
+                for k in keys {
+                    after[last[&k]].push(k);
+                }
+                after
+            }
+        };
         let mut grads: HashMap<*const Node, Tensor> = HashMap::new();
         grads.insert(Arc::as_ptr(&root), grad.detach());
-        for node in order {
-            let Some(g) = grads.remove(&Arc::as_ptr(&node)) else {
-                continue;
-            };
-            // When profiling, the rule and the accumulation of what it returns are one
-            // `<op>.backward` record.
-            let frame = profile::begin();
-            let freed = || {
-                TensorError::autograd(
-                    "backward",
-                    format!(
-                        "the graph through `{}` was freed by an earlier backward \
-                         (use backward_opts(.., retain_graph = true))",
-                        node.name
-                    ),
-                )
-            };
-            let in_place = node
-                .region
-                .is_some_and(|r| add_region(&node, r, &g, &mut grads));
-            let input_grads = if in_place {
-                if !retain_graph {
-                    drop(lock(&node.backward).take());
-                }
-                Vec::new()
-            } else if retain_graph {
-                let f = lock(&node.backward);
-                (f.as_ref().ok_or_else(freed)?)(&g)?
-            } else {
-                let f = lock(&node.backward).take().ok_or_else(freed)?;
-                f(&g)?
-            };
-            for (i, (edge, gi)) in node.edges.iter().zip(input_grads).enumerate() {
-                let (Some(edge), Some(gi)) = (edge, gi) else {
-                    continue;
-                };
-                if gi.shape() != node.shapes[i].as_slice() {
-                    return Err(TensorError::autograd(
-                        "backward",
-                        format!(
-                            "`{}` returned a gradient of shape {} for input {i} of shape {}",
-                            node.name,
-                            fmt_shape(gi.shape()),
-                            fmt_shape(&node.shapes[i])
-                        ),
-                    ));
-                }
-                match edge {
-                    Edge::Leaf(l) => l.accumulate(gi)?,
-                    Edge::Node(n) => add_into(&mut grads, Arc::as_ptr(n), gi)?,
-                }
+        for (i, node) in order.into_iter().enumerate() {
+            if let Some(g) = grads.remove(&Arc::as_ptr(&node)) {
+                run_node(&node, g, &mut grads, retain_graph)?;
             }
-            if let Some(fr) = frame {
-                fr.end_backward(node.prof.as_ref(), node.name, g.shape(), &node.shapes);
+            if let Some(f) = on_ready.as_mut() {
+                for &k in &ready_after[i] {
+                    f(k)?;
+                }
             }
         }
         Ok(())
     }
+}
+
+/// Runs one node's rule on its summed output gradient `g` and passes what it returns on to
+/// its inputs (leaf slots, or the pending gradients of other nodes).
+fn run_node(
+    node: &Arc<Node>,
+    g: Tensor,
+    grads: &mut HashMap<*const Node, Tensor>,
+    retain_graph: bool,
+) -> Result<()> {
+    // When profiling, the rule and the accumulation of what it returns are one
+    // `<op>.backward` record.
+    let frame = profile::begin();
+    let freed = || {
+        TensorError::autograd(
+            "backward",
+            format!(
+                "the graph through `{}` was freed by an earlier backward \
+                 (use backward_opts(.., retain_graph = true))",
+                node.name
+            ),
+        )
+    };
+    let in_place = node.region.is_some_and(|r| add_region(node, r, &g, grads));
+    let input_grads = if in_place {
+        if !retain_graph {
+            drop(lock(&node.backward).take());
+        }
+        Vec::new()
+    } else if retain_graph {
+        let f = lock(&node.backward);
+        (f.as_ref().ok_or_else(freed)?)(&g)?
+    } else {
+        let f = lock(&node.backward).take().ok_or_else(freed)?;
+        f(&g)?
+    };
+    for (i, (edge, gi)) in node.edges.iter().zip(input_grads).enumerate() {
+        let (Some(edge), Some(gi)) = (edge, gi) else {
+            continue;
+        };
+        if gi.shape() != node.shapes[i].as_slice() {
+            return Err(TensorError::autograd(
+                "backward",
+                format!(
+                    "`{}` returned a gradient of shape {} for input {i} of shape {}",
+                    node.name,
+                    fmt_shape(gi.shape()),
+                    fmt_shape(&node.shapes[i])
+                ),
+            ));
+        }
+        match edge {
+            Edge::Leaf(l) => l.accumulate(gi)?,
+            Edge::Node(n) => add_into(grads, Arc::as_ptr(n), gi)?,
+        }
+    }
+    if let Some(fr) = frame {
+        fr.end_backward(node.prof.as_ref(), node.name, g.shape(), &node.shapes);
+    }
+    Ok(())
 }
 
 /// Runs `f` with recording off on this thread.

@@ -10,6 +10,7 @@ use tessera_kernels::KernelError;
 
 /// An error from a tensor operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TensorError {
     /// Shapes that do not fit together (broadcasting, matmul, cat, a data length).
     Shape { op: &'static str, msg: String },

@@ -7,6 +7,7 @@ use std::fmt;
 
 /// An error from a safe kernel entry point.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KernelError {
     /// The arguments do not describe a valid problem: a slice is too short for its shape and
     /// strides, operands overlap, a dimension is invalid. `op` names the kernel.

@@ -4,6 +4,12 @@
 //! use: the best the CPU supports, or the one named by `TESSERA_ISA=avx512|avx2|portable|scalar`.
 //! Forcing a path the CPU lacks is an error, never a silent fallback. Tests call the `*_with`
 //! entry points of each kernel with every [`Isa::available`] value to cover each path the host has.
+//!
+//! Dispatch, one idiom for every kernel family (after XNNPACK's per-family configs): the
+//! family declares one `static` table of entry points per ISA (a struct of `unsafe fn`
+//! pointers to its `#[target_feature]` wrappers) and a [`Tables`] over them; `Tables::get`
+//! returns the table of a checked ISA and `Tables::current` the table of [`Isa::current`],
+//! chosen once and cached in a `OnceLock`.
 
 use crate::error::KernelError;
 use std::sync::OnceLock;
@@ -100,11 +106,62 @@ impl Isa {
         static CHOICE: OnceLock<Result<Isa, KernelError>> = OnceLock::new();
         CHOICE
             .get_or_init(|| match std::env::var("TESSERA_ISA") {
-                Ok(name) if !name.trim().is_empty() => Isa::parse(&name)
-                    .and_then(Isa::check)
-                    .map_err(|e| KernelError::Isa(format!("TESSERA_ISA={name}: {e}"))),
+                Ok(name) if !name.trim().is_empty() => {
+                    Isa::parse(&name).and_then(Isa::check).map_err(|e| match e {
+                        // Keep one "instruction set:" prefix (the variant's Display adds it).
+                        KernelError::Isa(msg) => {
+                            KernelError::Isa(format!("TESSERA_ISA={name}: {msg}"))
+                        }
+                        other => other,
+                    })
+                }
                 _ => Ok(Isa::best()),
             })
+            .clone()
+    }
+}
+
+/// The per-ISA tables of one kernel family, with the choice for [`Isa::current`] cached.
+pub(crate) struct Tables<T: 'static> {
+    /// The tables of AVX-512, AVX2 and portable (`None`: not built for this target).
+    vector: [Option<&'static T>; 3],
+    scalar: &'static T,
+    current: OnceLock<Result<&'static T, KernelError>>,
+}
+
+impl<T: Sync + 'static> Tables<T> {
+    /// Tables for AVX-512, AVX2, portable and scalar (the x86 ones `None` on other targets).
+    pub(crate) const fn new(
+        avx512: Option<&'static T>,
+        avx2: Option<&'static T>,
+        portable: &'static T,
+        scalar: &'static T,
+    ) -> Self {
+        Tables {
+            vector: [avx512, avx2, Some(portable)],
+            scalar,
+            current: OnceLock::new(),
+        }
+    }
+
+    /// The table of `isa`, an error if the CPU lacks it.
+    pub(crate) fn get(&self, isa: Isa) -> Result<&'static T, KernelError> {
+        let isa = isa.check()?;
+        let t = match isa {
+            Isa::Avx512 => self.vector[0],
+            Isa::Avx2 => self.vector[1],
+            Isa::Portable => self.vector[2],
+            Isa::Scalar => None,
+        };
+        // A supported ISA always has a table on its target (`is_supported` is false for the
+        // x86 paths elsewhere).
+        Ok(t.unwrap_or(self.scalar))
+    }
+
+    /// The table of [`Isa::current`] (honouring `TESSERA_ISA`), chosen once.
+    pub(crate) fn current(&self) -> Result<&'static T, KernelError> {
+        self.current
+            .get_or_init(|| Isa::current().and_then(|isa| self.get(isa)))
             .clone()
     }
 }

@@ -4,9 +4,12 @@
 //! `&[f32]` / raw pointers with explicit shapes and strides.
 //!
 //! Layout follows tract-linalg and BLIS: each op family is one module holding its portable
-//! framework (the driver, the safe slice-checked entry point), a scalar reference kernel that
-//! stays forever as the test oracle, and one file per ISA (`avx512`, `avx2`, `portable` on the
-//! `wide` crate). The ISA is detected once and cached in [`isa`]; `TESSERA_ISA` forces a path.
+//! framework (the driver, the safe slice-checked entry point) and a scalar reference kernel
+//! that stays forever as the test oracle. The SIMD kernels of the activation, exp, softmax and
+//! depthwise families are written once over the vector trait of `simd/` (one impl per ISA:
+//! AVX-512F, AVX2 + FMA, portable on the `wide` crate, scalar) and reached through one table
+//! of `#[target_feature]` entry points per ISA ([`isa`]'s `Tables`). The ISA is detected once
+//! and cached in [`isa`]; `TESSERA_ISA` forces a path.
 //!
 //! Modules:
 //! - [`isa`]: CPU detection, the cached choice and the `TESSERA_ISA` override.
@@ -30,10 +33,12 @@ pub mod conv;
 pub mod error;
 pub mod exp;
 pub mod gemm;
+pub mod host;
 pub mod isa;
 pub mod norm;
 pub mod peak;
 pub mod pool;
+pub(crate) mod simd;
 pub mod softmax;
 
 pub use activation::Activation;

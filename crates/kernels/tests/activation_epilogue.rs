@@ -28,6 +28,7 @@ fn fused_epilogue_equals_elementwise_forward() {
         let cfg = GemmConfig {
             isa: Some(isa),
             threads: 1,
+            tuning: None,
         };
         let run = |act: Activation| {
             let mut c = vec![0.0f32; m * n];

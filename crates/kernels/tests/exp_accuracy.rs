@@ -5,7 +5,7 @@
 //! `cargo test -p tessera-kernels --release --test exp_accuracy -- --ignored --nocapture`)
 //! checks every one of the ~2.1 billion f32 in [-88, 88] and prints the maximum error.
 
-use tessera_kernels::exp::{exp_with, scalar, MAX_ULP};
+use tessera_kernels::exp::{exp_flush_with, exp_with, MAX_ULP};
 use tessera_kernels::Isa;
 
 /// One unit in the last place of an f32 at the magnitude of `v` (subnormal ulp below 2^-126).
@@ -139,11 +139,14 @@ fn exp_special_values_on_every_path() {
 #[test]
 fn scalar_and_portable_are_bit_identical() {
     let mut out = vec![0.0f32; 1 << 16];
+    let mut want = vec![0.0f32; 1 << 16];
     sweep(104_729, |xs| {
         let y = &mut out[..xs.len()];
+        let w = &mut want[..xs.len()];
         exp_with(Isa::Portable, xs, y).unwrap();
-        for (&x, &v) in xs.iter().zip(y.iter()) {
-            assert_eq!(v.to_bits(), scalar::exp(x).to_bits(), "x = {x:e}");
+        exp_with(Isa::Scalar, xs, w).unwrap();
+        for ((&x, &v), &s) in xs.iter().zip(y.iter()).zip(w.iter()) {
+            assert_eq!(v.to_bits(), s.to_bits(), "x = {x:e}");
         }
     });
 }
@@ -168,15 +171,15 @@ fn lengths_must_match_and_every_length_works() {
 #[test]
 fn flushing_form_within_bound_and_flushes_on_every_path() {
     // Every 97th f32 in [-87.3365, 0] plus the cut-off neighbourhood and special values,
-    // through the scalar, portable and (if present) AVX2 forms of `exp_flush`.
-    let lo = tessera_kernels::exp::scalar::exp_flush(-87.0);
-    assert!(lo > 0.0);
+    // through the flushing form of every path the host has (the table variant on AVX2 and
+    // AVX-512, the polynomial elsewhere).
     let mut xs: Vec<f32> = (0..(87.3365f32.to_bits() / 97))
         .map(|i| -f32::from_bits(i * 97))
         .collect();
     xs.extend([
         0.0,
         -0.0,
+        -87.0,
         -87.33654,
         -87.3366,
         -88.0,
@@ -184,83 +187,56 @@ fn flushing_form_within_bound_and_flushes_on_every_path() {
         f32::NEG_INFINITY,
         f32::NAN,
     ]);
-    let check = |name: &str, x: f32, v: f32| {
-        if x.is_nan() {
-            assert!(v.is_nan(), "{name}: exp_flush(NaN) = {v}");
-        } else if x < -87.33654 {
-            assert_eq!(v, 0.0, "{name}: exp_flush({x:e}) must flush to 0");
-        } else {
-            let exact = (x as f64).exp();
-            let err = (v as f64 - exact).abs() / ulp_f32(exact);
-            assert!(
-                err <= MAX_ULP,
-                "{name}: exp_flush({x:e}) = {v:e}, {err} ulp"
-            );
-        }
-    };
-    for &x in &xs {
-        check("scalar", x, tessera_kernels::exp::scalar::exp_flush(x));
-    }
-    for c in xs.chunks(8) {
-        let mut a = [0.0f32; 8];
-        a[..c.len()].copy_from_slice(c);
-        let v = tessera_kernels::exp::portable::exp_flush(wide::f32x8::from(a)).to_array();
-        for (&x, &y) in c.iter().zip(&v) {
-            check("portable", x, y);
-        }
-        #[cfg(target_arch = "x86_64")]
-        if Isa::Avx2.is_supported() {
-            use std::arch::x86_64::*;
-            let mut out = [0.0f32; 8];
-            // SAFETY: AVX2 + FMA checked above; `a` and `out` hold 8 floats.
-            unsafe {
-                let v = tessera_kernels::exp::avx2::exp_flush_ps(_mm256_loadu_ps(a.as_ptr()));
-                _mm256_storeu_ps(out.as_mut_ptr(), v);
-            }
-            for (&x, &y) in c.iter().zip(&out) {
-                check("avx2", x, y);
+    for isa in Isa::available() {
+        let mut ys = vec![0.0f32; xs.len()];
+        exp_flush_with(isa, &xs, &mut ys).unwrap();
+        for (&x, &v) in xs.iter().zip(&ys) {
+            if x.is_nan() {
+                assert!(v.is_nan(), "{isa}: exp_flush(NaN) = {v}");
+            } else if x < -87.33654 {
+                assert_eq!(v, 0.0, "{isa}: exp_flush({x:e}) must flush to 0");
+            } else {
+                let exact = (x as f64).exp();
+                let err = (v as f64 - exact).abs() / ulp_f32(exact);
+                assert!(err <= MAX_ULP, "{isa}: exp_flush({x:e}) = {v:e}, {err} ulp");
             }
         }
     }
 }
 
-/// Every f32 in [-87.33654, 0] (about 1.1 billion) through the AVX2 flushing form, which on
-/// AVX2 / AVX-512 is the table variant (see `crate::exp`), against `f64::exp`; prints the maximum
-/// error. Run with
+/// Every f32 in [-87.33654, 0] (about 1.1 billion) through the flushing form of every path
+/// the host has (on AVX2 / AVX-512 the table variant, see `crate::exp`), against `f64::exp`;
+/// prints the maximum error. Run with
 /// `cargo test -p tessera-kernels --release --test exp_accuracy -- --ignored --nocapture`.
 #[test]
-#[ignore = "exhaustive: ~1.1e9 values, tens of seconds; run with --ignored"]
-fn flushing_form_exhaustive_avx2() {
-    #[cfg(target_arch = "x86_64")]
-    if Isa::Avx2.is_supported() {
-        use std::arch::x86_64::*;
+#[ignore = "exhaustive: ~1.1e9 values per path, tens of seconds each; run with --ignored"]
+fn flushing_form_exhaustive_all_paths() {
+    const BATCH: u32 = 1 << 16;
+    let last = 87.33654f32.to_bits();
+    for isa in Isa::available() {
         let t0 = std::time::Instant::now();
-        let last = 87.33654f32.to_bits();
         let (mut worst, mut at) = (0.0f64, 0.0f32);
+        let mut xs = vec![0.0f32; BATCH as usize];
+        let mut ys = vec![0.0f32; BATCH as usize];
         let mut bits = 0u32;
         while bits <= last {
-            let mut a = [0.0f32; 8];
-            for (k, v) in a.iter_mut().enumerate() {
-                *v = -f32::from_bits((bits + k as u32).min(last));
+            let n = (last - bits + 1).min(BATCH) as usize;
+            for (k, v) in xs[..n].iter_mut().enumerate() {
+                *v = -f32::from_bits(bits + k as u32);
             }
-            let mut out = [0.0f32; 8];
-            // SAFETY: AVX2 + FMA checked above; `a` and `out` hold 8 floats.
-            unsafe {
-                let v = tessera_kernels::exp::avx2::exp_flush_ps(_mm256_loadu_ps(a.as_ptr()));
-                _mm256_storeu_ps(out.as_mut_ptr(), v);
-            }
-            for (&x, &y) in a.iter().zip(&out) {
+            exp_flush_with(isa, &xs[..n], &mut ys[..n]).unwrap();
+            for (&x, &y) in xs[..n].iter().zip(&ys[..n]) {
                 let e = ulp_err(x, y);
                 if e > worst {
                     (worst, at) = (e, x);
                 }
             }
-            bits += 8;
+            bits += n as u32;
         }
         println!(
-            "exp_flush avx2: max error {worst:.4} ulp at x = {at:e} over [-87.33654, 0] in {:.1} s",
+            "exp_flush {isa}: max error {worst:.4} ulp at x = {at:e} over [-87.33654, 0] in {:.1} s",
             t0.elapsed().as_secs_f64()
         );
-        assert!(worst <= MAX_ULP, "avx2 exp_flush: {worst} ulp at {at:e}");
+        assert!(worst <= MAX_ULP, "{isa} exp_flush: {worst} ulp at {at:e}");
     }
 }

@@ -40,6 +40,7 @@ fn warm_gemm_does_not_allocate() {
         let cfg = GemmConfig {
             isa: Some(isa),
             threads: 1,
+            tuning: None,
         };
         let call = |c: &mut [f32]| {
             gemm(

@@ -36,7 +36,7 @@ proptest! {
         let bv = if b_t { MatRef::row_major(&b, n, k).t() } else { MatRef::row_major(&b, k, n) };
         let epi = Epilogue::new(Bias::PerCol(&bias), Activation::Relu6);
         for isa in Isa::available() {
-            let cfg = GemmConfig { isa: Some(isa), threads };
+            let cfg = GemmConfig { isa: Some(isa), threads, tuning: None };
             let mut want = fill(m * n, 3);
             gemm(1.0, av, bv, beta, MatMut::row_major(&mut want, m, n), epi, &cfg).unwrap();
             let pa = PackedMatrix::pack_a(av, Some(isa)).unwrap();
@@ -68,6 +68,7 @@ fn mismatched_packed_operands_are_errors() {
     let cfg = GemmConfig {
         isa: Some(Isa::Scalar),
         threads: 1,
+        tuning: None,
     };
     // Packed as A, used as B.
     let e = gemm_ex(
@@ -99,6 +100,7 @@ fn mismatched_packed_operands_are_errors() {
         let cfg2 = GemmConfig {
             isa: Some(Isa::Portable),
             threads: 1,
+            tuning: None,
         };
         let e = gemm_ex(
             1.0,

@@ -5,7 +5,8 @@
 
 use proptest::prelude::*;
 use tessera_kernels::gemm::reference::{error_bound, gemm_reference};
-use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
+use tessera_kernels::gemm::table::candidates;
+use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef, Tuning};
 use tessera_kernels::{Activation, Isa};
 
 /// How a `rows x cols` matrix is stored.
@@ -152,6 +153,16 @@ fn bias_of<'a>(case: &Case, row: &'a [f32], col: &'a [f32]) -> Bias<'a> {
 
 /// Runs `case` on `isa` with `threads` and returns C (its whole buffer).
 fn run(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError> {
+    run_with(case, isa, None, threads)
+}
+
+/// [`run`] with a specific microkernel and blocking (`None`: the ISA's selection).
+fn run_with(
+    case: &Case,
+    isa: Isa,
+    tuning: Option<Tuning>,
+    threads: usize,
+) -> Result<Vec<f32>, TestCaseError> {
     let Case {
         m,
         n,
@@ -178,6 +189,7 @@ fn run(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError>
         &GemmConfig {
             isa: Some(isa),
             threads,
+            tuning,
         },
     )
     .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -186,6 +198,31 @@ fn run(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError>
 
 /// Runs `case` on `isa` with `threads` and returns C; checks it against the reference.
 fn check(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseError> {
+    check_with(case, isa, None, threads)
+}
+
+/// Every microkernel candidate of `isa`, each with its analytical blocking and with small
+/// blocks (KC 16, MC 2 MR) that make every test shape cross depth and row blocks.
+fn tunings(isa: Isa) -> Vec<Tuning> {
+    candidates(isa)
+        .iter()
+        .flat_map(|k| {
+            [
+                Some(Tuning::analytical(k)),
+                Tuning::with_blocks(k, 16, 2 * k.mr),
+            ]
+        })
+        .flatten()
+        .collect()
+}
+
+/// [`check`] with a specific microkernel and blocking.
+fn check_with(
+    case: &Case,
+    isa: Isa,
+    tuning: Option<Tuning>,
+    threads: usize,
+) -> Result<Vec<f32>, TestCaseError> {
     let Case {
         m,
         n,
@@ -201,7 +238,7 @@ fn check(case: &Case, isa: Isa, threads: usize) -> Result<Vec<f32>, TestCaseErro
     let bias = bias_of(case, &row_bias, &col_bias);
     let epi = Epilogue::new(bias, Activation::ALL[case.act]);
     let (sa, sb, sc) = (la.strides(m, k), lb.strides(k, n), lc.strides(m, n));
-    let got = run(case, isa, threads)?;
+    let got = run_with(case, isa, tuning, threads)?;
 
     let mut want = c0.clone();
     gemm_reference(m, n, k, alpha, &a, sa, &b, sb, beta, &mut want, sc, epi);
@@ -250,6 +287,20 @@ proptest! {
         }
     }
 
+    #[test]
+    fn every_kernel_candidate_and_blocking_matches_reference(case in case()) {
+        for isa in Isa::available() {
+            for t in tunings(isa) {
+                check_with(&case, isa, Some(t), 1)?;
+                // Threads split C on this kernel's tiles: still bit-identical.
+                let one = run_with(&case, isa, Some(t), 1)?;
+                let two = run_with(&case, isa, Some(t), 2)?;
+                prop_assert!(one.iter().zip(&two).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{isa} {}: 1 and 2 threads differ", t.kernel.name);
+            }
+        }
+    }
+
 }
 
 proptest! {
@@ -283,6 +334,7 @@ fn beta_zero_never_reads_c() {
             let cfg = GemmConfig {
                 isa: Some(isa),
                 threads: 2,
+                tuning: None,
             };
             gemm(
                 1.0,
@@ -313,6 +365,7 @@ fn alpha_zero_never_reads_a_or_b() {
         let cfg = GemmConfig {
             isa: Some(isa),
             threads: 1,
+            tuning: None,
         };
         let epi = Epilogue::new(Bias::PerCol(&bias), Activation::Relu6);
         gemm(
@@ -353,6 +406,7 @@ fn transposed_operands_are_views() {
             &GemmConfig {
                 isa: Some(isa),
                 threads: 1,
+                tuning: None,
             },
         )
         .unwrap();
@@ -392,6 +446,7 @@ fn unsupported_isa_is_a_clear_error() {
             &GemmConfig {
                 isa: Some(isa),
                 threads: 1,
+                tuning: None,
             },
         );
         if isa.is_supported() {

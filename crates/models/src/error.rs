@@ -1,23 +1,30 @@
 //! The error type of the models crate: tensor errors, file errors, invalid configurations and
-//! weight mismatches (all problems of one load listed together).
+//! weight mismatches (all problems of one load counted, the first few named).
 
 use crate::io::FileError;
 use std::fmt;
 use tessera_core::TensorError;
 
+/// How many problems a weights mismatch names in its message (all are kept in `problems`).
+pub const SHOWN_PROBLEMS: usize = 10;
+
 /// An error from building, running, loading or saving a model.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ModelError {
     /// A tensor operation failed (names the op and the shapes).
     Tensor(TensorError),
-    /// A file could not be read or written (names the file).
+    /// A file could not be read or written (names the file; keeps the `io::ErrorKind`).
     File(FileError),
     /// An invalid architecture configuration ("img_size 30 is not divisible by patch_size 16").
     Config(String),
     /// Weights that do not fit the model: every missing, unexpected, mis-shaped or
-    /// wrongly-typed tensor, listed together.
+    /// wrongly-typed tensor, one line each in `problems` (the message shows the counts and the
+    /// first [`SHOWN_PROBLEMS`]).
     Weights {
+        /// The file (or other source) the weights came from.
         source: String,
+        /// One line per problem (`missing tensor ...`, `unexpected tensor ...`, ...).
         problems: Vec<String>,
     },
 }
@@ -39,13 +46,32 @@ impl fmt::Display for ModelError {
             ModelError::File(e) => write!(f, "{e}"),
             ModelError::Config(m) => write!(f, "invalid configuration: {m}"),
             ModelError::Weights { source, problems } => {
+                let count = |p: &str| problems.iter().filter(|l| l.starts_with(p)).count();
+                let (missing, unexpected) = (count("missing tensor"), count("unexpected tensor"));
+                let other = problems.len() - missing - unexpected;
                 write!(
                     f,
-                    "{source}: {} problem(s) with the weights:",
+                    "{source}: {} problem(s) with the weights",
                     problems.len()
                 )?;
-                for p in problems {
+                if missing + unexpected > 0 {
+                    write!(
+                        f,
+                        " ({missing} missing, {unexpected} unexpected, {other} other)"
+                    )?;
+                }
+                write!(f, ":")?;
+                for p in problems.iter().take(SHOWN_PROBLEMS) {
                     write!(f, "\n  - {p}")?;
+                }
+                if problems.len() > SHOWN_PROBLEMS {
+                    write!(f, "\n  ... and {} more", problems.len() - SHOWN_PROBLEMS)?;
+                }
+                if unexpected > 0 && missing > 0 && other == 0 {
+                    write!(
+                        f,
+                        "\n  (are these weights for another architecture? `tessera list` shows them)"
+                    )?;
                 }
                 Ok(())
             }
@@ -53,7 +79,15 @@ impl fmt::Display for ModelError {
     }
 }
 
-impl std::error::Error for ModelError {}
+impl std::error::Error for ModelError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ModelError::Tensor(e) => Some(e),
+            ModelError::File(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 impl From<TensorError> for ModelError {
     fn from(e: TensorError) -> Self {
@@ -64,5 +98,27 @@ impl From<TensorError> for ModelError {
 impl From<FileError> for ModelError {
     fn from(e: FileError) -> Self {
         ModelError::File(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_mismatch_is_summarised() {
+        let e = ModelError::Weights {
+            source: "w.safetensors".into(),
+            problems: (0..246)
+                .map(|i| format!("unexpected tensor \"t{i}\""))
+                .collect(),
+        };
+        let text = e.to_string();
+        assert_eq!(text.lines().count(), 1 + SHOWN_PROBLEMS + 1, "{text}");
+        assert!(
+            text.contains("246 problem(s) with the weights (0 missing, 246 unexpected, 0 other):"),
+            "{text}"
+        );
+        assert!(text.ends_with("... and 236 more"), "{text}");
     }
 }

@@ -10,7 +10,30 @@
 
 use tessera_core::{Rng, Tensor};
 
+thread_local! {
+    /// Set while [`without_draws`] runs: initialisers return zeros instead of drawing.
+    static NO_DRAWS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `build` with every initialiser of this module returning zeros without drawing a random
+/// number: the tensors get their shapes but no values (zeroed allocations, whose pages are not
+/// touched until written). For building a model whose weights are read from a file next
+/// ([`crate::zoo::create_pretrained`]).
+pub fn without_draws<T>(build: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_DRAWS.with(|f| f.set(self.0));
+        }
+    }
+    let _reset = Reset(NO_DRAWS.with(|f| f.replace(true)));
+    build()
+}
+
 fn from_fn(shape: &[usize], mut f: impl FnMut() -> f32) -> Tensor {
+    if NO_DRAWS.with(|f| f.get()) {
+        return Tensor::zeros(shape);
+    }
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| f()).collect();
     // The length matches the shape by construction.

@@ -19,7 +19,7 @@ use crate::zoo::Model;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
-use tessera_core::no_grad;
+use tessera_core::{no_grad, Tensor};
 
 /// Which optimizer to train with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +166,41 @@ fn mix(a: u64, b: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Data parallelism across processes (`distributed::DataParallel` with the `distributed`
+/// feature): each process computes a part of every global batch, and the parts' gradients are
+/// combined into the global batch's before the optimizer step, so every process applies the
+/// same update.
+pub trait BatchParallel {
+    /// This process's part of the global batch `idx` (augmented exactly as the whole batch
+    /// would be: the same images get the same crops and flips for any number of processes).
+    fn batch(
+        &self,
+        data: &Dataset,
+        idx: &[usize],
+        augment: Option<&Augment>,
+        seed: u64,
+    ) -> (Tensor, Vec<usize>);
+
+    /// Backward of `loss`, the mean over this process's `local` of the `global` images,
+    /// leaving in every parameter the gradient of the global batch's mean loss, identical on
+    /// every process. `epoch` and `step` (0-based) name the step in messages.
+    fn backward(
+        &mut self,
+        model: &mut dyn Model,
+        loss: &Tensor,
+        local: usize,
+        global: usize,
+        epoch: usize,
+        step: usize,
+    ) -> Result<()>;
+
+    /// Sums `values` over the processes, in place.
+    fn sum(&mut self, values: &mut [f64]) -> Result<()>;
+
+    /// Whether this process is the one that evaluates (the others report no test accuracy).
+    fn is_root(&self) -> bool;
+}
+
 /// A training run's optimizer, schedule and position.
 pub struct Trainer {
     pub cfg: TrainConfig,
@@ -236,6 +271,21 @@ impl Trainer {
         test: &Dataset,
         on_step: &mut dyn FnMut(&StepInfo),
     ) -> Result<EpochStats> {
+        self.run_epoch_parallel(model, train, test, None, on_step)
+    }
+
+    /// [`run_epoch`](Self::run_epoch) as one of several data-parallel processes (`None`: the
+    /// only one). Only the root process evaluates; the others report a NaN test accuracy.
+    /// Loss and accuracy in [`StepInfo`] are this process's part of the batch; those of
+    /// [`EpochStats`] cover the whole epoch on every process.
+    pub fn run_epoch_parallel(
+        &mut self,
+        model: &mut dyn Model,
+        train: &Dataset,
+        test: &Dataset,
+        mut parallel: Option<&mut dyn BatchParallel>,
+        on_step: &mut dyn FnMut(&StepInfo),
+    ) -> Result<EpochStats> {
         let epoch = self.epoch;
         let batches =
             train.epoch_batches(self.cfg.batch, Some(mix(self.cfg.seed, epoch as u64 + 1)));
@@ -245,10 +295,16 @@ impl Trainer {
         for (b, idx) in batches.iter().enumerate() {
             let tb = Instant::now();
             let seed = mix(mix(self.cfg.seed, epoch as u64 + 1), b as u64 + 1);
-            let (x, y) = train.batch(idx, self.cfg.augment.as_ref(), seed);
+            let (x, y) = match parallel.as_deref() {
+                Some(p) => p.batch(train, idx, self.cfg.augment.as_ref(), seed),
+                None => train.batch(idx, self.cfg.augment.as_ref(), seed),
+            };
             let logits = model.forward(&x)?;
             let loss = logits.cross_entropy(&y, self.cfg.label_smoothing)?;
-            loss.backward()?;
+            match parallel.as_deref_mut() {
+                Some(p) => p.backward(model, &loss, y.len(), idx.len(), epoch, b)?,
+                None => loss.backward()?,
+            }
             let scale = match self.cfg.clip_grad {
                 Some(max) => clip_grad_norm(&*model, max).1,
                 None => 1.0,
@@ -264,21 +320,33 @@ impl Trainer {
                 )));
             }
             let (c, _) = correct_topk(&logits.detach().to_vec(), model.num_classes(), &y, 1);
-            loss_sum += l as f64 * idx.len() as f64;
+            loss_sum += l as f64 * y.len() as f64;
             correct += c;
-            seen += idx.len();
+            seen += y.len();
             on_step(&StepInfo {
                 epoch: epoch + 1,
                 step_in_epoch: b + 1,
                 steps_per_epoch: self.steps_per_epoch,
                 loss: l,
-                acc: c as f32 / idx.len() as f32,
+                acc: c as f32 / y.len().max(1) as f32,
                 lr,
                 images_per_s: idx.len() as f32 / tb.elapsed().as_secs_f32().max(1e-9),
             });
         }
+        if let Some(p) = parallel.as_deref_mut() {
+            let mut sums = [loss_sum, correct as f64, seen as f64];
+            p.sum(&mut sums)?;
+            (loss_sum, correct, seen) = (sums[0], sums[1] as usize, sums[2] as usize);
+        }
         let images_per_s = seen as f32 / t0.elapsed().as_secs_f32().max(1e-9);
-        let m = evaluate(model, test, self.cfg.batch.max(64))?;
+        let m = match parallel.as_deref() {
+            Some(p) if !p.is_root() => Metrics {
+                loss: f32::NAN,
+                top1: f32::NAN,
+                top5: f32::NAN,
+            },
+            _ => evaluate(model, test, self.cfg.batch.max(64))?,
+        };
         self.epoch += 1;
         Ok(EpochStats {
             epoch: self.epoch,
@@ -288,6 +356,16 @@ impl Trainer {
             test_top5: m.top5,
             images_per_s,
         })
+    }
+
+    /// The optimizer's state (to hand to other processes; checkpoints include it).
+    pub fn optimizer_state(&self) -> OptimizerState {
+        self.opt.state()
+    }
+
+    /// Replaces the optimizer's state (from [`optimizer_state`](Self::optimizer_state)).
+    pub fn load_optimizer_state(&mut self, state: &OptimizerState) -> Result<()> {
+        self.opt.load_state(state)
     }
 
     /// Writes model, optimizer state, epoch and step to `path` atomically (a temporary file,

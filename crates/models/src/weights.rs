@@ -1,12 +1,17 @@
 //! Loading and saving a [`Module`]'s tensors as safetensors, with timm's `state_dict` names and
-//! PyTorch layouts, so `timm.create_model(...).state_dict()` saved with
-//! `safetensors.torch.save_file` loads directly.
+//! PyTorch layouts: the `model.safetensors` files timm publishes on the Hugging Face hub
+//! (`timm/<arch>.<tag>`, `{"format": "pt"}` metadata) and `timm.create_model(...).state_dict()`
+//! saved with `safetensors.torch.save_file` load directly.
+//!
+//! To build a model from a weights file, use [`crate::zoo::create_pretrained`]: it allocates
+//! the model's tensors without drawing random values and moves the file's buffers in, so peak
+//! memory stays near one copy of the weights. [`load`] replaces the weights of an existing
+//! model.
 //!
 //! Loading checks every key, dtype and shape before changing anything: missing, unexpected,
 //! mis-shaped and non-float tensors are reported together in one [`ModelError::Weights`].
 //! `num_batches_tracked` buffers (PyTorch batch norm bookkeeping) and the optimizer state of a
-//! training checkpoint (`__optim__.*`) are accepted and ignored, so a `tessera train --save`
-//! checkpoint loads as model weights.
+//! training checkpoint (`__optim__.*`) are accepted and ignored.
 
 use crate::error::{ModelError, Result};
 use crate::io::safetensors::{self, SafeTensors, TensorRef};
@@ -68,24 +73,46 @@ fn expected_tensors(module: &dyn Module) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
-/// Loads `path` into `module` (see the module docs for the checks). On error the module is
-/// unchanged.
+/// Loads `path` into `module` (see the module docs for the checks), moving the file's buffers
+/// into the model. On error the module is unchanged.
 pub fn load(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let file = safetensors::read(path)?;
-    load_from(module, &file, &path.display().to_string())
+    load_owned(module, file, &path.display().to_string())
 }
 
-/// Loads already-read safetensors into `module`; `source` names them in errors. On error the
-/// module is unchanged.
+/// Loads already-read safetensors into `module` (copying the values); `source` names them in
+/// errors. On error the module is unchanged.
 pub fn load_from(module: &mut dyn Module, file: &SafeTensors, source: &str) -> Result<()> {
     check(&expected_tensors(module), file, source)?;
+    assign(module, |name| {
+        let st = file.tensors.get(name)?;
+        Some((st.as_f32()?.to_vec(), st.shape.clone()))
+    })
+}
+
+/// [`load_from`] moving the buffers out of `file` instead of copying them.
+pub fn load_owned(module: &mut dyn Module, mut file: SafeTensors, source: &str) -> Result<()> {
+    check(&expected_tensors(module), &file, source)?;
+    assign(module, |name| {
+        let st = file.tensors.remove(name)?;
+        match st.values {
+            Values::F32(v) => Some((v, st.shape)),
+            Values::I64(_) => None,
+        }
+    })
+}
+
+/// Replaces every tensor of `module` with the values `take(name)` gives (already checked),
+/// keeping each parameter's requires-grad state.
+fn assign(
+    module: &mut dyn Module,
+    mut take: impl FnMut(&str) -> Option<(Vec<f32>, Vec<usize>)>,
+) -> Result<()> {
     let mut err = None;
     module.visit_mut("", &mut |name, t, _| {
-        let st = &file.tensors[name];
-        if let Some(values) = st.as_f32() {
-            match Tensor::from_slice(values, &st.shape) {
-                // Keep the parameter's requires-grad state.
+        if let Some((values, shape)) = take(name) {
+            match Tensor::from_vec(values, &shape) {
                 Ok(new) => *t = new.requires_grad_(t.requires_grad()),
                 Err(e) => err = Some(e),
             }
@@ -94,27 +121,24 @@ pub fn load_from(module: &mut dyn Module, file: &SafeTensors, source: &str) -> R
     err.map_or(Ok(()), |e| Err(e.into()))
 }
 
-/// [`load`] for inference with peak memory near one copy of the weights: the module's current
-/// tensors are released before the file is read, and the file's buffers are moved in, not
-/// copied. The checks are the same, but on error the module is left without usable weights.
+/// [`load`] into a model built with random weights, with peak memory near one copy of the
+/// weights: the module's current tensors are released before the file is read. The checks are
+/// the same, but on error the module is left without usable weights. A model built from a
+/// file with [`crate::zoo::create_pretrained`] needs none of this.
 pub fn load_lean(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
     let expected = expected_tensors(module);
     module.visit_mut("", &mut |_, t, _| *t = Tensor::zeros(&[0]));
-    let mut file = safetensors::read(path)?;
-    check(&expected, &file, &path.display().to_string())?;
-    let mut err = None;
-    module.visit_mut("", &mut |name, t, _| {
-        if let Some(st) = file.tensors.remove(name) {
-            if let Values::F32(v) = st.values {
-                match Tensor::from_vec(v, &st.shape) {
-                    Ok(new) => *t = new,
-                    Err(e) => err = Some(e),
-                }
-            }
-        }
+    let file = safetensors::read(path)?;
+    let source = path.display().to_string();
+    check(&expected, &file, &source)?;
+    // The placeholders have the wrong shapes; the file was checked against the real ones.
+    let mut i = 0;
+    module.visit_mut("", &mut |_, t, _| {
+        *t = Tensor::zeros(&expected[i].1);
+        i += 1;
     });
-    err.map_or(Ok(()), |e| Err(e.into()))
+    load_owned(module, file, &source)
 }
 
 /// Saves every parameter and buffer of `module` to `path` (atomically), with `metadata`.

@@ -1,13 +1,18 @@
 //! The model zoo: architectures by timm name, with timm's construction overrides.
 //!
-//! `create("vit_base_patch16_224", &Overrides::default(), seed)` builds a model initialised as
-//! timm does from `seed`; load real weights with [`crate::weights::load`]. Each family lives in
-//! one file of [`crate::archs`], its configurations as data.
+//! [`create_pretrained`]`("mobilenetv3_large_100", "model.safetensors")` builds a model
+//! straight from a weights file (timm's `model.safetensors` from the Hugging Face hub, or a
+//! `tessera train --save` file): the tensors are allocated without drawing random values and
+//! the file's buffers are moved in, so peak memory stays near one copy of the weights.
+//! [`create`]`(arch, &Overrides::default(), seed)` builds one initialised as timm does from
+//! `seed`, for training. Each family lives in one file of [`crate::archs`], its
+//! configurations as data; [`suggest`] finds the nearest name to a misspelt one.
 
 use crate::archs;
 use crate::error::{ModelError, Result};
-use crate::module::Module;
+use crate::module::{Mode, Module};
 use crate::plan::Plan;
+use std::path::Path;
 use tessera_core::Tensor;
 
 /// timm's `create_model` keyword overrides (`None` keeps the architecture's default).
@@ -81,9 +86,101 @@ pub fn create(arch: &str, overrides: &Overrides, seed: u64) -> Result<Box<dyn Mo
     } else if archs::resnet::NAMES.contains(&arch) {
         archs::resnet::build(arch, overrides, seed)
     } else {
-        Err(ModelError::config(format!(
+        Err(ModelError::config(unknown_message(arch)))
+    }
+}
+
+/// Builds `arch` with its weights read from the safetensors file at `path` (timm `state_dict`
+/// names; a hub `model.safetensors` or a `tessera train --save` file), ready for inference:
+/// eval mode, no parameter requiring grad (a forward records no graph). No random values are
+/// drawn and the file's buffers become the model's: peak memory is about one copy of the
+/// weights. Every missing, unexpected or mis-shaped tensor is reported together. To fine-tune,
+/// hand the model to [`crate::train::Trainer`] (it switches gradients and training mode on).
+pub fn create_pretrained(arch: &str, path: impl AsRef<Path>) -> Result<Box<dyn Model>> {
+    create_pretrained_with(arch, &Overrides::default(), path)
+}
+
+/// [`create_pretrained`] with construction overrides (`num_classes` for a fine-tuned head,
+/// `img_size`, ...), which must match the file.
+pub fn create_pretrained_with(
+    arch: &str,
+    overrides: &Overrides,
+    path: impl AsRef<Path>,
+) -> Result<Box<dyn Model>> {
+    let mut model = crate::init::without_draws(|| create(arch, overrides, 0))?;
+    crate::module::set_requires_grad(model.as_mut(), false);
+    crate::weights::load(model.as_mut(), path)?;
+    model.set_mode(Mode::Eval);
+    Ok(model)
+}
+
+/// The error message for an unknown name: the nearest known name, if one is close.
+pub fn unknown_message(arch: &str) -> String {
+    match suggest(arch) {
+        Some(near) => format!(
+            "unknown architecture {arch:?}; did you mean {near:?}? (`tessera list` shows all {})",
+            names().len()
+        ),
+        None => format!(
             "unknown architecture {arch:?}; known: {}",
             names().join(", ")
-        )))
+        ),
+    }
+}
+
+/// The known name nearest to `name` by edit distance (case-insensitive), if it is within
+/// half of `name`'s length.
+pub fn suggest(name: &str) -> Option<&'static str> {
+    let name = name.to_ascii_lowercase();
+    let (best, d) = names()
+        .into_iter()
+        .map(|n| (n, edit_distance(&name, n)))
+        .min_by_key(|&(n, d)| (d, n.len()))?;
+    (d <= name.chars().count().div_ceil(2).max(1)).then_some(best)
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) over characters.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (diag + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            diag = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn misspelt_names_get_the_nearest() {
+        assert_eq!(
+            suggest("mobilenetv3_large_10"),
+            Some("mobilenetv3_large_100")
+        );
+        assert_eq!(suggest("vit_base_patch16"), Some("vit_base_patch16_224"));
+        assert_eq!(suggest("resnet_50"), Some("resnet50"));
+        assert_eq!(suggest("MobileNetV2_100"), Some("mobilenetv2_100"));
+        assert_eq!(suggest("qqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqqq"), None);
+        let Err(e) = create("vit_digit", &Overrides::default(), 0) else {
+            panic!("an unknown name was accepted")
+        };
+        assert!(e.to_string().contains("did you mean \"vit_digits\""), "{e}");
     }
 }

@@ -58,6 +58,7 @@ fn measure(
     let cfg = GemmConfig {
         isa: Some(isa),
         threads,
+        tuning: None,
     };
     let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
     let packed = PackedMatrix::pack_b(bv, Some(isa)).map_err(|e| e.to_string())?;

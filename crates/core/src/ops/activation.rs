@@ -13,7 +13,6 @@
 use tessera_kernels::activation::{self as act, Activation};
 
 use crate::autograd::needs_grad;
-use crate::error::TensorError;
 use crate::ops::{elementwise_info, zip};
 use crate::profile::{self, f32_bytes, Cost, Phase};
 use crate::tensor::Tensor;
@@ -48,8 +47,7 @@ fn activation(name: &'static str, x: &Tensor, a: Activation) -> Tensor {
     y.record(name, &[x], move |g| {
         let g = g.contiguous();
         let mut dx = crate::pool::for_overwrite(xs.numel());
-        act::backward(a, &xs.data(), &g.data(), &mut dx)
-            .map_err(|e| TensorError::arg(name, e.to_string()))?;
+        act::backward(a, &xs.data(), &g.data(), &mut dx)?;
         // The derivative (as many FLOPs as the function, nominally) times dy: reads x and dy.
         profile::add_cost(|| Cost {
             flops: (profile::activation_flops(a) + 1) * dx.len() as u64,

@@ -20,7 +20,7 @@ use crate::tensor::Tensor;
 const OP: &str = "multi_head_attention";
 
 fn kernel_err(e: tessera_kernels::KernelError) -> TensorError {
-    TensorError::arg(OP, e.to_string())
+    TensorError::Kernel(e)
 }
 
 /// The attention sizes of a qkv tensor `[n, L, 3 h d]`, or a shape error naming the op.

@@ -97,7 +97,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         const OP: &str = "conv2d";
         let s = conv_shape(OP, self.shape(), weight.shape(), bias, p)?;
-        let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
+        let kerr = TensorError::Kernel;
         let frame = profile::begin();
         let (x, w) = (self.contiguous().detach(), weight.contiguous().detach());
         let bd = bias.map(|b| b.data());
@@ -240,7 +240,6 @@ pub(crate) fn conv_shape(
         dilation: p.dilation,
         groups: p.groups,
     };
-    s.validate()
-        .map_err(|e| TensorError::shape(op, e.to_string()))?;
+    s.validate()?;
     Ok(s)
 }

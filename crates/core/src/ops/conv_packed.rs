@@ -36,7 +36,7 @@ impl Tensor {
         }
         let (xs, ws) = (self.shape(), w.shape());
         let s = conv_shape(OP, xs, &ws, bias, p)?;
-        let kerr = |e: tessera_kernels::KernelError| TensorError::shape(OP, e.to_string());
+        let kerr = TensorError::Kernel;
         let frame = profile::begin();
         let x = self.contiguous();
         let bd = bias.map(|b| b.data());

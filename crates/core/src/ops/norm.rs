@@ -31,10 +31,6 @@ fn check_param(op: &'static str, name: &str, t: Option<&Tensor>, want: &[usize])
     }
 }
 
-fn kernel_err(op: &'static str, e: tessera_kernels::KernelError) -> TensorError {
-    TensorError::arg(op, e.to_string())
-}
-
 /// A norm's forward cost: `per` FLOPs per element, the input and the parameters read once.
 fn norm_info(op: &'static str, inputs: &[&Tensor], y: &Tensor, per: u64) -> OpInfo {
     elementwise_info(op, inputs, y, per)
@@ -107,8 +103,7 @@ impl Tensor {
             &mut y,
             &mut mean,
             &mut rstd,
-        )
-        .map_err(|e| kernel_err(OP, e))?;
+        )?;
         let y = Tensor::from_contig(y, self.shape());
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -140,8 +135,7 @@ impl Tensor {
                 &mut dx,
                 has_w.then_some(&mut dgamma[..]),
                 has_b.then_some(&mut dbeta[..]),
-            )
-            .map_err(|e| kernel_err(OP, e))?;
+            )?;
             profile::add_cost(|| norm_backward_cost(dx.len(), 2 * d));
             let mut out = vec![Some(Tensor::from_contig(dx, x.shape()))];
             if has_w {
@@ -229,8 +223,7 @@ impl Tensor {
                     ),
                 ));
             }
-            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)
-                .map_err(|e| kernel_err(OP, e))?;
+            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)?;
             if let Some(r) = running {
                 let m = r.momentum;
                 let unbias = count as f32 / (count - 1) as f32;
@@ -286,8 +279,7 @@ impl Tensor {
                 eps,
                 &mut y,
             )
-        }
-        .map_err(|e| kernel_err(op, e))?;
+        }?;
         let y = Tensor::from_contig(y, self.shape());
         let mut inputs = vec![self];
         inputs.extend(weight);
@@ -351,8 +343,7 @@ impl Tensor {
                     dg,
                     db,
                 )
-            }
-            .map_err(|e| kernel_err(op, e))?;
+            }?;
             // The fused backward also evaluates the activation's derivative per element.
             profile::add_cost(|| {
                 let mut cost = norm_backward_cost(dx.len(), 2 * c);

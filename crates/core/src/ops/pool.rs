@@ -65,8 +65,7 @@ fn pool_shape(op: &'static str, x: &Tensor, p: &Pool2dParams) -> Result<Pool2dSh
         padding: p.padding,
         ceil_mode: p.ceil_mode,
     };
-    s.validate()
-        .map_err(|e| TensorError::shape(op, e.to_string()))?;
+    s.validate()?;
     Ok(s)
 }
 
@@ -79,10 +78,6 @@ fn pool_backward_cost(flops: usize, read: usize, written: usize) -> Cost {
         bytes_read: f32_bytes(read),
         bytes_written: f32_bytes(written),
     }
-}
-
-fn kerr(op: &'static str) -> impl Fn(tessera_kernels::KernelError) -> TensorError {
-    move |e| TensorError::arg(op, e.to_string())
 }
 
 impl Tensor {
@@ -101,9 +96,9 @@ impl Tensor {
             Vec::new()
         };
         if keep_arg {
-            pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg).map_err(kerr(OP))?;
+            pool::max_pool2d_forward(&s, &x.data(), &mut y, &mut arg)?;
         } else {
-            pool::max_pool2d_forward_values(&s, &x.data(), &mut y).map_err(kerr(OP))?;
+            pool::max_pool2d_forward_values(&s, &x.data(), &mut y)?;
         }
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
         if let Some(fr) = frame {
@@ -116,7 +111,7 @@ impl Tensor {
         }
         Ok(y.record(OP, &[self], move |g| {
             let mut dx = crate::pool::for_overwrite(s.input_len());
-            pool::max_pool2d_backward(&s, &g.data(), &arg, &mut dx).map_err(kerr(OP))?;
+            pool::max_pool2d_backward(&s, &g.data(), &arg, &mut dx)?;
             // One add per output; reads dy and the argmax (u32), writes dx.
             profile::add_cost(|| pool_backward_cost(s.output_len(), 2 * s.output_len(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &[s.n, s.c, s.h, s.w]))])
@@ -130,7 +125,7 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::for_overwrite(s.output_len());
-        pool::avg_pool2d_forward(&s, count_include_pad, &x.data(), &mut y).map_err(kerr(OP))?;
+        pool::avg_pool2d_forward(&s, count_include_pad, &x.data(), &mut y)?;
         let y = Tensor::from_contig(y, &[s.n, s.c, s.out_h(), s.out_w()]);
         if let Some(fr) = frame {
             // One add per window element and one scale per output.
@@ -142,8 +137,7 @@ impl Tensor {
         }
         Ok(y.record(OP, &[self], move |g| {
             let mut dx = crate::pool::for_overwrite(s.input_len());
-            pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)
-                .map_err(kerr(OP))?;
+            pool::avg_pool2d_backward(&s, count_include_pad, &g.data(), &mut dx)?;
             profile::add_cost(|| {
                 pool_backward_cost(s.output_len() * s.kh * s.kw, s.output_len(), dx.len())
             });
@@ -158,8 +152,7 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous();
         let mut y = crate::pool::for_overwrite(n * c * oh * ow);
-        pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)
-            .map_err(|e| TensorError::shape(OP, e.to_string()))?;
+        pool::adaptive_avg_pool2d_forward(n, c, h, w, oh, ow, &x.data(), &mut y)?;
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);
         if let Some(fr) = frame {
             // One add per input element (windows tile the input) and one scale per output.
@@ -175,8 +168,7 @@ impl Tensor {
         Ok(y.record(OP, &[self], move |g| {
             // The kernel writes every element of dx.
             let mut dx = crate::pool::for_overwrite(n * c * h * w);
-            pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)
-                .map_err(kerr(OP))?;
+            pool::adaptive_avg_pool2d_backward(n, c, h, w, oh, ow, &g.data(), &mut dx)?;
             profile::add_cost(|| pool_backward_cost(dx.len(), g.numel(), dx.len()));
             Ok(vec![Some(Tensor::from_contig(dx, &[n, c, h, w]))])
         }))

@@ -25,7 +25,7 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     check_dim(name, dim, x.shape())?;
     let frame = profile::begin();
     let last = x.rank() - 1;
-    let kerr = move |e: tessera_kernels::KernelError| TensorError::arg(name, e.to_string());
+    let kerr = TensorError::Kernel;
     let xr = rows_last(x, dim)?;
     let d = xr.shape()[last];
     let mut out = crate::pool::for_overwrite(xr.numel());

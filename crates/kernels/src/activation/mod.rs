@@ -2,11 +2,13 @@
 //! epilogues.
 //!
 //! Each activation has a scalar definition ([`Activation::apply_scalar`], evaluated in f64 in
-//! [`reference`](mod@reference)), which is the test oracle, and one vector form per ISA (`avx512`, `avx2`,
-//! `portable`): `apply` (used by the epilogues on registers before the store, so bias +
-//! activation never cost an extra pass over memory) and `grad` (the backward). The slice API
-//! ([`forward`], [`forward_inplace`], [`backward`] and the `_with` forms) lives in [`slice`](mod@slice)
-//! and is re-exported here.
+//! [`reference`](mod@reference)), which is the test oracle and the `Isa::Scalar` path, and one
+//! vector form written once over [`crate::simd::Simd`] (`vector.rs`: a zero-sized type per
+//! activation with `apply`, used by the fused epilogues on registers before the store, so bias +
+//! activation never cost an extra pass over memory, and `grad`, the backward). The slice API
+//! ([`forward`], [`forward_inplace`], [`backward`] and the `_with` forms) lives in
+//! [`slice`](mod@slice), dispatched through one table of entry points per ISA, and is
+//! re-exported here.
 //!
 //! Definitions (PyTorch's, including the derivative conventions at the kinks):
 //!
@@ -29,13 +31,9 @@
 //! (Ramachandran et al., 2017; SiLU: Elfwing et al., 2018); GELU (Hendrycks & Gimpel, 2016);
 //! leaky ReLU (Maas et al., 2013). Vector exp: [`crate::exp`].
 
-#[cfg(target_arch = "x86_64")]
-pub mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub mod avx512;
-pub mod portable;
 pub mod reference;
 pub mod slice;
+pub(crate) mod vector;
 
 pub use slice::{
     backward, backward_with, forward, forward_inplace, forward_inplace_with, forward_with,
@@ -67,8 +65,8 @@ pub(crate) const ERF_Q: [f32; 5] = [
     0.000_956_046_1,
 ];
 pub(crate) const ERF_CLAMP: f32 = 3.92;
-/// Measured maximum relative error of the vector erf (AVX2 and portable) against the f64
-/// reference on a dense grid of [-5, 5] (unit tests in `avx2.rs` / `portable.rs`).
+/// Measured maximum relative error of the vector erf (every ISA) against the f64 reference on
+/// a dense grid of [-5, 5] (unit test in `vector.rs`).
 #[cfg(test)]
 pub(crate) const ERF_MAX_REL: f64 = 4e-7;
 /// `sqrt(2 / pi)` and the cubic coefficient of the tanh-GELU.
@@ -188,6 +186,23 @@ impl Activation {
         })
     }
 
+    /// The position of this activation in [`Activation::ALL`] (leaky ReLU whatever its slope).
+    pub(crate) fn index(self) -> usize {
+        match self {
+            Activation::Identity => 0,
+            Activation::Relu => 1,
+            Activation::Relu6 => 2,
+            Activation::LeakyRelu(_) => 3,
+            Activation::Sigmoid => 4,
+            Activation::Tanh => 5,
+            Activation::Swish => 6,
+            Activation::HardSigmoid => 7,
+            Activation::HardSwish => 8,
+            Activation::GeluErf => 9,
+            Activation::GeluTanh => 10,
+        }
+    }
+
     /// The scalar definition: the reference every vector path is tested against (computed in
     /// f64 and rounded once). NaN in gives NaN out.
     #[inline]
@@ -206,5 +221,56 @@ impl Activation {
     #[inline]
     pub fn backward_scalar(self, x: f32, dy: f32) -> f32 {
         (dy as f64 * reference::derivative(self, x as f64)) as f32
+    }
+}
+
+/// The AVX2 register form for fused epilogues written with raw intrinsics.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub mod avx2 {
+    use super::{vector::VecAct, Activation};
+    use std::arch::x86_64::__m256;
+
+    /// `act` on the 8 lanes of `v` (the generic vector form on AVX2).
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn apply(act: Activation, v: __m256) -> __m256 {
+        // SAFETY: AVX2 + FMA are enabled here (caller's contract).
+        unsafe { act.apply::<crate::simd::Avx2>(v) }
+    }
+}
+
+/// The AVX-512 register form for fused epilogues written with raw intrinsics.
+#[cfg(target_arch = "x86_64")]
+#[doc(hidden)]
+pub mod avx512 {
+    use super::{vector::VecAct, Activation};
+    use std::arch::x86_64::__m512;
+
+    /// `act` on the 16 lanes of `v` (the generic vector form on AVX-512F).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn apply(act: Activation, v: __m512) -> __m512 {
+        // SAFETY: AVX-512F is enabled here (caller's contract).
+        unsafe { act.apply::<crate::simd::Avx512>(v) }
+    }
+}
+
+/// The portable (`wide`) register form for fused epilogues.
+#[doc(hidden)]
+pub mod portable {
+    use super::{vector::VecAct, Activation};
+
+    /// `act` on the 8 lanes of `v` (the generic vector form on `wide`).
+    #[inline(always)]
+    pub fn apply(act: Activation, v: wide::f32x8) -> wide::f32x8 {
+        // SAFETY: the portable ISA runs anywhere.
+        unsafe { act.apply::<crate::simd::Portable>(v) }
     }
 }

@@ -191,6 +191,7 @@ fn config(isa: Isa) -> GemmConfig {
     GemmConfig {
         isa: Some(isa),
         threads: 0,
+        tuning: None,
     }
 }
 

@@ -37,15 +37,11 @@
 //! forms use separate multiply and add (the same operations in the same order, so those two
 //! are bit-identical to each other).
 
-#[cfg(target_arch = "x86_64")]
-pub mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub mod avx512;
-pub mod portable;
-pub mod scalar;
+pub(crate) mod vector;
 
 use crate::error::KernelError;
-use crate::isa::Isa;
+use crate::isa::{Isa, Tables};
+use crate::simd::tables;
 use rayon::prelude::*;
 
 /// `log2(e)` rounded to f32.
@@ -129,9 +125,37 @@ pub const MAX_ULP: f64 = 1.2;
 /// Elements per parallel task: below this a call stays on the calling thread.
 const PAR_CHUNK: usize = 1 << 16;
 
+/// A slice form: `y[i] = f(x[i])` for `i < n`.
+type SliceFn = unsafe fn(*const f32, *mut f32, usize);
+
+/// The exp family's entry points for one ISA.
+struct ExpKernels {
+    exp: SliceFn,
+    exp_flush: SliceFn,
+}
+
+macro_rules! exp_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn exp(x: *const f32, y: *mut f32, n: usize) {
+            // SAFETY: the table is used only on a CPU that supports the ISA; the caller
+            // passes n floats at x and y.
+            unsafe { vector::exp_slice::<$S, false>(x, y, n) }
+        }
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn exp_flush(x: *const f32, y: *mut f32, n: usize) {
+            // SAFETY: as above.
+            unsafe { vector::exp_slice::<$S, true>(x, y, n) }
+        }
+        ExpKernels { exp, exp_flush }
+    }};
+}
+
+static TABLES: Tables<ExpKernels> = tables!(ExpKernels, exp_kernels);
+
 /// `y[i] = e^x[i]` with the path [`Isa::current`] picks.
 pub fn exp(x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
-    exp_with(Isa::current()?, x, y)
+    run(TABLES.current()?.exp, x, y)
 }
 
 /// `y[i] = e^x[i]` on the given path (an error if the CPU lacks it or the lengths differ).
@@ -139,39 +163,35 @@ pub fn exp(x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
 /// Large slices are split into fixed chunks run on the rayon pool; the result does not depend
 /// on the thread count (each element is computed independently).
 pub fn exp_with(isa: Isa, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
-    let isa = isa.check()?;
+    run(TABLES.get(isa)?.exp, x, y)
+}
+
+/// The flushing form inside the activations and softmax, as a slice kernel on the given path:
+/// `y[i] = e^x[i]` for `x[i] <= 0` (or NaN), results below `2^-126` (x < -87.3365, `-inf`)
+/// flushed to 0. Positive arguments above `88.3` are outside its contract (garbage, not UB).
+pub fn exp_flush_with(isa: Isa, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
+    run(TABLES.get(isa)?.exp_flush, x, y)
+}
+
+fn run(f: SliceFn, x: &[f32], y: &mut [f32]) -> Result<(), KernelError> {
     if x.len() != y.len() {
         return Err(KernelError::invalid(
             "exp",
             format!("x has {} elements but y has {}", x.len(), y.len()),
         ));
     }
+    let serial = |x: &[f32], y: &mut [f32]| {
+        // SAFETY: `f` comes from the table of a checked ISA; both slices hold x.len() floats.
+        unsafe { f(x.as_ptr(), y.as_mut_ptr(), x.len()) }
+    };
     if x.len() <= PAR_CHUNK {
-        exp_serial(isa, x, y);
+        serial(x, y);
     } else {
         x.par_chunks(PAR_CHUNK)
             .zip(y.par_chunks_mut(PAR_CHUNK))
-            .for_each(|(xc, yc)| exp_serial(isa, xc, yc));
+            .for_each(|(xc, yc)| serial(xc, yc));
     }
     Ok(())
-}
-
-fn exp_serial(isa: Isa, x: &[f32], y: &mut [f32]) {
-    debug_assert_eq!(x.len(), y.len());
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check`, so the CPU supports AVX-512F; lengths are equal.
-        Isa::Avx512 => unsafe { avx512::exp_slice(x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check`, so the CPU supports AVX2 and FMA; lengths equal.
-        Isa::Avx2 => unsafe { avx2::exp_slice(x, y) },
-        Isa::Portable => portable::exp_slice(x, y),
-        _ => {
-            for (o, &v) in y.iter_mut().zip(x) {
-                *o = scalar::exp(v);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

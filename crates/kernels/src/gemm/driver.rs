@@ -14,14 +14,13 @@
 //! bias and the activation. Every element of C therefore sees the same operations in the same
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
-use super::kernel::{
-    blocking, microkernel, packers, Blocking, MicroKernelFn, PackFn, TileEpilogue,
-};
+use super::blocking::Blocking;
+use super::kernel::{MicroKernelFn, PackFn, TileEpilogue};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
+use super::table::Tuning;
 use super::{Bias, Epilogue, PackedMatrix};
 use crate::activation::Activation;
-use crate::isa::Isa;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -117,11 +116,13 @@ impl<'a> Problem<'a> {
     }
 }
 
-/// Runs the whole problem on `isa` with `threads` tasks (0 = the rayon pool's size).
+/// Runs the whole problem with `tuning`'s microkernel and blocks on `threads` tasks (0 = the
+/// rayon pool's size).
 ///
 /// # Safety
-/// The contract of [`super::gemm_unchecked`]; `isa` is supported by this CPU.
-pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usize) {
+/// The contract of [`super::gemm_unchecked`]; the kernel's ISA is supported by this CPU;
+/// pre-packed operands were packed with `tuning`.
+pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, threads: usize) {
     if problem.m == 0 || problem.n == 0 {
         return;
     }
@@ -134,9 +135,9 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     } else {
         problem
     };
-    let blk = blocking(isa);
-    let kernel = microkernel(isa);
-    let packs = packers(isa);
+    let blk = tuning.blocking;
+    let kernel = tuning.kernel.run;
+    let packs = (tuning.kernel.pack_a, tuning.kernel.pack_b);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {
@@ -146,10 +147,13 @@ pub(crate) unsafe fn gemm_dispatch(isa: Isa, problem: Problem<'_>, threads: usiz
     if part.parts == 1 {
         // SAFETY: forwarded contract; the single task covers C.
         unsafe { run_task(&p, &blk, kernel, packs, part.task(0)) };
-    } else if !part.split_n {
+    } else if !part.split_n && p.b_packed.is_none() && p.k.saturating_mul(p.n) > OWN_B_FLOATS {
         // SAFETY: forwarded contract; the partition splits M.
         unsafe { run_shared_b(&p, &blk, kernel, packs, &part) };
     } else {
+        // Split N, or split M with a pre-packed or small B: each task packs what it reads
+        // itself (a small B twice over costs less than the extra meeting of the threads that
+        // sharing it needs), in one parallel region.
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
         (0..part.parts)
             .into_par_iter()
@@ -180,8 +184,8 @@ thread_local! {
     static PACK_BUFS: Cell<Option<Box<(PackBuf, PackBuf)>>> = const { Cell::new(None) };
 }
 
-/// Largest MR * NR of any kernel (AVX-512: 12 x 32).
-const MAX_TILE: usize = 12 * 32;
+/// Largest MR * NR of any kernel (the candidates have at most 32 rows and 512 elements).
+const MAX_TILE: usize = 512;
 
 /// The per-depth-block state shared by the tiles of one macro block.
 struct DepthBlock {
@@ -405,12 +409,31 @@ impl SharedPanels {
     }
 }
 
-/// The threaded GEMM for a partition along M (BLIS's parallel loop 3): per NC x KC block of
-/// B, all threads pack its micro-panels together, then each task runs loops 3..1 on its
-/// rows. B is packed once for all tasks instead of once per task, which matters when M is
-/// small relative to K x N (a convolution's filters against its im2col columns, the ViT MLP's
-/// weights at batch 8). Each element of C sees the same depth blocks in the same order as in
-/// [`run_task`], so the bits do not change.
+/// Up to this many floats of B (k x n), a partition along M lets every task pack all of B
+/// for itself instead of sharing one packed copy: duplicating ~0.1 ms of copying costs less
+/// than the second parallel region (and thread wake-up) that sharing needs.
+const OWN_B_FLOATS: usize = 1 << 17;
+
+/// Packed B floats packed and consumed per pair of parallel regions in [`run_shared_b`]: the
+/// depth blocks of one NC column block are grouped up to this size, so a product with many
+/// depth blocks wakes the threads twice per group instead of twice per depth block.
+const SHARED_GROUP_FLOATS: usize = 1 << 20;
+
+/// Below this many packed B floats per group the calling thread packs alone: cheaper than
+/// waking the pool for a few microseconds of copying.
+const SERIAL_PACK_FLOATS: usize = 1 << 16;
+
+/// Most depth blocks in one group (a fixed array, so a warm call allocates nothing).
+const MAX_GROUP: usize = 64;
+
+/// The threaded GEMM for a partition along M (BLIS's parallel loop 3): per NC column block of
+/// B, a group of its depth blocks is packed by all threads together into one shared buffer,
+/// then each task runs loops 4..1 over the group on its rows. B is packed once for all tasks
+/// instead of once per task, which matters when M is small relative to K x N (a
+/// convolution's filters against its im2col columns, the ViT MLP's weights at batch 8), and
+/// the threads meet twice per group rather than twice per depth block (a 3x3 convolution on
+/// 14x14 planes has 9 depth blocks). Each element of C sees the same depth blocks in the same
+/// order as in [`run_task`], so the bits do not change.
 ///
 /// # Safety
 /// The contract of [`super::gemm_unchecked`] for `p`; `part` splits M.
@@ -424,68 +447,116 @@ unsafe fn run_shared_b(
     let mut shared = SHARED_B.take();
     let k = depth(p);
     let (nr, kc_max) = (blk.nr, blk.kc);
+    let k_blocks = k.div_ceil(kc_max).max(1);
     let mut jc = 0;
     while jc < p.n {
         let nc = blk.nc.min(p.n - jc);
-        for kb in 0..k.div_ceil(kc_max).max(1) {
-            let d = DepthBlock::new(p, blk, k, kb);
-            let panel = nr * d.kc;
-            let len = nc.div_ceil(nr) * panel;
-            if shared.len() < len {
-                shared.resize(len, 0.0);
+        let panels = nc.div_ceil(nr);
+        let block_floats = panels * nr * kc_max;
+        let per_group = (SHARED_GROUP_FLOATS / block_floats.max(1)).clamp(1, k_blocks);
+        let mut kb0 = 0;
+        while kb0 < k_blocks {
+            let groups = per_group.min(k_blocks - kb0).min(MAX_GROUP);
+            let d_of = |i: usize| DepthBlock::new(p, blk, k, kb0 + i);
+            // Group offsets: depth block i of the group starts at offs[i].
+            let mut offs = [0usize; MAX_GROUP];
+            let mut len = 0;
+            for (i, off) in offs.iter_mut().enumerate().take(groups) {
+                *off = len;
+                len += panels * nr * d_of(i).kc;
             }
-            let bpack = match p.b_packed {
-                Some(packed) => SharedPanels(packed.block_ptr(d.kb, jc)),
-                None => {
-                    // Groups of panels per rayon job, packed into disjoint parts of the block.
-                    let per_job = 4 * panel.max(1);
-                    shared[..len]
-                        .par_chunks_mut(per_job)
-                        .enumerate()
-                        .for_each(|(j, dst)| {
-                            let j0 = jc + j * (per_job / panel.max(1)) * nr;
-                            let cols = (jc + nc - j0).min(dst.len() / panel.max(1) * nr);
-                            // SAFETY: columns j0..j0+cols and rows pc..pc+kc lie inside B;
-                            // dst holds ceil(cols / nr) panels of nr * kc floats.
-                            unsafe {
-                                segments::pack_b_block(
-                                    pack_b,
-                                    nr,
-                                    p.b,
-                                    &p.b_layout(),
-                                    (d.pc, d.kc),
-                                    (j0, cols),
-                                    dst,
-                                )
-                            };
-                        });
-                    SharedPanels(shared.as_ptr())
+            let mut bpacks = [SharedPanels(std::ptr::null()); MAX_GROUP];
+            match p.b_packed {
+                Some(packed) => {
+                    for (i, bp) in bpacks.iter_mut().enumerate().take(groups) {
+                        *bp = SharedPanels(packed.block_ptr(kb0 + i, jc));
+                    }
                 }
-            };
+                None => {
+                    if shared.len() < len {
+                        shared.resize(len, 0.0);
+                    }
+                    // One job per (depth block, run of 4 panels), into disjoint parts.
+                    let chunks = panels.div_ceil(4);
+                    let base = SharedMut(shared.as_mut_ptr());
+                    let pack_job = |job: usize| {
+                        let (i, q) = (job / chunks, job % chunks);
+                        let d = d_of(i);
+                        let panel = nr * d.kc;
+                        let (q0, q1) = (4 * q, (4 * q + 4).min(panels));
+                        let j0 = jc + q0 * nr;
+                        let cols = (jc + nc - j0).min((q1 - q0) * nr);
+                        // SAFETY: job (i, q) writes panels q0..q1 of depth block i, a range
+                        // no other job touches, inside `shared` (sized to `len` above);
+                        // columns j0..j0+cols and rows pc..pc+kc lie inside B.
+                        unsafe {
+                            let dst = std::slice::from_raw_parts_mut(
+                                base.ptr().add(offs[i] + q0 * panel),
+                                (q1 - q0) * panel,
+                            );
+                            segments::pack_b_block(
+                                pack_b,
+                                nr,
+                                p.b,
+                                &p.b_layout(),
+                                (d.pc, d.kc),
+                                (j0, cols),
+                                dst,
+                            )
+                        };
+                    };
+                    if len <= SERIAL_PACK_FLOATS {
+                        (0..groups * chunks).for_each(pack_job);
+                    } else {
+                        (0..groups * chunks).into_par_iter().for_each(pack_job);
+                    }
+                    for (i, bp) in bpacks.iter_mut().enumerate().take(groups) {
+                        *bp = SharedPanels(shared.as_ptr().wrapping_add(offs[i]));
+                    }
+                }
+            }
+            let bpacks = &bpacks[..groups];
             (0..part.parts).into_par_iter().for_each(|t| {
                 let task = part.task(t);
                 let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
-                // SAFETY: forwarded contract; tasks own disjoint row ranges of C; the packed
-                // block stays alive and unchanged until this section joins.
-                unsafe {
-                    macro_block(
-                        p,
-                        blk,
-                        kernel,
-                        pack_a,
-                        &mut bufs.0,
-                        &d,
-                        (task.m0, task.m1),
-                        (jc, nc),
-                        bpack.ptr(),
-                    )
-                };
+                for (i, bpack) in bpacks.iter().enumerate() {
+                    let d = d_of(i);
+                    // SAFETY: forwarded contract; tasks own disjoint row ranges of C; the
+                    // packed blocks stay alive and unchanged until this section joins.
+                    unsafe {
+                        macro_block(
+                            p,
+                            blk,
+                            kernel,
+                            pack_a,
+                            &mut bufs.0,
+                            &d,
+                            (task.m0, task.m1),
+                            (jc, nc),
+                            bpack.ptr(),
+                        )
+                    };
+                }
                 PACK_BUFS.with(|cell| cell.set(Some(bufs)));
             });
+            kb0 += groups;
         }
         jc += nc;
     }
     SHARED_B.set(shared);
+}
+
+/// The shared buffer's base, written by disjoint pack jobs (see [`run_shared_b`]).
+#[derive(Clone, Copy)]
+struct SharedMut(*mut f32);
+// SAFETY: each job writes a disjoint range; nobody reads until the packing section joins.
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    fn ptr(self) -> *mut f32 {
+        self.0
+    }
 }
 
 /// Where one microkernel tile lands in C and how much of it is inside C.

@@ -1,4 +1,4 @@
-//! The microkernel contract, shared by every ISA, and the cache-blocking parameters.
+//! The microkernel contract, shared by every ISA.
 //!
 //! A microkernel computes one MR x NR tile of C from a packed A micro-panel and a packed B
 //! micro-panel of depth `kc` (see `pack.rs` for their layouts):
@@ -26,7 +26,6 @@
 //! tile and each element's arithmetic is the same wherever its tile falls.
 
 use crate::activation::Activation;
-use crate::isa::Isa;
 
 /// What the microkernel does with its accumulators before storing them.
 #[derive(Debug, Clone, Copy)]
@@ -61,90 +60,3 @@ pub(crate) type PackFn = unsafe fn(
     cs: usize,
     dst: &mut [f32],
 );
-
-/// The packing routines of `isa`: (pack A, pack B).
-pub(crate) fn packers(isa: Isa) -> (PackFn, PackFn) {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => (super::pack_avx2::pack_a_6, super::pack_avx2::pack_b_t),
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => (super::pack::pack_a, super::pack_avx2::pack_b_t),
-        _ => (super::pack::pack_a, super::pack::pack_b),
-    }
-}
-
-/// Cache-blocking and register-tile sizes of one ISA's GEMM.
-///
-/// The loop nest (see `driver.rs`) keeps a KC x NR micro-panel of B in L1, an MC x KC block of
-/// packed A in L2, and a KC x NC block of packed B in L3. `docs/kernels/gemm.md` gives the
-/// reasoning for each value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Blocking {
-    /// Rows of the register tile.
-    pub mr: usize,
-    /// Columns of the register tile (a multiple of the vector width).
-    pub nr: usize,
-    /// Depth of a packed block (the k extent of both micro-panels).
-    pub kc: usize,
-    /// Rows of a packed A block (a multiple of `mr`).
-    pub mc: usize,
-    /// Columns of a packed B block (a multiple of `nr`).
-    pub nc: usize,
-}
-
-/// The blocking used by `isa`.
-pub fn blocking(isa: Isa) -> Blocking {
-    match isa {
-        // 12 x 32: 24 zmm accumulators + 2 B vectors + broadcasts out of 32 registers.
-        // KC x NR of B = 256 * 32 * 4 B = 32 KiB streams through L1 (48 KiB on Ice Lake and
-        // later); MC x KC of A = 240 * 256 * 4 B = 240 KiB sits in a 1-2 MiB L2.
-        Isa::Avx512 => Blocking {
-            mr: 12,
-            nr: 32,
-            kc: 256,
-            mc: 240,
-            nc: 4096,
-        },
-        // 6 x 16: 12 ymm accumulators + 2 B vectors + 1 broadcast out of 16 registers.
-        // KC x NR of B = 256 * 16 * 4 B = 16 KiB, half of a 32 KiB L1d; MC x KC of A =
-        // 144 * 256 * 4 B = 144 KiB in a 512 KiB (Zen 3) or 1 MiB L2; KC x NC of B =
-        // 256 * 4080 * 4 B = 4 MiB in L3.
-        Isa::Avx2 => Blocking {
-            mr: 6,
-            nr: 16,
-            kc: 256,
-            mc: 144,
-            nc: 4080,
-        },
-        // 4 x 16 on `wide::f32x8`: 8 vector accumulators (16 xmm halves without AVX).
-        Isa::Portable => Blocking {
-            mr: 4,
-            nr: 16,
-            kc: 256,
-            mc: 128,
-            nc: 4096,
-        },
-        // Scalar 4 x 4 reference kernel: 16 scalar accumulators.
-        Isa::Scalar => Blocking {
-            mr: 4,
-            nr: 4,
-            kc: 256,
-            mc: 128,
-            nc: 4096,
-        },
-    }
-}
-
-/// The microkernel of `isa`.
-pub(crate) fn microkernel(isa: Isa) -> MicroKernelFn {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => super::avx512::kernel_12x32,
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => super::avx2::kernel_6x16,
-        #[cfg(not(target_arch = "x86_64"))]
-        Isa::Avx512 | Isa::Avx2 => super::scalar::kernel_4x4,
-        Isa::Portable => super::portable::kernel_4x16,
-        Isa::Scalar => super::scalar::kernel_4x4,
-    }
-}

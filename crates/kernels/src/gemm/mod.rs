@@ -16,26 +16,29 @@
 //! never K, and every element of C sees the same sequence of floating-point operations whichever
 //! thread computes it.
 
-mod avx2;
-mod avx512;
+pub mod blocking;
 mod driver;
 mod kernel;
+mod microkernel;
 mod pack;
 mod pack_avx2;
 mod packed;
 mod partition;
-mod portable;
 pub mod reference;
 mod scalar;
 mod segments;
+pub mod table;
+pub mod tune;
+pub mod tune_cache;
 
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::Isa;
 
-pub use kernel::{blocking, Blocking};
+pub use blocking::Blocking;
 pub use packed::{PackedMatrix, Side};
 pub use segments::{Axis, Segments};
+pub use table::{blocking, MicroKernel, Tuning};
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.
 ///
@@ -206,7 +209,7 @@ impl<'a> Epilogue<'a> {
     }
 }
 
-/// Execution options: which instruction set and how many threads.
+/// Execution options: which instruction set, which microkernel and blocks, how many threads.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct GemmConfig {
     /// The microkernel path; `None` uses [`Isa::current`] (detected once, `TESSERA_ISA` aware).
@@ -214,6 +217,9 @@ pub struct GemmConfig {
     /// Number of parallel tasks; `0` uses the current rayon pool's thread count. The result is
     /// bit-identical for every value.
     pub threads: usize,
+    /// A specific microkernel and blocking (for tests and `tessera tune`); `None` uses the
+    /// ISA's selection in [`table::selected`]. Its ISA must agree with `isa` when both are set.
+    pub tuning: Option<Tuning>,
 }
 
 impl GemmConfig {
@@ -222,12 +228,17 @@ impl GemmConfig {
         GemmConfig {
             isa: None,
             threads: 1,
+            tuning: None,
         }
     }
 
     /// With `threads` tasks (0 = the rayon pool's size), default ISA.
     pub fn with_threads(threads: usize) -> Self {
-        GemmConfig { isa: None, threads }
+        GemmConfig {
+            isa: None,
+            threads,
+            tuning: None,
+        }
     }
 
     /// Forces an instruction set (an error at call time if the CPU lacks it).
@@ -236,10 +247,28 @@ impl GemmConfig {
         self
     }
 
-    fn resolve_isa(&self) -> Result<Isa, KernelError> {
-        match self.isa {
-            Some(isa) => isa.check(),
-            None => Isa::current(),
+    /// With a specific microkernel and blocking (its ISA must be supported at call time).
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Some(tuning);
+        self
+    }
+
+    /// The ISA and the kernel + blocks this call runs with.
+    fn resolve(&self) -> Result<(Isa, Tuning), KernelError> {
+        match (self.tuning, self.isa) {
+            (Some(t), Some(isa)) if t.kernel.isa != isa => Err(KernelError::invalid(
+                "gemm",
+                format!(
+                    "kernel {} does not run on the requested {isa}",
+                    t.kernel.name
+                ),
+            )),
+            (Some(t), _) => Ok((t.kernel.isa.check()?, t)),
+            (None, Some(isa)) => Ok((isa.check()?, table::selected(isa).tuning)),
+            (None, None) => {
+                let isa = Isa::current()?;
+                Ok((isa, table::selected(isa).tuning))
+            }
         }
     }
 }
@@ -402,7 +431,15 @@ pub fn gemm_ex(
         ));
     }
     let (m, n, k) = (c.rows, c.cols, ac);
-    let isa = config.resolve_isa()?;
+    let (isa, mut tuning) = config.resolve()?;
+    // A pre-packed operand fixes the kernel and blocks (its panel layout depends on them).
+    for op in [&a, &b] {
+        if let Operand::Packed(p) = op {
+            if config.tuning.is_none() && p.isa() == isa {
+                tuning = p.tuning();
+            }
+        }
+    }
     let check_operand = |name: &str, op: &Operand<'_>, side: Side| -> Result<(), KernelError> {
         match op {
             Operand::View(v) => check_layout(OP, name, v.data.len(), v.rows, v.cols, &v.layout()),
@@ -415,6 +452,17 @@ pub fn gemm_ex(
                 format!(
                     "{name} was packed for {} but this call runs on {isa}",
                     p.isa()
+                ),
+            )),
+            Operand::Packed(p) if p.tuning() != tuning => Err(KernelError::invalid(
+                OP,
+                format!(
+                    "{name} was packed for kernel {} with blocks {:?}, but this call runs {} \
+                     with {:?}",
+                    p.tuning().kernel.name,
+                    p.tuning().blocking,
+                    tuning.kernel.name,
+                    tuning.blocking
                 ),
             )),
             Operand::Packed(_) => Ok(()),
@@ -472,7 +520,7 @@ pub fn gemm_ex(
     // overlap A or B; the bias lengths match; `isa` is supported by this CPU.
     unsafe {
         driver::gemm_dispatch(
-            isa,
+            &tuning,
             driver::Problem {
                 m,
                 n,
@@ -529,7 +577,7 @@ pub unsafe fn gemm_unchecked(
     epilogue: Epilogue<'_>,
     config: &GemmConfig,
 ) -> Result<(), KernelError> {
-    let isa = config.resolve_isa()?;
+    let (_, tuning) = config.resolve()?;
     let problem = driver::Problem {
         m,
         n,
@@ -553,7 +601,7 @@ pub unsafe fn gemm_unchecked(
         epilogue,
     };
     // SAFETY: forwarded from this function's contract.
-    unsafe { driver::gemm_dispatch(isa, problem, config.threads) };
+    unsafe { driver::gemm_dispatch(&tuning, problem, config.threads) };
     Ok(())
 }
 

@@ -38,6 +38,7 @@ pub(crate) unsafe fn pack_a(
                     4 => copy_rows::<4>(kc, base, csa, panel),
                     6 => copy_rows::<6>(kc, base, csa, panel),
                     12 => copy_rows::<12>(kc, base, csa, panel),
+                    24 => copy_rows::<24>(kc, base, csa, panel),
                     _ => {
                         for p in 0..kc {
                             std::ptr::copy_nonoverlapping(
@@ -121,7 +122,22 @@ pub(crate) unsafe fn pack_b(
 /// `src + p*rs + j` is readable for `p < kc`, `j < N`; `dst` holds `kc * N` floats.
 #[inline(always)]
 unsafe fn copy_rows<const N: usize>(kc: usize, src: *const f32, rs: usize, dst: &mut [f32]) {
+    // Rows `rs` floats apart are usually in different 4 KiB pages, where the hardware
+    // prefetchers do not follow: ask for the rows a few steps ahead explicitly.
+    const AHEAD: usize = 8;
     for (p, slot) in dst.chunks_exact_mut(N).take(kc).enumerate() {
+        #[cfg(target_arch = "x86_64")]
+        if rs > N && p + AHEAD < kc {
+            let next = src.wrapping_add((p + AHEAD) * rs);
+            for line in (0..N).step_by(16) {
+                // SAFETY: prefetch is a hint and never faults, whatever the address.
+                unsafe {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                        next.wrapping_add(line) as *const i8,
+                    )
+                };
+            }
+        }
         // SAFETY: the caller guarantees row p of the source holds N readable floats.
         let row = unsafe { std::ptr::read_unaligned(src.add(p * rs) as *const [f32; N]) };
         slot.copy_from_slice(&row);

@@ -1,51 +1,59 @@
-//! AVX2 packing fast paths for the two transposing cases of `pack.rs`: a row-major A (each
+//! AVX2 packing fast paths (used by the AVX2 and AVX-512 kernels alike) for the two transposing cases of `pack.rs`: a row-major A (each
 //! k-slice of an A micro-panel gathers one float from each of MR rows) and a column-major B
 //! (each k-slice of a B micro-panel gathers one float from each of NR columns; this is the
 //! `x * W^T` of every Linear layer). Both go through an 8 x 8 in-register transpose instead of
-//! one scalar load and store per float, which made packing 40% of a 3136x64x576 GEMM.
+//! one scalar load and store per float, for any MR and any NR that is a multiple of 8.
 //!
 //! Everything else falls back to the generic packers in `pack.rs`.
 #![cfg(target_arch = "x86_64")]
 
 use super::pack;
+use crate::simd::{Avx2, Simd};
 use std::arch::x86_64::*;
 
-/// Transposes the 8 x 8 block whose rows are `r`: on return `r[p]` holds column `p`.
+/// Transposes the 8 x 8 block whose rows are `r`: on return `r[p]` holds column `p` (the
+/// crate's one 8 x 8 transpose, [`Simd::transpose`] on AVX2).
 #[inline]
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 fn transpose8(r: &mut [__m256; 8]) {
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
-    let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
-    let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
-    let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
-    let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
-    let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
-    let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
-    let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-    r[0] = _mm256_permute2f128_ps::<0x20>(s0, s4);
-    r[1] = _mm256_permute2f128_ps::<0x20>(s1, s5);
-    r[2] = _mm256_permute2f128_ps::<0x20>(s2, s6);
-    r[3] = _mm256_permute2f128_ps::<0x20>(s3, s7);
-    r[4] = _mm256_permute2f128_ps::<0x31>(s0, s4);
-    r[5] = _mm256_permute2f128_ps::<0x31>(s1, s5);
-    r[6] = _mm256_permute2f128_ps::<0x31>(s2, s6);
-    r[7] = _mm256_permute2f128_ps::<0x31>(s3, s7);
+    // SAFETY: AVX2 and FMA are enabled here; r holds the 8 vectors the method needs.
+    unsafe { <Avx2 as Simd>::transpose(r) }
 }
 
-/// [`pack::pack_a`] for MR = 6 with a transposing fast path when A is row-major.
+/// Stores the first `n` (1..=8) lanes of `v` at `p`, touching nothing past them.
+///
+/// # Safety
+/// `p` is valid for `n` floats; the CPU supports AVX2.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store_lanes(p: *mut f32, v: __m256, n: usize) {
+    // SAFETY: each arm writes exactly n floats at p (contract).
+    unsafe {
+        match n {
+            8 => _mm256_storeu_ps(p, v),
+            4 => _mm_storeu_ps(p, _mm256_castps256_ps128(v)),
+            6 => {
+                _mm_storeu_ps(p, _mm256_castps256_ps128(v));
+                let hi = _mm_castps_si128(_mm256_extractf128_ps::<1>(v));
+                _mm_storel_epi64(p.add(4) as *mut __m128i, hi);
+            }
+            _ => {
+                let mut tmp = [0.0f32; 8];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), p, n);
+            }
+        }
+    }
+}
+
+/// [`pack::pack_a`] with a transposing fast path when A is row-major (`csa == 1`), for any MR:
+/// each full panel is read in chunks of 8 rows x 8 depths, transposed in registers, and each
+/// depth's chunk stored at its place in the panel's k-slice.
 ///
 /// # Safety
 /// As [`pack::pack_a`]; the CPU supports AVX2.
-#[target_feature(enable = "avx2")]
-pub(crate) unsafe fn pack_a_6(
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn pack_a_t(
     mr: usize,
     mc: usize,
     kc: usize,
@@ -54,58 +62,54 @@ pub(crate) unsafe fn pack_a_6(
     csa: usize,
     dst: &mut [f32],
 ) {
-    if csa != 1 || mr != 6 {
+    if csa != 1 || mr > super::segments::MAX_PANEL {
         // SAFETY: forwarded contract.
         return unsafe { pack::pack_a(mr, mc, kc, a, rsa, csa, dst) };
     }
-    let full_panels = mc / 6;
+    let full_panels = mc / mr;
     let kc8 = kc / 8 * 8;
-    // Mask for the last k-slice of each 8-chunk: store 6 lanes, not 8.
-    let mask6 = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
     for q in 0..full_panels {
-        let panel = &mut dst[q * 6 * kc..(q + 1) * 6 * kc];
+        let panel = &mut dst[q * mr * kc..(q + 1) * mr * kc];
         let out = panel.as_mut_ptr();
-        // SAFETY: rows q*6..q*6+6 < mc and columns < kc are inside A's block (contract);
-        // rows 6 and 7 of the transpose re-read row 0 and are discarded. Stores of slot p write
-        // floats [6p, 6p+8) of the panel; the two extra floats belong to slot p+1 (written
-        // next) and the last slot of each chunk is stored with a 6-lane mask, so nothing is
-        // written past slot kc8-1.
+        // SAFETY: rows q*mr..q*mr+mr < mc and columns < kc are inside A's block (contract);
+        // missing rows of a partial chunk re-read the chunk's first row and are discarded;
+        // each store writes the chunk's rows of one k-slice, inside the panel.
         unsafe {
-            let rows: [*const f32; 6] = std::array::from_fn(|i| a.add((q * 6 + i) * rsa));
-            let mut p0 = 0;
-            while p0 < kc8 {
-                let mut r = [_mm256_setzero_ps(); 8];
-                for i in 0..6 {
-                    r[i] = _mm256_loadu_ps(rows[i].add(p0));
+            for r0 in (0..mr).step_by(8) {
+                let rows = 8.min(mr - r0);
+                let src: [*const f32; 8] = std::array::from_fn(|i| {
+                    a.add((q * mr + r0 + if i < rows { i } else { 0 }) * rsa)
+                });
+                let mut p0 = 0;
+                while p0 < kc8 {
+                    let mut r: [__m256; 8] =
+                        std::array::from_fn(|i| _mm256_loadu_ps(src[i].add(p0)));
+                    transpose8(&mut r);
+                    for (p, v) in r.iter().enumerate() {
+                        store_lanes(out.add((p0 + p) * mr + r0), *v, rows);
+                    }
+                    p0 += 8;
                 }
-                r[6] = r[0];
-                r[7] = r[0];
-                transpose8(&mut r);
-                for (p, v) in r.iter().enumerate().take(7) {
-                    _mm256_storeu_ps(out.add((p0 + p) * 6), *v);
-                }
-                _mm256_maskstore_ps(out.add((p0 + 7) * 6), mask6, r[7]);
-                p0 += 8;
-            }
-            for p in kc8..kc {
-                for (i, row) in rows.iter().enumerate() {
-                    *out.add(p * 6 + i) = *row.add(p);
+                for p in kc8..kc {
+                    for (i, row) in src.iter().enumerate().take(rows) {
+                        *out.add(p * mr + r0 + i) = *row.add(p);
+                    }
                 }
             }
         }
     }
-    if full_panels * 6 < mc {
+    if full_panels * mr < mc {
         let q = full_panels;
-        // SAFETY: the remaining rows start at row q*6 of the block; dst's tail holds one panel.
+        // SAFETY: the remaining rows start at row q*mr of the block; dst's tail holds one panel.
         unsafe {
             pack::pack_a(
-                6,
-                mc - q * 6,
+                mr,
+                mc - q * mr,
                 kc,
-                a.add(q * 6 * rsa),
+                a.add(q * mr * rsa),
                 rsa,
                 1,
-                &mut dst[q * 6 * kc..],
+                &mut dst[q * mr * kc..],
             )
         };
     }
@@ -116,7 +120,7 @@ pub(crate) unsafe fn pack_a_6(
 ///
 /// # Safety
 /// As [`pack::pack_b`]; the CPU supports AVX2.
-#[target_feature(enable = "avx2")]
+#[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn pack_b_t(
     nr: usize,
     nc: usize,
@@ -199,24 +203,28 @@ mod tests {
         ] {
             let rsa = kc + 3;
             let a = data(mc * rsa + 8);
-            let len = mc.div_ceil(6) * 6 * kc;
-            let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-            unsafe {
-                pack::pack_a(6, mc, kc, a.as_ptr(), rsa, 1, &mut want);
-                pack_a_6(6, mc, kc, a.as_ptr(), rsa, 1, &mut got);
+            for mr in [4, 6, 8, 12, 14, 16, 24] {
+                let len = mc.div_ceil(mr) * mr * kc;
+                let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                unsafe {
+                    pack::pack_a(mr, mc, kc, a.as_ptr(), rsa, 1, &mut want);
+                    pack_a_t(mr, mc, kc, a.as_ptr(), rsa, 1, &mut got);
+                }
+                assert_eq!(want, got, "pack_a mr={mr} mc={mc} kc={kc}");
             }
-            assert_eq!(want, got, "pack_a mc={mc} kc={kc}");
         }
         for &(nc, kc) in &[(16, 8), (32, 16), (37, 21), (5, 9), (4080, 20), (17, 0)] {
             let csb = kc + 5;
             let b = data(nc * csb + 8);
-            let len = nc.div_ceil(16) * 16 * kc;
-            let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
-            unsafe {
-                pack::pack_b(16, nc, kc, b.as_ptr(), 1, csb, &mut want);
-                pack_b_t(16, nc, kc, b.as_ptr(), 1, csb, &mut got);
+            for nr in [16, 32, 48] {
+                let len = nc.div_ceil(nr) * nr * kc;
+                let (mut want, mut got) = (vec![f32::NAN; len], vec![f32::NAN; len]);
+                unsafe {
+                    pack::pack_b(nr, nc, kc, b.as_ptr(), 1, csb, &mut want);
+                    pack_b_t(nr, nc, kc, b.as_ptr(), 1, csb, &mut got);
+                }
+                assert_eq!(want, got, "pack_b nr={nr} nc={nc} kc={kc}");
             }
-            assert_eq!(want, got, "pack_b nc={nc} kc={kc}");
         }
     }
 }

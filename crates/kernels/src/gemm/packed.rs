@@ -6,7 +6,8 @@
 //! block of the depth, every MR-row (A side) or NR-column (B side) micro-panel, zero-padded at the
 //! edges. It is tied to the ISA it was packed for, whose blocking fixes the layout.
 
-use super::kernel::{blocking, packers, Blocking};
+use super::blocking::Blocking;
+use super::table::{selected, Tuning};
 use super::MatRef;
 use crate::error::KernelError;
 use crate::isa::Isa;
@@ -31,6 +32,7 @@ pub struct PackedMatrix {
     isa: Isa,
     rows: usize,
     cols: usize,
+    tuning: Tuning,
     blk: Blocking,
     data: Vec<f32>,
 }
@@ -89,8 +91,9 @@ impl PackedMatrix {
     /// Packs a checked view into `data` (resized; every element is written by the packers,
     /// padding included). Depth blocks are independent and packed in parallel when large.
     fn pack_checked(side: Side, m: MatRef<'_>, isa: Isa, mut data: Vec<f32>) -> Self {
-        let blk = blocking(isa);
-        let (pack_a, pack_b) = packers(isa);
+        let tuning = selected(isa).tuning;
+        let blk = tuning.blocking;
+        let (pack_a, pack_b) = (tuning.kernel.pack_a, tuning.kernel.pack_b);
         // Depth and "outer" extent (rows of A / columns of B) and the panel width.
         let (k, outer, tile) = match side {
             Side::A => (m.cols, m.rows, blk.mr),
@@ -145,6 +148,7 @@ impl PackedMatrix {
             isa,
             rows: m.rows,
             cols: m.cols,
+            tuning,
             blk,
             data,
         }
@@ -163,6 +167,11 @@ impl PackedMatrix {
     /// The ISA whose layout this is.
     pub fn isa(&self) -> Isa {
         self.isa
+    }
+
+    /// The microkernel and blocks whose panel layout this is.
+    pub fn tuning(&self) -> Tuning {
+        self.tuning
     }
 
     /// Which operand this is.

@@ -4,7 +4,7 @@
 //! High-Performance Many-Threaded Matrix Multiplication", IPDPS 2014: parallelising loop 3
 //! (M) or loop 5 (N)).
 
-use super::kernel::Blocking;
+use super::blocking::Blocking;
 
 /// A rectangle `[m0, m1) x [n0, n1)` of C computed by one task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::kernel::blocking;
+    use crate::gemm::table::blocking;
     use crate::isa::Isa;
 
     #[test]

@@ -21,37 +21,70 @@
 //!
 //! Rows are independent, so large inputs are split into groups of whole rows on the rayon
 //! pool; each row is always computed by the same code in the same order, so the result is
-//! bit-identical for any thread count. The `Isa::Scalar` path runs the same algorithm with the
-//! scalar exp; [`reference`](mod@reference) holds the f64 oracle the tests use.
+//! bit-identical for any thread count. The row kernels are written once over
+//! [`crate::simd::Simd`] (`kernel.rs`), so the `Isa::Scalar` path is the same algorithm with
+//! one lane; [`reference`](mod@reference) holds the f64 oracle the tests use.
 
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-mod portable;
+mod kernel;
 pub mod reference;
-mod scalar;
 
 use crate::error::KernelError;
-use crate::isa::Isa;
+use crate::isa::{Isa, Tables};
+use crate::simd::tables;
 use rayon::prelude::*;
+
+/// Rows `x[r * row_len..]` to `y[r * row_len..]` for `r < rows` (forward: `y = f(x)`;
+/// backward: the same with `x = (y, dy)`).
+type FwdFn = unsafe fn(*const f32, *mut f32, usize, usize);
+type BwdFn = unsafe fn(*const f32, *const f32, *mut f32, usize, usize);
+
+/// The softmax family's entry points for one ISA (`[softmax, log_softmax]` each).
+struct SoftmaxKernels {
+    forward: [FwdFn; 2],
+    backward: [BwdFn; 2],
+}
+
+macro_rules! softmax_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn fwd<const LOG: bool>(x: *const f32, y: *mut f32, rows: usize, n: usize) {
+            for r in 0..rows {
+                // SAFETY: the table is used only on a CPU that supports the ISA; the caller
+                // passes rows * n floats at x and y, apart.
+                unsafe { kernel::forward_row::<$S, LOG>(x.add(r * n), y.add(r * n), n) }
+            }
+        }
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn bwd<const LOG: bool>(
+            y: *const f32,
+            dy: *const f32,
+            dx: *mut f32,
+            rows: usize,
+            n: usize,
+        ) {
+            for r in 0..rows {
+                let o = r * n;
+                // SAFETY: as in `fwd`, for y, dy and dx.
+                unsafe { kernel::backward_row::<$S, LOG>(y.add(o), dy.add(o), dx.add(o), n) }
+            }
+        }
+        SoftmaxKernels {
+            forward: [fwd::<false>, fwd::<true>],
+            backward: [bwd::<false>, bwd::<true>],
+        }
+    }};
+}
+
+static TABLES: Tables<SoftmaxKernels> = tables!(SoftmaxKernels, softmax_kernels);
 
 /// Below this many elements a call stays on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 /// Target elements per parallel task (whole rows).
 const PAR_TASK: usize = 1 << 14;
 
-#[derive(Clone, Copy)]
-enum Op {
-    Softmax,
-    LogSoftmax,
-}
-
-#[derive(Clone, Copy)]
-enum BackOp {
-    Softmax,
-    LogSoftmax,
-}
+/// Index into the tables' pairs.
+const SOFTMAX: usize = 0;
+const LOG_SOFTMAX: usize = 1;
 
 fn check(op: &'static str, row_len: usize, lens: &[(&str, usize)]) -> Result<(), KernelError> {
     if row_len == 0 {
@@ -84,12 +117,16 @@ fn rows_per_task(n: usize, row_len: usize) -> Option<usize> {
 /// Softmax over rows of `row_len`: `y = e^x / sum(e^x)` per row, with the path
 /// [`Isa::current`] picks.
 pub fn softmax(x: &[f32], y: &mut [f32], row_len: usize) -> Result<(), KernelError> {
-    softmax_with(Isa::current()?, x, y, row_len)
+    check("softmax", row_len, &[("x", x.len()), ("y", y.len())])?;
+    forward_rows(TABLES.current()?.forward[SOFTMAX], x, y, row_len);
+    Ok(())
 }
 
 /// Log-softmax over rows: `y = x - ln(sum(e^x))` per row.
 pub fn log_softmax(x: &[f32], y: &mut [f32], row_len: usize) -> Result<(), KernelError> {
-    log_softmax_with(Isa::current()?, x, y, row_len)
+    check("log_softmax", row_len, &[("x", x.len()), ("y", y.len())])?;
+    forward_rows(TABLES.current()?.forward[LOG_SOFTMAX], x, y, row_len);
+    Ok(())
 }
 
 /// Softmax backward: `dx = y * (dy - sum(dy * y))` per row, `y` the softmax output.
@@ -99,7 +136,10 @@ pub fn softmax_backward(
     dx: &mut [f32],
     row_len: usize,
 ) -> Result<(), KernelError> {
-    softmax_backward_with(Isa::current()?, y, dy, dx, row_len)
+    let lens = [("y", y.len()), ("dy", dy.len()), ("dx", dx.len())];
+    check("softmax_backward", row_len, &lens)?;
+    backward_rows(TABLES.current()?.backward[SOFTMAX], y, dy, dx, row_len);
+    Ok(())
 }
 
 /// Log-softmax backward: `dx = dy - exp(y) * sum(dy)` per row, `y` the log-softmax output.
@@ -109,14 +149,17 @@ pub fn log_softmax_backward(
     dx: &mut [f32],
     row_len: usize,
 ) -> Result<(), KernelError> {
-    log_softmax_backward_with(Isa::current()?, y, dy, dx, row_len)
+    let lens = [("y", y.len()), ("dy", dy.len()), ("dx", dx.len())];
+    check("log_softmax_backward", row_len, &lens)?;
+    backward_rows(TABLES.current()?.backward[LOG_SOFTMAX], y, dy, dx, row_len);
+    Ok(())
 }
 
 /// [`softmax`] on the given path (an error if the CPU lacks it).
 pub fn softmax_with(isa: Isa, x: &[f32], y: &mut [f32], row_len: usize) -> Result<(), KernelError> {
-    let isa = isa.check()?;
+    let k = TABLES.get(isa)?;
     check("softmax", row_len, &[("x", x.len()), ("y", y.len())])?;
-    forward_rows(isa, Op::Softmax, x, y, row_len);
+    forward_rows(k.forward[SOFTMAX], x, y, row_len);
     Ok(())
 }
 
@@ -127,9 +170,9 @@ pub fn log_softmax_with(
     y: &mut [f32],
     row_len: usize,
 ) -> Result<(), KernelError> {
-    let isa = isa.check()?;
+    let k = TABLES.get(isa)?;
     check("log_softmax", row_len, &[("x", x.len()), ("y", y.len())])?;
-    forward_rows(isa, Op::LogSoftmax, x, y, row_len);
+    forward_rows(k.forward[LOG_SOFTMAX], x, y, row_len);
     Ok(())
 }
 
@@ -141,10 +184,10 @@ pub fn softmax_backward_with(
     dx: &mut [f32],
     row_len: usize,
 ) -> Result<(), KernelError> {
-    let isa = isa.check()?;
+    let k = TABLES.get(isa)?;
     let lens = [("y", y.len()), ("dy", dy.len()), ("dx", dx.len())];
     check("softmax_backward", row_len, &lens)?;
-    backward_rows(isa, BackOp::Softmax, y, dy, dx, row_len);
+    backward_rows(k.backward[SOFTMAX], y, dy, dx, row_len);
     Ok(())
 }
 
@@ -156,18 +199,18 @@ pub fn log_softmax_backward_with(
     dx: &mut [f32],
     row_len: usize,
 ) -> Result<(), KernelError> {
-    let isa = isa.check()?;
+    let k = TABLES.get(isa)?;
     let lens = [("y", y.len()), ("dy", dy.len()), ("dx", dx.len())];
     check("log_softmax_backward", row_len, &lens)?;
-    backward_rows(isa, BackOp::LogSoftmax, y, dy, dx, row_len);
+    backward_rows(k.backward[LOG_SOFTMAX], y, dy, dx, row_len);
     Ok(())
 }
 
-fn forward_rows(isa: Isa, op: Op, x: &[f32], y: &mut [f32], row_len: usize) {
+fn forward_rows(f: FwdFn, x: &[f32], y: &mut [f32], row_len: usize) {
     let run = |xs: &[f32], ys: &mut [f32]| {
-        for (xr, yr) in xs.chunks_exact(row_len).zip(ys.chunks_exact_mut(row_len)) {
-            forward_row(isa, op, xr, yr);
-        }
+        // SAFETY: `f` is from the table of a checked ISA; `check` made both lengths equal and
+        // a multiple of row_len >= 1; x and y are distinct slices.
+        unsafe { f(xs.as_ptr(), ys.as_mut_ptr(), xs.len() / row_len, row_len) }
     };
     match rows_per_task(x.len(), row_len) {
         Some(r) => x
@@ -178,35 +221,17 @@ fn forward_rows(isa: Isa, op: Op, x: &[f32], y: &mut [f32], row_len: usize) {
     }
 }
 
-fn forward_row(isa: Isa, op: Op, x: &[f32], y: &mut [f32]) {
-    match (isa, op) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check` (AVX-512F present); rows have equal length >= 1.
-        (Isa::Avx512, Op::Softmax) => unsafe { avx512::softmax_row(x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx512, Op::LogSoftmax) => unsafe { avx512::log_softmax_row(x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check` (AVX2 + FMA present); rows have equal length >= 1.
-        (Isa::Avx2, Op::Softmax) => unsafe { avx2::softmax_row(x, y) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx2, Op::LogSoftmax) => unsafe { avx2::log_softmax_row(x, y) },
-        (Isa::Portable, Op::Softmax) => portable::softmax_row(x, y),
-        (Isa::Portable, Op::LogSoftmax) => portable::log_softmax_row(x, y),
-        (_, Op::Softmax) => scalar::softmax_row(x, y),
-        (_, Op::LogSoftmax) => scalar::log_softmax_row(x, y),
-    }
-}
-
-fn backward_rows(isa: Isa, op: BackOp, y: &[f32], dy: &[f32], dx: &mut [f32], row_len: usize) {
+fn backward_rows(f: BwdFn, y: &[f32], dy: &[f32], dx: &mut [f32], row_len: usize) {
     let run = |ys: &[f32], ds: &[f32], os: &mut [f32]| {
-        let rows = ys
-            .chunks_exact(row_len)
-            .zip(ds.chunks_exact(row_len))
-            .zip(os.chunks_exact_mut(row_len));
-        for ((yr, dr), or) in rows {
-            backward_row(isa, op, yr, dr, or);
+        // SAFETY: as in `forward_rows`, for the three slices.
+        unsafe {
+            f(
+                ys.as_ptr(),
+                ds.as_ptr(),
+                os.as_mut_ptr(),
+                ys.len() / row_len,
+                row_len,
+            )
         }
     };
     match rows_per_task(y.len(), row_len) {
@@ -216,26 +241,5 @@ fn backward_rows(isa: Isa, op: BackOp, y: &[f32], dy: &[f32], dx: &mut [f32], ro
             .zip(dx.par_chunks_mut(r * row_len))
             .for_each(|((ys, ds), os)| run(ys, ds, os)),
         None => run(y, dy, dx),
-    }
-}
-
-fn backward_row(isa: Isa, op: BackOp, y: &[f32], dy: &[f32], dx: &mut [f32]) {
-    match (isa, op) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check` (AVX-512F present); the rows have equal length.
-        (Isa::Avx512, BackOp::Softmax) => unsafe { avx512::softmax_backward_row(y, dy, dx) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx512, BackOp::LogSoftmax) => unsafe { avx512::log_softmax_backward_row(y, dy, dx) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `isa` passed `Isa::check` (AVX2 + FMA present); the rows have equal length.
-        (Isa::Avx2, BackOp::Softmax) => unsafe { avx2::softmax_backward_row(y, dy, dx) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as above.
-        (Isa::Avx2, BackOp::LogSoftmax) => unsafe { avx2::log_softmax_backward_row(y, dy, dx) },
-        (Isa::Portable, BackOp::Softmax) => portable::softmax_backward_row(y, dy, dx),
-        (Isa::Portable, BackOp::LogSoftmax) => portable::log_softmax_backward_row(y, dy, dx),
-        (_, BackOp::Softmax) => scalar::softmax_backward_row(y, dy, dx),
-        (_, BackOp::LogSoftmax) => scalar::log_softmax_backward_row(y, dy, dx),
     }
 }

@@ -143,9 +143,10 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
         .ok_or_else(|| ModelError::config(format!("{arch}: not a MobileNetV3 architecture")))?;
     check_cnn_overrides(arch, o)?;
     let act = match &o.act {
-        Some(name) => {
-            Act::from_name(name).map_err(|e| ModelError::config(format!("{arch}: act: {e}")))?
-        }
+        Some(name) => Act::from_name(name).map_err(|e| match e {
+            ModelError::Config(m) => ModelError::config(format!("{arch}: act: {m}")),
+            other => other,
+        })?,
         None => Act::HardSwish,
     };
     let in_chans = o.in_chans.unwrap_or(p.in_chans);

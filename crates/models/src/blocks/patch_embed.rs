@@ -17,6 +17,7 @@ use crate::error::{ModelError, Result};
 use crate::layers::Conv2d;
 use crate::module::Module;
 use crate::module_children;
+use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor, TensorError};
 
 /// Image to patch tokens.
@@ -55,7 +56,14 @@ impl PatchEmbed {
             )));
         }
         Ok(PatchEmbed {
-            proj: Conv2d::new(in_chans, embed_dim, patch_size, patch_size, 0, 1, true, rng)?,
+            proj: Conv2d::new(
+                in_chans,
+                embed_dim,
+                patch_size,
+                Conv2dParams::new(patch_size, 0),
+                true,
+                rng,
+            )?,
             img_size,
             patch_size,
         })

@@ -13,8 +13,7 @@ const RECORD: usize = 1 + 3072;
 const PER_FILE: usize = 10_000;
 
 fn read_file(path: &Path, images: &mut Vec<f32>, labels: &mut Vec<usize>) -> Result<()> {
-    let bytes =
-        std::fs::read(path).map_err(|e| FileError::new(path, format!("cannot read: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| FileError::io(path, "cannot read", e))?;
     // The official files hold 10000 records each; smaller files of whole records (subsets) are
     // accepted, a partial record is not.
     if bytes.is_empty() || bytes.len() % RECORD != 0 {

@@ -7,12 +7,15 @@ pub mod safetensors;
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
-/// An error reading or writing a weights or array file; names the file.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An error reading or writing a weights or array file; names the file. When an operating-system
+/// error caused it, [`FileError::kind`] is its `io::ErrorKind` and `source()` returns it.
+#[derive(Debug, Clone)]
 pub struct FileError {
     pub path: String,
     pub msg: String,
+    io: Option<Arc<std::io::Error>>,
 }
 
 impl FileError {
@@ -20,9 +23,33 @@ impl FileError {
         FileError {
             path: path.as_ref().display().to_string(),
             msg: msg.into(),
+            io: None,
         }
     }
+
+    /// An error caused by `err` while doing `what` (`"cannot open"`) on `path`.
+    pub(crate) fn io(path: impl AsRef<Path>, what: &str, err: std::io::Error) -> Self {
+        FileError {
+            path: path.as_ref().display().to_string(),
+            msg: format!("{what}: {err}"),
+            io: Some(Arc::new(err)),
+        }
+    }
+
+    /// The operating system's error kind (`NotFound`, `PermissionDenied`...), if one caused
+    /// this error.
+    pub fn kind(&self) -> Option<std::io::ErrorKind> {
+        self.io.as_ref().map(|e| e.kind())
+    }
 }
+
+impl PartialEq for FileError {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.msg == other.msg && self.kind() == other.kind()
+    }
+}
+
+impl Eq for FileError {}
 
 impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -30,7 +57,13 @@ impl fmt::Display for FileError {
     }
 }
 
-impl std::error::Error for FileError {}
+impl std::error::Error for FileError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.io
+            .as_ref()
+            .map(|e| e.as_ref() as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// The values of a tensor read from a file: floating-point types are converted to f32,
 /// integer and boolean types to i64.

@@ -34,8 +34,7 @@ enum Kind {
 /// Reads a `.npy` file.
 pub fn read(path: impl AsRef<Path>) -> Result<NpyArray, FileError> {
     let path = path.as_ref();
-    let file =
-        std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot open: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| FileError::io(path, "cannot open", e))?;
     let len = file.metadata().map(|m| m.len()).unwrap_or(u64::MAX);
     read_from(std::io::BufReader::new(file), len, path)
 }

@@ -131,8 +131,7 @@ struct Entry {
 /// Reads a safetensors file.
 pub fn read(path: impl AsRef<Path>) -> Result<SafeTensors, FileError> {
     let path = path.as_ref();
-    let file =
-        std::fs::File::open(path).map_err(|e| FileError::new(path, format!("cannot open: {e}")))?;
+    let file = std::fs::File::open(path).map_err(|e| FileError::io(path, "cannot open", e))?;
     read_from(std::io::BufReader::with_capacity(1 << 16, file), path)
 }
 

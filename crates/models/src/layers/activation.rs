@@ -27,21 +27,40 @@ pub enum Act {
 }
 
 impl Act {
-    /// Parses a name as used on the command line (`hardswish`, `swish`/`silu`, `gelu`...).
+    /// Every activation a layer can be, by its name.
+    pub const ALL: &'static [Act] = &[
+        Act::Identity,
+        Act::Relu,
+        Act::Relu6,
+        Act::Sigmoid,
+        Act::Tanh,
+        Act::Swish,
+        Act::HardSigmoid,
+        Act::HardSwish,
+        Act::Gelu,
+        Act::GeluTanh,
+    ];
+
+    /// Parses a name with the kernels' parser ([`Activation::from_name`]: `hardswish`,
+    /// `hard-swish`, `swish` / `silu`, `gelu` / `gelu_erf`...), so the command line and the
+    /// library accept the same names; an unknown name lists the valid ones.
     pub fn from_name(name: &str) -> Result<Act> {
-        Ok(match name.to_ascii_lowercase().as_str() {
-            "identity" | "none" | "linear" => Act::Identity,
-            "relu" => Act::Relu,
-            "relu6" => Act::Relu6,
-            "sigmoid" => Act::Sigmoid,
-            "tanh" => Act::Tanh,
-            "swish" | "silu" => Act::Swish,
-            "hardsigmoid" | "hard_sigmoid" => Act::HardSigmoid,
-            "hardswish" | "hard_swish" | "h-swish" => Act::HardSwish,
-            "gelu" => Act::Gelu,
-            "gelu_tanh" => Act::GeluTanh,
-            other => return Err(ModelError::config(format!("unknown activation {other:?}"))),
-        })
+        let valid = || {
+            Act::ALL
+                .iter()
+                .map(|a| a.kernel().name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let parsed = Activation::from_name(name).ok();
+        parsed
+            .and_then(|k| Act::ALL.iter().copied().find(|a| a.kernel() == k))
+            .ok_or_else(|| {
+                ModelError::config(format!(
+                    "unknown activation {name:?}; expected one of {}",
+                    valid()
+                ))
+            })
     }
 
     /// The kernels' activation (for fused epilogues: `linear_act`, `conv2d_act`).

@@ -63,6 +63,26 @@ impl BatchNorm2d {
         let mut guard = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let (mean, var) = &mut *guard;
         let training = self.mode == Mode::Train;
+        // Data-parallel training may ask for statistics over the global batch.
+        #[cfg(feature = "distributed")]
+        if training && crate::distributed::sync_bn::active() {
+            let running = RunningStats {
+                mean,
+                var,
+                momentum: self.momentum,
+            };
+            let y = crate::distributed::sync_bn::forward(
+                x,
+                Some(running),
+                Some(&self.weight),
+                Some(&self.bias),
+                self.eps,
+                act,
+            );
+            if let Some(y) = y {
+                return Ok(y?);
+            }
+        }
         let running = RunningStats {
             mean,
             var,

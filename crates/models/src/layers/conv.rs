@@ -17,19 +17,18 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// A square `k x k` convolution with PyTorch's default initialisation. Errors if the
-    /// channels are not divisible by `groups`.
-    #[allow(clippy::too_many_arguments)]
+    /// A square `k x k` convolution configured by the core's builder
+    /// (`Conv2dParams::new(stride, padding).groups(g)`), with PyTorch's default initialisation.
+    /// Errors if the channels are not divisible by `params.groups`.
     pub fn new(
         in_ch: usize,
         out_ch: usize,
         k: usize,
-        stride: usize,
-        padding: usize,
-        groups: usize,
+        params: Conv2dParams,
         bias: bool,
         rng: &mut Rng,
     ) -> Result<Self> {
+        let groups = params.groups;
         if groups == 0 || !in_ch.is_multiple_of(groups) || !out_ch.is_multiple_of(groups) {
             return Err(ModelError::config(format!(
                 "conv2d: {in_ch} -> {out_ch} channels are not divisible by groups {groups}"
@@ -40,7 +39,7 @@ impl Conv2d {
         Ok(Conv2d {
             weight: init::uniform(&[out_ch, in_ch / groups, k, k], bound, rng),
             bias: bias.then(|| init::uniform(&[out_ch], bound, rng)),
-            params: Conv2dParams::new(stride, padding).groups(groups),
+            params,
         })
     }
 

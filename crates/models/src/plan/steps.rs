@@ -18,7 +18,8 @@ use tessera_core::kernels::norm::layer_norm_forward;
 use tessera_core::kernels::pool::adaptive_avg_pool2d_forward;
 use tessera_core::kernels::{Activation, KernelError};
 
-/// One operation of a plan.
+/// One operation of a plan. (Built once and kept in a `Vec`: the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
 pub enum Step {
     /// A dense convolution on weights packed once (k x k, strided or padded 1x1).
     Conv {

@@ -20,9 +20,9 @@
 // Loops over const-sized arrays index several arrays at once and must unroll.
 #![allow(clippy::needless_range_loop)]
 
-use super::simd::Simd;
 use super::Conv2dShape;
-use crate::activation::Activation;
+use crate::activation::vector::VecAct;
+use crate::simd::Simd;
 
 /// Widest output row that takes the channel-blocked path (measured: see
 /// `docs/kernels/depthwise.md`).
@@ -163,12 +163,12 @@ pub(crate) unsafe fn interleave<S: Simd>(
 /// `BlkGeom::applies` held for this shape and `S::L`; each `x[c]` holds `h * w` floats;
 /// `scratch` holds `g.scratch_len(S::L)` floats; `y` holds `L * oh * ow`; the CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn forward_block<S: Simd>(
+pub(crate) unsafe fn forward_block<S: Simd, A: VecAct>(
     g: &BlkGeom,
     x: &[*const f32; 16],
     w: &[f32],
     bias: Option<&[f32]>,
-    act: Activation,
+    act: A,
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
@@ -204,17 +204,17 @@ pub(crate) unsafe fn forward_block<S: Simd>(
         // MobileNet cases), position-major tiles otherwise.
         let row = l >= 8 && g.ow >= 7;
         match (taps, g.sw, g.ow >= 8) {
-            (9, 1, true) if row => row_tiles::<S, 9, 1, 8>(g, xs, wb, bv, act, y),
-            (9, 1, false) if row => row_tiles::<S, 9, 1, 7>(g, xs, wb, bv, act, y),
-            (9, 2, true) if row => row_tiles::<S, 9, 2, 8>(g, xs, wb, bv, act, y),
-            (9, 2, false) if row => row_tiles::<S, 9, 2, 7>(g, xs, wb, bv, act, y),
-            (25, 1, true) if row => row_tiles::<S, 25, 1, 8>(g, xs, wb, bv, act, y),
-            (25, 1, false) if row => row_tiles::<S, 25, 1, 7>(g, xs, wb, bv, act, y),
-            (25, 2, true) if row => row_tiles::<S, 25, 2, 8>(g, xs, wb, bv, act, y),
-            (25, 2, false) if row => row_tiles::<S, 25, 2, 7>(g, xs, wb, bv, act, y),
-            (9, _, _) => tiles::<S, 9>(g, xs, wb, bv, act, y),
-            (25, _, _) => tiles::<S, 25>(g, xs, wb, bv, act, y),
-            _ => tiles::<S, 0>(g, xs, wb, bv, act, y),
+            (9, 1, true) if row => row_tiles::<S, A, 9, 1, 8>(g, xs, wb, bv, act, y),
+            (9, 1, false) if row => row_tiles::<S, A, 9, 1, 7>(g, xs, wb, bv, act, y),
+            (9, 2, true) if row => row_tiles::<S, A, 9, 2, 8>(g, xs, wb, bv, act, y),
+            (9, 2, false) if row => row_tiles::<S, A, 9, 2, 7>(g, xs, wb, bv, act, y),
+            (25, 1, true) if row => row_tiles::<S, A, 25, 1, 8>(g, xs, wb, bv, act, y),
+            (25, 1, false) if row => row_tiles::<S, A, 25, 1, 7>(g, xs, wb, bv, act, y),
+            (25, 2, true) if row => row_tiles::<S, A, 25, 2, 8>(g, xs, wb, bv, act, y),
+            (25, 2, false) if row => row_tiles::<S, A, 25, 2, 7>(g, xs, wb, bv, act, y),
+            (9, _, _) => tiles::<S, A, 9>(g, xs, wb, bv, act, y),
+            (25, _, _) => tiles::<S, A, 25>(g, xs, wb, bv, act, y),
+            _ => tiles::<S, A, 0>(g, xs, wb, bv, act, y),
         }
     }
 }
@@ -260,12 +260,12 @@ pub(crate) unsafe fn pack_input<S: Simd>(g: &BlkGeom, x: &[*const f32; 16], xs: 
 /// As [`forward_block`], with the scratch packed; `g.ow >= N`, `g.sw == SW`, `T == g.taps`,
 /// `N <= L`.
 #[inline(always)]
-unsafe fn row_tiles<S: Simd, const T: usize, const SW: usize, const N: usize>(
+unsafe fn row_tiles<S: Simd, A: VecAct, const T: usize, const SW: usize, const N: usize>(
     g: &BlkGeom,
     xs: *const f32,
     wb: *const f32,
     bv: S::V,
-    act: Activation,
+    act: A,
     y: &mut [f32],
 ) {
     let l = S::L;
@@ -292,7 +292,7 @@ unsafe fn row_tiles<S: Simd, const T: usize, const SW: usize, const N: usize>(
                     }
                 }
                 for a in acc.iter_mut().take(N) {
-                    *a = S::act(act, *a);
+                    *a = act.apply::<S>(*a);
                 }
                 S::transpose(&mut acc[..l]);
                 let o = oy * g.ow + ox0;
@@ -314,12 +314,12 @@ unsafe fn row_tiles<S: Simd, const T: usize, const SW: usize, const N: usize>(
 /// # Safety
 /// As [`forward_block`], with the scratch packed.
 #[inline(always)]
-unsafe fn tiles<S: Simd, const T: usize>(
+unsafe fn tiles<S: Simd, A: VecAct, const T: usize>(
     g: &BlkGeom,
     xs: *const f32,
     wb: *const f32,
     bv: S::V,
-    act: Activation,
+    act: A,
     y: &mut [f32],
 ) {
     let l = S::L;
@@ -355,7 +355,7 @@ unsafe fn tiles<S: Simd, const T: usize>(
                 }
             }
             for a in acc.iter_mut().take(l) {
-                *a = S::act(act, *a);
+                *a = act.apply::<S>(*a);
             }
             S::transpose(&mut acc[..l]);
             for (c, a) in acc.iter().enumerate().take(l) {

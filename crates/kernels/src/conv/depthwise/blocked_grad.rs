@@ -23,8 +23,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::blocked::{interleave, pack_input, BlkGeom};
-use super::simd::Simd;
 use super::Conv2dShape;
+use crate::simd::Simd;
 
 /// `dst[c][p] = src[p * L + c]` for `p < len`, `c < L` (`len >= L`; the last chunk overlaps).
 ///

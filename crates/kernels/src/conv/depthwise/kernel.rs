@@ -22,11 +22,11 @@
 // Loops over const-sized arrays index several arrays at once and must unroll.
 #![allow(clippy::needless_range_loop)]
 
-use super::simd::Simd;
-use crate::activation::Activation;
+use crate::activation::vector::VecAct;
+use crate::simd::Simd;
 
 /// One row-correlation problem (see the module header).
-pub(crate) struct Corr<'a> {
+pub(crate) struct Corr<'a, A> {
     pub src: *const f32,
     pub src_row: usize,
     pub off: &'a [usize],
@@ -36,7 +36,7 @@ pub(crate) struct Corr<'a> {
     pub rows: usize,
     pub len: usize,
     pub bias: f32,
-    pub act: Activation,
+    pub act: A,
     /// Floats writable from each `dst` row start that nobody reads back beyond `len` (0 if
     /// none): a row narrower than a vector is then stored whole instead of masked.
     pub dst_room: usize,
@@ -50,8 +50,8 @@ pub(crate) struct Corr<'a> {
 /// `rows[r] * dst_row + cols[v] + 0..L` (`..partial` when partial), for all r, v, k; the CPU
 /// supports `S`.
 #[inline(always)]
-unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
-    c: &Corr<'_>,
+unsafe fn tile<S: Simd, A: VecAct, const NT: usize, const R: usize, const V: usize>(
+    c: &Corr<'_, A>,
     wv: &[S::V; NT],
     offs: &[usize; NT],
     rows: [usize; R],
@@ -79,7 +79,7 @@ unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
         for r in 0..R {
             let out = c.dst.add(rows[r] * c.dst_row);
             for v in 0..V {
-                let y = S::act(c.act, acc[r][v]);
+                let y = c.act.apply::<S>(acc[r][v]);
                 if partial > 0 && cols[v] + S::L > c.dst_room {
                     S::store_first(out.add(cols[v]), y, partial);
                 } else {
@@ -95,8 +95,8 @@ unsafe fn tile<S: Simd, const NT: usize, const R: usize, const V: usize>(
 /// # Safety
 /// As for [`corr`].
 #[inline(always)]
-unsafe fn sweep<S: Simd, const NT: usize, const R: usize, const V: usize>(
-    c: &Corr<'_>,
+unsafe fn sweep<S: Simd, A: VecAct, const NT: usize, const R: usize, const V: usize>(
+    c: &Corr<'_, A>,
     wv: &[S::V; NT],
     offs: &[usize; NT],
 ) {
@@ -114,7 +114,7 @@ unsafe fn sweep<S: Simd, const NT: usize, const R: usize, const V: usize>(
         while k0 < npos {
             let cols: [usize; V] = std::array::from_fn(|v| pos(k0 + v));
             // SAFETY: rows < c.rows and cols + L <= max(len, L): inside the caller's bounds.
-            unsafe { tile::<S, NT, R, V>(c, wv, offs, rows, cols, partial) };
+            unsafe { tile::<S, A, NT, R, V>(c, wv, offs, rows, cols, partial) };
             k0 += V;
         }
         r0 += R;
@@ -128,7 +128,7 @@ unsafe fn sweep<S: Simd, const NT: usize, const R: usize, const V: usize>(
 /// readable; for `t < len`, `dst + r * dst_row + t` is writable and overlaps no source; when
 /// `NT > 0`, `off.len() == w.len() == NT`; the CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn corr<S: Simd, const NT: usize>(c: &Corr<'_>) {
+pub(crate) unsafe fn corr<S: Simd, A: VecAct, const NT: usize>(c: &Corr<'_, A>) {
     if c.rows == 0 || c.len == 0 {
         return;
     }
@@ -148,10 +148,10 @@ pub(crate) unsafe fn corr<S: Simd, const NT: usize>(c: &Corr<'_>) {
     // SAFETY: forwarded contract.
     unsafe {
         match npos {
-            1 => sweep::<S, NT, 8, 1>(c, &wv, &offs),
-            2 => sweep::<S, NT, 4, 2>(c, &wv, &offs),
-            3 => sweep::<S, NT, 2, 3>(c, &wv, &offs),
-            _ => sweep::<S, NT, 2, 4>(c, &wv, &offs),
+            1 => sweep::<S, A, NT, 8, 1>(c, &wv, &offs),
+            2 => sweep::<S, A, NT, 4, 2>(c, &wv, &offs),
+            3 => sweep::<S, A, NT, 2, 3>(c, &wv, &offs),
+            _ => sweep::<S, A, NT, 2, 4>(c, &wv, &offs),
         }
     }
 }
@@ -278,7 +278,7 @@ pub(crate) unsafe fn wgrad_finish<S: Simd>(acc: *const f32, dw: &mut [f32]) {
 /// forward pass of 3x3 / 5x5 filters and their stride-1 input gradient. Output rows of one
 /// tile then share source rows, so the tile loads each source vector once and feeds it to
 /// every output row that needs it (`R + K - 1` row loads for `R * K` row FMAs at stride 1).
-pub(crate) struct Stacked<'a> {
+pub(crate) struct Stacked<'a, A> {
     pub src: *const f32,
     /// Floats between consecutive source rows.
     pub unit: usize,
@@ -291,7 +291,7 @@ pub(crate) struct Stacked<'a> {
     pub rows: usize,
     pub len: usize,
     pub bias: f32,
-    pub act: Activation,
+    pub act: A,
     /// Whether `dst` is one dense block of `rows * dst_row` floats owned by this problem, so
     /// that a row narrower than a vector may be stored with a whole vector spilling into the
     /// next rows (rewritten afterwards) instead of a masked store.
@@ -305,8 +305,15 @@ pub(crate) struct Stacked<'a> {
 /// `i, j < K`; `dst` writable at `r * dst_row + cols[v] + 0..L` (`..partial` when partial,
 /// unless `spill_ok`); CPU supports `S`.
 #[inline(always)]
-unsafe fn stacked_tile<S: Simd, const K: usize, const SH: usize, const R: usize, const V: usize>(
-    c: &Stacked<'_>,
+unsafe fn stacked_tile<
+    S: Simd,
+    A: VecAct,
+    const K: usize,
+    const SH: usize,
+    const R: usize,
+    const V: usize,
+>(
+    c: &Stacked<'_, A>,
     wv: &[[S::V; K]; K],
     r0: usize,
     cols: [usize; V],
@@ -340,7 +347,7 @@ unsafe fn stacked_tile<S: Simd, const K: usize, const SH: usize, const R: usize,
         for (r, row) in acc.iter().enumerate() {
             let first = (r0 + r) * c.dst_row;
             for v in 0..V {
-                let y = S::act(c.act, row[v]);
+                let y = c.act.apply::<S>(row[v]);
                 // A narrow row may be stored whole when the lanes past its end land in later
                 // rows of this plane, which are stored after it (rows go in increasing order
                 // and the last tile rewrites its overlap), see `spill_ok`.
@@ -358,12 +365,13 @@ unsafe fn stacked_tile<S: Simd, const K: usize, const SH: usize, const R: usize,
 #[inline(always)]
 unsafe fn stacked_sweep<
     S: Simd,
+    A: VecAct,
     const K: usize,
     const SH: usize,
     const R: usize,
     const V: usize,
 >(
-    c: &Stacked<'_>,
+    c: &Stacked<'_, A>,
     wv: &[[S::V; K]; K],
 ) {
     let (npos, partial) = if c.len >= S::L {
@@ -384,7 +392,7 @@ unsafe fn stacked_sweep<
         while k0 < paired {
             let cols: [usize; V] = std::array::from_fn(|v| pos(k0 + v));
             // SAFETY: r0 + R <= rows; cols within max(len, L); forwarded contract.
-            unsafe { stacked_tile::<S, K, SH, R, V>(c, wv, r0, cols, partial) };
+            unsafe { stacked_tile::<S, A, K, SH, R, V>(c, wv, r0, cols, partial) };
             k0 += V;
         }
         t += R;
@@ -394,7 +402,7 @@ unsafe fn stacked_sweep<
         while t < c.rows {
             let r0 = t.min(c.rows - 8);
             // SAFETY: r0 + 8 <= rows; the column is a valid position.
-            unsafe { stacked_tile::<S, K, SH, 8, 1>(c, wv, r0, [pos(npos - 1)], partial) };
+            unsafe { stacked_tile::<S, A, K, SH, 8, 1>(c, wv, r0, [pos(npos - 1)], partial) };
             t += 8;
         }
     }
@@ -409,7 +417,9 @@ unsafe fn stacked_sweep<
 /// `src + (r * SH + i) * unit + col_off[j] + t` is readable; `dst + r * dst_row + t` is
 /// writable for `t < len` and overlaps no source; `w` holds `K * K` floats; CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn stacked<S: Simd, const K: usize, const SH: usize>(c: &Stacked<'_>) -> bool {
+pub(crate) unsafe fn stacked<S: Simd, A: VecAct, const K: usize, const SH: usize>(
+    c: &Stacked<'_, A>,
+) -> bool {
     let npos = if c.len >= S::L {
         c.len.div_ceil(S::L)
     } else {
@@ -434,14 +444,14 @@ pub(crate) unsafe fn stacked<S: Simd, const K: usize, const SH: usize>(c: &Stack
         if npos == 1 {
             // One vector per row: as many rows per tile as fit (up to 8 accumulators).
             match c.rows {
-                4 => stacked_sweep::<S, K, SH, 4, 1>(c, &wv),
-                5 => stacked_sweep::<S, K, SH, 5, 1>(c, &wv),
-                6 => stacked_sweep::<S, K, SH, 6, 1>(c, &wv),
-                7 => stacked_sweep::<S, K, SH, 7, 1>(c, &wv),
-                _ => stacked_sweep::<S, K, SH, 8, 1>(c, &wv),
+                4 => stacked_sweep::<S, A, K, SH, 4, 1>(c, &wv),
+                5 => stacked_sweep::<S, A, K, SH, 5, 1>(c, &wv),
+                6 => stacked_sweep::<S, A, K, SH, 6, 1>(c, &wv),
+                7 => stacked_sweep::<S, A, K, SH, 7, 1>(c, &wv),
+                _ => stacked_sweep::<S, A, K, SH, 8, 1>(c, &wv),
             }
         } else {
-            stacked_sweep::<S, K, SH, 4, 2>(c, &wv);
+            stacked_sweep::<S, A, K, SH, 4, 2>(c, &wv);
         }
     }
     true

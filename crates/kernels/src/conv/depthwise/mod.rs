@@ -31,19 +31,13 @@ mod blocked;
 mod blocked_grad;
 mod kernel;
 mod plane;
-mod simd;
-
-#[cfg(target_arch = "x86_64")]
-mod avx2;
-#[cfg(target_arch = "x86_64")]
-mod avx512;
-mod portable;
-mod scalar;
 
 use super::Conv2dShape;
+use crate::activation::vector::{kind, VecAct};
 use crate::activation::Activation;
 use crate::error::KernelError;
-use crate::isa::Isa;
+use crate::isa::{Isa, Tables};
+use crate::simd::{tables, Simd};
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -261,60 +255,142 @@ type BlkWFn = unsafe fn(
 );
 type BwdWFn = unsafe fn(&FwdGeom, usize, &[f32], usize, &[f32], usize, &mut [f32], &mut [f32]);
 
-/// One ISA's entry points and vector width.
+/// One ISA's entry points and vector width. The forward passes are compiled once per fused
+/// activation of the four networks (identity, ReLU, ReLU6, hard-swish: the activation inlined
+/// into the tile loop) plus once with the activation read at run time, indexed by [`slot`]:
+/// a runtime `match` inside the tile loops spills registers.
 struct Fns {
     lanes: usize,
-    fwd: FwdFn,
-    blk: BlkFn,
+    fwd: [FwdFn; 5],
+    blk: [BlkFn; 5],
     bwd_in: BwdInFn,
     bwd_w: BwdWFn,
     blk_in: BlkInFn,
     blk_w: BlkWFn,
 }
 
-fn fns(isa: Isa) -> Fns {
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Fns {
-            lanes: 16,
-            fwd: avx512::forward,
-            blk: avx512::forward_blocked,
-            bwd_in: avx512::backward_input,
-            bwd_w: avx512::backward_weight,
-            blk_in: avx512::backward_input_blocked,
-            blk_w: avx512::backward_weight_blocked,
-        },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => Fns {
-            lanes: 8,
-            fwd: avx2::forward,
-            blk: avx2::forward_blocked,
-            bwd_in: avx2::backward_input,
-            bwd_w: avx2::backward_weight,
-            blk_in: avx2::backward_input_blocked,
-            blk_w: avx2::backward_weight_blocked,
-        },
-        Isa::Portable => Fns {
-            lanes: 8,
-            fwd: portable::forward,
-            blk: portable::forward_blocked,
-            bwd_in: portable::backward_input,
-            bwd_w: portable::backward_weight,
-            blk_in: portable::backward_input_blocked,
-            blk_w: portable::backward_weight_blocked,
-        },
-        // Non-x86 targets never report AVX as supported, so `isa.check()` excluded them.
-        _ => Fns {
-            lanes: 1,
-            fwd: scalar::forward,
-            blk: scalar::forward_blocked,
-            bwd_in: scalar::backward_input,
-            bwd_w: scalar::backward_weight,
-            blk_in: scalar::backward_input_blocked,
-            blk_w: scalar::backward_weight_blocked,
-        },
+/// The index of `act`'s forward instantiation in [`Fns`].
+fn slot(act: Activation) -> usize {
+    match act {
+        Activation::Identity => 0,
+        Activation::Relu => 1,
+        Activation::Relu6 => 2,
+        Activation::HardSwish => 3,
+        _ => 4,
     }
 }
+
+/// The `#[target_feature]` entry points of one ISA, instantiating the generic plane and block
+/// functions (their contracts, plus: the CPU supports the ISA, which the table guarantees).
+macro_rules! dw_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn fwd<A: VecAct>(
+            g: &FwdGeom,
+            x: &[f32],
+            w: &[f32],
+            bias: f32,
+            act: Activation,
+            y: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { plane::forward::<$S, A>(g, x, w, bias, A::of(act), y, scratch) }
+        }
+        #[allow(clippy::too_many_arguments)]
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn blk<A: VecAct>(
+            g: &blocked::BlkGeom,
+            x: &[*const f32; 16],
+            w: &[f32],
+            bias: Option<&[f32]>,
+            act: Activation,
+            y: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { blocked::forward_block::<$S, A>(g, x, w, bias, A::of(act), y, scratch) }
+        }
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn bwd_in(
+            g: &BwdGeom,
+            w: &[f32],
+            dy: &[f32],
+            dx: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { plane::backward_input::<$S>(g, w, dy, dx, scratch) }
+        }
+        #[allow(clippy::too_many_arguments)]
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn bwd_w(
+            g: &FwdGeom,
+            n: usize,
+            x: &[f32],
+            xs: usize,
+            dy: &[f32],
+            dys: usize,
+            dw: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { plane::backward_weight::<$S>(g, n, x, xs, dy, dys, dw, scratch) }
+        }
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn blk_in(
+            g: &blocked_grad::BlkBwdGeom,
+            stride: (usize, usize),
+            dy: &[*const f32; 16],
+            w: &[f32],
+            dx: &[*mut f32; 16],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { blocked_grad::backward_input_block::<$S>(g, stride, dy, w, dx, scratch) }
+        }
+        #[allow(clippy::too_many_arguments)]
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn blk_w(
+            g: &blocked::BlkGeom,
+            n: usize,
+            x: &[*const f32; 16],
+            x_img: usize,
+            dy: *const f32,
+            dy_img: usize,
+            dw: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe {
+                blocked_grad::backward_weight_block::<$S>(g, n, x, x_img, dy, dy_img, dw, scratch)
+            }
+        }
+        Fns {
+            lanes: <$S as Simd>::L,
+            fwd: [
+                fwd::<kind::Identity>,
+                fwd::<kind::Relu>,
+                fwd::<kind::Relu6>,
+                fwd::<kind::HardSwish>,
+                fwd::<Activation>,
+            ],
+            blk: [
+                blk::<kind::Identity>,
+                blk::<kind::Relu>,
+                blk::<kind::Relu6>,
+                blk::<kind::HardSwish>,
+                blk::<Activation>,
+            ],
+            bwd_in,
+            bwd_w,
+            blk_in,
+            blk_w,
+        }
+    }};
+}
+
+static TABLES: Tables<Fns> = tables!(Fns, dw_kernels);
 
 thread_local! {
     /// Per-thread scratch, kept between calls so a warm convolution allocates no planes.
@@ -366,7 +442,7 @@ pub(crate) fn forward(
     act: Activation,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
-    let fns = fns(isa);
+    let fns = TABLES.get(isa)?;
     if blocked::BlkGeom::applies_forward(s, fns.lanes) {
         return forward_blocked(&fns, s, x, w, bias, act, y);
     }
@@ -408,7 +484,7 @@ fn forward_blocked(
                     let b = bias.map(|b| &b[oc0..oc0 + l]);
                     // SAFETY: `isa` was checked by the caller; `applies` held; each xp[c]
                     // starts an input plane of hw floats; scratch sized by BlkGeom.
-                    unsafe { (fns.blk)(&g, &xp, wp, b, act, out, scr) }
+                    unsafe { (fns.blk[slot(act)])(&g, &xp, wp, b, act, out, scr) }
                 }
             });
         });
@@ -449,7 +525,7 @@ fn forward_planes(
                 let b = bias.map_or(0.0, |b| b[oc]);
                 // SAFETY: `isa` was checked by the caller; the planes and scratch have the
                 // lengths the entry point requires (FwdGeom sizes the scratch).
-                unsafe { (fns.fwd)(&g, xp, wp, b, act, out, scr) }
+                unsafe { (fns.fwd[slot(act)])(&g, xp, wp, b, act, out, scr) }
             }
         });
     });
@@ -463,7 +539,7 @@ pub(crate) fn backward_input(
     dy: &[f32],
     dx: &mut [f32],
 ) -> Result<(), KernelError> {
-    let fns = fns(isa);
+    let fns = TABLES.get(isa)?;
     if s.c_out == s.c_in && blocked::BlkGeom::applies(s, fns.lanes) {
         backward_input_blocked(&fns, s, w, dy, dx);
     } else {
@@ -547,7 +623,7 @@ pub(crate) fn backward_weight(
     dy: &[f32],
     dw: &mut [f32],
 ) -> Result<(), KernelError> {
-    let fns = fns(isa);
+    let fns = TABLES.get(isa)?;
     if s.n == 0 {
         dw.fill(0.0);
         return Ok(());

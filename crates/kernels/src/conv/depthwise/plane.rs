@@ -3,9 +3,9 @@
 //! instantiates these inside its `#[target_feature]` entry points.
 
 use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Stacked, WGrad};
-use super::simd::Simd;
 use super::{BwdGeom, FwdGeom};
-use crate::activation::Activation;
+use crate::activation::vector::{kind, VecAct};
+use crate::simd::Simd;
 
 /// Copies one `h x w` plane into a zero-padded, stride-phase-split layout: padded row `R`
 /// (input row `R - top`), phase `b`, index `t` holds input column `t * sw + b - left` (zero
@@ -238,12 +238,12 @@ unsafe fn unpack_row_stride2<S: Simd>(src: &[f32], left: usize, tq: usize, out: 
 /// `x` is the `h * w` input plane, `wt` the `kh * kw` filter, `y` the `oh * ow` output plane,
 /// `scratch` holds `g.scratch_len()` floats; the CPU supports `S`.
 #[inline(always)]
-pub(crate) unsafe fn forward<S: Simd>(
+pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     g: &FwdGeom,
     x: &[f32],
     wt: &[f32],
     bias: f32,
-    act: Activation,
+    act: A,
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
@@ -280,10 +280,10 @@ pub(crate) unsafe fn forward<S: Simd>(
         // below wq (FwdGeom); y holds oh * ow floats.
         let done = unsafe {
             match (g.kh, g.sh) {
-                (3, 1) => stacked::<S, 3, 1>(&st),
-                (3, 2) => stacked::<S, 3, 2>(&st),
-                (5, 1) => stacked::<S, 5, 1>(&st),
-                (5, 2) => stacked::<S, 5, 2>(&st),
+                (3, 1) => stacked::<S, _, 3, 1>(&st),
+                (3, 2) => stacked::<S, _, 3, 2>(&st),
+                (5, 1) => stacked::<S, _, 5, 1>(&st),
+                (5, 2) => stacked::<S, _, 5, 2>(&st),
                 _ => false,
             }
         };
@@ -308,9 +308,9 @@ pub(crate) unsafe fn forward<S: Simd>(
     // packed rows (see its docs); y holds oh * ow floats; scratch and y are distinct.
     unsafe {
         match g.off.len() {
-            9 => corr::<S, 9>(&c),
-            25 => corr::<S, 25>(&c),
-            _ => corr::<S, 0>(&c),
+            9 => corr::<S, _, 9>(&c),
+            25 => corr::<S, _, 25>(&c),
+            _ => corr::<S, _, 0>(&c),
         }
     }
 }
@@ -367,7 +367,7 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             rows: g.hr,
             len: g.pw + g.w,
             bias: 0.0,
-            act: Activation::Identity,
+            act: kind::Identity,
             spill_ok: true,
         };
         // SAFETY: dx row q, kernel row i' reads padded dy row q + i' < hr + k - 1 = dyh and
@@ -375,8 +375,8 @@ pub(crate) unsafe fn backward_input<S: Simd>(
         // hr x tq floats.
         done = unsafe {
             match k {
-                3 => stacked::<S, 3, 1>(&st),
-                _ => stacked::<S, 5, 1>(&st),
+                3 => stacked::<S, _, 3, 1>(&st),
+                _ => stacked::<S, _, 5, 1>(&st),
             }
         };
     }
@@ -395,16 +395,16 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             rows: ph.rows,
             len: ph.len,
             bias: 0.0,
-            act: Activation::Identity,
+            act: kind::Identity,
             dst_room: g.tq,
         };
         // SAFETY: `BwdGeom` sizes the padded dy planes so that every tap of every phase reads
         // inside them, and the phase rows/columns inside dxs (see its docs).
         unsafe {
             match ph.off.len() {
-                9 => corr::<S, 9>(&c),
-                25 => corr::<S, 25>(&c),
-                _ => corr::<S, 0>(&c),
+                9 => corr::<S, _, 9>(&c),
+                25 => corr::<S, _, 25>(&c),
+                _ => corr::<S, _, 0>(&c),
             }
         }
     }

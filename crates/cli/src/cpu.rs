@@ -1,0 +1,118 @@
+//! `tessera cpu`: what this host is and what the kernels chose for it: instruction sets, the
+//! CPU's identity, its caches (and where they were read), and for each ISA the GEMM
+//! microkernel and block sizes in force with the reason (analytical model or `tessera tune`).
+
+use clap::Args;
+use tessera::kernels::gemm::blocking::explain;
+use tessera::kernels::gemm::table::{selected, Origin};
+use tessera::kernels::host::{CacheLevel, Host};
+use tessera::kernels::Isa;
+
+/// Arguments of `tessera cpu`.
+#[derive(Args)]
+pub struct CpuArgs {
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn level_json(c: &CacheLevel) -> serde_json::Value {
+    serde_json::json!({
+        "bytes": c.size, "ways": c.ways, "line": c.line, "sets": c.sets, "shared_by": c.shared_by
+    })
+}
+
+fn level_text(c: &CacheLevel) -> String {
+    let size = if c.size >= 4 << 20 {
+        format!("{} MiB", c.size >> 20)
+    } else {
+        format!("{} KiB", c.size >> 10)
+    };
+    format!(
+        "{size}, {}-way, {}-byte lines, {} sets, shared by {}",
+        c.ways, c.line, c.sets, c.shared_by
+    )
+}
+
+/// Runs `tessera cpu`.
+pub fn run(args: &CpuArgs) -> Result<(), String> {
+    let current = Isa::current().map_err(|e| e.to_string())?;
+    let available = Isa::available();
+    let names: Vec<&str> = available.iter().map(|i| i.name()).collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let host = Host::get();
+    let id = &host.identity;
+    let caches = &host.caches;
+    let gemm: Vec<_> = available
+        .iter()
+        .map(|&isa| {
+            let s = selected(isa);
+            let b = s.tuning.blocking;
+            let origin = match &s.origin {
+                Origin::Analytical => "analytical model".to_string(),
+                Origin::Tuned(path) => format!("tessera tune ({path})"),
+            };
+            (isa, s.tuning.kernel.name, b, origin)
+        })
+        .collect();
+    if args.json {
+        let gemm_json: Vec<_> = gemm
+            .iter()
+            .map(|(isa, kernel, b, origin)| {
+                serde_json::json!({
+                    "isa": isa.name(), "kernel": kernel, "mr": b.mr, "nr": b.nr,
+                    "kc": b.kc, "mc": b.mc, "nc": b.nc, "origin": origin
+                })
+            })
+            .collect();
+        outln!(
+            "{}",
+            serde_json::json!({
+                "isa": current.name(), "available": names, "cores": threads,
+                "cpu": { "vendor": id.vendor, "brand": id.brand, "family": id.family,
+                         "model": id.model, "stepping": id.stepping },
+                "caches": { "source": format!("{:?}", caches.source).to_lowercase(),
+                            "l1d": level_json(&caches.l1d), "l2": level_json(&caches.l2),
+                            "l3": caches.l3.as_ref().map(level_json) },
+                "gemm": gemm_json
+            })
+        );
+        return Ok(());
+    }
+    outln!("instruction set in use: {current} (override with TESSERA_ISA)");
+    outln!("available on this CPU:  {}", names.join(", "));
+    outln!("logical cores:          {threads}");
+    outln!(
+        "cpu:                    {} ({}, family {} model {} stepping {})",
+        id.brand,
+        id.vendor,
+        id.family,
+        id.model,
+        id.stepping
+    );
+    outln!(
+        "caches (from {}):",
+        format!("{:?}", caches.source).to_lowercase()
+    );
+    outln!("  L1d  {}", level_text(&caches.l1d));
+    outln!("  L2   {}", level_text(&caches.l2));
+    if let Some(l3) = &caches.l3 {
+        outln!("  L3   {}", level_text(l3));
+    }
+    outln!("GEMM kernels and blocks (Low et al. 2016 model unless tuned):");
+    for (isa, kernel, b, origin) in &gemm {
+        outln!(
+            "  {:8} {kernel:14} MR {:2} NR {:2} KC {:3} MC {:4} NC {:4}  [{origin}]",
+            isa.name(),
+            b.mr,
+            b.nr,
+            b.kc,
+            b.mc,
+            b.nc
+        );
+        if origin == "analytical model" {
+            outln!("           {}", explain(b, caches));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! The GEMM microkernel, written once over the crate's vector trait ([`Simd`]) and
+//! instantiated per ISA and register tile by thin `#[target_feature]` wrappers (the pattern of
+//! matrixmultiply and pulp). See `kernel.rs` for the contract and `table.rs` for the list.
+//!
+//! An `MR x NR` tile (`NR = NV * L` lanes) keeps `MR * NV` accumulators in registers. Per k
+//! step it loads the NV vectors of one B row, broadcasts each of the MR values of the A
+//! column, and issues `MR * NV` FMAs:
+//!
+//! | kernel | accumulators | loads per k | FMAs per k | fits |
+//! |---|---|---|---|---|
+//! | `avx512_12x32` | 24 zmm | 2 + 12 broadcasts | 24 | 32 zmm: 24 + 2 B + broadcast |
+//! | `avx512_24x16` | 24 zmm | 1 + 24 broadcasts | 24 | narrower B panel: larger KC on a 32 KiB L1d |
+//! | `avx2_6x16` | 12 ymm | 2 + 6 broadcasts | 12 | 16 ymm: 12 + 2 B + broadcast |
+//! | `portable_4x16` | 8 `f32x8` | 2 + 4 broadcasts | 8 | `wide`, any target |
+//!
+//! Two full-width 512-bit FMA pipes (Intel Skylake-SP to Sapphire Rapids) retire a 12 x 32
+//! step in 12 cycles; a double-pumped one (AMD Zen 4) in 24, with the loads inside the load
+//! ports either way. After the k loop each accumulator goes through the epilogue
+//! (`alpha`, `beta * C`, bias, activation) in registers before one store.
+
+use super::kernel::TileEpilogue;
+use crate::activation::vector::VecAct;
+use crate::simd::Simd;
+
+/// The shared body: an `MR x (NV * S::L)` tile.
+///
+/// # Safety
+/// The contract of [`super::kernel::MicroKernelFn`] with `NR = NV * S::L`; the CPU supports
+/// `S`'s ISA (every caller is a `#[target_feature]` wrapper below).
+#[inline(always)]
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    let nr = NV * S::L;
+    // SAFETY (whole body): a holds kc * MR floats and b kc * NR floats, read one k-slice per
+    // step; the tile at c is MR rows of NR floats `rsc` apart; S's ISA is enabled.
+    unsafe {
+        // Bring the C tile towards L1 while the k loop runs: the epilogue reads (beta, middle
+        // depth blocks) and writes it, and its rows are far apart.
+        #[cfg(target_arch = "x86_64")]
+        for i in 0..MR {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc) as *const i8);
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc + nr - 1) as *const i8);
+        }
+        let mut acc = [[S::zero(); NV]; MR];
+        let step = |acc: &mut [[S::V; NV]; MR], a: *const f32, b: *const f32| {
+            let bv: [S::V; NV] = std::array::from_fn(|v| S::load(b.add(v * S::L)));
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = S::broadcast(a.add(i));
+                for v in 0..NV {
+                    row[v] = S::fma(ai, bv[v], row[v]);
+                }
+            }
+        };
+        let (mut a, mut b) = (a, b);
+        // Unrolled by 4 to amortise the loop counter; the remainder one step at a time.
+        for _ in 0..kc / 4 {
+            step(&mut acc, a, b);
+            step(&mut acc, a.add(MR), b.add(nr));
+            step(&mut acc, a.add(2 * MR), b.add(2 * nr));
+            step(&mut acc, a.add(3 * MR), b.add(3 * nr));
+            a = a.add(4 * MR);
+            b = b.add(4 * nr);
+        }
+        for _ in 0..kc % 4 {
+            step(&mut acc, a, b);
+            a = a.add(MR);
+            b = b.add(nr);
+        }
+        let alpha = S::splat(epi.alpha);
+        let beta = S::splat(epi.beta);
+        for (i, row) in acc.iter().enumerate() {
+            for (h, &x) in row.iter().enumerate() {
+                let cp = c.add(i * rsc + h * S::L);
+                let mut v = S::mul(x, alpha);
+                if epi.load_c {
+                    v = S::fma(S::load(cp), beta, v);
+                }
+                if !epi.bias_row.is_null() {
+                    v = S::add(v, S::broadcast(epi.bias_row.add(i)));
+                }
+                if !epi.bias_col.is_null() {
+                    v = S::add(v, S::load(epi.bias_col.add(h * S::L)));
+                }
+                S::store(cp, epi.activation.apply::<S>(v));
+            }
+        }
+    }
+}
+
+/// Declares one ISA entry point per (ISA, tile): a `#[target_feature]` wrapper that
+/// instantiates [`tile`], where the vector intrinsics inline.
+macro_rules! kernels {
+    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal, $feat:literal;)*) => {$(
+        $(#[$cfg])*
+        /// # Safety
+        /// See [`super::kernel::MicroKernelFn`]; the CPU supports this kernel's ISA.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            rsc: usize,
+            epi: &TileEpilogue,
+        ) {
+            // SAFETY: forwarded contract; the features are enabled on this function.
+            unsafe { tile::<$simd, $mr, $nv>(kc, a, b, c, rsc, epi) }
+        }
+    )*};
+}
+
+kernels! {
+    #[cfg(target_arch = "x86_64")]
+    avx512_12x32: crate::simd::Avx512, 12 x 2, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_24x16: crate::simd::Avx512, 24 x 1, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx2_6x16: crate::simd::Avx2, 6 x 2, "avx2,fma";
+}
+
+/// The portable kernel: `wide::f32x8`, 4 x 16 (no target feature: `wide` picks its
+/// instructions at compile time).
+///
+/// # Safety
+/// See [`super::kernel::MicroKernelFn`].
+pub(crate) unsafe fn portable_4x16(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: forwarded contract; the portable ISA runs anywhere.
+    unsafe { tile::<crate::simd::Portable, 4, 2>(kc, a, b, c, rsc, epi) }
+}

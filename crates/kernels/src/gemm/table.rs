@@ -1,0 +1,197 @@
+//! The GEMM kernel table: for each ISA, the microkernel candidates (register tile, packers)
+//! and the one in force with its blocking, chosen once per process (XNNPACK-style configs:
+//! one table drives dispatch, tests and `tessera tune`).
+//!
+//! The choice, in order: a valid entry of the tuning cache written by `tessera tune` for this
+//! exact CPU (see `tune_cache.rs`), else the ISA's first candidate with the analytical blocking
+//! derived from the host's caches (`blocking.rs`). `TESSERA_ISA` picks the ISA as before;
+//! `TESSERA_TUNE=off` ignores the cache.
+
+use super::blocking::{derive, Blocking};
+use super::kernel::{MicroKernelFn, PackFn};
+use super::tune_cache;
+use crate::host::Host;
+use crate::isa::Isa;
+use std::sync::OnceLock;
+
+/// One microkernel candidate: its register tile and the packers that lay operands out for it.
+#[derive(Debug)]
+pub struct MicroKernel {
+    /// Name in the XNNPACK style: `<isa>_<mr>x<nr>`.
+    pub name: &'static str,
+    /// The instruction set it needs.
+    pub isa: Isa,
+    /// Rows of the register tile.
+    pub mr: usize,
+    /// Columns of the register tile.
+    pub nr: usize,
+    pub(crate) run: MicroKernelFn,
+    pub(crate) pack_a: PackFn,
+    pub(crate) pack_b: PackFn,
+}
+
+impl PartialEq for MicroKernel {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+/// A microkernel with the block sizes it runs with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Tuning {
+    /// The microkernel.
+    pub kernel: &'static MicroKernel,
+    /// Its cache blocking (`mr`, `nr` equal the kernel's).
+    pub blocking: Blocking,
+}
+
+impl Tuning {
+    /// `kernel` with the analytical blocking for this host.
+    pub fn analytical(kernel: &'static MicroKernel) -> Tuning {
+        Tuning {
+            kernel,
+            blocking: derive(kernel.mr, kernel.nr, &Host::get().caches),
+        }
+    }
+
+    /// `kernel` with explicit depth and row blocks (NC from the model); `None` if they are
+    /// unusable (`kc` or `mc` zero, `mc` not a multiple of MR).
+    pub fn with_blocks(kernel: &'static MicroKernel, kc: usize, mc: usize) -> Option<Tuning> {
+        if kc == 0 || kc > 4096 || mc == 0 || !mc.is_multiple_of(kernel.mr) || mc > 1 << 16 {
+            return None;
+        }
+        let nc = super::blocking::derive_nc(kernel.nr, kc, mc, &Host::get().caches);
+        Some(Tuning {
+            kernel,
+            blocking: Blocking {
+                mr: kernel.mr,
+                nr: kernel.nr,
+                kc,
+                mc,
+                nc,
+            },
+        })
+    }
+}
+
+/// Where the tuning in force came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The analytical model (no usable tuning cache).
+    Analytical,
+    /// `tessera tune`'s cache file at this path.
+    Tuned(String),
+}
+
+/// The tuning in force for one ISA.
+#[derive(Debug, Clone)]
+pub struct Selected {
+    /// Kernel and blocks.
+    pub tuning: Tuning,
+    /// Why these.
+    pub origin: Origin,
+}
+
+#[cfg(target_arch = "x86_64")]
+static AVX512: [MicroKernel; 2] = [
+    MicroKernel {
+        name: "avx512_12x32",
+        isa: Isa::Avx512,
+        mr: 12,
+        nr: 32,
+        run: super::microkernel::avx512_12x32,
+        pack_a: super::pack_avx2::pack_a_t,
+        pack_b: super::pack_avx2::pack_b_t,
+    },
+    MicroKernel {
+        name: "avx512_24x16",
+        isa: Isa::Avx512,
+        mr: 24,
+        nr: 16,
+        run: super::microkernel::avx512_24x16,
+        pack_a: super::pack_avx2::pack_a_t,
+        pack_b: super::pack_avx2::pack_b_t,
+    },
+];
+
+#[cfg(target_arch = "x86_64")]
+static AVX2: [MicroKernel; 1] = [MicroKernel {
+    name: "avx2_6x16",
+    isa: Isa::Avx2,
+    mr: 6,
+    nr: 16,
+    run: super::microkernel::avx2_6x16,
+    pack_a: super::pack_avx2::pack_a_t,
+    pack_b: super::pack_avx2::pack_b_t,
+}];
+
+static PORTABLE: [MicroKernel; 1] = [MicroKernel {
+    name: "portable_4x16",
+    isa: Isa::Portable,
+    mr: 4,
+    nr: 16,
+    run: super::microkernel::portable_4x16,
+    pack_a: super::pack::pack_a,
+    pack_b: super::pack::pack_b,
+}];
+
+static SCALAR: [MicroKernel; 1] = [MicroKernel {
+    name: "scalar_4x4",
+    isa: Isa::Scalar,
+    mr: 4,
+    nr: 4,
+    run: super::scalar::kernel_4x4,
+    pack_a: super::pack::pack_a,
+    pack_b: super::pack::pack_b,
+}];
+
+/// Every microkernel candidate of `isa`, the analytical default first.
+pub fn candidates(isa: Isa) -> &'static [MicroKernel] {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => &AVX512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => &AVX2,
+        #[cfg(not(target_arch = "x86_64"))]
+        Isa::Avx512 | Isa::Avx2 => &SCALAR,
+        Isa::Portable => &PORTABLE,
+        Isa::Scalar => &SCALAR,
+    }
+}
+
+/// Looks a candidate up by name.
+pub fn find(name: &str) -> Option<&'static MicroKernel> {
+    [Isa::Avx512, Isa::Avx2, Isa::Portable, Isa::Scalar]
+        .into_iter()
+        .flat_map(candidates)
+        .find(|k| k.name == name)
+}
+
+fn index(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => 0,
+        Isa::Avx2 => 1,
+        Isa::Portable => 2,
+        Isa::Scalar => 3,
+    }
+}
+
+/// The tuning in force for `isa` (chosen on first use, then fixed for the process).
+pub fn selected(isa: Isa) -> &'static Selected {
+    static CHOICE: [OnceLock<Selected>; 4] = [const { OnceLock::new() }; 4];
+    CHOICE[index(isa)].get_or_init(|| match tune_cache::load_for(isa) {
+        Some((tuning, path)) => Selected {
+            tuning,
+            origin: Origin::Tuned(path),
+        },
+        None => Selected {
+            tuning: Tuning::analytical(&candidates(isa)[0]),
+            origin: Origin::Analytical,
+        },
+    })
+}
+
+/// The blocking in force for `isa`.
+pub fn blocking(isa: Isa) -> Blocking {
+    selected(isa).tuning.blocking
+}
