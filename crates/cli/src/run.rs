@@ -287,7 +287,14 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
             .map(|(s, _)| s.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let y = infer(model.as_ref(), x, &what)?;
+        // The compiled plan for this batch's shape; the eager forward names input errors.
+        let y = match <[usize; 4]>::try_from(x.shape())
+            .ok()
+            .and_then(|s| model.plan(s).ok())
+        {
+            Some(mut p) => p.run_tensor(x).map_err(|e| format!("{what}: {e}"))?,
+            None => infer(model.as_ref(), x, &what)?,
+        };
         let logits = y.to_vec();
         let mut rows = logits.chunks(classes);
         for (name, numbered) in members {

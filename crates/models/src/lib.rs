@@ -26,6 +26,7 @@ pub mod labels;
 pub mod layers;
 pub mod module;
 pub mod optim;
+pub mod plan;
 pub mod preprocess;
 pub mod recipes;
 pub mod train;

@@ -86,9 +86,184 @@ pub fn set_requires_grad(m: &mut dyn Module, on: bool) {
     });
 }
 
-/// Joins a prefix and a local name: `("blocks.0.", "attn")` -> `"blocks.0.attn."`.
+/// Joins a prefix and a local name: `("blocks.0.", "attn")` -> `"blocks.0.attn."`; an empty
+/// name keeps the prefix (a child whose tensors are named in its parent's namespace).
 pub fn child(prefix: &str, name: &str) -> String {
-    format!("{prefix}{name}.")
+    if name.is_empty() {
+        prefix.to_string()
+    } else {
+        format!("{prefix}{name}.")
+    }
+}
+
+/// A field a module lists as a child: a module, an optional one, or a list of them (named
+/// `name.0`, `name.1`, ... as `nn.ModuleList`). [`module_children!`](crate::module_children)
+/// walks a list of such fields to write `visit`, `visit_mut` and `set_mode` at once.
+pub trait Child {
+    /// Visits the child named `name` under `prefix`.
+    fn visit_child(&self, prefix: &str, name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind));
+    /// Visits the child named `name` under `prefix`, mutably.
+    fn visit_child_mut(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor, TensorKind),
+    );
+    /// Sets the child's mode.
+    fn set_child_mode(&mut self, mode: Mode);
+}
+
+impl<T: Module> Child for T {
+    fn visit_child(&self, prefix: &str, name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        self.visit(&child(prefix, name), f)
+    }
+
+    fn visit_child_mut(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor, TensorKind),
+    ) {
+        self.visit_mut(&child(prefix, name), f)
+    }
+
+    fn set_child_mode(&mut self, mode: Mode) {
+        self.set_mode(mode)
+    }
+}
+
+impl<T: Child> Child for Option<T> {
+    fn visit_child(&self, prefix: &str, name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        if let Some(c) = self {
+            c.visit_child(prefix, name, f)
+        }
+    }
+
+    fn visit_child_mut(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor, TensorKind),
+    ) {
+        if let Some(c) = self {
+            c.visit_child_mut(prefix, name, f)
+        }
+    }
+
+    fn set_child_mode(&mut self, mode: Mode) {
+        if let Some(c) = self {
+            c.set_child_mode(mode)
+        }
+    }
+}
+
+impl<T: Child> Child for Vec<T> {
+    fn visit_child(&self, prefix: &str, name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        let p = child(prefix, name);
+        for (i, c) in self.iter().enumerate() {
+            c.visit_child(&p, &i.to_string(), f)
+        }
+    }
+
+    fn visit_child_mut(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor, TensorKind),
+    ) {
+        let p = child(prefix, name);
+        for (i, c) in self.iter_mut().enumerate() {
+            c.visit_child_mut(&p, &i.to_string(), f)
+        }
+    }
+
+    fn set_child_mode(&mut self, mode: Mode) {
+        for c in self {
+            c.set_child_mode(mode)
+        }
+    }
+}
+
+/// Children named `{stem}1`, `{stem}2`, ... in their parent's namespace (timm ResNet's
+/// `layer1` .. `layer4`); list it under the empty name. Dereferences to the `Vec`.
+pub struct Numbered<T> {
+    pub stem: &'static str,
+    pub items: Vec<T>,
+}
+
+impl<T> std::ops::Deref for Numbered<T> {
+    type Target = Vec<T>;
+    fn deref(&self) -> &Vec<T> {
+        &self.items
+    }
+}
+
+impl<T> std::ops::DerefMut for Numbered<T> {
+    fn deref_mut(&mut self) -> &mut Vec<T> {
+        &mut self.items
+    }
+}
+
+impl<T: Child> Child for Numbered<T> {
+    fn visit_child(&self, prefix: &str, name: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
+        let p = child(prefix, name);
+        for (i, c) in self.items.iter().enumerate() {
+            c.visit_child(&p, &format!("{}{}", self.stem, i + 1), f)
+        }
+    }
+
+    fn visit_child_mut(
+        &mut self,
+        prefix: &str,
+        name: &str,
+        f: &mut dyn FnMut(&str, &mut Tensor, TensorKind),
+    ) {
+        let p = child(prefix, name);
+        for (i, c) in self.items.iter_mut().enumerate() {
+            c.visit_child_mut(&p, &format!("{}{}", self.stem, i + 1), f)
+        }
+    }
+
+    fn set_child_mode(&mut self, mode: Mode) {
+        self.items.set_child_mode(mode)
+    }
+}
+
+/// Writes a module's `visit`, `visit_mut` and `set_mode` from one list of its children, in
+/// visiting order: `"name" => field` (a [`Child`]: a module, `Option` or `Vec` of them; `""`
+/// names a child whose tensors live in this module's namespace, such as a
+/// [`ConvBnAct`](crate::layers::ConvBnAct) pair).
+///
+/// ```ignore
+/// impl Module for Mlp {
+///     fn forward(&self, x: &Tensor) -> Result<Tensor> { ... }
+///     module_children!("fc1" => fc1, "fc2" => fc2);
+/// }
+/// ```
+#[macro_export]
+macro_rules! module_children {
+    ($($name:literal => $field:ident),* $(,)?) => {
+        fn visit(
+            &self,
+            prefix: &str,
+            f: &mut dyn FnMut(&str, &$crate::core::Tensor, $crate::module::TensorKind),
+        ) {
+            $( $crate::module::Child::visit_child(&self.$field, prefix, $name, f); )*
+        }
+
+        fn visit_mut(
+            &mut self,
+            prefix: &str,
+            f: &mut dyn FnMut(&str, &mut $crate::core::Tensor, $crate::module::TensorKind),
+        ) {
+            $( $crate::module::Child::visit_child_mut(&mut self.$field, prefix, $name, f); )*
+        }
+
+        fn set_mode(&mut self, mode: $crate::module::Mode) {
+            let _ = mode;
+            $( $crate::module::Child::set_child_mode(&mut self.$field, mode); )*
+        }
+    };
 }
 
 /// A sequence of modules applied in order, named `0`, `1`, ... as `nn.Sequential`.

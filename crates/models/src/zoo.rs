@@ -11,6 +11,7 @@
 use crate::archs;
 use crate::error::{ModelError, Result};
 use crate::module::{Mode, Module};
+use crate::plan::Plan;
 use std::path::Path;
 use tessera_core::Tensor;
 
@@ -54,6 +55,17 @@ pub trait Model: Module {
     /// stem, each block, the head...), with `name` the prefix of that stage's parameters
     /// (`blocks.3`). `Module::forward` is this with a no-op callback.
     fn forward_stages(&self, x: &Tensor, stage: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor>;
+
+    /// Compiles the inference forward for input `[n, c, h, w]` into a [`Plan`] (batch norm
+    /// folded, epilogues fused, weights packed, intermediates in one arena): eval-mode
+    /// weights as they are now; rebuild it after changing them. Models without a planner
+    /// (test doubles) return an error.
+    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        Err(ModelError::config(format!(
+            "{}: no inference plan for this model (input {input:?})",
+            self.arch()
+        )))
+    }
 }
 
 /// Every architecture name `create` accepts.

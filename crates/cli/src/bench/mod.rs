@@ -8,6 +8,7 @@ mod activations;
 mod dwconv;
 mod gemm;
 pub mod model;
+pub mod resources;
 mod softmax;
 
 use clap::Args;
@@ -50,6 +51,9 @@ pub struct BenchArgs {
     /// resident memory.
     #[arg(long)]
     pub train: bool,
+    /// Models: time the eager forward (op by op) instead of the compiled inference plan.
+    #[arg(long)]
+    pub eager: bool,
     #[command(flatten)]
     pub overrides: crate::overrides::OverrideArgs,
 }

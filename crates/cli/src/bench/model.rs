@@ -8,11 +8,13 @@
 //! network does not depend on the values. `--json` rows name the instruction set in use (`isa`)
 //! and the CPU model (`cpu`), as the kernel benches do.
 
+use super::resources::Usage;
 use super::BenchArgs;
 use crate::overrides;
 use crate::timing::{percentile, reps_for};
 use std::time::Instant;
 use tessera::core::{no_grad, Tensor};
+use tessera::models::plan::Plan;
 use tessera::models::zoo;
 
 /// The networks `tessera bench models` runs.
@@ -34,6 +36,29 @@ pub struct Measurement {
     pub p90_ms: f64,
     /// Peak resident memory of the process after a training-step benchmark, in MiB.
     pub peak_rss_mb: Option<f64>,
+    /// Inference only: what each timed run cost besides time.
+    pub cost: Option<InferenceCost>,
+}
+
+/// Per-inference costs of the timed runs (means over them).
+#[derive(Debug, Clone)]
+pub struct InferenceCost {
+    /// `plan` or `eager`.
+    pub path: &'static str,
+    /// Heap allocations per inference.
+    pub allocs: f64,
+    /// Heap bytes requested per inference.
+    pub alloc_bytes: f64,
+    /// Context switches (voluntary + involuntary, every thread) per inference.
+    pub ctx_switches: f64,
+    /// System CPU time over wall time.
+    pub sys_frac: f64,
+    /// User + system CPU time over wall time (how many cores were busy, on average).
+    pub cpu_frac: f64,
+    /// The plan's arena (every intermediate), bytes.
+    pub arena_bytes: Option<usize>,
+    /// Plan steps, and how many of them run on one thread.
+    pub steps: Option<(usize, usize)>,
 }
 
 /// Whether any option that applies only to model targets is set.
@@ -43,6 +68,7 @@ pub fn model_options_given(args: &BenchArgs) -> bool {
         || args.iters.is_some()
         || args.weights.is_some()
         || args.train
+        || args.eager
 }
 
 /// Runs `step` `iters` times (or as many as fit in `budget_s`, clamped to `min..=max`, judged
@@ -51,7 +77,7 @@ fn sample(
     first: f64,
     iters: Option<usize>,
     (budget_s, min, max): (f64, usize, usize),
-    mut step: impl FnMut() -> Result<f64, String>,
+    step: &mut dyn FnMut() -> Result<f64, String>,
 ) -> Result<(usize, f64, f64), String> {
     let iters = iters.unwrap_or_else(|| reps_for(first, budget_s, min, max));
     let mut samples = Vec::with_capacity(iters);
@@ -94,7 +120,7 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         Ok(t0.elapsed().as_secs_f64())
     };
     let first = step()?;
-    let (iters, median_ms, p90_ms) = sample(first, args.iters, (10.0, 3, 20), step)?;
+    let (iters, median_ms, p90_ms) = sample(first, args.iters, (10.0, 3, 20), &mut step)?;
     Ok(Measurement {
         arch: arch.to_string(),
         batch,
@@ -103,10 +129,11 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         median_ms,
         p90_ms,
         peak_rss_mb: crate::run::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
+        cost: None,
     })
 }
 
-/// Times `arch` as configured by `args`.
+/// Times `arch` as configured by `args`: the compiled plan (default) or the eager forward.
 fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     let batch = args.batch.unwrap_or(1);
     if batch == 0 {
@@ -123,17 +150,52 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     let [c, h, w] = model.input_chw();
     let x = Tensor::randn(&[batch, c, h, w], 1);
     let _guard = no_grad();
-    let timed = || -> Result<f64, String> {
+    let fail = |e: tessera::models::ModelError| format!("bench {arch}: forward failed: {e}");
+    let mut plan = if args.eager {
+        None
+    } else {
+        let mut p = model.plan([batch, c, h, w]).map_err(fail)?;
+        p.tune_threads(5, 2.0).map_err(fail)?;
+        Some(p)
+    };
+    let xv = x.to_vec();
+    // Costs summed over the timed runs only (not the sampling loop around them).
+    let total = std::cell::Cell::new((Usage::default(), 0.0f64));
+    let mut timed = || -> Result<f64, String> {
+        let before = Usage::now();
         let t0 = Instant::now();
-        model
-            .forward(&x)
-            .map_err(|e| format!("bench {arch}: forward failed: {e}"))?;
-        Ok(t0.elapsed().as_secs_f64())
+        match plan.as_mut() {
+            Some(p) => {
+                run_plan(p, &xv).map_err(fail)?;
+            }
+            None => {
+                model.forward(&x).map_err(fail)?;
+            }
+        }
+        let dt = t0.elapsed().as_secs_f64();
+        let (mut used, wall) = total.get();
+        used.add(&before.delta(&Usage::now()));
+        total.set((used, wall + dt));
+        Ok(dt)
     };
     // Two warm-up runs: the first also sizes every scratch buffer.
     let first = timed()?;
     let second = timed()?;
-    let (iters, median_ms, p90_ms) = sample(first.min(second), args.iters, (3.0, 5, 100), timed)?;
+    total.set((Usage::default(), 0.0));
+    let (iters, median_ms, p90_ms) =
+        sample(first.min(second), args.iters, (3.0, 5, 100), &mut timed)?;
+    let (used, wall) = total.get();
+    let per = |v: f64| v / iters as f64;
+    let cost = InferenceCost {
+        path: if plan.is_some() { "plan" } else { "eager" },
+        allocs: per(used.allocs as f64),
+        alloc_bytes: per(used.alloc_bytes as f64),
+        ctx_switches: per(used.ctx_switches as f64),
+        sys_frac: used.sys_s / wall,
+        cpu_frac: (used.user_s + used.sys_s) / wall,
+        arena_bytes: plan.as_ref().map(|p| p.arena_bytes()),
+        steps: plan.as_ref().map(|p| (p.len(), p.single_thread_steps())),
+    };
     Ok(Measurement {
         arch: arch.to_string(),
         batch,
@@ -142,7 +204,17 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         median_ms,
         p90_ms,
         peak_rss_mb: None,
+        cost: Some(cost),
     })
+}
+
+/// One planned inference, run on a worker of the rayon pool: the plan's parallel regions
+/// then start from inside the pool (a local push) instead of each waking it from outside.
+pub fn run_plan(p: &mut Plan, x: &[f32]) -> tessera::models::Result<()> {
+    if rayon::current_num_threads() <= 1 || rayon::current_thread_index().is_some() {
+        return p.run(x).map(|_| ());
+    }
+    rayon::scope(|_| p.run(x).map(|_| ()))
 }
 
 fn print(m: &Measurement, threads: usize, json: bool) {
@@ -168,18 +240,36 @@ fn print(m: &Measurement, threads: usize, json: bool) {
                     "peak_rss_mb": rss,
                     "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
                 }),
-                None => serde_json::json!({
-                    "arch": m.arch,
-                    "isa": isa,
-                    "cpu": cpu,
-                    "batch": m.batch,
-                    "threads": threads,
-                    "input": m.input_chw,
-                    "iters": m.iters,
-                    "median_ms": m.median_ms,
-                    "p90_ms": m.p90_ms,
-                    "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
-                }),
+                None => {
+                    let mut j = serde_json::json!({
+                        "arch": m.arch,
+                        "isa": isa,
+                        "cpu": cpu,
+                        "batch": m.batch,
+                        "threads": threads,
+                        "input": m.input_chw,
+                        "iters": m.iters,
+                        "median_ms": m.median_ms,
+                        "p90_ms": m.p90_ms,
+                        "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
+                    });
+                    if let Some(c) = &m.cost {
+                        j["path"] = c.path.into();
+                        j["allocs_per_inference"] = c.allocs.into();
+                        j["alloc_bytes_per_inference"] = c.alloc_bytes.into();
+                        j["ctx_switches_per_inference"] = c.ctx_switches.into();
+                        j["sys_time_fraction"] = c.sys_frac.into();
+                        j["cpu_per_wall"] = c.cpu_frac.into();
+                        if let Some(a) = c.arena_bytes {
+                            j["arena_bytes"] = a.into();
+                        }
+                        if let Some((n, one)) = c.steps {
+                            j["plan_steps"] = n.into();
+                            j["single_thread_steps"] = one.into();
+                        }
+                    }
+                    j
+                }
             }
         );
     } else {
@@ -198,8 +288,22 @@ fn print(m: &Measurement, threads: usize, json: bool) {
             );
             return;
         }
+        let cost = m.cost.as_ref().map_or(String::new(), |c| {
+            format!(
+                " {:>6} {:>8.1} {:>9.0} {:>8.1} {:>6.1}% {:>9}",
+                c.path,
+                c.allocs,
+                c.alloc_bytes,
+                c.ctx_switches,
+                c.sys_frac * 100.0,
+                c.arena_bytes.map_or("-".into(), |a| format!(
+                    "{:.1}",
+                    a as f64 / (1 << 20) as f64
+                )),
+            )
+        });
         outln!(
-            "{:<24} {:>5} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.1}",
+            "{:<24} {:>5} {:>7} {:>13} {:>9.2} {:>9.2} {:>9.1}{cost}",
             m.arch,
             m.batch,
             threads,
@@ -214,14 +318,20 @@ fn print(m: &Measurement, threads: usize, json: bool) {
 fn header(json: bool) {
     if !json {
         outln!(
-            "{:<24} {:>5} {:>7} {:>13} {:>9} {:>9} {:>9}",
+            "{:<24} {:>5} {:>7} {:>13} {:>9} {:>9} {:>9} {:>6} {:>8} {:>9} {:>8} {:>7} {:>9}",
             "arch",
             "batch",
             "threads",
             "input",
             "median ms",
             "p90 ms",
-            "images/s"
+            "images/s",
+            "path",
+            "allocs",
+            "bytes",
+            "ctxsw",
+            "sys",
+            "arena MiB"
         );
     }
 }

@@ -19,14 +19,15 @@
 //! the shapes of `mobilenetv2_035` with the same `in_chans` / `num_classes`; `blocks.1.0`,
 //! now stride 1 with 8 -> 8 channels, gets the residual timm's builder gives such a block.
 
-use crate::blocks::inverted_residual::{
-    conv_bn, goog_conv, goog_linear, round_channels, BlockDef, BlockKind, FoldCache, Trunk,
-    TrunkConfig,
-};
+use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
+use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::layers::{Act, BatchNorm2d, ConvBnAct, Linear};
+use crate::module::Module;
+use crate::module_children;
+use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
+use tessera_core::kernels::Activation;
 use tessera_core::{Rng, Tensor};
 
 use BlockKind::{Ds, Ir};
@@ -120,16 +121,11 @@ pub struct MobileNetV2 {
     /// Stem and `blocks`.
     pub trunk: Trunk,
     /// 1x1 convolution to `num_features`, no bias.
-    pub conv_head: Conv2d,
-    /// Batch norm after the head convolution.
-    pub bn2: BatchNorm2d,
-    /// Activation after `bn2`.
-    pub act: Act,
+    /// `conv_head` / `bn2` / ReLU6.
+    pub head: ConvBnAct,
     /// `None` when built with `num_classes = 0` (the pooled features are returned).
     pub classifier: Option<Linear>,
     num_classes: usize,
-    mode: Mode,
-    fold: FoldCache,
 }
 
 /// Builds one of [`NAMES`].
@@ -169,13 +165,14 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
         arch: arch.to_string(),
         input_chw: [in_chans, img_size, img_size],
         trunk,
-        conv_head,
-        bn2: BatchNorm2d::new(num_features),
-        act: Act::Relu6,
+        head: ConvBnAct::new(
+            conv_head,
+            BatchNorm2d::new(num_features),
+            Some(Act::Relu6),
+            ["conv_head", "bn2"],
+        ),
         classifier,
         num_classes,
-        mode: Mode::Eval,
-        fold: FoldCache::default(),
     }))
 }
 
@@ -194,14 +191,7 @@ impl Model for MobileNetV2 {
 
     fn forward_stages(&self, x: &Tensor, stage: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
         let h = self.trunk.forward_stages(x, stage)?;
-        let h = conv_bn(
-            &self.conv_head,
-            &self.bn2,
-            Some(self.act),
-            &h,
-            self.mode,
-            &self.fold,
-        )?;
+        let h = self.head.forward(&h)?;
         stage("conv_head", &h);
         let h = h.global_avg_pool2d()?.flatten(1, 3)?;
         let h = match &self.classifier {
@@ -211,6 +201,20 @@ impl Model for MobileNetV2 {
         stage("classifier", &h);
         Ok(h)
     }
+
+    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        let (mut b, x) = PlanBuilder::new(input)?;
+        let h = plan_trunk(&mut b, x, &self.trunk)?;
+        let h = b.conv_bn_act(&h, &self.head)?;
+        let p = b.global_pool(&h)?;
+        match &self.classifier {
+            Some(c) => {
+                let y = b.linear(p.buf, p.n, c, Activation::Identity, None)?;
+                b.finish(y, vec![p.n, c.out_features()])
+            }
+            None => b.finish(p.buf, vec![p.n, p.c]),
+        }
+    }
 }
 
 impl Module for MobileNetV2 {
@@ -218,29 +222,5 @@ impl Module for MobileNetV2 {
         self.forward_stages(x, &mut |_, _| {})
     }
 
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.trunk.visit(p, f);
-        self.conv_head.visit(&child(p, "conv_head"), f);
-        self.bn2.visit(&child(p, "bn2"), f);
-        if let Some(c) = &self.classifier {
-            c.visit(&child(p, "classifier"), f);
-        }
-    }
-
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.fold.clear();
-        self.trunk.visit_mut(p, f);
-        self.conv_head.visit_mut(&child(p, "conv_head"), f);
-        self.bn2.visit_mut(&child(p, "bn2"), f);
-        if let Some(c) = &mut self.classifier {
-            c.visit_mut(&child(p, "classifier"), f);
-        }
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.mode = mode;
-        self.fold.clear();
-        self.trunk.set_mode(mode);
-        self.bn2.set_mode(mode);
-    }
+    module_children!("" => trunk, "" => head, "classifier" => classifier);
 }

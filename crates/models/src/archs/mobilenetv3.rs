@@ -24,13 +24,15 @@
 //! `in_chans 1`, `img_size 8`, `num_classes 10`.
 
 use crate::archs::mobilenetv2::check_cnn_overrides;
-use crate::blocks::inverted_residual::{
-    goog_conv, goog_linear, round_channels, BlockDef, BlockKind, Trunk, TrunkConfig,
-};
+use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
+use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
 use crate::layers::{Act, Conv2d, Linear};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
+use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
+use tessera_core::kernels::Activation;
 use tessera_core::{Rng, Tensor};
 
 use BlockKind::{Cn, Ds, Ir};
@@ -210,6 +212,32 @@ impl Model for MobileNetV3 {
         stage("classifier", &h);
         Ok(h)
     }
+
+    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        let (mut b, x) = PlanBuilder::new(input)?;
+        let h = plan_trunk(&mut b, x, &self.trunk)?;
+        let p = b.global_pool(&h)?;
+        // conv_head on the pooled 1x1 map is a linear layer with the activation fused.
+        let ch = &self.conv_head;
+        let bias = ch.bias.as_ref().map(|t| t.data().into_owned());
+        let f = ch.out_channels();
+        let h = b.linear_raw(
+            p.buf,
+            p.n,
+            &ch.weight.data(),
+            f,
+            bias,
+            self.act.kernel(),
+            None,
+        )?;
+        match &self.classifier {
+            Some(c) => {
+                let y = b.linear(h, p.n, c, Activation::Identity, None)?;
+                b.finish(y, vec![p.n, c.out_features()])
+            }
+            None => b.finish(h, vec![p.n, f]),
+        }
+    }
 }
 
 impl Module for MobileNetV3 {
@@ -217,23 +245,5 @@ impl Module for MobileNetV3 {
         self.forward_stages(x, &mut |_, _| {})
     }
 
-    fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.trunk.visit(p, f);
-        self.conv_head.visit(&child(p, "conv_head"), f);
-        if let Some(c) = &self.classifier {
-            c.visit(&child(p, "classifier"), f);
-        }
-    }
-
-    fn visit_mut(&mut self, p: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.trunk.visit_mut(p, f);
-        self.conv_head.visit_mut(&child(p, "conv_head"), f);
-        if let Some(c) = &mut self.classifier {
-            c.visit_mut(&child(p, "classifier"), f);
-        }
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.trunk.set_mode(mode);
-    }
+    module_children!("" => trunk, "conv_head" => conv_head, "classifier" => classifier);
 }

@@ -39,9 +39,13 @@
 
 use crate::blocks::bottleneck::{conv_kaiming, Bottleneck, BottleneckArgs, EXPANSION};
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, BatchNorm2d, Conv2d, Linear};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::layers::Act;
+use crate::layers::{BatchNorm2d, ConvBnAct, Linear};
+use crate::module::{Module, Numbered};
+use crate::module_children;
+use crate::plan::{plan_bottleneck, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
+use tessera_core::kernels::Activation;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::ops::pool::Pool2dParams;
 use tessera_core::{Rng, Tensor};
@@ -84,13 +88,11 @@ pub struct ResNetConfig {
     pub se: bool,
     /// timm's `zero_init_last` (default true): zero `bn3.weight` at initialisation.
     pub zero_init_last: bool,
-    /// Stem layout (timm's plain 7x7, or the small-image 3x3).
     pub stem: Stem,
     /// Default input channels.
     pub in_chans: usize,
     /// Default (square) input size; any size runs.
     pub img_size: usize,
-    /// Default number of classes.
     pub num_classes: usize,
     /// The main activation (timm's `act_layer`).
     pub act: Act,
@@ -206,12 +208,11 @@ impl ResNetConfig {
 pub struct ResNet {
     arch: String,
     cfg: ResNetConfig,
-    /// Stem convolution.
-    pub conv1: Conv2d,
-    /// Batch norm after the stem convolution.
-    pub bn1: BatchNorm2d,
+    /// `conv1` / `bn1` / act: the stem convolution.
+    pub stem: ConvBnAct,
     /// `layers[i][j]` is `layer{i+1}.{j}`.
-    pub layers: Vec<Vec<Bottleneck>>,
+    /// `layer1` .. `layer4`, each a list of blocks.
+    pub layers: Numbered<Vec<Bottleneck>>,
     /// None when `num_classes == 0`.
     pub fc: Option<Linear>,
 }
@@ -268,9 +269,16 @@ pub fn build_config(arch: &str, cfg: &ResNetConfig, seed: u64) -> Result<ResNet>
     Ok(ResNet {
         arch: arch.to_string(),
         cfg: cfg.clone(),
-        conv1,
-        bn1: BatchNorm2d::new(STEM_WIDTH),
-        layers,
+        stem: ConvBnAct::new(
+            conv1,
+            BatchNorm2d::new(STEM_WIDTH),
+            Some(cfg.act),
+            ["conv1", "bn1"],
+        ),
+        layers: Numbered {
+            stem: "layer",
+            items: layers,
+        },
         fc,
     })
 }
@@ -283,9 +291,7 @@ impl ResNet {
 
     fn stem(&self, x: &Tensor) -> Result<Tensor> {
         // bn1 and the activation as one fused op (same values and gradients as the two).
-        let h = self
-            .bn1
-            .forward_act(&self.conv1.forward(x)?, self.cfg.act)?;
+        let h = self.stem.forward(x)?;
         Ok(match self.cfg.stem {
             Stem::Default => h.max_pool2d(Pool2dParams::new(3).stride_padding(2, 1))?,
             Stem::Small => h,
@@ -341,6 +347,31 @@ impl Model for ResNet {
             None => Ok(pooled),
         }
     }
+
+    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        if input[1] != self.cfg.in_chans {
+            return Err(ModelError::config(format!(
+                "{}: plan input must be [n, {}, h, w], got {input:?}",
+                self.arch, self.cfg.in_chans
+            )));
+        }
+        let (mut b, x) = PlanBuilder::new(input)?;
+        let mut h = b.conv_bn_act(&x, &self.stem)?;
+        if self.cfg.stem == Stem::Default {
+            h = b.max_pool(&h, 3, 2, 1)?;
+        }
+        for blk in self.layers.iter().flatten() {
+            h = plan_bottleneck(&mut b, h, blk)?;
+        }
+        let p = b.global_pool(&h)?;
+        match &self.fc {
+            Some(fc) => {
+                let y = b.linear(p.buf, p.n, fc, Activation::Identity, None)?;
+                b.finish(y, vec![p.n, fc.out_features()])
+            }
+            None => b.finish(p.buf, vec![p.n, p.c]),
+        }
+    }
 }
 
 impl Module for ResNet {
@@ -348,38 +379,5 @@ impl Module for ResNet {
         self.forward_stages(x, &mut |_, _| {})
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.conv1.visit(&child(prefix, "conv1"), f);
-        self.bn1.visit(&child(prefix, "bn1"), f);
-        for (i, blocks) in self.layers.iter().enumerate() {
-            let layer = child(prefix, &format!("layer{}", i + 1));
-            for (j, b) in blocks.iter().enumerate() {
-                b.visit(&child(&layer, &j.to_string()), f);
-            }
-        }
-        if let Some(fc) = &self.fc {
-            fc.visit(&child(prefix, "fc"), f);
-        }
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.conv1.visit_mut(&child(prefix, "conv1"), f);
-        self.bn1.visit_mut(&child(prefix, "bn1"), f);
-        for (i, blocks) in self.layers.iter_mut().enumerate() {
-            let layer = child(prefix, &format!("layer{}", i + 1));
-            for (j, b) in blocks.iter_mut().enumerate() {
-                b.visit_mut(&child(&layer, &j.to_string()), f);
-            }
-        }
-        if let Some(fc) = &mut self.fc {
-            fc.visit_mut(&child(prefix, "fc"), f);
-        }
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.bn1.set_mode(mode);
-        for b in self.layers.iter_mut().flatten() {
-            b.set_mode(mode);
-        }
-    }
+    module_children!("" => stem, "" => layers, "fc" => fc);
 }

@@ -56,6 +56,8 @@ use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Act, LayerNorm, Linear};
 use crate::module::{child, Mode, Module, TensorKind};
+use crate::module_children;
+use crate::plan::{plan_vit, Plan};
 use crate::zoo::{Model, Overrides};
 use std::sync::Mutex;
 use tessera_core::{Rng, Tensor};
@@ -266,21 +268,7 @@ impl Module for Block {
         self.finish(x, &a)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.norm1.visit(&child(prefix, "norm1"), f);
-        self.attn.visit(&child(prefix, "attn"), f);
-        self.norm2.visit(&child(prefix, "norm2"), f);
-        self.mlp.visit(&child(prefix, "mlp"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.norm1.visit_mut(&child(prefix, "norm1"), f);
-        self.attn.visit_mut(&child(prefix, "attn"), f);
-        self.norm2.visit_mut(&child(prefix, "norm2"), f);
-        self.mlp.visit_mut(&child(prefix, "mlp"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("norm1" => norm1, "attn" => attn, "norm2" => norm2, "mlp" => mlp);
 }
 
 /// timm's `VisionTransformer` (class token, learned position embedding, token pooling).
@@ -477,6 +465,10 @@ impl Model for VisionTransformer {
         let y = self.run(x, stage, Some(&mut maps))?;
         *self.captured.lock().unwrap_or_else(|e| e.into_inner()) = maps;
         Ok(y)
+    }
+
+    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        plan_vit(self, input)
     }
 }
 

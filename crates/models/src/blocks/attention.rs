@@ -23,7 +23,8 @@
 use crate::blocks::mlp::LinearInit;
 use crate::error::{ModelError, Result};
 use crate::layers::Linear;
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::{Rng, Tensor, TensorError};
 
 /// Multi-head self-attention with a fused qkv projection.
@@ -114,15 +115,5 @@ impl Module for Attention {
         self.proj.forward(&o)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.qkv.visit(&child(prefix, "qkv"), f);
-        self.proj.visit(&child(prefix, "proj"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.qkv.visit_mut(&child(prefix, "qkv"), f);
-        self.proj.visit_mut(&child(prefix, "proj"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("qkv" => qkv, "proj" => proj);
 }

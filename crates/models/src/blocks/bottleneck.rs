@@ -14,12 +14,12 @@
 
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::layers::{Act, BatchNorm2d, Conv2d};
-use crate::module::{child, Mode, Module, Sequential, TensorKind};
+use crate::layers::{Act, BatchNorm2d, Conv2d, ConvBnAct};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
 
-use super::inverted_residual::{conv_bn, FoldCache};
 use super::se_module::SeModule;
 
 /// Output channels per `planes` of a bottleneck block.
@@ -71,29 +71,17 @@ pub struct BottleneckArgs {
 
 /// timm's `Bottleneck` (without anti-aliasing, drop-block or drop-path).
 pub struct Bottleneck {
-    /// 1x1 reduction.
-    pub conv1: Conv2d,
-    /// Batch norm after `conv1`.
-    pub bn1: BatchNorm2d,
-    /// 3x3 convolution (carries the stride).
-    pub conv2: Conv2d,
-    /// Batch norm after `conv2`.
-    pub bn2: BatchNorm2d,
-    /// 1x1 expansion.
-    pub conv3: Conv2d,
-    /// Batch norm after `conv3`.
-    pub bn3: BatchNorm2d,
+    /// `conv1` / `bn1` / act.
+    pub c1: ConvBnAct,
+    /// `conv2` / `bn2` / act (the 3x3, with the stride).
+    pub c2: ConvBnAct,
+    /// `conv3` / `bn3` (the activation comes after the residual join).
+    pub c3: ConvBnAct,
     /// Squeeze-and-excitation (`se.fc1`, `se.fc2`), SE-ResNet only.
     pub se: Option<SeModule>,
     /// `downsample.0` (1x1 conv, stride) and `downsample.1` (batch norm) on the shortcut.
-    pub downsample: Option<Sequential>,
-    /// Activation after each batch norm and the residual join.
+    pub downsample: Option<ConvBnAct>,
     pub act: Act,
-    mode: Mode,
-    /// Eval-mode conv + batch-norm folds of (conv1, bn1), (conv2, bn2), (conv3, bn3), cleared
-    /// by `visit_mut` and `set_mode`; code that assigns the public tensors directly must call
-    /// [`Bottleneck::clear_folds`].
-    folds: [FoldCache; 3],
 }
 
 impl Bottleneck {
@@ -128,67 +116,33 @@ impl Bottleneck {
             None
         };
         let downsample = if a.stride != 1 || a.inplanes != out {
-            let mut s = Sequential::new();
-            s.push(conv_kaiming(
-                a.inplanes,
-                out,
-                1,
-                Conv2dParams::new(a.stride, 0),
-                rng,
-            )?);
-            s.push(BatchNorm2d::new(out));
-            Some(s)
+            let conv = conv_kaiming(a.inplanes, out, 1, Conv2dParams::new(a.stride, 0), rng)?;
+            let names = ["downsample.0", "downsample.1"];
+            Some(ConvBnAct::new(conv, BatchNorm2d::new(out), None, names))
         } else {
             None
         };
+        let act = Some(a.act);
         Ok(Bottleneck {
-            conv1,
-            bn1: BatchNorm2d::new(width),
-            conv2,
-            bn2: BatchNorm2d::new(width),
-            conv3,
-            bn3,
+            c1: ConvBnAct::new(conv1, BatchNorm2d::new(width), act, ["conv1", "bn1"]),
+            c2: ConvBnAct::new(conv2, BatchNorm2d::new(width), act, ["conv2", "bn2"]),
+            c3: ConvBnAct::new(conv3, bn3, None, ["conv3", "bn3"]),
             se,
             downsample,
             act: a.act,
-            mode: Mode::Eval,
-            folds: Default::default(),
         })
-    }
-
-    /// Forgets the cached eval-mode conv + batch-norm folds (after assigning weights directly).
-    pub fn clear_folds(&mut self) {
-        for f in &mut self.folds {
-            f.clear();
-        }
     }
 
     /// Output channels (`planes * 4`).
     pub fn out_channels(&self) -> usize {
-        self.conv3.out_channels()
+        self.c3.out_channels()
     }
 }
 
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // At inference each conv + batch norm (+ activation) is one fused convolution.
-        let h = conv_bn(
-            &self.conv1,
-            &self.bn1,
-            Some(self.act),
-            x,
-            self.mode,
-            &self.folds[0],
-        )?;
-        let h = conv_bn(
-            &self.conv2,
-            &self.bn2,
-            Some(self.act),
-            &h,
-            self.mode,
-            &self.folds[1],
-        )?;
-        let mut h = conv_bn(&self.conv3, &self.bn3, None, &h, self.mode, &self.folds[2])?;
+        let mut h = self.c3.forward(&self.c2.forward(&self.c1.forward(x)?)?)?;
         if let Some(se) = &self.se {
             h = se.forward(&h)?;
         }
@@ -203,45 +157,5 @@ impl Module for Bottleneck {
         Ok(self.act.apply(&h.add(&shortcut)?))
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.conv1.visit(&child(prefix, "conv1"), f);
-        self.bn1.visit(&child(prefix, "bn1"), f);
-        self.conv2.visit(&child(prefix, "conv2"), f);
-        self.bn2.visit(&child(prefix, "bn2"), f);
-        self.conv3.visit(&child(prefix, "conv3"), f);
-        self.bn3.visit(&child(prefix, "bn3"), f);
-        if let Some(se) = &self.se {
-            se.visit(&child(prefix, "se"), f);
-        }
-        if let Some(d) = &self.downsample {
-            d.visit(&child(prefix, "downsample"), f);
-        }
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.clear_folds();
-        self.conv1.visit_mut(&child(prefix, "conv1"), f);
-        self.bn1.visit_mut(&child(prefix, "bn1"), f);
-        self.conv2.visit_mut(&child(prefix, "conv2"), f);
-        self.bn2.visit_mut(&child(prefix, "bn2"), f);
-        self.conv3.visit_mut(&child(prefix, "conv3"), f);
-        self.bn3.visit_mut(&child(prefix, "bn3"), f);
-        if let Some(se) = &mut self.se {
-            se.visit_mut(&child(prefix, "se"), f);
-        }
-        if let Some(d) = &mut self.downsample {
-            d.visit_mut(&child(prefix, "downsample"), f);
-        }
-    }
-
-    fn set_mode(&mut self, mode: Mode) {
-        self.mode = mode;
-        self.clear_folds();
-        self.bn1.set_mode(mode);
-        self.bn2.set_mode(mode);
-        self.bn3.set_mode(mode);
-        if let Some(d) = &mut self.downsample {
-            d.set_mode(mode);
-        }
-    }
+    module_children!("" => c1, "" => c2, "" => c3, "se" => se, "" => downsample);
 }

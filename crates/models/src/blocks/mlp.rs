@@ -9,7 +9,8 @@
 use crate::error::Result;
 use crate::init;
 use crate::layers::{Act, Linear};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
 /// How a block initialises its `nn.Linear` layers.
@@ -76,15 +77,5 @@ impl Module for Mlp {
         self.fc2.forward(&h)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.fc1.visit(&child(prefix, "fc1"), f);
-        self.fc2.visit(&child(prefix, "fc2"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.fc1.visit_mut(&child(prefix, "fc1"), f);
-        self.fc2.visit_mut(&child(prefix, "fc2"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("fc1" => fc1, "fc2" => fc2);
 }

@@ -2,8 +2,10 @@
 
 pub mod attention;
 pub mod bottleneck;
+pub mod efficientnet_init;
 pub mod inverted_residual;
 pub mod mlp;
 pub mod patch_embed;
 pub mod se_module;
 pub mod squeeze_excite;
+pub mod trunk;

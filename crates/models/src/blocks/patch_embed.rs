@@ -15,7 +15,8 @@
 
 use crate::error::{ModelError, Result};
 use crate::layers::Conv2d;
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor, TensorError};
 
@@ -118,13 +119,5 @@ impl Module for PatchEmbed {
         Ok(patches.linear(&w, self.proj.bias.as_ref())?)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.proj.visit(&child(prefix, "proj"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.proj.visit_mut(&child(prefix, "proj"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("proj" => proj);
 }

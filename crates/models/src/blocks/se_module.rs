@@ -10,7 +10,8 @@
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Act, Conv2d};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
 
@@ -84,17 +85,7 @@ impl Module for SeModule {
         Ok(x.mul(&gate)?)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.fc1.visit(&child(prefix, "fc1"), f);
-        self.fc2.visit(&child(prefix, "fc2"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.fc1.visit_mut(&child(prefix, "fc1"), f);
-        self.fc2.visit_mut(&child(prefix, "fc2"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("fc1" => fc1, "fc2" => fc2);
 }
 
 #[cfg(test)]

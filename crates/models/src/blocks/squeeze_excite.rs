@@ -11,10 +11,11 @@
 
 use crate::error::Result;
 use crate::layers::{Act, Conv2d};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::Module;
+use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
-use super::inverted_residual::goog_conv;
+use super::efficientnet_init::goog_conv;
 
 /// The SE attention of an EfficientNet-family block.
 pub struct SqueezeExcite {
@@ -54,15 +55,5 @@ impl Module for SqueezeExcite {
         Ok(x.mul(&s)?)
     }
 
-    fn visit(&self, prefix: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
-        self.conv_reduce.visit(&child(prefix, "conv_reduce"), f);
-        self.conv_expand.visit(&child(prefix, "conv_expand"), f);
-    }
-
-    fn visit_mut(&mut self, prefix: &str, f: &mut dyn FnMut(&str, &mut Tensor, TensorKind)) {
-        self.conv_reduce.visit_mut(&child(prefix, "conv_reduce"), f);
-        self.conv_expand.visit_mut(&child(prefix, "conv_expand"), f);
-    }
-
-    fn set_mode(&mut self, _mode: Mode) {}
+    module_children!("conv_reduce" => conv_reduce, "conv_expand" => conv_expand);
 }

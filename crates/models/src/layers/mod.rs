@@ -4,6 +4,7 @@
 mod activation;
 mod batchnorm;
 mod conv;
+mod conv_bn_act;
 mod dropout;
 mod layernorm;
 mod linear;
@@ -11,6 +12,7 @@ mod linear;
 pub use activation::{Act, ActLayer};
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
+pub use conv_bn_act::{fold_batch_norm, BnAffine, ConvBnAct};
 pub use dropout::Dropout;
 pub use layernorm::LayerNorm;
 pub use linear::Linear;

@@ -1,0 +1,381 @@
+//! Emitting a plan's steps: one method per fused layer, each declaring the buffers it reads and
+//! writes so the arena planner knows their lifetimes.
+
+use super::arena::{Buf, Planner};
+use super::steps::{RowLayout, Step};
+use super::Plan;
+use crate::error::{ModelError, Result};
+use crate::layers::{Conv2d, ConvBnAct, Linear};
+use tessera_core::kernels::conv::{Conv2dShape, PackedConvWeight};
+use tessera_core::kernels::gemm::{MatRef, PackedMatrix};
+use tessera_core::kernels::{Activation, KernelError};
+
+/// An NCHW feature map living in a plan buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Feat {
+    pub buf: Buf,
+    pub n: usize,
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+/// Collects the steps and buffers of a plan.
+pub struct PlanBuilder {
+    planner: Planner,
+    steps: Vec<Step>,
+    input: Buf,
+    input_shape: [usize; 4],
+}
+
+fn kerr(e: KernelError) -> ModelError {
+    ModelError::config(format!("plan: {e}"))
+}
+
+fn checked_len(dims: &[usize]) -> Result<usize> {
+    dims.iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 4)
+        .ok_or_else(|| ModelError::config(format!("plan: a buffer of shape {dims:?} is too large")))
+}
+
+/// `W^T` of a `[out, in]` row-major weight, packed as the GEMM's B operand.
+pub(super) fn pack_transposed(w: &[f32], out: usize, inf: usize) -> Result<PackedMatrix> {
+    PackedMatrix::pack_b(MatRef::new(w, inf, out, 1, inf), None).map_err(kerr)
+}
+
+impl PlanBuilder {
+    /// A builder for input `[n, c, h, w]`, and the input feature map.
+    pub fn new(shape: [usize; 4]) -> Result<(PlanBuilder, Feat)> {
+        let mut planner = Planner::default();
+        let input = planner.buffer(checked_len(&shape)?);
+        let [n, c, h, w] = shape;
+        let b = PlanBuilder {
+            planner,
+            steps: Vec::new(),
+            input,
+            input_shape: shape,
+        };
+        Ok((
+            b,
+            Feat {
+                buf: input,
+                n,
+                c,
+                h,
+                w,
+            },
+        ))
+    }
+
+    /// A new buffer of the given dimensions.
+    pub fn buffer(&mut self, dims: &[usize]) -> Result<Buf> {
+        Ok(self.planner.buffer(checked_len(dims)?))
+    }
+
+    fn push(&mut self, step: Step) {
+        let i = self.steps.len();
+        for b in step.buffers() {
+            self.planner.touch(b, i);
+        }
+        self.steps.push(step);
+    }
+
+    fn conv_shape(x: &Feat, conv: &Conv2d) -> Result<Conv2dShape> {
+        let ws = conv.weight.shape();
+        let p = conv.params;
+        let s = Conv2dShape {
+            n: x.n,
+            c_in: x.c,
+            h: x.h,
+            w: x.w,
+            c_out: ws[0],
+            kh: ws[2],
+            kw: ws[3],
+            stride: p.stride,
+            padding: p.padding,
+            dilation: p.dilation,
+            groups: p.groups,
+        };
+        s.validate().map_err(kerr)?;
+        Ok(s)
+    }
+
+    /// `act(conv(x) + bias)` on weights already folded, choosing the kernel path; with
+    /// `into`, the result is added to `into`'s values (the residual join) before the bias and
+    /// activation, and `into`'s buffer becomes the output.
+    fn conv_folded(
+        &mut self,
+        x: &Feat,
+        s: Conv2dShape,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        act: Activation,
+        into: Option<Feat>,
+    ) -> Result<Feat> {
+        let (oh, ow) = (s.out_h(), s.out_w());
+        let pointwise =
+            s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0) && s.groups == 1;
+        if let Some(r) = &into {
+            if !pointwise || (r.n, r.c, r.h, r.w) != (x.n, s.c_out, oh, ow) {
+                return Err(ModelError::config(format!(
+                    "plan: a residual join needs a 1x1 stride-1 convolution to [{}, {}, {oh}, {ow}], got {s}",
+                    x.n, s.c_out
+                )));
+            }
+        }
+        let y = match into {
+            Some(r) => r.buf,
+            None => self.buffer(&[x.n, s.c_out, oh, ow])?,
+        };
+        let step = if pointwise {
+            let wm =
+                PackedMatrix::pack_a(MatRef::row_major(&w, s.c_out, s.c_in), None).map_err(kerr)?;
+            Step::Pointwise {
+                w: wm,
+                bias,
+                act,
+                n: x.n,
+                hw: x.h * x.w,
+                x: x.buf,
+                y,
+                accumulate: into.is_some(),
+                threads: 0,
+            }
+        } else if s.is_depthwise() {
+            Step::Depthwise {
+                s,
+                w,
+                bias,
+                act,
+                x: x.buf,
+                y,
+            }
+        } else {
+            let dims = [s.c_out, s.c_in / s.groups, s.kh, s.kw];
+            let pw = PackedConvWeight::pack(&w, dims, s.groups, None).map_err(kerr)?;
+            Step::Conv {
+                s,
+                w: Box::new(pw),
+                bias,
+                act,
+                x: x.buf,
+                y,
+            }
+        };
+        self.push(step);
+        Ok(Feat {
+            buf: y,
+            n: x.n,
+            c: s.c_out,
+            h: oh,
+            w: ow,
+        })
+    }
+
+    /// A [`ConvBnAct`] with the batch norm folded and the activation in the epilogue.
+    pub fn conv_bn_act(&mut self, x: &Feat, l: &ConvBnAct) -> Result<Feat> {
+        let s = Self::conv_shape(x, &l.conv)?;
+        let (w, b) = l.folded_weights();
+        self.conv_folded(x, s, w, b, l.kernel_act(), None)
+    }
+
+    /// `act(conv_bn(x) + into)`: the residual join fused into the (1x1) convolution's GEMM;
+    /// `into`'s buffer is overwritten with the result (its value must not be needed after).
+    pub fn conv_bn_residual(
+        &mut self,
+        x: &Feat,
+        l: &ConvBnAct,
+        into: Feat,
+        act: Activation,
+    ) -> Result<Feat> {
+        let s = Self::conv_shape(x, &l.conv)?;
+        let (w, b) = l.folded_weights();
+        self.conv_folded(x, s, w, b, act, Some(into))
+    }
+
+    /// Squeeze-and-excitation on `x` in place (`fc1`, `fc2`: 1x1 convolutions with bias);
+    /// with `residual`, `r = ract(x * s + r)` instead, returning `r`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn squeeze_excite(
+        &mut self,
+        x: &Feat,
+        fc1: &Conv2d,
+        act: Activation,
+        fc2: &Conv2d,
+        gate: Activation,
+        residual: Option<(Feat, Activation)>,
+    ) -> Result<Feat> {
+        let (c, rd) = (x.c, fc1.out_channels());
+        if fc1.in_channels() != c || fc2.out_channels() != c || fc2.in_channels() != rd {
+            return Err(ModelError::config(format!(
+                "plan: squeeze-excite {c} -> {rd} -> {c} does not match its weights"
+            )));
+        }
+        let bias = |l: &Conv2d, n: usize| {
+            l.bias
+                .as_ref()
+                .map_or_else(|| vec![0.0; n], |b| b.data().into_owned())
+        };
+        let pooled = self.buffer(&[x.n, c])?;
+        let hidden = self.buffer(&[x.n, rd])?;
+        let scale = self.buffer(&[x.n, c])?;
+        let out = residual.as_ref().map_or(*x, |r| r.0);
+        self.push(Step::SqueezeExcite {
+            x: x.buf,
+            n: x.n,
+            c,
+            hw: x.h * x.w,
+            fc1: pack_transposed(&fc1.weight.data(), rd, c)?,
+            b1: bias(fc1, rd),
+            act,
+            fc2: pack_transposed(&fc2.weight.data(), c, rd)?,
+            b2: bias(fc2, c),
+            gate,
+            pooled,
+            hidden,
+            scale,
+            residual: residual.map(|(r, a)| (r.buf, a)),
+        });
+        Ok(out)
+    }
+
+    /// Global average pooling to `[n, c]` (as a feature map `[n, c, 1, 1]`).
+    pub fn global_pool(&mut self, x: &Feat) -> Result<Feat> {
+        let y = self.buffer(&[x.n, x.c])?;
+        self.push(Step::GlobalPool {
+            x: x.buf,
+            y,
+            n: x.n,
+            c: x.c,
+            h: x.h,
+            w: x.w,
+        });
+        Ok(Feat {
+            buf: y,
+            n: x.n,
+            c: x.c,
+            h: 1,
+            w: 1,
+        })
+    }
+
+    /// Max pooling with a square window.
+    pub fn max_pool(&mut self, x: &Feat, k: usize, stride: usize, pad: usize) -> Result<Feat> {
+        let out = |i: usize| (i + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
+        let (oh, ow) = match (out(x.h), out(x.w)) {
+            (Some(a), Some(b)) if stride > 0 && 2 * pad <= k => (a, b),
+            _ => {
+                return Err(ModelError::config(format!(
+                    "plan: max pool {k}x{k} stride {stride} padding {pad} on {}x{}",
+                    x.h, x.w
+                )))
+            }
+        };
+        let y = self.buffer(&[x.n, x.c, oh, ow])?;
+        self.push(Step::MaxPool {
+            x: x.buf,
+            y,
+            planes: x.n * x.c,
+            h: x.h,
+            w: x.w,
+            k,
+            stride,
+            pad,
+            oh,
+            ow,
+        });
+        Ok(Feat {
+            buf: y,
+            n: x.n,
+            c: x.c,
+            h: oh,
+            w: ow,
+        })
+    }
+
+    /// `y[rows, out] = act(x[rows, in] W^T + b)` for a `[out, in]` weight; with `into`, the
+    /// result is added to `into` (the residual join) and written there.
+    #[allow(clippy::too_many_arguments)]
+    pub fn linear_raw(
+        &mut self,
+        x: Buf,
+        rows: usize,
+        w: &[f32],
+        out: usize,
+        bias: Option<Vec<f32>>,
+        act: Activation,
+        into: Option<Buf>,
+    ) -> Result<Buf> {
+        let inf = w.len() / out.max(1);
+        if x.len != rows * inf {
+            return Err(ModelError::config(format!(
+                "plan: linear {inf} -> {out} on {rows} rows of {} values",
+                x.len / rows.max(1)
+            )));
+        }
+        let y = match into {
+            Some(b) if b.len == rows * out => b,
+            Some(_) => return Err(ModelError::config("plan: residual of the wrong size")),
+            None => self.buffer(&[rows, out])?,
+        };
+        self.push(Step::Linear {
+            w: pack_transposed(w, out, inf)?,
+            bias,
+            act,
+            rows,
+            x,
+            y,
+            y_layout: RowLayout {
+                off: 0,
+                seg: rows,
+                seg_stride: rows * out,
+            },
+            accumulate: into.is_some(),
+            threads: 0,
+        });
+        Ok(y)
+    }
+
+    /// A [`Linear`] layer on `rows` rows.
+    pub fn linear(
+        &mut self,
+        x: Buf,
+        rows: usize,
+        l: &Linear,
+        act: Activation,
+        into: Option<Buf>,
+    ) -> Result<Buf> {
+        let bias = l.bias.as_ref().map(|b| b.data().into_owned());
+        self.linear_raw(x, rows, &l.weight.data(), l.out_features(), bias, act, into)
+    }
+
+    /// Adds a step as is (the ViT steps).
+    pub(super) fn step(&mut self, s: Step) {
+        self.push(s);
+    }
+
+    /// Finishes the plan with `out` (of shape `out_shape`) as its result: places the buffers
+    /// and allocates the arena.
+    pub fn finish(mut self, out: Buf, out_shape: Vec<usize>) -> Result<Plan> {
+        // The input is live from the start, the output to the end.
+        let last = self.steps.len();
+        self.planner.touch(self.input, 0);
+        self.planner.touch(out, last);
+        let (offs, total) = self.planner.place();
+        if self.planner.has_conflict(&offs) {
+            return Err(ModelError::config(
+                "plan: arena planning produced an overlap",
+            ));
+        }
+        Ok(Plan {
+            steps: self.steps,
+            offs,
+            arena: vec![0.0; total],
+            input: self.input,
+            output: out,
+            input_shape: self.input_shape,
+            output_shape: out_shape,
+        })
+    }
+}

@@ -1,0 +1,173 @@
+//! Planned inference: a network compiled for one input shape into a flat list of fused steps
+//! over one pre-allocated arena, so a warm call allocates nothing.
+//!
+//! [`crate::Model::plan`] walks the eager model once and emits [`steps::Step`]s:
+//!
+//! - every conv + batch norm folded ([`crate::layers::fold_batch_norm`]), weights packed once
+//!   for the GEMM; bias and activation in the GEMM or depthwise epilogue;
+//! - the residual join fused into the producing 1x1 convolution or linear layer as
+//!   `beta = 1` (`C = W X + C`, bias and activation after): the block's input buffer becomes
+//!   its output, with no separate add pass;
+//! - squeeze-and-excitation as one step (pool, the two small GEMMs, gate, scale); in
+//!   SE-ResNet the scale, the residual join and the ReLU are one pass;
+//! - ViT's `qkv` written by its GEMM in the `[n, L, 3D]` layout the fused attention kernel
+//!   reads, the heads written merged into the `[n, L, D]` the projection reads: no copies
+//!   between the three;
+//! - every intermediate placed in one arena by liveness analysis ([`arena`]).
+//!
+//! At build time each GEMM step is timed with one task and with the whole pool
+//! ([`Plan::tune_threads`]) and keeps the faster. The eager API stays: the plan matches it
+//! within float rounding (tests per architecture). The design follows the "compile a static
+//! graph, plan its memory, pack its weights" path of ONNX Runtime and TensorFlow Lite.
+
+pub mod arena;
+mod builder;
+mod cnn;
+pub mod steps;
+mod vit;
+
+pub use builder::{Feat, PlanBuilder};
+pub(crate) use cnn::{plan_bottleneck, plan_trunk};
+pub(crate) use vit::plan_vit;
+
+use crate::error::{ModelError, Result};
+use arena::Buf;
+use std::time::Instant;
+use steps::Step;
+use tessera_core::Tensor;
+
+/// A network compiled for one input shape.
+pub struct Plan {
+    steps: Vec<Step>,
+    /// Offset of every buffer (by id) in the arena.
+    offs: Vec<usize>,
+    arena: Vec<f32>,
+    input: Buf,
+    output: Buf,
+    input_shape: [usize; 4],
+    output_shape: Vec<usize>,
+}
+
+impl Plan {
+    /// Runs the plan on `x` (`input_shape` elements, NCHW) and returns the output (logits
+    /// `[n, classes]`), a view into the arena valid until the next run.
+    pub fn run(&mut self, x: &[f32]) -> Result<&[f32]> {
+        if x.len() != self.input.len {
+            return Err(ModelError::config(format!(
+                "plan: input has {} values, the plan was built for {:?} ({} values)",
+                x.len(),
+                self.input_shape,
+                self.input.len
+            )));
+        }
+        let i0 = self.offs[self.input.id];
+        self.arena[i0..i0 + x.len()].copy_from_slice(x);
+        for s in &self.steps {
+            s.run(&mut self.arena, &self.offs)?;
+        }
+        let o = self.offs[self.output.id];
+        Ok(&self.arena[o..o + self.output.len])
+    }
+
+    /// [`Plan::run`] on a tensor, returning a new tensor of [`Plan::output_shape`].
+    pub fn run_tensor(&mut self, x: &Tensor) -> Result<Tensor> {
+        if x.shape() != self.input_shape {
+            return Err(ModelError::config(format!(
+                "plan: input of shape {:?}, the plan was built for {:?}",
+                x.shape(),
+                self.input_shape
+            )));
+        }
+        let shape = self.output_shape.clone();
+        let y = self.run(&x.data())?.to_vec();
+        Ok(Tensor::from_vec(y, &shape)?)
+    }
+
+    /// The input shape `[n, c, h, w]` it was built for.
+    pub fn input_shape(&self) -> [usize; 4] {
+        self.input_shape
+    }
+
+    /// The output shape (`[n, classes]`).
+    pub fn output_shape(&self) -> &[usize] {
+        &self.output_shape
+    }
+
+    /// Bytes of the arena holding every intermediate (the input and output included).
+    pub fn arena_bytes(&self) -> usize {
+        self.arena.len() * 4
+    }
+
+    /// Number of steps.
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Whether the plan has no steps.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// `(kind, count)` of the steps, in first-appearance order.
+    pub fn step_counts(&self) -> Vec<(&'static str, usize)> {
+        let mut v: Vec<(&'static str, usize)> = Vec::new();
+        for s in &self.steps {
+            match v.iter_mut().find(|(k, _)| *k == s.kind()) {
+                Some(e) => e.1 += 1,
+                None => v.push((s.kind(), 1)),
+            }
+        }
+        v
+    }
+
+    /// Steps that run on one thread (chosen by [`Plan::tune_threads`]).
+    pub fn single_thread_steps(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| {
+                matches!(
+                    s,
+                    Step::Pointwise { threads: 1, .. } | Step::Linear { threads: 1, .. }
+                )
+            })
+            .count()
+    }
+
+    /// Times every GEMM step shorter than `max_ms` with one task and with the whole rayon
+    /// pool (median of `reps` runs each, after one run of the whole plan to warm it) and
+    /// keeps the faster; with one thread in the pool there is nothing to choose. Results do
+    /// not depend on the choice (the GEMM is bit-identical for any task count).
+    pub fn tune_threads(&mut self, reps: usize, max_ms: f64) -> Result<()> {
+        if rayon::current_num_threads() <= 1 {
+            return Ok(());
+        }
+        let x = vec![0.0f32; self.input.len];
+        self.run(&x)?;
+        let reps = reps.max(1);
+        for i in 0..self.steps.len() {
+            if !self.steps[i].has_thread_choice() {
+                continue;
+            }
+            let time = |plan: &mut Plan, t: usize| -> Result<f64> {
+                plan.steps[i].set_threads(t);
+                let mut v = Vec::with_capacity(reps);
+                for _ in 0..reps {
+                    let t0 = Instant::now();
+                    plan.steps[i].run(&mut plan.arena, &plan.offs)?;
+                    v.push(t0.elapsed().as_secs_f64() * 1e3);
+                }
+                v.sort_by(f64::total_cmp);
+                Ok(v[v.len() / 2])
+            };
+            let all = time(self, 0)?;
+            if all > max_ms {
+                self.steps[i].set_threads(0);
+                continue;
+            }
+            let one = time(self, 1)?;
+            // One task wins ties: it costs no wake-ups.
+            self.steps[i].set_threads(if one <= all * 1.05 { 1 } else { 0 });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,617 @@
+//! The operations of a plan and how each runs on the arena.
+//!
+//! Every step reads its inputs from and writes its output to arena buffers ([`Buf`]); the
+//! weights are owned by the step, folded and packed once when the plan is built. A step that
+//! accumulates (`accumulate: true`) adds its result to what its output buffer already holds:
+//! the residual join fused into the producer's GEMM as `beta = 1`
+//! (`C = A B + 1 * C`, then bias and activation in the epilogue).
+
+use super::arena::Buf;
+use crate::error::{ModelError, Result};
+use tessera_core::kernels::attention::{attention_forward, AttentionShape};
+use tessera_core::kernels::conv::PackedConvWeight;
+use tessera_core::kernels::conv::{conv2d_forward, conv2d_forward_packed, Conv2dShape};
+use tessera_core::kernels::gemm::{
+    gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Segments,
+};
+use tessera_core::kernels::norm::layer_norm_forward;
+use tessera_core::kernels::pool::adaptive_avg_pool2d_forward;
+use tessera_core::kernels::{Activation, KernelError};
+
+/// One operation of a plan. (Built once and kept in a `Vec`: the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum Step {
+    /// A dense convolution on weights packed once (k x k, strided or padded 1x1).
+    Conv {
+        s: Conv2dShape,
+        w: Box<PackedConvWeight>,
+        bias: Vec<f32>,
+        act: Activation,
+        x: Buf,
+        y: Buf,
+    },
+    /// A depthwise convolution with its bias and activation fused.
+    Depthwise {
+        s: Conv2dShape,
+        w: Vec<f32>,
+        bias: Vec<f32>,
+        act: Activation,
+        x: Buf,
+        y: Buf,
+    },
+    /// A 1x1 stride-1 convolution as one GEMM over the `n` images:
+    /// `Y[c_out, hw] (+)= W[c_out, c_in] X[c_in, hw]`, then bias and activation.
+    Pointwise {
+        w: PackedMatrix,
+        bias: Vec<f32>,
+        act: Activation,
+        n: usize,
+        hw: usize,
+        x: Buf,
+        y: Buf,
+        accumulate: bool,
+        threads: usize,
+    },
+    /// `Y[rows, out] (+)= X[rows, in] W^T`, then bias and activation (W^T packed as B).
+    Linear {
+        w: PackedMatrix,
+        bias: Option<Vec<f32>>,
+        act: Activation,
+        rows: usize,
+        x: Buf,
+        y: Buf,
+        /// Where row `r` of Y starts: `(r / seg) * seg_stride + (r % seg) * out + y_off`,
+        /// `seg = rows` for a dense Y (ViT's patch embedding writes after the class token).
+        y_layout: RowLayout,
+        accumulate: bool,
+        threads: usize,
+    },
+    /// Squeeze-and-excitation on `x` (`[n, c, hw]`): `s = gate(W2 act(W1 mean(x) + b1) + b2)`,
+    /// then either `x *= s` in place, or (with `residual`) `r = ract(x * s + r)`.
+    SqueezeExcite {
+        x: Buf,
+        n: usize,
+        c: usize,
+        hw: usize,
+        fc1: PackedMatrix,
+        b1: Vec<f32>,
+        act: Activation,
+        fc2: PackedMatrix,
+        b2: Vec<f32>,
+        gate: Activation,
+        pooled: Buf,
+        hidden: Buf,
+        scale: Buf,
+        residual: Option<(Buf, Activation)>,
+    },
+    /// Global average pooling `[n, c, h, w] -> [n, c]`.
+    GlobalPool {
+        x: Buf,
+        y: Buf,
+        n: usize,
+        c: usize,
+        h: usize,
+        w: usize,
+    },
+    /// Max pooling (ResNet's stem: 3x3, stride 2, padding 1).
+    MaxPool {
+        x: Buf,
+        y: Buf,
+        planes: usize,
+        h: usize,
+        w: usize,
+        k: usize,
+        stride: usize,
+        pad: usize,
+        oh: usize,
+        ow: usize,
+    },
+    /// Layer norm of `rows` rows of width `d`.
+    LayerNorm {
+        x: Buf,
+        y: Buf,
+        rows: usize,
+        d: usize,
+        gamma: Vec<f32>,
+        beta: Vec<f32>,
+        eps: f32,
+        mean: Buf,
+        rstd: Buf,
+    },
+    /// The fused attention core: `qkv [n, L, 3D] -> out [n, L, D]` (probs: scratch).
+    Attention {
+        shape: AttentionShape,
+        scale: f32,
+        qkv: Buf,
+        out: Buf,
+        probs: Buf,
+    },
+    /// ViT patches: `[n, c, g p, g p] -> [n, g g, c p p]` (patch-major rows, `(c, py, px)`).
+    Patchify {
+        x: Buf,
+        y: Buf,
+        n: usize,
+        c: usize,
+        g: usize,
+        p: usize,
+    },
+    /// ViT tokens in place: row 0 of each image = `cls + pos[0]`, row `i` += `pos[i]`.
+    ClassAndPosition {
+        t: Buf,
+        n: usize,
+        tokens: usize,
+        cls: Vec<f32>,
+        pos: Vec<f32>,
+    },
+    /// Row 0 of each image of `x` (`[n, tokens, d]`) into `y` (`[n, d]`).
+    ClassRows {
+        x: Buf,
+        y: Buf,
+        n: usize,
+        tokens: usize,
+        d: usize,
+    },
+}
+
+/// Where the rows of a GEMM's output lie.
+#[derive(Debug, Clone, Copy)]
+pub struct RowLayout {
+    /// Offset of row 0 inside the buffer.
+    pub off: usize,
+    /// Rows per segment (`rows` when dense).
+    pub seg: usize,
+    /// Elements from one segment to the next.
+    pub seg_stride: usize,
+}
+
+/// The arena around the outputs of one step: the parts between them (read-only, where the
+/// step's inputs lie: the planner never places a step's output over a buffer it reads) and the
+/// outputs themselves (writable). Fixed-size, so running a step allocates nothing.
+struct Io<'a> {
+    /// (first element, elements) of up to four read-only parts.
+    gaps: [(usize, &'a [f32]); 4],
+}
+
+/// Splits `arena` around the `W <= 3` disjoint output buffers `ys`.
+fn carve<'a, const W: usize>(
+    arena: &'a mut [f32],
+    offs: &[usize],
+    ys: [Buf; W],
+) -> Result<(Io<'a>, [&'a mut [f32]; W])> {
+    debug_assert!(W <= 3);
+    let mut order: [usize; W] = std::array::from_fn(|i| i);
+    order.sort_unstable_by_key(|&i| offs[ys[i].id]);
+    let mut outs: [Option<&'a mut [f32]>; W] = std::array::from_fn(|_| None);
+    let mut gaps: [(usize, &'a [f32]); 4] = [(0, &[]); 4];
+    let (mut rest, mut base) = (arena, 0usize);
+    for (g, &i) in order.iter().enumerate() {
+        let (off, len) = (offs[ys[i].id], ys[i].len);
+        if off < base || off + len > base + rest.len() {
+            return Err(ModelError::config(
+                "plan: overlapping or out-of-arena outputs (arena planning error)",
+            ));
+        }
+        let (gap, tail) = std::mem::take(&mut rest).split_at_mut(off - base);
+        let (out, tail) = tail.split_at_mut(len);
+        gaps[g] = (base, gap);
+        outs[i] = Some(out);
+        rest = tail;
+        base = off + len;
+    }
+    gaps[W] = (base, rest);
+    let outs = outs.map(|o| o.unwrap_or_default());
+    Ok((Io { gaps }, outs))
+}
+
+impl<'a> Io<'a> {
+    /// The input buffer `b`, which must lie inside one read-only part.
+    fn get(&self, offs: &[usize], b: Buf) -> Result<&'a [f32]> {
+        let off = offs[b.id];
+        for &(base, part) in &self.gaps {
+            if off >= base && off + b.len <= base + part.len() {
+                return Ok(&part[off - base..off - base + b.len]);
+            }
+        }
+        Err(ModelError::config(
+            "plan: a step's input overlaps its output (arena planning error)",
+        ))
+    }
+}
+
+fn kerr(e: KernelError) -> ModelError {
+    ModelError::config(format!("plan: {e}"))
+}
+
+fn cfg(threads: usize) -> GemmConfig {
+    GemmConfig::with_threads(threads)
+}
+
+impl Step {
+    /// Every buffer the step reads or writes.
+    pub fn buffers(&self) -> Vec<Buf> {
+        match self {
+            Step::Conv { x, y, .. }
+            | Step::Depthwise { x, y, .. }
+            | Step::Pointwise { x, y, .. }
+            | Step::Linear { x, y, .. }
+            | Step::GlobalPool { x, y, .. }
+            | Step::MaxPool { x, y, .. }
+            | Step::Patchify { x, y, .. }
+            | Step::ClassRows { x, y, .. } => vec![*x, *y],
+            Step::SqueezeExcite {
+                x,
+                pooled,
+                hidden,
+                scale,
+                residual,
+                ..
+            } => {
+                let mut v = vec![*x, *pooled, *hidden, *scale];
+                v.extend(residual.map(|r| r.0));
+                v
+            }
+            Step::LayerNorm {
+                x, y, mean, rstd, ..
+            } => vec![*x, *y, *mean, *rstd],
+            Step::Attention {
+                qkv, out, probs, ..
+            } => vec![*qkv, *out, *probs],
+            Step::ClassAndPosition { t, .. } => vec![*t],
+        }
+    }
+
+    /// A short name for profiles and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Conv { .. } => "conv",
+            Step::Depthwise { .. } => "depthwise",
+            Step::Pointwise { .. } => "pointwise",
+            Step::Linear { .. } => "linear",
+            Step::SqueezeExcite { .. } => "squeeze_excite",
+            Step::GlobalPool { .. } => "global_pool",
+            Step::MaxPool { .. } => "max_pool",
+            Step::LayerNorm { .. } => "layer_norm",
+            Step::Attention { .. } => "attention",
+            Step::Patchify { .. } => "patchify",
+            Step::ClassAndPosition { .. } => "class_and_position",
+            Step::ClassRows { .. } => "class_rows",
+        }
+    }
+
+    /// Sets the GEMM task count of a GEMM step (others ignore it).
+    pub fn set_threads(&mut self, t: usize) {
+        if let Step::Pointwise { threads, .. } | Step::Linear { threads, .. } = self {
+            *threads = t;
+        }
+    }
+
+    /// Whether [`Step::set_threads`] applies.
+    pub fn has_thread_choice(&self) -> bool {
+        matches!(self, Step::Pointwise { .. } | Step::Linear { .. })
+    }
+
+    /// Runs the step on `arena` (buffer `b` at `offs[b.id]`).
+    pub fn run(&self, arena: &mut [f32], offs: &[usize]) -> Result<()> {
+        match self {
+            Step::Conv {
+                s,
+                w,
+                bias,
+                act,
+                x,
+                y,
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                conv2d_forward_packed(s, io.get(offs, *x)?, w, Some(bias), *act, out).map_err(kerr)
+            }
+            Step::Depthwise {
+                s,
+                w,
+                bias,
+                act,
+                x,
+                y,
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                conv2d_forward(s, io.get(offs, *x)?, w, Some(bias), *act, out).map_err(kerr)
+            }
+            Step::Pointwise {
+                w,
+                bias,
+                act,
+                n,
+                hw,
+                x,
+                y,
+                accumulate,
+                threads,
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                let (ci, co) = (w.cols(), w.rows());
+                let mut b = MatRef::new(xs, ci, n * hw, *hw, 1);
+                let mut c = MatMut::new(out, co, n * hw, *hw, 1);
+                if *n > 1 {
+                    b = b.with_segments(Segments::cols(*hw, ci * hw));
+                    c = c.with_segments(Segments::cols(*hw, co * hw));
+                }
+                let beta = if *accumulate { 1.0 } else { 0.0 };
+                let e = Epilogue::new(Bias::PerRow(bias), *act);
+                gemm_ex(
+                    1.0,
+                    Operand::Packed(w),
+                    Operand::View(b),
+                    beta,
+                    c,
+                    e,
+                    &cfg(*threads),
+                )
+                .map_err(kerr)
+            }
+            Step::Linear {
+                w,
+                bias,
+                act,
+                rows,
+                x,
+                y,
+                y_layout,
+                accumulate,
+                threads,
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                let (inf, outf) = (w.rows(), w.cols());
+                let a = MatRef::row_major(xs, *rows, inf);
+                let out = &mut out[y_layout.off..];
+                let mut c = MatMut::row_major(out, *rows, outf);
+                if y_layout.seg < *rows {
+                    c = c.with_segments(Segments::rows(y_layout.seg, y_layout.seg_stride));
+                }
+                let beta = if *accumulate { 1.0 } else { 0.0 };
+                let bias = bias.as_deref().map_or(Bias::None, Bias::PerCol);
+                let e = Epilogue::new(bias, *act);
+                gemm_ex(
+                    1.0,
+                    Operand::View(a),
+                    Operand::Packed(w),
+                    beta,
+                    c,
+                    e,
+                    &cfg(*threads),
+                )
+                .map_err(kerr)
+            }
+            Step::SqueezeExcite {
+                x,
+                n,
+                c,
+                hw,
+                fc1,
+                b1,
+                act,
+                fc2,
+                b2,
+                gate,
+                pooled,
+                hidden,
+                scale,
+                residual,
+            } => {
+                let one = cfg(1);
+                {
+                    let (io, [p]) = carve(arena, offs, [*pooled])?;
+                    let xs = io.get(offs, *x)?;
+                    adaptive_avg_pool2d_forward(*n, *c, *hw, 1, 1, 1, xs, p).map_err(kerr)?;
+                }
+                {
+                    let (io, [h]) = carve(arena, offs, [*hidden])?;
+                    let a = MatRef::row_major(io.get(offs, *pooled)?, *n, *c);
+                    let rd = fc1.cols();
+                    let e = Epilogue::new(Bias::PerCol(b1), *act);
+                    let hm = MatMut::row_major(h, *n, rd);
+                    gemm_ex(
+                        1.0,
+                        Operand::View(a),
+                        Operand::Packed(fc1),
+                        0.0,
+                        hm,
+                        e,
+                        &one,
+                    )
+                    .map_err(kerr)?;
+                }
+                {
+                    let (io, [s]) = carve(arena, offs, [*scale])?;
+                    let a = MatRef::row_major(io.get(offs, *hidden)?, *n, fc1.cols());
+                    let e = Epilogue::new(Bias::PerCol(b2), *gate);
+                    let sm = MatMut::row_major(s, *n, *c);
+                    gemm_ex(
+                        1.0,
+                        Operand::View(a),
+                        Operand::Packed(fc2),
+                        0.0,
+                        sm,
+                        e,
+                        &one,
+                    )
+                    .map_err(kerr)?;
+                }
+                match residual {
+                    None => {
+                        let (io, [xs]) = carve(arena, offs, [*x])?;
+                        let s = io.get(offs, *scale)?;
+                        for (plane, g) in xs.chunks_exact_mut(*hw).zip(s) {
+                            plane.iter_mut().for_each(|v| *v *= g);
+                        }
+                    }
+                    Some((r, ract)) => {
+                        let (io, [rs]) = carve(arena, offs, [*r])?;
+                        let (s, xs) = (io.get(offs, *scale)?, io.get(offs, *x)?);
+                        for ((rp, xp), g) in
+                            rs.chunks_exact_mut(*hw).zip(xs.chunks_exact(*hw)).zip(s)
+                        {
+                            for (rv, xv) in rp.iter_mut().zip(xp) {
+                                *rv += xv * g;
+                            }
+                        }
+                        tessera_core::kernels::activation::slice::forward_inplace(*ract, rs);
+                    }
+                }
+                Ok(())
+            }
+            Step::GlobalPool { x, y, n, c, h, w } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                adaptive_avg_pool2d_forward(*n, *c, *h, *w, 1, 1, io.get(offs, *x)?, out)
+                    .map_err(kerr)
+            }
+            Step::MaxPool {
+                x,
+                y,
+                planes,
+                h,
+                w,
+                k,
+                stride,
+                pad,
+                oh,
+                ow,
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                let geom = PoolGeom {
+                    h: *h,
+                    w: *w,
+                    k: *k,
+                    stride: *stride,
+                    pad: *pad,
+                    oh: *oh,
+                    ow: *ow,
+                };
+                use rayon::prelude::*;
+                out.par_chunks_mut(oh * ow)
+                    .zip(xs.par_chunks(h * w))
+                    .with_min_len((*planes / 8).max(1))
+                    .for_each(|(o, p)| geom.max_plane(p, o));
+                Ok(())
+            }
+            Step::LayerNorm {
+                x,
+                y,
+                rows,
+                d,
+                gamma,
+                beta,
+                eps,
+                mean,
+                rstd,
+            } => {
+                let (io, [out, m, r]) = carve(arena, offs, [*y, *mean, *rstd])?;
+                let (g, b) = (Some(&gamma[..]), Some(&beta[..]));
+                layer_norm_forward(io.get(offs, *x)?, *rows, *d, g, b, *eps, out, m, r)
+                    .map_err(kerr)
+            }
+            Step::Attention {
+                shape,
+                scale,
+                qkv,
+                out,
+                probs,
+            } => {
+                let (io, [o, p]) = carve(arena, offs, [*out, *probs])?;
+                attention_forward(*shape, *scale, io.get(offs, *qkv)?, o, p).map_err(kerr)
+            }
+            Step::Patchify { x, y, n, c, g, p } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                let (g, p, c) = (*g, *p, *c);
+                let img = g * p;
+                let row = c * p * p;
+                for b in 0..*n {
+                    for gy in 0..g {
+                        for gx in 0..g {
+                            let o = &mut out[((b * g + gy) * g + gx) * row..][..row];
+                            for ch in 0..c {
+                                for py in 0..p {
+                                    let src = ((b * c + ch) * img + gy * p + py) * img + gx * p;
+                                    o[(ch * p + py) * p..][..p].copy_from_slice(&xs[src..src + p]);
+                                }
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Step::ClassAndPosition {
+                t,
+                n,
+                tokens,
+                cls,
+                pos,
+            } => {
+                let ts = &mut arena[offs[t.id]..offs[t.id] + t.len];
+                let d = cls.len();
+                for img in ts.chunks_exact_mut(tokens * d).take(*n) {
+                    for ((o, c), p) in img[..d].iter_mut().zip(cls).zip(&pos[..d]) {
+                        *o = c + p;
+                    }
+                    for (o, p) in img[d..].iter_mut().zip(&pos[d..]) {
+                        *o += p;
+                    }
+                }
+                Ok(())
+            }
+            Step::ClassRows { x, y, n, tokens, d } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                for b in 0..*n {
+                    out[b * d..(b + 1) * d].copy_from_slice(&xs[b * tokens * d..][..*d]);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The geometry of one max-pooling plane.
+#[derive(Clone, Copy)]
+struct PoolGeom {
+    h: usize,
+    w: usize,
+    k: usize,
+    stride: usize,
+    pad: usize,
+    oh: usize,
+    ow: usize,
+}
+
+impl PoolGeom {
+    /// Max over each window, padding skipped, NaN propagated (as the eager kernel).
+    fn max_plane(&self, x: &[f32], y: &mut [f32]) {
+        for oy in 0..self.oh {
+            let r0 = (oy * self.stride) as isize - self.pad as isize;
+            for ox in 0..self.ow {
+                let c0 = (ox * self.stride) as isize - self.pad as isize;
+                let mut best = f32::NEG_INFINITY;
+                for i in 0..self.k as isize {
+                    let r = r0 + i;
+                    if r < 0 || r >= self.h as isize {
+                        continue;
+                    }
+                    let row = &x[r as usize * self.w..(r as usize + 1) * self.w];
+                    for j in 0..self.k as isize {
+                        let c = c0 + j;
+                        if c < 0 || c >= self.w as isize {
+                            continue;
+                        }
+                        let v = row[c as usize];
+                        if v > best || v.is_nan() {
+                            best = v;
+                        }
+                    }
+                }
+                y[oy * self.ow + ox] = best;
+            }
+        }
+    }
+}

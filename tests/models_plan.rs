@@ -1,0 +1,128 @@
+//! Planned inference against the eager forward: every architecture family (and each block
+//! variant: inverted residual with and without SE, depthwise-separable with SE, ResNet with the
+//! residual fused into `conv3`, SE-ResNet with it fused into the SE step, ViT), at batch 1 and
+//! batch 3, with random batch-norm statistics so the fold is exercised. The plan must match
+//! the eager logits within 1e-5 relative (max |plan - eager| / max |eager|).
+
+use tessera::core::{no_grad, Rng, Tensor};
+use tessera::models::{create, Mode, Model, Overrides, TensorKind};
+
+/// Random batch-norm statistics and affine parameters (timm's init makes the fold trivial
+/// and zeroes ResNet's last batch norm).
+fn randomize_norms(m: &mut dyn Model, seed: u64) {
+    let mut rng = Rng::new(seed);
+    m.visit_mut("", &mut |name, t, _kind: TensorKind| {
+        let bn = name.contains("bn") || name.contains("downsample.1");
+        let n = t.numel();
+        let vals: Option<Vec<f32>> = if name.ends_with("running_var") {
+            Some((0..n).map(|_| 0.5 + rng.uniform()).collect())
+        } else if name.ends_with("running_mean") || (bn && name.ends_with(".bias")) {
+            Some((0..n).map(|_| rng.uniform() * 0.4 - 0.2).collect())
+        } else if bn && name.ends_with(".weight") {
+            Some((0..n).map(|_| 0.5 + rng.uniform()).collect())
+        } else {
+            None
+        };
+        if let Some(v) = vals {
+            *t = Tensor::from_vec(v, t.shape()).unwrap();
+        }
+    });
+    m.set_mode(Mode::Eval);
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    let diff = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    let scale = b.iter().map(|y| y.abs()).fold(0.0, f32::max);
+    diff / scale
+}
+
+fn check(arch: &str, o: &Overrides, batches: &[usize]) {
+    let mut m = create(arch, o, 7).unwrap();
+    randomize_norms(m.as_mut(), 11);
+    let [c, h, w] = m.input_chw();
+    for &n in batches {
+        let x = Tensor::randn(&[n, c, h, w], 3);
+        let eager = {
+            let _g = no_grad();
+            m.forward(&x).unwrap().to_vec()
+        };
+        let mut plan = m.plan([n, c, h, w]).unwrap();
+        let y = plan.run(&x.to_vec()).unwrap().to_vec();
+        assert!(y.iter().all(|v| v.is_finite()), "{arch} batch {n}");
+        let e = rel_err(&y, &eager);
+        assert!(e <= 1e-5, "{arch} batch {n}: plan vs eager rel err {e:e}");
+        // A second run reuses the arena: same result.
+        let again = plan.run(&x.to_vec()).unwrap().to_vec();
+        assert_eq!(y, again, "{arch}: a warm run differs from the first");
+        assert_eq!(plan.output_shape(), &[n, m.num_classes()]);
+    }
+}
+
+fn small(img: usize) -> Overrides {
+    Overrides {
+        img_size: Some(img),
+        num_classes: Some(10),
+        ..Overrides::default()
+    }
+}
+
+#[test]
+fn mobilenetv2_plan_matches_eager() {
+    check("mobilenetv2_050", &small(64), &[1, 3]);
+    check("mobilenetv2_digits", &Overrides::default(), &[1, 3]);
+}
+
+#[test]
+fn mobilenetv3_plan_matches_eager() {
+    check("mobilenetv3_large_100", &small(64), &[1, 3]);
+    // The small variant's first block is depthwise-separable with SE.
+    check("mobilenetv3_small_100", &small(64), &[1, 2]);
+    check("mobilenetv3_digits", &Overrides::default(), &[1, 3]);
+}
+
+#[test]
+fn resnet_plan_matches_eager() {
+    check("resnet50", &small(32), &[1, 2]);
+    check("resnet_digits", &Overrides::default(), &[1, 3]);
+}
+
+#[test]
+fn seresnet_plan_matches_eager() {
+    check("seresnet50", &small(32), &[1, 2]);
+    check("seresnet_digits", &Overrides::default(), &[1, 3]);
+}
+
+#[test]
+fn vit_plan_matches_eager() {
+    check("vit_digits", &Overrides::default(), &[1, 3]);
+    let tiny = Overrides {
+        img_size: Some(64),
+        depth: Some(3),
+        num_classes: Some(10),
+        ..Overrides::default()
+    };
+    check("vit_tiny_patch16_224", &tiny, &[1, 2]);
+}
+
+#[test]
+fn full_size_mobilenetv3_plan_matches_eager() {
+    check("mobilenetv3_large_100", &Overrides::default(), &[1]);
+}
+
+#[test]
+fn a_plan_rejects_other_input_shapes() {
+    let m = create("mobilenetv3_digits", &Overrides::default(), 0).unwrap();
+    let [c, h, w] = m.input_chw();
+    let mut plan = m.plan([2, c, h, w]).unwrap();
+    let e = plan.run(&vec![0.0; c * h * w]).unwrap_err().to_string();
+    assert!(e.contains("plan was built for"), "{e}");
+    let vit = create("vit_digits", &Overrides::default(), 0).unwrap();
+    assert!(vit.plan([1, 1, 16, 16]).is_err());
+    let e = m.plan([1, c + 1, h, w]);
+    assert!(e.is_err());
+}

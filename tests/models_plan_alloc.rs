@@ -1,0 +1,141 @@
+//! A warm planned inference allocates nothing on the heap: this test binary counts every
+//! allocation with its own global allocator and runs one inference after a warm-up, inside
+//! the rayon pool (entering the pool from outside allocates a queue block every few dozen
+//! entries; that is rayon's, not the plan's). ViT holds today; the convolutional families do
+//! not yet (ignored cases below, with what they allocate).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tessera::core::Tensor;
+use tessera::models::{create, Overrides};
+
+struct Counting;
+
+static BYTES: AtomicU64 = AtomicU64::new(0);
+static CALLS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to `System`, adding to two atomic counters.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        // SAFETY: forwarded unchanged.
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        // SAFETY: forwarded unchanged.
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap (bytes, calls) of five warm planned inferences of `arch` at batch `n`.
+fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
+    // The counters are process-wide: one measurement at a time.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let m = create(arch, o, 0).unwrap();
+    let [c, h, w] = m.input_chw();
+    let x = Tensor::randn(&[n, c, h, w], 1).to_vec();
+    let mut plan = m.plan([n, c, h, w]).unwrap();
+    pool.install(|| {
+        // Warm-up: sizes every per-thread scratch buffer the kernels keep, on every worker
+        // (which worker runs which task varies with work stealing).
+        for _ in 0..10 {
+            plan.run(&x).unwrap();
+        }
+        let (b0, c0) = (BYTES.load(Ordering::SeqCst), CALLS.load(Ordering::SeqCst));
+        for _ in 0..5 {
+            let y = plan.run(&x).unwrap();
+            assert!(y.iter().all(|v| v.is_finite()));
+        }
+        (
+            BYTES.load(Ordering::SeqCst) - b0,
+            CALLS.load(Ordering::SeqCst) - c0,
+        )
+    })
+}
+
+fn img(size: usize) -> Overrides {
+    Overrides {
+        img_size: Some(size),
+        ..Overrides::default()
+    }
+}
+
+#[test]
+fn a_warm_planned_vit_inference_allocates_nothing() {
+    for (arch, o, n) in [
+        ("vit_digits", Overrides::default(), 1),
+        ("vit_tiny_patch16_224", img(64), 1),
+    ] {
+        assert_eq!(
+            warm_run_allocations(arch, &o, n),
+            (0, 0),
+            "{arch} batch {n}"
+        );
+    }
+}
+
+/// Not yet: a warm run of the convolutional plans still allocates inside the convolution
+/// kernels (measured: resnet_digits at batch 3, 1060 bytes in 20 calls; mobilenetv2_100 at
+/// 64x64, 123 KB in 60 calls: the depthwise kernel builds its tap-offset tables on every
+/// call). Run with `cargo test --release --test models_plan_alloc -- --ignored`.
+#[test]
+#[ignore]
+fn a_warm_planned_resnet_inference_allocates_nothing() {
+    for (arch, o, n) in [
+        ("resnet_digits", Overrides::default(), 3),
+        ("seresnet50", img(64), 1),
+    ] {
+        assert_eq!(
+            warm_run_allocations(arch, &o, n),
+            (0, 0),
+            "{arch} batch {n}"
+        );
+    }
+}
+
+/// Not yet at batch > 1: vit_digits at batch 2 allocates 50 bytes in one call per run
+/// (the patch embedding's GEMM writes token rows 1.. of each image through a segmented view).
+#[test]
+#[ignore]
+fn a_warm_planned_vit_inference_at_batch_2_allocates_nothing() {
+    let o = Overrides::default();
+    assert_eq!(warm_run_allocations("vit_digits", &o, 2), (0, 0));
+}
+
+/// Not yet (see the ResNet case).
+#[test]
+#[ignore]
+fn a_warm_planned_mobilenet_inference_allocates_nothing() {
+    for (arch, o, n) in [
+        ("mobilenetv2_100", img(64), 1),
+        ("mobilenetv3_large_100", img(64), 2),
+    ] {
+        assert_eq!(
+            warm_run_allocations(arch, &o, n),
+            (0, 0),
+            "{arch} batch {n}"
+        );
+    }
+}
