@@ -187,7 +187,9 @@ impl<T: Child> Child for Vec<T> {
 /// Children named `{stem}1`, `{stem}2`, ... in their parent's namespace (timm ResNet's
 /// `layer1` .. `layer4`); list it under the empty name. Dereferences to the `Vec`.
 pub struct Numbered<T> {
+    /// Name prefix; child `i` is `{stem}{i + 1}`.
     pub stem: &'static str,
+    /// The children, in order.
     pub items: Vec<T>,
 }
 

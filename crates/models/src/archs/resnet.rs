@@ -88,11 +88,13 @@ pub struct ResNetConfig {
     pub se: bool,
     /// timm's `zero_init_last` (default true): zero `bn3.weight` at initialisation.
     pub zero_init_last: bool,
+    /// The stem: timm's single 7x7 convolution or the deep 3x3 variants.
     pub stem: Stem,
     /// Default input channels.
     pub in_chans: usize,
     /// Default (square) input size; any size runs.
     pub img_size: usize,
+    /// Classifier outputs (0: the head returns pooled features).
     pub num_classes: usize,
     /// The main activation (timm's `act_layer`).
     pub act: Act,

@@ -81,6 +81,7 @@ pub struct Bottleneck {
     pub se: Option<SeModule>,
     /// `downsample.0` (1x1 conv, stride) and `downsample.1` (batch norm) on the shortcut.
     pub downsample: Option<ConvBnAct>,
+    /// Activation after `bn1`, `bn2` and the residual join.
     pub act: Act,
 }
 

@@ -24,9 +24,11 @@ pub struct InvertedResidual {
     pub pw: ConvBnAct,
     /// `conv_dw` / `bn2` / act: the depthwise convolution.
     pub dw: ConvBnAct,
+    /// Squeeze-and-excitation after the depthwise convolution (`se`), if any.
     pub se: Option<SqueezeExcite>,
     /// `conv_pwl` / `bn3`: the linear 1x1 projection.
     pub pwl: ConvBnAct,
+    /// Whether the input is added to the output (stride 1, same channels).
     pub has_skip: bool,
 }
 
@@ -50,9 +52,11 @@ impl Module for InvertedResidual {
 pub struct DepthwiseSeparable {
     /// `conv_dw` / `bn1` / act.
     pub dw: ConvBnAct,
+    /// Squeeze-and-excitation after the depthwise convolution (`se`), if any.
     pub se: Option<SqueezeExcite>,
     /// `conv_pw` / `bn2` (no activation).
     pub pw: ConvBnAct,
+    /// Whether the input is added to the output (stride 1, same channels).
     pub has_skip: bool,
 }
 

@@ -28,8 +28,11 @@ pub enum BlockKind {
 /// `ir_r{repeats}_k{kernel}_s{stride}_e{exp}_c{out}[_se0.25][_nre]`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockDef {
+    /// The block type (`ds`, `ir` or `cn` in timm's block strings).
     pub kind: BlockKind,
+    /// How many blocks the row stacks.
     pub repeats: usize,
+    /// Depthwise (or `cn`) kernel size.
     pub kernel: usize,
     /// Stride of the first block of the row (later ones use 1).
     pub stride: usize,
@@ -45,8 +48,11 @@ pub struct BlockDef {
 
 /// A block of the trunk.
 pub enum MbBlock {
+    /// Depthwise-separable block (`ds`).
     Ds(DepthwiseSeparable),
+    /// Inverted residual (`ir`).
     Ir(InvertedResidual),
+    /// Plain convolution + batch norm + activation (`cn`).
     Cn(ConvBnAct),
 }
 
@@ -89,6 +95,7 @@ impl Module for MbBlock {
 /// How to build a [`Trunk`].
 #[derive(Debug, Clone)]
 pub struct TrunkConfig<'a> {
+    /// Input image channels.
     pub in_chans: usize,
     /// Stem channels (already rounded or fixed, as the architecture decides).
     pub stem_size: usize,

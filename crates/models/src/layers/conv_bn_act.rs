@@ -42,7 +42,9 @@ enum FoldedWeight {
 
 /// `act(bn(conv(x)))`, folded at inference.
 pub struct ConvBnAct {
+    /// The convolution (`conv*` in timm's names).
     pub conv: Conv2d,
+    /// Its batch norm (`bn*`).
     pub bn: BatchNorm2d,
     /// `None`: no activation (a linear bottleneck's projection, ResNet's `bn3`).
     pub act: Option<Act>,
@@ -133,10 +135,15 @@ impl ConvBnAct {
 /// An eval-mode batch norm's per-channel statistics and affine parameters.
 #[derive(Debug, Clone, Copy)]
 pub struct BnAffine<'a> {
+    /// Scale (`weight`).
     pub gamma: &'a [f32],
+    /// Shift (`bias`).
     pub beta: &'a [f32],
+    /// Running mean.
     pub mean: &'a [f32],
+    /// Running variance.
     pub var: &'a [f32],
+    /// Added to the variance before the square root.
     pub eps: f32,
 }
 

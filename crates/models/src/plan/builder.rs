@@ -13,10 +13,15 @@ use tessera_core::kernels::{Activation, KernelError};
 /// An NCHW feature map living in a plan buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Feat {
+    /// The arena buffer holding it.
     pub buf: Buf,
+    /// Images.
     pub n: usize,
+    /// Channels.
     pub c: usize,
+    /// Height.
     pub h: usize,
+    /// Width.
     pub w: usize,
 }
 

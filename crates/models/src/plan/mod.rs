@@ -23,7 +23,7 @@
 pub mod arena;
 mod builder;
 mod cnn;
-pub mod steps;
+pub(crate) mod steps;
 mod vit;
 
 pub use builder::{Feat, PlanBuilder};
