@@ -63,6 +63,10 @@ pub fn data_config(arch: &str) -> DataConfig {
     }
 }
 
+/// The most pixels an input image may have (PIL's decompression-bomb error threshold,
+/// `2 * Image.MAX_IMAGE_PIXELS`).
+pub const MAX_IMAGE_PIXELS: u64 = 178_956_970;
+
 /// Output size of torchvision's `Resize(size)` (shorter side to `size`) for a `w x h` image.
 pub fn resized_size(w: u32, h: u32, size: u32) -> (u32, u32) {
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
@@ -101,10 +105,31 @@ pub fn load(path: &Path, c: usize, size: usize, cfg: &DataConfig) -> Result<Vec<
              give a .npy array [N, {c}, H, W] instead"
         ));
     }
-    let img = ImageReader::open(path)
-        .map_err(|e| format!("{shown}: cannot open: {e}"))?
-        .with_guessed_format()
-        .map_err(|e| format!("{shown}: cannot read: {e}"))?
+    let open = || {
+        ImageReader::open(path)
+            .map_err(|e| format!("{shown}: cannot open: {e}"))?
+            .with_guessed_format()
+            .map_err(|e| format!("{shown}: cannot read: {e}"))
+    };
+    // Decompression bombs: the pixel count is read from the header and checked first.
+    if let Ok((w, h)) = open()?.into_dimensions() {
+        let pixels = w as u64 * h as u64;
+        if pixels > MAX_IMAGE_PIXELS {
+            return Err(format!(
+                "{shown}: {w}x{h} is {pixels} pixels, more than the {MAX_IMAGE_PIXELS} an input image may have"
+            ));
+        }
+        // The resize target (shorter side to the scale size) bounds the work too.
+        let (nw, nh) = resized_size(w.max(1), h.max(1), scale_size(size, cfg.crop_pct));
+        tessera::models::limits::check(
+            &format!("{shown} ({w}x{h}, resized to {nw}x{nh} before the crop)"),
+            (nw as u64)
+                .checked_mul(nh as u64)
+                .and_then(|p| p.checked_mul(4 * 3)),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let img = open()?
         .decode()
         .map_err(|e| format!("{shown}: not a readable PNG or JPEG image (or .npy array): {e}"))?;
     let rgb = img.to_rgb8();

@@ -151,9 +151,8 @@ pub fn store(l: &Limits) -> Result<PathBuf, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let tmp = path.with_extension(format!("json.tmp{}", std::process::id()));
-    std::fs::write(&tmp, format!("{json:#}\n")).map_err(err)?;
-    std::fs::rename(&tmp, &path).map_err(err)?;
+    tessera::models::io::atomic::write_bytes(&path, format!("{json:#}\n").as_bytes())
+        .map_err(|e| format!("peak: cannot write the cache: {e}"))?;
     Ok(path)
 }
 

@@ -190,6 +190,13 @@ pub fn run(args: &RunArgs) -> Result<(), String> {
     let y = infer(model.as_ref(), &x, &source)?;
     let [n, classes] = [y.shape()[0], y.shape()[1]];
     let logits = y.to_vec();
+    let bad = logits.iter().filter(|v| !v.is_finite()).count();
+    if bad > 0 {
+        eprintln!(
+            "tessera: warning: {bad} of the {} output values are NaN or infinite (non-finite weights or input?); the probabilities below are meaningless",
+            logits.len()
+        );
+    }
     if let Some(out) = &args.output {
         npy::write_f32(out, &[n, classes], &logits).map_err(|e| e.to_string())?;
     } else {

@@ -67,6 +67,10 @@ pub struct TrainArgs {
     /// One JSON object per epoch and a final summary object.
     #[arg(long)]
     pub json: bool,
+    /// Check every stage output and parameter gradient for NaN / infinity and stop at the
+    /// first, naming the stage (and op) or parameter (slower).
+    #[arg(long)]
+    pub detect_anomaly: bool,
 }
 
 fn load_data(args: &TrainArgs) -> Result<(Dataset, Dataset), String> {
@@ -110,6 +114,12 @@ fn fmt_duration(s: f64) -> String {
 /// Runs `tessera train`.
 pub fn run(args: &TrainArgs) -> Result<(), String> {
     let threads = crate::init_threads(args.threads)?;
+    tessera::models::anomaly::set_enabled(args.detect_anomaly);
+    // A save that would fail is found now, not after the first epoch.
+    if let Some(path) = &args.save {
+        tessera::models::io::atomic::check_writable(path)
+            .map_err(|e| format!("train: cannot save the checkpoint to --save {e}"))?;
+    }
     let (train, test) = load_data(args)?;
     let mut model = build("train", &args.arch, &args.overrides, args.seed)?;
     if model.input_chw() != train.chw || model.num_classes() != train.num_classes {

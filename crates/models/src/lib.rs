@@ -11,15 +11,18 @@
 //! - safetensors weight loading and saving with timm's names and PyTorch layouts.
 //! - SGD and AdamW with schedules, the digits and CIFAR-10 data sets, and the training loop.
 
+pub mod anomaly;
 pub mod archs;
 pub mod attention_maps;
 pub mod blocks;
+pub mod checkpoint;
 pub mod data;
 pub mod error;
 pub mod grads;
 pub mod init;
 pub mod io;
 pub mod layers;
+pub mod limits;
 pub mod module;
 pub mod optim;
 pub mod recipes;

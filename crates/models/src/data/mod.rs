@@ -3,7 +3,7 @@
 //! normalisation, seeded augmentation and shuffled batches.
 
 mod augment;
-mod cifar;
+pub mod cifar;
 mod digits;
 
 pub use augment::Augment;
