@@ -76,13 +76,22 @@ enum Command {
     Attention(attention::AttentionArgs),
 }
 
-/// Builds the global rayon pool with `threads` workers (0 = one per core).
+/// Most worker threads per logical core `--threads` may ask for: more only adds scheduling
+/// overhead (results are the same for any count), and an absurd count would spend minutes
+/// spawning threads or exhaust the process's thread limit.
+pub(crate) const MAX_THREADS_PER_CORE: usize = 8;
+
+/// Builds the global rayon pool with `threads` workers (0 = one per core, at most
+/// [`MAX_THREADS_PER_CORE`] per core).
 pub(crate) fn init_threads(threads: usize) -> Result<usize, String> {
-    let n = if threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        threads
-    };
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let max = cores.saturating_mul(MAX_THREADS_PER_CORE);
+    if threads > max {
+        return Err(format!(
+            "--threads {threads} is more than {MAX_THREADS_PER_CORE} per logical core ({max} on this machine's {cores} cores)"
+        ));
+    }
+    let n = if threads == 0 { cores } else { threads };
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
         .build_global()
@@ -103,8 +112,59 @@ pub(crate) fn emit_line(line: &str) {
     }
 }
 
+/// Checks of flag values that need no work done first: sizes against the memory budget
+/// (`tessera::models::limits`), so an absurd `--batch` is an error before any allocation.
+fn preflight(command: &Command) -> Result<(), String> {
+    use tessera::models::limits;
+    match command {
+        Command::Profile(a) if tessera::models::zoo::names().contains(&a.arch.as_str()) => {
+            limits::check_batch(
+                &a.arch,
+                &a.overrides.to_overrides(),
+                a.batch,
+                a.train,
+                &format!("--batch {}", a.batch),
+            )
+            .map_err(|e| format!("profile {}: {e}", a.arch))
+        }
+        Command::Train(a) if tessera::models::zoo::names().contains(&a.arch.as_str()) => {
+            // Without --batch the recipe's batch (at most 64) applies.
+            let batch = a.batch.unwrap_or(64);
+            limits::check_batch(
+                &a.arch,
+                &a.overrides.to_overrides(),
+                batch,
+                true,
+                &format!("--batch {batch}"),
+            )
+            .map_err(|e| format!("train {}: {e}", a.arch))
+        }
+        Command::Bench(a) if tessera::models::zoo::names().contains(&a.target.as_str()) => {
+            let batch = a.batch.unwrap_or(if a.train { 8 } else { 1 });
+            limits::check_batch(
+                &a.target,
+                &a.overrides.to_overrides(),
+                batch,
+                a.train,
+                &format!("--batch {batch}"),
+            )
+            .map_err(|e| format!("bench {}: {e}", a.target))
+        }
+        Command::Run(a) if a.overrides.num_classes == Some(0) => Err(format!(
+            "run {}: --num-classes 0 builds the network without its classifier (it returns \
+             pooled features), so there are no classes to rank; give --num-classes N >= 1",
+            a.arch
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(msg) = preflight(&cli.command) {
+        eprintln!("tessera: error: {msg}");
+        return ExitCode::FAILURE;
+    }
     let result = match &cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Cpu(args) => cpu::run(args),

@@ -179,11 +179,8 @@ pub fn store(l: &Limits) -> Result<PathBuf, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(err)?;
     }
-    let text = format!("{json:#}\n");
-    tessera::models::io::safetensors::write_atomically(&path, |w| {
-        std::io::Write::write_all(w, text.as_bytes())
-    })
-    .map_err(|e| format!("peak: {e}"))?;
+    tessera::models::io::atomic::write_bytes(&path, format!("{json:#}\n").as_bytes())
+        .map_err(|e| format!("peak: cannot write the cache: {e}"))?;
     Ok(path)
 }
 

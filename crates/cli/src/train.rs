@@ -102,6 +102,10 @@ pub struct TrainArgs {
     pub json: bool,
     #[command(flatten)]
     pub dist: DistArgs,
+    /// Check every stage output and parameter gradient for NaN / infinity and stop at the
+    /// first, naming the stage (and op) or parameter (slower).
+    #[arg(long)]
+    pub detect_anomaly: bool,
 }
 
 /// Where the training images come from.
@@ -279,6 +283,14 @@ fn run_on(args: &TrainArgs, mut dist: Option<&mut Dist>) -> Result<(), String> {
         Some(d) if args.threads == 0 => d.local_threads(),
         _ => args.threads,
     })?;
+    tessera::models::anomaly::set_enabled(args.detect_anomaly);
+    // A save that would fail is found now, not after the first epoch.
+    for (flag, path) in [("--save", &args.save), ("--checkpoint", &args.checkpoint)] {
+        if let Some(path) = path {
+            tessera::models::io::atomic::check_writable(path)
+                .map_err(|e| format!("train: cannot write {flag} {e}"))?;
+        }
+    }
     let src = source(args)?;
     let mut overrides = args.overrides.clone();
     if let Source::Folder(train, _) = &src {

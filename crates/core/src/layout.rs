@@ -98,7 +98,7 @@ impl Layout {
                 ),
             )
         };
-        if shape.len() < self.shape.len() {
+        if shape.len() < self.shape.len() || checked_numel(shape).is_none() {
             return Err(err());
         }
         let lead = shape.len() - self.shape.len();
@@ -348,6 +348,12 @@ pub fn gather(raw: &[f32], l: &Layout) -> Vec<f32> {
         }
     });
     out
+}
+
+/// The number of elements of `shape`, or `None` when it overflows `usize` (a shape no tensor
+/// can have: constructors and views refuse it rather than wrap around).
+pub fn checked_numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
 }
 
 #[cfg(test)]

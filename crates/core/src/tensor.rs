@@ -121,7 +121,12 @@ impl Tensor {
 
     /// A tensor of `shape` owning `data` (row-major). Errors if the length does not match.
     pub fn from_vec(data: Vec<f32>, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = crate::layout::checked_numel(shape).ok_or_else(|| {
+            TensorError::shape(
+                "from_vec",
+                format!("{}: the element count overflows", fmt_shape(shape)),
+            )
+        })?;
         if data.len() != n {
             return Err(TensorError::shape(
                 "from_vec",
@@ -297,7 +302,10 @@ impl Tensor {
     /// The elements in row-major order: borrowed when contiguous, gathered otherwise.
     pub fn data(&self) -> Cow<'_, [f32]> {
         let l = &self.0.layout;
-        if l.is_contiguous() {
+        if l.numel() == 0 {
+            // An empty view may have an offset past the end of its (empty) storage.
+            Cow::Borrowed(&[])
+        } else if l.is_contiguous() {
             Cow::Borrowed(&self.raw()[l.offset..l.offset + l.numel()])
         } else {
             Cow::Owned(crate::layout::gather(self.raw(), l))

@@ -18,6 +18,11 @@ pub enum ModelError {
     File(FileError),
     /// An invalid architecture configuration ("img_size 30 is not divisible by patch_size 16").
     Config(String),
+    /// A request larger than the memory budget (see [`crate::limits`]): names what asked and
+    /// the bytes it needs.
+    Limit(String),
+    /// NaN or infinity found by anomaly detection (see [`crate::anomaly`]): names where.
+    Anomaly(String),
     /// Weights that do not fit the model: every missing, unexpected, mis-shaped or
     /// wrongly-typed tensor, one line each in `problems` (the message shows the counts and the
     /// first [`SHOWN_PROBLEMS`]).
@@ -28,6 +33,9 @@ pub enum ModelError {
         problems: Vec<String>,
     },
 }
+
+/// How many problems of a [`ModelError::Weights`] its `Display` lists.
+pub const MAX_LISTED: usize = 20;
 
 /// The result type of the models crate.
 pub type Result<T> = std::result::Result<T, ModelError>;
@@ -45,6 +53,8 @@ impl fmt::Display for ModelError {
             ModelError::Tensor(e) => write!(f, "{e}"),
             ModelError::File(e) => write!(f, "{e}"),
             ModelError::Config(m) => write!(f, "invalid configuration: {m}"),
+            ModelError::Limit(m) => write!(f, "over the memory budget: {m}"),
+            ModelError::Anomaly(m) => write!(f, "anomaly: {m}"),
             ModelError::Weights { source, problems } => {
                 let count = |p: &str| problems.iter().filter(|l| l.starts_with(p)).count();
                 let (missing, unexpected) = (count("missing tensor"), count("unexpected tensor"));

@@ -11,9 +11,11 @@
 //! - SGD and AdamW with schedules, the digits, CIFAR-10 and image-folder data sets, the
 //!   training loop, and fine-tuning from pretrained weights ([`finetune`]).
 
+pub mod anomaly;
 pub mod archs;
 pub mod attention_maps;
 pub mod blocks;
+pub mod checkpoint;
 pub mod data;
 #[cfg(feature = "distributed")]
 pub mod distributed;
@@ -24,6 +26,7 @@ pub mod init;
 pub mod io;
 pub mod labels;
 pub mod layers;
+pub mod limits;
 pub mod module;
 pub mod optim;
 pub mod plan;

@@ -1,6 +1,7 @@
 //! The training loop: seeded shuffling and augmentation, mean cross-entropy with label
 //! smoothing, SGD or AdamW with a cosine schedule and linear warm-up, optional gradient clipping,
-//! top-1 / top-5 evaluation, and checkpoints that resume exactly.
+//! top-1 / top-5 evaluation, and checkpoints that resume exactly. A trailing batch of a single
+//! image is skipped ([`batches_per_epoch`]).
 //!
 //! Every random choice is a function of the configured seed, the epoch and the batch index, so
 //! a run resumed from a checkpoint (model, optimizer state, epoch and step) continues to the
@@ -9,14 +10,12 @@
 //! seeded counters, which a checkpoint does not record: with dropout > 0 a resumed run draws
 //! different masks (the presets use no dropout).
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::data::{Augment, Dataset};
 use crate::error::{ModelError, Result};
-use crate::io::safetensors::{self, SafeTensors, TensorRef};
-use crate::module::{named_tensors, set_requires_grad, Mode};
+use crate::module::{set_requires_grad, Mode};
 use crate::optim::{clip_grad_norm, AdamW, LrSchedule, Optimizer, OptimizerState, Sgd};
-use crate::weights;
 use crate::zoo::Model;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tessera_core::{no_grad, Tensor};
@@ -228,6 +227,17 @@ pub trait BatchParallel {
     fn is_root(&self) -> bool;
 }
 
+/// Optimizer steps per epoch over `n` images in batches of `batch`: the last, smaller batch
+/// is kept unless it holds a single image (and is not the only batch). A one-image batch
+/// cannot be batch-normalised where a network's feature maps reach 1x1 (one value per
+/// channel: PyTorch refuses it too), and it would be the noisiest step of the epoch; the image
+/// is seen in other epochs, in another position of the shuffled order.
+pub fn batches_per_epoch(n: usize, batch: usize) -> usize {
+    let batch = batch.max(1);
+    let (full, rem) = (n / batch, n % batch);
+    full + usize::from(rem > 1 || (rem == 1 && full == 0))
+}
+
 /// A training run's optimizer, schedule and position.
 pub struct Trainer {
     /// The run's hyper-parameters.
@@ -268,10 +278,10 @@ impl Trainer {
             OptKind::AdamW => Box::new(AdamW::new(0.9, 0.999, 1e-8, cfg.weight_decay)?),
         };
         opt.no_decay().clone_from(&cfg.no_decay);
-        let steps_per_epoch = train_len.div_ceil(cfg.batch);
+        let steps_per_epoch = batches_per_epoch(train_len, cfg.batch);
         let schedule = LrSchedule::Cosine {
-            warmup: cfg.warmup_epochs * steps_per_epoch,
-            total: cfg.epochs * steps_per_epoch,
+            warmup: cfg.warmup_epochs.saturating_mul(steps_per_epoch),
+            total: cfg.epochs.saturating_mul(steps_per_epoch),
             min_lr: cfg.min_lr,
         };
         set_requires_grad(model, true);
@@ -315,8 +325,12 @@ impl Trainer {
         on_step: &mut dyn FnMut(&StepInfo),
     ) -> Result<EpochStats> {
         let epoch = self.epoch;
-        let batches =
+        let mut batches =
             train.epoch_batches(self.cfg.batch, Some(mix(self.cfg.seed, epoch as u64 + 1)));
+        if batches.len() > 1 && batches.last().is_some_and(|b| b.len() == 1) {
+            // See `batches_per_epoch`.
+            batches.pop();
+        }
         model.set_mode(Mode::Train);
         let t0 = Instant::now();
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -327,11 +341,24 @@ impl Trainer {
                 Some(p) => p.batch(train, idx, self.cfg.augment.as_ref(), seed),
                 None => train.batch(idx, self.cfg.augment.as_ref(), seed),
             };
-            let logits = model.forward(&x)?;
+            let checked = crate::anomaly::enabled();
+            let logits = if checked {
+                crate::anomaly::forward_checked(&*model, &x)?
+            } else {
+                model.forward(&x)?
+            };
             let loss = logits.cross_entropy(&y, self.cfg.label_smoothing)?;
             match parallel.as_deref_mut() {
                 Some(p) => p.backward(model, &loss, y.len(), idx.len(), epoch, b)?,
                 None => loss.backward()?,
+            }
+            if checked {
+                crate::anomaly::check_gradients(&*model).map_err(|e| match e {
+                    ModelError::Anomaly(m) => {
+                        ModelError::Anomaly(format!("epoch {} step {}: {m}", epoch + 1, b + 1))
+                    }
+                    e => e,
+                })?;
             }
             let scale = match self.cfg.clip_grad {
                 Some(max) => clip_grad_norm(&*model, max).1,
@@ -397,112 +424,45 @@ impl Trainer {
         self.opt.load_state(state)
     }
 
-    /// Writes model, optimizer state, epoch and step to `path` atomically (a temporary file,
-    /// then a rename: an interrupted save leaves the previous checkpoint intact).
+    /// Writes model, optimizer state, epoch and step to `path` atomically (see
+    /// [`crate::checkpoint`]: an interrupted save leaves the previous checkpoint intact).
     pub fn save_checkpoint(&self, model: &dyn Model, path: impl AsRef<Path>) -> Result<()> {
-        let state = self.opt.state();
-        let mut owned: Vec<(String, Vec<usize>, Vec<f32>)> = named_tensors(model)
-            .into_iter()
-            .map(|(n, t, _)| (n, t.shape().to_vec(), t.to_vec()))
-            .collect();
-        for (k, v) in state.tensors {
-            owned.push((format!("{OPTIM_PREFIX}{k}"), vec![v.len()], v));
-        }
-        let refs: Vec<TensorRef<'_>> = owned
-            .iter()
-            .map(|(n, s, d)| TensorRef {
-                name: n,
-                shape: s,
-                data: d,
-            })
-            .collect();
-        let mut meta = BTreeMap::new();
-        meta.insert("tessera.arch".into(), model.arch().to_string());
-        meta.insert("tessera.epoch".into(), self.epoch.to_string());
-        meta.insert("tessera.step".into(), self.step.to_string());
-        meta.insert("tessera.seed".into(), self.cfg.seed.to_string());
-        meta.insert("tessera.opt".into(), self.cfg.opt.name().into());
-        for (k, v) in state.scalars {
-            meta.insert(format!("{OPTIM_PREFIX}{k}"), format!("{v:e}"));
-        }
-        safetensors::write(path, &refs, &meta)?;
-        Ok(())
+        checkpoint::save(
+            path,
+            model,
+            self.opt.as_ref(),
+            self.cfg.opt.name(),
+            self.cfg.seed,
+            self.epoch,
+            self.step,
+        )
     }
 
     /// Restores a run from a checkpoint written by [`Trainer::save_checkpoint`] into `model`;
-    /// `cfg` must use the same optimizer and seed.
+    /// `cfg` must use the same optimizer and seed. The checkpoint is validated as a whole
+    /// first ([`Checkpoint::validate`]): on error `model` keeps its weights.
     pub fn resume(
         cfg: TrainConfig,
         model: &mut dyn Model,
         train_len: usize,
         path: impl AsRef<Path>,
     ) -> Result<Trainer> {
-        let path = path.as_ref();
-        let source = path.display().to_string();
-        let file = safetensors::read(path)?;
-        let bad = |m: String| ModelError::Weights {
-            source: source.clone(),
-            problems: vec![m],
-        };
-        let meta = |k: &str| {
-            file.metadata.get(k).cloned().ok_or_else(|| {
-                bad(format!(
-                    "not a tessera checkpoint: no {k:?} in the metadata"
-                ))
-            })
-        };
-        let arch = meta("tessera.arch")?;
-        if arch != model.arch() {
-            return Err(bad(format!(
-                "checkpoint is for {arch}, not {}",
-                model.arch()
-            )));
-        }
-        let opt = meta("tessera.opt")?;
-        let seed: u64 = meta("tessera.seed")?
-            .parse()
-            .map_err(|_| bad("bad seed".into()))?;
-        if opt != cfg.opt.name() || seed != cfg.seed {
-            return Err(bad(format!("checkpoint was trained with --opt {opt} --seed {seed}; resume with the same values")));
-        }
-        let epoch: usize = meta("tessera.epoch")?
-            .parse()
-            .map_err(|_| bad("bad epoch".into()))?;
-        let step: usize = meta("tessera.step")?
-            .parse()
-            .map_err(|_| bad("bad step".into()))?;
-        let mut model_part = SafeTensors::default();
-        let mut state = OptimizerState::default();
-        for (k, t) in file.tensors {
-            match k.strip_prefix(OPTIM_PREFIX) {
-                Some(name) => {
-                    state.tensors.insert(
-                        name.to_string(),
-                        t.as_f32().map(|v| v.to_vec()).unwrap_or_default(),
-                    );
-                }
-                None => {
-                    model_part.tensors.insert(k, t);
-                }
-            }
-        }
-        for (k, v) in &file.metadata {
-            if let Some(name) = k.strip_prefix(OPTIM_PREFIX) {
-                state.scalars.insert(
-                    name.to_string(),
-                    v.parse()
-                        .map_err(|_| bad(format!("bad optimizer scalar {k}")))?,
-                );
-            }
-        }
-        weights::load_from(model, &model_part, &source)?;
+        let ckpt = Checkpoint::read(path)?;
+        Trainer::resume_from(cfg, model, train_len, &ckpt)
+    }
+
+    /// [`Trainer::resume`] from an already-read checkpoint.
+    pub fn resume_from(
+        cfg: TrainConfig,
+        model: &mut dyn Model,
+        train_len: usize,
+        ckpt: &Checkpoint,
+    ) -> Result<Trainer> {
         let mut t = Trainer::new(cfg, model, train_len)?;
-        t.opt.load_state(&state)?;
-        t.epoch = epoch;
-        t.step = step;
+        let (name, seed) = (t.cfg.opt.name(), t.cfg.seed);
+        ckpt.apply(model, t.opt.as_mut(), name, seed)?;
+        t.epoch = ckpt.epoch;
+        t.step = ckpt.step;
         Ok(t)
     }
 }
-
-/// Prefix of optimizer entries in a checkpoint.
-const OPTIM_PREFIX: &str = weights::OPTIMIZER_PREFIX;

@@ -73,6 +73,12 @@ fn expected_tensors(module: &dyn Module) -> Vec<(String, Vec<usize>)> {
         .collect()
 }
 
+/// Every problem between `module`'s tensors and `file` (missing, unexpected, mis-shaped,
+/// non-float), as one [`ModelError::Weights`]; changes nothing.
+pub fn check_against(module: &dyn Module, file: &SafeTensors, source: &str) -> Result<()> {
+    check(&expected_tensors(module), file, source)
+}
+
 /// Loads `path` into `module` (see the module docs for the checks), moving the file's buffers
 /// into the model. On error the module is unchanged.
 pub fn load(module: &mut dyn Module, path: impl AsRef<Path>) -> Result<()> {

@@ -79,7 +79,14 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// Builds `arch` with `overrides`, initialised from `seed` as timm initialises it.
+///
+/// The configuration is checked against the memory budget first ([`crate::limits::check_model`]):
+/// parameters and one image's forward pass must fit, or the error names the override and the
+/// bytes it would need, before anything is allocated.
 pub fn create(arch: &str, overrides: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
+    if names().contains(&arch) {
+        crate::limits::check_model(arch, overrides)?;
+    }
     if archs::vit::NAMES.contains(&arch) {
         archs::vit::build(arch, overrides, seed)
     } else if archs::mobilenetv2::NAMES.contains(&arch) {

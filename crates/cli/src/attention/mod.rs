@@ -133,21 +133,11 @@ fn build(args: &AttentionArgs) -> Result<VisionTransformer, String> {
         .map_err(|e| format!("attention {arch}: {e}"))
 }
 
-/// Writes `text` to `path` atomically: a temporary file beside it, then a rename.
+/// Writes `text` to `path` through the models crate's safe replacement
+/// (`tessera::models::io::atomic`).
 pub fn write_atomic(path: &Path, text: &str) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .ok_or_else(|| format!("attention: --out {}: not a file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, text)
-        .map_err(|e| format!("attention: cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("attention: cannot write {}: {e}", path.display())
-    })
+    tessera::models::io::atomic::write_bytes(path, text.as_bytes())
+        .map_err(|e| format!("attention: cannot write --out: {e}"))
 }
 
 /// The input batch and, for `digits:I`, the image's label.

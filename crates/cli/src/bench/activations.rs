@@ -214,16 +214,10 @@ fn round4(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// Writes `text` to a temporary file beside `path`, then renames it over `path`.
+/// Writes `text` to `path` through the models crate's safe replacement
+/// (`tessera::models::io::atomic`).
 fn write_atomic(path: &std::path::Path, text: &str) -> Result<(), String> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = std::path::PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot rename {} to {}: {e}", tmp.display(), path.display())
-    })
+    tessera::models::io::atomic::write_bytes(path, text.as_bytes()).map_err(|e| e.to_string())
 }
 
 /// One self-contained SVG: left, the curves (swish / hardswish above, sigmoid / hardsigmoid

@@ -32,7 +32,12 @@ impl Tensor {
 
     /// The same elements in `shape` (same count): a view when the strides allow, else one copy.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
+        let n = crate::layout::checked_numel(shape).ok_or_else(|| {
+            TensorError::shape(
+                "reshape",
+                format!("{}: the element count overflows", fmt_shape(shape)),
+            )
+        })?;
         if n != self.numel() {
             return Err(TensorError::shape(
                 "reshape",

@@ -229,6 +229,7 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
 /// `arch` is only its reported name.
 pub fn build_config(arch: &str, cfg: &ResNetConfig, seed: u64) -> Result<ResNet> {
     cfg.validate(arch)?;
+    crate::limits::check_resnet(arch, cfg)?;
     let mut rng = Rng::new(seed);
     let conv1 = match cfg.stem {
         Stem::Default => conv_kaiming(

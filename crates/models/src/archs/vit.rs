@@ -297,6 +297,7 @@ impl VisionTransformer {
     /// A ViT of configuration `cfg` named `arch`, initialised as timm from `seed`.
     pub fn new(arch: &str, cfg: VitConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        crate::limits::check_vit(arch, &cfg)?;
         let mut rng = Rng::new(seed);
         let d = cfg.embed_dim;
         let n_tok = cfg.num_patches() + 1;

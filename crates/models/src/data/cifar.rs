@@ -13,10 +13,27 @@ const RECORD: usize = 1 + 3072;
 const PER_FILE: usize = 10_000;
 
 fn read_file(path: &Path, images: &mut Vec<f32>, labels: &mut Vec<usize>) -> Result<()> {
+    // Check the size before reading: the bytes, then 4 bytes per pixel once decoded.
+    let len = std::fs::metadata(path)
+        .map_err(|e| FileError::io(path, "cannot read", e))?
+        .len();
+    crate::limits::check(
+        &format!("{} ({len} bytes, decoded to f32)", path.display()),
+        len.checked_mul(5),
+    )?;
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, "cannot read", e))?;
+    let (im, lb) = parse_batch(&bytes, path)?;
+    images.extend(im);
+    labels.extend(lb);
+    Ok(())
+}
+
+/// Decodes the records of one CIFAR-10 binary file's bytes (`path` names it in errors):
+/// pixels scaled to [0, 1], and labels.
+pub fn parse_batch(bytes: &[u8], path: &Path) -> Result<(Vec<f32>, Vec<usize>)> {
     // The official files hold 10000 records each; smaller files of whole records (subsets) are
     // accepted, a partial record is not.
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         let whole = bytes.len() / RECORD;
         return Err(FileError::new(
             path,
@@ -27,6 +44,8 @@ fn read_file(path: &Path, images: &mut Vec<f32>, labels: &mut Vec<usize>) -> Res
         )
         .into());
     }
+    let n = bytes.len() / RECORD;
+    let (mut images, mut labels) = (Vec::with_capacity(n * (RECORD - 1)), Vec::with_capacity(n));
     for (i, rec) in bytes.chunks_exact(RECORD).enumerate() {
         if rec[0] > 9 {
             return Err(FileError::new(
@@ -41,7 +60,7 @@ fn read_file(path: &Path, images: &mut Vec<f32>, labels: &mut Vec<usize>) -> Res
         labels.push(rec[0] as usize);
         images.extend(rec[1..].iter().map(|&p| p as f32 / 255.0));
     }
-    Ok(())
+    Ok((images, labels))
 }
 
 /// Reads CIFAR-10 from `dir`: (train with 50000 images, test with 10000).

@@ -4,7 +4,7 @@
 //! shuffled batches.
 
 mod augment;
-mod cifar;
+pub mod cifar;
 mod digits;
 mod folder;
 

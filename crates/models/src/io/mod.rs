@@ -1,6 +1,8 @@
 //! File formats: safetensors (weights, with timm's names) and NumPy `.npy` (inputs, outputs,
-//! labels), plus the small JSON reader they need. No dependencies beyond std.
+//! labels), plus the small JSON reader they need, and the safe file replacement every save
+//! goes through ([`atomic`]). No dependencies beyond std.
 
+pub mod atomic;
 pub mod json;
 pub mod npy;
 pub mod safetensors;

@@ -9,7 +9,8 @@
 //! is rejected with the descr named. Writing produces version 1.0 C-order little-endian files,
 //! atomically.
 
-use super::safetensors::{f16_to_f32, write_atomically};
+use super::atomic::write_atomically;
+use super::safetensors::f16_to_f32;
 use super::{FileError, Values};
 use std::io::{Read, Write};
 use std::path::Path;

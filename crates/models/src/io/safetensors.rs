@@ -8,14 +8,14 @@
 //! overlaps, no holes, as the reference implementation requires), and a truncated or corrupt file
 //! gives an error naming the file and what is wrong, never a panic or an out-of-bounds read.
 //! Tensors are read one at a time straight into their final buffers, so loading needs no second
-//! copy of the file in memory. Writing is atomic: a temporary file in the same directory, then a
-//! rename, so an interrupted save never destroys the previous file.
+//! copy of the file in memory. Writing goes through [`super::atomic`]: a temporary file in the
+//! target's directory, then a rename, so an interrupted save never destroys the previous file.
 
 use super::json::{self, Json};
 use super::{FileError, Values};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Element types of the safetensors specification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -464,32 +464,5 @@ pub fn write(
     })
 }
 
-/// Writes a file through `body` into a temporary sibling, syncs it, then renames it over
-/// `path`; on any error the temporary is removed and `path` is untouched.
-pub fn write_atomically(
-    path: &Path,
-    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
-) -> Result<(), FileError> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| FileError::new(path, "not a file path"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    // Unique per process and per call, so concurrent writers never share a temporary.
-    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    tmp_name.push(format!(".tmp{}-{n}", std::process::id()));
-    let tmp: PathBuf = path.with_file_name(tmp_name);
-    let result = (|| -> std::io::Result<()> {
-        let file = std::fs::File::create(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(1 << 16, file);
-        body(&mut w)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        FileError::new(path, format!("cannot write: {e}"))
-    })
-}
+/// Kept under its old path; see [`super::atomic`].
+pub use super::atomic::write_atomically;

@@ -45,8 +45,102 @@ pub trait Optimizer: Send {
     /// The state to checkpoint.
     fn state(&self) -> OptimizerState;
 
-    /// Restores a checkpointed state (an error if it belongs to another optimizer kind).
+    /// Restores a checkpointed state. The state is checked as a whole first (the problems
+    /// [`Optimizer::check_state`] finds without a model: another optimizer's state, unknown
+    /// keys, a step count that is not a finite non-negative integer); on error nothing changes.
+    /// Lengths are checked against the parameters on the next [`Optimizer::step`], which errors
+    /// rather than resetting a mismatched moment.
     fn load_state(&mut self, state: &OptimizerState) -> Result<()>;
+
+    /// Every problem of `state` as this optimizer's state for parameters `params`
+    /// (`(state_dict name, number of elements)`; `None` skips the checks against parameters):
+    /// another optimizer's keys, unknown keys, a tensor for no parameter or of the wrong length,
+    /// a step count that is not a finite non-negative integer. Empty when the state is usable.
+    fn check_state(
+        &self,
+        state: &OptimizerState,
+        params: Option<&[(String, usize)]>,
+    ) -> Vec<String>;
+}
+
+/// The trainable parameters of `model` as `(state_dict name, number of elements)`: what
+/// [`Optimizer::check_state`] checks a state against.
+pub fn param_sizes(model: &dyn Module) -> Vec<(String, usize)> {
+    let mut v = Vec::new();
+    model.visit("", &mut |name, t, kind| {
+        if kind == TensorKind::Parameter {
+            v.push((name.to_string(), t.numel()));
+        }
+    });
+    v
+}
+
+/// Checks one per-parameter state tensor `key` (`<prefix><name>`, `len` values) against
+/// `params`, pushing problems.
+pub(crate) fn check_param_tensor(
+    key: &str,
+    name: &str,
+    len: usize,
+    params: Option<&[(String, usize)]>,
+    problems: &mut Vec<String>,
+) {
+    let Some(params) = params else { return };
+    match params.iter().find(|(n, _)| n == name) {
+        None => problems.push(format!(
+            "optimizer tensor {key:?} belongs to no parameter of the model"
+        )),
+        Some((_, numel)) if *numel != len => problems.push(format!(
+            "optimizer tensor {key:?} has {len} values but parameter {name:?} has {numel}"
+        )),
+        Some(_) => {}
+    }
+}
+
+/// Checks, before a step changes anything, that every per-parameter state in `maps`
+/// (`(what, state by parameter name)`) has one value per element of its parameter, for the
+/// parameters of `model` that have a gradient.
+pub(crate) fn check_state_lengths(
+    opt: &str,
+    model: &dyn Module,
+    maps: &[(&str, &BTreeMap<String, Vec<f32>>)],
+) -> Result<()> {
+    let mut problems = Vec::new();
+    model.visit("", &mut |name, t, kind| {
+        if kind != TensorKind::Parameter || t.grad().is_none() {
+            return;
+        }
+        for (what, map) in maps {
+            if let Some(s) = map.get(name) {
+                if s.len() != t.numel() {
+                    problems.push(format!(
+                        "{what} of {name:?} has {} values but the parameter has {}",
+                        s.len(),
+                        t.numel()
+                    ));
+                }
+            }
+        }
+    });
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(ModelError::config(format!(
+            "{opt}: the optimizer state does not fit the model: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
+/// A step count stored as a float: a finite non-negative integer no larger than 2^53 (exact in
+/// f64), or a problem.
+pub(crate) fn check_step_count(key: &str, v: f64) -> std::result::Result<u64, String> {
+    if v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= (1u64 << 53) as f64 {
+        Ok(v as u64)
+    } else {
+        Err(format!(
+            "optimizer scalar {key:?} is {v}, not a finite non-negative integer step count"
+        ))
+    }
 }
 
 /// Whether `name` (of the given shape) is decayed under timm's rule.
@@ -54,8 +148,10 @@ pub(crate) fn decays(name: &str, shape: &[usize], no_decay: &[String]) -> bool {
     shape.len() > 1 && !no_decay.iter().any(|n| n == name)
 }
 
-/// An update rule: `(name, shape, values, gradient)`, updating `values` in place.
-pub(crate) type UpdateFn<'a> = dyn FnMut(&str, &[usize], &mut [f32], &[f32]) + 'a;
+/// An update rule: `(name, shape, values, gradient)`, updating `values` in place, or an error
+/// (left unchanged) when its state does not fit the parameter.
+pub(crate) type UpdateFn<'a> =
+    dyn FnMut(&str, &[usize], &mut [f32], &[f32]) -> std::result::Result<(), String> + 'a;
 
 /// Elements per parallel chunk of an element-wise update (each element's arithmetic is the
 /// same whatever the split, so results do not depend on the thread count).
@@ -83,12 +179,19 @@ pub(crate) fn update_params(model: &mut dyn Module, f: &mut UpdateFn<'_>) -> Res
         let shape = t.shape().to_vec();
         // Borrowed when contiguous (gradients are): no copy.
         let g = g.data();
-        if t.update_in_place(|p| f(name, &shape, p, &g)) {
-            t.zero_grad();
+        let mut outcome = Ok(());
+        if t.update_in_place(|p| outcome = f(name, &shape, p, &g)) {
+            match outcome {
+                Ok(()) => t.zero_grad(),
+                Err(m) => err = Some(ModelError::config(m)),
+            }
             return;
         }
         let mut new = t.to_vec();
-        f(name, &shape, &mut new, &g);
+        if let Err(m) = f(name, &shape, &mut new, &g) {
+            err = Some(ModelError::config(m));
+            return;
+        }
         match Tensor::from_vec(new, &shape) {
             Ok(n) => *t = n.requires_grad_(true),
             Err(e) => err = Some(e.into()),

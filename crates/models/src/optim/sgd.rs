@@ -3,7 +3,10 @@
 //! `d = g + wd * p; b = mu * b + d (b = d on the first step); d = nesterov ? d + mu * b : b;
 //! p = p - lr * d`.
 
-use super::{decays, update_params, Optimizer, OptimizerState, UPDATE_CHUNK};
+use super::{
+    check_param_tensor, check_state_lengths, decays, update_params, Optimizer, OptimizerState,
+    UPDATE_CHUNK,
+};
 use crate::error::{ModelError, Result};
 use crate::module::Module;
 use rayon::prelude::*;
@@ -41,6 +44,7 @@ impl Sgd {
 
 impl Optimizer for Sgd {
     fn step(&mut self, model: &mut dyn Module, lr: f32, grad_scale: f32) -> Result<()> {
+        check_state_lengths("sgd", model, &[("momentum buffer", &self.buffers)])?;
         let (mu, nesterov, wd) = (self.momentum, self.nesterov, self.weight_decay);
         let (buffers, no_decay) = (&mut self.buffers, &self.no_decay);
         update_params(model, &mut |name, shape, p, g| {
@@ -52,11 +56,16 @@ impl Optimizer for Sgd {
             // One fused pass (the same arithmetic, in the same order, as the textbook form
             // d = g s + wd p; b = mu b + d; p -= lr (nesterov ? d + mu b : b)).
             if mu != 0.0 {
-                let buf = buffers.entry(name.to_string()).or_default();
-                let fresh = buf.len() != p.len();
-                if fresh {
-                    buf.clear();
-                    buf.resize(p.len(), 0.0);
+                let fresh = !buffers.contains_key(name);
+                let buf = buffers
+                    .entry(name.to_string())
+                    .or_insert_with(|| vec![0.0; p.len()]);
+                if buf.len() != p.len() {
+                    return Err(format!(
+                        "sgd: momentum buffer of {name:?} has {} values, the parameter {}",
+                        buf.len(),
+                        p.len()
+                    ));
                 }
                 p.par_chunks_mut(UPDATE_CHUNK)
                     .zip(g.par_chunks(UPDATE_CHUNK))
@@ -79,6 +88,7 @@ impl Optimizer for Sgd {
                         }
                     });
             }
+            Ok(())
         })
     }
 
@@ -91,24 +101,56 @@ impl Optimizer for Sgd {
             tensors: self
                 .buffers
                 .iter()
-                .map(|(k, v)| (format!("sgd.momentum_buffer.{k}"), v.clone()))
+                .map(|(k, v)| (format!("{BUFFER}{k}"), v.clone()))
                 .collect(),
-            scalars: BTreeMap::from([("sgd".to_string(), 1.0)]),
+            scalars: BTreeMap::from([(MARKER.to_string(), 1.0)]),
         }
     }
 
+    fn check_state(
+        &self,
+        state: &OptimizerState,
+        params: Option<&[(String, usize)]>,
+    ) -> Vec<String> {
+        let mut problems = Vec::new();
+        match state.scalars.get(MARKER) {
+            None => problems.push(format!(
+                "not an SGD state: no {MARKER:?} (scalars: {:?})",
+                state.scalars.keys().collect::<Vec<_>>()
+            )),
+            Some(&v) if v != 1.0 => {
+                problems.push(format!("optimizer scalar {MARKER:?} is {v}, expected 1"))
+            }
+            Some(_) => {}
+        }
+        for k in state.scalars.keys().filter(|k| *k != MARKER) {
+            problems.push(format!("unknown SGD optimizer scalar {k:?}"));
+        }
+        for (key, values) in &state.tensors {
+            match key.strip_prefix(BUFFER) {
+                Some(name) => check_param_tensor(key, name, values.len(), params, &mut problems),
+                None => problems.push(format!("unknown SGD optimizer tensor {key:?}")),
+            }
+        }
+        problems
+    }
+
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
-        if !state.scalars.contains_key("sgd") {
-            return Err(ModelError::config("optimizer state is not an SGD state"));
+        let problems = self.check_state(state, None);
+        if !problems.is_empty() {
+            return Err(ModelError::config(format!(
+                "sgd: cannot load the optimizer state: {}",
+                problems.join("; ")
+            )));
         }
         self.buffers = state
             .tensors
             .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("sgd.momentum_buffer.")
-                    .map(|n| (n.to_string(), v.clone()))
-            })
+            .filter_map(|(k, v)| k.strip_prefix(BUFFER).map(|n| (n.to_string(), v.clone())))
             .collect();
         Ok(())
     }
 }
+
+const BUFFER: &str = "sgd.momentum_buffer.";
+const MARKER: &str = "sgd";
