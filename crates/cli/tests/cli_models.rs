@@ -129,7 +129,9 @@ fn info_table_and_overrides() {
     assert!(total.contains(&digits), "{total} vs {digits}");
 }
 
-/// A small ViT with saved random weights: the CLI's logits must equal the library's.
+/// A small ViT with saved random weights: the CLI's logits must equal the library's compiled
+/// plan (which `run` uses) bit for bit, and its eager forward within the plan's documented
+/// 1e-5 relative bound.
 #[test]
 fn run_npy_with_weights_round_trips_through_output() {
     let o = Overrides {
@@ -143,10 +145,20 @@ fn run_npy_with_weights_round_trips_through_output() {
     let x = Tensor::randn(&[2, 3, 32, 32], 5);
     let xin = tmp("x.npy");
     npy::write_f32(&xin, &[2, 3, 32, 32], &x.to_vec()).unwrap();
-    let want = {
+    let eager = {
         let _g = no_grad();
         model.forward(&x).unwrap().to_vec()
     };
+    let want = model
+        .plan([2, 3, 32, 32])
+        .unwrap()
+        .run(&x.to_vec())
+        .unwrap()
+        .to_vec();
+    let scale = eager.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (p, e) in want.iter().zip(&eager) {
+        assert!((p - e).abs() <= 1e-5 * scale, "plan {p} vs eager {e}");
+    }
     let y = tmp("y.npy");
     let common = [
         "run",
