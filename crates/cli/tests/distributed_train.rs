@@ -50,7 +50,7 @@ fn train(np: Option<usize>, arch: &str, extra: &[&str], save: &Path) -> String {
         Some(n) => mpirun(n),
         None => Command::new(BIN),
     };
-    c.args(["train", arch, "--json", "--save"])
+    c.args(["train", arch, "--json", "--checkpoint"])
         .arg(save)
         .args(STEPS)
         .args(extra);
@@ -160,13 +160,13 @@ fn checkpoint_of_two_processes_resumes_with_one() {
     let (two, part, one) = (d.join("two"), d.join("part"), d.join("one"));
     let args = ["--epochs", "2", "--batch", "72", "--threads", "1"];
     let mut c = mpirun(2);
-    c.args(["train", "vit_digits", "--json", "--save"])
+    c.args(["train", "vit_digits", "--json", "--checkpoint"])
         .arg(&two)
         .args(args);
     check(c.output().unwrap(), "two epochs on two processes");
     // One epoch on two processes, then the second on one process from its checkpoint.
     let mut c = mpirun(2);
-    c.args(["train", "vit_digits", "--json", "--save"])
+    c.args(["train", "vit_digits", "--json", "--checkpoint"])
         .arg(&part)
         .args(["--epochs", "1", "--batch", "72", "--threads", "1"]);
     check(c.output().unwrap(), "first epoch");
@@ -185,7 +185,7 @@ fn checkpoint_of_two_processes_resumes_with_one() {
             "--resume",
         ])
         .arg(&one)
-        .arg("--save")
+        .arg("--checkpoint")
         .arg(&one)
         .output()
         .unwrap();
@@ -243,7 +243,7 @@ fn fail_rank_one(signal: &str, name: &str) -> (f64, String, PathBuf) {
         "--threads",
         "1",
     ])
-    .args(["--dist-timeout", "10", "--save"])
+    .args(["--dist-timeout", "10", "--checkpoint"])
     .arg(&ckpt)
     .stdout(Stdio::null())
     .stderr(Stdio::piped());
