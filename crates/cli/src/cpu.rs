@@ -47,18 +47,24 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
         .iter()
         .map(|&isa| {
             let s = selected(isa);
-            let b = s.tuning.blocking;
             let origin = match &s.origin {
                 Origin::Analytical => "analytical model".to_string(),
                 Origin::Tuned(path) => format!("tessera tune ({path})"),
             };
-            (isa, s.tuning.kernel.name, b, origin)
+            let analytical = s.origin == Origin::Analytical;
+            (
+                isa,
+                s.tuning.kernel.name,
+                s.tuning.blocking,
+                origin,
+                analytical,
+            )
         })
         .collect();
     if args.json {
         let gemm_json: Vec<_> = gemm
             .iter()
-            .map(|(isa, kernel, b, origin)| {
+            .map(|(isa, kernel, b, origin, _)| {
                 serde_json::json!({
                     "isa": isa.name(), "kernel": kernel, "mr": b.mr, "nr": b.nr,
                     "kc": b.kc, "mc": b.mc, "nc": b.nc, "origin": origin
@@ -100,7 +106,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
         outln!("  L3   {}", level_text(l3));
     }
     outln!("GEMM kernels and blocks (Low et al. 2016 model unless tuned):");
-    for (isa, kernel, b, origin) in &gemm {
+    for (isa, kernel, b, origin, analytical) in &gemm {
         outln!(
             "  {:8} {kernel:14} MR {:2} NR {:2} KC {:3} MC {:4} NC {:4}  [{origin}]",
             isa.name(),
@@ -110,7 +116,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
             b.mc,
             b.nc
         );
-        if origin == "analytical model" {
+        if *analytical {
             outln!("           {}", explain(b, caches));
         }
     }

@@ -218,9 +218,7 @@ pub fn render(panels: &[Panel], caption: &str) -> String {
 
 /// Writes `svg` to `path` atomically (a synced temporary file beside it, then a rename).
 pub fn write_atomically(path: &std::path::Path, svg: &str) -> Result<(), String> {
-    use std::io::Write;
-    tessera::models::io::safetensors::write_atomically(path, |w| w.write_all(svg.as_bytes()))
-        .map_err(|e| e.to_string())
+    tessera::models::io::atomic::write_bytes(path, svg.as_bytes()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

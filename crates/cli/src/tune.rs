@@ -82,8 +82,12 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
     }
     let path = tune_cache::path()
         .ok_or("no cache location: set TESSERA_TUNE_CACHE or HOME (and not TESSERA_TUNE=off)")?;
-    tune_cache::write_atomically(&path, &tune_cache::format(&key, &winners))
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    tessera::models::io::atomic::write_bytes(&path, tune_cache::format(&key, &winners).as_bytes())
+        .map_err(|e| format!("cannot write the tuning cache: {e}"))?;
     outln!(
         "written to {} (used by every later run on this CPU; `tessera cpu` shows it)",
         path.display()

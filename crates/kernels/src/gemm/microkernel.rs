@@ -22,6 +22,34 @@ use super::kernel::TileEpilogue;
 use crate::activation::vector::VecAct;
 use crate::simd::Simd;
 
+/// One k step: the NV vectors of a B row, a broadcast of each of the MR values of the A column,
+/// `MR * NV` FMAs. A function, not a closure in [`tile`]: a closure does not inherit the
+/// `#[target_feature]`s of the wrapper that instantiates `tile`, and then the intrinsics in it
+/// are not inlined (each FMA becomes a call).
+///
+/// # Safety
+/// `a` holds MR floats and `b` NV * S::L floats; `S`'s ISA is enabled in the caller.
+#[inline(always)]
+unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
+    acc: &mut [[S::V; NV]; MR],
+    a: *const f32,
+    b: *const f32,
+) {
+    // SAFETY: the function's contract.
+    unsafe {
+        let mut bv = [S::zero(); NV];
+        for (v, x) in bv.iter_mut().enumerate() {
+            *x = S::load(b.add(v * S::L));
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = S::broadcast(a.add(i));
+            for v in 0..NV {
+                row[v] = S::fma(ai, bv[v], row[v]);
+            }
+        }
+    }
+}
+
 /// The shared body: an `MR x (NV * S::L)` tile.
 ///
 /// # Safety
@@ -49,27 +77,18 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
             _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc + nr - 1) as *const i8);
         }
         let mut acc = [[S::zero(); NV]; MR];
-        let step = |acc: &mut [[S::V; NV]; MR], a: *const f32, b: *const f32| {
-            let bv: [S::V; NV] = std::array::from_fn(|v| S::load(b.add(v * S::L)));
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = S::broadcast(a.add(i));
-                for v in 0..NV {
-                    row[v] = S::fma(ai, bv[v], row[v]);
-                }
-            }
-        };
         let (mut a, mut b) = (a, b);
         // Unrolled by 4 to amortise the loop counter; the remainder one step at a time.
         for _ in 0..kc / 4 {
-            step(&mut acc, a, b);
-            step(&mut acc, a.add(MR), b.add(nr));
-            step(&mut acc, a.add(2 * MR), b.add(2 * nr));
-            step(&mut acc, a.add(3 * MR), b.add(3 * nr));
+            step::<S, MR, NV>(&mut acc, a, b);
+            step::<S, MR, NV>(&mut acc, a.add(MR), b.add(nr));
+            step::<S, MR, NV>(&mut acc, a.add(2 * MR), b.add(2 * nr));
+            step::<S, MR, NV>(&mut acc, a.add(3 * MR), b.add(3 * nr));
             a = a.add(4 * MR);
             b = b.add(4 * nr);
         }
         for _ in 0..kc % 4 {
-            step(&mut acc, a, b);
+            step::<S, MR, NV>(&mut acc, a, b);
             a = a.add(MR);
             b = b.add(nr);
         }

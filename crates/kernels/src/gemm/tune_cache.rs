@@ -13,8 +13,8 @@
 //! `$HOME/.cache/tessera/tune.txt`; `TESSERA_TUNE=off` ignores it. It is trusted only whole:
 //! a wrong header, a foreign CPU, an unknown kernel, unusable blocks or a checksum mismatch
 //! (truncation, editing) make the loader warn once on stderr and fall back to the analytical
-//! blocking. It is written atomically (a temporary in the same directory, then a rename), so
-//! a reader never sees half a file.
+//! blocking. `tessera tune` writes it atomically (the models crate's `io::atomic`: a temporary
+//! in the same directory, then a rename), so a reader never sees half a file.
 
 use super::table::{find, Tuning};
 use crate::host::Host;
@@ -127,31 +127,6 @@ pub(crate) fn load_for(isa: Isa) -> Option<(Tuning, String)> {
     }
 }
 
-/// Writes `text` to `path` atomically: a temporary beside it, flushed, then renamed over it.
-pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "tune.txt".into());
-    let tmp = dir.join(format!(".{name}.tessera-tmp.{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,17 +176,5 @@ mod tests {
             let text = format!("{bad}fnv1a {sum:016x}\n");
             assert!(parse(&text, &key).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file() {
-        let dir = std::env::temp_dir().join(format!("tessera-tune-test-{}", std::process::id()));
-        let path = dir.join("tune.txt");
-        write_atomically(&path, "one\n").unwrap();
-        write_atomically(&path, "two\n").unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two\n");
-        let leftovers = std::fs::read_dir(&dir).unwrap().count();
-        assert_eq!(leftovers, 1, "no temporary left behind");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
