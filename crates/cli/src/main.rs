@@ -23,6 +23,7 @@ mod overrides;
 mod peak;
 mod plot;
 mod profile;
+mod profile_plan;
 mod run;
 mod timing;
 mod train;

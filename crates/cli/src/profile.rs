@@ -49,6 +49,10 @@ pub struct ProfileArgs {
     /// One JSON object per op, then a totals object, instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Time the compiled inference plan step by step (what `run` and `bench` execute: batch
+    /// norm folded, epilogues and residual joins fused) instead of the eager forward op by op.
+    #[arg(long)]
+    pub plan: bool,
 }
 
 /// What one profiled run produced.
@@ -462,6 +466,9 @@ fn print_json(args: &ProfileArgs, run: &Run, l: &Limits, note: &str) {
 
 /// Runs `tessera profile`.
 pub fn run(args: &ProfileArgs) -> Result<(), String> {
+    if args.plan {
+        return crate::profile_plan::run(args);
+    }
     if args.batch == 0 || args.repeat == 0 {
         return Err(format!(
             "profile: --batch ({}) and --repeat ({}) must be at least 1",

@@ -211,10 +211,15 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
 /// One planned inference, run on a worker of the rayon pool: the plan's parallel regions
 /// then start from inside the pool (a local push) instead of each waking it from outside.
 pub fn run_plan(p: &mut Plan, x: &[f32]) -> tessera::models::Result<()> {
+    run_plan_with(|| p.run(x).map(|_| ()))
+}
+
+/// Runs `f` on a worker of the rayon pool (see [`run_plan`]).
+pub fn run_plan_with<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if rayon::current_num_threads() <= 1 || rayon::current_thread_index().is_some() {
-        return p.run(x).map(|_| ());
+        return f();
     }
-    rayon::scope(|_| p.run(x).map(|_| ()))
+    rayon::scope(|_| f())
 }
 
 fn print(m: &Measurement, threads: usize, json: bool) {

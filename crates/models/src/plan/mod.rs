@@ -21,6 +21,7 @@
 //! graph, plan its memory, pack its weights" path of ONNX Runtime and TensorFlow Lite.
 
 pub mod arena;
+pub mod awake;
 mod builder;
 mod cnn;
 pub(crate) mod steps;
@@ -48,6 +49,19 @@ pub struct Plan {
     output_shape: Vec<usize>,
 }
 
+/// One step's median time in [`Plan::profile_steps`].
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    /// The step kind (`pointwise`, `depthwise`, `conv`, `attention`, ...).
+    pub kind: &'static str,
+    /// Its shape and fused activation ([`steps::Step::describe`]).
+    pub detail: String,
+    /// GEMM steps: the task count chosen at build (0 = the whole pool, 1 = one task).
+    pub threads: Option<usize>,
+    /// Median milliseconds.
+    pub ms: f64,
+}
+
 impl Plan {
     /// Runs the plan on `x` (`input_shape` elements, NCHW) and returns the output (logits
     /// `[n, classes]`), a view into the arena valid until the next run.
@@ -62,9 +76,8 @@ impl Plan {
         }
         let i0 = self.offs[self.input.id];
         self.arena[i0..i0 + x.len()].copy_from_slice(x);
-        for s in &self.steps {
-            s.run(&mut self.arena, &self.offs)?;
-        }
+        let (steps, arena, offs) = (&self.steps, &mut self.arena, &self.offs);
+        awake::run_awake(|| steps.iter().try_for_each(|s| s.run(arena, offs)))?;
         let o = self.offs[self.output.id];
         Ok(&self.arena[o..o + self.output.len])
     }
@@ -133,14 +146,54 @@ impl Plan {
             .count()
     }
 
+    /// Runs the plan `reps` times on `x` (after one warm-up run) and returns every step's
+    /// median time, in order: the compiled plan's own cost table (`tessera profile --plan`).
+    pub fn profile_steps(&mut self, x: &[f32], reps: usize) -> Result<Vec<StepTime>> {
+        awake::run_awake(|| self.profile_steps_awake(x, reps))
+    }
+
+    fn profile_steps_awake(&mut self, x: &[f32], reps: usize) -> Result<Vec<StepTime>> {
+        self.run(x)?;
+        let reps = reps.max(1);
+        let mut times = vec![Vec::with_capacity(reps); self.steps.len()];
+        for _ in 0..reps {
+            let i0 = self.offs[self.input.id];
+            self.arena[i0..i0 + x.len()].copy_from_slice(x);
+            for (s, t) in self.steps.iter().zip(times.iter_mut()) {
+                let t0 = Instant::now();
+                s.run(&mut self.arena, &self.offs)?;
+                t.push(t0.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        Ok(self
+            .steps
+            .iter()
+            .zip(times)
+            .map(|(s, mut t)| {
+                t.sort_by(f64::total_cmp);
+                StepTime {
+                    kind: s.kind(),
+                    detail: s.describe(),
+                    threads: s.threads(),
+                    ms: t[t.len() / 2],
+                }
+            })
+            .collect())
+    }
+
     /// Times every GEMM step shorter than `max_ms` with one task and with the whole rayon
-    /// pool (median of `reps` runs each, after one run of the whole plan to warm it) and
+    /// pool (median of `reps` runs each, inside an awake region as [`Plan::run`] runs, after one run of the whole plan to warm it) and
     /// keeps the faster; with one thread in the pool there is nothing to choose. Results do
     /// not depend on the choice (the GEMM is bit-identical for any task count).
     pub fn tune_threads(&mut self, reps: usize, max_ms: f64) -> Result<()> {
         if rayon::current_num_threads() <= 1 {
             return Ok(());
         }
+        // Timed as the plan runs: inside an awake region (see [`awake`]).
+        awake::run_awake(|| self.tune_threads_awake(reps, max_ms))
+    }
+
+    fn tune_threads_awake(&mut self, reps: usize, max_ms: f64) -> Result<()> {
         let x = vec![0.0f32; self.input.len];
         self.run(&x)?;
         let reps = reps.max(1);

@@ -278,6 +278,79 @@ impl Step {
         }
     }
 
+    /// The step's shape in one line, for per-step profiles: the GEMM as `m x n x k`, a
+    /// convolution as `c_in -> c_out, k x k / stride @ h x w`, with the fused activation.
+    pub fn describe(&self) -> String {
+        let conv = |s: &Conv2dShape| {
+            format!(
+                "{}->{} {}x{}/{} @{}x{}",
+                s.c_in, s.c_out, s.kh, s.kw, s.stride.0, s.h, s.w
+            )
+        };
+        match self {
+            Step::Conv { s, act, .. } | Step::Depthwise { s, act, .. } => {
+                format!("{} {}", conv(s), act.name())
+            }
+            Step::Pointwise {
+                w,
+                act,
+                n,
+                hw,
+                accumulate,
+                ..
+            } => format!(
+                "gemm {}x{}x{} {}{}",
+                w.rows(),
+                n * hw,
+                w.cols(),
+                act.name(),
+                if *accumulate { " +=" } else { "" }
+            ),
+            Step::Linear {
+                w,
+                act,
+                rows,
+                accumulate,
+                ..
+            } => format!(
+                "gemm {}x{}x{} {}{}",
+                rows,
+                w.cols(),
+                w.rows(),
+                act.name(),
+                if *accumulate { " +=" } else { "" }
+            ),
+            Step::SqueezeExcite { n, c, hw, fc1, .. } => {
+                format!("{n}x{c}x{hw} -> {} -> {c}", fc1.cols())
+            }
+            Step::GlobalPool { n, c, h, w, .. } => format!("{n}x{c}x{h}x{w}"),
+            Step::MaxPool {
+                planes,
+                h,
+                w,
+                k,
+                stride,
+                ..
+            } => format!("{planes}x{h}x{w} {k}x{k}/{stride}"),
+            Step::LayerNorm { rows, d, .. } => format!("{rows}x{d}"),
+            Step::Attention { shape, .. } => format!(
+                "n {} L {} heads {} d {}",
+                shape.batch, shape.tokens, shape.heads, shape.head_dim
+            ),
+            Step::Patchify { n, c, g, p, .. } => format!("{n}x{c} {g}x{g} patches of {p}"),
+            Step::ClassAndPosition { n, tokens, .. } => format!("{n}x{tokens}"),
+            Step::ClassRows { n, tokens, d, .. } => format!("{n}x{tokens}x{d}"),
+        }
+    }
+
+    /// The GEMM task count of a GEMM step (0 = the whole pool), `None` for other steps.
+    pub fn threads(&self) -> Option<usize> {
+        match self {
+            Step::Pointwise { threads, .. } | Step::Linear { threads, .. } => Some(*threads),
+            _ => None,
+        }
+    }
+
     /// Sets the GEMM task count of a GEMM step (others ignore it).
     pub fn set_threads(&mut self, t: usize) {
         if let Step::Pointwise { threads, .. } | Step::Linear { threads, .. } = self {
