@@ -1,8 +1,9 @@
 //! A warm planned inference allocates nothing on the heap: this test binary counts every
 //! allocation with its own global allocator and runs one inference after a warm-up, inside
 //! the rayon pool (entering the pool from outside allocates a queue block every few dozen
-//! entries; that is rayon's, not the plan's). ViT holds today; the convolutional families do
-//! not yet (ignored cases below, with what they allocate).
+//! entries; that is rayon's, not the plan's), for every family: the kernels keep their
+//! scratch per thread, build their tap tables inline and format error messages only on the
+//! error paths.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,12 +107,7 @@ fn a_warm_planned_vit_inference_allocates_nothing() {
     }
 }
 
-/// Not yet: a warm run of the convolutional plans still allocates inside the convolution
-/// kernels (measured: resnet_digits at batch 3, 1060 bytes in 20 calls; mobilenetv2_100 at
-/// 64x64, 123 KB in 60 calls: the depthwise kernel builds its tap-offset tables on every
-/// call). Run with `cargo test --release --test models_plan_alloc -- --ignored`.
 #[test]
-#[ignore]
 fn a_warm_planned_resnet_inference_allocates_nothing() {
     for (arch, o, n) in [
         ("resnet_digits", Overrides::default(), 3),
@@ -125,18 +121,15 @@ fn a_warm_planned_resnet_inference_allocates_nothing() {
     }
 }
 
-/// Not yet at batch > 1: vit_digits at batch 2 allocates 50 bytes in one call per run
-/// (the patch embedding's GEMM writes token rows 1.. of each image through a segmented view).
+/// At batch 2 the patch embedding's GEMM writes token rows 1.. of each image through a
+/// segmented view.
 #[test]
-#[ignore]
 fn a_warm_planned_vit_inference_at_batch_2_allocates_nothing() {
     let o = Overrides::default();
     assert_eq!(warm_run_allocations("vit_digits", &o, 2), (0, 0));
 }
 
-/// Not yet (see the ResNet case).
 #[test]
-#[ignore]
 fn a_warm_planned_mobilenet_inference_allocates_nothing() {
     for (arch, o, n) in [
         ("mobilenetv2_100", img(64), 1),

@@ -343,13 +343,17 @@ fn check_layout(
     l: &segments::Layout,
 ) -> Result<(), KernelError> {
     let (rs, cs) = (l.rs, l.cs);
-    let segs = match l.seg {
+    match l.seg {
         Some(s) if s.len == 0 => {
             return Err(KernelError::invalid(
                 op,
                 format!("{name}: segments of length 0 ({s:?})"),
             ))
         }
+        _ => {}
+    };
+    // Formatted only on the error paths: a valid call allocates nothing.
+    let segs = || match l.seg {
         Some(s) => format!(", {:?} in segments of {} every {}", s.axis, s.len, s.stride),
         None => String::new(),
     };
@@ -357,9 +361,9 @@ fn check_layout(
         Some(need) if need <= len => Ok(()),
         Some(need) => Err(KernelError::invalid(
             op,
-            format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}){segs} and needs {need} elements, but its slice has {len}"),
+            format!("{name} is [{rows}, {cols}] with strides ({rs}, {cs}){} and needs {need} elements, but its slice has {len}", segs()),
         )),
-        None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}){segs} overflows usize"))),
+        None => Err(KernelError::invalid(op, format!("{name}: [{rows}, {cols}] with strides ({rs}, {cs}){} overflows usize", segs()))),
     }
 }
 

@@ -138,11 +138,15 @@ fn check_adaptive(
     out_len: usize,
 ) -> Result<(), KernelError> {
     let [n, c, h, w, oh, ow] = dims;
-    let shape = format!("x [{n}, {c}, {h}, {w}] -> [{oh}, {ow}]");
+    // Formatted only on the error paths: a valid call allocates nothing.
+    let shape = || format!("x [{n}, {c}, {h}, {w}] -> [{oh}, {ow}]");
     if c == 0 || h == 0 || w == 0 || oh == 0 || ow == 0 {
         return Err(KernelError::invalid(
             op,
-            format!("{shape}: channels, input and output extents must be non-zero"),
+            format!(
+                "{}: channels, input and output extents must be non-zero",
+                shape()
+            ),
         ));
     }
     let prod = |d: [usize; 4]| {
@@ -157,18 +161,27 @@ fn check_adaptive(
         (oh + 1).checked_mul(h),
         (ow + 1).checked_mul(w),
     ) else {
-        return Err(KernelError::invalid(op, format!("{shape}: sizes overflow")));
+        return Err(KernelError::invalid(
+            op,
+            format!("{}: sizes overflow", shape()),
+        ));
     };
     if in_len != want_in {
         return Err(KernelError::invalid(
             op,
-            format!("{shape}: input has {in_len} elements, expected {want_in}"),
+            format!(
+                "{}: input has {in_len} elements, expected {want_in}",
+                shape()
+            ),
         ));
     }
     if out_len != want_out {
         return Err(KernelError::invalid(
             op,
-            format!("{shape}: output has {out_len} elements, expected {want_out}"),
+            format!(
+                "{}: output has {out_len} elements, expected {want_out}",
+                shape()
+            ),
         ));
     }
     Ok(())

@@ -49,7 +49,7 @@ pub(crate) struct BlkGeom {
     pub wp: usize,
     pub taps: usize,
     /// Offset (in positions) of tap `i * kw + j` from an output's origin: `i*dh*wp + j*dw`.
-    pub off: Vec<usize>,
+    pub off: super::Offsets,
 }
 
 impl BlkGeom {
@@ -60,9 +60,7 @@ impl BlkGeom {
         let (ph, pw) = s.padding;
         let hp = ((oh - 1) * sh + (s.kh - 1) * dh + 1).max(ph + s.h);
         let wp = ((ow - 1) * sw + (s.kw - 1) * dw + 1).max(pw + s.w);
-        let off = (0..s.kh)
-            .flat_map(|i| (0..s.kw).map(move |j| i * dh * wp + j * dw))
-            .collect();
+        let off = super::Offsets::from_fn(s.kh * s.kw, |t| (t / s.kw) * dh * wp + (t % s.kw) * dw);
         BlkGeom {
             h: s.h,
             w: s.w,
@@ -271,7 +269,7 @@ unsafe fn row_tiles<S: Simd, A: VecAct, const T: usize, const SW: usize, const N
     let total = g.oh * g.ow;
     let ntile = g.ow.div_ceil(N);
     let mut offs = [0usize; T];
-    for (o, &t) in offs.iter_mut().zip(&g.off) {
+    for (o, &t) in offs.iter_mut().zip(g.off.iter()) {
         *o = t * l;
     }
     // SAFETY: as in `forward_block`: every read is a padded input position of the block;

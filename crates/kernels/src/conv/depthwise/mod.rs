@@ -41,6 +41,52 @@ use crate::simd::{tables, Simd};
 use rayon::prelude::*;
 use std::cell::Cell;
 
+/// Tap offsets of one filter, held inline up to 7 x 7 taps (every depthwise filter of the
+/// model zoo) so that building a geometry on every call allocates nothing; larger filters
+/// spill to the heap.
+pub(crate) struct Offsets {
+    inline: [usize; Offsets::INLINE],
+    len: usize,
+    heap: Vec<usize>,
+}
+
+impl Offsets {
+    const INLINE: usize = 49;
+
+    /// The offsets `f(0), f(1), ..., f(len - 1)`.
+    pub(crate) fn from_fn(len: usize, f: impl Fn(usize) -> usize) -> Self {
+        if len <= Self::INLINE {
+            let mut inline = [0; Self::INLINE];
+            inline[..len]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, o)| *o = f(i));
+            Offsets {
+                inline,
+                len,
+                heap: Vec::new(),
+            }
+        } else {
+            Offsets {
+                inline: [0; Self::INLINE],
+                len,
+                heap: (0..len).map(f).collect(),
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Offsets {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        if self.len <= Self::INLINE {
+            &self.inline[..self.len]
+        } else {
+            &self.heap
+        }
+    }
+}
+
 /// Geometry of the forward pass and the weight gradient: the padded, phase-split copy of an
 /// input plane and the tap offsets into it.
 ///
@@ -63,9 +109,9 @@ pub(crate) struct FwdGeom {
     pub wq: usize,
     pub rs: usize,
     /// Offset of tap `i * kw + j` from an output's origin: `i*dh*rs + ((j*dw) % sw)*wq + (j*dw)/sw`.
-    pub off: Vec<usize>,
+    pub off: Offsets,
     /// The column part of the offsets, `((j*dw) % sw)*wq + (j*dw)/sw`, per kernel column.
-    pub col_off: Vec<usize>,
+    pub col_off: Offsets,
 }
 
 impl FwdGeom {
@@ -76,12 +122,8 @@ impl FwdGeom {
         let hp = (oh - 1) * sh + (s.kh - 1) * dh + 1;
         let wq = ow.max(lanes) + (s.kw - 1) * dw / sw;
         let rs = sw * wq;
-        let col_off: Vec<usize> = (0..s.kw)
-            .map(|j| ((j * dw) % sw) * wq + (j * dw) / sw)
-            .collect();
-        let off = (0..s.kh)
-            .flat_map(|i| col_off.iter().map(move |c| i * dh * rs + c))
-            .collect();
+        let col_off = Offsets::from_fn(s.kw, |j| ((j * dw) % sw) * wq + (j * dw) / sw);
+        let off = Offsets::from_fn(s.kh * s.kw, |t| (t / s.kw) * dh * rs + col_off[t % s.kw]);
         FwdGeom {
             h: s.h,
             w: s.w,
