@@ -23,7 +23,7 @@ pub fn run(args: &ProfileArgs) -> Result<(), String> {
     let _guard = no_grad();
     let fail = |e: tessera::models::ModelError| format!("profile {}: {e}", args.arch);
     let mut plan = model.plan([args.batch, c, h, w]).map_err(fail)?;
-    run_plan_with(|| plan.tune_threads(5, 2.0)).map_err(fail)?;
+    run_plan_with(|| plan.tune_threads(9, 2.0)).map_err(fail)?;
     let x = Tensor::randn(&[args.batch, c, h, w], 1).to_vec();
     let reps = args.repeat.max(5);
     let steps = run_plan_with(|| plan.profile_steps(&x, reps)).map_err(fail)?;

@@ -155,7 +155,7 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         None
     } else {
         let mut p = model.plan([batch, c, h, w]).map_err(fail)?;
-        p.tune_threads(5, 2.0).map_err(fail)?;
+        p.tune_threads(9, 2.0).map_err(fail)?;
         Some(p)
     };
     let xv = x.to_vec();

@@ -201,25 +201,31 @@ impl Plan {
             if !self.steps[i].has_thread_choice() {
                 continue;
             }
-            let time = |plan: &mut Plan, t: usize| -> Result<f64> {
+            // One run of the step with `t` tasks, in milliseconds.
+            let once = |plan: &mut Plan, t: usize| -> Result<f64> {
                 plan.steps[i].set_threads(t);
-                let mut v = Vec::with_capacity(reps);
-                for _ in 0..reps {
-                    let t0 = Instant::now();
-                    plan.steps[i].run(&mut plan.arena, &plan.offs)?;
-                    v.push(t0.elapsed().as_secs_f64() * 1e3);
-                }
-                v.sort_by(f64::total_cmp);
-                Ok(v[v.len() / 2])
+                let t0 = Instant::now();
+                plan.steps[i].run(&mut plan.arena, &plan.offs)?;
+                Ok(t0.elapsed().as_secs_f64() * 1e3)
             };
-            let all = time(self, 0)?;
-            if all > max_ms {
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            if once(self, 0)? > max_ms {
                 self.steps[i].set_threads(0);
                 continue;
             }
-            let one = time(self, 1)?;
-            // One task wins ties: it costs no wake-ups.
-            self.steps[i].set_threads(if one <= all * 1.05 { 1 } else { 0 });
+            once(self, 1)?;
+            // The two choices alternate, so drift on a shared machine hits both alike.
+            let (mut all, mut one) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+            for _ in 0..reps {
+                all.push(once(self, 0)?);
+                one.push(once(self, 1)?);
+            }
+            let (all, one) = (median(all), median(one));
+            // One task wins ties: it costs no hand-over.
+            self.steps[i].set_threads(if one <= all * 1.02 { 1 } else { 0 });
         }
         Ok(())
     }
