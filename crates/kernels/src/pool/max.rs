@@ -181,6 +181,11 @@ fn nan_max(a: f32, b: f32) -> f32 {
     }
 }
 
+thread_local! {
+    /// Per-thread row-maximum scratch of [`max_pool2d_forward_values`].
+    static ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// `y = max over each window of x` without the argmax: the inference path (nothing to send a
 /// gradient back through). Same values as [`max_pool2d_forward`], NaN propagating, but
 /// separable: per output row, the element-wise maximum of its `kh` input rows (a vectorised
@@ -198,7 +203,11 @@ pub fn max_pool2d_forward_values(
     let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
     per_plane(y, oh * ow, s.input_len(), |p, yo| {
         let xp = &x[p * hw..(p + 1) * hw];
-        let mut rows = vec![f32::NEG_INFINITY; w];
+        // The row maxima: per-thread scratch kept between calls (a warm call allocates
+        // nothing), taken out while in use.
+        let mut scratch = ROWS.take();
+        scratch.resize(w, f32::NEG_INFINITY);
+        let rows = &mut scratch[..w];
         for oy in 0..oh {
             let (r0, r1, _, _) = window(s, oy, 0);
             rows.fill(f32::NEG_INFINITY);
@@ -214,6 +223,7 @@ pub fn max_pool2d_forward_values(
                     .fold(f32::NEG_INFINITY, |b, &v| nan_max(v, b));
             }
         }
+        ROWS.set(scratch);
     });
     Ok(())
 }

@@ -15,7 +15,9 @@ use tessera_core::kernels::gemm::{
     gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Segments,
 };
 use tessera_core::kernels::norm::layer_norm_forward;
-use tessera_core::kernels::pool::adaptive_avg_pool2d_forward;
+use tessera_core::kernels::pool::{
+    adaptive_avg_pool2d_forward, max_pool2d_forward_values, Pool2dShape,
+};
 use tessera_core::kernels::{Activation, KernelError};
 
 /// One operation of a plan. (Built once and kept in a `Vec`: the variants' sizes do not matter.)
@@ -552,21 +554,19 @@ impl Step {
             } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
                 let xs = io.get(offs, *x)?;
-                let geom = PoolGeom {
+                let shape = Pool2dShape {
+                    n: 1,
+                    c: *planes,
                     h: *h,
                     w: *w,
-                    k: *k,
-                    stride: *stride,
-                    pad: *pad,
-                    oh: *oh,
-                    ow: *ow,
+                    kh: *k,
+                    kw: *k,
+                    stride: (*stride, *stride),
+                    padding: (*pad, *pad),
+                    ceil_mode: false,
                 };
-                use rayon::prelude::*;
-                out.par_chunks_mut(oh * ow)
-                    .zip(xs.par_chunks(h * w))
-                    .with_min_len((*planes / 8).max(1))
-                    .for_each(|(o, p)| geom.max_plane(p, o));
-                Ok(())
+                debug_assert_eq!((shape.out_h(), shape.out_w()), (*oh, *ow));
+                max_pool2d_forward_values(&shape, xs, out).map_err(kerr)
             }
             Step::LayerNorm {
                 x,
@@ -641,49 +641,6 @@ impl Step {
                     out[b * d..(b + 1) * d].copy_from_slice(&xs[b * tokens * d..][..*d]);
                 }
                 Ok(())
-            }
-        }
-    }
-}
-
-/// The geometry of one max-pooling plane.
-#[derive(Clone, Copy)]
-struct PoolGeom {
-    h: usize,
-    w: usize,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    oh: usize,
-    ow: usize,
-}
-
-impl PoolGeom {
-    /// Max over each window, padding skipped, NaN propagated (as the eager kernel).
-    fn max_plane(&self, x: &[f32], y: &mut [f32]) {
-        for oy in 0..self.oh {
-            let r0 = (oy * self.stride) as isize - self.pad as isize;
-            for ox in 0..self.ow {
-                let c0 = (ox * self.stride) as isize - self.pad as isize;
-                let mut best = f32::NEG_INFINITY;
-                for i in 0..self.k as isize {
-                    let r = r0 + i;
-                    if r < 0 || r >= self.h as isize {
-                        continue;
-                    }
-                    let row = &x[r as usize * self.w..(r as usize + 1) * self.w];
-                    for j in 0..self.k as isize {
-                        let c = c0 + j;
-                        if c < 0 || c >= self.w as isize {
-                            continue;
-                        }
-                        let v = row[c as usize];
-                        if v > best || v.is_nan() {
-                            best = v;
-                        }
-                    }
-                }
-                y[oy * self.ow + ox] = best;
             }
         }
     }
