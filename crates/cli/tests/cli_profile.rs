@@ -226,3 +226,36 @@ fn peak_json_is_cached() {
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(&fresh);
 }
+
+#[test]
+fn profile_plan_times_every_step_of_the_compiled_plan() {
+    let out = ok(&[
+        "profile",
+        "mobilenetv2_100",
+        "--plan",
+        "--img-size",
+        "64",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    let lines = json_lines(&out);
+    let (steps, total) = lines.split_at(lines.len() - 1);
+    // MobileNetV2: stem conv, 17 depthwise, 34 pointwise (expand, project; the first block
+    // has no expansion), head 1x1, pool, classifier.
+    assert_eq!(steps.len(), 54, "{out}");
+    let count = |k: &str| steps.iter().filter(|s| s["kind"] == k).count();
+    assert_eq!(count("depthwise"), 17);
+    assert_eq!(count("conv"), 1);
+    assert_eq!(count("linear"), 1);
+    for (i, s) in steps.iter().enumerate() {
+        assert_eq!(s["step"].as_u64(), Some(i as u64 + 1));
+        assert!(s["ms"].as_f64().is_some_and(|t| t >= 0.0), "{s}");
+        assert!(!s["detail"].as_str().unwrap_or("").is_empty(), "{s}");
+    }
+    let sum: f64 = steps.iter().map(|s| s["ms"].as_f64().unwrap()).sum();
+    let t = total[0]["total_ms"].as_f64().unwrap();
+    assert!((sum - t).abs() <= 1e-3 * steps.len() as f64, "{sum} vs {t}");
+    let err = fails(&["profile", "mobilenetv2_100", "--plan", "--train"]);
+    assert!(err.contains("--plan"), "{err}");
+}
