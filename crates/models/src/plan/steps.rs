@@ -20,6 +20,9 @@ use tessera_core::kernels::pool::{
 };
 use tessera_core::kernels::{Activation, KernelError};
 
+/// Floats per task of the squeeze-and-excitation scale pass (whole planes, at least one).
+const SE_TASK_FLOATS: usize = 1 << 15;
+
 /// One operation of a plan. (Built once and kept in a `Vec`: the variants' sizes do not matter.)
 #[allow(clippy::large_enum_variant)]
 pub enum Step {
@@ -512,25 +515,40 @@ impl Step {
                     )
                     .map_err(kerr)?;
                 }
+                // The scale (and residual join) pass, in parallel over runs of whole planes
+                // (element-wise: the same bits for any thread count).
+                use rayon::prelude::*;
+                let per = (SE_TASK_FLOATS / *hw).max(1);
                 match residual {
                     None => {
                         let (io, [xs]) = carve(arena, offs, [*x])?;
                         let s = io.get(offs, *scale)?;
-                        for (plane, g) in xs.chunks_exact_mut(*hw).zip(s) {
-                            plane.iter_mut().for_each(|v| *v *= g);
-                        }
+                        xs.par_chunks_mut(per * hw)
+                            .zip(s.par_chunks(per))
+                            .for_each(|(xc, sc)| {
+                                for (plane, g) in xc.chunks_exact_mut(*hw).zip(sc) {
+                                    plane.iter_mut().for_each(|v| *v *= g);
+                                }
+                            });
                     }
                     Some((r, ract)) => {
                         let (io, [rs]) = carve(arena, offs, [*r])?;
                         let (s, xs) = (io.get(offs, *scale)?, io.get(offs, *x)?);
-                        for ((rp, xp), g) in
-                            rs.chunks_exact_mut(*hw).zip(xs.chunks_exact(*hw)).zip(s)
-                        {
-                            for (rv, xv) in rp.iter_mut().zip(xp) {
-                                *rv += xv * g;
-                            }
-                        }
-                        tessera_core::kernels::activation::slice::forward_inplace(*ract, rs);
+                        rs.par_chunks_mut(per * hw)
+                            .zip(xs.par_chunks(per * hw))
+                            .zip(s.par_chunks(per))
+                            .for_each(|((rc, xc), sc)| {
+                                for ((rp, xp), g) in
+                                    rc.chunks_exact_mut(*hw).zip(xc.chunks_exact(*hw)).zip(sc)
+                                {
+                                    for (rv, xv) in rp.iter_mut().zip(xp) {
+                                        *rv += xv * g;
+                                    }
+                                }
+                                tessera_core::kernels::activation::slice::forward_inplace(
+                                    *ract, rc,
+                                );
+                            });
                     }
                 }
                 Ok(())
