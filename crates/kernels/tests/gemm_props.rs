@@ -454,8 +454,9 @@ fn unsupported_isa_is_a_clear_error() {
 
 #[test]
 fn shared_b_packing_over_several_column_blocks() {
-    // M split across threads (many more row tiles than column tiles) with each B block packed
-    // by all of them together: three KC blocks of depth (the last partial), a bias and an
+    // M split across threads (many more row tiles than column tiles): with 4 and 8 tasks
+    // (under 96 rows each) every B block is packed by all of them together, with 2 and 3 each
+    // task packs its own; three KC blocks of depth (the last partial), a bias and an
     // activation, B row- and column-major. Checked against the reference and for bit-identity
     // across thread counts.
     for (i, lb) in [Layout::RowMajor, Layout::ColMajor].into_iter().enumerate() {
@@ -474,7 +475,7 @@ fn shared_b_packing_over_several_column_blocks() {
         };
         for isa in Isa::available() {
             let one = check(&case, isa, 1).unwrap();
-            for threads in [2, 3, 4] {
+            for threads in [2, 3, 4, 8] {
                 let many = check(&case, isa, threads).unwrap();
                 assert!(
                     one.iter()
