@@ -454,15 +454,16 @@ fn unsupported_isa_is_a_clear_error() {
 
 #[test]
 fn shared_b_packing_over_several_column_blocks() {
-    // M split across threads (many more row tiles than column tiles): with 4 and 8 tasks
-    // (under 96 rows each) every B block is packed by all of them together, with 2 and 3 each
-    // task packs its own; three KC blocks of depth (the last partial), a bias and an
-    // activation, B row- and column-major. Checked against the reference and for bit-identity
-    // across thread counts.
+    // M split across threads (more row tiles than column tiles) with B (140 K floats) above
+    // the size every task packs for itself: with 4 and 8 tasks (under 96 rows each) every B
+    // block is packed by all of them together; with 2 and 3, B fitting in L2 on most hosts,
+    // each task packs its own. Three KC blocks of depth (the last partial), a bias and an
+    // activation, B row- and column-major. Checked against the reference and for
+    // bit-identity across thread counts.
     for (i, lb) in [Layout::RowMajor, Layout::ColMajor].into_iter().enumerate() {
         let case = Case {
             m: 290,
-            n: 70,
+            n: 200,
             k: 700,
             la: Layout::RowMajor,
             lb,

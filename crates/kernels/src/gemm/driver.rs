@@ -150,7 +150,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
     } else if !part.split_n
         && p.b_packed.is_none()
         && p.k.saturating_mul(p.n) > OWN_B_FLOATS
-        && p.m / part.parts < OWN_B_MIN_ROWS
+        && !own_b_stays_local(&p, &part)
     {
         // SAFETY: forwarded contract; the partition splits M.
         unsafe { run_shared_b(&p, &blk, kernel, packs, &part) };
@@ -418,14 +418,28 @@ impl SharedPanels {
 /// than the second parallel region (and thread wake-up) that sharing needs.
 const OWN_B_FLOATS: usize = 1 << 17;
 
-/// From this many rows of C per task, a partition along M lets every task pack all of B for
-/// itself whatever B's size: the copy is then a few percent of the task's multiply (one pass
-/// over B against `2 * rows` FLOPs per element of B), and each task reads panels it packed
-/// into its own core's caches instead of panels packed by another core and the extra meeting
-/// of the threads. Measured on a 2-core Sapphire Rapids (AVX-512), a 3x3 convolution of
-/// ResNet's third stage (256 x 196 x 2304, B the im2col columns): 160 -> 186 GFLOP/s at 2
-/// threads. Sharing stays for many threads over few rows (B packed once, not once per core).
+/// Least rows of C per task for [`own_b_stays_local`].
 const OWN_B_MIN_ROWS: usize = 96;
+
+/// Whether a partition along M should let every task pack all of B for itself although B is
+/// larger than [`OWN_B_FLOATS`]: when B fits in one core's L2 and every task has at least
+/// [`OWN_B_MIN_ROWS`] rows. The copy is then a few percent of the task's multiply (one pass
+/// over B against `2 * rows` FLOPs per element of B), and each task reads panels it packed
+/// into its own L2 instead of panels packed by another core, with one meeting of the threads
+/// fewer. Measured on a 2-core Sapphire Rapids (AVX-512, 2 MiB L2), a 3x3 convolution of
+/// ResNet's third stage (256 x 196 x 2304, B the 1.8 MB of im2col columns): 160 -> 186
+/// GFLOP/s at 2 threads. When B is larger than L2 it comes from L3 whoever packed it, and
+/// packing it once in parallel wins (the ViT-B MLP at batch 8, 1576 x 3072 x 768 with a
+/// 9.4 MB weight: 217-221 shared against 209-215 own); with many threads over few rows the
+/// duplicated copies would dominate.
+fn own_b_stays_local(p: &Problem<'_>, part: &Partition) -> bool {
+    let l2 = crate::host::Host::get().caches.l2.size;
+    p.m / part.parts.max(1) >= OWN_B_MIN_ROWS
+        && p.k
+            .saturating_mul(p.n)
+            .saturating_mul(std::mem::size_of::<f32>())
+            <= l2
+}
 
 /// Packed B floats packed and consumed per pair of parallel regions in [`run_shared_b`]: the
 /// depth blocks of one NC column block are grouped up to this size, so a product with many
