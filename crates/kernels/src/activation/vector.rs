@@ -351,6 +351,8 @@ macro_rules! with_kind {
     }};
 }
 
+pub(crate) use with_kind;
+
 /// The runtime activation as a [`VecAct`]: one `match` per vector (for bodies that are not
 /// specialised per activation).
 impl VecAct for Activation {
