@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use tessera_kernels::gemm::reference::{error_bound, gemm_reference};
 use tessera_kernels::gemm::table::candidates;
-use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef, Tuning};
+use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef, Scale, Tuning};
 use tessera_kernels::{Activation, Isa};
 
 mod common;
@@ -80,6 +80,8 @@ struct Case {
     alpha: f32,
     beta: f32,
     bias: u8,
+    /// 0: no scale, 1: per row, 2: per column.
+    scale: u8,
     act: usize,
     seed: u64,
 }
@@ -90,12 +92,12 @@ fn case() -> impl Strategy<Value = Case> {
         (layout(), layout(), layout()),
         prop::sample::select(vec![1.0f32, -1.0, 0.5, 2.0, 0.0]),
         prop::sample::select(vec![0.0f32, 1.0, -0.5, 2.0]),
-        0u8..3,
+        (0u8..3, 0u8..3),
         0..Activation::ALL.len(),
         any::<u64>(),
     )
         .prop_map(
-            |((m, n, k), (la, lb, lc), alpha, beta, bias, act, seed)| Case {
+            |((m, n, k), (la, lb, lc), alpha, beta, (bias, scale), act, seed)| Case {
                 m,
                 n,
                 k,
@@ -105,6 +107,7 @@ fn case() -> impl Strategy<Value = Case> {
                 alpha,
                 beta,
                 bias,
+                scale,
                 act,
                 seed,
             },
@@ -131,6 +134,27 @@ fn operands(case: &Case) -> Operands {
         fill(m, case.seed ^ 3),
         fill(n, case.seed ^ 4),
     )
+}
+
+/// Per-row and per-column scales of a case, in [0.5, 1.5] (a batch norm's usual range).
+fn scales(case: &Case) -> (Vec<f32>, Vec<f32>) {
+    let pos = |v: Vec<f32>| {
+        v.into_iter()
+            .map(|x| 1.0 + 0.5 * x.clamp(-1.0, 1.0))
+            .collect()
+    };
+    (
+        pos(fill(case.m, case.seed ^ 5)),
+        pos(fill(case.n, case.seed ^ 6)),
+    )
+}
+
+fn scale_of<'a>(case: &Case, row: &'a [f32], col: &'a [f32]) -> Scale<'a> {
+    match case.scale {
+        0 => Scale::None,
+        1 => Scale::PerRow(row),
+        _ => Scale::PerCol(col),
+    }
 }
 
 fn bias_of<'a>(case: &Case, row: &'a [f32], col: &'a [f32]) -> Bias<'a> {
@@ -165,6 +189,7 @@ fn run_with(
         ..
     } = *case;
     let (a, b, mut c, row_bias, col_bias) = operands(case);
+    let (row_scale, col_scale) = scales(case);
     let (sa, sb, sc) = (la.strides(m, k), lb.strides(k, n), lc.strides(m, n));
     gemm(
         alpha,
@@ -175,7 +200,8 @@ fn run_with(
         Epilogue::new(
             bias_of(case, &row_bias, &col_bias),
             Activation::ALL[case.act],
-        ),
+        )
+        .with_scale(scale_of(case, &row_scale, &col_scale)),
         &GemmConfig {
             isa: Some(isa),
             threads,
@@ -226,13 +252,15 @@ fn check_with(
     } = *case;
     let (a, b, c0, row_bias, col_bias) = operands(case);
     let bias = bias_of(case, &row_bias, &col_bias);
-    let epi = Epilogue::new(bias, Activation::ALL[case.act]);
+    let (row_scale, col_scale) = scales(case);
+    let scale = scale_of(case, &row_scale, &col_scale);
+    let epi = Epilogue::new(bias, Activation::ALL[case.act]).with_scale(scale);
     let (sa, sb, sc) = (la.strides(m, k), lb.strides(k, n), lc.strides(m, n));
     let got = run_with(case, isa, tuning, threads)?;
 
     let mut want = c0.clone();
     gemm_reference(m, n, k, alpha, &a, sa, &b, sb, beta, &mut want, sc, epi);
-    let bound = error_bound(m, n, k, alpha, &a, sa, &b, sb, beta, &c0, sc, bias);
+    let bound = error_bound(m, n, k, alpha, &a, sa, &b, sb, beta, &c0, sc, scale, bias);
     for i in 0..m {
         for j in 0..n {
             let idx = i * sc.0 + j * sc.1;
@@ -300,9 +328,9 @@ proptest! {
     #[test]
     fn bit_identical_for_any_thread_count(
         m in 40usize..400, n in 40usize..400, k in 1usize..600, la in layout(), lb in layout(), seed in any::<u64>(),
-        bias in 0u8..3,
+        bias in 0u8..3, scale in 0u8..3,
     ) {
-        let case = Case { m, n, k, la, lb, lc: Layout::RowMajor, alpha: 1.0, beta: 0.5, bias, act: 1, seed };
+        let case = Case { m, n, k, la, lb, lc: Layout::RowMajor, alpha: 1.0, beta: 0.5, bias, scale, act: 1, seed };
         for isa in Isa::available() {
             let one = check(&case, isa, 1)?;
             for threads in [2, 3, 4] {
@@ -471,6 +499,7 @@ fn shared_b_packing_over_several_column_blocks() {
             alpha: 0.5,
             beta: 1.0,
             bias: 1,
+            scale: 1,
             act: 2,
             seed: 77 + i as u64,
         };

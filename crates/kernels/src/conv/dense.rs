@@ -22,7 +22,7 @@ use super::Conv2dShape;
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{
-    gemm, gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix,
+    gemm, gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Scale,
 };
 use crate::isa::Isa;
 use rayon::prelude::*;
@@ -217,11 +217,41 @@ impl<'a> Weights<'a> {
     }
 }
 
-/// The epilogue bias of group `g` (its `cog` output channels), if any.
-pub(super) fn group_bias(bias: Option<&[f32]>, g: usize, cog: usize) -> Bias<'_> {
-    match bias {
-        Some(b) => Bias::PerRow(&b[g * cog..(g + 1) * cog]),
-        None => Bias::None,
+/// What follows a dense convolution's sum per output channel: `act(scale * sum + bias)`, the
+/// scale an eval-mode batch norm's `gamma / sqrt(var + eps)` when it is not folded into the
+/// weights (see [`super::PackedConvWeight::with_channel_scale`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChannelEpilogue<'a> {
+    /// `[c_out]` multipliers, or none.
+    pub scale: Option<&'a [f32]>,
+    /// `[c_out]` biases, or none.
+    pub bias: Option<&'a [f32]>,
+    /// The activation.
+    pub act: Activation,
+}
+
+impl<'a> ChannelEpilogue<'a> {
+    /// A bias (or none) and an activation, no scale.
+    pub(crate) fn new(bias: Option<&'a [f32]>, act: Activation) -> Self {
+        ChannelEpilogue {
+            scale: None,
+            bias,
+            act,
+        }
+    }
+
+    /// The GEMM epilogue of group `g` (its `cog` output channels, the rows of C).
+    pub(super) fn group(&self, g: usize, cog: usize) -> Epilogue<'a> {
+        let rows = g * cog..(g + 1) * cog;
+        let bias = match self.bias {
+            Some(b) => Bias::PerRow(&b[rows.clone()]),
+            None => Bias::None,
+        };
+        let scale = match self.scale {
+            Some(s) => Scale::PerRow(&s[rows]),
+            None => Scale::None,
+        };
+        Epilogue::new(bias, self.act).with_scale(scale)
     }
 }
 
@@ -231,8 +261,7 @@ pub(crate) fn forward(
     s: &Conv2dShape,
     x: &[f32],
     w: Weights<'_>,
-    bias: Option<&[f32]>,
-    act: Activation,
+    epi: ChannelEpilogue<'_>,
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
@@ -246,15 +275,15 @@ pub(crate) fn forward(
                 isa,
                 s.groups,
                 |g| MatRef::row_major(&raw[g * cog * kdim..(g + 1) * cog * kdim], cog, kdim),
-                |packs| forward(isa, s, x, Weights::Packed(packs), bias, act, y),
+                |packs| forward(isa, s, x, Weights::Packed(packs), epi, y),
             );
         }
     }
     if pointwise && hw == 1 && s.n > 0 {
-        return forward_single_pixel(s, x, w, bias, act, y, &cfg);
+        return forward_single_pixel(s, x, w, epi, y, &cfg);
     }
     if let Some(imgs) = batch_images(s) {
-        return forward_batched(s, x, w, bias, act, y, imgs, &cfg);
+        return forward_batched(s, x, w, epi, y, imgs, &cfg);
     }
     let cols_len = if pointwise { 0 } else { kdim * ohw };
     with_cols(cols_len, |cols| {
@@ -264,7 +293,6 @@ pub(crate) fn forward(
                 let wg = w.group(g, cog, kdim);
                 let yg =
                     &mut y[(img * s.c_out + g * cog) * ohw..(img * s.c_out + (g + 1) * cog) * ohw];
-                let b = group_bias(bias, g, cog);
                 let rhs = if pointwise {
                     MatRef::row_major(xg, cig, hw)
                 } else {
@@ -277,7 +305,7 @@ pub(crate) fn forward(
                     Operand::View(rhs),
                     0.0,
                     MatMut::row_major(yg, cog, ohw),
-                    Epilogue::new(b, act),
+                    epi.group(g, cog),
                     &cfg,
                 )?;
             }
@@ -293,22 +321,20 @@ fn forward_single_pixel(
     s: &Conv2dShape,
     x: &[f32],
     w: Weights<'_>,
-    bias: Option<&[f32]>,
-    act: Activation,
+    epi: ChannelEpilogue<'_>,
     y: &mut [f32],
     cfg: &GemmConfig,
 ) -> Result<(), KernelError> {
     let (cig, cog) = (s.c_in_per_group(), s.c_out_per_group());
     for g in 0..s.groups {
         let wg = w.group(g, cog, cig);
-        let b = group_bias(bias, g, cog);
         gemm_ex(
             1.0,
             wg,
             Operand::View(MatRef::new(&x[g * cig..], cig, s.n, 1, s.c_in)),
             0.0,
             MatMut::new(&mut y[g * cog..], cog, s.n, 1, s.c_out),
-            Epilogue::new(b, act),
+            epi.group(g, cog),
             cfg,
         )?;
     }

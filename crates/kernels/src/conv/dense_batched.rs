@@ -17,9 +17,8 @@
 //! result is the same dot product, in the same order, as in the per-image path; the copies and
 //! the GEMM split only independent outputs, so results are bit-identical for any thread count.
 
-use super::dense::{col2im, group_bias, im2col, is_pointwise, with_cols, Weights, PAR_MIN};
+use super::dense::{col2im, im2col, is_pointwise, with_cols, ChannelEpilogue, Weights, PAR_MIN};
 use super::Conv2dShape;
-use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{gemm, gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, Segments};
 use rayon::prelude::*;
@@ -115,8 +114,7 @@ pub(super) fn forward_batched(
     s: &Conv2dShape,
     x: &[f32],
     w: Weights<'_>,
-    bias: Option<&[f32]>,
-    act: Activation,
+    epi: ChannelEpilogue<'_>,
     y: &mut [f32],
     group_imgs: usize,
     cfg: &GemmConfig,
@@ -140,10 +138,7 @@ pub(super) fn forward_batched(
                     im2col_images(s, x, &mut cols[..kdim * ld], span, g);
                     MatRef::row_major(&cols[..kdim * ld], kdim, ld)
                 };
-                let (wg, epi) = (
-                    w.group(g, cog, kdim),
-                    Epilogue::new(group_bias(bias, g, cog), act),
-                );
+                let (wg, epi) = (w.group(g, cog, kdim), epi.group(g, cog));
                 if in_place {
                     let c = images_mut(y, span, (g * cog, cog), s.c_out, ohw);
                     gemm_ex(1.0, wg, Operand::View(rhs), 0.0, c, epi, cfg)?;

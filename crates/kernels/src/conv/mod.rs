@@ -26,6 +26,7 @@ pub mod reference;
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::Isa;
+use dense::ChannelEpilogue;
 pub use packed::{conv2d_forward_packed, PackedConvWeight};
 
 /// The geometry of a 2-D convolution (NCHW input, PyTorch conventions).
@@ -317,9 +318,14 @@ pub fn conv2d_forward_with(
     let isa = isa.check()?;
     match path(s) {
         Path::Depthwise => depthwise::forward(isa, s, x, w, bias, act, y),
-        Path::Pointwise | Path::Im2col => {
-            dense::forward(isa, s, x, dense::Weights::Raw(w), bias, act, y)
-        }
+        Path::Pointwise | Path::Im2col => dense::forward(
+            isa,
+            s,
+            x,
+            dense::Weights::Raw(w),
+            ChannelEpilogue::new(bias, act),
+            y,
+        ),
     }
 }
 

@@ -10,9 +10,15 @@
 //! [`super::conv2d_forward`] on the raw weights: the panels hold the same numbers in the order
 //! the GEMM would have packed them.
 //!
+//! A packed weight may carry a multiplier per output channel
+//! ([`PackedConvWeight::with_channel_scale`]), applied to each sum in the GEMM epilogue before
+//! the bias: an eval-mode batch norm kept out of the weights, so that the weights are not
+//! rounded a second time (`w * s` in f32) and the output carries one rounding of the scale
+//! instead of one per term.
+//!
 //! Depthwise convolutions do not go through a GEMM and are not packed.
 
-use super::{check_bias, check_len, dense, path, rename, Conv2dShape, Path};
+use super::{check_bias, check_len, dense, path, rename, ChannelEpilogue, Conv2dShape, Path};
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{MatRef, PackedMatrix};
@@ -26,6 +32,8 @@ pub struct PackedConvWeight {
     groups: usize,
     isa: Isa,
     packs: Vec<PackedMatrix>,
+    /// `[c_out]` multipliers applied to each output channel before the bias, if any.
+    scale: Option<Vec<f32>>,
 }
 
 impl PackedConvWeight {
@@ -72,7 +80,32 @@ impl PackedConvWeight {
             groups,
             isa,
             packs,
+            scale: None,
         })
+    }
+
+    /// The same weight with a multiplier per output channel: [`conv2d_forward_packed`] then
+    /// computes `act(scale[c] * conv(x, w)[c] + bias[c])`. Errors: `scale` does not have
+    /// `c_out` values.
+    pub fn with_channel_scale(mut self, scale: Vec<f32>) -> Result<Self, KernelError> {
+        if scale.len() != self.shape[0] {
+            return Err(KernelError::invalid(
+                "conv2d pack weight",
+                format!(
+                    "weight {:?}: a channel scale needs {} values, got {}",
+                    self.shape,
+                    self.shape[0],
+                    scale.len()
+                ),
+            ));
+        }
+        self.scale = Some(scale);
+        Ok(self)
+    }
+
+    /// The multiplier per output channel, if any.
+    pub fn channel_scale(&self) -> Option<&[f32]> {
+        self.scale.as_deref()
     }
 
     /// Whether a weight of this shape and group count runs through the GEMM (and can be packed
@@ -100,11 +133,16 @@ impl PackedConvWeight {
 
     /// Bytes of packed data (edge panels are zero-padded to the microkernel's MR rows).
     pub fn size_bytes(&self) -> usize {
-        self.packs.iter().map(PackedMatrix::size_bytes).sum()
+        self.packs
+            .iter()
+            .map(PackedMatrix::size_bytes)
+            .sum::<usize>()
+            + self.scale.as_ref().map_or(0, |s| 4 * s.len())
     }
 }
 
-/// `y = act(conv(x, w) + bias)` with pre-packed weights: [`super::conv2d_forward`] without the
+/// `y = act(conv(x, w) + bias)` (or `act(scale * conv(x, w) + bias)` with the weight's
+/// [channel scale](PackedConvWeight::with_channel_scale)) with pre-packed weights: [`super::conv2d_forward`] without the
 /// per-call weight packing, on the ISA the weights were packed for. Errors: an invalid shape,
 /// weights packed for another shape or group count, a depthwise shape (use
 /// [`super::conv2d_forward`]), slices of the wrong length.
@@ -138,7 +176,12 @@ pub fn conv2d_forward_packed(
     check_len(OP, s, "y", y.len(), s.output_len())?;
     check_bias(OP, s, bias)?;
     w.isa.check()?;
-    dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), bias, act, y)
+    let epi = ChannelEpilogue {
+        scale: w.scale.as_deref(),
+        bias,
+        act,
+    };
+    dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y)
 }
 
 #[cfg(test)]
@@ -196,6 +239,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn channel_scale_multiplies_each_sum_before_the_bias_on_every_isa() {
+        for isa in Isa::available() {
+            for &(ci, co, k, st, g) in &[(8, 13, 1, 1, 1), (6, 10, 3, 1, 2), (5, 7, 3, 2, 1)] {
+                for n in [1, 3] {
+                    let s = Conv2dShape {
+                        n,
+                        ..shape(ci, co, k, st, g)
+                    };
+                    let x = data(s.input_len(), 1);
+                    let w = data(s.weight_len(), 2);
+                    let b = data(co, 3);
+                    let scale: Vec<f32> = data(co, 4).iter().map(|v| 1.0 + 0.5 * v).collect();
+                    // The unscaled sums, then `relu6(sum * scale + bias)` rounded as the
+                    // epilogue rounds: a product, then a sum.
+                    let mut sums = vec![0.0; s.output_len()];
+                    conv2d_forward_with(isa, &s, &x, &w, None, Activation::Identity, &mut sums)
+                        .unwrap();
+                    let ohw = s.out_h() * s.out_w();
+                    let want: Vec<f32> = sums
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &v)| {
+                            let c = i / ohw % co;
+                            (v * scale[c] + b[c]).clamp(0.0, 6.0)
+                        })
+                        .collect();
+                    let p = PackedConvWeight::pack(&w, [co, ci / g, k, k], g, Some(isa))
+                        .unwrap()
+                        .with_channel_scale(scale.clone())
+                        .unwrap();
+                    assert_eq!(p.channel_scale(), Some(&scale[..]));
+                    let mut got = vec![f32::NAN; s.output_len()];
+                    conv2d_forward_packed(&s, &x, &p, Some(&b), Activation::Relu6, &mut got)
+                        .unwrap();
+                    assert!(
+                        want.iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{isa} {s}"
+                    );
+                }
+            }
+        }
+        let p = PackedConvWeight::pack(&[0.0; 8], [2, 4, 1, 1], 1, None).unwrap();
+        assert!(p.with_channel_scale(vec![1.0; 3]).is_err());
     }
 
     #[test]

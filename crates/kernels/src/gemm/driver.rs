@@ -19,7 +19,7 @@ use super::kernel::{MicroKernelFn, PackFn, TileEpilogue};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
 use super::table::Tuning;
-use super::{Bias, Epilogue, PackedMatrix};
+use super::{Bias, Epilogue, PackedMatrix, Scale};
 use crate::activation::Activation;
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -67,6 +67,11 @@ impl<'a> Problem<'a> {
             Bias::PerRow(v) => Bias::PerCol(v),
             Bias::PerCol(v) => Bias::PerRow(v),
         };
+        let scale = match self.epilogue.scale {
+            Scale::None => Scale::None,
+            Scale::PerRow(v) => Scale::PerCol(v),
+            Scale::PerCol(v) => Scale::PerRow(v),
+        };
         Problem {
             m: self.n,
             n: self.m,
@@ -86,6 +91,7 @@ impl<'a> Problem<'a> {
             epilogue: Epilogue {
                 bias,
                 activation: self.epilogue.activation,
+                scale,
             },
             ..self
         }
@@ -222,6 +228,8 @@ impl DepthBlock {
                 load_c: !first || p.beta != 0.0,
                 bias_row: std::ptr::null(),
                 bias_col: std::ptr::null(),
+                scale_row: std::ptr::null(),
+                scale_col: std::ptr::null(),
                 activation: if last {
                     p.epilogue.activation
                 } else {
@@ -339,6 +347,11 @@ unsafe fn macro_block(
         Bias::PerRow(v) => (Some(v), None),
         Bias::PerCol(v) => (None, Some(v)),
     };
+    let (scale_row, scale_col) = match p.epilogue.scale {
+        Scale::None => (None, None),
+        Scale::PerRow(v) => (Some(v), None),
+        Scale::PerCol(v) => (None, Some(v)),
+    };
     // Loop 3: rows of C in MC blocks.
     let mut ic = m0;
     while ic < m1 {
@@ -380,6 +393,8 @@ unsafe fn macro_block(
                 if d.last {
                     epi.bias_row = bias_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
                     epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                    epi.scale_row = scale_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
+                    epi.scale_col = scale_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
                 }
                 // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
                 unsafe {
@@ -633,6 +648,16 @@ unsafe fn store_tile(
         if !epi.bias_col.is_null() {
             std::ptr::copy_nonoverlapping(epi.bias_col, bcol.as_mut_ptr(), t.cols);
             epi.bias_col = bcol.as_ptr();
+        }
+        let mut srow = [0.0f32; MAX_TILE];
+        let mut scol = [0.0f32; MAX_TILE];
+        if !epi.scale_row.is_null() {
+            std::ptr::copy_nonoverlapping(epi.scale_row, srow.as_mut_ptr(), t.rows);
+            epi.scale_row = srow.as_ptr();
+        }
+        if !epi.scale_col.is_null() {
+            std::ptr::copy_nonoverlapping(epi.scale_col, scol.as_mut_ptr(), t.cols);
+            epi.scale_col = scol.as_ptr();
         }
         // The tile's columns in runs that are contiguous in C (one run unless C's columns
         // are segmented, or its column stride is not 1), and each row's offset: computed

@@ -20,7 +20,7 @@
 //! ```
 //!
 //! After the k loop, the tile epilogue runs on the registers: `v = alpha * acc`, then
-//! `v += beta * C` if `load_c`, then the bias, then the activation; then one store. The tile is
+//! `v += beta * C` if `load_c`, then the scale, then the bias, then the activation; then one store. The tile is
 //! stored at `c` with row stride `rsc` and unit column stride; the driver routes edge tiles and
 //! non-unit column strides through a padded temporary tile, so the kernel always sees a full
 //! tile and each element's arithmetic is the same wherever its tile falls.
@@ -38,6 +38,10 @@ pub(crate) struct TileEpilogue {
     pub bias_row: *const f32,
     /// NR per-column bias values, or null.
     pub bias_col: *const f32,
+    /// MR per-row scale values, or null.
+    pub scale_row: *const f32,
+    /// NR per-column scale values, or null.
+    pub scale_col: *const f32,
     pub activation: Activation,
 }
 
@@ -46,7 +50,7 @@ pub(crate) struct TileEpilogue {
 /// # Safety
 /// `a` points to `kc * MR` floats, `b` to `kc * NR` floats, `c` to an MR x NR tile with row
 /// stride `rsc` and unit column stride (readable when `load_c`, always writable), the bias
-/// pointers (when non-null) to MR / NR floats, and the CPU supports the kernel's ISA.
+/// and scale pointers (when non-null) to MR / NR floats, and the CPU supports the kernel's ISA.
 pub(crate) type MicroKernelFn =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, epi: &TileEpilogue);
 

@@ -16,7 +16,7 @@
 //! Two full-width 512-bit FMA pipes (Intel Skylake-SP to Sapphire Rapids) retire a 12 x 32
 //! step in 12 cycles; a double-pumped one (AMD Zen 4) in 24, with the loads inside the load
 //! ports either way. After the k loop each accumulator goes through the epilogue
-//! (`alpha`, `beta * C`, bias, activation) in registers before one store.
+//! (`alpha`, `beta * C`, scale, bias, activation) in registers before one store.
 
 use super::kernel::TileEpilogue;
 use crate::activation::vector::{kind, with_kind, VecAct};
@@ -114,11 +114,11 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// The first epilogue pass: `f(alpha * acc + beta * C + bias)` stored over the tile. One
+/// The first epilogue pass: `f(scale * (alpha * acc + beta * C) + bias)` stored over the tile. One
 /// loop per term, each branch outside its loop, so each loop is small enough to unroll fully.
 ///
 /// # Safety
-/// As [`tile`]: the tile at `c` (readable when `epi.load_c`), the bias pointers.
+/// As [`tile`]: the tile at `c` (readable when `epi.load_c`), the bias and scale pointers.
 #[inline(always)]
 unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
     acc: &mut [[S::V; NV]; MR],
@@ -142,6 +142,22 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
             for (i, row) in acc.iter_mut().enumerate() {
                 for (h, x) in row.iter_mut().enumerate() {
                     *x = S::fma(S::load(c.add(i * rsc + h * S::L)), beta, *x);
+                }
+            }
+        }
+        if !epi.scale_row.is_null() {
+            for (i, row) in acc.iter_mut().enumerate() {
+                let s = S::broadcast(epi.scale_row.add(i));
+                for x in row.iter_mut() {
+                    *x = S::mul(*x, s);
+                }
+            }
+        }
+        if !epi.scale_col.is_null() {
+            for h in 0..NV {
+                let s = S::load(epi.scale_col.add(h * S::L));
+                for row in acc.iter_mut() {
+                    row[h] = S::mul(row[h], s);
                 }
             }
         }

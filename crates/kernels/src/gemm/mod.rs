@@ -1,5 +1,5 @@
 //! Strided f32 GEMM: `C = alpha * A * B + beta * C`, then an optional fused epilogue
-//! (bias per row or per column, then an activation), applied in registers before the store.
+//! (a scale and a bias per row or per column, then an activation), applied in registers before the store.
 //!
 //! Structure follows Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication"
 //! (ACM TOMS 2008) and the BLIS framework (Van Zee & van de Geijn, 2015): A and B are packed into
@@ -198,14 +198,30 @@ pub enum Bias<'a> {
     PerCol(&'a [f32]),
 }
 
-/// What happens to `alpha * A * B + beta * C` before it is stored: add the bias, then apply the
-/// activation, both in registers.
+/// A multiplier per row or per column of C, applied before the bias: an eval-mode batch
+/// norm's `gamma / sqrt(var + eps)` per output channel, kept out of the weights (folding it
+/// into them rounds every weight once more, and with it every term of every output).
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Scale<'a> {
+    /// No scale.
+    #[default]
+    None,
+    /// One value per row of C (length `m`).
+    PerRow(&'a [f32]),
+    /// One value per column of C (length `n`).
+    PerCol(&'a [f32]),
+}
+
+/// What happens to `alpha * A * B + beta * C` before it is stored, in registers:
+/// `C = act(scale * (alpha * A * B + beta * C) + bias)`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
     /// Bias added to each row or column, or none.
     pub bias: Bias<'a>,
     /// Activation applied after the bias.
     pub activation: Activation,
+    /// Multiplier per row or column, applied before the bias, or none.
+    pub scale: Scale<'a>,
 }
 
 impl<'a> Epilogue<'a> {
@@ -213,11 +229,21 @@ impl<'a> Epilogue<'a> {
     pub const NONE: Epilogue<'static> = Epilogue {
         bias: Bias::None,
         activation: Activation::Identity,
+        scale: Scale::None,
     };
 
     /// A bias and an activation.
     pub fn new(bias: Bias<'a>, activation: Activation) -> Self {
-        Epilogue { bias, activation }
+        Epilogue {
+            bias,
+            activation,
+            scale: Scale::None,
+        }
+    }
+
+    /// The same epilogue with a scale applied before the bias.
+    pub fn with_scale(self, scale: Scale<'a>) -> Self {
+        Epilogue { scale, ..self }
     }
 }
 
@@ -509,6 +535,21 @@ pub fn gemm_ex(
             return Err(KernelError::invalid(
                 OP,
                 format!("per-column bias has {} values for C [{m}, {n}]", bias.len()),
+            ))
+        }
+        _ => {}
+    }
+    match epilogue.scale {
+        Scale::PerRow(s) if s.len() != m => {
+            return Err(KernelError::invalid(
+                OP,
+                format!("per-row scale has {} values for C [{m}, {n}]", s.len()),
+            ))
+        }
+        Scale::PerCol(s) if s.len() != n => {
+            return Err(KernelError::invalid(
+                OP,
+                format!("per-column scale has {} values for C [{m}, {n}]", s.len()),
             ))
         }
         _ => {}

@@ -4,9 +4,9 @@
 //! k == 0 never reads A or B; bias then activation) and is the reference every ISA path is
 //! compared with, together with [`error_bound`], the tolerance such a comparison may use.
 
-use super::{Bias, Epilogue};
+use super::{Bias, Epilogue, Scale};
 
-/// `C = act(alpha * A * B + beta * C + bias)` with strides in elements, naively, in f64.
+/// `C = act(scale * (alpha * A * B + beta * C) + bias)` with strides in elements, naively, in f64.
 ///
 /// Panics if a view does not fit its slice (this is test code; the engine's entry point is
 /// [`super::gemm`]).
@@ -38,6 +38,11 @@ pub fn gemm_reference(
             if beta != 0.0 {
                 v += beta as f64 * *cij as f64;
             }
+            match epilogue.scale {
+                Scale::None => {}
+                Scale::PerRow(s) => v *= s[i] as f64,
+                Scale::PerCol(s) => v *= s[j] as f64,
+            }
             match epilogue.bias {
                 Bias::None => {}
                 Bias::PerRow(bias) => v += bias[i] as f64,
@@ -49,7 +54,7 @@ pub fn gemm_reference(
 }
 
 /// A per-element bound on `|computed - reference|` for an f32 GEMM of depth `k`:
-/// `gamma * (|alpha| * sum_p |a_ip| |b_pj| + |beta| |c_ij| + |bias|)` with
+/// `gamma * (|scale| (|alpha| * sum_p |a_ip| |b_pj| + |beta| |c_ij|) + |bias|)` with
 /// `gamma = (k + 4) * f32::EPSILON`, the classic forward error bound of a dot product
 /// (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., eq. 3.5) plus the
 /// epilogue's few roundings. Activations used here are 1-Lipschitz, so the bound carries over.
@@ -66,6 +71,7 @@ pub fn error_bound(
     beta: f32,
     c: &[f32],
     (rsc, csc): (usize, usize),
+    scale: Scale<'_>,
     bias: Bias<'_>,
 ) -> Vec<f32> {
     let gamma = (k as f64 + 4.0) * f32::EPSILON as f64;
@@ -82,6 +88,11 @@ pub fn error_bound(
             if beta != 0.0 {
                 t += (beta as f64 * c[i * rsc + j * csc] as f64).abs();
             }
+            t *= match scale {
+                Scale::None => 1.0,
+                Scale::PerRow(v) => (v[i] as f64).abs(),
+                Scale::PerCol(v) => (v[j] as f64).abs(),
+            };
             t += match bias {
                 Bias::None => 0.0,
                 Bias::PerRow(v) => (v[i] as f64).abs(),

@@ -38,6 +38,12 @@ pub(crate) unsafe fn kernel_4x4(
                 if epi.load_c {
                     v = epi.beta.mul_add(*cij, v);
                 }
+                if !epi.scale_row.is_null() {
+                    v *= *epi.scale_row.add(i);
+                }
+                if !epi.scale_col.is_null() {
+                    v *= *epi.scale_col.add(j);
+                }
                 if !epi.bias_row.is_null() {
                     v += *epi.bias_row.add(i);
                 }

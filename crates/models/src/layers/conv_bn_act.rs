@@ -2,18 +2,22 @@
 //! `ConvNormAct`, and every conv + BN [+ act] triple inside the MobileNet and ResNet blocks).
 //!
 //! In training (or whenever a graph is recorded) it runs the three ops (batch norm and the
-//! activation fused as one op). At inference it folds the batch norm into the convolution
-//! (Ioffe & Szegedy, 2015, section 3.2: at inference batch norm is an affine map per channel,
-//! which a linear layer absorbs):
+//! activation fused as one op). At inference the batch norm is an affine map per channel
+//! (Ioffe & Szegedy, 2015, section 3.2):
 //!
 //! ```text
-//! s = gamma / sqrt(var + eps)     w' = w * s (per output channel)     b' = (b - mean) * s + beta
+//! s = gamma / sqrt(var + eps)     bn(conv(x) + b) = s * conv(x) + (b - mean) * s + beta
 //! ```
 //!
-//! and runs one convolution with the activation fused into its epilogue. The folded weights
-//! are computed at the first inference forward and kept (dense ones packed for the GEMM) until
-//! the tensors or the mode change: `visit_mut` and `set_mode` forget them, and code that
-//! assigns the public tensors directly must call [`ConvBnAct::invalidate`].
+//! and the layer runs one convolution with it and the activation in the epilogue. A dense
+//! convolution keeps its weights and applies `s` and the shift per output channel in the GEMM
+//! epilogue ([`PackedConvWeight::with_channel_scale`]): folding `s` into the weights
+//! (`w' = w * s`) rounds every weight once more, and SE-ResNet-101's logits came out 3x
+//! further from the float64 truth with it (`docs/accuracy.md`). A depthwise convolution, whose
+//! kernel has no scale, takes the folded weights. The packed weights are computed at the
+//! first inference forward and kept until the tensors or the mode change: `visit_mut` and
+//! `set_mode` forget them, and code that assigns the public tensors directly must call
+//! [`ConvBnAct::invalidate`].
 //!
 //! The layer has no name of its own: its convolution and batch norm keep the names timm gives
 //! them inside their parent (`conv_pw` / `bn1`, `conv1` / `bn1`, `downsample.0` /
@@ -24,17 +28,20 @@ use crate::layers::{Act, BatchNorm2d, Conv2d};
 use crate::module::{child, Mode, Module, TensorKind};
 use std::sync::OnceLock;
 use tessera_core::kernels::conv::PackedConvWeight;
+use tessera_core::kernels::norm::fold::eval_scale_shift;
 use tessera_core::kernels::Activation;
 use tessera_core::{is_grad_enabled, Tensor};
 
-/// The folded weight and bias of a conv + batch-norm pair, in the form the kernels take.
+/// The inference form of a conv + batch-norm pair: a dense weight packed with the batch norm's
+/// channel scale, or a depthwise weight with it folded in; the bias is the shift.
 struct Folded {
     weight: FoldedWeight,
     bias: Tensor,
 }
 
-/// A folded convolution weight: packed for the GEMM (dense convolutions) or a plain tensor
-/// (depthwise ones, which do not use the GEMM).
+/// A convolution weight for inference: packed for the GEMM with its channel scale (dense
+/// convolutions) or a plain tensor with the scale folded in (depthwise ones, which do not use
+/// the GEMM).
 enum FoldedWeight {
     Packed(Box<PackedConvWeight>),
     Plain(Tensor),
@@ -100,19 +107,41 @@ impl ConvBnAct {
         )
     }
 
+    /// The eval-mode batch norm (after the convolution's own bias) as a per-output-channel
+    /// `(scale, shift)`: `bn(conv(x) + b) = scale * conv(x) + shift`, each computed in f64 and
+    /// rounded once.
+    pub fn scale_shift(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        let (mean, var) = self.bn.running_stats();
+        let conv_bias = self.conv.bias.as_ref().map(|b| b.data());
+        eval_scale_shift(
+            &self.bn.weight.data(),
+            &self.bn.bias.data(),
+            &mean.data(),
+            &var.data(),
+            self.bn.eps,
+            conv_bias.as_deref(),
+        )
+        .map_err(|e| ModelError::config(format!("conv + batch norm: {e}")))
+    }
+
     fn fold(&self) -> Result<Folded> {
-        let (w, b) = self.folded_weights();
         let shape = self.conv.weight.shape();
         let groups = self.conv.params.groups;
         let dims = [shape[0], shape[1], shape[2], shape[3]];
-        let weight = if PackedConvWeight::applies(dims, groups) {
-            FoldedWeight::Packed(Box::new(
-                PackedConvWeight::pack(&w, dims, groups, None)
-                    .map_err(|e| ModelError::config(format!("conv + batch norm fold: {e}")))?,
-            ))
-        } else {
-            FoldedWeight::Plain(Tensor::from_vec(w, shape)?)
-        };
+        let err = |e| ModelError::config(format!("conv + batch norm: {e}"));
+        if PackedConvWeight::applies(dims, groups) {
+            let (scale, shift) = self.scale_shift()?;
+            let packed = PackedConvWeight::pack(&self.conv.weight.data(), dims, groups, None)
+                .and_then(|p| p.with_channel_scale(scale))
+                .map_err(err)?;
+            let c = shift.len();
+            return Ok(Folded {
+                weight: FoldedWeight::Packed(Box::new(packed)),
+                bias: Tensor::from_vec(shift, &[c])?,
+            });
+        }
+        let (w, b) = self.folded_weights();
+        let weight = FoldedWeight::Plain(Tensor::from_vec(w, shape)?);
         let c = b.len();
         Ok(Folded {
             weight,

@@ -106,14 +106,17 @@ impl PlanBuilder {
         Ok(s)
     }
 
-    /// `act(conv(x) + bias)` on weights already folded, choosing the kernel path; with
-    /// `into`, the result is added to `into`'s values (the residual join) before the bias and
-    /// activation, and `into`'s buffer becomes the output.
+    /// `act(scale * conv(x) + bias)` (no scale: the batch norm folded into `w` or absent),
+    /// choosing the kernel path; with `into`, the result is added to `into`'s values (the
+    /// residual join) before the bias and activation, and `into`'s buffer becomes the output.
+    /// A scale needs a dense convolution and no `into`.
+    #[allow(clippy::too_many_arguments)]
     fn conv_folded(
         &mut self,
         x: &Feat,
         s: Conv2dShape,
         w: Vec<f32>,
+        scale: Option<Vec<f32>>,
         bias: Vec<f32>,
         act: Activation,
         into: Option<Feat>,
@@ -129,6 +132,11 @@ impl PlanBuilder {
                 )));
             }
         }
+        if into.is_some() && scale.is_some() {
+            return Err(ModelError::config(
+                "plan: a residual join takes no channel scale".to_string(),
+            ));
+        }
         let y = match into {
             Some(r) => r.buf,
             None => self.buffer(&[x.n, s.c_out, oh, ow])?,
@@ -138,6 +146,7 @@ impl PlanBuilder {
                 PackedMatrix::pack_a(MatRef::row_major(&w, s.c_out, s.c_in), None).map_err(kerr)?;
             Step::Pointwise {
                 w: wm,
+                scale,
                 bias,
                 act,
                 n: x.n,
@@ -148,6 +157,11 @@ impl PlanBuilder {
                 threads: 0,
             }
         } else if s.is_depthwise() {
+            if scale.is_some() {
+                return Err(ModelError::config(format!(
+                    "plan: a depthwise convolution takes no channel scale ({s})"
+                )));
+            }
             Step::Depthwise {
                 s,
                 w,
@@ -158,7 +172,10 @@ impl PlanBuilder {
             }
         } else {
             let dims = [s.c_out, s.c_in / s.groups, s.kh, s.kw];
-            let pw = PackedConvWeight::pack(&w, dims, s.groups, None).map_err(kerr)?;
+            let mut pw = PackedConvWeight::pack(&w, dims, s.groups, None).map_err(kerr)?;
+            if let Some(sc) = scale {
+                pw = pw.with_channel_scale(sc).map_err(kerr)?;
+            }
             Step::Conv {
                 s,
                 w: Box::new(pw),
@@ -178,11 +195,18 @@ impl PlanBuilder {
         })
     }
 
-    /// A [`ConvBnAct`] with the batch norm folded and the activation in the epilogue.
+    /// A [`ConvBnAct`] with the activation in the epilogue. A dense convolution keeps its
+    /// weights and applies the batch norm as a per-channel scale and shift in the GEMM
+    /// epilogue ([`ConvBnAct::scale_shift`]); a depthwise one has it folded into its weights.
     pub fn conv_bn_act(&mut self, x: &Feat, l: &ConvBnAct) -> Result<Feat> {
         let s = Self::conv_shape(x, &l.conv)?;
-        let (w, b) = l.folded_weights();
-        self.conv_folded(x, s, w, b, l.kernel_act(), None)
+        if s.is_depthwise() {
+            let (w, b) = l.folded_weights();
+            return self.conv_folded(x, s, w, None, b, l.kernel_act(), None);
+        }
+        let (scale, shift) = l.scale_shift()?;
+        let w = l.conv.weight.data().to_vec();
+        self.conv_folded(x, s, w, Some(scale), shift, l.kernel_act(), None)
     }
 
     /// `act(conv_bn(x) + into)`: the residual join fused into the (1x1) convolution's GEMM;
@@ -196,7 +220,7 @@ impl PlanBuilder {
     ) -> Result<Feat> {
         let s = Self::conv_shape(x, &l.conv)?;
         let (w, b) = l.folded_weights();
-        self.conv_folded(x, s, w, b, act, Some(into))
+        self.conv_folded(x, s, w, None, b, act, Some(into))
     }
 
     /// Squeeze-and-excitation on `x` in place (`fc1`, `fc2`: 1x1 convolutions with bias);

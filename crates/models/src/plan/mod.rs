@@ -3,8 +3,11 @@
 //!
 //! [`crate::Model::plan`] walks the eager model once and emits [`steps::Step`]s:
 //!
-//! - every conv + batch norm folded ([`crate::layers::fold_batch_norm`]), weights packed once
-//!   for the GEMM; bias and activation in the GEMM or depthwise epilogue;
+//! - every conv + batch norm as one step: a dense convolution's weights packed once for the
+//!   GEMM, the batch norm a per-channel scale and shift in its epilogue
+//!   ([`crate::layers::ConvBnAct::scale_shift`]; folded into the weights, `w * s`, only where
+//!   the residual join is fused into the same GEMM and in depthwise convolutions); bias and
+//!   activation in the GEMM or depthwise epilogue;
 //! - the residual join fused into the producing 1x1 convolution or linear layer as
 //!   `beta = 1` (`C = W X + C`, bias and activation after): the block's input buffer becomes
 //!   its output, with no separate add pass;

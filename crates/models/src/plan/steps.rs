@@ -12,7 +12,7 @@ use tessera_core::kernels::attention::{attention_forward, AttentionShape};
 use tessera_core::kernels::conv::PackedConvWeight;
 use tessera_core::kernels::conv::{conv2d_forward, conv2d_forward_packed, Conv2dShape};
 use tessera_core::kernels::gemm::{
-    gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Segments,
+    gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Scale, Segments,
 };
 use tessera_core::kernels::norm::layer_norm_forward;
 use tessera_core::kernels::pool::{
@@ -49,9 +49,11 @@ pub enum Step {
         y: Buf,
     },
     /// A 1x1 stride-1 convolution as one GEMM over the `n` images:
-    /// `Y[c_out, hw] (+)= W[c_out, c_in] X[c_in, hw]`, then bias and activation.
+    /// `Y[c_out, hw] (+)= W[c_out, c_in] X[c_in, hw]`, then scale (per output channel, an
+    /// unfolded batch norm; never with `accumulate`), bias and activation.
     Pointwise {
         w: PackedMatrix,
+        scale: Option<Vec<f32>>,
         bias: Vec<f32>,
         act: Activation,
         n: usize,
@@ -399,6 +401,7 @@ impl Step {
             }
             Step::Pointwise {
                 w,
+                scale,
                 bias,
                 act,
                 n,
@@ -418,7 +421,10 @@ impl Step {
                     c = c.with_segments(Segments::cols(*hw, co * hw));
                 }
                 let beta = if *accumulate { 1.0 } else { 0.0 };
-                let e = Epilogue::new(Bias::PerRow(bias), *act);
+                let mut e = Epilogue::new(Bias::PerRow(bias), *act);
+                if let Some(s) = scale {
+                    e = e.with_scale(Scale::PerRow(s));
+                }
                 gemm_ex(
                     1.0,
                     Operand::Packed(w),
