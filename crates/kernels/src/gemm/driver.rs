@@ -141,8 +141,18 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
     } else {
         problem
     };
-    let blk = tuning.blocking;
-    let kernel = tuning.kernel.run;
+    // One row: the kernel's one-row twin on the same B panels (the padded tile would spend
+    // MR - 1 of every MR FMAs on padding); not with A pre-packed in MR-row panels.
+    let (blk, kernel) = match tuning.kernel.run_row {
+        Some(row) if p.m == 1 && p.a_packed.is_none() => (
+            Blocking {
+                mr: 1,
+                ..tuning.blocking
+            },
+            row,
+        ),
+        _ => (tuning.blocking, tuning.kernel.run),
+    };
     let packs = (tuning.kernel.pack_a, tuning.kernel.pack_b);
     let threads = if threads == 0 {
         rayon::current_num_threads()

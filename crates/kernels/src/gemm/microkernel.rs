@@ -13,6 +13,12 @@
 //! | `avx2_6x16` | 12 ymm | 2 + 6 broadcasts | 12 | 16 ymm: 12 + 2 B + broadcast |
 //! | `portable_4x16` | 8 `f32x8` | 2 + 4 broadcasts | 8 | `wide`, any target |
 //!
+//! Each has a one-row twin (`avx512_1x32`, `avx512_1x16`, `avx2_1x16`, `portable_1x16`), the
+//! same body with MR = 1, for products with a single row: a padded 12-row tile would spend
+//! 11/12 of its FMAs on padding there. Its NV accumulators form one FMA chain per vector, so
+//! it is bound by the FMA latency rather than throughput, still several times faster than
+//! the padded tile, and it accumulates every element in the same order as the full tile.
+//!
 //! Two full-width 512-bit FMA pipes (Intel Skylake-SP to Sapphire Rapids) retire a 12 x 32
 //! step in 12 cycles; a double-pumped one (AMD Zen 4) in 24, with the loads inside the load
 //! ports either way. After the k loop each accumulator goes through the epilogue
@@ -235,6 +241,12 @@ kernels! {
     avx512_24x16: crate::simd::Avx512, 24 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx2_6x16: crate::simd::Avx2, 6 x 2, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx512_1x32: crate::simd::Avx512, 1 x 2, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_1x16: crate::simd::Avx512, 1 x 1, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx2_1x16: crate::simd::Avx2, 1 x 2, "avx2,fma";
 }
 
 /// The portable kernel: `wide::f32x8`, 4 x 16 (no target feature: `wide` picks its
@@ -252,4 +264,20 @@ pub(crate) unsafe fn portable_4x16(
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
     unsafe { tile::<crate::simd::Portable, 4, 2>(kc, a, b, c, rsc, epi) }
+}
+
+/// [`portable_4x16`] with one row (see `MicroKernel::run_row`).
+///
+/// # Safety
+/// See [`super::kernel::MicroKernelFn`] with MR = 1.
+pub(crate) unsafe fn portable_1x16(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: forwarded contract; the portable ISA runs anywhere.
+    unsafe { tile::<crate::simd::Portable, 1, 2>(kc, a, b, c, rsc, epi) }
 }

@@ -26,6 +26,11 @@ pub struct MicroKernel {
     /// Columns of the register tile.
     pub nr: usize,
     pub(crate) run: MicroKernelFn,
+    /// The same kernel body with a one-row tile (`1 x nr`), for products with one row (a
+    /// batch-1 linear layer or squeeze-excitation): it reads B's panels as packed for this
+    /// kernel and accumulates each element in the same order, so the row's bits are those the
+    /// full tile gives, at 1 / MR of its work.
+    pub(crate) run_row: Option<MicroKernelFn>,
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
 }
@@ -100,6 +105,7 @@ static AVX512: [MicroKernel; 2] = [
         mr: 12,
         nr: 32,
         run: super::microkernel::avx512_12x32,
+        run_row: Some(super::microkernel::avx512_1x32),
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -109,6 +115,7 @@ static AVX512: [MicroKernel; 2] = [
         mr: 24,
         nr: 16,
         run: super::microkernel::avx512_24x16,
+        run_row: Some(super::microkernel::avx512_1x16),
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -121,6 +128,7 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
     mr: 6,
     nr: 16,
     run: super::microkernel::avx2_6x16,
+    run_row: Some(super::microkernel::avx2_1x16),
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -131,6 +139,7 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
     mr: 4,
     nr: 16,
     run: super::microkernel::portable_4x16,
+    run_row: Some(super::microkernel::portable_1x16),
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -141,6 +150,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     mr: 4,
     nr: 4,
     run: super::scalar::kernel_4x4,
+    run_row: None,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
