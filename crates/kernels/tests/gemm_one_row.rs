@@ -14,8 +14,14 @@ mod common;
 #[test]
 fn one_row_products_equal_their_row_in_a_taller_product() {
     // k crosses several depth blocks of the small tuning; n crosses column panels with a
-    // partial last one.
-    let (rows, n, k) = (7, 83, 300);
+    // partial last one, and (300) groups of four panels that the row path takes at once.
+    for n in [83, 300] {
+        check_width(n);
+    }
+}
+
+fn check_width(n: usize) {
+    let (rows, k) = (7, 300);
     let a = common::data(rows * k, 1);
     let b = common::data(k * n, 2);
     let bias = common::data(n, 3);

@@ -15,7 +15,7 @@
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
 use super::blocking::Blocking;
-use super::kernel::{MicroKernelFn, PackFn, TileEpilogue};
+use super::kernel::{MicroKernelFn, PackFn, RowWideFn, TileEpilogue, WIDE_PANELS};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
 use super::table::Tuning;
@@ -149,9 +149,18 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
                 mr: 1,
                 ..tuning.blocking
             },
-            row,
+            Kernels {
+                tile: row,
+                row_wide: tuning.kernel.run_row_wide,
+            },
         ),
-        _ => (tuning.blocking, tuning.kernel.run),
+        _ => (
+            tuning.blocking,
+            Kernels {
+                tile: tuning.kernel.run,
+                row_wide: None,
+            },
+        ),
     };
     let packs = (tuning.kernel.pack_a, tuning.kernel.pack_b);
     let threads = if threads == 0 {
@@ -179,6 +188,14 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
             .into_par_iter()
             .for_each(|t| unsafe { run_task(&p, &blk, kernel, packs, part.task(t)) });
     }
+}
+
+/// The microkernels of one call: the tile kernel (the one-row twin on the row path) and, on
+/// the row path, the kernel that covers several B panels at once.
+#[derive(Clone, Copy)]
+struct Kernels {
+    tile: MicroKernelFn,
+    row_wide: Option<RowWideFn>,
 }
 
 /// A 64-byte aligned, reusable f32 buffer for packed panels.
@@ -296,7 +313,7 @@ unsafe fn b_block(
 unsafe fn run_task(
     p: &Problem<'_>,
     blk: &Blocking,
-    kernel: MicroKernelFn,
+    kernel: Kernels,
     (pack_a, pack_b): (PackFn, PackFn),
     task: Task,
 ) {
@@ -343,7 +360,7 @@ unsafe fn run_task(
 unsafe fn macro_block(
     p: &Problem<'_>,
     blk: &Blocking,
-    kernel: MicroKernelFn,
+    kernel: Kernels,
     pack_a: PackFn,
     abuf: &mut PackBuf,
     d: &DepthBlock,
@@ -352,6 +369,7 @@ unsafe fn macro_block(
     bpack: *const f32,
 ) {
     let (mr, nr, kc) = (blk.mr, blk.nr, d.kc);
+    let lc = p.c_layout();
     let (bias_row, bias_col) = match p.epilogue.bias {
         Bias::None => (None, None),
         Bias::PerRow(v) => (Some(v), None),
@@ -387,7 +405,36 @@ unsafe fn macro_block(
             }
         };
         // Loop 2: NR-wide micro-panels of B.
-        for jr in (0..nc).step_by(nr) {
+        let mut jr = 0;
+        while jr < nc {
+            // The row path: whole groups of panels at once when their columns are contiguous.
+            let span = WIDE_PANELS * nr;
+            if let Some(wide) = kernel.row_wide.filter(|_| mr == 1 && mc == 1) {
+                let j0 = jc + jr;
+                if jr + span <= nc && p.csc == 1 && lc.contiguous_run(Axis::Cols, j0, span) {
+                    let mut epi = d.epi;
+                    if d.last {
+                        epi.bias_row = bias_row.map_or(std::ptr::null(), |v| v[ic..].as_ptr());
+                        epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                        epi.scale_row = scale_row.map_or(std::ptr::null(), |v| v[ic..].as_ptr());
+                        epi.scale_col = scale_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                    }
+                    // SAFETY: the group's panels lie in the packed block (jr + span <= nc);
+                    // its columns of C's row ic are contiguous (checked) and inside C.
+                    unsafe {
+                        wide(
+                            kc,
+                            apack,
+                            bpack.add(jr * kc),
+                            nr * kc,
+                            p.c.add(lc.offset(ic, j0)),
+                            &epi,
+                        )
+                    };
+                    jr += span;
+                    continue;
+                }
+            }
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
@@ -410,9 +457,10 @@ unsafe fn macro_block(
                 unsafe {
                     let a_panel = apack.add(ir * kc);
                     let b_panel = bpack.add(jr * kc);
-                    store_tile(p, kernel, kc, a_panel, b_panel, &tile, &epi);
+                    store_tile(p, kernel.tile, kc, a_panel, b_panel, &tile, &epi);
                 }
             }
+            jr += nr;
         }
         ic += mc;
     }
@@ -492,7 +540,7 @@ const MAX_GROUP: usize = 64;
 unsafe fn run_shared_b(
     p: &Problem<'_>,
     blk: &Blocking,
-    kernel: MicroKernelFn,
+    kernel: Kernels,
     (pack_a, pack_b): (PackFn, PackFn),
     part: &Partition,
 ) {

@@ -64,3 +64,24 @@ pub(crate) type PackFn = unsafe fn(
     cs: usize,
     dst: &mut [f32],
 );
+
+/// A one-row kernel over several B micro-panels at once (`WIDE_PANELS` of them, `nr` columns
+/// each, `panel_stride` floats apart): the row's `WIDE_PANELS * nr` columns of C, contiguous
+/// at `c`. More accumulators than one panel gives independent FMA chains, with each element
+/// accumulated in the same order as by the one-panel kernels.
+///
+/// # Safety
+/// `a` points to `kc` floats, `b` to `WIDE_PANELS` panels of `kc * nr` floats `panel_stride`
+/// apart, `c` to `WIDE_PANELS * nr` writable floats (readable when `load_c`), bias and scale
+/// pointers (when non-null) to 1 / `WIDE_PANELS * nr` floats; the CPU supports the ISA.
+pub(crate) type RowWideFn = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    panel_stride: usize,
+    c: *mut f32,
+    epi: &TileEpilogue,
+);
+
+/// B micro-panels per call of a [`RowWideFn`].
+pub(crate) const WIDE_PANELS: usize = 4;

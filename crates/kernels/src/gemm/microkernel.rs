@@ -24,7 +24,7 @@
 //! ports either way. After the k loop each accumulator goes through the epilogue
 //! (`alpha`, `beta * C`, scale, bias, activation) in registers before one store.
 
-use super::kernel::TileEpilogue;
+use super::kernel::{TileEpilogue, WIDE_PANELS};
 use crate::activation::vector::{kind, with_kind, VecAct};
 use crate::activation::Activation;
 use crate::simd::Simd;
@@ -115,6 +115,44 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
             act => {
                 store_tile::<S, MR, NV, _>(&mut acc, c, rsc, epi, kind::Identity);
                 with_kind!(act, f => activate_tile::<S, MR, NV, _>(c, rsc, f));
+            }
+        }
+    }
+}
+
+/// The one-row body over [`WIDE_PANELS`] B micro-panels of `NV` vectors each (`NW = NV *
+/// WIDE_PANELS` accumulators): the same k order per element as [`tile`] with `MR = 1`.
+///
+/// # Safety
+/// The contract of [`super::kernel::RowWideFn`] with `nr = NV * S::L`; the CPU supports `S`.
+#[inline(always)]
+unsafe fn row_wide<S: Simd, const NV: usize, const NW: usize>(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    panel_stride: usize,
+    c: *mut f32,
+    epi: &TileEpilogue,
+) {
+    let nr = NV * S::L;
+    // SAFETY (whole body): a holds kc floats, each panel kc * nr floats; the NW vectors of C
+    // are contiguous at c; S's ISA is enabled.
+    unsafe {
+        let mut acc = [[S::zero(); NW]; 1];
+        for p in 0..kc {
+            let ai = S::broadcast(a.add(p));
+            for (w, x) in acc[0].iter_mut().enumerate() {
+                let bv = S::load(b.add((w / NV) * panel_stride + p * nr + (w % NV) * S::L));
+                *x = S::fma(ai, bv, *x);
+            }
+        }
+        match epi.activation {
+            Activation::Identity => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Identity),
+            Activation::Relu => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Relu),
+            Activation::Relu6 => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Relu6),
+            act => {
+                store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Identity);
+                with_kind!(act, f => activate_tile::<S, 1, NW, _>(c, 0, f));
             }
         }
     }
@@ -280,4 +318,36 @@ pub(crate) unsafe fn portable_1x16(
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
     unsafe { tile::<crate::simd::Portable, 1, 2>(kc, a, b, c, rsc, epi) }
+}
+
+/// Declares one ISA entry point per (ISA, panel width) of [`row_wide`].
+macro_rules! row_wide_kernels {
+    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $nv:literal, $feat:literal;)*) => {$(
+        $(#[$cfg])*
+        /// # Safety
+        /// See [`super::kernel::RowWideFn`]; the CPU supports this kernel's ISA.
+        #[target_feature(enable = $feat)]
+        pub(crate) unsafe fn $name(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            panel_stride: usize,
+            c: *mut f32,
+            epi: &TileEpilogue,
+        ) {
+            // SAFETY: forwarded contract; the features are enabled on this function.
+            unsafe {
+                row_wide::<$simd, $nv, { $nv * WIDE_PANELS }>(kc, a, b, panel_stride, c, epi)
+            }
+        }
+    )*};
+}
+
+row_wide_kernels! {
+    #[cfg(target_arch = "x86_64")]
+    avx512_1x32_wide: crate::simd::Avx512, 2, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_1x16_wide: crate::simd::Avx512, 1, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx2_1x16_wide: crate::simd::Avx2, 2, "avx2,fma";
 }

@@ -8,7 +8,7 @@
 //! `TESSERA_TUNE=off` ignores the cache.
 
 use super::blocking::{derive, Blocking};
-use super::kernel::{MicroKernelFn, PackFn};
+use super::kernel::{MicroKernelFn, PackFn, RowWideFn};
 use super::tune_cache;
 use crate::host::Host;
 use crate::isa::Isa;
@@ -31,6 +31,9 @@ pub struct MicroKernel {
     /// kernel and accumulates each element in the same order, so the row's bits are those the
     /// full tile gives, at 1 / MR of its work.
     pub(crate) run_row: Option<MicroKernelFn>,
+    /// The one-row kernel over several B panels at once (more independent FMA chains), used
+    /// with `run_row` where whole groups of panels fit.
+    pub(crate) run_row_wide: Option<RowWideFn>,
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
 }
@@ -106,6 +109,7 @@ static AVX512: [MicroKernel; 2] = [
         nr: 32,
         run: super::microkernel::avx512_12x32,
         run_row: Some(super::microkernel::avx512_1x32),
+        run_row_wide: Some(super::microkernel::avx512_1x32_wide),
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -116,6 +120,7 @@ static AVX512: [MicroKernel; 2] = [
         nr: 16,
         run: super::microkernel::avx512_24x16,
         run_row: Some(super::microkernel::avx512_1x16),
+        run_row_wide: Some(super::microkernel::avx512_1x16_wide),
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -129,6 +134,7 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
     nr: 16,
     run: super::microkernel::avx2_6x16,
     run_row: Some(super::microkernel::avx2_1x16),
+    run_row_wide: Some(super::microkernel::avx2_1x16_wide),
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -140,6 +146,7 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
     nr: 16,
     run: super::microkernel::portable_4x16,
     run_row: Some(super::microkernel::portable_1x16),
+    run_row_wide: None,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -151,6 +158,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     nr: 4,
     run: super::scalar::kernel_4x4,
     run_row: None,
+    run_row_wide: None,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
