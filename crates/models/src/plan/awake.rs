@@ -23,9 +23,14 @@ thread_local! {
 }
 
 /// Runs `f` on a worker of the current rayon pool with every other worker spinning for work
-/// until `f` returns (see the module docs). With one thread, or when called from inside an
-/// awake region, it simply runs `f`.
+/// until `f` returns (see the module docs). Called from outside the pool, it first moves onto
+/// a worker (once: otherwise every parallel region of `f` would be sent to the pool and waited
+/// for through the kernel, even with a single worker, where the regions then run inline). With
+/// one thread, or when called from inside an awake region, it then simply runs `f`.
 pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| run_awake(f));
+    }
     let workers = rayon::current_num_threads();
     if workers <= 1 || BUSY.with(Cell::get) {
         return f();
@@ -93,5 +98,11 @@ mod tests {
             let nested = pool.install(|| run_awake(|| run_awake(|| 7)));
             assert_eq!(nested, 7);
         }
+        // From a thread outside every pool: `f` runs on a worker of the global pool.
+        let on_worker =
+            std::thread::spawn(|| run_awake(|| rayon::current_thread_index().is_some()))
+                .join()
+                .unwrap();
+        assert!(on_worker);
     }
 }
