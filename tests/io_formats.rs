@@ -74,6 +74,61 @@ fn npy_rejects_unsupported_and_corrupt_files() {
     assert!(e.msg.contains("cannot open"));
 }
 
+/// A version 1.0 `.npy` header (padded as numpy pads it) followed by `data`.
+fn npy_with_header(dict: &str, data: &[u8]) -> Vec<u8> {
+    let mut h = dict.to_string();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[test]
+fn npy_headers_that_claim_more_than_there_is_are_errors_without_allocating_it() {
+    // From a source of unknown length (a pipe), a shape above the memory budget is refused
+    // before anything is allocated (the fuzzer found a header asking for 212 GB) ...
+    let huge = npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 100), }",
+        &[0; 16],
+    );
+    let e = npy::read_from(Cursor::new(&huge), u64::MAX, "pipe.npy").unwrap_err();
+    assert!(e.msg.contains("memory budget"), "{e}");
+    // ... and one within it is read as it arrives: 4 bytes of a 400 MB claim is "truncated".
+    let big = npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (100000000,), }",
+        &[0; 4],
+    );
+    let e = npy::read_from(Cursor::new(&big), u64::MAX, "pipe.npy").unwrap_err();
+    assert!(
+        e.msg.contains("truncated") && e.msg.contains("has 4"),
+        "{e}"
+    );
+    // Only the last entry of a shape tuple may be empty.
+    for shape in ["(5, ,9)", "(,)", "(,5)"] {
+        let bad = npy_with_header(
+            &format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}"),
+            &[0; 180],
+        );
+        let e = npy::read_from(Cursor::new(&bad), bad.len() as u64, "bad.npy").unwrap_err();
+        assert!(e.msg.contains("empty dimension"), "{shape}: {e}");
+    }
+    let ok = npy_with_header(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), }",
+        &[0; 4],
+    );
+    assert_eq!(
+        npy::read_from(Cursor::new(&ok), ok.len() as u64, "ok.npy")
+            .unwrap()
+            .shape,
+        vec![1]
+    );
+}
+
 #[test]
 fn npy_round_trip() {
     let p = tmp("rt.npy");

@@ -105,12 +105,22 @@ pub fn read_from<R: Read>(
     if (bytes as u64) > available {
         return Err(err(format!("truncated: shape {shape:?} of {descr} needs {bytes} data bytes but the file has {available}")));
     }
-    let mut data = vec![0u8; bytes];
-    src.read_exact(&mut data).map_err(|_| {
-        err(format!(
-            "truncated: shape {shape:?} of {descr} needs {bytes} data bytes"
-        ))
-    })?;
+    // The data bytes and the decoded f32 values must fit the memory budget before anything
+    // is allocated; and the data is read as it arrives, never allocated ahead from the header,
+    // so a source of unknown length (a pipe) that ends early costs only what it held.
+    let need = (bytes as u64).checked_add((numel as u64).saturating_mul(4));
+    crate::limits::check(&format!("its shape {shape:?} of {descr}"), need)
+        .map_err(|e| err(e.to_string()))?;
+    let mut data = Vec::with_capacity(bytes.min(1 << 20));
+    let got = (&mut src)
+        .take(bytes as u64)
+        .read_to_end(&mut data)
+        .map_err(|e| err(format!("read error: {e}")))?;
+    if got != bytes {
+        return Err(err(format!(
+            "truncated: shape {shape:?} of {descr} needs {bytes} data bytes, the file has {got}"
+        )));
+    }
     let mut values = decode(&data, kind, size, big_endian);
     if fortran && shape.len() > 1 {
         values = to_c_order(values, &shape);
@@ -166,8 +176,13 @@ fn parse_header(text: &str) -> Result<(String, bool, Vec<usize>), String> {
                 let r = rest.strip_prefix('(').ok_or("shape must be a tuple")?;
                 let close = r.find(')').ok_or("unterminated shape")?;
                 let mut dims = Vec::new();
-                for part in r[..close].split(',') {
+                let parts: Vec<&str> = r[..close].split(',').collect();
+                for (i, part) in parts.iter().enumerate() {
                     let p = part.trim().trim_end_matches('L');
+                    if p.is_empty() && i + 1 < parts.len() {
+                        // Only the last part may be empty: `()`, `(5,)`.
+                        return Err("empty dimension in the shape".into());
+                    }
                     if !p.is_empty() {
                         dims.push(
                             p.parse::<usize>()
