@@ -29,6 +29,7 @@ pub mod arena;
 pub mod awake;
 mod builder;
 mod cnn;
+mod ref_ops;
 mod reference;
 pub(crate) mod steps;
 mod vit;
