@@ -183,6 +183,17 @@ fn check(arch: &str, o: &Overrides) {
         );
         assert!(s.rel < 1e-4, "{arch} step {i} {}: {s:?}", s.kind);
         assert!(s.local < 1e-4, "{arch} step {i} {}: {s:?}", s.kind);
+        // Only convolutions carry a folded batch norm; the folded f64 network's error is
+        // the fold's (none at all in a ViT).
+        let conv = matches!(s.kind, "conv" | "pointwise" | "depthwise");
+        assert_eq!(s.fold.is_some(), conv, "{arch} step {i}: {s:?}");
+        assert!(
+            s.fold.unwrap_or(0.0) < 1e-5 && s.fold_net < 1e-4,
+            "{arch} {i}: {s:?}"
+        );
+        if arch.starts_with("vit") {
+            assert_eq!(s.fold_net, 0.0, "{arch} step {i}: {s:?}");
+        }
     }
     assert!(acc.steps[0].rel_in == 0.0, "{arch}: the image is exact");
     let e_plan = acc.logits_rel();
@@ -239,4 +250,39 @@ fn a_normal_plan_has_no_reference() {
     let mut plan = m.plan_reference([1, c, h, w]).unwrap();
     let err = plan.accuracy(&[0.0; 3]).unwrap_err().to_string();
     assert!(err.contains("input has 3 values"), "{err}");
+}
+
+/// Full-size SE-ResNet-101 (eval 1x3x224x224): the reference against timm float64, with the
+/// fixture of `python3 scripts/fixtures_accuracy.py --only-full --full DIR`.
+#[test]
+#[ignore = "needs TESSERA_ACCURACY_FULL (scripts/fixtures_accuracy.py --full DIR)"]
+fn seresnet101_full_size_reference_is_timm_float64() {
+    let Some(dir) = std::env::var_os("TESSERA_ACCURACY_FULL") else {
+        println!("skipped: set TESSERA_ACCURACY_FULL (see tests/models_accuracy.rs)");
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let mut m = create("seresnet101", &Overrides::default(), 0).unwrap();
+    weights::load(m.as_mut(), dir.join("seresnet101.weights.safetensors")).unwrap();
+    m.set_mode(Mode::Eval);
+    let truth = safetensors::read(dir.join("seresnet101.truth.safetensors")).unwrap();
+    let x = read_f32(&dir.join("seresnet101.eval_input.npy"));
+    let (hi, lo) = (get(&truth, "eval.logits"), get(&truth, "eval.logits.lo"));
+    let want: Vec<f64> = hi
+        .iter()
+        .zip(lo)
+        .map(|(&h, &l)| f64::from(h) + f64::from(l))
+        .collect();
+    let _g = no_grad();
+    let eager = widen(&m.forward(&x).unwrap().to_vec());
+    let mut plan = m.plan_reference(shape4(&x)).unwrap();
+    let acc = plan.accuracy(&x.to_vec()).unwrap();
+    let e = rel64(&acc.reference, &want);
+    println!(
+        "seresnet101: f64 reference vs timm float64 {e:.2e}; f32 plan {:.2e}, eager {:.2e} \
+         against timm float64",
+        rel64(&widen(&acc.output), &want),
+        rel64(&eager, &want)
+    );
+    assert!(e <= 1e-10, "reference vs timm float64: {e:e}");
 }

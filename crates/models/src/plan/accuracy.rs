@@ -9,7 +9,10 @@
 //!   has accumulated up to there (propagated error);
 //! - the plan's step **alone**: each f32 step fed the reference's input rounded to f32, so its
 //!   error is what that step adds by itself (its own rounding, the batch-norm fold, the
-//!   approximated activations), without what came before.
+//!   approximated activations), without what came before;
+//! - for a convolution with a folded batch norm, the step in f64 on the **folded** f32 weight
+//!   and bias the plan holds: the part of the error due to the fold alone; and the whole f64
+//!   network on the folded weights (a fourth run), whose error is the fold's, propagated.
 //!
 //! The propagated error divided by the error of the step's inputs is the step's
 //! amplification (a condition number seen in practice). This is the "shadow execution in
@@ -46,6 +49,12 @@ pub struct StepError {
     pub rel_in: f64,
     /// The step alone (fed the reference input rounded to f32): its relative error.
     pub local: f64,
+    /// Convolutions with a folded batch norm: the relative error of the step computed in f64
+    /// from the folded f32 weight and bias (on the exact input): what the fold alone costs.
+    pub fold: Option<f64>,
+    /// The relative error of the f64 network run on the folded weights (its only error the
+    /// fold's roundings), up to this step: the fold's share of `rel`.
+    pub fold_net: f64,
 }
 
 impl StepError {
@@ -145,6 +154,7 @@ impl Plan {
         last[self.output.id] = usize::MAX;
         let mut bufs: Vec<Vec<f64>> = vec![Vec::new(); reference.buffers];
         bufs[self.input.id] = x.iter().map(|&v| f64::from(v)).collect();
+        let mut fold_bufs = bufs.clone();
         let i0 = self.offs[self.input.id];
         self.arena.fill(0.0);
         self.arena[i0..i0 + x.len()].copy_from_slice(x);
@@ -176,9 +186,20 @@ impl Plan {
             }
             step.run(&mut self.arena, &offs)?;
             step.run(&mut alone, &offs)?;
+            let folded = rs.op.run_folded(&bufs);
             rs.op.run(&mut bufs);
+            rs.op.run_with_fold(&mut fold_bufs);
             let want = &bufs[y.id];
             let scale = max_abs(want);
+            let diff = |f: &[f64]| {
+                let d = f
+                    .iter()
+                    .zip(want)
+                    .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+                relative(d, scale)
+            };
+            let fold = folded.as_deref().map(diff);
+            let fold_net = diff(&fold_bufs[y.id]);
             let abs = max_abs_diff(&view(&self.arena, y.id, y.len), want);
             let local = relative(max_abs_diff(&view(&alone, y.id, y.len), want), scale);
             out.push(StepError {
@@ -190,10 +211,13 @@ impl Plan {
                 rel: relative(abs, scale),
                 rel_in,
                 local,
+                fold,
+                fold_net,
             });
             for b in step.buffers() {
                 if last[b.id] == i {
                     bufs[b.id] = Vec::new();
+                    fold_bufs[b.id] = Vec::new();
                 }
             }
         }

@@ -140,6 +140,7 @@ impl PlanBuilder {
         l: &ConvBnAct,
     ) -> Result<Feat> {
         let (oh, ow) = (s.out_h(), s.out_w());
+        let folded = self.reference.is_some().then(|| (w.clone(), bias.clone()));
         let pointwise =
             s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0) && s.groups == 1;
         if let Some(r) = &into {
@@ -190,7 +191,7 @@ impl PlanBuilder {
             }
         };
         let acc = into.is_some();
-        self.push(step, || RefOp::conv_bn(l, s, act, x.buf, y, acc));
+        self.push(step, || RefOp::conv_bn(l, s, act, (x.buf, y), acc, folded));
         Ok(Feat {
             buf: y,
             n: x.n,

@@ -57,6 +57,8 @@ pub(crate) enum RefOp {
         w: Vec<f64>,
         bias: Option<Vec<f64>>,
         bn: Option<Bn64>,
+        /// The weight and bias with the batch norm folded, as the f32 plan holds them.
+        folded: Option<(Vec<f32>, Vec<f32>)>,
         act: Activation,
         x: Buf,
         y: Buf,
@@ -194,14 +196,15 @@ impl RefStep {
 }
 
 impl RefOp {
-    /// The conv + batch norm of `l`, unfolded, on `x` into `y` (`[n, c_out, oh, ow]`).
+    /// The conv + batch norm of `l`, unfolded, on `x` into `y` (`[n, c_out, oh, ow]`);
+    /// `folded`: the f32 weight and bias the plan runs.
     pub fn conv_bn(
         l: &ConvBnAct,
         s: Conv2dShape,
         act: Activation,
-        x: Buf,
-        y: Buf,
+        (x, y): (Buf, Buf),
         acc: bool,
+        folded: Option<(Vec<f32>, Vec<f32>)>,
     ) -> RefStep {
         let (mean, var) = l.bn.running_stats();
         let bn = Bn64 {
@@ -218,6 +221,7 @@ impl RefOp {
                 w: t64(&l.conv.weight),
                 bias: l.conv.bias.as_ref().map(t64),
                 bn: Some(bn),
+                folded,
                 act,
                 x,
                 y,
@@ -284,6 +288,47 @@ impl RefOp {
             RefOp::SqueezeExcite { x, residual, .. } => residual.map_or(*x, |r| r.0),
             RefOp::Attention { out, .. } => *out,
             RefOp::ClassAndPosition { t, .. } => *t,
+        }
+    }
+
+    /// A convolution with a folded batch norm: its output computed in f64 from the f32 folded
+    /// weight and bias the plan holds (the error of the fold alone), on the current `bufs`
+    /// (before [`RefOp::run`]). `None` for other operations.
+    pub fn run_folded(&self, bufs: &[Vec<f64>]) -> Option<Vec<f64>> {
+        let RefOp::Conv {
+            s,
+            folded: Some((w, b)),
+            act,
+            x,
+            y,
+            accumulate,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let mut out = bufs[y.id].clone();
+        out.resize(y.len, 0.0);
+        let (w, b) = (f64s(w), f64s(b));
+        conv(
+            s,
+            &bufs[x.id],
+            &w,
+            Some(&b),
+            None,
+            *act,
+            *accumulate,
+            &mut out,
+        );
+        Some(out)
+    }
+
+    /// [`RefOp::run`], with a convolution on its folded f32 weight and bias when it has them:
+    /// the f64 network whose only error is the batch-norm fold.
+    pub fn run_with_fold(&self, bufs: &mut [Vec<f64>]) {
+        match self.run_folded(bufs) {
+            Some(y) => bufs[self.output().id] = y,
+            None => self.run(bufs),
         }
     }
 
