@@ -179,7 +179,7 @@ fn print_table(args: &AccuracyArgs, acc: &Accuracy, shape: [usize; 4]) {
          folded weights up to here"
     );
     outln!(
-        "{:>4}  {:<15} {:<36} {:<20} {:>9} {:>7} {:>9} {:>9} {:>9}",
+        "{:>4}  {:<18} {:<36} {:<20} {:>9} {:>7} {:>9} {:>9} {:>9}",
         "#",
         "step",
         "detail",
@@ -192,7 +192,7 @@ fn print_table(args: &AccuracyArgs, acc: &Accuracy, shape: [usize; 4]) {
     );
     for (i, s) in acc.steps.iter().enumerate() {
         outln!(
-            "{:>4}  {:<15} {:<36} {:<20} {:>9} {:>7} {:>9} {:>9} {:>9}",
+            "{:>4}  {:<18} {:<36} {:<20} {:>9} {:>7} {:>9} {:>9} {:>9}",
             i + 1,
             s.kind,
             s.detail,
