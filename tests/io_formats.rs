@@ -77,7 +77,7 @@ fn npy_rejects_unsupported_and_corrupt_files() {
 /// A version 1.0 `.npy` header (padded as numpy pads it) followed by `data`.
 fn npy_with_header(dict: &str, data: &[u8]) -> Vec<u8> {
     let mut h = dict.to_string();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(' ');
     }
     h.push('\n');

@@ -10,6 +10,7 @@ macro_rules! outln {
     ($($arg:tt)*) => { $crate::emit_line(&format!($($arg)*)) };
 }
 
+mod accuracy;
 mod attention;
 mod bench;
 mod compare;
@@ -71,6 +72,9 @@ enum Command {
     Grads(grads::GradsArgs),
     /// Per-op roofline table of one forward pass (or training step): FLOPs, bytes, time.
     Profile(profile::ProfileArgs),
+    /// Per-step relative error of the float32 inference plan against the same forward in
+    /// float64 (batch norm unfolded): where the bits go.
+    Accuracy(accuracy::AccuracyArgs),
     /// Measure this machine's FMA peak and memory bandwidth (cached for `profile`).
     Peak(peak::PeakArgs),
     /// Where a ViT looks: class-token attention per layer and head, and rollout, as an SVG.
@@ -151,6 +155,16 @@ fn preflight(command: &Command) -> Result<(), String> {
             )
             .map_err(|e| format!("bench {}: {e}", a.target))
         }
+        Command::Accuracy(a) if tessera::models::zoo::names().contains(&a.arch.as_str()) => {
+            limits::check_batch(
+                &a.arch,
+                &a.overrides.to_overrides(),
+                a.batch,
+                false,
+                &format!("--batch {}", a.batch),
+            )
+            .map_err(|e| format!("accuracy {}: {e}", a.arch))
+        }
         Command::Run(a) if a.overrides.num_classes == Some(0) => Err(format!(
             "run {}: --num-classes 0 builds the network without its classifier (it returns \
              pooled features), so there are no classes to rank; give --num-classes N >= 1",
@@ -177,6 +191,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare::run(args),
         Command::Grads(args) => grads::run(args),
         Command::Profile(args) => profile::run(args),
+        Command::Accuracy(args) => accuracy::run(args),
         Command::Peak(args) => peak::run(args),
         Command::Attention(args) => attention::run(args),
     };

@@ -66,6 +66,17 @@ pub trait Model: Module {
             self.arch()
         )))
     }
+
+    /// [`Model::plan`] with a float64 reference of every step on the unfolded parameters (batch
+    /// norm after the convolution, not folded into it), for [`Plan::accuracy`]: the per-step
+    /// error of the float32 plan (`tessera accuracy`). The plan runs as fast as the normal
+    /// one; the reference holds every parameter again in f64.
+    fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
+        Err(ModelError::config(format!(
+            "{}: no inference plan for this model (input {input:?})",
+            self.arch()
+        )))
+    }
 }
 
 /// Every architecture name `create` accepts.

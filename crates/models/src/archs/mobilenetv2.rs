@@ -203,7 +203,30 @@ impl Model for MobileNetV2 {
     }
 
     fn plan(&self, input: [usize; 4]) -> Result<Plan> {
-        let (mut b, x) = PlanBuilder::new(input)?;
+        self.build_plan(input, false)
+    }
+
+    fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
+        self.build_plan(input, true)
+    }
+}
+
+impl Module for MobileNetV2 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_stages(x, &mut |_, _| {})
+    }
+
+    module_children!("" => trunk, "" => head, "classifier" => classifier);
+}
+
+impl MobileNetV2 {
+    /// The inference plan for `input` (with its float64 reference when `reference`).
+    fn build_plan(&self, input: [usize; 4], reference: bool) -> Result<Plan> {
+        let (mut b, x) = if reference {
+            PlanBuilder::new_reference(input)?
+        } else {
+            PlanBuilder::new(input)?
+        };
         let h = plan_trunk(&mut b, x, &self.trunk)?;
         let h = b.conv_bn_act(&h, &self.head)?;
         let p = b.global_pool(&h)?;
@@ -215,12 +238,4 @@ impl Model for MobileNetV2 {
             None => b.finish(p.buf, vec![p.n, p.c]),
         }
     }
-}
-
-impl Module for MobileNetV2 {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_stages(x, &mut |_, _| {})
-    }
-
-    module_children!("" => trunk, "" => head, "classifier" => classifier);
 }

@@ -214,7 +214,30 @@ impl Model for MobileNetV3 {
     }
 
     fn plan(&self, input: [usize; 4]) -> Result<Plan> {
-        let (mut b, x) = PlanBuilder::new(input)?;
+        self.build_plan(input, false)
+    }
+
+    fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
+        self.build_plan(input, true)
+    }
+}
+
+impl Module for MobileNetV3 {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_stages(x, &mut |_, _| {})
+    }
+
+    module_children!("" => trunk, "conv_head" => conv_head, "classifier" => classifier);
+}
+
+impl MobileNetV3 {
+    /// The inference plan for `input` (with its float64 reference when `reference`).
+    fn build_plan(&self, input: [usize; 4], reference: bool) -> Result<Plan> {
+        let (mut b, x) = if reference {
+            PlanBuilder::new_reference(input)?
+        } else {
+            PlanBuilder::new(input)?
+        };
         let h = plan_trunk(&mut b, x, &self.trunk)?;
         let p = b.global_pool(&h)?;
         // conv_head on the pooled 1x1 map is a linear layer with the activation fused.
@@ -238,12 +261,4 @@ impl Model for MobileNetV3 {
             None => b.finish(h, vec![p.n, f]),
         }
     }
-}
-
-impl Module for MobileNetV3 {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_stages(x, &mut |_, _| {})
-    }
-
-    module_children!("" => trunk, "conv_head" => conv_head, "classifier" => classifier);
 }

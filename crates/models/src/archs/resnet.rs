@@ -352,13 +352,36 @@ impl Model for ResNet {
     }
 
     fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        self.build_plan(input, false)
+    }
+
+    fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
+        self.build_plan(input, true)
+    }
+}
+
+impl Module for ResNet {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_stages(x, &mut |_, _| {})
+    }
+
+    module_children!("" => stem, "" => layers, "fc" => fc);
+}
+
+impl ResNet {
+    /// The inference plan for `input` (with its float64 reference when `reference`).
+    fn build_plan(&self, input: [usize; 4], reference: bool) -> Result<Plan> {
         if input[1] != self.cfg.in_chans {
             return Err(ModelError::config(format!(
                 "{}: plan input must be [n, {}, h, w], got {input:?}",
                 self.arch, self.cfg.in_chans
             )));
         }
-        let (mut b, x) = PlanBuilder::new(input)?;
+        let (mut b, x) = if reference {
+            PlanBuilder::new_reference(input)?
+        } else {
+            PlanBuilder::new(input)?
+        };
         let mut h = b.conv_bn_act(&x, &self.stem)?;
         if self.cfg.stem == Stem::Default {
             h = b.max_pool(&h, 3, 2, 1)?;
@@ -375,12 +398,4 @@ impl Model for ResNet {
             None => b.finish(p.buf, vec![p.n, p.c]),
         }
     }
-}
-
-impl Module for ResNet {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_stages(x, &mut |_, _| {})
-    }
-
-    module_children!("" => stem, "" => layers, "fc" => fc);
 }

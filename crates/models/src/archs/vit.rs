@@ -469,7 +469,11 @@ impl Model for VisionTransformer {
     }
 
     fn plan(&self, input: [usize; 4]) -> Result<Plan> {
-        plan_vit(self, input)
+        plan_vit(self, input, false)
+    }
+
+    fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
+        plan_vit(self, input, true)
     }
 }
 

@@ -1,7 +1,9 @@
 //! Emitting a plan's steps: one method per fused layer, each declaring the buffers it reads and
 //! writes so the arena planner knows their lifetimes.
 
+use super::accuracy::Reference;
 use super::arena::{Buf, Planner};
+use super::reference::{f64s, RefOp, RefStep};
 use super::steps::{RowLayout, Step};
 use super::Plan;
 use crate::error::{ModelError, Result};
@@ -31,6 +33,8 @@ pub struct PlanBuilder {
     steps: Vec<Step>,
     input: Buf,
     input_shape: [usize; 4],
+    /// The float64 reference of every step, in reference mode only.
+    reference: Option<Vec<RefStep>>,
 }
 
 fn kerr(e: KernelError) -> ModelError {
@@ -60,6 +64,7 @@ impl PlanBuilder {
             steps: Vec::new(),
             input,
             input_shape: shape,
+            reference: None,
         };
         Ok((
             b,
@@ -73,12 +78,25 @@ impl PlanBuilder {
         ))
     }
 
+    /// [`PlanBuilder::new`] in reference mode: every step also records its float64 reference
+    /// on the unfolded parameters ([`super::reference`]), for [`Plan::accuracy`].
+    pub fn new_reference(shape: [usize; 4]) -> Result<(PlanBuilder, Feat)> {
+        let (mut b, x) = Self::new(shape)?;
+        b.reference = Some(Vec::new());
+        Ok((b, x))
+    }
+
     /// A new buffer of the given dimensions.
     pub fn buffer(&mut self, dims: &[usize]) -> Result<Buf> {
         Ok(self.planner.buffer(checked_len(dims)?))
     }
 
-    fn push(&mut self, step: Step) {
+    /// Adds `step`; in reference mode also its reference, built by `reference` (not called
+    /// otherwise, so a normal plan pays nothing).
+    fn push(&mut self, step: Step, reference: impl FnOnce() -> RefStep) {
+        if let Some(r) = &mut self.reference {
+            r.push(reference());
+        }
         let i = self.steps.len();
         for b in step.buffers() {
             self.planner.touch(b, i);
@@ -109,7 +127,8 @@ impl PlanBuilder {
     /// `act(scale * conv(x) + bias)` (no scale: the batch norm folded into `w` or absent),
     /// choosing the kernel path; with `into`, the result is added to `into`'s values (the
     /// residual join) before the bias and activation, and `into`'s buffer becomes the output.
-    /// A scale needs a dense convolution and no `into`.
+    /// A scale needs a dense convolution and no `into`. `l` is the unfolded layer (for the
+    /// reference).
     #[allow(clippy::too_many_arguments)]
     fn conv_folded(
         &mut self,
@@ -120,8 +139,13 @@ impl PlanBuilder {
         bias: Vec<f32>,
         act: Activation,
         into: Option<Feat>,
+        l: &ConvBnAct,
     ) -> Result<Feat> {
         let (oh, ow) = (s.out_h(), s.out_w());
+        // The folded f32 weights the step runs, for the reference's fold columns (none when
+        // the batch norm is a scale in the epilogue: nothing is folded).
+        let folded =
+            (self.reference.is_some() && scale.is_none()).then(|| (w.clone(), bias.clone()));
         let pointwise =
             s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0) && s.groups == 1;
         if let Some(r) = &into {
@@ -185,7 +209,8 @@ impl PlanBuilder {
                 y,
             }
         };
-        self.push(step);
+        let acc = into.is_some();
+        self.push(step, || RefOp::conv_bn(l, s, act, (x.buf, y), acc, folded));
         Ok(Feat {
             buf: y,
             n: x.n,
@@ -202,11 +227,11 @@ impl PlanBuilder {
         let s = Self::conv_shape(x, &l.conv)?;
         if s.is_depthwise() {
             let (w, b) = l.folded_weights();
-            return self.conv_folded(x, s, w, None, b, l.kernel_act(), None);
+            return self.conv_folded(x, s, w, None, b, l.kernel_act(), None, l);
         }
         let (scale, shift) = l.scale_shift()?;
         let w = l.conv.weight.data().to_vec();
-        self.conv_folded(x, s, w, Some(scale), shift, l.kernel_act(), None)
+        self.conv_folded(x, s, w, Some(scale), shift, l.kernel_act(), None, l)
     }
 
     /// `act(conv_bn(x) + into)`: the residual join fused into the (1x1) convolution's GEMM;
@@ -220,7 +245,7 @@ impl PlanBuilder {
     ) -> Result<Feat> {
         let s = Self::conv_shape(x, &l.conv)?;
         let (w, b) = l.folded_weights();
-        self.conv_folded(x, s, w, None, b, act, Some(into))
+        self.conv_folded(x, s, w, None, b, act, Some(into), l)
     }
 
     /// Squeeze-and-excitation on `x` in place (`fc1`, `fc2`: 1x1 convolutions with bias);
@@ -250,7 +275,24 @@ impl PlanBuilder {
         let hidden = self.buffer(&[x.n, rd])?;
         let scale = self.buffer(&[x.n, c])?;
         let out = residual.as_ref().map_or(*x, |r| r.0);
-        self.push(Step::SqueezeExcite {
+        let reference = || RefStep {
+            shape: vec![x.n, c, x.h, x.w],
+            op: RefOp::SqueezeExcite {
+                x: x.buf,
+                n: x.n,
+                c,
+                hw: x.h * x.w,
+                rd,
+                w1: f64s(&fc1.weight.data()),
+                b1: f64s(&bias(fc1, rd)),
+                act,
+                w2: f64s(&fc2.weight.data()),
+                b2: f64s(&bias(fc2, c)),
+                gate,
+                residual: residual.map(|(r, a)| (r.buf, a)),
+            },
+        };
+        let step = Step::SqueezeExcite {
             x: x.buf,
             n: x.n,
             c,
@@ -265,21 +307,32 @@ impl PlanBuilder {
             hidden,
             scale,
             residual: residual.map(|(r, a)| (r.buf, a)),
-        });
+        };
+        self.push(step, reference);
         Ok(out)
     }
 
     /// Global average pooling to `[n, c]` (as a feature map `[n, c, 1, 1]`).
     pub fn global_pool(&mut self, x: &Feat) -> Result<Feat> {
         let y = self.buffer(&[x.n, x.c])?;
-        self.push(Step::GlobalPool {
+        let reference = || RefStep {
+            shape: vec![x.n, x.c],
+            op: RefOp::GlobalPool {
+                x: x.buf,
+                y,
+                planes: x.n * x.c,
+                hw: x.h * x.w,
+            },
+        };
+        let step = Step::GlobalPool {
             x: x.buf,
             y,
             n: x.n,
             c: x.c,
             h: x.h,
             w: x.w,
-        });
+        };
+        self.push(step, reference);
         Ok(Feat {
             buf: y,
             n: x.n,
@@ -302,7 +355,22 @@ impl PlanBuilder {
             }
         };
         let y = self.buffer(&[x.n, x.c, oh, ow])?;
-        self.push(Step::MaxPool {
+        let reference = || RefStep {
+            shape: vec![x.n, x.c, oh, ow],
+            op: RefOp::MaxPool {
+                x: x.buf,
+                y,
+                planes: x.n * x.c,
+                h: x.h,
+                w: x.w,
+                k,
+                stride,
+                pad,
+                oh,
+                ow,
+            },
+        };
+        let step = Step::MaxPool {
             x: x.buf,
             y,
             planes: x.n * x.c,
@@ -313,7 +381,8 @@ impl PlanBuilder {
             pad,
             oh,
             ow,
-        });
+        };
+        self.push(step, reference);
         Ok(Feat {
             buf: y,
             n: x.n,
@@ -348,21 +417,38 @@ impl PlanBuilder {
             Some(_) => return Err(ModelError::config("plan: residual of the wrong size")),
             None => self.buffer(&[rows, out])?,
         };
-        self.push(Step::Linear {
+        let layout = RowLayout {
+            off: 0,
+            seg: rows,
+            seg_stride: rows * out,
+        };
+        let accumulate = into.is_some();
+        let reference = || {
+            RefStep::linear(
+                w,
+                inf,
+                out,
+                bias.as_deref(),
+                act,
+                rows,
+                x,
+                y,
+                layout,
+                accumulate,
+            )
+        };
+        let step = Step::Linear {
             w: pack_transposed(w, out, inf)?,
-            bias,
+            bias: bias.clone(),
             act,
             rows,
             x,
             y,
-            y_layout: RowLayout {
-                off: 0,
-                seg: rows,
-                seg_stride: rows * out,
-            },
-            accumulate: into.is_some(),
+            y_layout: layout,
+            accumulate,
             threads: 0,
-        });
+        };
+        self.push(step, reference);
         Ok(y)
     }
 
@@ -379,9 +465,9 @@ impl PlanBuilder {
         self.linear_raw(x, rows, &l.weight.data(), l.out_features(), bias, act, into)
     }
 
-    /// Adds a step as is (the ViT steps).
-    pub(super) fn step(&mut self, s: Step) {
-        self.push(s);
+    /// Adds a step as is (the ViT steps), with its reference.
+    pub(super) fn step(&mut self, s: Step, reference: impl FnOnce() -> RefStep) {
+        self.push(s, reference);
     }
 
     /// Finishes the plan with `out` (of shape `out_shape`) as its result: places the buffers
@@ -397,7 +483,9 @@ impl PlanBuilder {
                 "plan: arena planning produced an overlap",
             ));
         }
+        let buffers = offs.len();
         Ok(Plan {
+            reference: self.reference.map(|steps| Reference { steps, buffers }),
             steps: self.steps,
             offs,
             arena: vec![0.0; total],

@@ -22,14 +22,22 @@
 //! ([`Plan::tune_threads`]) and keeps the faster. The eager API stays: the plan matches it
 //! within float rounding (tests per architecture). The design follows the "compile a static
 //! graph, plan its memory, pack its weights" path of ONNX Runtime and TensorFlow Lite.
+//!
+//! [`crate::Model::plan_reference`] builds the same plan with a float64 reference of every
+//! step on the unfolded parameters ([`reference`]); [`Plan::accuracy`] reports each step's
+//! error against it ([`accuracy`]).
 
+mod accuracy;
 pub mod arena;
 pub mod awake;
 mod builder;
 mod cnn;
+mod ref_ops;
+mod reference;
 pub(crate) mod steps;
 mod vit;
 
+pub use accuracy::{Accuracy, StepError};
 pub use builder::{Feat, PlanBuilder};
 pub(crate) use cnn::{plan_bottleneck, plan_trunk};
 pub(crate) use vit::plan_vit;
@@ -50,6 +58,8 @@ pub struct Plan {
     output: Buf,
     input_shape: [usize; 4],
     output_shape: Vec<usize>,
+    /// The float64 reference of every step ([`crate::Model::plan_reference`] only).
+    reference: Option<accuracy::Reference>,
 }
 
 /// One step's median time in [`Plan::profile_steps`].

@@ -11,6 +11,7 @@
 
 use super::arena::Buf;
 use super::builder::{pack_transposed, PlanBuilder};
+use super::reference::{f64s, RefOp, RefStep};
 use super::steps::{RowLayout, Step};
 use super::Plan;
 use crate::archs::vit::{VisionTransformer, LN_EPS};
@@ -24,7 +25,7 @@ fn layer_norm(b: &mut PlanBuilder, x: Buf, rows: usize, ln: &LayerNorm) -> Resul
     let y = b.buffer(&[rows, d])?;
     let mean = b.buffer(&[rows])?;
     let rstd = b.buffer(&[rows])?;
-    b.step(Step::LayerNorm {
+    let step = Step::LayerNorm {
         x,
         y,
         rows,
@@ -34,12 +35,17 @@ fn layer_norm(b: &mut PlanBuilder, x: Buf, rows: usize, ln: &LayerNorm) -> Resul
         eps: ln.eps,
         mean,
         rstd,
-    });
+    };
+    b.step(step, || RefOp::layer_norm(ln, rows, x, y));
     Ok(y)
 }
 
-/// Builds the plan of `vit` for `n` images.
-pub(crate) fn plan_vit(vit: &VisionTransformer, shape: [usize; 4]) -> Result<Plan> {
+/// Builds the plan of `vit` for `n` images (with its float64 reference when `reference`).
+pub(crate) fn plan_vit(
+    vit: &VisionTransformer,
+    shape: [usize; 4],
+    reference: bool,
+) -> Result<Plan> {
     let cfg = vit.config();
     let [n, c, h, w] = shape;
     if n == 0 || c != cfg.in_chans || h != cfg.img_size || w != cfg.img_size {
@@ -49,49 +55,96 @@ pub(crate) fn plan_vit(vit: &VisionTransformer, shape: [usize; 4]) -> Result<Pla
         )));
     }
     let _ = LN_EPS;
-    let (b, x) = PlanBuilder::new(shape)?;
-    let mut b = b;
+    let (mut b, x) = if reference {
+        PlanBuilder::new_reference(shape)?
+    } else {
+        PlanBuilder::new(shape)?
+    };
     let (p, g, d) = (cfg.patch_size, cfg.img_size / cfg.patch_size, cfg.embed_dim);
     let (np, l) = (g * g, g * g + 1);
     let rows = n * l;
     // Patch embedding straight into token rows 1.. of each image.
     let patches = b.buffer(&[n, np, c * p * p])?;
-    b.step(Step::Patchify {
-        x: x.buf,
-        y: patches,
-        n,
-        c,
-        g,
-        p,
-    });
+    let (xb, cpp) = (x.buf, c * p * p);
+    b.step(
+        Step::Patchify {
+            x: xb,
+            y: patches,
+            n,
+            c,
+            g,
+            p,
+        },
+        || RefStep {
+            shape: vec![n, np, cpp],
+            op: RefOp::Patchify {
+                x: xb,
+                y: patches,
+                n,
+                c,
+                g,
+                p,
+            },
+        },
+    );
     let t = b.buffer(&[n, l, d])?;
     let pw = vit.patch_embed.proj.weight.data();
-    b.step(Step::Linear {
-        w: pack_transposed(&pw, d, c * p * p)?,
-        bias: vit
-            .patch_embed
-            .proj
-            .bias
-            .as_ref()
-            .map(|t| t.data().into_owned()),
+    let pb = vit
+        .patch_embed
+        .proj
+        .bias
+        .as_ref()
+        .map(|t| t.data().into_owned());
+    let layout = RowLayout {
+        off: d,
+        seg: np,
+        seg_stride: l * d,
+    };
+    let step = Step::Linear {
+        w: pack_transposed(&pw, d, cpp)?,
+        bias: pb.clone(),
         act: Activation::Identity,
         rows: n * np,
         x: patches,
         y: t,
-        y_layout: RowLayout {
-            off: d,
-            seg: np,
-            seg_stride: l * d,
-        },
+        y_layout: layout,
         accumulate: false,
         threads: 0,
+    };
+    b.step(step, || {
+        let id = Activation::Identity;
+        let mut r = RefStep::linear(
+            &pw,
+            cpp,
+            d,
+            pb.as_deref(),
+            id,
+            n * np,
+            patches,
+            t,
+            layout,
+            false,
+        );
+        r.shape = vec![n, l, d];
+        r
     });
-    b.step(Step::ClassAndPosition {
+    let (cls_t, pos_t) = (vit.cls_token.data(), vit.pos_embed.data());
+    let step = Step::ClassAndPosition {
         t,
         n,
         tokens: l,
-        cls: vit.cls_token.data().into_owned(),
-        pos: vit.pos_embed.data().into_owned(),
+        cls: cls_t.to_vec(),
+        pos: pos_t.to_vec(),
+    };
+    b.step(step, || RefStep {
+        shape: vec![n, l, d],
+        op: RefOp::ClassAndPosition {
+            t,
+            n,
+            tokens: l,
+            cls: f64s(&cls_t),
+            pos: f64s(&pos_t),
+        },
     });
     let heads = cfg.num_heads;
     let shape_a = AttentionShape {
@@ -105,12 +158,23 @@ pub(crate) fn plan_vit(vit: &VisionTransformer, shape: [usize; 4]) -> Result<Pla
         let qkv = b.linear(ln, rows, &blk.attn.qkv, Activation::Identity, None)?;
         let out = b.buffer(&[rows, d])?;
         let probs = b.buffer(&[n, heads, l, l])?;
-        b.step(Step::Attention {
+        let step = Step::Attention {
             shape: shape_a,
             scale: blk.attn.scale(),
             qkv,
             out,
             probs,
+        };
+        b.step(step, || RefStep {
+            shape: vec![n, l, d],
+            op: RefOp::Attention {
+                n,
+                tokens: l,
+                heads,
+                d: d / heads,
+                qkv,
+                out,
+            },
         });
         b.linear(out, rows, &blk.attn.proj, Activation::Identity, Some(t))?;
         let ln = layer_norm(&mut b, t, rows, &blk.norm2)?;
@@ -118,12 +182,22 @@ pub(crate) fn plan_vit(vit: &VisionTransformer, shape: [usize; 4]) -> Result<Pla
         b.linear(hid, rows, &blk.mlp.fc2, Activation::Identity, Some(t))?;
     }
     let cls = b.buffer(&[n, d])?;
-    b.step(Step::ClassRows {
+    let class_rows = Step::ClassRows {
         x: t,
         y: cls,
         n,
         tokens: l,
         d,
+    };
+    b.step(class_rows, || RefStep {
+        shape: vec![n, d],
+        op: RefOp::ClassRows {
+            x: t,
+            y: cls,
+            n,
+            tokens: l,
+            d,
+        },
     });
     let pooled = layer_norm(&mut b, cls, n, &vit.norm)?;
     match &vit.head {
