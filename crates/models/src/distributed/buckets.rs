@@ -24,6 +24,7 @@ pub struct Bucket {
 pub struct BucketLayout {
     /// Parameter names and element counts the layout was built for.
     pub params: Vec<(String, usize)>,
+    /// The buckets, each all-reduced as one message.
     pub buckets: Vec<Bucket>,
     /// `(bucket, index in it)` of each parameter.
     pub slot: Vec<(usize, usize)>,

@@ -54,6 +54,7 @@ impl Default for DataParallelOptions {
 /// Time spent communicating gradients, accumulated over steps.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct CommStats {
+    /// Optimizer steps measured.
     pub steps: usize,
     /// All-reduces started.
     pub all_reduces: usize,
