@@ -99,6 +99,9 @@ pub(crate) fn init_threads(threads: usize) -> Result<usize, String> {
     let n = if threads == 0 { cores } else { threads };
     rayon::ThreadPoolBuilder::new()
         .num_threads(n)
+        // Commands run their work on a worker (a plan, a training epoch): give workers the
+        // main thread's usual stack.
+        .stack_size(8 << 20)
         .build_global()
         .map_err(|e| format!("cannot start {n} threads: {e}"))?;
     Ok(n)

@@ -111,12 +111,13 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
     let mut step = || -> Result<f64, String> {
         let t0 = Instant::now();
-        let mut run = || -> Result<(), tessera::models::ModelError> {
+        let run = || -> Result<(), tessera::models::ModelError> {
             let loss = model.forward(&x)?.cross_entropy(&labels, 0.0)?;
             loss.backward()?;
             opt.step(model.as_mut(), 0.01, 1.0)
         };
-        run().map_err(|e| format!("bench {arch} --train: {e}"))?;
+        // On a worker of the pool, as the plan runs (see `run_plan_with`).
+        run_plan_with(run).map_err(|e| format!("bench {arch} --train: {e}"))?;
         Ok(t0.elapsed().as_secs_f64())
     };
     let first = step()?;
@@ -214,9 +215,11 @@ pub fn run_plan(p: &mut Plan, x: &[f32]) -> tessera::models::Result<()> {
     run_plan_with(|| p.run(x).map(|_| ()))
 }
 
-/// Runs `f` on a worker of the rayon pool (see [`run_plan`]).
+/// Runs `f` on a worker of the rayon pool (see [`run_plan`]); with one worker too, where the
+/// parallel regions inside `f` then run inline instead of each being sent to the worker and
+/// waited for.
 pub fn run_plan_with<T: Send>(f: impl FnOnce() -> T + Send) -> T {
-    if rayon::current_num_threads() <= 1 || rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() {
         return f();
     }
     rayon::scope(|_| f())
