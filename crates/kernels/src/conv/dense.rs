@@ -117,11 +117,22 @@ pub(super) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, co
             o[x1..].fill(0.0);
             // Input column of output x0; then every stride-th column.
             let c0 = x0 * s.stride.1 + j * s.dilation.1 - s.padding.1;
-            if s.stride.1 == 1 {
-                o[x0..x1].copy_from_slice(&src[c0..c0 + (x1 - x0)]);
-            } else {
-                for (k, v) in o[x0..x1].iter_mut().enumerate() {
-                    *v = src[c0 + k * s.stride.1];
+            let n = x1 - x0;
+            match s.stride.1 {
+                1 => o[x0..x1].copy_from_slice(&src[c0..c0 + n]),
+                // The stems' stride 2: whole pairs, so that the compiler vectorises the
+                // deinterleave (the last value may have no partner inside the row).
+                2 => {
+                    let (pairs, last) = (&src[c0..c0 + 2 * (n - 1)], src[c0 + 2 * (n - 1)]);
+                    for (v, p) in o[x0..x1 - 1].iter_mut().zip(pairs.chunks_exact(2)) {
+                        *v = p[0];
+                    }
+                    o[x1 - 1] = last;
+                }
+                st => {
+                    for (v, x) in o[x0..x1].iter_mut().zip(src[c0..].iter().step_by(st)) {
+                        *v = *x;
+                    }
                 }
             }
         }

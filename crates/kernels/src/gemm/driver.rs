@@ -695,9 +695,18 @@ unsafe fn store_tile(
         {
             return kernel(kc, a, b, p.c.add(lc.offset(t.i0, t.j0)), p.rsc, epi);
         }
-        let mut tmp = [0.0f32; MAX_TILE];
-        let mut brow = [0.0f32; MAX_TILE];
-        let mut bcol = [0.0f32; MAX_TILE];
+        // The padded tile: MR x NR floats that the kernel always writes in full; read back
+        // only where it wrote. Left uninitialised (a memset of the whole array per edge tile
+        // was a measurable share of GEMMs whose M is not a multiple of MR); zeroed first only
+        // when the kernel reads it (`load_c`), padding included.
+        let mut tmp = std::mem::MaybeUninit::<[f32; MAX_TILE]>::uninit();
+        let tmp = tmp.as_mut_ptr().cast::<f32>();
+        if epi.load_c {
+            std::ptr::write_bytes(tmp, 0, t.mr * t.nr);
+        }
+        // Bias and scale vectors padded to the tile (the padding lanes feed only padding).
+        let mut brow = [0.0f32; segments::MAX_PANEL];
+        let mut bcol = [0.0f32; segments::MAX_PANEL];
         let mut epi = *epi;
         if !epi.bias_row.is_null() {
             std::ptr::copy_nonoverlapping(epi.bias_row, brow.as_mut_ptr(), t.rows);
@@ -707,8 +716,8 @@ unsafe fn store_tile(
             std::ptr::copy_nonoverlapping(epi.bias_col, bcol.as_mut_ptr(), t.cols);
             epi.bias_col = bcol.as_ptr();
         }
-        let mut srow = [0.0f32; MAX_TILE];
-        let mut scol = [0.0f32; MAX_TILE];
+        let mut srow = [0.0f32; segments::MAX_PANEL];
+        let mut scol = [0.0f32; segments::MAX_PANEL];
         if !epi.scale_row.is_null() {
             std::ptr::copy_nonoverlapping(epi.scale_row, srow.as_mut_ptr(), t.rows);
             epi.scale_row = srow.as_ptr();
@@ -742,19 +751,15 @@ unsafe fn store_tile(
             for (i, &r) in row_at.iter().enumerate().take(t.rows) {
                 for &(j0, j1, at) in runs {
                     let src = p.c.add(r + at);
-                    std::ptr::copy_nonoverlapping(
-                        src,
-                        tmp.as_mut_ptr().add(i * t.nr + j0),
-                        j1 - j0,
-                    );
+                    std::ptr::copy_nonoverlapping(src, tmp.add(i * t.nr + j0), j1 - j0);
                 }
             }
         }
-        kernel(kc, a, b, tmp.as_mut_ptr(), t.nr, &epi);
+        kernel(kc, a, b, tmp, t.nr, &epi);
         for (i, &r) in row_at.iter().enumerate().take(t.rows) {
             for &(j0, j1, at) in runs {
                 let dst = p.c.add(r + at);
-                std::ptr::copy_nonoverlapping(tmp.as_ptr().add(i * t.nr + j0), dst, j1 - j0);
+                std::ptr::copy_nonoverlapping(tmp.add(i * t.nr + j0), dst, j1 - j0);
             }
         }
     }
