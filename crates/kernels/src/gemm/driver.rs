@@ -15,7 +15,7 @@
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
 use super::blocking::Blocking;
-use super::kernel::{MicroKernelFn, PackFn, RowWideFn, TileEpilogue, WIDE_PANELS};
+use super::kernel::{MicroKernelFn, PackFn, RowWideFn, ShortKernel, TileEpilogue, WIDE_PANELS};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
 use super::table::Tuning;
@@ -152,6 +152,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
             Kernels {
                 tile: row,
                 row_wide: tuning.kernel.run_row_wide,
+                short: &[],
             },
         ),
         _ => (
@@ -159,6 +160,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
             Kernels {
                 tile: tuning.kernel.run,
                 row_wide: None,
+                short: tuning.kernel.run_short,
             },
         ),
     };
@@ -196,6 +198,8 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
 struct Kernels {
     tile: MicroKernelFn,
     row_wide: Option<RowWideFn>,
+    /// Short twins of `tile` for a last row panel shorter than MR, fewest rows first.
+    short: &'static [ShortKernel],
 }
 
 /// A 64-byte aligned, reusable f32 buffer for packed panels.
@@ -438,12 +442,18 @@ unsafe fn macro_block(
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
+                let rows = mr.min(mc - ir);
+                // A short last panel: the smallest short twin that covers its rows.
+                let (run, tile_rows) = match kernel.short.iter().find(|s| s.rows >= rows) {
+                    Some(short) if rows < mr => (short.run, short.rows),
+                    _ => (kernel.tile, mr),
+                };
                 let tile = TileSpec {
                     i0,
                     j0,
-                    rows: mr.min(mc - ir),
+                    rows,
                     cols: nr.min(nc - jr),
-                    mr,
+                    mr: tile_rows,
                     nr,
                 };
                 let mut epi = d.epi;
@@ -457,7 +467,7 @@ unsafe fn macro_block(
                 unsafe {
                     let a_panel = apack.add(ir * kc);
                     let b_panel = bpack.add(jr * kc);
-                    store_tile(p, kernel.tile, kc, a_panel, b_panel, &tile, &epi);
+                    store_tile(p, run, kc, a_panel, b_panel, &tile, &epi);
                 }
             }
             jr += nr;

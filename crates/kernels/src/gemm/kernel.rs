@@ -54,6 +54,18 @@ pub(crate) struct TileEpilogue {
 pub(crate) type MicroKernelFn =
     unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, epi: &TileEpilogue);
 
+/// A short twin of a microkernel: the same body computing only the first `rows` rows of the
+/// full kernel's MR-row A panels (read with the full panel's stride), each element in the
+/// same order as the full tile, so a short tile's bits equal the full tile's rows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ShortKernel {
+    /// Rows computed (less than the full kernel's MR).
+    pub rows: usize,
+    /// The kernel: the [`MicroKernelFn`] contract with an `rows x NR` tile of C and A panels of
+    /// `kc * MR` floats.
+    pub run: MicroKernelFn,
+}
+
 /// A packing routine (see `pack.rs` for the layout and the safety contract).
 pub(crate) type PackFn = unsafe fn(
     tile: usize,

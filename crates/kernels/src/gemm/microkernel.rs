@@ -13,6 +13,11 @@
 //! | `avx2_6x16` | 12 ymm | 2 + 6 broadcasts | 12 | 16 ymm: 12 + 2 B + broadcast |
 //! | `portable_4x16` | 8 `f32x8` | 2 + 4 broadcasts | 8 | `wide`, any target |
 //!
+//! The full tiles have short twins (`avx512_4x32_of12`, ...): the same body computing only the
+//! first rows of a taller packed A panel, for the last row panel of a product whose M is not a
+//! multiple of MR (M = 16 on a 12-row tile would otherwise spend a third of its FMAs on
+//! padding rows and go through a padded temporary tile).
+//!
 //! Each has a one-row twin (`avx512_1x32`, `avx512_1x16`, `avx2_1x16`, `portable_1x16`), the
 //! same body with MR = 1, for products with a single row: a padded 12-row tile would spend
 //! 11/12 of its FMAs on padding there. Its NV accumulators form one FMA chain per vector, so
@@ -57,13 +62,16 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
     }
 }
 
-/// The shared body: an `MR x (NV * S::L)` tile.
+/// The shared body: an `MR x (NV * S::L)` tile, reading A panels packed `AS` rows tall
+/// (`AS = MR` for a full tile; `AS > MR` for a short tile that computes the first MR rows of a
+/// taller panel, see [`super::kernel::ShortKernel`]).
 ///
 /// # Safety
-/// The contract of [`super::kernel::MicroKernelFn`] with `NR = NV * S::L`; the CPU supports
-/// `S`'s ISA (every caller is a `#[target_feature]` wrapper below).
+/// The contract of [`super::kernel::MicroKernelFn`] with `NR = NV * S::L` and A panels of
+/// `kc * AS` floats; the CPU supports `S`'s ISA (every caller is a `#[target_feature]` wrapper
+/// below).
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -72,8 +80,8 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
     epi: &TileEpilogue,
 ) {
     let nr = NV * S::L;
-    // SAFETY (whole body): a holds kc * MR floats and b kc * NR floats, read one k-slice per
-    // step; the tile at c is MR rows of NR floats `rsc` apart; S's ISA is enabled.
+    // SAFETY (whole body): a holds kc * AS floats (AS >= MR) and b kc * NR floats, read one
+    // k-slice per step; the tile at c is MR rows of NR floats `rsc` apart; S's ISA is enabled.
     unsafe {
         // Bring the C tile towards L1 while the k loop runs: the epilogue reads (beta, middle
         // depth blocks) and writes it, and its rows are far apart.
@@ -88,15 +96,15 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize>(
         // Unrolled by 4 to amortise the loop counter; the remainder one step at a time.
         for _ in 0..kc / 4 {
             step::<S, MR, NV>(&mut acc, a, b);
-            step::<S, MR, NV>(&mut acc, a.add(MR), b.add(nr));
-            step::<S, MR, NV>(&mut acc, a.add(2 * MR), b.add(2 * nr));
-            step::<S, MR, NV>(&mut acc, a.add(3 * MR), b.add(3 * nr));
-            a = a.add(4 * MR);
+            step::<S, MR, NV>(&mut acc, a.add(AS), b.add(nr));
+            step::<S, MR, NV>(&mut acc, a.add(2 * AS), b.add(2 * nr));
+            step::<S, MR, NV>(&mut acc, a.add(3 * AS), b.add(3 * nr));
+            a = a.add(4 * AS);
             b = b.add(4 * nr);
         }
         for _ in 0..kc % 4 {
             step::<S, MR, NV>(&mut acc, a, b);
-            a = a.add(MR);
+            a = a.add(AS);
             b = b.add(nr);
         }
         // The epilogue. Every accumulator must be named by a constant index for the tile to
@@ -251,9 +259,10 @@ unsafe fn activate_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
 }
 
 /// Declares one ISA entry point per (ISA, tile): a `#[target_feature]` wrapper that
-/// instantiates [`tile`], where the vector intrinsics inline.
+/// instantiates [`tile`], where the vector intrinsics inline. `MR x NV` reads A panels `MR`
+/// rows tall; `MR x NV / AS` is a short tile over panels `AS` rows tall.
 macro_rules! kernels {
-    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal, $feat:literal;)*) => {$(
+    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal $(/ $as:literal)?, $feat:literal;)*) => {$(
         $(#[$cfg])*
         /// # Safety
         /// See [`super::kernel::MicroKernelFn`]; the CPU supports this kernel's ISA.
@@ -267,18 +276,32 @@ macro_rules! kernels {
             epi: &TileEpilogue,
         ) {
             // SAFETY: forwarded contract; the features are enabled on this function.
-            unsafe { tile::<$simd, $mr, $nv>(kc, a, b, c, rsc, epi) }
+            unsafe { tile::<$simd, $mr, $nv, { kernels!(@as $mr $(, $as)?) }>(kc, a, b, c, rsc, epi) }
         }
     )*};
+    (@as $mr:literal) => { $mr };
+    (@as $mr:literal, $as:literal) => { $as };
 }
 
 kernels! {
     #[cfg(target_arch = "x86_64")]
     avx512_12x32: crate::simd::Avx512, 12 x 2, "avx512f";
     #[cfg(target_arch = "x86_64")]
+    avx512_4x32_of12: crate::simd::Avx512, 4 x 2 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_8x32_of12: crate::simd::Avx512, 8 x 2 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
     avx512_24x16: crate::simd::Avx512, 24 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]
+    avx512_8x16_of24: crate::simd::Avx512, 8 x 1 / 24, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_16x16_of24: crate::simd::Avx512, 16 x 1 / 24, "avx512f";
+    #[cfg(target_arch = "x86_64")]
     avx2_6x16: crate::simd::Avx2, 6 x 2, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_2x16_of6: crate::simd::Avx2, 2 x 2 / 6, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_4x16_of6: crate::simd::Avx2, 4 x 2 / 6, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx512_1x32: crate::simd::Avx512, 1 x 2, "avx512f";
     #[cfg(target_arch = "x86_64")]
@@ -301,7 +324,7 @@ pub(crate) unsafe fn portable_4x16(
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 2>(kc, a, b, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 4, 2, 4>(kc, a, b, c, rsc, epi) }
 }
 
 /// [`portable_4x16`] with one row (see `MicroKernel::run_row`).
@@ -317,7 +340,7 @@ pub(crate) unsafe fn portable_1x16(
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 1, 2>(kc, a, b, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 1, 2, 1>(kc, a, b, c, rsc, epi) }
 }
 
 /// Declares one ISA entry point per (ISA, panel width) of [`row_wide`].

@@ -8,7 +8,7 @@
 //! `TESSERA_TUNE=off` ignores the cache.
 
 use super::blocking::{derive, Blocking};
-use super::kernel::{MicroKernelFn, PackFn, RowWideFn};
+use super::kernel::{MicroKernelFn, PackFn, RowWideFn, ShortKernel};
 use super::tune_cache;
 use crate::host::Host;
 use crate::isa::Isa;
@@ -34,6 +34,9 @@ pub struct MicroKernel {
     /// The one-row kernel over several B panels at once (more independent FMA chains), used
     /// with `run_row` where whole groups of panels fit.
     pub(crate) run_row_wide: Option<RowWideFn>,
+    /// Short twins for the last row panel when M is not a multiple of MR, fewest rows first
+    /// (empty: such panels run the full tile through a padded temporary).
+    pub(crate) run_short: &'static [ShortKernel],
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
 }
@@ -110,6 +113,16 @@ static AVX512: [MicroKernel; 2] = [
         run: super::microkernel::avx512_12x32,
         run_row: Some(super::microkernel::avx512_1x32),
         run_row_wide: Some(super::microkernel::avx512_1x32_wide),
+        run_short: &[
+            ShortKernel {
+                rows: 4,
+                run: super::microkernel::avx512_4x32_of12,
+            },
+            ShortKernel {
+                rows: 8,
+                run: super::microkernel::avx512_8x32_of12,
+            },
+        ],
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -121,6 +134,16 @@ static AVX512: [MicroKernel; 2] = [
         run: super::microkernel::avx512_24x16,
         run_row: Some(super::microkernel::avx512_1x16),
         run_row_wide: Some(super::microkernel::avx512_1x16_wide),
+        run_short: &[
+            ShortKernel {
+                rows: 8,
+                run: super::microkernel::avx512_8x16_of24,
+            },
+            ShortKernel {
+                rows: 16,
+                run: super::microkernel::avx512_16x16_of24,
+            },
+        ],
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -135,6 +158,16 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
     run: super::microkernel::avx2_6x16,
     run_row: Some(super::microkernel::avx2_1x16),
     run_row_wide: Some(super::microkernel::avx2_1x16_wide),
+    run_short: &[
+        ShortKernel {
+            rows: 2,
+            run: super::microkernel::avx2_2x16_of6,
+        },
+        ShortKernel {
+            rows: 4,
+            run: super::microkernel::avx2_4x16_of6,
+        },
+    ],
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -147,6 +180,7 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
     run: super::microkernel::portable_4x16,
     run_row: Some(super::microkernel::portable_1x16),
     run_row_wide: None,
+    run_short: &[],
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -159,6 +193,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     run: super::scalar::kernel_4x4,
     run_row: None,
     run_row_wide: None,
+    run_short: &[],
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
