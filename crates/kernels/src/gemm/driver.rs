@@ -15,12 +15,14 @@
 //! order whatever the partition, which makes results bit-identical for any thread count.
 
 use super::blocking::Blocking;
+use super::in_place;
 use super::kernel::{MicroKernelFn, PackFn, RowWideFn, ShortKernel, TileEpilogue, WIDE_PANELS};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
 use super::table::Tuning;
 use super::{Bias, Epilogue, PackedMatrix, Scale};
 use crate::activation::Activation;
+use crate::host::Host;
 use rayon::prelude::*;
 use std::cell::Cell;
 
@@ -165,6 +167,12 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
         ),
     };
     let packs = (tuning.kernel.pack_a, tuning.kernel.pack_b);
+    let lb = p.b_layout();
+    let in_place = p.b_packed.is_none()
+        && depth(&p) > 0
+        && lb.cs == 1
+        && !matches!(lb.seg, Some(s) if s.axis == Axis::Rows)
+        && in_place::b_in_place(&blk, p.k, p.n, lb.rs, &Host::get().caches.l1d);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {
@@ -173,8 +181,9 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
     let part = Partition::new(p.m, p.n, p.k, &blk, threads);
     if part.parts == 1 {
         // SAFETY: forwarded contract; the single task covers C.
-        unsafe { run_task(&p, &blk, kernel, packs, part.task(0)) };
-    } else if !part.split_n
+        unsafe { run_task(&p, &blk, kernel, packs, part.task(0), in_place) };
+    } else if !in_place
+        && !part.split_n
         && p.b_packed.is_none()
         && p.k.saturating_mul(p.n) > OWN_B_FLOATS
         && !own_b_stays_local(&p, &part)
@@ -182,14 +191,24 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
         // SAFETY: forwarded contract; the partition splits M.
         unsafe { run_shared_b(&p, &blk, kernel, packs, &part) };
     } else {
-        // Split N, or split M with a pre-packed or small B: each task packs what it reads
-        // itself (a small B twice over costs less than the extra meeting of the threads that
-        // sharing it needs), in one parallel region.
+        // Split N, or split M with a pre-packed, small or in-place B: each task packs what it
+        // reads itself (a small B twice over costs less than the extra meeting of the threads
+        // that sharing it needs), in one parallel region.
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
         (0..part.parts)
             .into_par_iter()
-            .for_each(|t| unsafe { run_task(&p, &blk, kernel, packs, part.task(t)) });
+            .for_each(|t| unsafe { run_task(&p, &blk, kernel, packs, part.task(t), in_place) });
     }
+}
+
+/// Where a macro block reads its B micro-panels.
+#[derive(Clone, Copy)]
+enum BBlock {
+    /// A packed block: panel `jr / nr` at `jr * kc`, rows `nr` floats apart.
+    Packed(*const f32),
+    /// B itself (see `in_place.rs`); edge panels are packed with `pack_b` into `edge`, the
+    /// task's buffer of `kc * nr` floats.
+    InPlace { edge: *mut f32, pack_b: PackFn },
 }
 
 /// The microkernels of one call: the tile kernel (the one-row twin on the row path) and, on
@@ -320,6 +339,7 @@ unsafe fn run_task(
     kernel: Kernels,
     (pack_a, pack_b): (PackFn, PackFn),
     task: Task,
+    in_place: bool,
 ) {
     let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
     let (abuf, bbuf) = &mut *bufs;
@@ -331,9 +351,16 @@ unsafe fn run_task(
         // Loop 4: the depth in KC blocks.
         for kb in 0..k.div_ceil(blk.kc).max(1) {
             let d = DepthBlock::new(p, blk, k, kb);
-            let buf = bbuf.slice(nc.div_ceil(blk.nr) * blk.nr * d.kc);
-            // SAFETY: forwarded contract; the block lies inside B and buf fits it.
-            let bpack = unsafe { b_block(p, blk.nr, pack_b, &d, jc, nc, buf) };
+            let bsrc = if in_place {
+                BBlock::InPlace {
+                    edge: bbuf.slice(d.kc * blk.nr).as_mut_ptr(),
+                    pack_b,
+                }
+            } else {
+                let buf = bbuf.slice(nc.div_ceil(blk.nr) * blk.nr * d.kc);
+                // SAFETY: forwarded contract; the block lies inside B and buf fits it.
+                BBlock::Packed(unsafe { b_block(p, blk.nr, pack_b, &d, jc, nc, buf) })
+            };
             // SAFETY: forwarded contract; rows m0..m1 of this block belong to this task.
             unsafe {
                 macro_block(
@@ -345,7 +372,7 @@ unsafe fn run_task(
                     &d,
                     (task.m0, task.m1),
                     (jc, nc),
-                    bpack,
+                    bsrc,
                 )
             };
         }
@@ -370,7 +397,7 @@ unsafe fn macro_block(
     d: &DepthBlock,
     (m0, m1): (usize, usize),
     (jc, nc): (usize, usize),
-    bpack: *const f32,
+    bsrc: BBlock,
 ) {
     let (mr, nr, kc) = (blk.mr, blk.nr, d.kc);
     let lc = p.c_layout();
@@ -413,7 +440,9 @@ unsafe fn macro_block(
         while jr < nc {
             // The row path: whole groups of panels at once when their columns are contiguous.
             let span = WIDE_PANELS * nr;
-            if let Some(wide) = kernel.row_wide.filter(|_| mr == 1 && mc == 1) {
+            if let (Some(wide), BBlock::Packed(bpack)) =
+                (kernel.row_wide.filter(|_| mr == 1 && mc == 1), bsrc)
+            {
                 let j0 = jc + jr;
                 if jr + span <= nc && p.csc == 1 && lc.contiguous_run(Axis::Cols, j0, span) {
                     let mut epi = d.epi;
@@ -439,6 +468,37 @@ unsafe fn macro_block(
                     continue;
                 }
             }
+            // This micro-panel of B: packed, in place in B, or (an edge panel of an in-place
+            // B) packed now into the task's panel buffer.
+            let (b_panel, rsb) = match bsrc {
+                // SAFETY: the panel lies in the packed block (jr < nc).
+                BBlock::Packed(bpack) => (unsafe { bpack.add(jr * kc) }, nr),
+                BBlock::InPlace { edge, pack_b } => {
+                    let (j0, cols) = (jc + jr, nr.min(nc - jr));
+                    let lb = p.b_layout();
+                    if cols == nr && lb.contiguous_run(Axis::Cols, j0, nr) {
+                        // SAFETY: element (pc, j0) lies inside B, and so do the panel's kc
+                        // rows of nr contiguous columns.
+                        (unsafe { p.b.add(lb.offset(d.pc, j0)) }, lb.rs)
+                    } else {
+                        // SAFETY: the task's buffer holds kc * nr floats (run_task) and nobody
+                        // else uses it meanwhile; the panel's rows and columns lie inside B.
+                        unsafe {
+                            let buf = std::slice::from_raw_parts_mut(edge, kc * nr);
+                            segments::pack_b_block(
+                                pack_b,
+                                nr,
+                                p.b,
+                                &lb,
+                                (d.pc, kc),
+                                (j0, cols),
+                                buf,
+                            );
+                        }
+                        (edge.cast_const(), nr)
+                    }
+                }
+            };
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
@@ -466,8 +526,7 @@ unsafe fn macro_block(
                 // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
                 unsafe {
                     let a_panel = apack.add(ir * kc);
-                    let b_panel = bpack.add(jr * kc);
-                    store_tile(p, run, kc, a_panel, b_panel, &tile, &epi);
+                    store_tile(p, run, kc, a_panel, (b_panel, rsb), &tile, &epi);
                 }
             }
             jr += nr;
@@ -643,7 +702,7 @@ unsafe fn run_shared_b(
                             &d,
                             (task.m0, task.m1),
                             (jc, nc),
-                            bpack.ptr(),
+                            BBlock::Packed(bpack.ptr()),
                         )
                     };
                 }
@@ -690,7 +749,7 @@ unsafe fn store_tile(
     kernel: MicroKernelFn,
     kc: usize,
     a: *const f32,
-    b: *const f32,
+    (b, rsb): (*const f32, usize),
     t: &TileSpec,
     epi: &TileEpilogue,
 ) {
@@ -703,7 +762,7 @@ unsafe fn store_tile(
             && lc.contiguous_run(Axis::Rows, t.i0, t.mr)
             && lc.contiguous_run(Axis::Cols, t.j0, t.nr)
         {
-            return kernel(kc, a, b, p.c.add(lc.offset(t.i0, t.j0)), p.rsc, epi);
+            return kernel(kc, a, b, rsb, p.c.add(lc.offset(t.i0, t.j0)), p.rsc, epi);
         }
         // The padded tile: MR x NR floats that the kernel always writes in full; read back
         // only where it wrote. Left uninitialised (a memset of the whole array per edge tile
@@ -765,7 +824,7 @@ unsafe fn store_tile(
                 }
             }
         }
-        kernel(kc, a, b, tmp, t.nr, &epi);
+        kernel(kc, a, b, rsb, tmp, t.nr, &epi);
         for (i, &r) in row_at.iter().enumerate().take(t.rows) {
             for &(j0, j1, at) in runs {
                 let dst = p.c.add(r + at);

@@ -45,14 +45,23 @@ pub(crate) struct TileEpilogue {
     pub activation: Activation,
 }
 
-/// One MR x NR microkernel. `kc` may be 0 (then the accumulators are zero).
+/// One MR x NR microkernel. `kc` may be 0 (then the accumulators are zero). B's `kc` rows of
+/// NR floats lie `rsb` floats apart: `rsb = NR` for a packed micro-panel, B's own row stride
+/// when the driver reads an unpacked B in place (see `driver.rs`, "B in place").
 ///
 /// # Safety
-/// `a` points to `kc * MR` floats, `b` to `kc * NR` floats, `c` to an MR x NR tile with row
+/// `a` points to `kc * MR` floats, `b` to `kc` rows of `NR` floats `rsb` apart, `c` to an MR x NR tile with row
 /// stride `rsc` and unit column stride (readable when `load_c`, always writable), the bias
 /// and scale pointers (when non-null) to MR / NR floats, and the CPU supports the kernel's ISA.
-pub(crate) type MicroKernelFn =
-    unsafe fn(kc: usize, a: *const f32, b: *const f32, c: *mut f32, rsc: usize, epi: &TileEpilogue);
+pub(crate) type MicroKernelFn = unsafe fn(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+);
 
 /// A short twin of a microkernel: the same body computing only the first `rows` rows of the
 /// full kernel's MR-row A panels (read with the full panel's stride), each element in the

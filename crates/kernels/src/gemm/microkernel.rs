@@ -75,13 +75,14 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     c: *mut f32,
     rsc: usize,
     epi: &TileEpilogue,
 ) {
     let nr = NV * S::L;
-    // SAFETY (whole body): a holds kc * AS floats (AS >= MR) and b kc * NR floats, read one
-    // k-slice per step; the tile at c is MR rows of NR floats `rsc` apart; S's ISA is enabled.
+    // SAFETY (whole body): a holds kc * AS floats (AS >= MR) and b kc rows of NR floats rsb
+    // apart, read one k-slice per step; the tile at c is MR rows of NR floats `rsc` apart; S's ISA is enabled.
     unsafe {
         // Bring the C tile towards L1 while the k loop runs: the epilogue reads (beta, middle
         // depth blocks) and writes it, and its rows are far apart.
@@ -96,16 +97,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
         // Unrolled by 4 to amortise the loop counter; the remainder one step at a time.
         for _ in 0..kc / 4 {
             step::<S, MR, NV>(&mut acc, a, b);
-            step::<S, MR, NV>(&mut acc, a.add(AS), b.add(nr));
-            step::<S, MR, NV>(&mut acc, a.add(2 * AS), b.add(2 * nr));
-            step::<S, MR, NV>(&mut acc, a.add(3 * AS), b.add(3 * nr));
+            step::<S, MR, NV>(&mut acc, a.add(AS), b.add(rsb));
+            step::<S, MR, NV>(&mut acc, a.add(2 * AS), b.add(2 * rsb));
+            step::<S, MR, NV>(&mut acc, a.add(3 * AS), b.add(3 * rsb));
             a = a.add(4 * AS);
-            b = b.add(4 * nr);
+            b = b.add(4 * rsb);
         }
         for _ in 0..kc % 4 {
             step::<S, MR, NV>(&mut acc, a, b);
             a = a.add(AS);
-            b = b.add(nr);
+            b = b.add(rsb);
         }
         // The epilogue. Every accumulator must be named by a constant index for the tile to
         // stay in registers: a loop that the compiler does not unroll indexes `acc` in memory,
@@ -271,12 +272,15 @@ macro_rules! kernels {
             kc: usize,
             a: *const f32,
             b: *const f32,
+            rsb: usize,
             c: *mut f32,
             rsc: usize,
             epi: &TileEpilogue,
         ) {
             // SAFETY: forwarded contract; the features are enabled on this function.
-            unsafe { tile::<$simd, $mr, $nv, { kernels!(@as $mr $(, $as)?) }>(kc, a, b, c, rsc, epi) }
+            unsafe {
+                tile::<$simd, $mr, $nv, { kernels!(@as $mr $(, $as)?) }>(kc, a, b, rsb, c, rsc, epi)
+            }
         }
     )*};
     (@as $mr:literal) => { $mr };
@@ -319,12 +323,13 @@ pub(crate) unsafe fn portable_4x16(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     c: *mut f32,
     rsc: usize,
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 2, 4>(kc, a, b, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 4, 2, 4>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// [`portable_4x16`] with one row (see `MicroKernel::run_row`).
@@ -335,12 +340,13 @@ pub(crate) unsafe fn portable_1x16(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     c: *mut f32,
     rsc: usize,
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 1, 2, 1>(kc, a, b, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 1, 2, 1>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// Declares one ISA entry point per (ISA, panel width) of [`row_wide`].

@@ -18,6 +18,7 @@
 
 pub mod blocking;
 mod driver;
+mod in_place;
 mod kernel;
 mod microkernel;
 mod pack;

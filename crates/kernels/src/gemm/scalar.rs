@@ -14,14 +14,15 @@ pub(crate) unsafe fn kernel_4x4(
     kc: usize,
     a: *const f32,
     b: *const f32,
+    rsb: usize,
     c: *mut f32,
     rsc: usize,
     epi: &TileEpilogue,
 ) {
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
-        // SAFETY: the packed panels hold kc * MR and kc * NR floats.
-        let (ap, bp) = unsafe { (a.add(p * MR), b.add(p * NR)) };
+        // SAFETY: the A panel holds kc * MR floats, B kc rows of NR floats rsb apart.
+        let (ap, bp) = unsafe { (a.add(p * MR), b.add(p * rsb)) };
         for (i, row) in acc.iter_mut().enumerate() {
             let ai = unsafe { *ap.add(i) };
             for (j, x) in row.iter_mut().enumerate() {
