@@ -172,7 +172,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
         && depth(&p) > 0
         && lb.cs == 1
         && !matches!(lb.seg, Some(s) if s.axis == Axis::Rows)
-        && in_place::b_in_place(&blk, p.k, p.n, lb.rs, &Host::get().caches.l1d);
+        && in_place::b_in_place(&blk, (p.m, p.k, p.n), lb.rs, &Host::get().caches.l1d);
     let threads = if threads == 0 {
         rayon::current_num_threads()
     } else {

@@ -12,9 +12,10 @@
 //! bit-identical, only the memory traffic differs.
 //!
 //! B is read in place when it is not pre-packed, has unit column stride and unsegmented rows,
-//! and one micro-panel read in place, `kc` rows of `NR` floats `rs` apart, occupies at most
-//! half of L1 and at most half the ways of any L1 set (rows whose stride is a multiple of the
-//! way size all fall in a few sets: 16 rows of a 12544-wide B share 4 of 64 sets). Edge panels
+//! and either one micro-panel read in place, `kc` rows of `NR` floats `rs` apart, occupies at
+//! most half of L1 and at most half the ways of any L1 set (rows whose stride is a multiple of
+//! the way size all fall in a few sets: 16 rows of a 12544-wide B share 4 of 64 sets), or so
+//! few row panels of A read each B panel that re-reading it from L2 costs less than the copy. Edge panels
 //! (fewer than NR columns, or straddling a segment of a batched operand) are still packed, one
 //! panel at a time.
 
@@ -54,10 +55,23 @@ pub(crate) fn panel_fits_l1(kc: usize, nr: usize, rs: usize, l1: &CacheLevel) ->
     per_set[..sets].iter().all(|&n| n as usize <= ways / 2)
 }
 
+/// A B micro-panel read by at most this many MR-row panels of A is read in place even when
+/// it does not fit L1 as it lies: its second pass then comes from L2, still less traffic
+/// than packing it (read B, write the copy, read the copy).
+const FEW_A_PANELS: usize = 2;
+
 /// Whether the driver reads B in place for a product with this blocking (see the module
-/// docs): `rs` is B's row stride, `k` the depth.
-pub(crate) fn b_in_place(blk: &Blocking, k: usize, n: usize, rs: usize, l1: &CacheLevel) -> bool {
-    blk.mr > 1 && n >= blk.nr && panel_fits_l1(blk.kc.min(k), blk.nr, rs, l1)
+/// docs): `m`, `k`, `n` the product's extents, `rs` B's row stride.
+pub(crate) fn b_in_place(
+    blk: &Blocking,
+    (m, k, n): (usize, usize, usize),
+    rs: usize,
+    l1: &CacheLevel,
+) -> bool {
+    let a_panels = m.min(blk.mc).div_ceil(blk.mr.max(1));
+    blk.mr > 1
+        && n >= blk.nr
+        && (a_panels <= FEW_A_PANELS || panel_fits_l1(blk.kc.min(k), blk.nr, rs, l1))
 }
 
 #[cfg(test)]
