@@ -15,7 +15,10 @@
 //! and either one micro-panel read in place, `kc` rows of `NR` floats `rs` apart, occupies at
 //! most half of L1 and at most half the ways of any L1 set (rows whose stride is a multiple of
 //! the way size all fall in a few sets: 16 rows of a 12544-wide B share 4 of 64 sets), or so
-//! few row panels of A read each B panel that re-reading it from L2 costs less than the copy. Edge panels
+//! few row panels of A read each B panel that re-reading it from L2 costs less than the copy.
+//! Many-panel reuse also asks for rows that start on a cache line: otherwise every vector load
+//! of the panel straddles two lines (a 196-wide B, 784 bytes per row), which costs more than
+//! the copy saves. Edge panels
 //! (fewer than NR columns, or straddling a segment of a batched operand) are still packed, one
 //! panel at a time.
 
@@ -69,9 +72,12 @@ pub(crate) fn b_in_place(
     l1: &CacheLevel,
 ) -> bool {
     let a_panels = m.min(blk.mc).div_ceil(blk.mr.max(1));
+    // Rows that start mid-line make every vector load of the panel straddle two lines: worth
+    // it for a panel read once or twice, not for one read by many A panels.
+    let aligned = (rs * std::mem::size_of::<f32>()).is_multiple_of(l1.line.max(1));
     blk.mr > 1
         && n >= blk.nr
-        && (a_panels <= FEW_A_PANELS || panel_fits_l1(blk.kc.min(k), blk.nr, rs, l1))
+        && (a_panels <= FEW_A_PANELS || (aligned && panel_fits_l1(blk.kc.min(k), blk.nr, rs, l1)))
 }
 
 #[cfg(test)]
