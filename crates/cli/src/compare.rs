@@ -111,9 +111,12 @@ pub fn run(args: &CompareArgs) -> Result<(), String> {
         let t0 = Instant::now();
         let mut points = Vec::new();
         while !trainer.finished() {
-            let stats = trainer
-                .run_epoch(model.as_mut(), &train, &test, &mut |_| {})
-                .map_err(|e| format!("compare {arch}: {e}"))?;
+            // On a worker of the pool, as `tessera train` runs its epochs (see
+            // `run_plan_with`).
+            let stats = crate::bench::model::run_plan_with(|| {
+                trainer.run_epoch(model.as_mut(), &train, &test, &mut |_| {})
+            })
+            .map_err(|e| format!("compare {arch}: {e}"))?;
             let s = t0.elapsed().as_secs_f64();
             points.push((stats.epoch, s, stats.test_acc));
             if args.json {

@@ -170,7 +170,13 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
                 run_plan(p, &xv).map_err(fail)?;
             }
             None => {
-                model.forward(&x).map_err(fail)?;
+                // On a worker too, so that the plan-vs-eager comparison measures the
+                // execution, not where the regions are started from; grad mode is per thread.
+                run_plan_with(|| {
+                    let _guard = no_grad();
+                    model.forward(&x).map(|_| ())
+                })
+                .map_err(fail)?;
             }
         }
         let dt = t0.elapsed().as_secs_f64();
