@@ -520,7 +520,16 @@ impl Step {
                 {
                     let (io, [s]) = carve(arena, offs, [*scale])?;
                     let a = MatRef::row_major(io.get(offs, *hidden)?, *n, fc1.cols());
-                    let e = Epilogue::new(Bias::PerCol(b2), *gate);
+                    // A sigmoid gate is applied after the GEMM, correctly rounded (the
+                    // kernels' scalar path), as the eager block does: each of its n x c
+                    // values scales a whole channel, so the vector sigmoid's extra ulps add
+                    // up through a deep network (docs/accuracy.md). Other gates (hard
+                    // sigmoid) are exact in the epilogue.
+                    let exact = *gate == Activation::Sigmoid;
+                    let e = Epilogue::new(
+                        Bias::PerCol(b2),
+                        if exact { Activation::Identity } else { *gate },
+                    );
                     let sm = MatMut::row_major(s, *n, *c);
                     gemm_ex(
                         1.0,
@@ -532,6 +541,14 @@ impl Step {
                         &gemm_cfg(fc2),
                     )
                     .map_err(kerr)?;
+                    if exact {
+                        tessera_core::kernels::activation::slice::forward_inplace_with(
+                            tessera_core::kernels::Isa::Scalar,
+                            Activation::Sigmoid,
+                            &mut s[..*n * *c],
+                        )
+                        .map_err(kerr)?;
+                    }
                 }
                 // The scale (and residual join) pass, in parallel over runs of whole planes
                 // (element-wise: the same bits for any thread count).
