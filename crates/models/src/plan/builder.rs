@@ -104,7 +104,7 @@ impl PlanBuilder {
         self.steps.push(step);
     }
 
-    fn conv_shape(x: &Feat, conv: &Conv2d) -> Result<Conv2dShape> {
+    pub(super) fn conv_shape(x: &Feat, conv: &Conv2d) -> Result<Conv2dShape> {
         let ws = conv.weight.shape();
         let p = conv.params;
         let s = Conv2dShape {
@@ -122,6 +122,24 @@ impl PlanBuilder {
         };
         s.validate().map_err(kerr)?;
         Ok(s)
+    }
+
+    /// Whether this builder records a float64 reference (then nothing is fused that the
+    /// reference could not follow step by step).
+    pub(super) fn has_reference(&self) -> bool {
+        self.reference.is_some()
+    }
+
+    /// Adds a fused step, which has no float64 reference of its own (a reference build emits
+    /// its parts unfused instead, see [`PlanBuilder::has_reference`]).
+    pub(super) fn push_fused(&mut self, step: Step) -> Result<()> {
+        if self.reference.is_some() {
+            return Err(ModelError::config(
+                "plan: a fused step in a reference plan (internal error)".to_string(),
+            ));
+        }
+        self.push(step, || unreachable!("no reference is recorded"));
+        Ok(())
     }
 
     /// `act(scale * conv(x) + bias)` (no scale: the batch norm folded into `w` or absent),

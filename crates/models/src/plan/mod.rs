@@ -32,6 +32,7 @@ pub mod arena;
 pub mod awake;
 mod builder;
 mod cnn;
+pub mod fused;
 mod ref_ops;
 mod reference;
 pub(crate) mod steps;
@@ -195,7 +196,8 @@ impl Plan {
     }
 
     /// Times every GEMM step shorter than `max_ms` with one task and with the whole rayon
-    /// pool (median of `reps` runs each, inside an awake region as [`Plan::run`] runs, after one run of the whole plan to warm it) and
+    /// pool (median of `reps` runs each, each right after its predecessor step, inside an
+    /// awake region as [`Plan::run`] runs, after one run of the whole plan to warm it) and
     /// keeps the faster; with one thread in the pool there is nothing to choose. Results do
     /// not depend on the choice (the GEMM is bit-identical for any task count).
     pub fn tune_threads(&mut self, reps: usize, max_ms: f64) -> Result<()> {
@@ -214,8 +216,15 @@ impl Plan {
             if !self.steps[i].has_thread_choice() {
                 continue;
             }
-            // One run of the step with `t` tasks, in milliseconds.
+            // One run of the step with `t` tasks, in milliseconds, right after its
+            // predecessor (untimed): the step's input then lies in the caches where the real
+            // run leaves it (a pool step's output is spread over the cores' L2s, which a
+            // one-task step must gather; timed alone, the input stays in one core's L2 and
+            // one task looks faster than it is).
             let once = |plan: &mut Plan, t: usize| -> Result<f64> {
+                if i > 0 {
+                    plan.steps[i - 1].run(&mut plan.arena, &plan.offs)?;
+                }
                 plan.steps[i].set_threads(t);
                 let t0 = Instant::now();
                 plan.steps[i].run(&mut plan.arena, &plan.offs)?;

@@ -63,6 +63,13 @@ pub enum Step {
         accumulate: bool,
         threads: usize,
     },
+    /// An inverted residual block's expansion and depthwise convolution, fused over groups
+    /// of channels (`fused.rs`): `y = dw(pw(x))`.
+    ExpandDepthwise {
+        f: Box<super::fused::ExpandDepthwise>,
+        x: Buf,
+        y: Buf,
+    },
     /// `Y[rows, out] (+)= X[rows, in] W^T`, then bias and activation (W^T packed as B).
     Linear {
         w: PackedMatrix,
@@ -243,6 +250,7 @@ impl Step {
         match self {
             Step::Conv { x, y, .. }
             | Step::Depthwise { x, y, .. }
+            | Step::ExpandDepthwise { x, y, .. }
             | Step::Pointwise { x, y, .. }
             | Step::Linear { x, y, .. }
             | Step::GlobalPool { x, y, .. }
@@ -276,6 +284,7 @@ impl Step {
         match self {
             Step::Conv { .. } => "conv",
             Step::Depthwise { .. } => "depthwise",
+            Step::ExpandDepthwise { .. } => "expand_depthwise",
             Step::Pointwise { .. } => "pointwise",
             Step::Linear { .. } => "linear",
             Step::SqueezeExcite { .. } => "squeeze_excite",
@@ -302,6 +311,18 @@ impl Step {
             Step::Conv { s, act, .. } | Step::Depthwise { s, act, .. } => {
                 format!("{} {}", conv(s), act.name())
             }
+            Step::ExpandDepthwise { f, .. } => format!(
+                "{}->{} 1x1 {} + {}x{}/{} {} @{}x{}",
+                f.c_in(),
+                f.c_exp(),
+                f.expand_act.name(),
+                f.dw.kh,
+                f.dw.kw,
+                f.dw.stride.0,
+                f.dw_act.name(),
+                f.dw.h,
+                f.dw.w
+            ),
             Step::Pointwise {
                 w,
                 act,
@@ -398,6 +419,10 @@ impl Step {
             } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
                 conv2d_forward(s, io.get(offs, *x)?, w, Some(bias), *act, out).map_err(kerr)
+            }
+            Step::ExpandDepthwise { f, x, y } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                f.run(io.get(offs, *x)?, out)
             }
             Step::Pointwise {
                 w,
