@@ -195,6 +195,43 @@ fn mobilenetv3_digits_matches_timm_with_strides_removed() {
 }
 
 #[test]
+fn act_override_takes_every_spelling_of_the_kernels_parser() {
+    let x = Tensor::randn(&[1, 3, 32, 32], 3);
+    let reference = create("mobilenetv3_small_050", &Overrides::default(), 5).unwrap();
+    let y = logits(reference.as_ref(), &x).to_vec();
+    // Hard-swish is the default: each spelling builds the same model.
+    for name in [
+        "hardswish",
+        "hard_swish",
+        "hard-swish",
+        "h-swish",
+        "HardSwish",
+    ] {
+        let m = create(
+            "mobilenetv3_small_050",
+            &ov(|o| o.act = Some(name.into())),
+            5,
+        )
+        .unwrap();
+        assert_eq!(logits(m.as_ref(), &x).to_vec(), y, "{name}");
+    }
+    // Swish by both names; leaky ReLU with a slope; the exact GELU as `gelu_erf`.
+    let swish = |name: &str| {
+        let m = create(
+            "mobilenetv3_small_050",
+            &ov(|o| o.act = Some(name.into())),
+            5,
+        )
+        .unwrap();
+        logits(m.as_ref(), &x).to_vec()
+    };
+    assert_eq!(swish("silu"), swish("swish"));
+    assert_eq!(swish("gelu_erf"), swish("gelu"));
+    assert_ne!(swish("leaky_relu:0.2"), swish("relu"));
+    assert_ne!(swish("swish"), y);
+}
+
+#[test]
 fn act_override_changes_mobilenetv3_only_where_timm_does() {
     let x = Tensor::randn(&[1, 3, 32, 32], 3);
     let hs = create("mobilenetv3_small_050", &Overrides::default(), 5).unwrap();
@@ -312,7 +349,17 @@ fn invalid_overrides_are_config_errors() {
     let swish = ov(|o| o.act = Some("swish".into()));
     assert!(config_err("mobilenetv2_100", &swish).contains("MobileNetV3 only"));
     let bad = ov(|o| o.act = Some("wiggle".into()));
-    assert!(config_err("mobilenetv3_large_100", &bad).contains("wiggle"));
+    let e = config_err("mobilenetv3_large_100", &bad);
+    // Names the architecture and the bad name, and lists the valid ones.
+    for part in [
+        "mobilenetv3_large_100",
+        "\"wiggle\"",
+        "hardswish",
+        "swish",
+        "gelu_tanh",
+    ] {
+        assert!(e.contains(part), "{e} lacks {part}");
+    }
     let patch = ov(|o| o.patch_size = Some(16));
     assert!(config_err("mobilenetv3_small_100", &patch).contains("patch_size"));
     let depth = ov(|o| o.depth = Some(3));

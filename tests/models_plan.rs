@@ -110,6 +110,25 @@ fn vit_plan_matches_eager() {
 }
 
 #[test]
+fn every_activation_override_plans_as_it_runs() {
+    // The `act` override takes any of the kernels' activations (leaky ReLU with its slope
+    // too); the plan's fused epilogues must compute what the eager layers do.
+    for &act in tessera::kernels::Activation::ALL {
+        let name = match act {
+            tessera::kernels::Activation::LeakyRelu(_) => "leaky_relu:0.2".to_string(),
+            a => a.name().to_string(),
+        };
+        let o = Overrides {
+            act: Some(name),
+            ..Overrides::default()
+        };
+        for arch in ["mobilenetv3_digits", "resnet_digits", "vit_digits"] {
+            check(arch, &o, &[2]);
+        }
+    }
+}
+
+#[test]
 fn full_size_mobilenetv3_plan_matches_eager() {
     check("mobilenetv3_large_100", &Overrides::default(), &[1]);
 }

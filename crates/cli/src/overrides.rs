@@ -67,7 +67,15 @@ impl OverrideArgs {
 /// command and, for unknown names, suggest the nearest known one.
 pub fn build(cmd: &str, arch: &str, o: &OverrideArgs, seed: u64) -> Result<Box<dyn Model>, String> {
     check_name(cmd, arch)?;
-    zoo::create(arch, &o.to_overrides(), seed).map_err(|e| format!("{cmd} {arch}: {e}"))
+    zoo::create(arch, &o.to_overrides(), seed).map_err(|e| {
+        let msg = e.to_string();
+        // Configuration errors name the architecture already: say it once.
+        if msg.contains(&format!("{arch}: ")) {
+            format!("{cmd}: {msg}")
+        } else {
+            format!("{cmd} {arch}: {msg}")
+        }
+    })
 }
 
 /// Errors for a name the zoo does not know, suggesting the nearest known one.

@@ -129,6 +129,27 @@ fn info_table_and_overrides() {
     assert!(total.contains(&digits), "{total} vs {digits}");
 }
 
+#[test]
+fn act_override_takes_the_kernels_names_and_lists_them_when_unknown() {
+    // Any spelling of the one activation parser: the paper's `h-swish`, `gelu_erf`, a slope.
+    for act in ["h-swish", "gelu_erf", "leaky_relu:0.2"] {
+        ok(&["info", "mobilenetv3_small_050", "--act", act]);
+    }
+    let err = fails(&["info", "mobilenetv3_small_050", "--act", "mish"]);
+    for part in [
+        "\"mish\"",
+        "hardswish",
+        "swish",
+        "gelu_tanh",
+        "h_swish",
+        "gelu_erf",
+    ] {
+        assert!(err.contains(part), "{err} lacks {part}");
+    }
+    // The architecture is named once.
+    assert_eq!(err.matches("mobilenetv3_small_050").count(), 1, "{err}");
+}
+
 /// A small ViT with saved random weights: the CLI's logits must equal the library's compiled
 /// plan (which `run` uses) bit for bit, and its eager forward within the plan's documented
 /// 1e-5 relative bound.

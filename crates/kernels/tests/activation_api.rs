@@ -43,8 +43,32 @@ fn names_round_trip_and_aliases() {
     assert!(Activation::from_name("leaky_relu:abc").is_err());
     assert!(Activation::from_name("leaky_relu:inf").is_err());
     assert!(Activation::from_name("leaky_relux").is_err());
+    // Every alias parses, to the activation whose canonical name it spells.
+    for alias in Activation::ALIASES {
+        assert!(Activation::from_name(alias).is_ok(), "{alias}");
+    }
+    assert_eq!(
+        Activation::from_name("h-swish").unwrap(),
+        Activation::HardSwish
+    );
+    assert_eq!(
+        Activation::from_name("H-Sigmoid").unwrap(),
+        Activation::HardSigmoid
+    );
+    assert_eq!(
+        Activation::from_name("gelu_erf").unwrap(),
+        Activation::GeluErf
+    );
+    assert_eq!(Activation::from_name("none").unwrap(), Activation::Identity);
+    // An unknown name is an error listing every valid name and alias.
     let e = Activation::from_name("mish").unwrap_err().to_string();
-    assert!(e.contains("mish") && e.contains("hardswish"), "{e}");
+    assert!(e.contains("\"mish\""), "{e}");
+    for &act in Activation::ALL {
+        assert!(e.contains(act.name()), "{e} lacks {}", act.name());
+    }
+    for alias in Activation::ALIASES {
+        assert!(e.contains(alias), "{e} lacks {alias}");
+    }
 }
 
 #[test]

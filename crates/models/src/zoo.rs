@@ -35,7 +35,7 @@ pub struct Overrides {
     /// ViT only.
     pub mlp_ratio: Option<f32>,
     /// Replaces the architecture's main activation (the hard-swish study runs MobileNetV3 with
-    /// `swish`); names as [`crate::layers::Act::from_name`].
+    /// `swish`); names as [`crate::layers::Activation::from_name`] (`hardswish`, `swish` / `silu`, `leaky_relu:0.2`, ...).
     pub act: Option<String>,
 }
 

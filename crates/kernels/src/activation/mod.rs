@@ -118,6 +118,19 @@ impl Activation {
         Activation::GeluTanh,
     ];
 
+    /// The other accepted spellings of [`Activation::from_name`] (besides the
+    /// [`Activation::name`]s, and with `-` for `_` anywhere).
+    pub const ALIASES: &'static [&'static str] = &[
+        "none",
+        "linear",
+        "silu",
+        "hard_sigmoid",
+        "h_sigmoid",
+        "hard_swish",
+        "h_swish",
+        "gelu_erf",
+    ];
+
     /// A short lower-case name (`relu6`), as used by the CLI and benchmark output. Leaky ReLU
     /// is `leaky_relu` whatever its slope.
     pub fn name(self) -> &'static str {
@@ -136,9 +149,12 @@ impl Activation {
         }
     }
 
-    /// Parses a name as printed by [`Activation::name`], case-insensitively, plus the aliases
-    /// `silu`, `hard_sigmoid`, `hard_swish`, `gelu_erf`. Leaky ReLU takes an optional slope:
-    /// `leaky_relu` (0.01), `leaky_relu:0.2` or `leaky_relu(0.2)`.
+    /// Parses a name as printed by [`Activation::name`], case-insensitively, with `-` and `_`
+    /// alike, plus the aliases in [`Activation::ALIASES`] (`silu`, `hard_swish`, `h-swish`,
+    /// `gelu_erf`, ...). Leaky ReLU takes an optional slope: `leaky_relu` (0.01),
+    /// `leaky_relu:0.2` or `leaky_relu(0.2)`. An unknown name is an error listing the valid
+    /// ones. This is the one parser of activation names: the models crate and the command line
+    /// use it.
     pub fn from_name(name: &str) -> Result<Activation, KernelError> {
         let lower = name.trim().to_ascii_lowercase();
         // Hyphens become underscores in the name only, not in a (possibly negative) slope.
@@ -169,18 +185,20 @@ impl Activation {
             "sigmoid" => Activation::Sigmoid,
             "tanh" => Activation::Tanh,
             "swish" | "silu" => Activation::Swish,
-            "hardsigmoid" | "hard_sigmoid" => Activation::HardSigmoid,
-            "hardswish" | "hard_swish" => Activation::HardSwish,
+            "hardsigmoid" | "hard_sigmoid" | "h_sigmoid" => Activation::HardSigmoid,
+            "hardswish" | "hard_swish" | "h_swish" => Activation::HardSwish,
             "gelu" | "gelu_erf" => Activation::GeluErf,
             "gelu_tanh" => Activation::GeluTanh,
             _ => {
                 return Err(err(format!(
-                    "unknown activation {name:?}; expected one of {}",
+                    "unknown name {name:?}; expected one of {} (aliases: {}; leaky_relu takes \
+                     a slope: leaky_relu:0.2)",
                     Activation::ALL
                         .iter()
                         .map(|a| a.name())
                         .collect::<Vec<_>>()
-                        .join(", ")
+                        .join(", "),
+                    Activation::ALIASES.join(", ")
                 )))
             }
         })

@@ -22,12 +22,11 @@
 use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
 use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, BatchNorm2d, ConvBnAct, Linear};
+use crate::layers::{Activation, BatchNorm2d, ConvBnAct, Linear};
 use crate::module::Module;
 use crate::module_children;
 use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
-use tessera_core::kernels::Activation;
 use tessera_core::{Rng, Tensor};
 
 use BlockKind::{Ds, Ir};
@@ -153,8 +152,8 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
             stages: ARCH,
             unstrided_stages: unstrided,
             multiplier: p.multiplier,
-            act: Act::Relu6,
-            se_gate: Act::HardSigmoid,
+            act: Activation::Relu6,
+            se_gate: Activation::HardSigmoid,
         },
         &mut rng,
     )?;
@@ -168,7 +167,7 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
         head: ConvBnAct::new(
             conv_head,
             BatchNorm2d::new(num_features),
-            Some(Act::Relu6),
+            Some(Activation::Relu6),
             ["conv_head", "bn2"],
         ),
         classifier,

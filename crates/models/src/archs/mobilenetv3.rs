@@ -27,19 +27,18 @@ use crate::archs::mobilenetv2::check_cnn_overrides;
 use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
 use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, Conv2d, Linear};
+use crate::layers::{Activation, Conv2d, Linear};
 use crate::module::Module;
 use crate::module_children;
 use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
-use tessera_core::kernels::Activation;
 use tessera_core::{Rng, Tensor};
 
 use BlockKind::{Cn, Ds, Ir};
 
 /// `RE`: ReLU; `HS`: the model activation (hard-swish unless overridden).
-const RE: Option<Act> = Some(Act::Relu);
-const HS: Option<Act> = None;
+const RE: Option<Activation> = Some(Activation::Relu);
+const HS: Option<Activation> = None;
 
 #[allow(clippy::too_many_arguments)]
 const fn row(
@@ -50,7 +49,7 @@ const fn row(
     exp: f64,
     out: usize,
     se: bool,
-    act: Option<Act>,
+    act: Option<Activation>,
 ) -> BlockDef {
     BlockDef {
         kind,
@@ -129,7 +128,7 @@ pub struct MobileNetV3 {
     /// 1x1 convolution with bias after pooling, to 1280 / 1024 features.
     pub conv_head: Conv2d,
     /// The model activation (after the stem and `conv_head`).
-    pub act: Act,
+    pub act: Activation,
     /// `None` when built with `num_classes = 0` (the head features are returned).
     pub classifier: Option<Linear>,
     num_classes: usize,
@@ -143,11 +142,8 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
         .ok_or_else(|| ModelError::config(format!("{arch}: not a MobileNetV3 architecture")))?;
     check_cnn_overrides(arch, o)?;
     let act = match &o.act {
-        Some(name) => Act::from_name(name).map_err(|e| match e {
-            ModelError::Config(m) => ModelError::config(format!("{arch}: act: {m}")),
-            other => other,
-        })?,
-        None => Act::HardSwish,
+        Some(name) => crate::layers::parse_override(arch, name)?,
+        None => Activation::HardSwish,
     };
     let in_chans = o.in_chans.unwrap_or(p.in_chans);
     let img_size = o.img_size.unwrap_or(p.img_size);
@@ -168,7 +164,7 @@ pub fn build(arch: &str, o: &Overrides, seed: u64) -> Result<Box<dyn Model>> {
             unstrided_stages: unstrided,
             multiplier: p.multiplier,
             act,
-            se_gate: Act::HardSigmoid,
+            se_gate: Activation::HardSigmoid,
         },
         &mut rng,
     )?;
@@ -202,7 +198,7 @@ impl Model for MobileNetV3 {
     fn forward_stages(&self, x: &Tensor, stage: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
         let h = self.trunk.forward_stages(x, stage)?;
         let h = h.global_avg_pool2d()?;
-        let h = self.act.apply(&self.conv_head.forward(&h)?);
+        let h = self.conv_head.forward(&h)?.activate(self.act);
         stage("conv_head", &h);
         let h = h.flatten(1, 3)?;
         let h = match &self.classifier {
@@ -244,15 +240,7 @@ impl MobileNetV3 {
         let ch = &self.conv_head;
         let bias = ch.bias.as_ref().map(|t| t.data().into_owned());
         let f = ch.out_channels();
-        let h = b.linear_raw(
-            p.buf,
-            p.n,
-            &ch.weight.data(),
-            f,
-            bias,
-            self.act.kernel(),
-            None,
-        )?;
+        let h = b.linear_raw(p.buf, p.n, &ch.weight.data(), f, bias, self.act, None)?;
         match &self.classifier {
             Some(c) => {
                 let y = b.linear(h, p.n, c, Activation::Identity, None)?;

@@ -39,13 +39,12 @@
 
 use crate::blocks::bottleneck::{conv_kaiming, Bottleneck, BottleneckArgs, EXPANSION};
 use crate::error::{ModelError, Result};
-use crate::layers::Act;
+use crate::layers::Activation;
 use crate::layers::{BatchNorm2d, ConvBnAct, Linear};
 use crate::module::{Module, Numbered};
 use crate::module_children;
 use crate::plan::{plan_bottleneck, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
-use tessera_core::kernels::Activation;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::ops::pool::Pool2dParams;
 use tessera_core::{Rng, Tensor};
@@ -97,7 +96,7 @@ pub struct ResNetConfig {
     /// Classifier outputs (0: the head returns pooled features).
     pub num_classes: usize,
     /// The main activation (timm's `act_layer`).
-    pub act: Act,
+    pub act: Activation,
 }
 
 impl ResNetConfig {
@@ -130,7 +129,7 @@ impl ResNetConfig {
             in_chans: if small { 1 } else { 3 },
             img_size: if small { 8 } else { 224 },
             num_classes: if small { 10 } else { 1000 },
-            act: Act::Relu,
+            act: Activation::Relu,
         })
     }
 
@@ -160,7 +159,7 @@ impl ResNetConfig {
             self.num_classes = v;
         }
         if let Some(a) = &o.act {
-            self.act = Act::from_name(a)?;
+            self.act = crate::layers::parse_override(arch, a)?;
         }
         Ok(self)
     }

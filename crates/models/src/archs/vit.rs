@@ -54,7 +54,7 @@ use crate::blocks::mlp::{LinearInit, Mlp};
 use crate::blocks::patch_embed::PatchEmbed;
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::layers::{Act, LayerNorm, Linear};
+use crate::layers::{Activation, LayerNorm, Linear};
 use crate::module::{child, Mode, Module, TensorKind};
 use crate::module_children;
 use crate::plan::{plan_vit, Plan};
@@ -86,7 +86,7 @@ pub struct VitConfig {
     /// MLP hidden width = `int(embed_dim * mlp_ratio)`.
     pub mlp_ratio: f32,
     /// Activation of the MLPs (timm: GELU).
-    pub act: Act,
+    pub act: Activation,
 }
 
 const fn cfg(
@@ -107,7 +107,7 @@ const fn cfg(
         depth,
         num_heads,
         mlp_ratio: 4.0,
-        act: Act::Gelu,
+        act: Activation::GeluErf,
     }
 }
 
@@ -151,7 +151,7 @@ impl VitConfig {
         c.num_heads = o.num_heads.unwrap_or(c.num_heads);
         c.mlp_ratio = o.mlp_ratio.unwrap_or(c.mlp_ratio);
         if let Some(a) = &o.act {
-            c.act = Act::from_name(a)?;
+            c.act = crate::layers::parse_override(arch, a)?;
         }
         c.validate().map_err(|e| match e {
             ModelError::Config(m) => ModelError::config(format!("{arch}: {m}")),
@@ -236,7 +236,7 @@ impl Block {
         dim: usize,
         num_heads: usize,
         hidden: usize,
-        act: Act,
+        act: Activation,
         rng: &mut Rng,
     ) -> Result<Self> {
         let init = LinearInit::TruncNormal(0.02);

@@ -14,7 +14,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::layers::{Act, BatchNorm2d, Conv2d, ConvBnAct};
+use crate::layers::{Activation, BatchNorm2d, Conv2d, ConvBnAct};
 use crate::module::Module;
 use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
@@ -64,7 +64,7 @@ pub struct BottleneckArgs {
     /// Squeeze-and-excitation after `bn3` (timm's `attn_layer='se'`).
     pub se: bool,
     /// The main activation (ReLU in ResNet).
-    pub act: Act,
+    pub act: Activation,
     /// Zero the `bn3` scale at initialisation (timm's `zero_init_last`, on by default).
     pub zero_init_last: bool,
 }
@@ -82,7 +82,7 @@ pub struct Bottleneck {
     /// `downsample.0` (1x1 conv, stride) and `downsample.1` (batch norm) on the shortcut.
     pub downsample: Option<ConvBnAct>,
     /// Activation after `bn1`, `bn2` and the residual join.
-    pub act: Act,
+    pub act: Activation,
 }
 
 impl Bottleneck {
@@ -152,10 +152,10 @@ impl Module for Bottleneck {
             None => x.clone(),
         };
         // The residual join and ReLU as one op (same values and gradients as the two).
-        if self.act == Act::Relu {
+        if self.act == Activation::Relu {
             return Ok(h.add_relu(&shortcut)?);
         }
-        Ok(self.act.apply(&h.add(&shortcut)?))
+        Ok(h.add(&shortcut)?.activate(self.act))
     }
 
     module_children!("" => c1, "" => c2, "" => c3, "se" => se, "" => downsample);

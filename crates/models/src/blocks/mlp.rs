@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::init;
-use crate::layers::{Act, Linear};
+use crate::layers::{Activation, Linear};
 use crate::module::Module;
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
@@ -46,7 +46,7 @@ pub struct Mlp {
     /// `in -> hidden`.
     pub fc1: Linear,
     /// The activation (GELU with erf in ViT).
-    pub act: Act,
+    pub act: Activation,
     /// `hidden -> out`.
     pub fc2: Linear,
 }
@@ -57,7 +57,7 @@ impl Mlp {
         in_features: usize,
         hidden: usize,
         out_features: usize,
-        act: Act,
+        act: Activation,
         init: LinearInit,
         rng: &mut Rng,
     ) -> Self {
@@ -73,7 +73,7 @@ impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // At inference the activation runs in fc1's GEMM epilogue (exact composition when a
         // graph is recorded).
-        let h = x.linear_act(&self.fc1.weight, self.fc1.bias.as_ref(), self.act.kernel())?;
+        let h = x.linear_act(&self.fc1.weight, self.fc1.bias.as_ref(), self.act)?;
         self.fc2.forward(&h)
     }
 

@@ -9,7 +9,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::layers::{Act, Conv2d};
+use crate::layers::Conv2d;
 use crate::module::Module;
 use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
@@ -78,7 +78,7 @@ impl SeModule {
 impl Module for SeModule {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.global_avg_pool2d()?;
-        let s = Act::Relu.apply(&self.fc1.forward(&s)?);
+        let s = self.fc1.forward(&s)?.relu();
         // N x C gate values, each scaling a whole channel: correctly rounded (see
         // `Tensor::sigmoid_exact`), at no measurable cost.
         let gate = self.fc2.forward(&s)?.sigmoid_exact();

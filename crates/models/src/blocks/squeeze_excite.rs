@@ -10,7 +10,7 @@
 //! `make_divisible(channels * 0.25, 8)` (timm's `round_channels` as `rd_round_fn`).
 
 use crate::error::Result;
-use crate::layers::{Act, Conv2d};
+use crate::layers::{Activation, Conv2d};
 use crate::module::Module;
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
@@ -22,17 +22,23 @@ pub struct SqueezeExcite {
     /// `in -> rd` 1x1 convolution with bias.
     pub conv_reduce: Conv2d,
     /// Activation between the two convolutions (`act1` in timm, parameter-free).
-    pub act: Act,
+    pub act: Activation,
     /// `rd -> in` 1x1 convolution with bias.
     pub conv_expand: Conv2d,
     /// The gate (hard-sigmoid in MobileNetV3, sigmoid in EfficientNet).
-    pub gate: Act,
+    pub gate: Activation,
 }
 
 impl SqueezeExcite {
     /// `channels -> rd_channels -> channels`, initialised as timm's `_init_weight_goog`
     /// (convolutions `N(0, 2 / fan_out)`, biases zero).
-    pub fn new(channels: usize, rd_channels: usize, act: Act, gate: Act, rng: &mut Rng) -> Self {
+    pub fn new(
+        channels: usize,
+        rd_channels: usize,
+        act: Activation,
+        gate: Activation,
+        rng: &mut Rng,
+    ) -> Self {
         SqueezeExcite {
             conv_reduce: goog_conv(channels, rd_channels, 1, 1, 1, true, rng),
             act,
@@ -50,8 +56,8 @@ impl SqueezeExcite {
 impl Module for SqueezeExcite {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.mean(&[2, 3], true)?;
-        let s = self.act.apply(&self.conv_reduce.forward(&s)?);
-        let s = self.gate.apply(&self.conv_expand.forward(&s)?);
+        let s = self.conv_reduce.forward(&s)?.activate(self.act);
+        let s = self.conv_expand.forward(&s)?.activate(self.gate);
         Ok(x.mul(&s)?)
     }
 

@@ -4,7 +4,7 @@
 //! multiplier) and `make_divisible` rounding; only the first block of a stage strides.
 
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, BatchNorm2d, ConvBnAct};
+use crate::layers::{Activation, BatchNorm2d, ConvBnAct};
 use crate::module::Module;
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
@@ -42,11 +42,15 @@ pub struct BlockDef {
     pub out: usize,
     /// Squeeze-excitation with ratio 0.25 of the (expanded) channels.
     pub se: bool,
-    /// The block's activation; `None` uses the model's (`_nre` rows are `Some(Act::Relu)`).
-    pub act: Option<Act>,
+    /// The block's activation; `None` uses the model's (`_nre` rows are
+    /// `Some(Activation::Relu)`).
+    pub act: Option<Activation>,
 }
 
 /// A block of the trunk.
+// A trunk holds a few dozen blocks, built once per model: the variants' size difference (a
+// few hundred bytes each) costs nothing worth a box on every access.
+#[allow(clippy::large_enum_variant)]
 pub enum MbBlock {
     /// Depthwise-separable block (`ds`).
     Ds(DepthwiseSeparable),
@@ -108,9 +112,9 @@ pub struct TrunkConfig<'a> {
     /// timm's channel multiplier for block outputs.
     pub multiplier: f64,
     /// The model's activation (stem and rows whose `act` is `None`).
-    pub act: Act,
+    pub act: Activation,
     /// The SE gate (hard-sigmoid in MobileNetV3).
-    pub se_gate: Act,
+    pub se_gate: Activation,
 }
 
 /// Stem plus the stages of blocks: the shared front of MobileNetV2 and MobileNetV3.
@@ -198,7 +202,7 @@ fn make_block(
     let se = |chs: usize, rng: &mut Rng| {
         row.se.then(|| {
             let rd = make_divisible(chs as f64 * 0.25, 8);
-            SqueezeExcite::new(chs, rd, Act::Relu, cfg.se_gate, rng)
+            SqueezeExcite::new(chs, rd, Activation::Relu, cfg.se_gate, rng)
         })
     };
     let cba = |conv, c, act, names| ConvBnAct::new(conv, BatchNorm2d::new(c), act, names);

@@ -5,7 +5,6 @@
 //! matters for `momentum = None`, which timm does not use).
 
 use crate::error::Result;
-use crate::layers::Act;
 use crate::module::{Mode, Module, TensorKind};
 use std::sync::Mutex;
 use tessera_core::kernels::Activation;
@@ -54,10 +53,10 @@ impl BatchNorm2d {
     /// as each plane is written, its derivative applied inside batch norm's backward), same
     /// values and gradients as the two ops. Sigmoid and tanh, whose ops differentiate through
     /// their saved output, stay two ops.
-    pub fn forward_act(&self, x: &Tensor, act: Act) -> Result<Tensor> {
+    pub fn forward_act(&self, x: &Tensor, act: Activation) -> Result<Tensor> {
         match act {
-            Act::Sigmoid | Act::Tanh => Ok(act.apply(&self.forward(x)?)),
-            _ => self.forward_with(x, act.kernel()),
+            Activation::Sigmoid | Activation::Tanh => Ok(self.forward(x)?.activate(act)),
+            _ => self.forward_with(x, act),
         }
     }
 

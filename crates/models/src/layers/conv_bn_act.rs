@@ -24,12 +24,11 @@
 //! `downsample.1`), so the parent lists it with an empty child name.
 
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, BatchNorm2d, Conv2d};
+use crate::layers::{Activation, BatchNorm2d, Conv2d};
 use crate::module::{child, Mode, Module, TensorKind};
 use std::sync::OnceLock;
 use tessera_core::kernels::conv::PackedConvWeight;
 use tessera_core::kernels::norm::fold::eval_scale_shift;
-use tessera_core::kernels::Activation;
 use tessera_core::{is_grad_enabled, Tensor};
 
 /// The inference form of a conv + batch-norm pair: a dense weight packed with the batch norm's
@@ -54,7 +53,7 @@ pub struct ConvBnAct {
     /// Its batch norm (`bn*`).
     pub bn: BatchNorm2d,
     /// `None`: no activation (a linear bottleneck's projection, ResNet's `bn3`).
-    pub act: Option<Act>,
+    pub act: Option<Activation>,
     /// The state_dict names of `conv` and `bn` inside the parent.
     names: [&'static str; 2],
     mode: Mode,
@@ -63,7 +62,12 @@ pub struct ConvBnAct {
 
 impl ConvBnAct {
     /// Joins `conv` and `bn` (named `names[0]` and `names[1]` in the parent), eval mode.
-    pub fn new(conv: Conv2d, bn: BatchNorm2d, act: Option<Act>, names: [&'static str; 2]) -> Self {
+    pub fn new(
+        conv: Conv2d,
+        bn: BatchNorm2d,
+        act: Option<Activation>,
+        names: [&'static str; 2],
+    ) -> Self {
         ConvBnAct {
             conv,
             bn,
@@ -76,7 +80,7 @@ impl ConvBnAct {
 
     /// The kernels' activation of the epilogue (identity when there is none).
     pub fn kernel_act(&self) -> Activation {
-        self.act.map_or(Activation::Identity, Act::kernel)
+        self.act.unwrap_or(Activation::Identity)
     }
 
     /// Forgets the folded weights (after assigning `conv` or `bn` tensors directly).

@@ -9,7 +9,8 @@ mod dropout;
 mod layernorm;
 mod linear;
 
-pub use activation::{Act, ActLayer};
+pub(crate) use activation::parse_override;
+pub use activation::{ActLayer, Activation};
 pub use batchnorm::BatchNorm2d;
 pub use conv::Conv2d;
 pub use conv_bn_act::{fold_batch_norm, BnAffine, ConvBnAct};

@@ -9,21 +9,14 @@ use crate::blocks::bottleneck::Bottleneck;
 use crate::blocks::squeeze_excite::SqueezeExcite;
 use crate::blocks::trunk::{MbBlock, Trunk};
 use crate::error::{ModelError, Result};
-use crate::layers::{Act, ConvBnAct};
+use crate::layers::ConvBnAct;
 use tessera_core::kernels::gemm::{MatRef, PackedMatrix};
 use tessera_core::kernels::host::Host;
 use tessera_core::kernels::{Activation, Isa, KernelError};
 
 /// The EfficientNet-family squeeze-excite, in place on `h`.
 fn se_in_place(b: &mut PlanBuilder, h: &Feat, se: &SqueezeExcite) -> Result<Feat> {
-    b.squeeze_excite(
-        h,
-        &se.conv_reduce,
-        se.act.kernel(),
-        &se.conv_expand,
-        se.gate.kernel(),
-        None,
-    )
+    b.squeeze_excite(h, &se.conv_reduce, se.act, &se.conv_expand, se.gate, None)
 }
 
 /// `pwl(h) (+ x)`: the projection, with the skip fused into its GEMM when the block has one.
@@ -143,7 +136,7 @@ pub(crate) fn plan_bottleneck(b: &mut PlanBuilder, x: Feat, blk: &Bottleneck) ->
     };
     let h = b.conv_bn_act(&x, &blk.c1)?;
     let h = b.conv_bn_act(&h, &blk.c2)?;
-    let act = blk.act.kernel();
+    let act = blk.act;
     match &blk.se {
         None => b.conv_bn_residual(&h, &blk.c3, shortcut, act),
         Some(se) => {
@@ -151,7 +144,7 @@ pub(crate) fn plan_bottleneck(b: &mut PlanBuilder, x: Feat, blk: &Bottleneck) ->
             b.squeeze_excite(
                 &h,
                 &se.fc1,
-                Act::Relu.kernel(),
+                Activation::Relu,
                 &se.fc2,
                 Activation::Sigmoid,
                 Some((shortcut, act)),

@@ -178,7 +178,7 @@ pub(crate) fn plan_vit(
         });
         b.linear(out, rows, &blk.attn.proj, Activation::Identity, Some(t))?;
         let ln = layer_norm(&mut b, t, rows, &blk.norm2)?;
-        let hid = b.linear(ln, rows, &blk.mlp.fc1, blk.mlp.act.kernel(), None)?;
+        let hid = b.linear(ln, rows, &blk.mlp.fc1, blk.mlp.act, None)?;
         b.linear(hid, rows, &blk.mlp.fc2, Activation::Identity, Some(t))?;
     }
     let cls = b.buffer(&[n, d])?;
