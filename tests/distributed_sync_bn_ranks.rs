@@ -15,8 +15,11 @@ use tessera::models::module::{set_requires_grad, Mode, Module, TensorKind};
 /// Set in the processes `mpirun` starts.
 const CHILD: &str = "TESSERA_SYNC_BN_RANKS_CHILD";
 
+/// Named values in visiting order.
+type Named = Vec<(String, Vec<f32>)>;
+
 /// Every parameter's gradient and every buffer, in visiting order.
-fn state(m: &dyn Module) -> (Vec<(String, Vec<f32>)>, Vec<(String, Vec<f32>)>) {
+fn state(m: &dyn Module) -> (Named, Named) {
     let (mut grads, mut buffers) = (Vec::new(), Vec::new());
     m.visit("", &mut |k, t, kind| match kind {
         TensorKind::Parameter => grads.push((k.to_string(), t.grad().unwrap().to_vec())),
