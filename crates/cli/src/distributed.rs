@@ -77,6 +77,24 @@ mod stub {
         pub fn abort(&self, _: &str) -> ! {
             match *self {}
         }
+        pub fn shard(&self, _: usize) -> std::ops::Range<usize> {
+            match *self {}
+        }
+        pub fn backward(
+            &mut self,
+            _: &mut dyn Model,
+            _: &tessera::core::Tensor,
+            _: usize,
+            _: usize,
+        ) -> Result<(), String> {
+            match *self {}
+        }
+        pub fn comm_seconds(&self) -> (f64, f64) {
+            match *self {}
+        }
+        pub fn mean(&self, _: f64) -> f64 {
+            match *self {}
+        }
     }
 
     /// Always `None`.
@@ -203,6 +221,41 @@ mod imp {
                 "comm_exposed_ms_per_step": s.exposed.as_secs_f64() * 1e3 / s.steps.max(1) as f64,
                 "comm_copy_ms_per_step": s.copy.as_secs_f64() * 1e3 / s.steps.max(1) as f64,
             })
+        }
+
+        /// This process's images of a global batch of `batch`.
+        pub fn shard(&self, batch: usize) -> std::ops::Range<usize> {
+            tessera::models::distributed::shard_range(batch, self.dp.rank(), self.dp.size())
+        }
+
+        /// Backward of `loss` (the mean over `local` of `global` images) with the gradients
+        /// averaged over the processes.
+        pub fn backward(
+            &mut self,
+            model: &mut dyn Model,
+            loss: &tessera::core::Tensor,
+            local: usize,
+            global: usize,
+        ) -> Result<(), String> {
+            self.dp
+                .backward(model, loss, local, global)
+                .map_err(|e| e.to_string())
+        }
+
+        /// Gradient communication so far: (seconds exposed after backward, seconds copying
+        /// into and out of the buckets).
+        pub fn comm_seconds(&self) -> (f64, f64) {
+            let s = self.dp.stats();
+            (s.exposed.as_secs_f64(), s.copy.as_secs_f64())
+        }
+
+        /// The mean of `v` over the processes (the same on every process).
+        pub fn mean(&self, v: f64) -> f64 {
+            let mut x = [v];
+            self.dp
+                .comm()
+                .all_reduce_sum_f64(&mut x, "the all-reduce of a benchmark's timing");
+            x[0] / self.dp.size() as f64
         }
 
         /// Ends every process of the job after an error on this one (the others would

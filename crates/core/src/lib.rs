@@ -47,7 +47,7 @@ pub use error::{Result, TensorError};
 pub use gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
 pub use layout::Layout;
 pub use ops::conv::Conv2dParams;
-pub use ops::norm::RunningStats;
+pub use ops::norm::{BatchReduce, RunningStats};
 pub use ops::pool::Pool2dParams;
 pub use rng::Rng;
 pub use storage::{live_storages, DType, Storage};

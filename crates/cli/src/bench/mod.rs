@@ -48,7 +48,9 @@ pub struct BenchArgs {
     pub weights: Option<std::path::PathBuf>,
     /// Models: time one SGD training step (forward in training mode, mean cross-entropy,
     /// backward, momentum update; default batch 8) instead of inference, and report the peak
-    /// resident memory.
+    /// resident memory. Under `mpirun` (the `distributed` feature), one data-parallel step of
+    /// the global batch (each process its part, gradients all-reduced), with the
+    /// communication time per step, reported by rank 0.
     #[arg(long)]
     pub train: bool,
     /// Models: time the eager forward (op by op) instead of the compiled inference plan.
@@ -56,6 +58,9 @@ pub struct BenchArgs {
     pub eager: bool,
     #[command(flatten)]
     pub overrides: crate::overrides::OverrideArgs,
+    /// Data-parallel options (`--train` under `mpirun`).
+    #[command(flatten)]
+    pub dist: crate::distributed::DistArgs,
 }
 
 /// The kernel targets (everything else is `models` or an architecture name).

@@ -10,6 +10,7 @@
 
 use super::resources::Usage;
 use super::BenchArgs;
+use crate::distributed::Dist;
 use crate::overrides;
 use crate::timing::{percentile, reps_for};
 use std::time::Instant;
@@ -38,6 +39,10 @@ pub struct Measurement {
     pub peak_rss_mb: Option<f64>,
     /// Inference only: what each timed run cost besides time.
     pub cost: Option<InferenceCost>,
+    /// A data-parallel training step: the number of processes and the gradient
+    /// communication per step (ms exposed after backward, ms copying into and out of the
+    /// buckets), means over the timed steps on rank 0.
+    pub dist: Option<(usize, f64, f64)>,
 }
 
 /// Per-inference costs of the timed runs (means over them).
@@ -88,8 +93,13 @@ fn sample(
     Ok((iters, percentile(&samples, 0.5), percentile(&samples, 0.9)))
 }
 
-/// Times one SGD training step of `arch` (see `--train`).
-fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
+/// Times one SGD training step of `arch` (see `--train`); with `dist`, one data-parallel step
+/// of the global batch, this process computing its part.
+fn measure_train(
+    arch: &str,
+    args: &BenchArgs,
+    mut dist: Option<&mut Dist>,
+) -> Result<Measurement, String> {
     use tessera::models::module::set_requires_grad;
     use tessera::models::optim::{Optimizer, Sgd};
     use tessera::models::Mode;
@@ -106,22 +116,60 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     set_requires_grad(model.as_mut(), true);
     let mut opt = Sgd::new(0.9, false, 0.0).map_err(|e| e.to_string())?;
     let [c, h, w] = model.input_chw();
-    let x = Tensor::randn(&[batch, c, h, w], 1);
+    let part = dist.as_deref().map_or(0..batch, |d| d.shard(batch));
+    if part.is_empty() {
+        let n = dist.as_deref().map_or(1, |d| d.size());
+        return Err(format!(
+            "bench {arch} --train: {n} processes need a batch of at least {n} (--batch {batch})"
+        ));
+    }
+    let local = part.len();
+    let x = Tensor::randn(&[local, c, h, w], 1 + part.start as u64);
     let classes = model.num_classes().max(1);
-    let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
-    let mut step = || -> Result<f64, String> {
+    let labels: Vec<usize> = part.clone().map(|i| i % classes).collect();
+    // Communication totals after each step (data-parallel runs).
+    let mut comm_log: Vec<(f64, f64)> = Vec::new();
+    let processes = dist.as_deref().map(|d| d.size());
+    // `mean`: the time averaged over the processes (the same on every one).
+    let mut step_with = |mean: bool| -> Result<f64, String> {
         let t0 = Instant::now();
-        let run = || -> Result<(), tessera::models::ModelError> {
-            let loss = model.forward(&x)?.cross_entropy(&labels, 0.0)?;
-            loss.backward()?;
-            opt.step(model.as_mut(), 0.01, 1.0)
-        };
-        // On a worker of the pool, as the plan runs (see `run_plan_with`).
-        run_plan_with(run).map_err(|e| format!("bench {arch} --train: {e}"))?;
+        match dist.as_deref_mut() {
+            // On the thread that initialised MPI, as `tessera train` runs under mpirun.
+            Some(d) => {
+                let loss = model
+                    .forward(&x)
+                    .and_then(|y| Ok(y.cross_entropy(&labels, 0.0)?))
+                    .map_err(|e| format!("bench {arch} --train: {e}"))?;
+                d.backward(model.as_mut(), &loss, local, batch)
+                    .map_err(|e| format!("bench {arch} --train: {e}"))?;
+                opt.step(model.as_mut(), 0.01, 1.0)
+                    .map_err(|e| format!("bench {arch} --train: {e}"))?;
+                comm_log.push(d.comm_seconds());
+                if mean {
+                    return Ok(d.mean(t0.elapsed().as_secs_f64()));
+                }
+            }
+            None => {
+                let run = || -> Result<(), tessera::models::ModelError> {
+                    let loss = model.forward(&x)?.cross_entropy(&labels, 0.0)?;
+                    loss.backward()?;
+                    opt.step(model.as_mut(), 0.01, 1.0)
+                };
+                // On a worker of the pool, as the plan runs (see `run_plan_with`).
+                run_plan_with(run).map_err(|e| format!("bench {arch} --train: {e}"))?;
+            }
+        }
         Ok(t0.elapsed().as_secs_f64())
     };
-    let first = step()?;
+    // Every process must run the same number of steps: the count follows the mean first step.
+    let first = step_with(true)?;
+    let mut step = || step_with(false);
     let (iters, median_ms, p90_ms) = sample(first, args.iters, (10.0, 3, 20), &mut step)?;
+    let dist = processes.map(|n| {
+        let (a, b) = (comm_log[0], comm_log[comm_log.len() - 1]);
+        let per = |t0: f64, t1: f64| (t1 - t0) * 1e3 / iters as f64;
+        (n, per(a.0, b.0), per(a.1, b.1))
+    });
     Ok(Measurement {
         arch: arch.to_string(),
         batch,
@@ -131,6 +179,7 @@ fn measure_train(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         p90_ms,
         peak_rss_mb: crate::run::peak_rss_bytes().map(|b| b as f64 / (1024.0 * 1024.0)),
         cost: None,
+        dist,
     })
 }
 
@@ -212,6 +261,7 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
         p90_ms,
         peak_rss_mb: None,
         cost: Some(cost),
+        dist: None,
     })
 }
 
@@ -241,19 +291,28 @@ fn print(m: &Measurement, threads: usize, json: bool) {
             "{}",
             match m.peak_rss_mb {
                 // A training step.
-                Some(rss) => serde_json::json!({
-                    "arch": m.arch,
-                    "isa": isa,
-                    "cpu": cpu,
-                    "batch": m.batch,
-                    "threads": threads,
-                    "input": m.input_chw,
-                    "iters": m.iters,
-                    "train_step_ms": m.median_ms,
-                    "p90_ms": m.p90_ms,
-                    "peak_rss_mb": rss,
-                    "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
-                }),
+                Some(rss) => {
+                    let mut j = serde_json::json!({
+                        "arch": m.arch,
+                        "isa": isa,
+                        "cpu": cpu,
+                        "batch": m.batch,
+                        "threads": threads,
+                        "input": m.input_chw,
+                        "iters": m.iters,
+                        "train_step_ms": m.median_ms,
+                        "p90_ms": m.p90_ms,
+                        "peak_rss_mb": rss,
+                        "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
+                    });
+                    if let Some((n, exposed, copy)) = m.dist {
+                        // `batch` is the global batch, `threads` and the memory per process.
+                        j["processes"] = n.into();
+                        j["comm_exposed_ms_per_step"] = exposed.into();
+                        j["comm_copy_ms_per_step"] = copy.into();
+                    }
+                    j
+                }
                 None => {
                     let mut j = serde_json::json!({
                         "arch": m.arch,
@@ -289,8 +348,13 @@ fn print(m: &Measurement, threads: usize, json: bool) {
     } else {
         let [c, h, w] = m.input_chw;
         if let Some(rss) = m.peak_rss_mb {
+            let dist = m.dist.map_or(String::new(), |(n, exposed, copy)| {
+                format!(
+                    ", {n} processes: communication {exposed:.2} ms exposed + {copy:.2} ms copying per step"
+                )
+            });
             outln!(
-                "{:<24} {:>5} {:>7} {:>13} {:>9.1} {:>9.1} {:>9.1}  peak RSS {:.0} MiB (training step)",
+                "{:<24} {:>5} {:>7} {:>13} {:>9.1} {:>9.1} {:>9.1}  peak RSS {:.0} MiB (training step{dist})",
                 m.arch,
                 m.batch,
                 threads,
@@ -382,7 +446,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         header(args.json);
         for arch in HEADLINE.iter().filter(|a| names.contains(a)) {
             let m = if args.train {
-                measure_train(arch, args)?
+                measure_train(arch, args, None)?
             } else {
                 measure(arch, args)?
             };
@@ -396,13 +460,29 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
         }
         return Ok(());
     }
-    let threads = crate::init_threads(args.threads)?;
+    // Under mpirun, `--train` times a data-parallel step; rank 0 alone reports.
+    let mut dist = if args.train {
+        crate::distributed::start(&args.dist).map_err(|e| e.replacen("train:", "bench:", 1))?
+    } else {
+        None
+    };
+    let threads = crate::init_threads(match &dist {
+        Some(d) if args.threads == 0 => d.local_threads(),
+        _ => args.threads,
+    })?;
+    let root = dist.as_ref().is_none_or(|d| d.is_root());
     let m = if args.train {
-        measure_train(&args.target, args)?
+        let r = measure_train(&args.target, args, dist.as_mut());
+        match (r, &dist) {
+            (Err(msg), Some(d)) if d.size() > 1 => d.abort(&msg),
+            (r, _) => r?,
+        }
     } else {
         measure(&args.target, args)?
     };
-    header(args.json);
-    print(&m, threads, args.json);
+    if root {
+        header(args.json);
+        print(&m, threads, args.json);
+    }
     Ok(())
 }

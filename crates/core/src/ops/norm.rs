@@ -16,6 +16,7 @@ use crate::error::{fmt_shape, Result, TensorError};
 use crate::ops::elementwise_info;
 use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 fn check_param(op: &'static str, name: &str, t: Option<&Tensor>, want: &[usize]) -> Result<()> {
     match t {
@@ -45,6 +46,26 @@ fn norm_backward_cost(n: usize, params: usize) -> Cost {
         macs: 0,
         bytes_read: f32_bytes(2 * n),
         bytes_written: f32_bytes(n + params),
+    }
+}
+
+/// Sums per-channel statistics over the parts of a batch split across processes (synchronised
+/// batch norm, [`Tensor::batch_norm_act_reduced`]): replaces every value with its sum over all
+/// parts. Every part calls it in the same order with the same lengths; an error ends the op.
+pub type BatchReduce = Arc<dyn Fn(&mut [f64]) -> Result<()> + Send + Sync>;
+
+/// Calls `reduce` through the kernels' infallible hook, keeping its first error (later calls
+/// are skipped: the op fails anyway).
+fn reduce_hook<'a>(
+    reduce: &'a BatchReduce,
+    err: &'a mut Option<TensorError>,
+) -> impl FnMut(&mut [f64]) + 'a {
+    move |v: &mut [f64]| {
+        if err.is_none() {
+            if let Err(e) = reduce(v) {
+                *err = Some(e);
+            }
+        }
     }
 }
 
@@ -158,7 +179,15 @@ impl Tensor {
         training: bool,
         eps: f32,
     ) -> Result<Tensor> {
-        self.batch_norm_impl(running, weight, bias, training, eps, Activation::Identity)
+        self.batch_norm_impl(
+            running,
+            weight,
+            bias,
+            training,
+            eps,
+            Activation::Identity,
+            None,
+        )
     }
 
     /// `act(batch_norm(...))` as one op (the `bn -> act` pairs of ResNet and MobileNet blocks
@@ -176,9 +205,34 @@ impl Tensor {
         eps: f32,
         act: Activation,
     ) -> Result<Tensor> {
-        self.batch_norm_impl(running, weight, bias, training, eps, act)
+        self.batch_norm_impl(running, weight, bias, training, eps, act, None)
     }
 
+    /// Training-mode [`batch_norm_act`](Self::batch_norm_act) of one part of a batch split
+    /// across processes (synchronised batch norm): `reduce` sums the per-channel sums over the
+    /// parts (twice in the forward: the sums with the part's count, then the squared
+    /// deviations; once in the backward), so the normalisation, the running-statistics update
+    /// (global count in the unbiased variance) and the input gradient are those of the whole
+    /// batch, computed by the same kernels as on one process. The gradients of `weight` and
+    /// `bias` are this part's contributions (their sum over the parts is the whole batch's).
+    /// With one part (`reduce` the identity) the results are bit for bit those of
+    /// `batch_norm_act`; with consecutive parts of a batch, bit for bit those of the whole
+    /// batch whenever the f64 sums of per-image plane sums are exact (see
+    /// `tessera_kernels::norm::batch_norm_stats_reduced`), apart from `weight` and `bias`'s
+    /// gradients, which are summed in another order.
+    pub fn batch_norm_act_reduced(
+        &self,
+        running: Option<RunningStats<'_>>,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+        act: Activation,
+        reduce: &BatchReduce,
+    ) -> Result<Tensor> {
+        self.batch_norm_impl(running, weight, bias, true, eps, act, Some(reduce.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn batch_norm_impl(
         &self,
         running: Option<RunningStats<'_>>,
@@ -187,6 +241,7 @@ impl Tensor {
         training: bool,
         eps: f32,
         act: Activation,
+        reduce: Option<BatchReduce>,
     ) -> Result<Tensor> {
         let fused = act != Activation::Identity;
         let op: &'static str = if fused {
@@ -212,18 +267,46 @@ impl Tensor {
         let frame = profile::begin();
         let x = self.contiguous().detach();
         let (mut mean, mut var) = (crate::pool::for_overwrite(c), crate::pool::for_overwrite(c));
+        // Values per channel over the whole batch (all parts with `reduce`).
+        let mut count = n * hw;
         if training {
-            let count = n * hw;
-            if count <= 1 {
-                return Err(TensorError::shape(
-                    OP,
-                    format!(
-                        "input {}: training needs more than 1 value per channel",
-                        fmt_shape(self.shape())
-                    ),
-                ));
+            match &reduce {
+                None if count <= 1 => {
+                    return Err(TensorError::shape(
+                        OP,
+                        format!(
+                            "input {}: training needs more than 1 value per channel",
+                            fmt_shape(self.shape())
+                        ),
+                    ))
+                }
+                None => norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)?,
+                Some(r) => {
+                    let mut err = None;
+                    let total = norm::batch_norm_stats_reduced(
+                        &x.data(),
+                        n,
+                        c,
+                        hw,
+                        &mut mean,
+                        &mut var,
+                        &mut reduce_hook(r, &mut err),
+                    );
+                    if let Some(e) = err {
+                        return Err(e);
+                    }
+                    count = total?;
+                    if count <= 1 {
+                        return Err(TensorError::shape(
+                            OP,
+                            format!(
+                                "input {}: training needs more than 1 value per channel over all parts of the batch, got {count}",
+                                fmt_shape(self.shape())
+                            ),
+                        ));
+                    }
+                }
             }
-            norm::batch_norm_stats(&x.data(), n, c, hw, &mut mean, &mut var)?;
             if let Some(r) = running {
                 let m = r.momentum;
                 let unbias = count as f32 / (count - 1) as f32;
@@ -309,7 +392,50 @@ impl Tensor {
                 has_b.then_some(&mut dbeta[..]),
             );
             let (xd, gdd) = (x.data(), gd.data());
-            if fused {
+            if let Some(r) = &reduce {
+                let mut err = None;
+                let done = if fused {
+                    norm::batch_norm_act_backward_reduced(
+                        &xd,
+                        &gdd,
+                        n,
+                        c,
+                        hw,
+                        count,
+                        &mean,
+                        &var,
+                        gm.as_deref(),
+                        bt.as_deref(),
+                        eps,
+                        act,
+                        &mut dx,
+                        dg,
+                        db,
+                        &mut reduce_hook(r, &mut err),
+                    )
+                } else {
+                    norm::batch_norm_backward_reduced(
+                        &xd,
+                        &gdd,
+                        n,
+                        c,
+                        hw,
+                        count,
+                        &mean,
+                        &var,
+                        gm.as_deref(),
+                        eps,
+                        &mut dx,
+                        dg,
+                        db,
+                        &mut reduce_hook(r, &mut err),
+                    )
+                };
+                if let Some(e) = err {
+                    return Err(e);
+                }
+                done
+            } else if fused {
                 norm::batch_norm_act_backward(
                     &xd,
                     &gdd,

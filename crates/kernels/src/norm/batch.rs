@@ -75,22 +75,85 @@ pub fn batch_norm_stats(
     mean: &mut [f32],
     var: &mut [f32],
 ) -> Result<(), KernelError> {
-    const OP: &str = "batch_norm_stats";
+    stats("batch_norm_stats", x, n, c, hw, mean, var, None).map(|_| ())
+}
+
+/// Sums per-channel values over the parts of a batch split across processes (synchronised
+/// batch norm): replaces every value with its sum over all parts. Every part calls it the same
+/// number of times with the same lengths.
+pub type Reduce<'a> = &'a mut dyn FnMut(&mut [f64]);
+
+/// [`batch_norm_stats`] of a batch split into parts (`x` is this part, `[n, c, hw]`): mean and
+/// biased variance over all parts, the same on every part; returns the number of values per
+/// channel over all parts. `reduce` is called twice: with the `c` per-channel sums of `x`
+/// followed by this part's count `n * hw`, then with the `c` sums of squared deviations from
+/// the global mean.
+///
+/// The per-channel sums are those of [`batch_norm_stats`] (f32 plane sums added in f64 in
+/// image order), so when the parts are consecutive images of the whole batch the statistics
+/// are bit for bit those of the whole batch on one process whenever the f64 additions are
+/// exact, which they are unless the plane sums of a channel span more than ~29 binary orders
+/// of magnitude; otherwise they differ in the last bit of an f64 before rounding to f32.
+///
+/// Errors: wrong lengths, or no values per channel over all parts.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_stats_reduced(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+    reduce: Reduce<'_>,
+) -> Result<usize, KernelError> {
+    stats(
+        "batch_norm_stats_reduced",
+        x,
+        n,
+        c,
+        hw,
+        mean,
+        var,
+        Some(reduce),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn stats(
+    op: &'static str,
+    x: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    mean: &mut [f32],
+    var: &mut [f32],
+    mut reduce: Option<Reduce<'_>>,
+) -> Result<usize, KernelError> {
     let sh = shape(n, c, hw);
-    check_len(OP, &sh, "x", x.len(), checked_len(OP, &sh, &[n, c, hw])?)?;
-    check_len(OP, &sh, "mean", mean.len(), c)?;
-    check_len(OP, &sh, "var", var.len(), c)?;
-    if n * hw == 0 {
-        return Err(KernelError::invalid(
-            OP,
-            format!("{}: no values per channel to average", sh()),
-        ));
-    }
-    let m = (n * hw) as f64;
+    check_len(op, &sh, "x", x.len(), checked_len(op, &sh, &[n, c, hw])?)?;
+    check_len(op, &sh, "mean", mean.len(), c)?;
+    check_len(op, &sh, "var", var.len(), c)?;
     let mut sums = vec![(0.0f64, 0.0f64); c];
     per_channel(n, c, hw, &mut sums, |p, hw| {
         (super::sum_and_sq(&x[p * hw..(p + 1) * hw], 0.0).0, 0.0)
     });
+    let mut count = n * hw;
+    if let Some(r) = reduce.as_deref_mut() {
+        let mut flat: Vec<f64> = sums.iter().map(|s| s.0).collect();
+        flat.push(count as f64);
+        r(&mut flat);
+        count = flat[c] as usize;
+        for (s, v) in sums.iter_mut().zip(&flat) {
+            s.0 = *v;
+        }
+    }
+    if count == 0 {
+        return Err(KernelError::invalid(
+            op,
+            format!("{}: no values per channel to average", sh()),
+        ));
+    }
+    let m = count as f64;
     for (mu, s) in mean.iter_mut().zip(&sums) {
         *mu = (s.0 / m) as f32;
     }
@@ -98,10 +161,17 @@ pub fn batch_norm_stats(
     per_channel(n, c, hw, &mut sums, |p, hw| {
         (0.0, sum_and_sq(&x[p * hw..(p + 1) * hw], means[p % c]).1)
     });
+    if let Some(r) = reduce {
+        let mut flat: Vec<f64> = sums.iter().map(|s| s.1).collect();
+        r(&mut flat);
+        for (s, v) in sums.iter_mut().zip(&flat) {
+            s.1 = *v;
+        }
+    }
     for (v, s) in var.iter_mut().zip(&sums) {
         *v = (s.1 / m) as f32;
     }
-    Ok(())
+    Ok(count)
 }
 
 /// `y = (x - mean) / sqrt(var + eps) * gamma + beta` per channel (`gamma` defaults to 1, `beta`
@@ -160,18 +230,107 @@ pub fn batch_norm_backward(
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
-    const OP: &str = "batch_norm_backward";
+    let part = Part {
+        count: n * hw,
+        reduce: None,
+    };
+    backward(
+        "batch_norm_backward",
+        x,
+        dy,
+        (n, c, hw),
+        mean,
+        var,
+        gamma,
+        eps,
+        training,
+        dx,
+        dgamma,
+        dbeta,
+        part,
+    )
+}
+
+/// The training-mode gradients of [`batch_norm_forward`] for one part of a batch split across
+/// processes (synchronised batch norm), `mean` / `var` the whole batch's statistics (from
+/// [`batch_norm_stats_reduced`]) and `count` its number of values per channel: `reduce` is
+/// called once, with the per-channel sums `sum dy` and `sum (x - mean) dy` of this part
+/// interleaved (`2 c` values), and `dx` is this part's gradient through the global statistics.
+/// `dgamma`, `dbeta` are this part's contributions (their sum over the parts is the whole
+/// batch's gradient). With consecutive parts of a batch, `dx` is bit for bit the one-process
+/// value under the condition of [`batch_norm_stats_reduced`].
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_backward_reduced(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    count: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+    dx: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    reduce: Reduce<'_>,
+) -> Result<(), KernelError> {
+    let part = Part {
+        count,
+        reduce: Some(reduce),
+    };
+    backward(
+        "batch_norm_backward_reduced",
+        x,
+        dy,
+        (n, c, hw),
+        mean,
+        var,
+        gamma,
+        eps,
+        true,
+        dx,
+        dgamma,
+        dbeta,
+        part,
+    )
+}
+
+/// How a backward's per-channel sums become the whole batch's: the number of values per
+/// channel over all parts, and the reduction over the parts (`None`: one part).
+pub(super) struct Part<'a> {
+    pub count: usize,
+    pub reduce: Option<Reduce<'a>>,
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward(
+    op: &'static str,
+    x: &[f32],
+    dy: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    eps: f32,
+    training: bool,
+    dx: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    part: Part<'_>,
+) -> Result<(), KernelError> {
     let sh = shape(n, c, hw);
-    let len = checked_len(OP, &sh, &[n, c, hw])?;
-    check_len(OP, &sh, "x", x.len(), len)?;
-    check_len(OP, &sh, "dy", dy.len(), len)?;
-    check_len(OP, &sh, "dx", dx.len(), len)?;
-    check_len(OP, &sh, "mean", mean.len(), c)?;
-    check_len(OP, &sh, "var", var.len(), c)?;
-    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
-    check_opt(OP, &sh, "dgamma", dgamma.as_ref().map(|v| v.len()), c)?;
-    check_opt(OP, &sh, "dbeta", dbeta.as_ref().map(|v| v.len()), c)?;
-    check_eps(OP, eps)?;
+    let len = checked_len(op, &sh, &[n, c, hw])?;
+    check_len(op, &sh, "x", x.len(), len)?;
+    check_len(op, &sh, "dy", dy.len(), len)?;
+    check_len(op, &sh, "dx", dx.len(), len)?;
+    check_len(op, &sh, "mean", mean.len(), c)?;
+    check_len(op, &sh, "var", var.len(), c)?;
+    check_opt(op, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
+    check_opt(op, &sh, "dgamma", dgamma.as_ref().map(|v| v.len()), c)?;
+    check_opt(op, &sh, "dbeta", dbeta.as_ref().map(|v| v.len()), c)?;
+    check_eps(op, eps)?;
     // dot_c = sum (x - mean) dy = sum x dy - mean * sum dy, accumulated per plane as
     // sum dy and sum (x - mean) dy directly (no cancellation between the two sums).
     let mut sums = vec![(0.0f64, 0.0f64); c];
@@ -190,7 +349,7 @@ pub fn batch_norm_backward(
         }
         (s, d)
     });
-    let coeffs = backward_coefficients(&sums, var, gamma, eps, training, n * hw, dgamma, dbeta);
+    let coeffs = backward_coefficients(&mut sums, var, gamma, eps, training, part, dgamma, dbeta);
     per_plane(dx, c, hw, |p, ch, out| {
         let (a, k, b) = coeffs[ch];
         let mu = mean[ch];
@@ -203,30 +362,39 @@ pub fn batch_norm_backward(
 }
 
 /// From the per-channel sums `(sum g, sum (x - mean) g)` of a backward (`g` the gradient
-/// reaching the normalised output): writes `dgamma` and `dbeta` when given and returns the
-/// per-channel coefficients `(a, k, b)` of `dx = g * a + ((x - mean) * k + b)` (training: the
-/// batch statistics' own gradient included; eval: `k = b = 0`). `count` is `n * hw`.
+/// reaching the normalised output): writes `dgamma` and `dbeta` when given (this part's), sums
+/// the sums over the parts (`part.reduce`), and returns the per-channel coefficients
+/// `(a, k, b)` of `dx = g * a + ((x - mean) * k + b)` (training: the batch statistics' own
+/// gradient included; eval: `k = b = 0`). `part.count` is the values per channel of the whole
+/// batch (`n * hw` on one process).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_coefficients(
-    sums: &[(f64, f64)],
+    sums: &mut [(f64, f64)],
     var: &[f32],
     gamma: Option<&[f32]>,
     eps: f32,
     training: bool,
-    count: usize,
+    part: Part<'_>,
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) -> Vec<(f32, f32, f32)> {
-    let m = count as f64;
+    let m = part.count as f64;
     let invstd: Vec<f32> = var.iter().map(|&v| 1.0 / (v + eps).sqrt()).collect();
     if let Some(dg) = dgamma {
-        for ((o, s), &is) in dg.iter_mut().zip(sums).zip(&invstd) {
+        for ((o, s), &is) in dg.iter_mut().zip(sums.iter()).zip(&invstd) {
             *o = (s.1 * is as f64) as f32;
         }
     }
     if let Some(db) = dbeta {
-        for (o, s) in db.iter_mut().zip(sums) {
+        for (o, s) in db.iter_mut().zip(sums.iter()) {
             *o = s.0 as f32;
+        }
+    }
+    if let Some(r) = part.reduce {
+        let mut flat: Vec<f64> = sums.iter().flat_map(|s| [s.0, s.1]).collect();
+        r(&mut flat);
+        for (s, v) in sums.iter_mut().zip(flat.chunks_exact(2)) {
+            *s = (v[0], v[1]);
         }
     }
     (0..var.len())

@@ -17,7 +17,7 @@
 //! the identity inline on the SIMD paths, with those kernels' exact select semantics), so the
 //! results are bit for bit those of the composed ops on the same instruction set.
 
-use super::batch::{backward_coefficients, per_channel, per_plane, shape};
+use super::batch::{backward_coefficients, per_channel, per_plane, shape, Part, Reduce};
 use super::{check_eps, check_len, check_opt, checked_len, sum_and_dot};
 use crate::activation::{self, Activation};
 use crate::error::KernelError;
@@ -233,19 +233,100 @@ pub fn batch_norm_act_backward_with(
     dgamma: Option<&mut [f32]>,
     dbeta: Option<&mut [f32]>,
 ) -> Result<(), KernelError> {
-    const OP: &str = "batch_norm_act_backward";
+    let part = Part {
+        count: n * hw,
+        reduce: None,
+    };
+    backward(
+        "batch_norm_act_backward",
+        isa,
+        x,
+        dy,
+        (n, c, hw),
+        (mean, var),
+        (gamma, beta),
+        eps,
+        training,
+        act,
+        (dx, dgamma, dbeta),
+        part,
+    )
+}
+
+/// The training-mode gradients of [`batch_norm_act_forward`] for one part of a batch split
+/// across processes (synchronised batch norm), on the current ISA: `mean` / `var` are the
+/// whole batch's statistics and `count` its values per channel; `reduce` sums the per-channel
+/// sums over the parts, as in
+/// [`batch_norm_backward_reduced`](super::batch_norm_backward_reduced), whose outputs these
+/// are with the activation's derivative applied to `dy` first.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_act_backward_reduced(
+    x: &[f32],
+    dy: &[f32],
+    n: usize,
+    c: usize,
+    hw: usize,
+    count: usize,
+    mean: &[f32],
+    var: &[f32],
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    act: Activation,
+    dx: &mut [f32],
+    dgamma: Option<&mut [f32]>,
+    dbeta: Option<&mut [f32]>,
+    reduce: Reduce<'_>,
+) -> Result<(), KernelError> {
+    let part = Part {
+        count,
+        reduce: Some(reduce),
+    };
+    backward(
+        "batch_norm_act_backward_reduced",
+        Isa::current()?,
+        x,
+        dy,
+        (n, c, hw),
+        (mean, var),
+        (gamma, beta),
+        eps,
+        true,
+        act,
+        (dx, dgamma, dbeta),
+        part,
+    )
+}
+
+type Grads<'a> = (&'a mut [f32], Option<&'a mut [f32]>, Option<&'a mut [f32]>);
+
+#[allow(clippy::too_many_arguments)]
+fn backward(
+    op: &'static str,
+    isa: Isa,
+    x: &[f32],
+    dy: &[f32],
+    (n, c, hw): (usize, usize, usize),
+    (mean, var): (&[f32], &[f32]),
+    (gamma, beta): (Option<&[f32]>, Option<&[f32]>),
+    eps: f32,
+    training: bool,
+    act: Activation,
+    (dx, dgamma, dbeta): Grads<'_>,
+    part: Part<'_>,
+) -> Result<(), KernelError> {
     let sh = shape(n, c, hw);
-    let len = checked_len(OP, &sh, &[n, c, hw])?;
-    check_len(OP, &sh, "x", x.len(), len)?;
-    check_len(OP, &sh, "dy", dy.len(), len)?;
-    check_len(OP, &sh, "dx", dx.len(), len)?;
-    check_len(OP, &sh, "mean", mean.len(), c)?;
-    check_len(OP, &sh, "var", var.len(), c)?;
-    check_opt(OP, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
-    check_opt(OP, &sh, "beta", beta.map(<[f32]>::len), c)?;
-    check_opt(OP, &sh, "dgamma", dgamma.as_ref().map(|v| v.len()), c)?;
-    check_opt(OP, &sh, "dbeta", dbeta.as_ref().map(|v| v.len()), c)?;
-    check_eps(OP, eps)?;
+    let len = checked_len(op, &sh, &[n, c, hw])?;
+    check_len(op, &sh, "x", x.len(), len)?;
+    check_len(op, &sh, "dy", dy.len(), len)?;
+    check_len(op, &sh, "dx", dx.len(), len)?;
+    check_len(op, &sh, "mean", mean.len(), c)?;
+    check_len(op, &sh, "var", var.len(), c)?;
+    check_opt(op, &sh, "gamma", gamma.map(<[f32]>::len), c)?;
+    check_opt(op, &sh, "beta", beta.map(<[f32]>::len), c)?;
+    check_opt(op, &sh, "dgamma", dgamma.as_ref().map(|v| v.len()), c)?;
+    check_opt(op, &sh, "dbeta", dbeta.as_ref().map(|v| v.len()), c)?;
+    check_eps(op, eps)?;
     let isa = isa.check()?;
     let coef = scale_shift(c, var, gamma, beta, eps);
     if !inline_grad(isa, act) {
@@ -262,8 +343,20 @@ pub fn batch_norm_act_backward_with(
                 }
             });
             activation::backward_with(isa, act, z, dy, g)?;
-            super::batch::batch_norm_backward(
-                x, g, n, c, hw, mean, var, gamma, eps, training, dx, dgamma, dbeta,
+            super::batch::backward(
+                op,
+                x,
+                g,
+                (n, c, hw),
+                mean,
+                var,
+                gamma,
+                eps,
+                training,
+                dx,
+                dgamma,
+                dbeta,
+                part,
             )
         });
     }
@@ -294,7 +387,7 @@ pub fn batch_norm_act_backward_with(
         }
         (s, d)
     });
-    let coeffs = backward_coefficients(&sums, var, gamma, eps, training, n * hw, dgamma, dbeta);
+    let coeffs = backward_coefficients(&mut sums, var, gamma, eps, training, part, dgamma, dbeta);
     per_plane(dx, c, hw, |p, ch, out| {
         let (a, k, b) = coeffs[ch];
         let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);

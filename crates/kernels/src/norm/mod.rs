@@ -15,10 +15,13 @@ pub mod fold;
 mod layer;
 pub mod reference;
 
-pub use batch::{batch_norm_backward, batch_norm_forward, batch_norm_stats};
+pub use batch::{
+    batch_norm_backward, batch_norm_backward_reduced, batch_norm_forward, batch_norm_stats,
+    batch_norm_stats_reduced, Reduce,
+};
 pub use batch_act::{
-    batch_norm_act_backward, batch_norm_act_backward_with, batch_norm_act_forward,
-    batch_norm_act_forward_with,
+    batch_norm_act_backward, batch_norm_act_backward_reduced, batch_norm_act_backward_with,
+    batch_norm_act_forward, batch_norm_act_forward_with,
 };
 pub use layer::{layer_norm_backward, layer_norm_forward};
 

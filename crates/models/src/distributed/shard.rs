@@ -79,6 +79,7 @@ mod tests {
         let a = Augment {
             crop_padding: 2,
             hflip: true,
+            resized_crop: None,
         };
         let idx = [4, 1, 7, 0, 8, 2, 6];
         let (whole, labels) = data.batch(&idx, Some(&a), 42);

@@ -1,14 +1,28 @@
 //! Synchronised batch norm: training-mode batch statistics over the global batch instead of
 //! each process's part (PyTorch's `SyncBatchNorm`; Peng et al., "MegDet", 2018, section 4).
 //!
-//! Built from differentiable tensor ops around one collective op, [`all_reduce`], whose
-//! backward is again a sum over the processes (the adjoint of a sum that every process
-//! receives): per channel, `mean = allreduce(sum x) / M`, `var = allreduce(sum (x - mean)^2) / M`
-//! (two passes, no `E[x^2] - E[x]^2` cancellation), `y = act((x - mean) / sqrt(var + eps) *
-//! gamma + beta)`, where `M` is the global count of values per channel. Autograd then yields the
-//! exact gradient of the global batch's loss, cross-process terms included; backward must
-//! therefore be seeded with this process's share of the global loss (what
+//! The batch norm op of one process ([`Tensor::batch_norm_act_reduced`]) with its per-channel
+//! f64 sums all-reduced: in the forward, `sum x` together with the count (then `mean = sum / M`,
+//! `M` the global number of values per channel) and `sum (x - mean)^2` (two passes, no
+//! `E[x^2] - E[x]^2` cancellation; biased variance for normalisation, `M / (M - 1)` for the
+//! running variance); in the backward, `sum g` and `sum (x - mean) g`, from which every process
+//! computes its part's input gradient through the global statistics. The kernels and the
+//! order of every addition are those of one process's batch norm on the whole batch, so with
+//! parts that are consecutive images of the global batch (what
+//! [`shard_range`](super::shard_range) gives) the statistics, outputs and input gradients are
+//! bit for bit those of one process whenever the f64 additions of the parts' sums are exact
+//! (they are unless a channel's per-image sums span ~29 binary orders of magnitude); with one
+//! process they are bit for bit those of the plain op. The gradients of `gamma` and `beta` are
+//! each process's contribution, summed with the other parameters' gradients. Backward must be
+//! seeded with this process's share of the global loss (what
 //! [`DataParallel`](super::DataParallel) does), not with 1.
+//!
+//! Bit-level agreement matters here more than for other ops: a channel whose variance is far
+//! below `eps` is multiplied by up to `1 / sqrt(eps)` (316), and an activation's kink (ReLU6 at
+//! 0) decides whether an element's gradient passes at all; a pre-activation one rounding away
+//! from 0 that lands on the other side in another computation changes that channel's gradient
+//! by a whole element's share, amplified by the same factor, and every gradient upstream with
+//! it (a difference of 1e-2 relative from one such element in `mobilenetv2_digits`).
 //!
 //! [`BatchNorm2d`](crate::layers::BatchNorm2d) calls [`forward`] in training mode while a
 //! `DataParallel` with `sync_batch_norm` lives on the thread (installed per thread: the
@@ -17,10 +31,11 @@
 use super::comm::Comm;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use tessera_core::autograd::needs_grad;
 use tessera_core::kernels::Activation;
-use tessera_core::ops::norm::RunningStats;
-use tessera_core::{no_grad, Result, Tensor, TensorError};
+use tessera_core::ops::norm::{BatchReduce, RunningStats};
+use tessera_core::{Result, Tensor, TensorError};
 
 thread_local! {
     static SYNC: RefCell<Option<Rc<Comm>>> = const { RefCell::new(None) };
@@ -78,7 +93,7 @@ pub fn all_reduce(x: &Tensor) -> Result<Tensor> {
     }))
 }
 
-/// Training-mode batch norm (+ activation) of NCHW `x` over the global batch, updating the
+/// Training-mode batch norm (+ activation) of `x` (`[n, c, *]`) over the global batch, updating the
 /// running statistics with the global mean and unbiased variance; `None` when no
 /// synchronisation is installed on this thread.
 pub fn forward(
@@ -89,64 +104,16 @@ pub fn forward(
     eps: f32,
     act: Activation,
 ) -> Option<Result<Tensor>> {
-    let comm = current()?;
-    Some(forward_with(&comm, x, running, weight, bias, eps, act))
-}
-
-fn forward_with(
-    comm: &Comm,
-    x: &Tensor,
-    running: Option<RunningStats<'_>>,
-    weight: Option<&Tensor>,
-    bias: Option<&Tensor>,
-    eps: f32,
-    act: Activation,
-) -> Result<Tensor> {
-    let &[n, c, h, w] = x.shape() else {
-        return Err(TensorError::shape(
-            "sync_batch_norm",
-            format!("expects an NCHW input, got shape {:?}", x.shape()),
-        ));
-    };
-    let mut count = [(n * h * w) as f64];
-    comm.all_reduce_sum_f64(&mut count, "a synchronised batch norm's count");
-    let m = count[0];
-    if m < 2.0 {
-        return Err(TensorError::shape(
-            "sync_batch_norm",
-            format!("needs more than one value per channel over all processes, got {m}"),
-        ));
-    }
-    let per_channel = [1, c, 1, 1];
-    let mean = all_reduce(&x.sum(&[0, 2, 3], false)?)?.mul_scalar((1.0 / m) as f32);
-    let d = x.sub(&mean.reshape(&per_channel)?)?;
-    let var = all_reduce(&d.mul(&d)?.sum(&[0, 2, 3], false)?)?.mul_scalar((1.0 / m) as f32);
-    let invstd = var.add_scalar(eps).rsqrt();
-    let mut y = d.mul(&invstd.reshape(&per_channel)?)?;
-    if let Some(wt) = weight {
-        y = y.mul(&wt.reshape(&per_channel)?)?;
-    }
-    if let Some(b) = bias {
-        y = y.add(&b.reshape(&per_channel)?)?;
-    }
-    if let Some(r) = running {
-        let _g = no_grad();
-        let mom = r.momentum;
-        let unbias = (m / (m - 1.0)) as f32;
-        let blend = |old: &Tensor, new: &[f32], k: f32| -> Result<Tensor> {
-            let v: Vec<f32> = old
-                .to_vec()
-                .iter()
-                .zip(new)
-                .map(|(o, b)| (1.0 - mom) * o + mom * (b * k))
-                .collect();
-            Tensor::from_vec(v, old.shape())
-        };
-        *r.mean = blend(r.mean, &mean.to_vec(), 1.0)?;
-        *r.var = blend(r.var, &var.to_vec(), unbias)?;
-    }
-    Ok(match act {
-        Activation::Identity => y,
-        a => y.activate(a),
-    })
+    current()?;
+    let reduce: BatchReduce = Arc::new(|values: &mut [f64]| {
+        let comm = current().ok_or_else(|| {
+            TensorError::autograd(
+                "sync_batch_norm",
+                "no data-parallel communicator on this thread (backward must run on the thread of the forward)",
+            )
+        })?;
+        comm.all_reduce_sum_f64(values, "a synchronised batch norm's per-channel sums");
+        Ok(())
+    });
+    Some(x.batch_norm_act_reduced(running, weight, bias, eps, act, &reduce))
 }
