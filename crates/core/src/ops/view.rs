@@ -20,9 +20,7 @@ impl Tensor {
         let frame = profile::begin();
         let y = Tensor::from_contig(self.to_vec(), self.shape());
         if let Some(fr) = frame {
-            fr.end_op(&y, || {
-                elementwise_info("contiguous", &[self], &y, 0)
-            });
+            fr.end_op(&y, || elementwise_info("contiguous", &[self], &y, 0));
         }
         if !needs_grad(&[self]) {
             return y;

@@ -31,7 +31,10 @@ fn the_first_forward_op_with_a_non_finite_output_is_flagged_with_its_module() {
     let nf = first.non_finite.unwrap();
     // One NaN weight row: one NaN per row of x in that output column.
     assert_eq!((nf.nan, nf.inf, nf.numel), (4, 0, 24));
-    assert_eq!(p.records.iter().filter(|r| r.non_finite.is_some()).count(), 1);
+    assert_eq!(
+        p.records.iter().filter(|r| r.non_finite.is_some()).count(),
+        1
+    );
     assert_eq!(p.records[0].module, "blocks.1"); // the relu
     assert_eq!(p.records.last().unwrap().module, ""); // sum_all, outside any module
 }
