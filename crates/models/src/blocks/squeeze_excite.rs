@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::layers::{Act, Conv2d};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
@@ -50,8 +50,12 @@ impl SqueezeExcite {
 impl Module for SqueezeExcite {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.mean(&[2, 3], true)?;
-        let s = self.act.apply(&self.conv_reduce.forward(&s)?);
-        let s = self.gate.apply(&self.conv_expand.forward(&s)?);
+        let s = self
+            .act
+            .apply(&in_child("conv_reduce", || self.conv_reduce.forward(&s))?);
+        let s = self
+            .gate
+            .apply(&in_child("conv_expand", || self.conv_expand.forward(&s))?);
         Ok(x.mul(&s)?)
     }
 
