@@ -70,13 +70,16 @@ pub(crate) struct OpInfo {
     pub cost: Cost,
 }
 
+/// Where a node's forward op ran: its sequence number, scope and module.
+type Origin = (u64, Option<Arc<str>>, Option<Arc<str>>);
+
 struct Raw {
     seq: u64,
     scope: Option<Arc<str>>,
     module: Option<Arc<str>>,
     /// For a backward record: where the forward node was built (none from this session: the
     /// sequence number `u64::MAX` and no scope or module).
-    origin: Option<(u64, Option<Arc<str>>, Option<Arc<str>>)>,
+    origin: Option<Origin>,
     rec: OpRecord,
 }
 
