@@ -1,7 +1,9 @@
 //! The fuzzing corpus as regression tests: every file under `fuzz/corpus/<target>/` (the
-//! seeds) and `fuzz/regressions/<target>/` (inputs that once crashed a target, minimised) runs
-//! through the same code as the cargo-fuzz target of that name (`fuzz/fuzz_targets/`), without
-//! the fuzzer, in the default test suite. `write_seeds` (ignored) regenerates the seeds.
+//! seeds and the coverage-minimised inputs the fuzzer found) and `fuzz/regressions/<target>/`
+//! (inputs that once crashed a target, minimised) runs through the same code as the cargo-fuzz
+//! target of that name (`fuzz/fuzz_targets/`), without the fuzzer, in the default test suite.
+//! Image inputs also go through `tessera run`'s own decoder (`preprocess::decode_rgb8`) and
+//! evaluation transform. `write_seeds` (ignored) regenerates the named seeds.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use tessera::models::checkpoint::Checkpoint;
 use tessera::models::io::{json, npy, safetensors};
 use tessera::models::optim::AdamW;
 use tessera::models::train::{TrainConfig, Trainer};
-use tessera::models::{create, Overrides};
+use tessera::models::{create, preprocess, Overrides};
 
 const TARGETS: &[&str] = &["safetensors", "checkpoint", "json", "npy", "cifar", "image"];
 
@@ -25,49 +27,80 @@ fn tiny() -> Overrides {
     }
 }
 
-/// What each fuzz target does with one input (minus image decoding, which lives in the CLI's
-/// dependencies: its inputs are checked to exist and be non-empty only).
-fn run_target(target: &str, data: &[u8]) {
+/// What each fuzz target does with the input at `path` (`data`, its bytes); whether the input
+/// was accepted (parsed, validated or decoded) rather than refused with an error.
+fn run_target(target: &str, path: &Path, data: &[u8]) -> bool {
     match target {
         "safetensors" => {
-            if let Ok(file) = safetensors::read_from(Cursor::new(data), "fuzz.safetensors") {
-                for t in file.tensors.values() {
-                    assert_eq!(t.values.len(), t.shape.iter().product::<usize>());
-                }
+            let Ok(file) = safetensors::read_from(Cursor::new(data), "fuzz.safetensors") else {
+                return false;
+            };
+            for t in file.tensors.values() {
+                assert_eq!(t.values.len(), t.shape.iter().product::<usize>());
             }
+            true
         }
         "checkpoint" => {
             let Ok(file) = safetensors::read_from(Cursor::new(data), "fuzz.safetensors") else {
-                return;
+                return false;
             };
             let Ok(ckpt) = Checkpoint::from_safetensors(file, "fuzz") else {
-                return;
+                return false;
             };
             let mut model = create("vit_digits", &tiny(), 0).unwrap();
             let mut opt = AdamW::new(0.9, 0.999, 1e-8, 0.0).unwrap();
-            let _ = ckpt.apply(model.as_mut(), &mut opt, "adamw", 0);
+            ckpt.apply(model.as_mut(), &mut opt, "adamw", 0).is_ok()
         }
-        "json" => {
-            if let Ok(text) = std::str::from_utf8(data) {
-                let _ = json::parse(text);
-            }
-        }
+        "json" => std::str::from_utf8(data).is_ok_and(|text| json::parse(text).is_ok()),
         "npy" => {
-            if let Ok(a) = npy::read_from(Cursor::new(data), data.len() as u64, "fuzz.npy") {
-                assert_eq!(a.values.len(), a.shape.iter().product::<usize>());
-            }
             let _ = npy::read_from(Cursor::new(data), u64::MAX, "fuzz.npy");
+            let Ok(a) = npy::read_from(Cursor::new(data), data.len() as u64, "fuzz.npy") else {
+                return false;
+            };
+            assert_eq!(a.values.len(), a.shape.iter().product::<usize>());
+            true
         }
         "cifar" => {
-            if let Ok((images, labels)) =
+            let Ok((images, labels)) =
                 tessera::models::data::cifar::parse_batch(data, Path::new("fuzz.bin"))
-            {
-                assert_eq!(images.len(), labels.len() * 3072);
-            }
+            else {
+                return false;
+            };
+            assert_eq!(images.len(), labels.len() * 3072);
+            true
         }
-        "image" => assert!(!data.is_empty()),
+        "image" => {
+            let fuzzed = decode_as_fuzz_target(data);
+            // `tessera run`'s path: the decoder with its pixel budget, then the transform.
+            let Ok((rgb, w, h)) = preprocess::decode_rgb8(path) else {
+                return fuzzed;
+            };
+            assert_eq!(rgb.len(), w * h * 3);
+            let t = preprocess::EvalTransform::for_arch("mobilenetv2_100", [3, 224, 224]).unwrap();
+            assert_eq!(t.apply(&rgb, w, h).unwrap().len(), 3 * 224 * 224);
+            true
+        }
         other => panic!("unknown fuzz target {other}"),
     }
+}
+
+/// The `image` fuzz target: the `image` crate with a 64 MiB allocation limit.
+fn decode_as_fuzz_target(data: &[u8]) -> bool {
+    let Ok(mut reader) = image::ImageReader::new(Cursor::new(data)).with_guessed_format() else {
+        return false;
+    };
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(64 << 20);
+    reader.limits(limits);
+    let Ok(img) = reader.decode() else {
+        return false;
+    };
+    let rgb = img.to_rgb8();
+    assert_eq!(
+        rgb.as_raw().len(),
+        rgb.width() as usize * rgb.height() as usize * 3
+    );
+    true
 }
 
 fn fuzz_dir() -> PathBuf {
@@ -94,11 +127,20 @@ fn corpus_and_regressions_run_clean() {
         let seeds = files(&fuzz_dir().join("corpus").join(target));
         assert!(!seeds.is_empty(), "no seeds for fuzz target {target}");
         let crashes = files(&fuzz_dir().join("regressions").join(target));
+        let mut accepted = 0;
         for f in seeds.iter().chain(&crashes) {
             let data = std::fs::read(f).unwrap();
-            let r = std::panic::catch_unwind(|| run_target(target, &data));
+            let r = std::panic::catch_unwind(|| run_target(target, f, &data));
             assert!(r.is_ok(), "{target}: {} panics", f.display());
+            accepted += usize::from(r.unwrap_or(false));
             count += 1;
+        }
+        // The corpus reaches past the first check: some inputs are accepted, and (being
+        // mutants) some refused.
+        let n = seeds.len() + crashes.len();
+        assert!(accepted > 0, "{target}: none of {n} inputs accepted");
+        if n > 3 {
+            assert!(accepted < n, "{target}: all {n} inputs accepted");
         }
     }
     assert!(count >= TARGETS.len());

@@ -102,8 +102,8 @@ pub struct TrainArgs {
     pub json: bool,
     #[command(flatten)]
     pub dist: DistArgs,
-    /// Check every stage output and parameter gradient for NaN / infinity and stop at the
-    /// first, naming the stage (and op) or parameter (slower).
+    /// Check the output of every op, forward and backward, for NaN / infinity and stop at the
+    /// first, naming the op and the module it ran in (slower).
     #[arg(long)]
     pub detect_anomaly: bool,
 }

@@ -381,7 +381,7 @@ fn run_node(
 ) -> Result<()> {
     // When profiling, the rule and the accumulation of what it returns are one
     // `<op>.backward` record.
-    let frame = profile::begin();
+    let mut frame = profile::begin();
     let freed = || {
         TensorError::autograd(
             "backward",
@@ -405,6 +405,10 @@ fn run_node(
         let f = lock(&node.backward).take().ok_or_else(freed)?;
         f(&g)?
     };
+    if let Some(fr) = frame.as_mut() {
+        // Anomaly detection: the gradients this rule made (a checking recording only).
+        fr.check(input_grads.iter().flatten());
+    }
     for (i, (edge, gi)) in node.edges.iter().zip(input_grads).enumerate() {
         let (Some(edge), Some(gi)) = (edge, gi) else {
             continue;

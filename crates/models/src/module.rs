@@ -11,6 +11,7 @@
 //! dropout seed) sits behind a lock or an atomic inside the layer.
 
 use crate::error::Result;
+use tessera_core::profile::module_scope;
 use tessera_core::Tensor;
 
 /// Training or inference behaviour (dropout, batch-norm statistics).
@@ -46,6 +47,15 @@ pub trait Module: Send + Sync {
 
     /// Sets training or inference behaviour, recursively.
     fn set_mode(&mut self, mode: Mode);
+}
+
+/// Runs `f` as the child `name` of the module running now, `name` as the child's parameters
+/// are named (`"qkv"`, `blocks.3`; empty for a child in its parent's namespace): the ops it
+/// runs are recorded with that module path (`tessera_core::profile::module_scope`), which
+/// anomaly detection reports. When nothing records, one thread-local flag check.
+pub fn in_child<T>(name: impl std::fmt::Display, f: impl FnOnce() -> T) -> T {
+    let _m = module_scope(name);
+    f()
 }
 
 /// Every named tensor of `m` (parameters and buffers), in visiting order.
@@ -300,8 +310,8 @@ impl Sequential {
 impl Module for Sequential {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = x.clone();
-        for l in &self.layers {
-            h = l.forward(&h)?;
+        for (i, l) in self.layers.iter().enumerate() {
+            h = in_child(i, || l.forward(&h))?;
         }
         Ok(h)
     }

@@ -341,24 +341,27 @@ impl Trainer {
                 Some(p) => p.batch(train, idx, self.cfg.augment.as_ref(), seed),
                 None => train.batch(idx, self.cfg.augment.as_ref(), seed),
             };
-            let checked = crate::anomaly::enabled();
-            let logits = if checked {
-                crate::anomaly::forward_checked(&*model, &x)?
-            } else {
-                model.forward(&x)?
+            // Anomaly detection checks every op of the forward, the loss and the backward.
+            let watch = crate::anomaly::enabled().then(crate::anomaly::Watch::start);
+            let logits = match &watch {
+                Some(w) => w.forward(&*model, &x),
+                None => model.forward(&x),
             };
+            let at_step = |e| match e {
+                ModelError::Anomaly(m) => {
+                    ModelError::Anomaly(format!("epoch {} step {}: {m}", epoch + 1, b + 1))
+                }
+                e => e,
+            };
+            let logits = logits.map_err(at_step)?;
             let loss = logits.cross_entropy(&y, self.cfg.label_smoothing)?;
             match parallel.as_deref_mut() {
                 Some(p) => p.backward(model, &loss, y.len(), idx.len(), epoch, b)?,
                 None => loss.backward()?,
             }
-            if checked {
-                crate::anomaly::check_gradients(&*model).map_err(|e| match e {
-                    ModelError::Anomaly(m) => {
-                        ModelError::Anomaly(format!("epoch {} step {}: {m}", epoch + 1, b + 1))
-                    }
-                    e => e,
-                })?;
+            if let Some(w) = watch {
+                w.finish(model.arch()).map_err(at_step)?;
+                crate::anomaly::check_gradients(&*model).map_err(at_step)?;
             }
             let scale = match self.cfg.clip_grad {
                 Some(max) => clip_grad_norm(&*model, max).1,

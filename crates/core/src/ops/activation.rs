@@ -15,7 +15,7 @@ use tessera_kernels::Isa;
 
 use crate::autograd::needs_grad;
 use crate::ops::{elementwise_info, zip};
-use crate::profile::{self, f32_bytes, Cost, Phase};
+use crate::profile::{self, f32_bytes, Cost};
 use crate::tensor::Tensor;
 
 /// `y = act(x)` through the kernel (no graph), profiled as `name` with
@@ -42,7 +42,7 @@ fn forward_on(name: &'static str, x: &Tensor, a: Activation, isa: Option<Isa>) -
     let y = Tensor::from_contig(y, x.shape());
     if let Some(fr) = frame {
         let per = profile::activation_flops(a);
-        fr.end(Phase::Forward, || elementwise_info(name, &[x], &y, per));
+        fr.end_op(&y, || elementwise_info(name, &[x], &y, per));
     }
     y
 }

@@ -14,7 +14,7 @@ use tessera_kernels::attention::{self as kernel, AttentionShape};
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 const OP: &str = "multi_head_attention";
@@ -92,7 +92,7 @@ fn attention_impl(qkv: &Tensor, heads: usize, scale: f32) -> Result<(Tensor, Ten
     let y = Tensor::from_contig(out, &[s.batch, s.tokens, s.dim()]);
     let p = Tensor::from_contig(probs, &[s.batch, s.heads, s.tokens, s.tokens]);
     if let Some(fr) = frame {
-        fr.end(Phase::Forward, || OpInfo {
+        fr.end_op(&y, || OpInfo {
             op: OP.into(),
             inputs: vec![qkv.shape().to_vec()],
             output: y.shape().to_vec(),

@@ -10,7 +10,7 @@ use tessera_kernels::conv::{self, Conv2dShape};
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 /// Stride, padding, dilation and groups of a 2-D convolution (PyTorch defaults: 1, 0, 1, 1).
@@ -120,7 +120,7 @@ impl Tensor {
                 "conv2d"
             };
             let per = u64::from(bias.is_some()) + profile::activation_flops(act);
-            fr.end(Phase::Forward, || OpInfo {
+            fr.end_op(&y, || OpInfo {
                 op: profile::with_act(kind, act),
                 inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
                 output: y.shape().to_vec(),

@@ -9,7 +9,7 @@ use tessera_kernels::conv::{self, PackedConvWeight};
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
 use crate::ops::conv::{conv_shape, Conv2dParams};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -50,7 +50,7 @@ impl Tensor {
             let per = u64::from(bias.is_some()) + profile::activation_flops(act);
             let weight_len = ws.iter().product::<usize>();
             let bias_len = bias.map_or(0, |b| b.numel());
-            fr.end(Phase::Forward, || OpInfo {
+            fr.end_op(&y, || OpInfo {
                 op: profile::with_act("conv2d", act),
                 inputs: [xs.to_vec(), ws.to_vec()]
                     .into_iter()

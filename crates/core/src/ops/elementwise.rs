@@ -13,7 +13,7 @@ use tessera_kernels::Isa;
 use crate::autograd::needs_grad;
 use crate::error::{Result, TensorError};
 use crate::ops::{elementwise_info, map, shapes_info, zip};
-use crate::profile::{self, f32_bytes, Cost, Phase};
+use crate::profile::{self, f32_bytes, Cost};
 use crate::tensor::Tensor;
 
 /// What a unary op keeps for its backward.
@@ -39,7 +39,7 @@ pub(crate) fn unary(
     let frame = profile::begin();
     let y = map(x, f);
     if let Some(fr) = frame {
-        fr.end(Phase::Forward, || shapes_info(name, &[x], &y));
+        fr.end_op(&y, || shapes_info(name, &[x], &y));
     }
     record_unary(name, x, y, saved, df)
 }
@@ -402,7 +402,7 @@ impl Tensor {
             Err(_) => map(self, f32::exp),
         };
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || elementwise_info("exp", &[self], &y, 1));
+            fr.end_op(&y, || elementwise_info("exp", &[self], &y, 1));
         }
         record_unary("exp", self, y, Saved::Output, |y| y)
     }

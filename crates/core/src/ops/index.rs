@@ -8,7 +8,7 @@ use crate::autograd::needs_grad;
 use crate::error::{check_dim, fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, walk2};
 use crate::ops::elementwise_info;
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 /// A gather's cost: no FLOPs, the gathered elements read and written once.
@@ -80,7 +80,7 @@ impl Tensor {
         let y = Tensor::from_contig(out, &shape);
         let refs: Vec<&Tensor> = tensors.iter().collect();
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || elementwise_info("cat", &refs, &y, 0));
+            fr.end_op(&y, || elementwise_info("cat", &refs, &y, 0));
         }
         if !needs_grad(&refs) {
             return Ok(y);
@@ -152,7 +152,7 @@ impl Tensor {
         }
         let y = Tensor::from_contig(out, &out_shape);
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || gather_info("index_select", self, &y));
+            fr.end_op(&y, || gather_info("index_select", self, &y));
         }
         if !needs_grad(&[self]) {
             return Ok(y);
@@ -232,7 +232,7 @@ impl Tensor {
             .collect();
         let y = Tensor::from_contig(out, index_shape);
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || gather_info("gather", self, &y));
+            fr.end_op(&y, || gather_info("gather", self, &y));
         }
         if !needs_grad(&[self]) {
             return Ok(y);

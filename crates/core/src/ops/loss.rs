@@ -7,7 +7,7 @@
 
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -61,7 +61,7 @@ impl Tensor {
         let y = Tensor::scalar((total / n as f64) as f32);
         if let Some(fr) = frame {
             // Beyond the nested log_softmax: the row sum and the target term, per logit.
-            fr.end(Phase::Forward, || OpInfo {
+            fr.end_op(&y, || OpInfo {
                 op: OP.into(),
                 inputs: vec![self.shape().to_vec(), vec![n]],
                 output: Vec::new(),

@@ -12,7 +12,7 @@ use tessera_kernels::gemm::{gemm, Bias, Epilogue, GemmConfig, MatMut, MatRef};
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::layout::{broadcast_shapes, walk2};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 /// Below this many multiply-adds per matrix, batches run in parallel (one thread each) rather
@@ -183,7 +183,7 @@ impl Tensor {
         let frame = profile::begin();
         let y = matmul_forward(self, other, None, Activation::Identity)?;
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || {
+            fr.end_op(&y, || {
                 contraction_info(
                     "matmul".into(),
                     &[self, other],
@@ -246,7 +246,7 @@ impl Tensor {
             inputs.extend(bias);
             // Bias add (one per output when present) and the fused activation.
             let per = u64::from(bias.is_some()) + profile::activation_flops(act);
-            fr.end(Phase::Forward, || {
+            fr.end_op(&y, || {
                 contraction_info(
                     profile::with_act("linear", act),
                     &inputs,

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::layout::{broadcast_shapes, walk2};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 /// Element count from which element-wise loops are split over rayon.
@@ -37,7 +37,7 @@ pub(crate) fn map(x: &Tensor, f: impl Fn(f32) -> f32 + Sync + Send) -> Tensor {
     let frame = profile::begin();
     let y = map_impl(x, f);
     if let Some(fr) = frame {
-        fr.end(Phase::Forward, || elementwise_info("map", &[x], &y, 1));
+        fr.end_op(&y, || elementwise_info("map", &[x], &y, 1));
     }
     y
 }
@@ -107,7 +107,7 @@ pub(crate) fn zip(
     let frame = profile::begin();
     let y = zip_impl(op, a, b, f)?;
     if let Some(fr) = frame {
-        fr.end(Phase::Forward, || elementwise_info(op, &[a, b], &y, 1));
+        fr.end_op(&y, || elementwise_info(op, &[a, b], &y, 1));
     }
     Ok(y)
 }

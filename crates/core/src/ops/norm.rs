@@ -14,7 +14,7 @@ use tessera_kernels::norm;
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::ops::elementwise_info;
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -131,7 +131,7 @@ impl Tensor {
         inputs.extend(bias);
         if let Some(fr) = frame {
             // Per element: mean (1), variance (3), normalise (2), affine (2).
-            fr.end(Phase::Forward, || norm_info(OP, &inputs, &y, 8));
+            fr.end_op(&y, || norm_info(OP, &inputs, &y, 8));
         }
         if !needs_grad(&inputs) {
             return Ok(y);
@@ -371,7 +371,7 @@ impl Tensor {
             // Per element: normalise and affine (4), plus the statistics in training (3), plus
             // the activation.
             let per = if training { 7 } else { 4 } + profile::activation_flops(act);
-            fr.end(Phase::Forward, || norm_info(op, &inputs, &y, per));
+            fr.end_op(&y, || norm_info(op, &inputs, &y, per));
         }
         if !needs_grad(&inputs) {
             return Ok(y);

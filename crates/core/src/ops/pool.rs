@@ -10,7 +10,7 @@ use tessera_kernels::pool::{self, Pool2dShape};
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::ops::elementwise_info;
-use crate::profile::{self, f32_bytes, Cost, Phase};
+use crate::profile::{self, f32_bytes, Cost};
 use crate::rng::Rng;
 use crate::tensor::Tensor;
 
@@ -108,7 +108,7 @@ impl Tensor {
         if let Some(fr) = frame {
             // One comparison per window element.
             let per = (s.kh * s.kw) as u64;
-            fr.end(Phase::Forward, || elementwise_info(OP, &[self], &y, per));
+            fr.end_op(&y, || elementwise_info(OP, &[self], &y, per));
         }
         if !needs_grad(&[self]) {
             return Ok(y);
@@ -134,7 +134,7 @@ impl Tensor {
         if let Some(fr) = frame {
             // One add per window element and one scale per output.
             let per = (s.kh * s.kw + 1) as u64;
-            fr.end(Phase::Forward, || elementwise_info(OP, &[self], &y, per));
+            fr.end_op(&y, || elementwise_info(OP, &[self], &y, per));
         }
         if !needs_grad(&[self]) {
             return Ok(y);
@@ -160,7 +160,7 @@ impl Tensor {
         let y = Tensor::from_contig(y, &[n, c, oh, ow]);
         if let Some(fr) = frame {
             // One add per input element (windows tile the input) and one scale per output.
-            fr.end(Phase::Forward, || {
+            fr.end_op(&y, || {
                 let mut info = elementwise_info(OP, &[self], &y, 1);
                 info.cost.flops += self.numel() as u64;
                 info

@@ -11,7 +11,7 @@ use rayon::prelude::*;
 use crate::autograd::needs_grad;
 use crate::error::{fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, walk1, walk2};
-use crate::profile::{self, f32_bytes, Cost, OpInfo, Phase};
+use crate::profile::{self, f32_bytes, Cost, OpInfo};
 use crate::tensor::Tensor;
 
 /// How a reduction walks its input: the kept dims (one output element each) and the reduced
@@ -186,7 +186,7 @@ impl Tensor {
         let y = Tensor::from_contig(out, &p.out_shape);
         if let Some(fr) = frame {
             // One add per input element.
-            fr.end(Phase::Forward, || reduce_info("sum", self, &y));
+            fr.end_op(&y, || reduce_info("sum", self, &y));
         }
         if !needs_grad(&[self]) {
             return Ok(y);
@@ -286,7 +286,7 @@ impl Tensor {
         let y = Tensor::from_contig(vals, &p.out_shape);
         if let Some(fr) = frame {
             // One comparison per input element.
-            fr.end(Phase::Forward, || reduce_info("max", self, &y));
+            fr.end_op(&y, || reduce_info("max", self, &y));
         }
         if !needs_grad(&[self]) {
             return Ok((y, pos));

@@ -11,7 +11,7 @@ use tessera_kernels::softmax;
 use crate::autograd::needs_grad;
 use crate::error::{check_dim, Result, TensorError};
 use crate::ops::elementwise_info;
-use crate::profile::{self, f32_bytes, Cost, Phase};
+use crate::profile::{self, f32_bytes, Cost};
 use crate::tensor::Tensor;
 
 /// `x` with `dim` moved last, as a contiguous buffer.
@@ -42,7 +42,7 @@ fn softmax_impl(x: &Tensor, dim: usize, log: bool) -> Result<Tensor> {
     if let Some(fr) = frame {
         // Per element: max, subtract, exp, sum, scale (log_softmax: max, subtract, exp, sum,
         // subtract the log).
-        fr.end(Phase::Forward, || elementwise_info(name, &[x], &y, 5));
+        fr.end_op(&y, || elementwise_info(name, &[x], &y, 5));
     }
     if !needs_grad(&[x]) {
         return Ok(y);

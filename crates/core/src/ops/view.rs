@@ -8,7 +8,7 @@ use crate::autograd::needs_grad;
 use crate::error::{check_dim, fmt_shape, Result, TensorError};
 use crate::layout::{contiguous_strides, Layout};
 use crate::ops::elementwise_info;
-use crate::profile::{self, f32_bytes, Cost, Phase};
+use crate::profile::{self, f32_bytes, Cost};
 use crate::tensor::Tensor;
 
 impl Tensor {
@@ -20,9 +20,7 @@ impl Tensor {
         let frame = profile::begin();
         let y = Tensor::from_contig(self.to_vec(), self.shape());
         if let Some(fr) = frame {
-            fr.end(Phase::Forward, || {
-                elementwise_info("contiguous", &[self], &y, 0)
-            });
+            fr.end_op(&y, || elementwise_info("contiguous", &[self], &y, 0));
         }
         if !needs_grad(&[self]) {
             return y;

@@ -9,8 +9,11 @@
 //!   contractions), bytes read and written at f32, wall time. With a graph recorded, each
 //!   node's backward rule becomes one `<op>.backward` record when `backward` runs inside the
 //!   recording. Name layers with [`scope`] (a guard) or [`end_layer`] (what a
-//!   `Model::forward_stages` callback calls). `tessera profile` builds its roofline table on
-//!   this; embedders can profile their own models the same way.
+//!   `Model::forward_stages` callback calls), and module paths with [`module_scope`]
+//!   (what a model's containers call around each child). `tessera profile` builds its
+//!   roofline table on this; embedders can profile their own models the same way. A checking
+//!   recording ([`Recorder::start_checking`]) also finds the first op whose output is not
+//!   finite, forward or backward: anomaly detection.
 //!
 //! ```
 //! use tessera_core::{profile, Tensor};
@@ -37,15 +40,17 @@
 //! formulas of every op are listed in `docs/profile.md`; the mechanism is described in
 //! `state.rs`.
 
+mod finite;
 mod macs;
 mod record;
 mod state;
 
+pub use finite::NonFinite;
 pub(crate) use macs::add_macs;
 pub use macs::{count_macs, macs};
 pub use record::{OpRecord, Phase, Profile, Totals};
 pub(crate) use state::{add_cost, begin, node_tag, NodeTag, OpInfo};
-pub use state::{end_layer, is_recording, scope, Cost, ScopeGuard, OTHER};
+pub use state::{end_layer, is_recording, module_scope, scope, Cost, ScopeGuard, OTHER};
 
 use std::borrow::Cow;
 use std::marker::PhantomData;
@@ -66,7 +71,19 @@ impl Recorder {
     /// Starts recording on this thread.
     pub fn start() -> Recorder {
         Recorder {
-            prev: Some(state::install()),
+            prev: Some(state::install(false)),
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Starts a recording that also checks values: the output of every op run outside
+    /// another op, and every gradient a backward rule returns, until the first that holds NaN
+    /// or infinity. That record's [`OpRecord::non_finite`] says how many
+    /// ([`Profile::first_non_finite`]), with its op, layer and module. Anomaly detection runs
+    /// a training step under it; it costs one pass over each output until the first finding.
+    pub fn start_checking() -> Recorder {
+        Recorder {
+            prev: Some(state::install(true)),
             _not_send: PhantomData,
         }
     }
@@ -163,5 +180,7 @@ pub(crate) fn act_name(a: Activation) -> &'static str {
     }
 }
 
+#[cfg(test)]
+mod check_tests;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,8 @@
 //! and an op is memory-bound on a machine when its intensity is below the ridge point
 //! `peak GFLOP/s / bandwidth GB/s`.
 
+use super::finite::NonFinite;
+
 /// Which part of a training step a record belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -37,6 +39,10 @@ pub struct OpRecord {
     /// given to [`crate::profile::end_layer`] after it, else `(other)`. A backward record has
     /// the layer of the forward op that built its node.
     pub layer: String,
+    /// The module path the op ran in: the innermost [`crate::profile::module_scope`] open
+    /// when it ran (`blocks.3.attn.qkv`), empty outside any. A backward record has the
+    /// module of the forward op that built its node.
+    pub module: String,
     /// The op kind: `conv2d`, `conv2d_dw+relu6`, `linear`, `softmax`, `add`, ...;
     /// `<op>.backward` for a backward rule.
     pub op: String,
@@ -58,6 +64,10 @@ pub struct OpRecord {
     pub bytes_written: u64,
     /// Wall time, nanoseconds.
     pub ns: u64,
+    /// In a checking recording ([`crate::profile::Recorder::start_checking`]), on the first
+    /// record whose output (forward) or returned gradients (backward) hold NaN or infinite
+    /// values: how many. `None` on every other record.
+    pub non_finite: Option<NonFinite>,
 }
 
 impl OpRecord {
@@ -180,6 +190,11 @@ impl Profile {
             }
         }
         out
+    }
+
+    /// The first record with non-finite output values (only a checking recording finds one).
+    pub fn first_non_finite(&self) -> Option<&OpRecord> {
+        self.records.iter().find(|r| r.non_finite.is_some())
     }
 
     /// Indices of the `n` slowest records, slowest first (ties in execution order).

@@ -15,6 +15,12 @@
 //!   sequence number; that number decides which layer end comes "after" an op. An autograd
 //!   node keeps the sequence number and scope of the forward op that built it
 //!   ([`NodeTag`]), so its backward record gets the forward op's layer.
+//! - Module paths are a second scope stack ([`module_scope`]), kept apart from layers so that
+//!   naming modules does not change how a profile groups its records. A record takes the
+//!   innermost module path open when it ran; a backward record, its forward op's.
+//! - A checking recording ([`crate::profile::Recorder::start_checking`]) also counts the NaN
+//!   and infinite values of each outermost op's output, and of the gradients each backward
+//!   rule returns, until the first op that has some; it stops checking after that one.
 
 use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
@@ -22,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::finite::NonFinite;
 use super::record::{OpRecord, Phase, Profile};
+use crate::tensor::Tensor;
 
 thread_local! {
     static ACTIVE: Cell<bool> = const { Cell::new(false) };
@@ -62,11 +70,16 @@ pub(crate) struct OpInfo {
     pub cost: Cost,
 }
 
+/// Where a node's forward op ran: its sequence number, scope and module.
+type Origin = (u64, Option<Arc<str>>, Option<Arc<str>>);
+
 struct Raw {
     seq: u64,
     scope: Option<Arc<str>>,
-    /// For a backward record: the (sequence number, scope) of the forward node.
-    layer_of: Option<(u64, Option<Arc<str>>)>,
+    module: Option<Arc<str>>,
+    /// For a backward record: where the forward node was built (none from this session: the
+    /// sequence number `u64::MAX` and no scope or module).
+    origin: Option<Origin>,
     rec: OpRecord,
 }
 
@@ -80,10 +93,14 @@ pub(crate) struct State {
     /// `(sequence number, name)` of every `end_layer` call, in order.
     ends: Vec<(u64, String)>,
     scopes: Vec<Arc<str>>,
+    /// Open module paths, innermost last.
+    modules: Vec<Arc<str>>,
+    /// Whether outputs are still checked for non-finite values (until the first is found).
+    check: bool,
 }
 
 impl State {
-    fn new() -> State {
+    fn new(check: bool) -> State {
         State {
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             start: Instant::now(),
@@ -92,6 +109,8 @@ impl State {
             frames: Vec::new(),
             ends: Vec::new(),
             scopes: Vec::new(),
+            modules: Vec::new(),
+            check,
         }
     }
 
@@ -116,10 +135,17 @@ impl State {
         let mut records = Vec::with_capacity(self.raws.len());
         for raw in &self.raws {
             let mut rec = raw.rec.clone();
-            rec.layer = match &raw.layer_of {
-                Some((seq, scope)) => self.layer_for(*seq, scope),
-                None => self.layer_for(raw.seq, &raw.scope),
+            let module = match &raw.origin {
+                Some((seq, scope, module)) => {
+                    rec.layer = self.layer_for(*seq, scope);
+                    module
+                }
+                None => {
+                    rec.layer = self.layer_for(raw.seq, &raw.scope);
+                    &raw.module
+                }
             };
+            rec.module = module.as_deref().unwrap_or_default().to_string();
             records.push(rec);
         }
         Profile { records, wall_ns }
@@ -135,9 +161,10 @@ pub fn is_recording() -> bool {
     ACTIVE.with(|a| a.get())
 }
 
-/// Installs a fresh state; returns the previous one (a recorder already running).
-pub(crate) fn install() -> Option<State> {
-    let prev = STATE.with(|s| s.borrow_mut().replace(State::new()));
+/// Installs a fresh state (checking outputs when `check`); returns the previous one (a
+/// recorder already running).
+pub(crate) fn install(check: bool) -> Option<State> {
+    let prev = STATE.with(|s| s.borrow_mut().replace(State::new(check)));
     ACTIVE.with(|a| a.set(true));
     prev
 }
@@ -165,10 +192,11 @@ pub fn end_layer(name: &str) {
     });
 }
 
-/// Restores the scope stack when dropped (see [`scope`]).
+/// Restores the scope stack when dropped (see [`scope`] and [`module_scope`]).
 #[must_use = "the scope ends when the guard is dropped"]
 pub struct ScopeGuard {
     session: Option<u64>,
+    module: bool,
 }
 
 impl Drop for ScopeGuard {
@@ -176,11 +204,24 @@ impl Drop for ScopeGuard {
         if let Some(session) = self.session {
             with_state(|st| {
                 if st.session == session {
-                    st.scopes.pop();
+                    if self.module {
+                        st.modules.pop();
+                    } else {
+                        st.scopes.pop();
+                    }
                 }
             });
         }
     }
+}
+
+/// Pushes `name` onto `stack`, joined to the innermost open name with `.`.
+fn push_joined(stack: &mut Vec<Arc<str>>, name: &str) {
+    let full: Arc<str> = match stack.last() {
+        Some(outer) if !outer.is_empty() => format!("{outer}.{name}").into(),
+        _ => name.into(),
+    };
+    stack.push(full);
 }
 
 /// Names the layer of every op recorded until the guard drops. Scopes nest by joining names
@@ -188,17 +229,47 @@ impl Drop for ScopeGuard {
 /// recording.
 pub fn scope(name: &str) -> ScopeGuard {
     if !is_recording() {
-        return ScopeGuard { session: None };
+        return ScopeGuard {
+            session: None,
+            module: false,
+        };
     }
     let session = with_state(|st| {
-        let full: Arc<str> = match st.scopes.last() {
-            Some(outer) => format!("{outer}.{name}").into(),
-            None => name.into(),
-        };
-        st.scopes.push(full);
+        push_joined(&mut st.scopes, name);
         st.session
     });
-    ScopeGuard { session }
+    ScopeGuard {
+        session,
+        module: false,
+    }
+}
+
+/// Names the module path of every op recorded until the guard drops, in
+/// [`OpRecord::module`](super::OpRecord::module): a model calls it around each child it runs,
+/// with the child's name as its parameters are named (`blocks.3`, then `attn`, then `qkv`
+/// gives `blocks.3.attn.qkv`). Module paths do not change an op's layer. An empty name opens
+/// nothing (a child whose parameters live in its parent's namespace). When not recording, a
+/// no-op that does not format `name`.
+pub fn module_scope(name: impl std::fmt::Display) -> ScopeGuard {
+    let off = ScopeGuard {
+        session: None,
+        module: true,
+    };
+    if !is_recording() {
+        return off;
+    }
+    let name = name.to_string();
+    if name.is_empty() {
+        return off;
+    }
+    let session = with_state(|st| {
+        push_joined(&mut st.modules, &name);
+        st.session
+    });
+    ScopeGuard {
+        session,
+        module: true,
+    }
 }
 
 /// An open op. Dropping it without [`Frame::end`] (an op that returned an error) discards it.
@@ -207,6 +278,8 @@ pub(crate) struct Frame {
     depth: usize,
     start: Instant,
     done: bool,
+    /// Non-finite values found in the op's outputs by [`Frame::check`].
+    non_finite: Option<NonFinite>,
 }
 
 /// Opens a frame if this thread is recording: the one flag check an op pays when it is not.
@@ -229,16 +302,36 @@ fn begin_slow() -> Option<Frame> {
         depth,
         start: Instant::now(),
         done: false,
+        non_finite: None,
     })
 }
 
 impl Frame {
+    /// In a checking recording, counts the non-finite values of `outputs` when this is the
+    /// outermost frame (an op called by another op is judged by its caller's output) and no
+    /// earlier op had any.
+    pub(crate) fn check<'a>(&mut self, outputs: impl IntoIterator<Item = &'a Tensor>) {
+        let (session, depth) = (self.session, self.depth);
+        let on = with_state(|st| st.check && st.session == session && st.frames.len() == depth)
+            .unwrap_or(false);
+        if on && depth == 1 {
+            self.non_finite = NonFinite::of(outputs);
+        }
+    }
+
+    /// Closes the frame of a forward op whose output is `out` (checked when the recording
+    /// checks outputs).
+    pub(crate) fn end_op(mut self, out: &Tensor, info: impl FnOnce() -> OpInfo) {
+        self.check([out]);
+        self.end(Phase::Forward, info)
+    }
+
     /// Closes the frame: the op's own cost plus its nested ops' becomes a record (outermost
     /// frame) or is added to the enclosing frame.
     pub(crate) fn end(mut self, phase: Phase, info: impl FnOnce() -> OpInfo) {
         self.done = true;
         let ns = self.start.elapsed().as_nanos() as u64;
-        let (session, depth) = (self.session, self.depth);
+        let (session, depth, non_finite) = (self.session, self.depth, self.non_finite);
         with_state(|st| {
             if st.session != session || st.frames.len() != depth {
                 return;
@@ -252,12 +345,19 @@ impl Frame {
             }
             let seq = st.next_seq();
             let scope = st.scopes.last().cloned();
+            let module = st.modules.last().cloned();
+            if non_finite.is_some() {
+                st.check = false;
+            }
             st.raws.push(Raw {
                 seq,
                 scope,
-                layer_of: None,
+                module,
+                origin: None,
                 rec: OpRecord {
                     layer: String::new(),
+                    module: String::new(),
+                    non_finite,
                     op: info.op.into_owned(),
                     phase,
                     inputs: info.inputs,
@@ -273,8 +373,9 @@ impl Frame {
     }
 
     /// Closes the frame of a node's backward rule as `<name>.backward`, attributed to the layer
-    /// of the forward op that built the node (`tag`). A rule that did no counted work (a view's
-    /// inverse view) leaves no record.
+    /// and module of the forward op that built the node (`tag`). A rule that did no counted
+    /// work (a view's inverse view) leaves no record unless [`Frame::check`] found non-finite
+    /// values in the gradients it returned.
     pub(crate) fn end_backward(
         mut self,
         tag: Option<&NodeTag>,
@@ -284,13 +385,13 @@ impl Frame {
     ) {
         self.done = true;
         let ns = self.start.elapsed().as_nanos() as u64;
-        let (session, depth) = (self.session, self.depth);
+        let (session, depth, non_finite) = (self.session, self.depth, self.non_finite);
         with_state(|st| {
             if st.session != session || st.frames.len() != depth {
                 return;
             }
             let cost = st.frames.pop().unwrap_or_default();
-            if cost == Cost::default() {
+            if cost == Cost::default() && non_finite.is_none() {
                 return;
             }
             if let Some(parent) = st.frames.last_mut() {
@@ -298,17 +399,23 @@ impl Frame {
                 return;
             }
             let seq = st.next_seq();
-            let layer_of = tag
+            let origin = tag
                 .filter(|t| t.session == session)
-                .map(|t| (t.seq, t.scope.clone()));
+                .map(|t| (t.seq, t.scope.clone(), t.module.clone()));
             let mut inputs = vec![dy.to_vec()];
             inputs.extend(shapes.iter().cloned());
+            if non_finite.is_some() {
+                st.check = false;
+            }
             st.raws.push(Raw {
                 seq,
                 scope: st.scopes.last().cloned(),
-                layer_of: Some(layer_of.unwrap_or((u64::MAX, None))),
+                module: None,
+                origin: Some(origin.unwrap_or((u64::MAX, None, None))),
                 rec: OpRecord {
                     layer: String::new(),
+                    module: String::new(),
+                    non_finite,
                     op: format!("{name}.backward"),
                     phase: Phase::Backward,
                     inputs,
@@ -359,6 +466,7 @@ pub(crate) struct NodeTag {
     session: u64,
     seq: u64,
     scope: Option<Arc<str>>,
+    module: Option<Arc<str>>,
 }
 
 /// The tag for a node being built now (`None` when not recording).
@@ -371,5 +479,6 @@ pub(crate) fn node_tag() -> Option<NodeTag> {
         session: st.session,
         seq: st.next_seq(),
         scope: st.scopes.last().cloned(),
+        module: st.modules.last().cloned(),
     })
 }

@@ -273,6 +273,7 @@ fn recording_is_per_thread() {
 fn top_by_time_orders_by_ns() {
     let mk = |ns| OpRecord {
         layer: String::new(),
+        module: String::new(),
         op: String::new(),
         phase: Phase::Forward,
         inputs: vec![],
@@ -282,6 +283,7 @@ fn top_by_time_orders_by_ns() {
         bytes_read: 0,
         bytes_written: 0,
         ns,
+        non_finite: None,
     };
     let p = Profile {
         records: vec![mk(5), mk(9), mk(1), mk(9)],

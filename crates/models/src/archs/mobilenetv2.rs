@@ -23,7 +23,7 @@ use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
 use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
 use crate::layers::{Activation, BatchNorm2d, ConvBnAct, Linear};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
@@ -194,7 +194,7 @@ impl Model for MobileNetV2 {
         stage("conv_head", &h);
         let h = h.global_avg_pool2d()?.flatten(1, 3)?;
         let h = match &self.classifier {
-            Some(c) => c.forward(&h)?,
+            Some(c) => in_child("classifier", || c.forward(&h))?,
             None => h,
         };
         stage("classifier", &h);

@@ -28,7 +28,7 @@ use crate::blocks::efficientnet_init::{goog_conv, goog_linear, round_channels};
 use crate::blocks::trunk::{BlockDef, BlockKind, Trunk, TrunkConfig};
 use crate::error::{ModelError, Result};
 use crate::layers::{Activation, Conv2d, Linear};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use crate::plan::{plan_trunk, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
@@ -198,11 +198,11 @@ impl Model for MobileNetV3 {
     fn forward_stages(&self, x: &Tensor, stage: &mut dyn FnMut(&str, &Tensor)) -> Result<Tensor> {
         let h = self.trunk.forward_stages(x, stage)?;
         let h = h.global_avg_pool2d()?;
-        let h = self.conv_head.forward(&h)?.activate(self.act);
+        let h = in_child("conv_head", || self.conv_head.forward(&h))?.activate(self.act);
         stage("conv_head", &h);
         let h = h.flatten(1, 3)?;
         let h = match &self.classifier {
-            Some(c) => c.forward(&h)?,
+            Some(c) => in_child("classifier", || c.forward(&h))?,
             None => h,
         };
         stage("classifier", &h);

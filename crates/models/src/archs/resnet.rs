@@ -41,7 +41,7 @@ use crate::blocks::bottleneck::{conv_kaiming, Bottleneck, BottleneckArgs, EXPANS
 use crate::error::{ModelError, Result};
 use crate::layers::Activation;
 use crate::layers::{BatchNorm2d, ConvBnAct, Linear};
-use crate::module::{Module, Numbered};
+use crate::module::{in_child, Module, Numbered};
 use crate::module_children;
 use crate::plan::{plan_bottleneck, Plan, PlanBuilder};
 use crate::zoo::{Model, Overrides};
@@ -332,7 +332,7 @@ impl Model for ResNet {
         stage("conv1", &h);
         for (i, blocks) in self.layers.iter().enumerate() {
             for (j, b) in blocks.iter().enumerate() {
-                h = b.forward(&h)?;
+                h = in_child(format_args!("layer{}.{j}", i + 1), || b.forward(&h))?;
                 stage(&format!("layer{}.{j}", i + 1), &h);
             }
         }
@@ -342,7 +342,7 @@ impl Model for ResNet {
         stage("global_pool", &pooled);
         match &self.fc {
             Some(fc) => {
-                let y = fc.forward(&pooled)?;
+                let y = in_child("fc", || fc.forward(&pooled))?;
                 stage("fc", &y);
                 Ok(y)
             }

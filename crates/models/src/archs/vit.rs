@@ -55,7 +55,7 @@ use crate::blocks::patch_embed::PatchEmbed;
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::{child, in_child, Mode, Module, TensorKind};
 use crate::module_children;
 use crate::plan::{plan_vit, Plan};
 use crate::zoo::{Model, Overrides};
@@ -250,21 +250,25 @@ impl Block {
 
     /// The block output and the attention probabilities `[n, heads, L, L]`.
     pub fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
-        let (a, probs) = self.attn.forward_with_probs(&self.norm1.forward(x)?)?;
+        let h = in_child("norm1", || self.norm1.forward(x))?;
+        let (a, probs) = in_child("attn", || self.attn.forward_with_probs(&h))?;
         Ok((self.finish(x, &a)?, probs))
     }
 
     /// The rest of the block after attention: `x + a`, then the MLP residual.
     fn finish(&self, x: &Tensor, a: &Tensor) -> Result<Tensor> {
         let x = x.add(a)?;
-        Ok(x.add(&self.mlp.forward(&self.norm2.forward(&x)?)?)?)
+        let h = in_child("norm2", || self.norm2.forward(&x))?;
+        let h = in_child("mlp", || self.mlp.forward(&h))?;
+        Ok(x.add(&h)?)
     }
 }
 
 impl Module for Block {
     /// The plain forward: the attention probabilities are released inside the attention.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let a = self.attn.forward(&self.norm1.forward(x)?)?;
+        let h = in_child("norm1", || self.norm1.forward(x))?;
+        let a = in_child("attn", || self.attn.forward(&h))?;
         self.finish(x, &a)
     }
 
@@ -345,15 +349,15 @@ impl VisionTransformer {
     /// timm's `forward_features`: the normalised token sequence `[n, N+1, D]`.
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor> {
         let mut t = self.embed(x)?;
-        for b in &self.blocks {
-            t = b.forward(&t)?;
+        for (i, b) in self.blocks.iter().enumerate() {
+            t = in_child(format_args!("blocks.{i}"), || b.forward(&t))?;
         }
-        self.norm.forward(&t)
+        in_child("norm", || self.norm.forward(&t))
     }
 
     /// Patch tokens with the class token prepended and the position embedding added.
     fn embed(&self, x: &Tensor) -> Result<Tensor> {
-        let p = self.patch_embed.forward(x)?; // [n, N, D]
+        let p = in_child("patch_embed", || self.patch_embed.forward(x))?; // [n, N, D]
         let (n, d) = (p.shape()[0], self.cfg.embed_dim);
         let cls = self.cls_token.expand(&[n, 1, d])?;
         Ok(Tensor::cat(&[cls, p], 1)?.add(&self.pos_embed)?)
@@ -368,23 +372,23 @@ impl VisionTransformer {
         let mut t = self.embed(x)?;
         stage("patch_embed", &t);
         for (i, b) in self.blocks.iter().enumerate() {
-            t = match maps.as_deref_mut() {
+            t = in_child(format_args!("blocks.{i}"), || match maps.as_deref_mut() {
                 Some(m) => {
                     let (y, probs) = b.forward_with_probs(&t)?;
                     m.push(probs.detach());
-                    y
+                    Ok(y)
                 }
                 // Off: the plain block forward, which keeps no probabilities.
-                None => b.forward(&t)?,
-            };
+                None => b.forward(&t),
+            })?;
             stage(&format!("blocks.{i}"), &t);
         }
-        let t = self.norm.forward(&t)?;
+        let t = in_child("norm", || self.norm.forward(&t))?;
         stage("norm", &t);
         let pooled = t.select(1, 0)?; // the class token, [n, D]
         match &self.head {
             Some(h) => {
-                let y = h.forward(&pooled)?;
+                let y = in_child("head", || h.forward(&pooled))?;
                 stage("head", &y);
                 Ok(y)
             }

@@ -23,7 +23,7 @@
 use crate::blocks::mlp::LinearInit;
 use crate::error::{ModelError, Result};
 use crate::layers::Linear;
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::{Rng, Tensor, TensorError};
 
@@ -87,7 +87,7 @@ impl Attention {
     pub fn forward_with_probs(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let qkv = self.qkv_of(x)?;
         let (o, probs) = qkv.multi_head_attention_with_probs(self.num_heads, self.scale())?;
-        Ok((self.proj.forward(&o)?, probs))
+        Ok((in_child("proj", || self.proj.forward(&o))?, probs))
     }
 
     /// The qkv projection `[n, L, 3D]`, after checking that `x` is `[n, L, D]`.
@@ -101,7 +101,7 @@ impl Attention {
             )
             .into());
         }
-        self.qkv.forward(x)
+        in_child("qkv", || self.qkv.forward(x))
     }
 }
 
@@ -112,7 +112,7 @@ impl Module for Attention {
         let o = self
             .qkv_of(x)?
             .multi_head_attention(self.num_heads, self.scale())?;
-        self.proj.forward(&o)
+        in_child("proj", || self.proj.forward(&o))
     }
 
     module_children!("qkv" => qkv, "proj" => proj);

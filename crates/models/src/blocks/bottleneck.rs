@@ -15,7 +15,7 @@
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::{Activation, BatchNorm2d, Conv2d, ConvBnAct};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
@@ -145,7 +145,7 @@ impl Module for Bottleneck {
         // At inference each conv + batch norm (+ activation) is one fused convolution.
         let mut h = self.c3.forward(&self.c2.forward(&self.c1.forward(x)?)?)?;
         if let Some(se) = &self.se {
-            h = se.forward(&h)?;
+            h = in_child("se", || se.forward(&h))?;
         }
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x)?,

@@ -12,7 +12,7 @@
 
 use crate::error::Result;
 use crate::layers::ConvBnAct;
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::Tensor;
 
@@ -36,7 +36,7 @@ impl Module for InvertedResidual {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.dw.forward(&self.pw.forward(x)?)?;
         if let Some(se) = &self.se {
-            h = se.forward(&h)?;
+            h = in_child("se", || se.forward(&h))?;
         }
         h = self.pwl.forward(&h)?;
         if self.has_skip {
@@ -64,7 +64,7 @@ impl Module for DepthwiseSeparable {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut h = self.dw.forward(x)?;
         if let Some(se) = &self.se {
-            h = se.forward(&h)?;
+            h = in_child("se", || se.forward(&h))?;
         }
         h = self.pw.forward(&h)?;
         if self.has_skip {

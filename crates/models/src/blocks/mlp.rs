@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::init;
 use crate::layers::{Activation, Linear};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
@@ -73,8 +73,10 @@ impl Module for Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // At inference the activation runs in fc1's GEMM epilogue (exact composition when a
         // graph is recorded).
-        let h = x.linear_act(&self.fc1.weight, self.fc1.bias.as_ref(), self.act)?;
-        self.fc2.forward(&h)
+        let h = in_child("fc1", || {
+            x.linear_act(&self.fc1.weight, self.fc1.bias.as_ref(), self.act)
+        })?;
+        in_child("fc2", || self.fc2.forward(&h))
     }
 
     module_children!("fc1" => fc1, "fc2" => fc2);

@@ -15,7 +15,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::layers::Conv2d;
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor, TensorError};
@@ -116,7 +116,9 @@ impl Module for PatchEmbed {
             .permute(&[0, 2, 4, 1, 3, 5])? // [n, gy, gx, c, py, px]
             .reshape(&[n, g * g, c * p * p])?;
         let w = self.proj.weight.reshape(&[d, c * p * p])?;
-        Ok(patches.linear(&w, self.proj.bias.as_ref())?)
+        Ok(in_child("proj", || {
+            patches.linear(&w, self.proj.bias.as_ref())
+        })?)
     }
 
     module_children!("proj" => proj);

@@ -10,7 +10,7 @@
 use crate::error::{ModelError, Result};
 use crate::init;
 use crate::layers::Conv2d;
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
@@ -78,10 +78,10 @@ impl SeModule {
 impl Module for SeModule {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.global_avg_pool2d()?;
-        let s = self.fc1.forward(&s)?.relu();
+        let s = in_child("fc1", || self.fc1.forward(&s))?.relu();
         // N x C gate values, each scaling a whole channel: correctly rounded (see
         // `Tensor::sigmoid_exact`), at no measurable cost.
-        let gate = self.fc2.forward(&s)?.sigmoid_exact();
+        let gate = in_child("fc2", || self.fc2.forward(&s))?.sigmoid_exact();
         Ok(x.mul(&gate)?)
     }
 

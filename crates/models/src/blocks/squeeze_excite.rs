@@ -11,7 +11,7 @@
 
 use crate::error::Result;
 use crate::layers::{Activation, Conv2d};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
@@ -56,8 +56,8 @@ impl SqueezeExcite {
 impl Module for SqueezeExcite {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let s = x.mean(&[2, 3], true)?;
-        let s = self.conv_reduce.forward(&s)?.activate(self.act);
-        let s = self.conv_expand.forward(&s)?.activate(self.gate);
+        let s = in_child("conv_reduce", || self.conv_reduce.forward(&s))?.activate(self.act);
+        let s = in_child("conv_expand", || self.conv_expand.forward(&s))?.activate(self.gate);
         Ok(x.mul(&s)?)
     }
 

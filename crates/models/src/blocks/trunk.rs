@@ -5,7 +5,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::layers::{Activation, BatchNorm2d, ConvBnAct};
-use crate::module::Module;
+use crate::module::{in_child, Module};
 use crate::module_children;
 use tessera_core::{Rng, Tensor};
 
@@ -178,8 +178,8 @@ impl Trunk {
         let mut h = self.stem.forward(x)?;
         stage("conv_stem", &h);
         for (i, st) in self.blocks.iter().enumerate() {
-            for b in st {
-                h = b.forward(&h)?;
+            for (j, b) in st.iter().enumerate() {
+                h = in_child(format_args!("blocks.{i}.{j}"), || b.forward(&h))?;
             }
             stage(&format!("blocks.{i}"), &h);
         }

@@ -25,7 +25,7 @@
 
 use crate::error::{ModelError, Result};
 use crate::layers::{Activation, BatchNorm2d, Conv2d};
-use crate::module::{child, Mode, Module, TensorKind};
+use crate::module::{child, in_child, Mode, Module, TensorKind};
 use std::sync::OnceLock;
 use tessera_core::kernels::conv::PackedConvWeight;
 use tessera_core::kernels::norm::fold::eval_scale_shift;
@@ -219,17 +219,18 @@ impl Module for ConvBnAct {
             let f = self.folded()?;
             let a = self.kernel_act();
             let p = self.conv.params;
-            return Ok(match &f.weight {
-                FoldedWeight::Packed(w) => x.conv2d_packed(w, Some(&f.bias), p, a)?,
-                FoldedWeight::Plain(w) => x.conv2d_act(w, Some(&f.bias), p, a)?,
-            });
+            // One convolution for the pair: named after the conv.
+            return Ok(in_child(self.names[0], || match &f.weight {
+                FoldedWeight::Packed(w) => x.conv2d_packed(w, Some(&f.bias), p, a),
+                FoldedWeight::Plain(w) => x.conv2d_act(w, Some(&f.bias), p, a),
+            })?);
         }
         // Training (or a recorded eval forward): batch norm and the activation as one fused op.
-        let y = self.conv.forward(x)?;
-        match self.act {
+        let y = in_child(self.names[0], || self.conv.forward(x))?;
+        in_child(self.names[1], || match self.act {
             Some(a) => self.bn.forward_act(&y, a),
             None => self.bn.forward(&y),
-        }
+        })
     }
 
     fn visit(&self, p: &str, f: &mut dyn FnMut(&str, &Tensor, TensorKind)) {
