@@ -287,64 +287,50 @@ fn print(m: &Measurement, threads: usize, json: bool) {
         let isa = tessera::kernels::Isa::current()
             .map_or_else(|_| "unknown".to_string(), |i| i.name().to_string());
         let cpu = crate::peak::cpu_model();
-        outln!(
-            "{}",
-            match m.peak_rss_mb {
-                // A training step.
-                Some(rss) => {
-                    let mut j = serde_json::json!({
-                        "arch": m.arch,
-                        "isa": isa,
-                        "cpu": cpu,
-                        "batch": m.batch,
-                        "threads": threads,
-                        "input": m.input_chw,
-                        "iters": m.iters,
-                        "train_step_ms": m.median_ms,
-                        "p90_ms": m.p90_ms,
-                        "peak_rss_mb": rss,
-                        "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
-                    });
-                    if let Some((n, exposed, copy)) = m.dist {
-                        // `batch` is the global batch, `threads` and the memory per process.
-                        j["processes"] = n.into();
-                        j["comm_exposed_ms_per_step"] = exposed.into();
-                        j["comm_copy_ms_per_step"] = copy.into();
-                    }
-                    j
-                }
-                None => {
-                    let mut j = serde_json::json!({
-                        "arch": m.arch,
-                        "isa": isa,
-                        "cpu": cpu,
-                        "batch": m.batch,
-                        "threads": threads,
-                        "input": m.input_chw,
-                        "iters": m.iters,
-                        "median_ms": m.median_ms,
-                        "p90_ms": m.p90_ms,
-                        "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
-                    });
-                    if let Some(c) = &m.cost {
-                        j["path"] = c.path.into();
-                        j["allocs_per_inference"] = c.allocs.into();
-                        j["alloc_bytes_per_inference"] = c.alloc_bytes.into();
-                        j["ctx_switches_per_inference"] = c.ctx_switches.into();
-                        j["sys_time_fraction"] = c.sys_frac.into();
-                        j["cpu_per_wall"] = c.cpu_frac.into();
-                        if let Some(a) = c.arena_bytes {
-                            j["arena_bytes"] = a.into();
-                        }
-                        if let Some((n, one)) = c.steps {
-                            j["plan_steps"] = n.into();
-                            j["single_thread_steps"] = one.into();
-                        }
-                    }
-                    j
+        // The fields every row has, then a training step's or an inference's own.
+        let mut j = serde_json::json!({
+            "arch": m.arch,
+            "isa": isa,
+            "cpu": cpu,
+            "batch": m.batch,
+            "threads": threads,
+            "input": m.input_chw,
+            "iters": m.iters,
+            "p90_ms": m.p90_ms,
+            "images_per_s": m.batch as f64 * 1e3 / m.median_ms,
+        });
+        match m.peak_rss_mb {
+            // A training step.
+            Some(rss) => {
+                j["train_step_ms"] = m.median_ms.into();
+                j["peak_rss_mb"] = rss.into();
+                if let Some((n, exposed, copy)) = m.dist {
+                    // `batch` is the global batch, `threads` and the memory per process.
+                    j["processes"] = n.into();
+                    j["comm_exposed_ms_per_step"] = exposed.into();
+                    j["comm_copy_ms_per_step"] = copy.into();
                 }
             }
-        );
+            None => {
+                j["median_ms"] = m.median_ms.into();
+                if let Some(c) = &m.cost {
+                    j["path"] = c.path.into();
+                    j["allocs_per_inference"] = c.allocs.into();
+                    j["alloc_bytes_per_inference"] = c.alloc_bytes.into();
+                    j["ctx_switches_per_inference"] = c.ctx_switches.into();
+                    j["sys_time_fraction"] = c.sys_frac.into();
+                    j["cpu_per_wall"] = c.cpu_frac.into();
+                    if let Some(a) = c.arena_bytes {
+                        j["arena_bytes"] = a.into();
+                    }
+                    if let Some((n, one)) = c.steps {
+                        j["plan_steps"] = n.into();
+                        j["single_thread_steps"] = one.into();
+                    }
+                }
+            }
+        }
+        outln!("{}", j);
     } else {
         let [c, h, w] = m.input_chw;
         if let Some(rss) = m.peak_rss_mb {

@@ -37,6 +37,11 @@ pub struct PlanBuilder {
     reference: Option<Vec<RefStep>>,
 }
 
+/// A dense 1x1 convolution with stride 1 and no padding: a GEMM over the pixels.
+pub(super) fn is_pointwise(s: &Conv2dShape) -> bool {
+    s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0) && s.groups == 1
+}
+
 fn kerr(e: KernelError) -> ModelError {
     ModelError::config(format!("plan: {e}"))
 }
@@ -164,8 +169,7 @@ impl PlanBuilder {
         // the batch norm is a scale in the epilogue: nothing is folded).
         let folded =
             (self.reference.is_some() && scale.is_none()).then(|| (w.clone(), bias.clone()));
-        let pointwise =
-            s.kh == 1 && s.kw == 1 && s.stride == (1, 1) && s.padding == (0, 0) && s.groups == 1;
+        let pointwise = is_pointwise(&s);
         if let Some(r) = &into {
             if !pointwise || (r.n, r.c, r.h, r.w) != (x.n, s.c_out, oh, ow) {
                 return Err(ModelError::config(format!(

@@ -2,7 +2,7 @@
 //! depthwise-separable and conv + BN + act blocks, with or without squeeze-excitation) and the
 //! (SE-)ResNet bottleneck.
 
-use super::builder::{Feat, PlanBuilder};
+use super::builder::{is_pointwise, Feat, PlanBuilder};
 use super::fused::{ExpandDepthwise, ExpandGroup};
 use super::steps::Step;
 use crate::blocks::bottleneck::Bottleneck;
@@ -36,18 +36,12 @@ fn project(b: &mut PlanBuilder, h: &Feat, pwl: &ConvBnAct, x: Feat, skip: bool) 
 /// output then sits on the cores in a layout the next step reads less well).
 fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAct) -> Result<Feat> {
     let sp = PlanBuilder::conv_shape(x, &pw.conv)?;
-    let pointwise = sp.kh == 1
-        && sp.kw == 1
-        && sp.stride == (1, 1)
-        && sp.padding == (0, 0)
-        && sp.groups == 1
-        && sp.dilation == (1, 1);
     let e_shape = Feat { c: sp.c_out, ..*x };
     let sd = PlanBuilder::conv_shape(&e_shape, &dw.conv)?;
     let (hw, ce, ci) = (x.h * x.w, sp.c_out, sp.c_in);
     let l2 = Host::get().caches.l2.size;
     let fuse = !b.has_reference()
-        && pointwise
+        && is_pointwise(&sp)
         && sd.is_depthwise()
         && ce.saturating_mul(hw).saturating_mul(4) > 2 * l2;
     if !fuse {
