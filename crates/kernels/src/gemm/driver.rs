@@ -16,7 +16,9 @@
 
 use super::blocking::Blocking;
 use super::in_place;
-use super::kernel::{MicroKernelFn, PackFn, RowWideFn, ShortKernel, TileEpilogue, WIDE_PANELS};
+use super::kernel::{
+    MicroKernelFn, NarrowKernel, PackFn, RowWideFn, ShortKernel, TileEpilogue, WIDE_PANELS,
+};
 use super::partition::{Partition, Task};
 use super::segments::{self, Axis, Layout, Segments};
 use super::table::Tuning;
@@ -155,6 +157,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
                 tile: row,
                 row_wide: tuning.kernel.run_row_wide,
                 short: &[],
+                narrow: &[],
             },
         ),
         _ => (
@@ -163,6 +166,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
                 tile: tuning.kernel.run,
                 row_wide: None,
                 short: tuning.kernel.run_short,
+                narrow: tuning.kernel.run_narrow,
             },
         ),
     };
@@ -219,6 +223,39 @@ struct Kernels {
     row_wide: Option<RowWideFn>,
     /// Short twins of `tile` for a last row panel shorter than MR, fewest rows first.
     short: &'static [ShortKernel],
+    /// Narrow twins of `tile` for a last column panel narrower than NR, fewest columns first.
+    narrow: &'static [NarrowKernel],
+}
+
+impl Kernels {
+    /// The kernel for a `rows x cols` tile (at most MR x NR) and the tile it computes: the
+    /// narrowest narrow twin covering `cols`, the shortest short twin covering `rows`, or the
+    /// full tile (whose padding a temporary absorbs).
+    fn for_tile(
+        &self,
+        rows: usize,
+        cols: usize,
+        mr: usize,
+        nr: usize,
+    ) -> (MicroKernelFn, usize, usize) {
+        let shortest = |short: &[ShortKernel], full: MicroKernelFn| match short
+            .iter()
+            .find(|s| s.rows >= rows)
+        {
+            Some(s) if rows < mr => (s.run, s.rows),
+            _ => (full, mr),
+        };
+        match self.narrow.iter().find(|n| n.cols >= cols) {
+            Some(n) if cols < nr => {
+                let (run, rows) = shortest(n.short, n.run);
+                (run, rows, n.cols)
+            }
+            _ => {
+                let (run, rows) = shortest(self.short, self.tile);
+                (run, rows, nr)
+            }
+        }
+    }
 }
 
 /// A 64-byte aligned, reusable f32 buffer for packed panels.
@@ -502,19 +539,17 @@ unsafe fn macro_block(
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
-                let rows = mr.min(mc - ir);
-                // A short last panel: the smallest short twin that covers its rows.
-                let (run, tile_rows) = match kernel.short.iter().find(|s| s.rows >= rows) {
-                    Some(short) if rows < mr => (short.run, short.rows),
-                    _ => (kernel.tile, mr),
-                };
+                let (rows, cols) = (mr.min(mc - ir), nr.min(nc - jr));
+                // A short last row panel or a narrow last column panel: the smallest twin
+                // that covers it.
+                let (run, tile_rows, tile_cols) = kernel.for_tile(rows, cols, mr, nr);
                 let tile = TileSpec {
                     i0,
                     j0,
                     rows,
-                    cols: nr.min(nc - jr),
+                    cols,
                     mr: tile_rows,
-                    nr,
+                    nr: tile_cols,
                 };
                 let mut epi = d.epi;
                 if d.last {

@@ -75,6 +75,20 @@ pub(crate) struct ShortKernel {
     pub run: MicroKernelFn,
 }
 
+/// A narrow twin of a microkernel: the same body computing only the first `cols` columns of
+/// the full kernel's B micro-panels (read with their row stride), for the last column panel of
+/// a product whose N is not a multiple of NR. Each element is accumulated in the same order as
+/// in the full tile, so a narrow tile's bits equal the full tile's first columns.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NarrowKernel {
+    /// Columns computed (a whole number of vectors, less than the full kernel's NR).
+    pub cols: usize,
+    /// The kernel: the [`MicroKernelFn`] contract with an `MR x cols` tile of C.
+    pub run: MicroKernelFn,
+    /// Its short twins (rows of a last, short row panel), fewest rows first.
+    pub short: &'static [ShortKernel],
+}
+
 /// A packing routine (see `pack.rs` for the layout and the safety contract).
 pub(crate) type PackFn = unsafe fn(
     tile: usize,

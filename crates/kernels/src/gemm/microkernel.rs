@@ -18,6 +18,12 @@
 //! multiple of MR (M = 16 on a 12-row tile would otherwise spend a third of its FMAs on
 //! padding rows and go through a padded temporary tile).
 //!
+//! The tiles of more than one B vector also have narrow twins (`avx512_12x16_of32`,
+//! `avx2_6x8_of16`, `portable_4x8_of16`, with short twins of their own for the corner): the
+//! same body over the first vector of each B row, for the last column panel when N modulo NR
+//! fits in it. N = 196 (a 14 x 14 plane) on a 32-wide tile leaves 4 columns: the full tile
+//! would spend 28/32 of that panel's FMAs on padding, the narrow one 12/16.
+//!
 //! Each has a one-row twin (`avx512_1x32`, `avx512_1x16`, `avx2_1x16`, `portable_1x16`), the
 //! same body with MR = 1, for products with a single row: a padded 12-row tile would spend
 //! 11/12 of its FMAs on padding there. Its NV accumulators form one FMA chain per vector, so
@@ -295,6 +301,12 @@ kernels! {
     #[cfg(target_arch = "x86_64")]
     avx512_8x32_of12: crate::simd::Avx512, 8 x 2 / 12, "avx512f";
     #[cfg(target_arch = "x86_64")]
+    avx512_12x16_of32: crate::simd::Avx512, 12 x 1, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_4x16_of12x32: crate::simd::Avx512, 4 x 1 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_8x16_of12x32: crate::simd::Avx512, 8 x 1 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
     avx512_24x16: crate::simd::Avx512, 24 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx512_8x16_of24: crate::simd::Avx512, 8 x 1 / 24, "avx512f";
@@ -306,6 +318,12 @@ kernels! {
     avx2_2x16_of6: crate::simd::Avx2, 2 x 2 / 6, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx2_4x16_of6: crate::simd::Avx2, 4 x 2 / 6, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_6x8_of16: crate::simd::Avx2, 6 x 1, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_2x8_of6x16: crate::simd::Avx2, 2 x 1 / 6, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_4x8_of6x16: crate::simd::Avx2, 4 x 1 / 6, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx512_1x32: crate::simd::Avx512, 1 x 2, "avx512f";
     #[cfg(target_arch = "x86_64")]
@@ -330,6 +348,24 @@ pub(crate) unsafe fn portable_4x16(
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
     unsafe { tile::<crate::simd::Portable, 4, 2, 4>(kc, a, b, rsb, c, rsc, epi) }
+}
+
+/// [`portable_4x16`] narrowed to the first 8 columns of its B panels (see
+/// `MicroKernel::run_narrow`).
+///
+/// # Safety
+/// See [`super::kernel::MicroKernelFn`] with NR = 8 (B rows `rsb` apart).
+pub(crate) unsafe fn portable_4x8_of16(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: forwarded contract; the portable ISA runs anywhere.
+    unsafe { tile::<crate::simd::Portable, 4, 1, 4>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// [`portable_4x16`] with one row (see `MicroKernel::run_row`).

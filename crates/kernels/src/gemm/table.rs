@@ -8,7 +8,7 @@
 //! `TESSERA_TUNE=off` ignores the cache.
 
 use super::blocking::{derive, Blocking};
-use super::kernel::{MicroKernelFn, PackFn, RowWideFn, ShortKernel};
+use super::kernel::{MicroKernelFn, NarrowKernel, PackFn, RowWideFn, ShortKernel};
 use super::tune_cache;
 use crate::host::Host;
 use crate::isa::Isa;
@@ -37,6 +37,9 @@ pub struct MicroKernel {
     /// Short twins for the last row panel when M is not a multiple of MR, fewest rows first
     /// (empty: such panels run the full tile through a padded temporary).
     pub(crate) run_short: &'static [ShortKernel],
+    /// Narrow twins for the last column panel when N is not a multiple of NR, fewest columns
+    /// first (empty: such panels run the full tile through a padded temporary).
+    pub(crate) run_narrow: &'static [NarrowKernel],
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
 }
@@ -123,6 +126,20 @@ static AVX512: [MicroKernel; 2] = [
                 run: super::microkernel::avx512_8x32_of12,
             },
         ],
+        run_narrow: &[NarrowKernel {
+            cols: 16,
+            run: super::microkernel::avx512_12x16_of32,
+            short: &[
+                ShortKernel {
+                    rows: 4,
+                    run: super::microkernel::avx512_4x16_of12x32,
+                },
+                ShortKernel {
+                    rows: 8,
+                    run: super::microkernel::avx512_8x16_of12x32,
+                },
+            ],
+        }],
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -144,6 +161,7 @@ static AVX512: [MicroKernel; 2] = [
                 run: super::microkernel::avx512_16x16_of24,
             },
         ],
+        run_narrow: &[],
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -168,6 +186,20 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
             run: super::microkernel::avx2_4x16_of6,
         },
     ],
+    run_narrow: &[NarrowKernel {
+        cols: 8,
+        run: super::microkernel::avx2_6x8_of16,
+        short: &[
+            ShortKernel {
+                rows: 2,
+                run: super::microkernel::avx2_2x8_of6x16,
+            },
+            ShortKernel {
+                rows: 4,
+                run: super::microkernel::avx2_4x8_of6x16,
+            },
+        ],
+    }],
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -181,6 +213,11 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
     run_row: Some(super::microkernel::portable_1x16),
     run_row_wide: None,
     run_short: &[],
+    run_narrow: &[NarrowKernel {
+        cols: 8,
+        run: super::microkernel::portable_4x8_of16,
+        short: &[],
+    }],
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -194,6 +231,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     run_row: None,
     run_row_wide: None,
     run_short: &[],
+    run_narrow: &[],
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
