@@ -317,6 +317,8 @@ impl DepthBlock {
                 bias_col: std::ptr::null(),
                 scale_row: std::ptr::null(),
                 scale_col: std::ptr::null(),
+                prefetch: std::ptr::null(),
+                prefetch_rs: 0,
                 activation: if last {
                     p.epilogue.activation
                 } else {
@@ -536,6 +538,20 @@ unsafe fn macro_block(
                     }
                 }
             };
+            // An in-place B: the next panel's first row when it is read in place too, for the
+            // first tile of this panel to prefetch.
+            let next_in_place = match bsrc {
+                BBlock::InPlace { .. } if jr + 2 * nr <= nc => {
+                    let (j1, lb) = (jc + jr + nr, p.b_layout());
+                    if lb.contiguous_run(Axis::Cols, j1, nr) {
+                        // SAFETY: element (pc, j1) lies inside B (j1 + nr <= jc + nc).
+                        Some(unsafe { p.b.add(lb.offset(d.pc, j1)) })
+                    } else {
+                        None
+                    }
+                }
+                _ => None,
+            };
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
@@ -557,6 +573,10 @@ unsafe fn macro_block(
                     epi.bias_col = bias_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
                     epi.scale_row = scale_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
                     epi.scale_col = scale_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
+                }
+                if let (Some(next), 0) = (next_in_place, ir) {
+                    epi.prefetch = next;
+                    epi.prefetch_rs = p.b_layout().rs;
                 }
                 // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
                 unsafe {

@@ -43,6 +43,13 @@ pub(crate) struct TileEpilogue {
     /// NR per-column scale values, or null.
     pub scale_col: *const f32,
     pub activation: Activation,
+    /// The B micro-panel the driver will read next when B is read in place (its first row;
+    /// rows `prefetch_rs` floats apart, `kc` of them), or null: the kernel prefetches one of
+    /// its rows per k step, because the hardware prefetchers do not follow rows that lie
+    /// in different pages.
+    pub prefetch: *const f32,
+    /// Row stride of the panel at `prefetch`.
+    pub prefetch_rs: usize,
 }
 
 /// One MR x NR microkernel. `kc` may be 0 (then the accumulators are zero). B's `kc` rows of

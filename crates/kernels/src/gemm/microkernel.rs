@@ -100,6 +100,24 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
         }
         let mut acc = [[S::zero(); NV]; MR];
         let (mut a, mut b) = (a, b);
+        // The next in-place B panel, one row (its NR floats: up to three cache lines) per k
+        // step, spread over the loop (a burst of them up front would fill the line-fill
+        // buffers the kernel's own loads need).
+        let (mut pf, pf_rs) = (epi.prefetch, epi.prefetch_rs);
+        if !pf.is_null() {
+            // Not unrolled: measured faster than the unrolled loop with the prefetches
+            // interleaved (24 x 3136 x 96 on Sapphire Rapids, 155 against 140 GFLOP/s).
+            for _ in 0..kc {
+                S::prefetch(pf);
+                S::prefetch(pf.wrapping_add(nr / 2));
+                S::prefetch(pf.wrapping_add(nr - 1));
+                step::<S, MR, NV>(&mut acc, a, b);
+                a = a.add(AS);
+                b = b.add(rsb);
+                pf = pf.wrapping_add(pf_rs);
+            }
+        }
+        let kc = if epi.prefetch.is_null() { kc } else { 0 };
         // Unrolled by 4 to amortise the loop counter; the remainder one step at a time.
         for _ in 0..kc / 4 {
             step::<S, MR, NV>(&mut acc, a, b);
