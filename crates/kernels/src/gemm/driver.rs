@@ -420,6 +420,23 @@ unsafe fn run_task(
     PACK_BUFS.with(|cell| cell.set(Some(bufs)));
 }
 
+/// The rows of A packed per MC block of a task with `rows` rows: all of them when their
+/// packed block (`rows x kc`) fits in half of L2, else the blocking's MC. One block streams
+/// every B panel once; MC blocks stream the whole B block once each, which for a B larger
+/// than L2 (ViT-B's 768 x 3072 weights against 197 token rows, with MC = 96) means reading
+/// it from memory three times. Changes no result: each element sees the same depth order.
+fn row_block(blk: &Blocking, rows: usize, kc: usize) -> usize {
+    let padded = rows.div_ceil(blk.mr.max(1)) * blk.mr;
+    let bytes = padded
+        .saturating_mul(kc)
+        .saturating_mul(std::mem::size_of::<f32>());
+    if rows > blk.mc && bytes <= Host::get().caches.l2.size / 2 {
+        padded
+    } else {
+        blk.mc
+    }
+}
+
 /// Loops 3..1 for rows `[m0, m1)` of C against one packed B block (columns `jc..jc + nc`,
 /// depth block `d`): pack A per MC block, then every MR x NR tile.
 ///
@@ -451,9 +468,10 @@ unsafe fn macro_block(
         Scale::PerCol(v) => (None, Some(v)),
     };
     // Loop 3: rows of C in MC blocks.
+    let mc_block = row_block(blk, m1 - m0, kc);
     let mut ic = m0;
     while ic < m1 {
-        let mc = blk.mc.min(m1 - ic);
+        let mc = mc_block.min(m1 - ic);
         let apack: *const f32 = match p.a_packed {
             // ic is a multiple of MR (tasks and MC blocks start on panel boundaries).
             Some(packed) => packed.block_ptr(d.kb, ic),
