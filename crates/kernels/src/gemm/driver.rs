@@ -211,8 +211,15 @@ enum BBlock {
     /// A packed block: panel `jr / nr` at `jr * kc`, rows `nr` floats apart.
     Packed(*const f32),
     /// B itself (see `in_place.rs`); edge panels are packed with `pack_b` into `edge`, the
-    /// task's buffer of `kc * nr` floats.
-    InPlace { edge: *mut f32, pack_b: PackFn },
+    /// task's buffer of `kc * nr` floats. With `pack_all`, every panel is packed there just
+    /// before its tiles run (B is not read in place, but a packed block would be read by one
+    /// MC block only: packing panel by panel keeps each in L1 instead of writing the whole
+    /// block out to L2 or L3 and reading it back).
+    InPlace {
+        edge: *mut f32,
+        pack_b: PackFn,
+        pack_all: bool,
+    },
 }
 
 /// The microkernels of one call: the tile kernel (the one-row twin on the row path) and, on
@@ -383,6 +390,12 @@ unsafe fn run_task(
     let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
     let (abuf, bbuf) = &mut *bufs;
     let k = depth(p);
+    // One MC block and several B panels: pack B panel by panel (see `BBlock::InPlace`).
+    let rows = task.m1 - task.m0;
+    let per_panel = !in_place
+        && p.b_packed.is_none()
+        && task.n1 - task.n0 > blk.nr
+        && row_block(blk, rows, blk.kc.min(k)) >= rows;
     // Loop 5: columns of C in NC blocks.
     let mut jc = task.n0;
     while jc < task.n1 {
@@ -390,10 +403,11 @@ unsafe fn run_task(
         // Loop 4: the depth in KC blocks.
         for kb in 0..k.div_ceil(blk.kc).max(1) {
             let d = DepthBlock::new(p, blk, k, kb);
-            let bsrc = if in_place {
+            let bsrc = if in_place || per_panel {
                 BBlock::InPlace {
                     edge: bbuf.slice(d.kc * blk.nr).as_mut_ptr(),
                     pack_b,
+                    pack_all: !in_place,
                 }
             } else {
                 let buf = bbuf.slice(nc.div_ceil(blk.nr) * blk.nr * d.kc);
@@ -530,10 +544,14 @@ unsafe fn macro_block(
             let (b_panel, rsb) = match bsrc {
                 // SAFETY: the panel lies in the packed block (jr < nc).
                 BBlock::Packed(bpack) => (unsafe { bpack.add(jr * kc) }, nr),
-                BBlock::InPlace { edge, pack_b } => {
+                BBlock::InPlace {
+                    edge,
+                    pack_b,
+                    pack_all,
+                } => {
                     let (j0, cols) = (jc + jr, nr.min(nc - jr));
                     let lb = p.b_layout();
-                    if cols == nr && lb.contiguous_run(Axis::Cols, j0, nr) {
+                    if !pack_all && cols == nr && lb.contiguous_run(Axis::Cols, j0, nr) {
                         // SAFETY: element (pc, j0) lies inside B, and so do the panel's kc
                         // rows of nr contiguous columns.
                         (unsafe { p.b.add(lb.offset(d.pc, j0)) }, lb.rs)
@@ -556,8 +574,8 @@ unsafe fn macro_block(
                     }
                 }
             };
-            // An in-place B: the next panel's first row when it is read in place too, for the
-            // first tile of this panel to prefetch.
+            // A B read in place or packed panel by panel: the next panel's first row in B,
+            // for the first tile of this panel to prefetch (see `TileEpilogue::prefetch`).
             let next_in_place = match bsrc {
                 BBlock::InPlace { .. } if jr + 2 * nr <= nc => {
                     let (j1, lb) = (jc + jr + nr, p.b_layout());
