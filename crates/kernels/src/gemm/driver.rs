@@ -158,6 +158,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
                 row_wide: tuning.kernel.run_row_wide,
                 short: &[],
                 narrow: &[],
+                tile_t: None,
             },
         ),
         _ => (
@@ -167,6 +168,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
                 row_wide: None,
                 short: tuning.kernel.run_short,
                 narrow: tuning.kernel.run_narrow,
+                tile_t: tuning.kernel.run_t,
             },
         ),
     };
@@ -232,6 +234,8 @@ struct Kernels {
     short: &'static [ShortKernel],
     /// Narrow twins of `tile` for a last column panel narrower than NR, fewest columns first.
     narrow: &'static [NarrowKernel],
+    /// `tile` storing C transposed, for full tiles of a C with unit row stride.
+    tile_t: Option<MicroKernelFn>,
 }
 
 impl Kernels {
@@ -576,15 +580,20 @@ unsafe fn macro_block(
             };
             // A B read in place or packed panel by panel: the next panel's first row in B,
             // for the first tile of this panel to prefetch (see `TileEpilogue::prefetch`).
+            // B packed ahead (a layer's weights, cold at batch 1): the next packed panel.
             let next_in_place = match bsrc {
                 BBlock::InPlace { .. } if jr + 2 * nr <= nc => {
                     let (j1, lb) = (jc + jr + nr, p.b_layout());
                     if lb.contiguous_run(Axis::Cols, j1, nr) {
                         // SAFETY: element (pc, j1) lies inside B (j1 + nr <= jc + nc).
-                        Some(unsafe { p.b.add(lb.offset(d.pc, j1)) })
+                        Some((unsafe { p.b.add(lb.offset(d.pc, j1)) }, lb.rs))
                     } else {
                         None
                     }
+                }
+                // The next panel of the packed block (jr + nr < nc: it exists).
+                BBlock::Packed(bpack) if p.b_packed.is_some() && jr + nr < nc => {
+                    Some((bpack.wrapping_add((jr + nr) * kc), nr))
                 }
                 _ => None,
             };
@@ -610,14 +619,31 @@ unsafe fn macro_block(
                     epi.scale_row = scale_row.map_or(std::ptr::null(), |v| v[i0..].as_ptr());
                     epi.scale_col = scale_col.map_or(std::ptr::null(), |v| v[j0..].as_ptr());
                 }
-                if let (Some(next), 0) = (next_in_place, ir) {
+                if let (Some((next, rs)), 0) = (next_in_place, ir) {
                     epi.prefetch = next;
-                    epi.prefetch_rs = p.b_layout().rs;
+                    epi.prefetch_rs = rs;
+                } else if p.a_packed.is_some() && jr == 0 && ir + mr < mc {
+                    // A packed ahead (a layer's weights) is read from memory on the first B
+                    // panel's pass: each tile prefetches the next A panel.
+                    epi.prefetch = apack.wrapping_add((ir + mr) * kc);
+                    epi.prefetch_rs = mr;
                 }
                 // SAFETY: panel offsets stay inside the packed blocks; the tile lies in C.
                 unsafe {
                     let a_panel = apack.add(ir * kc);
-                    store_tile(p, run, kc, a_panel, (b_panel, rsb), &tile, &epi);
+                    match kernel.tile_t {
+                        // A full tile of a C stored column by column: the transposed store.
+                        Some(run_t)
+                            if (rows, cols) == (mr, nr)
+                                && p.rsc == 1
+                                && p.csc != 1
+                                && p.c_seg.is_none() =>
+                        {
+                            let c = p.c.add(lc.offset(i0, j0));
+                            run_t(kc, a_panel, b_panel, rsb, c, p.csc, &epi)
+                        }
+                        _ => store_tile(p, run, kc, a_panel, (b_panel, rsb), &tile, &epi),
+                    }
                 }
             }
             jr += nr;

@@ -36,6 +36,7 @@
 //! (`alpha`, `beta * C`, scale, bias, activation) in registers before one store.
 
 use super::kernel::{TileEpilogue, WIDE_PANELS};
+use super::microkernel_t as transposed;
 use crate::activation::vector::{kind, with_kind, VecAct};
 use crate::activation::Activation;
 use crate::simd::Simd;
@@ -77,7 +78,7 @@ unsafe fn step<S: Simd, const MR: usize, const NV: usize>(
 /// `kc * AS` floats; the CPU supports `S`'s ISA (every caller is a `#[target_feature]` wrapper
 /// below).
 #[inline(always)]
-unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
+unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize, const TR: bool>(
     kc: usize,
     a: *const f32,
     b: *const f32,
@@ -93,10 +94,16 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
         // Bring the C tile towards L1 while the k loop runs: the epilogue reads (beta, middle
         // depth blocks) and writes it, and its rows are far apart.
         #[cfg(target_arch = "x86_64")]
-        for i in 0..MR {
+        if TR {
+            for j in 0..nr {
+                S::prefetch(c.wrapping_add(j * rsc));
+            }
+        } else {
             use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc) as *const i8);
-            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc + nr - 1) as *const i8);
+            for i in 0..MR {
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(i * rsc + nr - 1) as *const i8);
+            }
         }
         let mut acc = [[S::zero(); NV]; MR];
         let (mut a, mut b) = (a, b);
@@ -141,13 +148,17 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize>(
         // over the stored tile, which is in L1.
         match epi.activation {
             Activation::Identity => {
-                store_tile::<S, MR, NV, _>(&mut acc, c, rsc, epi, kind::Identity)
+                store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Identity)
             }
-            Activation::Relu => store_tile::<S, MR, NV, _>(&mut acc, c, rsc, epi, kind::Relu),
-            Activation::Relu6 => store_tile::<S, MR, NV, _>(&mut acc, c, rsc, epi, kind::Relu6),
+            Activation::Relu => store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Relu),
+            Activation::Relu6 => store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Relu6),
             act => {
-                store_tile::<S, MR, NV, _>(&mut acc, c, rsc, epi, kind::Identity);
-                with_kind!(act, f => activate_tile::<S, MR, NV, _>(c, rsc, f));
+                store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Identity);
+                if TR {
+                    with_kind!(act, f => transposed::activate::<S, MR, NV, _>(c, rsc, f));
+                } else {
+                    with_kind!(act, f => activate_tile::<S, MR, NV, _>(c, rsc, f));
+                }
             }
         }
     }
@@ -180,11 +191,13 @@ unsafe fn row_wide<S: Simd, const NV: usize, const NW: usize>(
             }
         }
         match epi.activation {
-            Activation::Identity => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Identity),
-            Activation::Relu => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Relu),
-            Activation::Relu6 => store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Relu6),
+            Activation::Identity => {
+                store_tile::<S, 1, NW, false, _>(&mut acc, c, 0, epi, kind::Identity)
+            }
+            Activation::Relu => store_tile::<S, 1, NW, false, _>(&mut acc, c, 0, epi, kind::Relu),
+            Activation::Relu6 => store_tile::<S, 1, NW, false, _>(&mut acc, c, 0, epi, kind::Relu6),
             act => {
-                store_tile::<S, 1, NW, _>(&mut acc, c, 0, epi, kind::Identity);
+                store_tile::<S, 1, NW, false, _>(&mut acc, c, 0, epi, kind::Identity);
                 with_kind!(act, f => activate_tile::<S, 1, NW, _>(c, 0, f));
             }
         }
@@ -193,11 +206,12 @@ unsafe fn row_wide<S: Simd, const NV: usize, const NW: usize>(
 
 /// The first epilogue pass: `f(scale * (alpha * acc + beta * C) + bias)` stored over the tile. One
 /// loop per term, each branch outside its loop, so each loop is small enough to unroll fully.
+/// With `TR`, C is stored transposed (see [`transposed`]): element `(i, j)` at `c + j * rsc + i`.
 ///
 /// # Safety
 /// As [`tile`]: the tile at `c` (readable when `epi.load_c`), the bias and scale pointers.
 #[inline(always)]
-unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
+unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, const TR: bool, A: VecAct>(
     acc: &mut [[S::V; NV]; MR],
     c: *mut f32,
     rsc: usize,
@@ -214,7 +228,9 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
                 }
             }
         }
-        if epi.load_c {
+        if epi.load_c && TR {
+            transposed::add_beta_c::<S, MR, NV>(acc, c, rsc, S::splat(epi.beta));
+        } else if epi.load_c {
             let beta = S::splat(epi.beta);
             for (i, row) in acc.iter_mut().enumerate() {
                 for (h, x) in row.iter_mut().enumerate() {
@@ -254,6 +270,10 @@ unsafe fn store_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
                 }
             }
         }
+        if TR {
+            transposed::store::<S, MR, NV, A>(acc, c, rsc, f);
+            return;
+        }
         for (i, row) in acc.iter().enumerate() {
             for (h, &x) in row.iter().enumerate() {
                 S::store(c.add(i * rsc + h * S::L), f.apply::<S>(x));
@@ -287,7 +307,7 @@ unsafe fn activate_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
 /// instantiates [`tile`], where the vector intrinsics inline. `MR x NV` reads A panels `MR`
 /// rows tall; `MR x NV / AS` is a short tile over panels `AS` rows tall.
 macro_rules! kernels {
-    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal $(/ $as:literal)?, $feat:literal;)*) => {$(
+    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal $(/ $as:literal)? $(, $tr:ident)?, $feat:literal;)*) => {$(
         $(#[$cfg])*
         /// # Safety
         /// See [`super::kernel::MicroKernelFn`]; the CPU supports this kernel's ISA.
@@ -303,12 +323,16 @@ macro_rules! kernels {
         ) {
             // SAFETY: forwarded contract; the features are enabled on this function.
             unsafe {
-                tile::<$simd, $mr, $nv, { kernels!(@as $mr $(, $as)?) }>(kc, a, b, rsb, c, rsc, epi)
+                tile::<$simd, $mr, $nv, { kernels!(@as $mr $(, $as)?) }, { kernels!(@tr $($tr)?) }>(
+                    kc, a, b, rsb, c, rsc, epi,
+                )
             }
         }
     )*};
     (@as $mr:literal) => { $mr };
     (@as $mr:literal, $as:literal) => { $as };
+    (@tr) => { false };
+    (@tr transposed) => { true };
 }
 
 kernels! {
@@ -318,6 +342,8 @@ kernels! {
     avx512_4x32_of12: crate::simd::Avx512, 4 x 2 / 12, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx512_8x32_of12: crate::simd::Avx512, 8 x 2 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_12x32_t: crate::simd::Avx512, 12 x 2, transposed, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx512_12x16_of32: crate::simd::Avx512, 12 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]
@@ -336,6 +362,8 @@ kernels! {
     avx2_2x16_of6: crate::simd::Avx2, 2 x 2 / 6, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx2_4x16_of6: crate::simd::Avx2, 4 x 2 / 6, "avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx2_6x16_t: crate::simd::Avx2, 6 x 2, transposed, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx2_6x8_of16: crate::simd::Avx2, 6 x 1, "avx2,fma";
     #[cfg(target_arch = "x86_64")]
@@ -365,7 +393,24 @@ pub(crate) unsafe fn portable_4x16(
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 2, 4>(kc, a, b, rsb, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 4, 2, 4, false>(kc, a, b, rsb, c, rsc, epi) }
+}
+
+/// [`portable_4x16`] storing C transposed (see `MicroKernel::run_t`).
+///
+/// # Safety
+/// See [`super::kernel::MicroKernelFn`], with C's element `(i, j)` at `c + j * rsc + i`.
+pub(crate) unsafe fn portable_4x16_t(
+    kc: usize,
+    a: *const f32,
+    b: *const f32,
+    rsb: usize,
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: forwarded contract; the portable ISA runs anywhere.
+    unsafe { tile::<crate::simd::Portable, 4, 2, 4, true>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// [`portable_4x16`] narrowed to the first 8 columns of its B panels (see
@@ -383,7 +428,7 @@ pub(crate) unsafe fn portable_4x8_of16(
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 1, 4>(kc, a, b, rsb, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 4, 1, 4, false>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// [`portable_4x16`] with one row (see `MicroKernel::run_row`).
@@ -400,7 +445,7 @@ pub(crate) unsafe fn portable_1x16(
     epi: &TileEpilogue,
 ) {
     // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 1, 2, 1>(kc, a, b, rsb, c, rsc, epi) }
+    unsafe { tile::<crate::simd::Portable, 1, 2, 1, false>(kc, a, b, rsb, c, rsc, epi) }
 }
 
 /// Declares one ISA entry point per (ISA, panel width) of [`row_wide`].

@@ -21,6 +21,7 @@ mod driver;
 mod in_place;
 mod kernel;
 mod microkernel;
+mod microkernel_t;
 mod pack;
 mod pack_avx2;
 mod packed;

@@ -40,8 +40,43 @@ pub struct MicroKernel {
     /// Narrow twins for the last column panel when N is not a multiple of NR, fewest columns
     /// first (empty: such panels run the full tile through a padded temporary).
     pub(crate) run_narrow: &'static [NarrowKernel],
+    /// The full tile storing C transposed (element `(i, j)` at `c + j * rsc + i`, see
+    /// `microkernel_t.rs`), for a C whose rows are contiguous and columns strided.
+    pub(crate) run_t: Option<MicroKernelFn>,
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
+}
+
+impl MicroKernel {
+    /// Rows the kernel computes for `m` rows of C: whole MR panels, the last one through the
+    /// shortest short twin that covers it (or a full, padded panel).
+    pub fn padded_rows(&self, m: usize) -> usize {
+        let rem = m % self.mr;
+        let last = match self.run_short.iter().find(|s| s.rows >= rem) {
+            _ if rem == 0 => 0,
+            Some(s) => s.rows,
+            None => self.mr,
+        };
+        m - rem + last
+    }
+
+    /// Columns the kernel computes for `n` columns of C: whole NR panels, the last one through
+    /// the narrowest narrow twin that covers it (or a full, padded panel).
+    pub fn padded_cols(&self, n: usize) -> usize {
+        let rem = n % self.nr;
+        let last = match self.run_narrow.iter().find(|t| t.cols >= rem) {
+            _ if rem == 0 => 0,
+            Some(t) => t.cols,
+            None => self.nr,
+        };
+        n - rem + last
+    }
+
+    /// Whether the kernel has a transposed-store twin (`C` stored column by column at full
+    /// speed, see `microkernel_t.rs`).
+    pub fn stores_transposed(&self) -> bool {
+        self.run_t.is_some()
+    }
 }
 
 impl PartialEq for MicroKernel {
@@ -140,6 +175,7 @@ static AVX512: [MicroKernel; 2] = [
                 },
             ],
         }],
+        run_t: Some(super::microkernel::avx512_12x32_t),
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -162,6 +198,7 @@ static AVX512: [MicroKernel; 2] = [
             },
         ],
         run_narrow: &[],
+        run_t: None,
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -200,6 +237,7 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
             },
         ],
     }],
+    run_t: Some(super::microkernel::avx2_6x16_t),
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -218,6 +256,7 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
         run: super::microkernel::portable_4x8_of16,
         short: &[],
     }],
+    run_t: Some(super::microkernel::portable_4x16_t),
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -232,6 +271,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     run_row_wide: None,
     run_short: &[],
     run_narrow: &[],
+    run_t: None,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];

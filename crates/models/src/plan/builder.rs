@@ -188,10 +188,17 @@ impl PlanBuilder {
             None => self.buffer(&[x.n, s.c_out, oh, ow])?,
         };
         let step = if pointwise {
-            let wm =
-                PackedMatrix::pack_a(MatRef::row_major(&w, s.c_out, s.c_in), None).map_err(kerr)?;
+            let wv = MatRef::row_major(&w, s.c_out, s.c_in);
+            let transposed = x.n == 1 && pointwise_as_transpose(s.c_out, x.h * x.w)?;
+            let wm = if transposed {
+                PackedMatrix::pack_b(wv.t(), None)
+            } else {
+                PackedMatrix::pack_a(wv, None)
+            }
+            .map_err(kerr)?;
             Step::Pointwise {
                 w: wm,
+                transposed,
                 scale,
                 bias,
                 act,
@@ -517,4 +524,18 @@ impl PlanBuilder {
             output_shape: out_shape,
         })
     }
+}
+
+/// Whether a single-image pointwise convolution (`c_out` channels, `hw` pixels) runs as
+/// `Y^T = X^T W^T` (see `Step::Pointwise`): when the kernel in force stores C transposed at
+/// full speed and the rows and columns it would compute that way are at least 5% fewer
+/// (padding of the last row and column panels) than as `Y = W X`. A 7 x 7 plane (49 pixels)
+/// against a 32-column tile computes 64 columns one way and 52 rows the other.
+fn pointwise_as_transpose(c_out: usize, hw: usize) -> Result<bool> {
+    use tessera_core::kernels::gemm::table::selected;
+    let isa = tessera_core::kernels::Isa::current().map_err(kerr)?;
+    let k = selected(isa).tuning.kernel;
+    let direct = k.padded_rows(c_out) * k.padded_cols(hw);
+    let transposed = k.padded_rows(hw) * k.padded_cols(c_out);
+    Ok(k.stores_transposed() && 20 * transposed <= 19 * direct)
 }

@@ -52,7 +52,13 @@ pub enum Step {
     /// `Y[c_out, hw] (+)= W[c_out, c_in] X[c_in, hw]`, then scale (per output channel, an
     /// unfolded batch norm; never with `accumulate`), bias and activation.
     Pointwise {
+        /// `W` packed as the left operand, or with `transposed`, `W^T` packed as the right.
         w: PackedMatrix,
+        /// Computed as `Y^T[hw, c_out] = X^T[hw, c_in] W^T` (single image only), storing `Y`
+        /// through the kernel's transposed store: for small planes, whose pixels then run
+        /// along the kernel's rows (49 of a 7 x 7 plane: 52 computed rows instead of 64
+        /// computed columns). The same operations per element, so the same bits.
+        transposed: bool,
         scale: Option<Vec<f32>>,
         bias: Vec<f32>,
         act: Activation,
@@ -325,19 +331,24 @@ impl Step {
             ),
             Step::Pointwise {
                 w,
+                transposed,
                 act,
                 n,
                 hw,
                 accumulate,
                 ..
-            } => format!(
-                "gemm {}x{}x{} {}{}",
-                w.rows(),
-                n * hw,
-                w.cols(),
-                act.name(),
-                if *accumulate { " +=" } else { "" }
-            ),
+            } => {
+                let (ci, co) = pointwise_dims(w, *transposed);
+                format!(
+                    "gemm {}x{}x{} {}{}{}",
+                    co,
+                    n * hw,
+                    ci,
+                    act.name(),
+                    if *accumulate { " +=" } else { "" },
+                    if *transposed { " (as C^T)" } else { "" }
+                )
+            }
             Step::Linear {
                 w,
                 act,
@@ -426,6 +437,41 @@ impl Step {
             }
             Step::Pointwise {
                 w,
+                transposed: true,
+                scale,
+                bias,
+                act,
+                hw,
+                x,
+                y,
+                accumulate,
+                threads,
+                ..
+            } => {
+                let (io, [out]) = carve(arena, offs, [*y])?;
+                let xs = io.get(offs, *x)?;
+                let (ci, co) = pointwise_dims(w, true);
+                // X^T [hw, ci] and Y^T [hw, co]: the planes as columns.
+                let a = MatRef::new(xs, *hw, ci, 1, *hw);
+                let c = MatMut::new(out, *hw, co, 1, *hw);
+                let beta = if *accumulate { 1.0 } else { 0.0 };
+                let mut e = Epilogue::new(Bias::PerCol(bias), *act);
+                if let Some(s) = scale {
+                    e = e.with_scale(Scale::PerCol(s));
+                }
+                gemm_ex(
+                    1.0,
+                    Operand::View(a),
+                    Operand::Packed(w),
+                    beta,
+                    c,
+                    e,
+                    &cfg(*threads),
+                )
+                .map_err(kerr)
+            }
+            Step::Pointwise {
+                w,
                 scale,
                 bias,
                 act,
@@ -435,10 +481,11 @@ impl Step {
                 y,
                 accumulate,
                 threads,
+                ..
             } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
                 let xs = io.get(offs, *x)?;
-                let (ci, co) = (w.cols(), w.rows());
+                let (ci, co) = pointwise_dims(w, false);
                 let mut b = MatRef::new(xs, ci, n * hw, *hw, 1);
                 let mut c = MatMut::new(out, co, n * hw, *hw, 1);
                 if *n > 1 {
@@ -721,5 +768,14 @@ impl Step {
                 Ok(())
             }
         }
+    }
+}
+
+/// `(c_in, c_out)` of a pointwise step's packed weight (`W` as A, or `W^T` as B).
+pub(crate) fn pointwise_dims(w: &PackedMatrix, transposed: bool) -> (usize, usize) {
+    if transposed {
+        (w.rows(), w.cols())
+    } else {
+        (w.cols(), w.rows())
     }
 }
