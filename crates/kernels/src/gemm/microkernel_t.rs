@@ -25,7 +25,10 @@ pub(super) unsafe fn add_beta_c<S: Simd, const MR: usize, const NV: usize>(
     ldc: usize,
     beta: S::V,
 ) {
-    debug_assert!(MR < S::L, "a transposed tile has fewer rows than vector lanes");
+    debug_assert!(
+        MR < S::L,
+        "a transposed tile has fewer rows than vector lanes"
+    );
     // SAFETY: the function's contract; every load reads MR floats of one column.
     unsafe {
         for h in 0..NV {
@@ -53,7 +56,10 @@ pub(super) unsafe fn store<S: Simd, const MR: usize, const NV: usize, A: VecAct>
     ldc: usize,
     f: A,
 ) {
-    debug_assert!(MR < S::L, "a transposed tile has fewer rows than vector lanes");
+    debug_assert!(
+        MR < S::L,
+        "a transposed tile has fewer rows than vector lanes"
+    );
     // SAFETY: the function's contract; every store writes MR floats of one column.
     unsafe {
         for h in 0..NV {

@@ -43,6 +43,9 @@ pub struct MicroKernel {
     /// The full tile storing C transposed (element `(i, j)` at `c + j * rsc + i`, see
     /// `microkernel_t.rs`), for a C whose rows are contiguous and columns strided.
     pub(crate) run_t: Option<MicroKernelFn>,
+    /// What `run_t`'s transposed store costs over the row-major store, in k steps of the
+    /// tile (shuffles of its `L x L` transposes over the FMA cycles of one k step).
+    pub(crate) transpose_steps: usize,
     pub(crate) pack_a: PackFn,
     pub(crate) pack_b: PackFn,
 }
@@ -72,10 +75,11 @@ impl MicroKernel {
         n - rem + last
     }
 
-    /// Whether the kernel has a transposed-store twin (`C` stored column by column at full
-    /// speed, see `microkernel_t.rs`).
-    pub fn stores_transposed(&self) -> bool {
-        self.run_t.is_some()
+    /// The extra cost of a C stored column by column, in k steps per full tile (the tile's
+    /// transposes, see `microkernel_t.rs`), or `None` when the kernel has no transposed-store
+    /// twin (such a C then goes through a padded temporary, element by element).
+    pub fn transposed_store_cost(&self) -> Option<usize> {
+        self.run_t.map(|_| self.transpose_steps)
     }
 }
 
@@ -176,6 +180,9 @@ static AVX512: [MicroKernel; 2] = [
             ],
         }],
         run_t: Some(super::microkernel::avx512_12x32_t),
+        // Two 16 x 16 transposes (64 shuffles each, one port) against 24 FMAs (12 cycles on
+        // two pipes) per k step.
+        transpose_steps: 11,
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -199,6 +206,7 @@ static AVX512: [MicroKernel; 2] = [
         ],
         run_narrow: &[],
         run_t: None,
+        transpose_steps: 0,
         pack_a: super::pack_avx2::pack_a_t,
         pack_b: super::pack_avx2::pack_b_t,
     },
@@ -238,6 +246,8 @@ static AVX2: [MicroKernel; 1] = [MicroKernel {
         ],
     }],
     run_t: Some(super::microkernel::avx2_6x16_t),
+    // Two 8 x 8 transposes (24 shuffles each) against 12 FMAs (6 cycles) per k step.
+    transpose_steps: 8,
     pack_a: super::pack_avx2::pack_a_t,
     pack_b: super::pack_avx2::pack_b_t,
 }];
@@ -257,6 +267,8 @@ static PORTABLE: [MicroKernel; 1] = [MicroKernel {
         short: &[],
     }],
     run_t: Some(super::microkernel::portable_4x16_t),
+    // Transposes through memory: about 4 x 64 scalar moves against 8 vector FMAs per k step.
+    transpose_steps: 32,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];
@@ -272,6 +284,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     run_short: &[],
     run_narrow: &[],
     run_t: None,
+    transpose_steps: 0,
     pack_a: super::pack::pack_a,
     pack_b: super::pack::pack_b,
 }];

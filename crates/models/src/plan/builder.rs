@@ -189,7 +189,7 @@ impl PlanBuilder {
         };
         let step = if pointwise {
             let wv = MatRef::row_major(&w, s.c_out, s.c_in);
-            let transposed = x.n == 1 && pointwise_as_transpose(s.c_out, x.h * x.w)?;
+            let transposed = x.n == 1 && pointwise_as_transpose(s.c_out, s.c_in, x.h * x.w)?;
             let wm = if transposed {
                 PackedMatrix::pack_b(wv.t(), None)
             } else {
@@ -526,16 +526,21 @@ impl PlanBuilder {
     }
 }
 
-/// Whether a single-image pointwise convolution (`c_out` channels, `hw` pixels) runs as
-/// `Y^T = X^T W^T` (see `Step::Pointwise`): when the kernel in force stores C transposed at
-/// full speed and the rows and columns it would compute that way are at least 5% fewer
-/// (padding of the last row and column panels) than as `Y = W X`. A 7 x 7 plane (49 pixels)
-/// against a 32-column tile computes 64 columns one way and 52 rows the other.
-fn pointwise_as_transpose(c_out: usize, hw: usize) -> Result<bool> {
+/// Whether a single-image pointwise convolution (`c_out` x `c_in` weights, `hw` pixels) runs
+/// as `Y^T = X^T W^T` (see `Step::Pointwise`): when the kernel in force stores C transposed
+/// and the work that way, padded rows x padded columns x (depth + the transposed store's cost
+/// per tile in k steps), is at least 5% less than as `Y = W X`. A 7 x 7 plane (49 pixels)
+/// computes 64 columns of a 32-wide tile one way and 52 rows the other; a 14 x 14 plane
+/// (196 = 6 x 32 + 4 columns, the last panel through a 16-wide narrow twin) gains less than
+/// the transposes cost.
+fn pointwise_as_transpose(c_out: usize, c_in: usize, hw: usize) -> Result<bool> {
     use tessera_core::kernels::gemm::table::selected;
     let isa = tessera_core::kernels::Isa::current().map_err(kerr)?;
     let k = selected(isa).tuning.kernel;
-    let direct = k.padded_rows(c_out) * k.padded_cols(hw);
-    let transposed = k.padded_rows(hw) * k.padded_cols(c_out);
-    Ok(k.stores_transposed() && 20 * transposed <= 19 * direct)
+    let Some(extra) = k.transposed_store_cost() else {
+        return Ok(false);
+    };
+    let direct = k.padded_rows(c_out) * k.padded_cols(hw) * c_in;
+    let transposed = k.padded_rows(hw) * k.padded_cols(c_out) * (c_in + extra);
+    Ok(20 * transposed <= 19 * direct)
 }
