@@ -12,10 +12,11 @@
 //!
 //! Cost: the two layers are matrix-vector products (`c x rd` weights per image, a few
 //! hundred thousand multiply-adds per block), bound by reading the f32 weights once. Each dot
-//! product runs over eight f64 accumulators in a fixed order (lane `l` takes the terms
-//! `k = l mod 8`, then a fixed pairwise sum), written once and instantiated per ISA inside a
-//! `#[target_feature]` wrapper so that it vectorises there; with no fused multiply-add, every
-//! path returns the same bits. Rows are split over the rayon pool when the layer is large
+//! product runs over 32 f64 lanes in a fixed order (lane `l` takes the terms `k = l mod 32`,
+//! then a fixed pairwise tree), so that the vector accumulators form independent chains;
+//! written once and instantiated per ISA inside a `#[target_feature]`
+//! wrapper so that it vectorises there, with no fused multiply-add: every path returns the
+//! same bits. Rows are split over the rayon pool when the layer is large
 //! (each output is one dot product: the same bits for any thread count).
 
 use crate::activation::{reference, Activation};
@@ -71,27 +72,38 @@ impl ExciteWeights<'_> {
     }
 }
 
-/// `sum_k w[k] x[k]` in f64 over eight lanes (lane `l`: `k = l mod 8`), then
-/// `((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))`.
+/// Lanes of one dot product: lane `l` sums the terms `k = l mod 32` (four vectors of
+/// AVX-512, eight of AVX2: independent accumulator chains).
+const LANES: usize = 32;
+
+/// `sum_k w[k] x[k]` in f64 over [`LANES`] lanes, then the lanes added pairwise in a fixed
+/// tree.
 #[inline(always)]
 fn dot(w: &[f32], x: &[f64]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let (wc, xc) = (w.chunks_exact(8), x.chunks_exact(8));
+    let mut acc = [0.0f64; LANES];
+    let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
-    for (w8, x8) in wc.zip(xc) {
-        for l in 0..8 {
-            acc[l] += f64::from(w8[l]) * x8[l];
+    for (w32, x32) in wc.zip(xc) {
+        for l in 0..LANES {
+            acc[l] += f64::from(w32[l]) * x32[l];
         }
     }
     for (l, (&wv, &xv)) in wr.iter().zip(xr).enumerate() {
         acc[l] += f64::from(wv) * xv;
     }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
 }
 
-/// `out[r * n + b] = bias[r] + dot(w[r], x[b])` for the rows `r` of `out`'s chunk starting at
-/// row `r0` (`w`: `[rows, k]`, `x`: `[n, k]`): row-outer, so a row of weights is read once for
-/// all `n` images.
+/// `out[r * n + b] = bias[r0 + r] + W[r0 + r] . x[b]` for the rows of `out`'s chunk (`w`:
+/// `[rows, k]`, `x`: `[n, k]`): row-outer, so a row of weights is read once for all `n`
+/// images.
 #[inline(always)]
 fn rows_body(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
     let n = x.len() / k.max(1);
