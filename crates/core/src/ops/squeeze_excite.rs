@@ -76,15 +76,19 @@ impl Tensor {
         };
         let mut s = vec![0.0f32; n * c];
         se::excite_gate(n, h * w, &xd, &weights, &mut s)?;
+        // The multiply-adds of the two 1x1 layers, as the convolutions count theirs.
+        profile::add_macs(2 * n * rd * c);
         let y = Tensor::from_contig(s, &[n, c, 1, 1]);
         if let Some(fr) = frame {
             fr.end_op(&y, || OpInfo {
                 op: OP.into(),
                 inputs: inputs.iter().map(|t| t.shape().to_vec()).collect(),
                 output: y.shape().to_vec(),
+                // The two layers are contractions (`2 n rd c` multiply-adds, as the 1x1
+                // convolutions they replace); the squeeze adds every element once.
                 cost: Cost {
                     flops: (self.numel() + 4 * n * rd * c) as u64,
-                    macs: 0,
+                    macs: (2 * n * rd * c) as u64,
                     bytes_read: f32_bytes(self.numel() + 2 * rd * c + rd + c),
                     bytes_written: f32_bytes(n * c),
                 },
