@@ -51,7 +51,8 @@ fn contraction_flops_are_twice_info_macs_for_every_family() {
             let contraction = r.op.starts_with("conv2d")
                 || r.op.starts_with("linear")
                 || r.op == "matmul"
-                || r.op == "multi_head_attention";
+                || r.op == "multi_head_attention"
+                || r.op == "excite_gate";
             assert_eq!(
                 r.macs > 0,
                 contraction,

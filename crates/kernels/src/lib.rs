@@ -23,6 +23,8 @@
 //! - [`norm`]: batch norm and layer norm, forward and backward.
 //! - [`peak`]: the machine's FMA peak and memory bandwidth loops (for roofline verdicts).
 //! - [`pool`]: max, average and adaptive average pooling, forward and backward.
+//! - [`squeeze_excite`]: the squeeze-and-excitation gate in f64 and its residual join with one
+//!   rounding.
 //! - [`error`]: the error type every safe entry point returns.
 
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -40,6 +42,7 @@ pub mod peak;
 pub mod pool;
 pub(crate) mod simd;
 pub mod softmax;
+pub mod squeeze_excite;
 
 pub use activation::Activation;
 pub use error::KernelError;

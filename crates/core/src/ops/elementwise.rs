@@ -85,7 +85,7 @@ fn plane_gate(a: &[usize], b: &[usize]) -> Option<usize> {
 /// (per plane) when `s` is given, `ds[p] = sum over plane p of g * x` when `x` is given. One
 /// pass over `g` (and `x`), parallel over planes; each plane's sum runs in a fixed order, so
 /// the result does not depend on the thread count.
-fn gate_backward(
+pub(crate) fn gate_backward(
     g: &Tensor,
     x: Option<&Tensor>,
     s: Option<&Tensor>,

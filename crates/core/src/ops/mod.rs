@@ -17,6 +17,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod squeeze_excite;
 pub mod view;
 
 use rayon::prelude::*;

@@ -21,7 +21,7 @@ use crate::error::KernelError;
 /// running sum is a chain of dependent adds), and the order is fixed, so the result does not
 /// depend on the thread count.
 #[inline]
-fn lane_sum(v: &[f32]) -> f64 {
+pub(crate) fn lane_sum(v: &[f32]) -> f64 {
     let mut acc = [0.0f64; 8];
     let mut chunks = v.chunks_exact(8);
     for c in &mut chunks {

@@ -13,6 +13,8 @@
 mod avg;
 mod max;
 
+/// The f64 plane sum of the global average pool, shared with the squeeze-and-excitation gate.
+pub(crate) use avg::lane_sum;
 pub use avg::{
     adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward, avg_pool2d_backward,
     avg_pool2d_forward,

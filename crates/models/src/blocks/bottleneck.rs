@@ -143,14 +143,15 @@ impl Bottleneck {
 impl Module for Bottleneck {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         // At inference each conv + batch norm (+ activation) is one fused convolution.
-        let mut h = self.c3.forward(&self.c2.forward(&self.c1.forward(x)?)?)?;
-        if let Some(se) = &self.se {
-            h = in_child("se", || se.forward(&h))?;
-        }
+        let h = self.c3.forward(&self.c2.forward(&self.c1.forward(x)?)?)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward(x)?,
             None => x.clone(),
         };
+        if let Some(se) = &self.se {
+            // The gate, the scale and the residual join with one rounding.
+            return in_child("se", || se.forward_join(&h, &shortcut, self.act));
+        }
         // The residual join and ReLU as one op (same values and gradients as the two).
         if self.act == Activation::Relu {
             return Ok(h.add_relu(&shortcut)?);

@@ -3,15 +3,23 @@
 //! `fc1` with bias to `rd_channels`, ReLU, a 1x1 conv `fc2` with bias back to `channels`, and a
 //! sigmoid gate that rescales every input channel ("excitation").
 //!
+//! At inference (no graph recorded) the gate is computed in f64 from the f32 input and weights
+//! and rounded once (`Tensor::excite_gate`), and SE-ResNet's residual join after it,
+//! `act(x * s + shortcut)`, is one fused multiply-add (`Tensor::scale_join`): the gate's
+//! logits and the join both cancel, and in f32 they are the largest error a block adds
+//! (docs/accuracy.md). With a graph (training), the gate is the differentiable ops in f32 and
+//! the join `mul` then `add_relu`.
+//!
 //! `rd_channels = make_divisible(channels / 16, 8, round_limit = 0)` as timm (so 256 -> 16,
 //! 2048 -> 128, 32 -> 8). timm's optional `bn` is `nn.Identity` here (no tensors), and the
 //! `add_maxpool` variant is not provided.
 
 use crate::error::{ModelError, Result};
 use crate::init;
-use crate::layers::Conv2d;
+use crate::layers::{Activation, Conv2d};
 use crate::module::{in_child, Module};
 use crate::module_children;
+use tessera_core::autograd::needs_grad;
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::{Rng, Tensor};
 
@@ -75,14 +83,47 @@ impl SeModule {
     }
 }
 
-impl Module for SeModule {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl SeModule {
+    /// The gate `[n, c, 1, 1]` of `x`.
+    fn gate(&self, x: &Tensor) -> Result<Tensor> {
+        let (fc1, fc2) = (&self.fc1, &self.fc2);
+        let mut inputs = vec![x, &fc1.weight, &fc2.weight];
+        inputs.extend(fc1.bias.as_ref());
+        inputs.extend(fc2.bias.as_ref());
+        if !needs_grad(&inputs) {
+            let (b1, b2) = (fc1.bias.as_ref(), fc2.bias.as_ref());
+            let (relu, sigmoid) = (Activation::Relu, Activation::Sigmoid);
+            return Ok(x.excite_gate(&fc1.weight, b1, relu, &fc2.weight, b2, sigmoid)?);
+        }
         let s = x.global_avg_pool2d()?;
-        let s = in_child("fc1", || self.fc1.forward(&s))?.relu();
+        let s = in_child("fc1", || fc1.forward(&s))?.relu();
         // N x C gate values, each scaling a whole channel: correctly rounded (see
         // `Tensor::sigmoid_exact`), at no measurable cost.
-        let gate = in_child("fc2", || self.fc2.forward(&s))?.sigmoid_exact();
-        Ok(x.mul(&gate)?)
+        Ok(in_child("fc2", || fc2.forward(&s))?.sigmoid_exact())
+    }
+
+    /// `act(x * gate(x) + shortcut)`, the tail of an SE-ResNet block. At inference, for
+    /// identity and ReLU, the join is rounded once (`Tensor::scale_join`). With a graph it is
+    /// `mul` then `add_relu`: on the full-size SE-ResNet-101 case of docs/accuracy.md the fused
+    /// join in training left the training logits' error where it was and only changed which
+    /// near-zero ReLU inputs flip.
+    pub fn forward_join(&self, x: &Tensor, shortcut: &Tensor, act: Activation) -> Result<Tensor> {
+        let s = self.gate(x)?;
+        let fused = matches!(act, Activation::Identity | Activation::Relu);
+        if fused && shortcut.shape() == x.shape() && !needs_grad(&[x, &s, shortcut]) {
+            return Ok(x.scale_join(&s, shortcut, act)?);
+        }
+        let h = x.mul(&s)?;
+        if act == Activation::Relu {
+            return Ok(h.add_relu(shortcut)?);
+        }
+        Ok(h.add(shortcut)?.activate(act))
+    }
+}
+
+impl Module for SeModule {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.mul(&self.gate(x)?)?)
     }
 
     module_children!("fc1" => fc1, "fc2" => fc2);

@@ -8,11 +8,16 @@
 //! `se.conv_reduce.{weight,bias}` and `se.conv_expand.{weight,bias}`. MobileNetV3 uses ReLU
 //! inside (timm's `force_act_layer=nn.ReLU`), the hard-sigmoid gate, and reduced channels
 //! `make_divisible(channels * 0.25, 8)` (timm's `round_channels` as `rd_round_fn`).
+//!
+//! At inference (no graph recorded) the gate is computed in f64 from the f32 input and
+//! weights and rounded once (`Tensor::excite_gate`), as the compiled plan does; with a graph
+//! it is the differentiable ops in f32.
 
 use crate::error::Result;
 use crate::layers::{Activation, Conv2d};
 use crate::module::{in_child, Module};
 use crate::module_children;
+use tessera_core::autograd::needs_grad;
 use tessera_core::{Rng, Tensor};
 
 use super::efficientnet_init::goog_conv;
@@ -55,6 +60,16 @@ impl SqueezeExcite {
 
 impl Module for SqueezeExcite {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (cr, ce) = (&self.conv_reduce, &self.conv_expand);
+        let mut inputs = vec![x, &cr.weight, &ce.weight];
+        inputs.extend(cr.bias.as_ref());
+        inputs.extend(ce.bias.as_ref());
+        if !needs_grad(&inputs) {
+            // Inference: the gate in f64, rounded once (as the compiled plan computes it).
+            let (b1, b2) = (cr.bias.as_ref(), ce.bias.as_ref());
+            let s = x.excite_gate(&cr.weight, b1, self.act, &ce.weight, b2, self.gate)?;
+            return Ok(x.mul(&s)?);
+        }
         let s = x.mean(&[2, 3], true)?;
         let s = in_child("conv_reduce", || self.conv_reduce.forward(&s))?.activate(self.act);
         let s = in_child("conv_expand", || self.conv_expand.forward(&s))?.activate(self.gate);

@@ -300,8 +300,6 @@ impl PlanBuilder {
                 .as_ref()
                 .map_or_else(|| vec![0.0; n], |b| b.data().into_owned())
         };
-        let pooled = self.buffer(&[x.n, c])?;
-        let hidden = self.buffer(&[x.n, rd])?;
         let scale = self.buffer(&[x.n, c])?;
         let out = residual.as_ref().map_or(*x, |r| r.0);
         let reference = || RefStep {
@@ -326,14 +324,12 @@ impl PlanBuilder {
             n: x.n,
             c,
             hw: x.h * x.w,
-            fc1: pack_transposed(&fc1.weight.data(), rd, c)?,
+            fc1: fc1.weight.data().into_owned(),
             b1: bias(fc1, rd),
             act,
-            fc2: pack_transposed(&fc2.weight.data(), c, rd)?,
+            fc2: fc2.weight.data().into_owned(),
             b2: bias(fc2, c),
             gate,
-            pooled,
-            hidden,
             scale,
             residual: residual.map(|(r, a)| (r.buf, a)),
         };

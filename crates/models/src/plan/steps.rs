@@ -18,11 +18,8 @@ use tessera_core::kernels::norm::layer_norm_forward;
 use tessera_core::kernels::pool::{
     adaptive_avg_pool2d_forward, max_pool2d_forward_values, Pool2dShape,
 };
+use tessera_core::kernels::squeeze_excite::{excite_gate, scale_join, ExciteWeights};
 use tessera_core::kernels::{Activation, KernelError};
-
-/// Weights from which a squeeze-and-excitation GEMM runs on the whole pool (MobileNetV3's
-/// 960 -> 240 -> 960 excitation: 230 K floats per GEMM).
-const SE_SPLIT_WEIGHTS: usize = 1 << 16;
 
 /// Floats per task of the squeeze-and-excitation scale pass (whole planes, at least one).
 const SE_TASK_FLOATS: usize = 1 << 15;
@@ -90,21 +87,23 @@ pub enum Step {
         accumulate: bool,
         threads: usize,
     },
-    /// Squeeze-and-excitation on `x` (`[n, c, hw]`): `s = gate(W2 act(W1 mean(x) + b1) + b2)`,
-    /// then either `x *= s` in place, or (with `residual`) `r = ract(x * s + r)`.
+    /// Squeeze-and-excitation on `x` (`[n, c, hw]`): `s = gate(W2 act(W1 mean(x) + b1) + b2)`
+    /// computed in f64 and rounded once into `scale`, then either `x *= s` in place, or (with
+    /// `residual`) `r = ract(fma(x, s, r))`, rounded once
+    /// (`tessera_kernels::squeeze_excite`).
     SqueezeExcite {
         x: Buf,
         n: usize,
         c: usize,
         hw: usize,
-        fc1: PackedMatrix,
+        /// `fc1` weight, `[rd, c]` (PyTorch's layout).
+        fc1: Vec<f32>,
         b1: Vec<f32>,
         act: Activation,
-        fc2: PackedMatrix,
+        /// `fc2` weight, `[c, rd]`.
+        fc2: Vec<f32>,
         b2: Vec<f32>,
         gate: Activation,
-        pooled: Buf,
-        hidden: Buf,
         scale: Buf,
         residual: Option<(Buf, Activation)>,
     },
@@ -264,14 +263,9 @@ impl Step {
             | Step::Patchify { x, y, .. }
             | Step::ClassRows { x, y, .. } => vec![*x, *y],
             Step::SqueezeExcite {
-                x,
-                pooled,
-                hidden,
-                scale,
-                residual,
-                ..
+                x, scale, residual, ..
             } => {
-                let mut v = vec![*x, *pooled, *hidden, *scale];
+                let mut v = vec![*x, *scale];
                 v.extend(residual.map(|r| r.0));
                 v
             }
@@ -363,8 +357,8 @@ impl Step {
                 act.name(),
                 if *accumulate { " +=" } else { "" }
             ),
-            Step::SqueezeExcite { n, c, hw, fc1, .. } => {
-                format!("{n}x{c}x{hw} -> {} -> {c}", fc1.cols())
+            Step::SqueezeExcite { n, c, hw, b1, .. } => {
+                format!("{n}x{c}x{hw} -> {} -> {c}", b1.len())
             }
             Step::GlobalPool { n, c, h, w, .. } => format!("{n}x{c}x{h}x{w}"),
             Step::MaxPool {
@@ -553,83 +547,30 @@ impl Step {
                 fc2,
                 b2,
                 gate,
-                pooled,
-                hidden,
                 scale,
                 residual,
             } => {
-                // The two GEMMs stream their weights once (a few rows of activations): the
-                // whole pool splits the weight columns when they are large, one task otherwise.
-                let gemm_cfg = |w: &PackedMatrix| {
-                    cfg(if w.rows() * w.cols() >= SE_SPLIT_WEIGHTS {
-                        0
-                    } else {
-                        1
-                    })
+                let w = ExciteWeights {
+                    w1: fc1,
+                    b1,
+                    act: *act,
+                    w2: fc2,
+                    b2,
+                    gate: *gate,
                 };
                 {
-                    let (io, [p]) = carve(arena, offs, [*pooled])?;
-                    let xs = io.get(offs, *x)?;
-                    adaptive_avg_pool2d_forward(*n, *c, *hw, 1, 1, 1, xs, p).map_err(kerr)?;
-                }
-                {
-                    let (io, [h]) = carve(arena, offs, [*hidden])?;
-                    let a = MatRef::row_major(io.get(offs, *pooled)?, *n, *c);
-                    let rd = fc1.cols();
-                    let e = Epilogue::new(Bias::PerCol(b1), *act);
-                    let hm = MatMut::row_major(h, *n, rd);
-                    gemm_ex(
-                        1.0,
-                        Operand::View(a),
-                        Operand::Packed(fc1),
-                        0.0,
-                        hm,
-                        e,
-                        &gemm_cfg(fc1),
-                    )
-                    .map_err(kerr)?;
-                }
-                {
                     let (io, [s]) = carve(arena, offs, [*scale])?;
-                    let a = MatRef::row_major(io.get(offs, *hidden)?, *n, fc1.cols());
-                    // A sigmoid gate is applied after the GEMM, correctly rounded (the
-                    // kernels' scalar path), as the eager block does: each of its n x c
-                    // values scales a whole channel, so the vector sigmoid's extra ulps add
-                    // up through a deep network (docs/accuracy.md). Other gates (hard
-                    // sigmoid) are exact in the epilogue.
-                    let exact = *gate == Activation::Sigmoid;
-                    let e = Epilogue::new(
-                        Bias::PerCol(b2),
-                        if exact { Activation::Identity } else { *gate },
-                    );
-                    let sm = MatMut::row_major(s, *n, *c);
-                    gemm_ex(
-                        1.0,
-                        Operand::View(a),
-                        Operand::Packed(fc2),
-                        0.0,
-                        sm,
-                        e,
-                        &gemm_cfg(fc2),
-                    )
-                    .map_err(kerr)?;
-                    if exact {
-                        tessera_core::kernels::activation::slice::forward_inplace_with(
-                            tessera_core::kernels::Isa::Scalar,
-                            Activation::Sigmoid,
-                            &mut s[..*n * *c],
-                        )
-                        .map_err(kerr)?;
-                    }
+                    excite_gate(*n, *hw, io.get(offs, *x)?, &w, s).map_err(kerr)?;
                 }
-                // The scale (and residual join) pass, in parallel over runs of whole planes
-                // (element-wise: the same bits for any thread count).
-                use rayon::prelude::*;
-                let per = (SE_TASK_FLOATS / *hw).max(1);
+                let planes = *n * *c;
                 match residual {
                     None => {
+                        // `x *= s`: one rounding per element already. In parallel over runs
+                        // of whole planes (element-wise: the same bits for any thread count).
+                        use rayon::prelude::*;
                         let (io, [xs]) = carve(arena, offs, [*x])?;
                         let s = io.get(offs, *scale)?;
+                        let per = (SE_TASK_FLOATS / *hw).max(1);
                         xs.par_chunks_mut(per * hw)
                             .zip(s.par_chunks(per))
                             .for_each(|(xc, sc)| {
@@ -637,28 +578,14 @@ impl Step {
                                     plane.iter_mut().for_each(|v| *v *= g);
                                 }
                             });
+                        Ok(())
                     }
                     Some((r, ract)) => {
                         let (io, [rs]) = carve(arena, offs, [*r])?;
                         let (s, xs) = (io.get(offs, *scale)?, io.get(offs, *x)?);
-                        rs.par_chunks_mut(per * hw)
-                            .zip(xs.par_chunks(per * hw))
-                            .zip(s.par_chunks(per))
-                            .for_each(|((rc, xc), sc)| {
-                                for ((rp, xp), g) in
-                                    rc.chunks_exact_mut(*hw).zip(xc.chunks_exact(*hw)).zip(sc)
-                                {
-                                    for (rv, xv) in rp.iter_mut().zip(xp) {
-                                        *rv += xv * g;
-                                    }
-                                }
-                                tessera_core::kernels::activation::slice::forward_inplace(
-                                    *ract, rc,
-                                );
-                            });
+                        scale_join(*ract, planes, *hw, xs, s, rs).map_err(kerr)
                     }
                 }
-                Ok(())
             }
             Step::GlobalPool { x, y, n, c, h, w } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;

@@ -1,0 +1,391 @@
+//! The squeeze-and-excitation gate in f64 from f32 weights (Hu et al., "Squeeze-and-Excitation
+//! Networks", CVPR 2018; timm's `SEModule` and EfficientNet `SqueezeExcite`):
+//!
+//! `s[b, i] = fl32(gate(b2[i] + sum_j W2[i, j] act(b1[j] + sum_k W1[j, k] mean_hw(x[b, k]))))`
+//!
+//! with every sum, the activation and the gate evaluated in f64 and only the gate rounded to
+//! f32, once. Why: each of the `n x c` gate values scales a whole channel, and in a deep
+//! network the gate's logits are large sums that cancel (a relative error of a few f32 ulps of
+//! the logits moves the gate by many ulps), so an f32 gate is the largest error a
+//! squeeze-excitation block adds. In f64 the gate is within half an ulp of the exact function
+//! of the f32 input and weights.
+//!
+//! Cost: the two layers are matrix-vector products (`c x rd` weights per image, a few
+//! hundred thousand multiply-adds per block), bound by reading the f32 weights once. Each dot
+//! product runs over 32 f64 lanes in a fixed order (lane `l` takes the terms `k = l mod 32`,
+//! then a fixed pairwise tree), so that the vector accumulators form independent chains;
+//! written once and instantiated per ISA inside a `#[target_feature]`
+//! wrapper so that it vectorises there, with no fused multiply-add: every path returns the
+//! same bits. Rows are split over the rayon pool when the layer is large
+//! (each output is one dot product: the same bits for any thread count).
+
+use crate::activation::{reference, Activation};
+use crate::error::KernelError;
+use crate::isa::{Isa, Tables};
+use crate::simd::tables;
+use rayon::prelude::*;
+use std::cell::Cell;
+
+/// The two 1x1 convolutions of the excitation, in PyTorch's layout, and their activations.
+#[derive(Clone, Copy, Debug)]
+pub struct ExciteWeights<'a> {
+    /// `fc1` / `conv_reduce` weight, `[rd, c]` row-major.
+    pub w1: &'a [f32],
+    /// `[rd]`.
+    pub b1: &'a [f32],
+    /// Between the layers (ReLU in SE-ResNet and MobileNetV3).
+    pub act: Activation,
+    /// `fc2` / `conv_expand` weight, `[c, rd]` row-major.
+    pub w2: &'a [f32],
+    /// `[c]`.
+    pub b2: &'a [f32],
+    /// The gate (sigmoid in SE-ResNet, hard-sigmoid in MobileNetV3).
+    pub gate: Activation,
+}
+
+impl ExciteWeights<'_> {
+    /// Channels gated (`c`).
+    pub fn channels(&self) -> usize {
+        self.b2.len()
+    }
+
+    /// Reduced channels (`rd`).
+    pub fn reduced(&self) -> usize {
+        self.b1.len()
+    }
+
+    fn check(&self) -> Result<(), KernelError> {
+        let (c, rd) = (self.channels(), self.reduced());
+        if self.w1.len() != rd * c || self.w2.len() != c * rd {
+            return Err(KernelError::invalid(
+                "excite_gate",
+                format!(
+                    "{c} -> {rd} -> {c} wants weights of {} and {}, got {} and {}",
+                    rd * c,
+                    c * rd,
+                    self.w1.len(),
+                    self.w2.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Lanes of one dot product: lane `l` sums the terms `k = l mod 32` (four vectors of
+/// AVX-512, eight of AVX2: independent accumulator chains).
+const LANES: usize = 32;
+
+/// `sum_k w[k] x[k]` in f64 over [`LANES`] lanes, then the lanes added pairwise in a fixed
+/// tree.
+#[inline(always)]
+fn dot(w: &[f32], x: &[f64]) -> f64 {
+    let mut acc = [0.0f64; LANES];
+    let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
+    let (wr, xr) = (wc.remainder(), xc.remainder());
+    for (w32, x32) in wc.zip(xc) {
+        for l in 0..LANES {
+            acc[l] += f64::from(w32[l]) * x32[l];
+        }
+    }
+    for (l, (&wv, &xv)) in wr.iter().zip(xr).enumerate() {
+        acc[l] += f64::from(wv) * xv;
+    }
+    let mut width = LANES;
+    while width > 1 {
+        width /= 2;
+        for l in 0..width {
+            acc[l] += acc[l + width];
+        }
+    }
+    acc[0]
+}
+
+/// `out[r * n + b] = bias[r0 + r] + W[r0 + r] . x[b]` for the rows of `out`'s chunk (`w`:
+/// `[rows, k]`, `x`: `[n, k]`): row-outer, so a row of weights is read once for all `n`
+/// images.
+#[inline(always)]
+fn rows_body(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
+    let n = x.len() / k.max(1);
+    for (i, o) in out.chunks_exact_mut(n.max(1)).enumerate() {
+        let (wr, br) = (&w[(r0 + i) * k..(r0 + i + 1) * k], f64::from(bias[r0 + i]));
+        for (b, ob) in o.iter_mut().enumerate() {
+            *ob = br + dot(wr, &x[b * k..(b + 1) * k]);
+        }
+    }
+}
+
+type RowsFn = unsafe fn(&[f32], &[f32], &[f64], usize, usize, &mut [f64]);
+
+struct GateKernels {
+    rows: RowsFn,
+}
+
+macro_rules! gate_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn rows(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
+            rows_body(w, bias, x, k, r0, out)
+        }
+        GateKernels { rows }
+    }};
+}
+
+static TABLES: Tables<GateKernels> = tables!(GateKernels, gate_kernels);
+
+/// Multiply-adds from which a layer's rows are split over the rayon pool.
+const PAR_MACS: usize = 1 << 16;
+/// Elements of `x` from which the squeeze (the plane means) is split over the pool.
+const PAR_SQUEEZE: usize = 1 << 17;
+
+/// One layer before its activation, `t[r * n + b] = bias[r] + W[r] . x[b]` (`x`: `[n, k]`):
+/// row-major over the weight rows, so one task writes whole rows.
+fn layer(k: &'static GateKernels, w: &[f32], bias: &[f32], x: &[f64], n: usize, t: &mut [f64]) {
+    let (rows, kk) = (bias.len(), x.len() / n);
+    let run = |r0: usize, out: &mut [f64]| {
+        // SAFETY: `k` is the table of a checked ISA; `w` holds `rows * kk` floats (checked),
+        // `out` whole rows of `t`.
+        unsafe { (k.rows)(w, bias, x, kk, r0, out) }
+    };
+    if rows * kk * n >= PAR_MACS && rayon::current_num_threads() > 1 {
+        let per = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
+        t.par_chunks_mut(per * n)
+            .enumerate()
+            .for_each(|(i, o)| run(i * per, o));
+    } else {
+        run(0, t);
+    }
+}
+
+thread_local! {
+    /// Taken out while a call uses it (a nested call on the same thread gets a new one), put
+    /// back after, so a warm call allocates nothing.
+    static SCRATCH: Cell<Option<Vec<f64>>> = const { Cell::new(None) };
+}
+
+/// The gate of every (image, channel) of `x` (`[n, c, hw]`) into `s` (`[n, c]`), on the path
+/// [`Isa::current`] picks (every path gives the same bits).
+pub fn excite_gate(
+    n: usize,
+    hw: usize,
+    x: &[f32],
+    w: &ExciteWeights<'_>,
+    s: &mut [f32],
+) -> Result<(), KernelError> {
+    gate_on(TABLES.current()?, n, hw, x, w, s)
+}
+
+/// [`excite_gate`] on a given path (an error if the CPU lacks it).
+pub fn excite_gate_with(
+    isa: Isa,
+    n: usize,
+    hw: usize,
+    x: &[f32],
+    w: &ExciteWeights<'_>,
+    s: &mut [f32],
+) -> Result<(), KernelError> {
+    gate_on(TABLES.get(isa)?, n, hw, x, w, s)
+}
+
+fn gate_on(
+    k: &'static GateKernels,
+    n: usize,
+    hw: usize,
+    x: &[f32],
+    w: &ExciteWeights<'_>,
+    s: &mut [f32],
+) -> Result<(), KernelError> {
+    w.check()?;
+    let c = w.channels();
+    if x.len() != n * c * hw || s.len() != n * c || hw == 0 {
+        return Err(KernelError::invalid(
+            "excite_gate",
+            format!(
+                "[{n}, {c}, {hw}] wants x of {} and s of {} (hw > 0), got {} and {}",
+                n * c * hw,
+                n * c,
+                x.len(),
+                s.len()
+            ),
+        ));
+    }
+    if n == 0 || c == 0 {
+        return Ok(());
+    }
+    let rd = w.reduced();
+    let mut scratch = SCRATCH.with(|c| c.take()).unwrap_or_default();
+    let len = n * (c + c.max(rd) + rd);
+    if scratch.len() < len {
+        scratch = vec![0.0; len];
+    }
+    let (pooled, rest) = scratch.split_at_mut(n * c);
+    let (t, rest) = rest.split_at_mut(n * c.max(rd));
+    let hidden = &mut rest[..n * rd];
+    // Squeeze: the mean of each plane, summed in f64.
+    let mean = |(p, m): (usize, &mut f64)| {
+        *m = crate::pool::lane_sum(&x[p * hw..(p + 1) * hw]) / hw as f64;
+    };
+    if x.len() >= PAR_SQUEEZE && rayon::current_num_threads() > 1 {
+        pooled.par_iter_mut().enumerate().for_each(mean);
+    } else {
+        pooled.iter_mut().enumerate().for_each(mean);
+    }
+    // Excitation: `t` is `[rows, n]`, the next layer reads `[n, rows]`.
+    layer(k, w.w1, w.b1, pooled, n, &mut t[..rd * n]);
+    for j in 0..rd {
+        for b in 0..n {
+            hidden[b * rd + j] = reference::forward(w.act, t[j * n + b]);
+        }
+    }
+    layer(k, w.w2, w.b2, hidden, n, &mut t[..c * n]);
+    for i in 0..c {
+        for b in 0..n {
+            s[b * c + i] = reference::forward(w.gate, t[i * n + b]) as f32;
+        }
+    }
+    SCRATCH.with(|cell| cell.set(Some(scratch)));
+    Ok(())
+}
+
+/// The reference: the same formula as plain f64 loops (each sum in index order), for tests.
+pub fn excite_gate_reference(n: usize, hw: usize, x: &[f32], w: &ExciteWeights<'_>) -> Vec<f64> {
+    let (c, rd) = (w.channels(), w.reduced());
+    let mut out = Vec::with_capacity(n * c);
+    for b in 0..n {
+        let p: Vec<f64> = (0..c)
+            .map(|k| {
+                let plane = &x[(b * c + k) * hw..(b * c + k + 1) * hw];
+                plane.iter().map(|&v| f64::from(v)).sum::<f64>() / hw as f64
+            })
+            .collect();
+        let h: Vec<f64> = (0..rd)
+            .map(|j| {
+                let z: f64 = (0..c).map(|k| f64::from(w.w1[j * c + k]) * p[k]).sum();
+                reference::forward(w.act, f64::from(w.b1[j]) + z)
+            })
+            .collect();
+        for i in 0..c {
+            let z: f64 = (0..rd).map(|j| f64::from(w.w2[i * rd + j]) * h[j]).sum();
+            out.push(reference::forward(w.gate, f64::from(w.b2[i]) + z));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rand(len: usize, seed: u32, scale: f32) -> Vec<f32> {
+        let mut st = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..len)
+            .map(|_| {
+                st ^= st << 13;
+                st ^= st >> 17;
+                st ^= st << 5;
+                scale * ((st >> 8) as f32 / (1u32 << 24) as f32 - 0.5)
+            })
+            .collect()
+    }
+
+    struct Case {
+        w1: Vec<f32>,
+        b1: Vec<f32>,
+        w2: Vec<f32>,
+        b2: Vec<f32>,
+    }
+
+    impl Case {
+        fn new(c: usize, rd: usize) -> Self {
+            Case {
+                w1: rand(rd * c, 1, 4.0),
+                b1: rand(rd, 2, 0.2),
+                w2: rand(c * rd, 3, 4.0),
+                b2: rand(c, 4, 0.2),
+            }
+        }
+        fn weights(&self, gate: Activation) -> ExciteWeights<'_> {
+            ExciteWeights {
+                w1: &self.w1,
+                b1: &self.b1,
+                act: Activation::Relu,
+                w2: &self.w2,
+                b2: &self.b2,
+                gate,
+            }
+        }
+    }
+
+    #[test]
+    fn every_path_gives_the_same_bits_within_half_an_ulp_of_the_reference() {
+        // Sizes around the 8 lanes and above the parallel thresholds.
+        for &(n, c, rd, hw) in &[
+            (1, 1, 1, 1),
+            (2, 9, 3, 7),
+            (1, 16, 8, 49),
+            (3, 33, 17, 5),
+            (1, 1024, 64, 196),
+            (2, 256, 16, 3136),
+        ] {
+            let case = Case::new(c, rd);
+            let x = rand(n * c * hw, 5, 6.0);
+            for gate in [Activation::Sigmoid, Activation::HardSigmoid] {
+                let w = case.weights(gate);
+                let want = excite_gate_reference(n, hw, &x, &w);
+                let mut first: Option<Vec<f32>> = None;
+                for isa in Isa::available() {
+                    let mut s = vec![0.0f32; n * c];
+                    excite_gate_with(isa, n, hw, &x, &w, &mut s).unwrap();
+                    for (i, (&g, &e)) in s.iter().zip(&want).enumerate() {
+                        // Rounded once from a value within ~1e-15 relative of the reference.
+                        let half_ulp = (e.abs() * f64::from(f32::EPSILON) / 2.0).max(1e-45);
+                        let tol = half_ulp * (1.0 + 1e-6) + e.abs() * 1e-14;
+                        assert!(
+                            (f64::from(g) - e).abs() <= tol,
+                            "{isa} {gate:?} n{n} c{c} rd{rd} hw{hw} [{i}]: {g} vs {e}"
+                        );
+                    }
+                    match &first {
+                        None => first = Some(s),
+                        Some(f) => assert_eq!(
+                            f.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            s.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                            "{isa} differs from the first path"
+                        ),
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn same_bits_for_any_thread_count() {
+        let (n, c, rd, hw) = (2, 2048, 128, 49);
+        let case = Case::new(c, rd);
+        let w = case.weights(Activation::Sigmoid);
+        let x = rand(n * c * hw, 9, 6.0);
+        let mut par = vec![0.0f32; n * c];
+        excite_gate(n, hw, &x, &w, &mut par).unwrap();
+        let mut one = vec![0.0f32; n * c];
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap()
+            .install(|| excite_gate(n, hw, &x, &w, &mut one).unwrap());
+        assert_eq!(par, one);
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let case = Case::new(8, 4);
+        let w = case.weights(Activation::Sigmoid);
+        let mut s = vec![0.0f32; 8];
+        assert!(excite_gate(1, 2, &[0.0; 15], &w, &mut s).is_err());
+        assert!(excite_gate(1, 0, &[], &w, &mut s).is_err());
+        let bad = ExciteWeights {
+            w1: &case.w1[1..],
+            ..w
+        };
+        assert!(excite_gate(1, 2, &[0.0; 16], &bad, &mut s).is_err());
+    }
+}
