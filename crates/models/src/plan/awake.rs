@@ -43,11 +43,17 @@ pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
 /// (stack jobs: opening a region allocates nothing).
 fn fan_out<T: Send>(spinners: usize, done: &AtomicBool, f: impl FnOnce() -> T + Send) -> T {
     if spinners == 0 {
-        let was = BUSY.with(|b| b.replace(true));
-        let out = f();
-        BUSY.with(|b| b.set(was));
-        done.store(true, Ordering::Release);
-        return out;
+        /// Ends the region when `f` returns or unwinds: a panic in `f` must release the
+        /// spinners, or the `join` that carries it would wait for them forever.
+        struct Close<'a>(&'a AtomicBool, bool);
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                BUSY.with(|b| b.set(self.1));
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        let _close = Close(done, BUSY.with(|b| b.replace(true)));
+        return f();
     }
     rayon::join(|| fan_out(spinners - 1, done, f), || spin(done)).0
 }
@@ -104,5 +110,21 @@ mod tests {
                 .join()
                 .unwrap();
         assert!(on_worker);
+    }
+
+    #[test]
+    fn a_panic_inside_an_awake_region_propagates_instead_of_hanging() {
+        for threads in [2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.install(|| run_awake(|| panic!("inside the region")))
+            }));
+            assert!(r.is_err(), "{threads} threads: the panic did not propagate");
+            // The pool still works afterwards.
+            assert_eq!(pool.install(|| run_awake(|| 7)), 7);
+        }
     }
 }
