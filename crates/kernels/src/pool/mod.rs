@@ -12,6 +12,9 @@
 
 mod avg;
 mod max;
+mod max_vec;
+
+pub(crate) use max_vec::split_row;
 
 pub use avg::{
     adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward, avg_pool2d_backward,
@@ -19,6 +22,7 @@ pub use avg::{
 };
 pub use max::{
     max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_scalar, max_pool2d_forward_values,
+    max_pool2d_forward_values_with, max_pool2d_forward_with,
 };
 
 use crate::error::KernelError;
