@@ -18,7 +18,7 @@ use super::dense_batched::{
     backward_input_batched, backward_weight_batched, batch_images, forward_batched,
     weight_batch_images,
 };
-use super::Conv2dShape;
+use super::{stem, Conv2dShape};
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{
@@ -280,6 +280,9 @@ pub(crate) fn forward(
     let cfg = config(isa);
     let pointwise = is_pointwise(s);
     if let Weights::Raw(raw) = w {
+        if stem::applies(s) {
+            return stem::with_packed(s, raw, |wp| stem::forward(isa, s, x, wp, epi, y));
+        }
         if s.n > 1 {
             // Pack the filters once for all images (then this function again, packed).
             return with_packed_groups(

@@ -9,6 +9,8 @@
 //!   a direct SIMD kernel along the width ([`depthwise`], see `docs/kernels/depthwise.md`);
 //! - **dense 1x1, stride 1, no padding**: a GEMM straight on NCHW per image and group,
 //!   `Y[c_out, hw] = W[c_out, c_in] * X[c_in, hw]`, bias and activation in the GEMM epilogue;
+//! - **dense, at most 4 input channels** (the stems): a direct kernel on phase-split input rows
+//!   (`stem.rs`), no im2col;
 //! - **dense k x k**: im2col into a thread-local buffer, then the same GEMM (Chellapilla et al.,
 //!   "High Performance Convolutional Neural Networks for Document Processing", 2006);
 //!   gradients through GEMM with `W^T * dY` + col2im and `dY * cols^T`.
@@ -22,6 +24,7 @@ mod dense_batched;
 pub mod depthwise;
 mod packed;
 pub mod reference;
+mod stem;
 
 use crate::activation::Activation;
 use crate::error::KernelError;

@@ -16,9 +16,12 @@
 //! rounded a second time (`w * s` in f32) and the output carries one rounding of the scale
 //! instead of one per term.
 //!
+//! A weight with at most 4 input channels (a stem) is also packed for the direct kernel of
+//! `stem.rs` (`[c_out / 4][c_in * kh * kw][4]`), which the forward takes instead of the GEMM.
+//!
 //! Depthwise convolutions do not go through a GEMM and are not packed.
 
-use super::{check_bias, check_len, dense, path, rename, ChannelEpilogue, Conv2dShape, Path};
+use super::{check_bias, check_len, dense, path, rename, stem, ChannelEpilogue, Conv2dShape, Path};
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{MatRef, PackedMatrix};
@@ -34,6 +37,9 @@ pub struct PackedConvWeight {
     packs: Vec<PackedMatrix>,
     /// `[c_out]` multipliers applied to each output channel before the bias, if any.
     scale: Option<Vec<f32>>,
+    /// The weights packed for the direct kernel of few input channels (`stem.rs`), when the
+    /// weight's shape qualifies.
+    direct: Option<Vec<f32>>,
 }
 
 impl PackedConvWeight {
@@ -75,12 +81,18 @@ impl PackedConvWeight {
                 PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let direct = stem::applies_to_weight(shape, groups).then(|| {
+            let mut d = Vec::new();
+            stem::pack_weights(w, c_out, kdim, &mut d);
+            d
+        });
         Ok(PackedConvWeight {
             shape,
             groups,
             isa,
             packs,
             scale: None,
+            direct,
         })
     }
 
@@ -138,6 +150,7 @@ impl PackedConvWeight {
             .map(PackedMatrix::size_bytes)
             .sum::<usize>()
             + self.scale.as_ref().map_or(0, |s| 4 * s.len())
+            + self.direct.as_ref().map_or(0, |d| 4 * d.len())
     }
 }
 
@@ -181,7 +194,10 @@ pub fn conv2d_forward_packed(
         bias,
         act,
     };
-    dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y)
+    match &w.direct {
+        Some(d) if stem::applies(s) => stem::forward(w.isa, s, x, d, epi, y),
+        _ => dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y),
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,55 @@
 //! Max pooling, forward (value + argmax) and backward (scatter through the argmax), following
 //! PyTorch's CPU kernel (`aten/src/ATen/native/cpu/MaxPoolKernel.cpp`): the window is clipped
 //! to the input (padding never wins), the first maximum in row-major order is kept, and a NaN
-//! wins and propagates (`val > max || isnan(val)`).
+//! wins and propagates (`val > max || isnan(val)`). The forward runs the vector body of
+//! `max_vec.rs` on the path of [`Isa::current`] (or a given one); the window-by-window
+//! [`max_pool2d_forward_scalar`] stays as its oracle.
 
+use super::max_vec::{self, Geom};
 use super::{check_len, per_plane, rename, Pool2dShape};
 use crate::error::KernelError;
+use crate::isa::{Isa, Tables};
+use crate::simd::tables;
+
+/// One plane of max pooling (`max_vec::plane`'s arguments and contract).
+type PlaneFn = unsafe fn(&Geom, *const f32, *mut f32, *mut u32, *mut f32, *const u32, *const u32);
+
+/// One ISA's entry points: values alone, values with the argmax; each for any window and
+/// for the 3-wide stride-2 window (`[generic, 3x3/2]`).
+struct MaxKernels {
+    values: [PlaneFn; 2],
+    with_arg: [PlaneFn; 2],
+}
+
+/// The table slot of a shape: 1 for a 3-wide window at horizontal stride 2.
+fn slot(s: &Pool2dShape) -> usize {
+    usize::from(s.kw == 3 && s.stride.1 == 2)
+}
+
+macro_rules! max_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn run<const ARG: bool, const KW: usize, const SW: usize>(
+            g: &Geom,
+            x: *const f32,
+            y: *mut f32,
+            arg: *mut u32,
+            ring: *mut f32,
+            offs: *const u32,
+            first: *const u32,
+        ) {
+            // SAFETY: the table is used only on a CPU that supports the ISA; pointers as
+            // `max_vec::plane` requires (the caller's contract).
+            unsafe { max_vec::plane::<$S, ARG, KW, SW>(g, x, y, arg, ring, offs, first) }
+        }
+        MaxKernels {
+            values: [run::<false, 0, 0>, run::<false, 3, 2>],
+            with_arg: [run::<true, 0, 0>, run::<true, 3, 2>],
+        }
+    }};
+}
+
+static TABLES: Tables<MaxKernels> = tables!(MaxKernels, max_kernels);
 
 /// The clipped window `[r0, r1) x [c0, c1)` of output `(oy, ox)`.
 #[inline]
@@ -23,18 +68,22 @@ pub(super) fn window(s: &Pool2dShape, oy: usize, ox: usize) -> (usize, usize, us
 
 /// `y = max over each window of x`, and `argmax` = the flat index of that maximum in its
 /// `h * w` input plane. `x` is `[n, c, h, w]`; `y`, `argmax` are `[n, c, out_h, out_w]`
-/// (both overwritten).
-///
-/// Same results, bit for bit, as [`max_pool2d_forward_scalar`] (the window-by-window
-/// reference), but computed a whole output row at a time. Each input row of the window is
-/// split into its `stride` phases (`phase[q][k] = row[k * stride + q]`, `-inf` padded on
-/// both sides), so the values tap `j` of the window sees across the output row are one
-/// contiguous slice of one phase; then, tap by tap in row-major window order, one branch-free
-/// pass over that slice keeps `(value, index)` where `v > best || v is NaN`. Padding is
-/// `-inf`, which never wins, as the reference skips it. That pass is a compare-and-select
-/// over contiguous rows, which vectorises; the window-at-a-time loop is dominated by
-/// mispredicted branches.
+/// (both overwritten). With the path [`Isa::current`] picks; see
+/// [`max_pool2d_forward_with`].
 pub fn max_pool2d_forward(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+    argmax: &mut [u32],
+) -> Result<(), KernelError> {
+    max_pool2d_forward_with(Isa::current()?, s, x, y, argmax)
+}
+
+/// [`max_pool2d_forward`] on the path of `isa` (an error if the CPU lacks it). Same results,
+/// bit for bit, as [`max_pool2d_forward_scalar`] (the window-by-window reference), computed
+/// `L` output columns at a time on split rows (`max_vec.rs`).
+pub fn max_pool2d_forward_with(
+    isa: Isa,
     s: &Pool2dShape,
     x: &[f32],
     y: &mut [f32],
@@ -45,91 +94,30 @@ pub fn max_pool2d_forward(
     check_len(OP, s, "x", x.len(), s.input_len())?;
     check_len(OP, s, "y", y.len(), s.output_len())?;
     check_len(OP, s, "argmax", argmax.len(), s.output_len())?;
-    let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
-    let (sw, pw) = (s.stride.1, s.padding.1);
-    let plane = oh * ow;
-    // Phase slots before column 0 (the left padding), and the phase length: every tap's slice
-    // `[front + floor((j - pw) / sw), + ow)` fits.
-    let front = pw.div_ceil(sw);
-    let plen = ow + front + s.kw;
-    // Per tap j: (phase, first slot) of its slice.
-    let taps: Vec<(usize, usize)> = (0..s.kw)
-        .map(|j| {
-            let t = j as isize - pw as isize;
-            let q = t.rem_euclid(sw as isize) as usize;
-            let start = (front as isize + t.div_euclid(sw as isize)) as usize;
-            (q, start)
-        })
-        .collect();
-    // Column offset of output ox's window: ox * sw.
-    let offs: Vec<u32> = (0..ow).map(|ox| (ox * sw) as u32).collect();
+    let f = TABLES.get(isa)?.with_arg[slot(s)];
+    let (g, plane, hw) = (Geom::new(s), s.out_h() * s.out_w(), s.h * s.w);
+    let (offs, first) = g.column_tables();
     let mut pairs: Vec<(&mut [f32], &mut [u32])> =
         y.chunks_mut(plane).zip(argmax.chunks_mut(plane)).collect();
     per_plane(&mut pairs, 1, s.input_len(), |p, pair| {
         let (yo, ao) = &mut pair[0];
-        let xp = &x[p * hw..(p + 1) * hw];
-        let mut phases = vec![f32::NEG_INFINITY; sw * plen];
-        for oy in 0..oh {
-            let (r0, r1, _, _) = window(s, oy, 0);
-            let best = &mut yo[oy * ow..(oy + 1) * ow];
-            let idx = &mut ao[oy * ow..(oy + 1) * ow];
-            // The first tap inside the input: the reference's starting index.
-            for (ox, (b, i)) in best.iter_mut().zip(idx.iter_mut()).enumerate() {
-                let c0 = (ox * sw).saturating_sub(pw);
-                *b = f32::NEG_INFINITY;
-                *i = (r0 * w + c0) as u32;
+        with_ring(g.ring_len(), |ring| {
+            // SAFETY: the table's ISA was checked; x holds plane p's h * w floats, yo and ao
+            // its oh * ow outputs, the ring and column tables have the lengths `Geom` states.
+            unsafe {
+                f(
+                    &g,
+                    x[p * hw..].as_ptr(),
+                    yo.as_mut_ptr(),
+                    ao.as_mut_ptr(),
+                    ring.as_mut_ptr(),
+                    offs.as_ptr(),
+                    first.as_ptr(),
+                )
             }
-            for r in r0..r1 {
-                split_phases(&xp[r * w..(r + 1) * w], sw, front, plen, &mut phases);
-                for (j, &(q, start)) in taps.iter().enumerate() {
-                    let tap = &phases[q * plen + start..q * plen + start + ow];
-                    // Index of tap j for output column ox: r * w + ox * sw + j - pw (wrapping
-                    // for padded taps, which are -inf and never selected).
-                    let base = ((r * w + j) as u32).wrapping_sub(pw as u32);
-                    select_max(tap, base, &offs, best, idx);
-                }
-            }
-        }
+        });
     });
     Ok(())
-}
-
-/// `phases[q * plen + front + k] = row[k * sw + q]`, every other slot `-inf`.
-fn split_phases(row: &[f32], sw: usize, front: usize, plen: usize, phases: &mut [f32]) {
-    if sw == 1 {
-        phases[front..front + row.len()].copy_from_slice(row);
-        return;
-    }
-    for (q, ph) in phases.chunks_exact_mut(plen).enumerate() {
-        let n = row.len().saturating_sub(q).div_ceil(sw);
-        for (o, &v) in ph[front..front + n]
-            .iter_mut()
-            .zip(row.iter().skip(q).step_by(sw))
-        {
-            *o = v;
-        }
-    }
-}
-
-/// `best[i], idx[i] = tap[i], base + offs[i]` where `tap[i] > best[i]` or `tap[i]` is NaN.
-/// The selects are written as bit masks (`m = -(take as u32)`): with `if take { .. }` the
-/// compiler emits per-lane conditional stores (branches) instead of vector blends.
-#[inline]
-fn select_max(tap: &[f32], base: u32, offs: &[u32], best: &mut [f32], idx: &mut [u32]) {
-    let lanes = tap
-        .iter()
-        .zip(offs)
-        .zip(best.iter_mut())
-        .zip(idx.iter_mut());
-    for (((&v, &off), b), k) in lanes {
-        let old = *b;
-        #[allow(clippy::eq_op)]
-        let take = (v > old) | (v != v);
-        let m = (take as u32).wrapping_neg();
-        let at = base.wrapping_add(off);
-        *b = f32::from_bits((v.to_bits() & m) | (old.to_bits() & !m));
-        *k = (at & m) | (*k & !m);
-    }
 }
 
 /// The window-by-window max pooling with argmax, written from the definition (the first
@@ -171,27 +159,36 @@ pub fn max_pool2d_forward_scalar(
     Ok(())
 }
 
-/// The larger of `a` and `b`, NaN if either is NaN (PyTorch's max pooling propagates NaN).
-#[inline(always)]
-fn nan_max(a: f32, b: f32) -> f32 {
-    if a > b || a.is_nan() {
-        a
-    } else {
-        b
-    }
+thread_local! {
+    /// Per-thread ring of split rows, kept between calls (a warm call allocates nothing), taken
+    /// out while in use.
+    static RING: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
-thread_local! {
-    /// Per-thread row-maximum scratch of [`max_pool2d_forward_values`].
-    static ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+fn with_ring(len: usize, f: impl FnOnce(&mut [f32])) {
+    let mut buf = RING.take();
+    if buf.len() < len {
+        buf.resize(len, f32::NEG_INFINITY);
+    }
+    f(&mut buf[..len]);
+    RING.set(buf);
 }
 
 /// `y = max over each window of x` without the argmax: the inference path (nothing to send a
-/// gradient back through). Same values as [`max_pool2d_forward`], NaN propagating, but
-/// separable: per output row, the element-wise maximum of its `kh` input rows (a vectorised
-/// pass over whole rows), then the `kw`-wide maximum along that row. `x` is `[n, c, h, w]`, `y`
+/// gradient back through), with the path [`Isa::current`] picks. `x` is `[n, c, h, w]`, `y`
 /// `[n, c, out_h, out_w]`.
 pub fn max_pool2d_forward_values(
+    s: &Pool2dShape,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    max_pool2d_forward_values_with(Isa::current()?, s, x, y)
+}
+
+/// [`max_pool2d_forward_values`] on the path of `isa`: the values of
+/// [`max_pool2d_forward_scalar`], bit for bit (NaN payloads and signed zeros included).
+pub fn max_pool2d_forward_values_with(
+    isa: Isa,
     s: &Pool2dShape,
     x: &[f32],
     y: &mut [f32],
@@ -200,30 +197,24 @@ pub fn max_pool2d_forward_values(
     s.validate().map_err(|e| rename(e, OP))?;
     check_len(OP, s, "x", x.len(), s.input_len())?;
     check_len(OP, s, "y", y.len(), s.output_len())?;
-    let (oh, ow, w, hw) = (s.out_h(), s.out_w(), s.w, s.h * s.w);
-    per_plane(y, oh * ow, s.input_len(), |p, yo| {
-        let xp = &x[p * hw..(p + 1) * hw];
-        // The row maxima: per-thread scratch kept between calls (a warm call allocates
-        // nothing), taken out while in use.
-        let mut scratch = ROWS.take();
-        scratch.resize(w, f32::NEG_INFINITY);
-        let rows = &mut scratch[..w];
-        for oy in 0..oh {
-            let (r0, r1, _, _) = window(s, oy, 0);
-            rows.fill(f32::NEG_INFINITY);
-            for r in r0..r1 {
-                for (m, &v) in rows.iter_mut().zip(&xp[r * w..(r + 1) * w]) {
-                    *m = nan_max(v, *m);
-                }
+    let f = TABLES.get(isa)?.values[slot(s)];
+    let (g, hw) = (Geom::new(s), s.h * s.w);
+    per_plane(y, s.out_h() * s.out_w(), s.input_len(), |p, yo| {
+        with_ring(g.ring_len(), |ring| {
+            // SAFETY: as in `max_pool2d_forward_with`; the values path reads no column table
+            // and writes no `arg`.
+            unsafe {
+                f(
+                    &g,
+                    x[p * hw..].as_ptr(),
+                    yo.as_mut_ptr(),
+                    std::ptr::null_mut(),
+                    ring.as_mut_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null(),
+                )
             }
-            for (ox, out) in yo[oy * ow..(oy + 1) * ow].iter_mut().enumerate() {
-                let (_, _, c0, c1) = window(s, oy, ox);
-                *out = rows[c0..c1]
-                    .iter()
-                    .fold(f32::NEG_INFINITY, |b, &v| nan_max(v, b));
-            }
-        }
-        ROWS.set(scratch);
+        });
     });
     Ok(())
 }

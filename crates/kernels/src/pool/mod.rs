@@ -12,6 +12,9 @@
 
 mod avg;
 mod max;
+mod max_vec;
+
+pub(crate) use max_vec::split_row;
 
 /// The f64 plane sum of the global average pool, shared with the squeeze-and-excitation gate.
 pub(crate) use avg::lane_sum;
@@ -21,6 +24,7 @@ pub use avg::{
 };
 pub use max::{
     max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_scalar, max_pool2d_forward_values,
+    max_pool2d_forward_values_with, max_pool2d_forward_with,
 };
 
 use crate::error::KernelError;
