@@ -305,13 +305,15 @@ unsafe fn activate_tile<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
 
 /// Declares one ISA entry point per (ISA, tile): a `#[target_feature]` wrapper that
 /// instantiates [`tile`], where the vector intrinsics inline. `MR x NV` reads A panels `MR`
-/// rows tall; `MR x NV / AS` is a short tile over panels `AS` rows tall.
+/// rows tall; `MR x NV / AS` is a short tile over panels `AS` rows tall; `transposed` stores C
+/// column by column (`microkernel_t.rs`). Without a feature string (the portable kernels, on
+/// `wide`, which picks its instructions at compile time) the wrapper has no target feature.
 macro_rules! kernels {
-    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal $(/ $as:literal)? $(, $tr:ident)?, $feat:literal;)*) => {$(
+    ($($(#[$cfg:meta])* $name:ident: $simd:ty, $mr:literal x $nv:literal $(/ $as:literal)? $(, $tr:ident)? $(, $feat:literal)?;)*) => {$(
         $(#[$cfg])*
         /// # Safety
         /// See [`super::kernel::MicroKernelFn`]; the CPU supports this kernel's ISA.
-        #[target_feature(enable = $feat)]
+        $(#[target_feature(enable = $feat)])?
         pub(crate) unsafe fn $name(
             kc: usize,
             a: *const f32,
@@ -376,76 +378,10 @@ kernels! {
     avx512_1x16: crate::simd::Avx512, 1 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx2_1x16: crate::simd::Avx2, 1 x 2, "avx2,fma";
-}
-
-/// The portable kernel: `wide::f32x8`, 4 x 16 (no target feature: `wide` picks its
-/// instructions at compile time).
-///
-/// # Safety
-/// See [`super::kernel::MicroKernelFn`].
-pub(crate) unsafe fn portable_4x16(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    rsb: usize,
-    c: *mut f32,
-    rsc: usize,
-    epi: &TileEpilogue,
-) {
-    // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 2, 4, false>(kc, a, b, rsb, c, rsc, epi) }
-}
-
-/// [`portable_4x16`] storing C transposed (see `MicroKernel::run_t`).
-///
-/// # Safety
-/// See [`super::kernel::MicroKernelFn`], with C's element `(i, j)` at `c + j * rsc + i`.
-pub(crate) unsafe fn portable_4x16_t(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    rsb: usize,
-    c: *mut f32,
-    rsc: usize,
-    epi: &TileEpilogue,
-) {
-    // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 2, 4, true>(kc, a, b, rsb, c, rsc, epi) }
-}
-
-/// [`portable_4x16`] narrowed to the first 8 columns of its B panels (see
-/// `MicroKernel::run_narrow`).
-///
-/// # Safety
-/// See [`super::kernel::MicroKernelFn`] with NR = 8 (B rows `rsb` apart).
-pub(crate) unsafe fn portable_4x8_of16(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    rsb: usize,
-    c: *mut f32,
-    rsc: usize,
-    epi: &TileEpilogue,
-) {
-    // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 4, 1, 4, false>(kc, a, b, rsb, c, rsc, epi) }
-}
-
-/// [`portable_4x16`] with one row (see `MicroKernel::run_row`).
-///
-/// # Safety
-/// See [`super::kernel::MicroKernelFn`] with MR = 1.
-pub(crate) unsafe fn portable_1x16(
-    kc: usize,
-    a: *const f32,
-    b: *const f32,
-    rsb: usize,
-    c: *mut f32,
-    rsc: usize,
-    epi: &TileEpilogue,
-) {
-    // SAFETY: forwarded contract; the portable ISA runs anywhere.
-    unsafe { tile::<crate::simd::Portable, 1, 2, 1, false>(kc, a, b, rsb, c, rsc, epi) }
+    portable_4x16: crate::simd::Portable, 4 x 2;
+    portable_4x16_t: crate::simd::Portable, 4 x 2, transposed;
+    portable_4x8_of16: crate::simd::Portable, 4 x 1;
+    portable_1x16: crate::simd::Portable, 1 x 2;
 }
 
 /// Declares one ISA entry point per (ISA, panel width) of [`row_wide`].

@@ -431,41 +431,7 @@ impl Step {
             }
             Step::Pointwise {
                 w,
-                transposed: true,
-                scale,
-                bias,
-                act,
-                hw,
-                x,
-                y,
-                accumulate,
-                threads,
-                ..
-            } => {
-                let (io, [out]) = carve(arena, offs, [*y])?;
-                let xs = io.get(offs, *x)?;
-                let (ci, co) = pointwise_dims(w, true);
-                // X^T [hw, ci] and Y^T [hw, co]: the planes as columns.
-                let a = MatRef::new(xs, *hw, ci, 1, *hw);
-                let c = MatMut::new(out, *hw, co, 1, *hw);
-                let beta = if *accumulate { 1.0 } else { 0.0 };
-                let mut e = Epilogue::new(Bias::PerCol(bias), *act);
-                if let Some(s) = scale {
-                    e = e.with_scale(Scale::PerCol(s));
-                }
-                gemm_ex(
-                    1.0,
-                    Operand::View(a),
-                    Operand::Packed(w),
-                    beta,
-                    c,
-                    e,
-                    &cfg(*threads),
-                )
-                .map_err(kerr)
-            }
-            Step::Pointwise {
-                w,
+                transposed,
                 scale,
                 bias,
                 act,
@@ -475,32 +441,41 @@ impl Step {
                 y,
                 accumulate,
                 threads,
-                ..
             } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
                 let xs = io.get(offs, *x)?;
-                let (ci, co) = pointwise_dims(w, false);
-                let mut b = MatRef::new(xs, ci, n * hw, *hw, 1);
-                let mut c = MatMut::new(out, co, n * hw, *hw, 1);
-                if *n > 1 {
-                    b = b.with_segments(Segments::cols(*hw, ci * hw));
-                    c = c.with_segments(Segments::cols(*hw, co * hw));
-                }
+                let (ci, co) = pointwise_dims(w, *transposed);
                 let beta = if *accumulate { 1.0 } else { 0.0 };
-                let mut e = Epilogue::new(Bias::PerRow(bias), *act);
+                // The output channels are C's rows, or its columns in the transposed form.
+                let (bias, scale, a, b, c) = if *transposed {
+                    // X^T [hw, ci] and Y^T [hw, co]: the planes as columns (one image).
+                    (
+                        Bias::PerCol(bias),
+                        scale.as_deref().map(Scale::PerCol),
+                        Operand::View(MatRef::new(xs, *hw, ci, 1, *hw)),
+                        Operand::Packed(w),
+                        MatMut::new(out, *hw, co, 1, *hw),
+                    )
+                } else {
+                    let mut b = MatRef::new(xs, ci, n * hw, *hw, 1);
+                    let mut c = MatMut::new(out, co, n * hw, *hw, 1);
+                    if *n > 1 {
+                        b = b.with_segments(Segments::cols(*hw, ci * hw));
+                        c = c.with_segments(Segments::cols(*hw, co * hw));
+                    }
+                    (
+                        Bias::PerRow(bias),
+                        scale.as_deref().map(Scale::PerRow),
+                        Operand::Packed(w),
+                        Operand::View(b),
+                        c,
+                    )
+                };
+                let mut e = Epilogue::new(bias, *act);
                 if let Some(s) = scale {
-                    e = e.with_scale(Scale::PerRow(s));
+                    e = e.with_scale(s);
                 }
-                gemm_ex(
-                    1.0,
-                    Operand::Packed(w),
-                    Operand::View(b),
-                    beta,
-                    c,
-                    e,
-                    &cfg(*threads),
-                )
-                .map_err(kerr)
+                gemm_ex(1.0, a, b, beta, c, e, &cfg(*threads)).map_err(kerr)
             }
             Step::Linear {
                 w,
