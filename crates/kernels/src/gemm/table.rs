@@ -3,8 +3,8 @@
 //! one table drives dispatch, tests and `tessera tune`).
 //!
 //! The choice, in order: a valid entry of the tuning cache written by `tessera tune` for this
-//! exact CPU (see `tune_cache.rs`), else the ISA's first candidate with the analytical blocking
-//! derived from the host's caches (`blocking.rs`). `TESSERA_ISA` picks the ISA as before;
+//! exact CPU (see `tune_cache.rs`), else the analytical default: of the ISA's candidates, the
+//! one whose model KC (`blocking.rs`) is deepest on this host's L1, with that blocking. `TESSERA_ISA` picks the ISA as before;
 //! `TESSERA_TUNE=off` ignores the cache.
 
 use super::blocking::{derive, Blocking};
@@ -289,7 +289,7 @@ static SCALAR: [MicroKernel; 1] = [MicroKernel {
     pack_b: super::pack::pack_b,
 }];
 
-/// Every microkernel candidate of `isa`, the analytical default first.
+/// Every microkernel candidate of `isa`, the one preferred on a tie of the model first.
 pub fn candidates(isa: Isa) -> &'static [MicroKernel] {
     match isa {
         #[cfg(target_arch = "x86_64")]
@@ -301,6 +301,31 @@ pub fn candidates(isa: Isa) -> &'static [MicroKernel] {
         Isa::Portable => &PORTABLE,
         Isa::Scalar => &SCALAR,
     }
+}
+
+/// The candidate the analytical model picks for `isa` on this host (see [`deepest`]).
+pub fn analytical_default(isa: Isa) -> &'static MicroKernel {
+    deepest(candidates(isa), &Host::get().caches)
+}
+
+/// Of `kernels`, the one whose analytical KC is deepest on a host with `caches`, ties to the
+/// first listed. Every candidate holds the same number of accumulators (the register file is
+/// the limit), so per k step they do the same FMAs; what differs is how many k steps a tile
+/// runs between loads and stores of its C block and packing passes, and KC is that count. The
+/// tile shape sets KC through L1's associativity: a 12 x 32 tile's B micro-panel is 2.7 times
+/// its A micro-panel, so on an 8-way L1 (Zen 3/4, Skylake-SP) only one 4 KiB way is left for A
+/// and KC = 80, where a 24 x 16 tile gets four ways and KC = 168; on a 12-way L1 (Ice Lake-SP,
+/// Sapphire Rapids) both get KC = 256 and the first (12 x 32: fewer broadcasts per FMA) stays.
+pub fn deepest<'a>(kernels: &'a [MicroKernel], caches: &crate::host::Caches) -> &'a MicroKernel {
+    let mut best = &kernels[0];
+    let mut best_kc = super::blocking::derive_kc(best.mr, best.nr, caches);
+    for k in &kernels[1..] {
+        let kc = super::blocking::derive_kc(k.mr, k.nr, caches);
+        if kc > best_kc {
+            (best, best_kc) = (k, kc);
+        }
+    }
+    best
 }
 
 /// Looks a candidate up by name.
@@ -329,7 +354,7 @@ pub fn selected(isa: Isa) -> &'static Selected {
             origin: Origin::Tuned(path),
         },
         None => Selected {
-            tuning: Tuning::analytical(&candidates(isa)[0]),
+            tuning: Tuning::analytical(analytical_default(isa)),
             origin: Origin::Analytical,
         },
     })
@@ -338,4 +363,36 @@ pub fn selected(isa: Isa) -> &'static Selected {
 /// The blocking in force for `isa`.
 pub fn blocking(isa: Isa) -> Blocking {
     selected(isa).tuning.blocking
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::host::{CacheLevel, CacheSource, Caches};
+
+    fn host(l1: (usize, usize), l2: (usize, usize)) -> Caches {
+        Caches {
+            l1d: CacheLevel::new(l1.0 << 10, l1.1, 1),
+            l2: CacheLevel::new(l2.0 << 10, l2.1, 1),
+            l3: Some(CacheLevel::new(32 << 20, 16, 8)),
+            source: CacheSource::Default,
+        }
+    }
+
+    /// The analytical default per real L1 geometry (the KCs are worked in `blocking.rs`).
+    #[test]
+    fn the_deepest_model_kc_picks_the_default_kernel() {
+        // Zen 3 / Zen 4 / Skylake-SP: 32 KiB 8-way L1d, KC 80 (12x32) against 168 (24x16).
+        assert_eq!(
+            deepest(&AVX512, &host((32, 8), (1024, 8))).name,
+            "avx512_24x16"
+        );
+        // Ice Lake-SP / Sapphire Rapids: 48 KiB 12-way, KC 256 for both: the first stays.
+        assert_eq!(
+            deepest(&AVX512, &host((48, 12), (2048, 16))).name,
+            "avx512_12x32"
+        );
+        // A single candidate is its own default.
+        assert_eq!(deepest(&AVX2, &host((32, 8), (512, 8))).name, "avx2_6x16");
+    }
 }

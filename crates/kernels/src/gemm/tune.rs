@@ -2,14 +2,15 @@
 //! on this host and returns the fastest, which `tune_cache.rs` stores.
 //!
 //! The search starts from the analytical blocking (`blocking.rs`): first each candidate kernel
-//! with its analytical blocks, then a grid of KC x MC values for the winning kernel. A
+//! with its analytical blocks, then a grid of KC x MC values for each kernel, best first, as
+//! far as the time budget goes. A
 //! configuration's score is the geometric mean GFLOP/s over shapes that stand for the
 //! engine's products (a square GEMM, a ResNet 3x3 convolution as im2col, a MobileNet 1x1
 //! convolution, a ViT projection), one thread, median of several runs. Every configuration
 //! computes the same product, so a candidate that is wrong cannot win: its result is checked
 //! against the first configuration's within a tolerance before it is timed.
 
-use super::table::{candidates, Tuning};
+use super::table::{analytical_default, candidates, Tuning};
 use super::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand};
 use crate::isa::Isa;
 use std::time::{Duration, Instant};
@@ -149,7 +150,7 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
         .map(|&(_, m, n, k)| Bench::new(m, n, k))
         .collect();
     let reps = 5;
-    let first = Tuning::analytical(&candidates(isa)[0]);
+    let first = Tuning::analytical(analytical_default(isa));
     let mut trials = vec![measure(&mut benches, first, reps, None).expect("no check")];
     let reference: Vec<Vec<f32>> = benches.iter().map(|b| b.c.clone()).collect();
     let mut best = 0;
@@ -168,19 +169,25 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
         }
     };
     // 1. Each kernel with its analytical blocks.
-    for k in candidates(isa).iter().skip(1) {
+    for k in candidates(isa) {
         try_one(Tuning::analytical(k), &mut trials, &mut best);
     }
-    // 2. A grid of depth and row blocks around the winner's: KC and MC interact (a deeper
-    //    block wants fewer rows in L2), so a coordinate search along one then the other
-    //    misses the best pairs.
-    let w = trials[best].tuning;
-    let mr = w.kernel.mr;
-    for kc in [w.blocking.kc, 192, 256, 384, 512] {
-        for rows in [w.blocking.mc, 96, 192, 288, 432, 576, 888] {
-            let mc = (rows / mr).max(1) * mr;
-            if let Some(t) = Tuning::with_blocks(w.kernel, kc, mc) {
-                try_one(t, &mut trials, &mut best);
+    // 2. A grid of depth and row blocks around each kernel's analytical ones, the best kernel
+    //    of step 1 first: KC and MC interact (a deeper block wants fewer rows in L2), so a
+    //    coordinate search along one then the other misses the best pairs; and a kernel whose
+    //    model KC is shallow on this L1 may still win deeper (the model keeps B's micro-panel
+    //    resident under LRU, which real replacement policies need not be).
+    let mut kernels: Vec<&Trial> = trials.iter().collect();
+    kernels.sort_by(|x, y| y.score.total_cmp(&x.score));
+    let kernels: Vec<Tuning> = kernels.into_iter().map(|t| t.tuning).collect();
+    for w in kernels {
+        let mr = w.kernel.mr;
+        for kc in [w.blocking.kc, 192, 256, 384, 512] {
+            for rows in [w.blocking.mc, 96, 192, 288, 432, 576, 888] {
+                let mc = (rows / mr).max(1) * mr;
+                if let Some(t) = Tuning::with_blocks(w.kernel, kc, mc) {
+                    try_one(t, &mut trials, &mut best);
+                }
             }
         }
     }
