@@ -38,6 +38,7 @@ pub mod gemm;
 pub mod host;
 pub mod isa;
 pub mod norm;
+pub mod parallel;
 pub mod peak;
 pub mod pool;
 pub(crate) mod simd;

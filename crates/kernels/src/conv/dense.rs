@@ -140,9 +140,7 @@ pub(super) fn im2col(s: &Conv2dShape, x: &[f32], cols: &mut [f32], ld: usize, co
     let rows = kk * (x.len() / hw.max(1));
     let cols = &mut cols[..rows * ld];
     if rows * ohw >= PAR_MIN {
-        cols.par_chunks_mut(ld)
-            .enumerate()
-            .for_each(|(r, o)| row(r, &mut o[col0..col0 + ohw]));
+        crate::parallel::for_each_chunk_mut(cols, ld, |r, o| row(r, &mut o[col0..col0 + ohw]));
     } else {
         cols.chunks_mut(ld)
             .enumerate()

@@ -27,7 +27,6 @@ use crate::activation::Activation;
 use crate::isa::{Isa, Tables};
 use crate::pool::split_row;
 use crate::simd::{tables, Simd};
-use rayon::prelude::*;
 use std::cell::Cell;
 
 /// Output channels per register tile (the packed weights' block).
@@ -442,7 +441,7 @@ pub(crate) fn forward(
     };
     let tasks = s.n * tasks_per_img;
     if tasks > 1 && rayon::current_num_threads() > 1 {
-        (0..tasks).into_par_iter().for_each(task);
+        crate::parallel::for_each_task(tasks, task);
     } else {
         (0..tasks).for_each(task);
     }

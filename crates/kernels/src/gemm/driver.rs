@@ -25,7 +25,6 @@ use super::table::Tuning;
 use super::{Bias, Epilogue, PackedMatrix, Scale};
 use crate::activation::Activation;
 use crate::host::Host;
-use rayon::prelude::*;
 use std::cell::Cell;
 
 /// A GEMM problem over raw pointers (see [`super::gemm_unchecked`] for the contract).
@@ -201,9 +200,9 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
         // reads itself (a small B twice over costs less than the extra meeting of the threads
         // that sharing it needs), in one parallel region.
         // SAFETY: forwarded contract; tasks are disjoint rectangles of C.
-        (0..part.parts)
-            .into_par_iter()
-            .for_each(|t| unsafe { run_task(&p, &blk, kernel, packs, part.task(t), in_place) });
+        crate::parallel::for_each_task(part.parts, |t| unsafe {
+            run_task(&p, &blk, kernel, packs, part.task(t), in_place)
+        });
     }
 }
 
@@ -794,7 +793,7 @@ unsafe fn run_shared_b(
                     if len <= SERIAL_PACK_FLOATS {
                         (0..groups * chunks).for_each(pack_job);
                     } else {
-                        (0..groups * chunks).into_par_iter().for_each(pack_job);
+                        crate::parallel::for_each_task(groups * chunks, pack_job);
                     }
                     for (i, bp) in bpacks.iter_mut().enumerate().take(groups) {
                         *bp = SharedPanels(shared.as_ptr().wrapping_add(offs[i]));
@@ -802,7 +801,7 @@ unsafe fn run_shared_b(
                 }
             }
             let bpacks = &bpacks[..groups];
-            (0..part.parts).into_par_iter().for_each(|t| {
+            crate::parallel::for_each_task(part.parts, |t| {
                 let task = part.task(t);
                 let mut bufs = PACK_BUFS.with(|cell| cell.take()).unwrap_or_default();
                 for (i, bpack) in bpacks.iter().enumerate() {

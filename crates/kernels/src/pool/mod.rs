@@ -28,7 +28,6 @@ pub use max::{
 };
 
 use crate::error::KernelError;
-use rayon::prelude::*;
 
 /// The geometry of a 2-D pooling window sliding over `[n, c, h, w]` (no dilation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,9 +225,7 @@ where
         return;
     }
     if work >= PAR_MIN {
-        out.par_chunks_mut(plane)
-            .enumerate()
-            .for_each(|(p, o)| f(p, o));
+        crate::parallel::for_each_chunk_mut(out, plane, f);
     } else {
         out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
     }

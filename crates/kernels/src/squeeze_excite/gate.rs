@@ -23,7 +23,6 @@ use crate::activation::{reference, Activation};
 use crate::error::KernelError;
 use crate::isa::{Isa, Tables};
 use crate::simd::tables;
-use rayon::prelude::*;
 use std::cell::Cell;
 
 /// The two 1x1 convolutions of the excitation, in PyTorch's layout, and their activations.
@@ -149,9 +148,7 @@ fn layer(k: &'static GateKernels, w: &[f32], bias: &[f32], x: &[f64], n: usize, 
     };
     if rows * kk * n >= PAR_MACS && rayon::current_num_threads() > 1 {
         let per = rows.div_ceil(4 * rayon::current_num_threads()).max(1);
-        t.par_chunks_mut(per * n)
-            .enumerate()
-            .for_each(|(i, o)| run(i * per, o));
+        crate::parallel::for_each_chunk_mut(t, per * n, |i, o| run(i * per, o));
     } else {
         run(0, t);
     }
@@ -226,7 +223,13 @@ fn gate_on(
         *m = crate::pool::lane_sum(&x[p * hw..(p + 1) * hw]) / hw as f64;
     };
     if x.len() >= PAR_SQUEEZE && rayon::current_num_threads() > 1 {
-        pooled.par_iter_mut().enumerate().for_each(mean);
+        // Runs of planes of about 8 Ki floats per task.
+        let per = ((1 << 13) / hw.max(1)).max(1);
+        crate::parallel::for_each_chunk_mut(pooled, per, |i, ms| {
+            for (j, m) in ms.iter_mut().enumerate() {
+                mean((i * per + j, m));
+            }
+        });
     } else {
         pooled.iter_mut().enumerate().for_each(mean);
     }

@@ -25,7 +25,6 @@ use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::{Isa, Tables};
 use crate::simd::{tables, Simd};
-use rayon::prelude::*;
 
 /// A multiply-add with a single rounding to f32 on every path (unlike [`Simd::fma`], which the
 /// portable and scalar paths round twice in f32): see the module docs.
@@ -248,10 +247,11 @@ fn join_on(
     };
     if planes * hw >= PAR_MIN && rayon::current_num_threads() > 1 {
         let per = (PAR_CHUNK / hw).max(1);
-        r.par_chunks_mut(per * hw)
-            .zip(x.par_chunks(per * hw))
-            .zip(s.par_chunks(per))
-            .for_each(|((rc, xc), sc)| run(xc, sc, rc));
+        let len = per * hw;
+        crate::parallel::for_each_chunk_mut(r, len, |i, rc| {
+            let xc = &x[i * len..][..rc.len()];
+            run(xc, &s[i * per..][..rc.len() / hw], rc)
+        });
     } else {
         run(x, s, r);
     }

@@ -49,10 +49,15 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
         return b.conv_bn_act(&h, dw);
     }
     let kerr = |e: KernelError| ModelError::config(format!("plan: {e}"));
-    // Channels per group: whole register tiles of the GEMM, as many as keep the group's
-    // expanded planes within a quarter of L2 (at least one tile).
+    // Channels per group: a whole number of the GEMM's register tiles (MR rows) and of the
+    // depthwise kernel's channel blocks (its vector lanes, 16 at most: it runs blocks of L
+    // channels one way and the remaining channels plane by plane, in another order of
+    // summation, so a group must cut the channels where the unfused step's blocks end, or
+    // the fused result differs in the last bits), as many as keep the group's expanded planes
+    // within a quarter of L2 (at least one unit).
     let mr = tessera_core::kernels::gemm::blocking(Isa::current().map_err(kerr)?).mr;
-    let group = (mr * ((l2 / 4) / (mr * hw * 4)).max(1)).min(ce);
+    let unit = mr / gcd(mr, 16) * 16;
+    let group = (unit * ((l2 / 4) / (unit * hw * 4)).max(1)).min(ce);
     let (scale, shift) = pw.scale_shift()?;
     let w = pw.conv.weight.data();
     let groups = (0..ce)
@@ -144,5 +149,14 @@ pub(crate) fn plan_bottleneck(b: &mut PlanBuilder, x: Feat, blk: &Bottleneck) ->
                 Some((shortcut, act)),
             )
         }
+    }
+}
+
+/// Greatest common divisor.
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }

@@ -23,6 +23,7 @@ use tessera_core::kernels::conv::{conv2d_forward, Conv2dShape};
 use tessera_core::kernels::gemm::{
     gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Scale,
 };
+use tessera_core::kernels::parallel::for_each_chunk_mut;
 use tessera_core::kernels::{Activation, KernelError};
 
 /// The expansion of one channel group: its rows of the 1x1 weight, packed, and their
@@ -77,22 +78,27 @@ impl ExpandDepthwise {
 
     /// `y` (`[n, c_exp, oh, ow]`) from `x` (`[n, c_in, h, w]`).
     pub fn run(&self, x: &[f32], y: &mut [f32]) -> Result<()> {
-        use rayon::prelude::*;
         let s = &self.dw;
         let (hw, ohw) = (s.h * s.w, s.out_h() * s.out_w());
         let (ci, ce) = (self.c_in(), self.c_exp());
-        // Per image, per group: disjoint output slices (the last group may be shorter), run
-        // in parallel.
-        y.par_chunks_mut(ce * ohw)
-            .enumerate()
-            .try_for_each(|(img, yi)| {
-                let xi = &x[img * ci * hw..(img + 1) * ci * hw];
-                yi.par_chunks_mut(self.group * ohw)
-                    .zip(self.groups.par_iter())
-                    .enumerate()
-                    .try_for_each(|(gi, (out, grp))| self.group_forward(gi, grp, xi, out))
-            })
-            .map_err(|e| ModelError::config(format!("plan: {e}")))
+        // Per image, the groups' disjoint output slices (the last group may be shorter) in
+        // parallel; the first error of a group is returned.
+        let error = std::sync::Mutex::new(None);
+        for (img, yi) in y.chunks_mut(ce * ohw).enumerate() {
+            let xi = &x[img * ci * hw..(img + 1) * ci * hw];
+            for_each_chunk_mut(yi, self.group * ohw, |gi, out| {
+                if let Err(e) = self.group_forward(gi, &self.groups[gi], xi, out) {
+                    error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                }
+            });
+        }
+        match error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Err(ModelError::config(format!("plan: {e}"))),
+            None => Ok(()),
+        }
     }
 
     /// Group `gi` of one image: its expanded channels into the worker's scratch, then their

@@ -29,7 +29,6 @@
 
 mod accuracy;
 pub mod arena;
-pub mod awake;
 mod builder;
 mod cnn;
 pub mod fused;
@@ -48,6 +47,7 @@ use arena::Buf;
 use std::time::Instant;
 use steps::Step;
 use tessera_core::Tensor;
+use tessera_kernels::parallel::run_awake;
 
 /// A network compiled for one input shape.
 pub struct Plan {
@@ -91,7 +91,7 @@ impl Plan {
         let i0 = self.offs[self.input.id];
         self.arena[i0..i0 + x.len()].copy_from_slice(x);
         let (steps, arena, offs) = (&self.steps, &mut self.arena, &self.offs);
-        awake::run_awake(|| steps.iter().try_for_each(|s| s.run(arena, offs)))?;
+        run_awake(|| steps.iter().try_for_each(|s| s.run(arena, offs)))?;
         let o = self.offs[self.output.id];
         Ok(&self.arena[o..o + self.output.len])
     }
@@ -163,7 +163,7 @@ impl Plan {
     /// Runs the plan `reps` times on `x` (after one warm-up run) and returns every step's
     /// median time, in order: the compiled plan's own cost table (`tessera profile --plan`).
     pub fn profile_steps(&mut self, x: &[f32], reps: usize) -> Result<Vec<StepTime>> {
-        awake::run_awake(|| self.profile_steps_awake(x, reps))
+        run_awake(|| self.profile_steps_awake(x, reps))
     }
 
     fn profile_steps_awake(&mut self, x: &[f32], reps: usize) -> Result<Vec<StepTime>> {
@@ -204,8 +204,8 @@ impl Plan {
         if rayon::current_num_threads() <= 1 {
             return Ok(());
         }
-        // Timed as the plan runs: inside an awake region (see [`awake`]).
-        awake::run_awake(|| self.tune_threads_awake(reps, max_ms))
+        // Timed as the plan runs: inside an awake region (see `tessera_kernels::parallel`).
+        run_awake(|| self.tune_threads_awake(reps, max_ms))
     }
 
     fn tune_threads_awake(&mut self, reps: usize, max_ms: f64) -> Result<()> {

@@ -15,6 +15,7 @@ use tessera_core::kernels::gemm::{
     gemm_ex, Bias, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Scale, Segments,
 };
 use tessera_core::kernels::norm::layer_norm_forward;
+use tessera_core::kernels::parallel::for_each_chunk_mut;
 use tessera_core::kernels::pool::{
     adaptive_avg_pool2d_forward, max_pool2d_forward_values, Pool2dShape,
 };
@@ -542,17 +543,14 @@ impl Step {
                     None => {
                         // `x *= s`: one rounding per element already. In parallel over runs
                         // of whole planes (element-wise: the same bits for any thread count).
-                        use rayon::prelude::*;
                         let (io, [xs]) = carve(arena, offs, [*x])?;
                         let s = io.get(offs, *scale)?;
                         let per = (SE_TASK_FLOATS / *hw).max(1);
-                        xs.par_chunks_mut(per * hw)
-                            .zip(s.par_chunks(per))
-                            .for_each(|(xc, sc)| {
-                                for (plane, g) in xc.chunks_exact_mut(*hw).zip(sc) {
-                                    plane.iter_mut().for_each(|v| *v *= g);
-                                }
-                            });
+                        for_each_chunk_mut(xs, per * hw, |i, xc| {
+                            for (plane, g) in xc.chunks_exact_mut(*hw).zip(&s[i * per..]) {
+                                plane.iter_mut().for_each(|v| *v *= g);
+                            }
+                        });
                         Ok(())
                     }
                     Some((r, ract)) => {

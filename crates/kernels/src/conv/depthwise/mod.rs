@@ -38,7 +38,6 @@ use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::isa::{Isa, Tables};
 use crate::simd::{tables, Simd};
-use rayon::prelude::*;
 use std::cell::Cell;
 
 /// Tap offsets of one filter, held inline up to 7 x 7 taps (every depthwise filter of the
@@ -460,9 +459,7 @@ where
         return;
     }
     if work >= 1 << 15 && rayon::current_num_threads() > 1 {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, c)| f(i, c));
+        crate::parallel::for_each_chunk_mut(out, chunk, f);
     } else {
         out.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
     }

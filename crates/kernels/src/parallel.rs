@@ -1,0 +1,384 @@
+//! Fork-join for the kernels, and keeping the thread pool awake for a chain of short parallel
+//! regions (a planned inference).
+//!
+//! Every kernel splits its work into tasks the same way for any thread count, and hands them
+//! to [`for_each_task`] (or [`for_each_chunk_mut`] for disjoint output chunks). Outside an awake
+//! region that is rayon's `for_each` over the task indices, as before. Inside one, it is a
+//! pthreadpool-style job slot (the scheme of XNNPACK's pthreadpool and ONNX Runtime's spinning
+//! thread pool): the thread that runs the region's body posts the job, every other worker of
+//! the pool is already spinning on the slot, and they all claim task indices from one atomic
+//! ticket until none is left; the poster then spins until the claimed ones are done. Nothing
+//! sleeps or calls into the OS between regions. Rayon's own join would make the first thread
+//! to finish wait in rayon's idle loop, which calls `sched_yield` for a few rounds and then
+//! sleeps on a futex: on a virtual machine that showed as 5-10% system time at batch 1.
+//!
+//! [`run_awake`] opens a region on rayon's current pool: while `f` runs on one worker, every
+//! other worker runs [`spin`], which claims tasks from the slot and also runs any rayon job
+//! that appears (code inside `f` that still uses rayon directly keeps working). The region
+//! ends when `f` returns, so an idle process sleeps as before.
+//!
+//! Which thread runs which task never changes a result: the tasks and their order of
+//! summation are fixed by the kernel, so results are bit-identical with or without a region
+//! and for any thread count. A task that itself calls [`for_each_task`] runs its subtasks
+//! inline, in order.
+
+use rayon::prelude::*;
+use std::any::Any;
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// A task body with its lifetime erased (see [`Region::run`] for why it stays valid).
+type TaskFn = *const (dyn Fn(usize) + Sync + 'static);
+
+/// The job slot of one awake region.
+struct Region {
+    /// `generation << 32 | next unclaimed task`; the generation is odd while a job is posted.
+    ticket: AtomicU64,
+    /// Tasks of the posted job.
+    tasks: AtomicUsize,
+    /// Tasks of the posted job that have finished.
+    finished: AtomicUsize,
+    /// The posted job's body: written only by the poster while no job is posted, read only
+    /// by a thread holding a claimed task of the posted job.
+    body: UnsafeCell<Option<TaskFn>>,
+    /// The first panic of a task of the posted job, re-raised by the poster.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
+}
+
+// SAFETY: `body` is the only non-Sync field; the ticket protocol of `Region::run` orders every
+// write to it (poster, no job posted) before every read (claimers of the job it belongs to).
+unsafe impl Sync for Region {}
+
+thread_local! {
+    /// The region whose body runs on this thread (null elsewhere): where its jobs are posted.
+    static POSTER: Cell<*const Region> = const { Cell::new(std::ptr::null()) };
+    /// Set while this thread runs a task: nested jobs then run inline.
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    /// Set on a worker while it runs a region's body or spins for one: a spinner that lands
+    /// there returns at once (it would otherwise block the job it interrupted until the region
+    /// ended, a deadlock).
+    static BUSY: Cell<bool> = const { Cell::new(false) };
+}
+
+const LOW: u64 = (1 << 32) - 1;
+
+impl Region {
+    fn new() -> Region {
+        Region {
+            ticket: AtomicU64::new(0),
+            tasks: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+            body: UnsafeCell::new(None),
+            panic: Mutex::new(None),
+        }
+    }
+
+    /// Claims and runs one task of the posted job; false if there is none to claim.
+    fn help(&self) -> bool {
+        let t = self.ticket.load(Ordering::Acquire);
+        if (t >> 32) & 1 == 0 || (t & LOW) as usize >= self.tasks.load(Ordering::Acquire) {
+            return false;
+        }
+        // The claim succeeds only while `t` is the current ticket, i.e. the job read above is
+        // still the posted one and task `t & LOW` is unclaimed (a stale `tasks` read makes the
+        // compare fail, because posting a job changes the generation).
+        if self
+            .ticket
+            .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return true; // contention: look again
+        }
+        // SAFETY: holding a claimed task of the posted job, whose body the poster wrote
+        // before publishing the ticket (Release) and keeps alive until `finished` counts
+        // this task (see `run`).
+        let body = unsafe { &*(*self.body.get()).expect("a posted job has a body") };
+        self.run_task(body, (t & LOW) as usize);
+        true
+    }
+
+    fn run_task(&self, body: &(dyn Fn(usize) + Sync), i: usize) {
+        let was = IN_TASK.with(|c| c.replace(true));
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| body(i))) {
+            let mut slot = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+            slot.get_or_insert(p);
+        }
+        IN_TASK.with(|c| c.set(was));
+        self.finished.fetch_add(1, Ordering::Release);
+    }
+
+    /// Posts `tasks` tasks of `body`, runs as many as it can claim, and returns once every
+    /// task has finished (re-raising a task's panic). Called only by the region's poster.
+    fn run(&self, tasks: usize, body: &(dyn Fn(usize) + Sync)) {
+        assert!((tasks as u64) < LOW, "too many tasks for one job");
+        let generation = self.ticket.load(Ordering::Relaxed) >> 32;
+        debug_assert_eq!(generation & 1, 0, "a job is already posted");
+        // SAFETY: no job is posted (even generation), so no thread reads `body`; the erased
+        // lifetime is sound because this function does not return before every claimed
+        // task has finished, and no task can be claimed after the generation turns even.
+        unsafe {
+            let erased: TaskFn =
+                std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), TaskFn>(body as *const _);
+            *self.body.get() = Some(erased);
+        }
+        self.tasks.store(tasks, Ordering::Relaxed);
+        self.finished.store(0, Ordering::Relaxed);
+        self.ticket.store((generation + 1) << 32, Ordering::Release);
+        while self.help() {}
+        while self.finished.load(Ordering::Acquire) < tasks {
+            std::hint::spin_loop();
+        }
+        self.ticket.store((generation + 2) << 32, Ordering::Release);
+        let panic = self.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(p) = panic {
+            resume_unwind(p);
+        }
+    }
+}
+
+/// Runs `f(0)`, ..., `f(tasks - 1)`, in parallel where there are threads: on the posted-job
+/// slot inside an awake region, on rayon's pool outside one, inline inside another task.
+pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
+    if tasks <= 1 || IN_TASK.with(Cell::get) {
+        (0..tasks).for_each(f);
+        return;
+    }
+    let region = POSTER.with(Cell::get);
+    if region.is_null() {
+        let f = &f;
+        (0..tasks).into_par_iter().for_each(|i| f(i));
+    } else {
+        // SAFETY: `POSTER` points at the region of the body running on this thread, which
+        // lives until that body returns (`fan_out`), after this call.
+        unsafe { &*region }.run(tasks, &f);
+    }
+}
+
+/// A raw pointer that tasks may share (each writes only its own, disjoint part).
+struct SharedMut<T>(*mut T);
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
+// SAFETY: used only by `for_each_chunk_mut`, whose tasks touch disjoint chunks.
+unsafe impl<T: Send> Send for SharedMut<T> {}
+unsafe impl<T: Send> Sync for SharedMut<T> {}
+
+/// `f(i, chunk_i)` for the consecutive `chunk`-long pieces of `data` (the last may be
+/// shorter), as tasks of [`for_each_task`].
+pub fn for_each_chunk_mut<T: Send>(
+    data: &mut [T],
+    chunk: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    if chunk == 0 || data.is_empty() {
+        return;
+    }
+    let len = data.len();
+    let base = SharedMut(data.as_mut_ptr());
+    let base = &base;
+    for_each_task(len.div_ceil(chunk), |i| {
+        let start = i * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: task `i` alone gets elements `start..start + n` of `data`, which is
+        // borrowed mutably for the whole call; the ranges of different tasks are disjoint.
+        let part = unsafe { std::slice::from_raw_parts_mut(base.0.add(start), n) };
+        f(i, part)
+    });
+}
+
+/// Runs `f` on a worker of the current rayon pool with every other worker spinning for work
+/// until `f` returns (see the module docs). Called from outside the pool, it first moves onto
+/// a worker (once: otherwise every parallel region of `f` would be sent to the pool and waited
+/// for through the kernel). With one thread, or when called from inside an awake region, it
+/// simply runs `f`.
+pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| run_awake(f));
+    }
+    let workers = rayon::current_num_threads();
+    if workers <= 1 || BUSY.with(Cell::get) {
+        return f();
+    }
+    let region = Region::new();
+    let done = AtomicBool::new(false);
+    fan_out(workers - 1, &region, &done, f)
+}
+
+/// `f` on this worker beside `spinners` spinner jobs, posted through nested `rayon::join`s
+/// (stack jobs: opening a region allocates nothing).
+fn fan_out<T: Send>(
+    spinners: usize,
+    region: &Region,
+    done: &AtomicBool,
+    f: impl FnOnce() -> T + Send,
+) -> T {
+    if spinners == 0 {
+        /// Ends the region when `f` returns or unwinds: a panic in `f` must release the
+        /// spinners, or the `join` that carries it would wait for them forever.
+        struct Close<'a> {
+            done: &'a AtomicBool,
+            busy: bool,
+            poster: *const Region,
+        }
+        impl Drop for Close<'_> {
+            fn drop(&mut self) {
+                BUSY.with(|b| b.set(self.busy));
+                POSTER.with(|p| p.set(self.poster));
+                self.done.store(true, Ordering::Release);
+            }
+        }
+        let _close = Close {
+            done,
+            busy: BUSY.with(|b| b.replace(true)),
+            poster: POSTER.with(|p| p.replace(region)),
+        };
+        return f();
+    }
+    rayon::join(
+        || fan_out(spinners - 1, region, done, f),
+        || spin(region, done),
+    )
+    .0
+}
+
+/// A worker's loop while the region is open: claim posted tasks, run whatever rayon jobs
+/// appear, else spin.
+fn spin(region: &Region, done: &AtomicBool) {
+    if BUSY.with(|b| b.replace(true)) {
+        // This worker is already running `f` or another spinner, inside which it picked this
+        // job up while waiting: returning lets that work go on.
+        return;
+    }
+    while !done.load(Ordering::Acquire) {
+        if region.help() {
+            continue;
+        }
+        match rayon::yield_now() {
+            Some(rayon::Yield::Executed) => {}
+            _ => std::hint::spin_loop(),
+        }
+    }
+    BUSY.with(|b| b.set(false));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    fn pool(threads: usize) -> rayon::ThreadPool {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+    }
+
+    /// Every task runs exactly once, inside and outside a region, on any pool, nested too.
+    #[test]
+    fn every_task_runs_once_in_and_out_of_a_region() {
+        for threads in [1, 2, 3, 4] {
+            let pool = pool(threads);
+            for awake in [false, true] {
+                let counts: Vec<AtomicU64> = (0..1000).map(|_| AtomicU64::new(0)).collect();
+                let job = || {
+                    for round in 0..50 {
+                        for_each_task(round % 7 + 2, |t| {
+                            for_each_task(3, |u| {
+                                counts[(t * 3 + u + round * 20) % 1000]
+                                    .fetch_add(1, Ordering::Relaxed);
+                            });
+                        });
+                    }
+                };
+                pool.install(|| if awake { run_awake(job) } else { job() });
+                let total: u64 = counts.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+                let expect: u64 = (0..50).map(|r| (r % 7 + 2) as u64 * 3).sum();
+                assert_eq!(total, expect, "{threads} threads, awake {awake}");
+            }
+            // Nested regions run inline.
+            assert_eq!(pool.install(|| run_awake(|| run_awake(|| 7))), 7);
+        }
+        // From a thread outside every pool: `f` runs on a worker of the global pool.
+        let on_worker =
+            std::thread::spawn(|| run_awake(|| rayon::current_thread_index().is_some()))
+                .join()
+                .unwrap();
+        assert!(on_worker);
+    }
+
+    /// Chunks cover the slice once, in order, the last one short.
+    #[test]
+    fn chunks_cover_the_slice() {
+        let pool = pool(3);
+        let mut v = vec![0usize; 1003];
+        pool.install(|| {
+            run_awake(|| for_each_chunk_mut(&mut v, 10, |i, c| c.iter_mut().for_each(|x| *x += i)))
+        });
+        assert!(v.iter().enumerate().all(|(j, &x)| x == j / 10));
+    }
+
+    /// Rayon work inside a region still completes (code that uses rayon directly).
+    #[test]
+    fn rayon_work_inside_a_region_completes() {
+        for threads in [2, 3] {
+            let sum = pool(threads).install(|| {
+                run_awake(|| {
+                    (0..200)
+                        .map(|i| {
+                            (0..1000usize)
+                                .into_par_iter()
+                                .with_min_len(50)
+                                .map(|x| x as u64 * i)
+                                .sum::<u64>()
+                        })
+                        .sum::<u64>()
+                })
+            });
+            assert_eq!(sum, 499_500 * 19_900, "{threads} threads");
+        }
+    }
+
+    /// A panic in a task or in the body propagates; the pool and later regions still work.
+    #[test]
+    fn a_panic_propagates_instead_of_hanging() {
+        for threads in [2, 3] {
+            let pool = pool(threads);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.install(|| {
+                    run_awake(|| {
+                        for_each_task(8, |t| {
+                            if t == 5 {
+                                panic!("task 5")
+                            }
+                        })
+                    })
+                })
+            }));
+            assert!(
+                r.is_err(),
+                "{threads} threads: a task's panic did not propagate"
+            );
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                pool.install(|| run_awake(|| panic!("inside the region")))
+            }));
+            assert!(
+                r.is_err(),
+                "{threads} threads: the body's panic did not propagate"
+            );
+            let n = AtomicU64::new(0);
+            pool.install(|| {
+                run_awake(|| {
+                    for_each_task(9, |_| {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    })
+                })
+            });
+            assert_eq!(n.load(Ordering::Relaxed), 9);
+        }
+    }
+}
