@@ -148,7 +148,7 @@ pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
     let region = POSTER.with(Cell::get);
     if region.is_null() {
         let f = &f;
-        (0..tasks).into_par_iter().for_each(|i| f(i));
+        (0..tasks).into_par_iter().for_each(f);
     } else {
         // SAFETY: `POSTER` points at the region of the body running on this thread, which
         // lives until that body returns (`fan_out`), after this call.
