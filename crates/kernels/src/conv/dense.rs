@@ -326,6 +326,49 @@ pub(crate) fn forward(
     })
 }
 
+/// The dense forward in the transposed form (one group, see
+/// [`super::PackedConvWeight::pack_transposed`]): per image, `Y^T = cols^T W^T`, `cols^T`
+/// a transposed view of the im2col buffer (or of the input, for a 1x1 stride-1 convolution)
+/// and `Y^T` a column-major view of the image's `[c_out, oh*ow]` output.
+pub(crate) fn forward_transposed(
+    s: &Conv2dShape,
+    x: &[f32],
+    wt: &PackedMatrix,
+    epi: ChannelEpilogue<'_>,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), s.c_in * s.kh * s.kw);
+    let cfg = config(wt.isa());
+    let pointwise = is_pointwise(s);
+    let mut e = Epilogue::new(epi.bias.map_or(Bias::None, Bias::PerCol), epi.act);
+    if let Some(sc) = epi.scale {
+        e = e.with_scale(Scale::PerCol(sc));
+    }
+    let cols_len = if pointwise { 0 } else { kdim * ohw };
+    with_cols(cols_len, |cols| {
+        for img in 0..s.n {
+            let xi = &x[img * s.c_in * hw..(img + 1) * s.c_in * hw];
+            let yi = &mut y[img * s.c_out * ohw..(img + 1) * s.c_out * ohw];
+            let a = if pointwise {
+                MatRef::new(xi, hw, s.c_in, 1, hw)
+            } else {
+                im2col(s, xi, cols, ohw, 0);
+                MatRef::new(cols, ohw, kdim, 1, ohw)
+            };
+            gemm_ex(
+                1.0,
+                Operand::View(a),
+                Operand::Packed(wt),
+                0.0,
+                MatMut::new(yi, ohw, s.c_out, 1, ohw),
+                e,
+                &cfg,
+            )?;
+        }
+        Ok(())
+    })
+}
+
 /// The forward of a pointwise convolution on 1x1 planes (the squeeze-excitation layers): one
 /// GEMM per group for the whole batch, `Y_g[co, img] = W_g X_g[ci, img]`, on strided views of
 /// the NCHW tensors.

@@ -40,6 +40,9 @@ pub struct PackedConvWeight {
     /// The weights packed for the direct kernel of few input channels (`stem.rs`), when the
     /// weight's shape qualifies.
     direct: Option<Vec<f32>>,
+    /// `W^T` packed as the GEMM's right operand ([`PackedConvWeight::pack_transposed`]; then
+    /// `packs` is empty).
+    transposed: Option<PackedMatrix>,
 }
 
 impl PackedConvWeight {
@@ -93,7 +96,47 @@ impl PackedConvWeight {
             packs,
             scale: None,
             direct,
+            transposed: None,
         })
+    }
+
+    /// Packs `w` (one group) for the transposed form of the product: per image,
+    /// `Y^T [oh*ow, c_out] = cols^T [oh*ow, c_in*kh*kw] W^T`, with `W^T` packed once as the
+    /// right operand and `Y` written through the microkernel's transposed store (see
+    /// `gemm::microkernel_t`). For small output planes the pixels then run along the tile's
+    /// MR rows and the channels along its NR columns, which wastes less of the tile when the
+    /// plane is narrower than NR (a 7 x 7 plane: 49 pixels against 64 padded columns). Each
+    /// element sees the same operations in the same order as in [`PackedConvWeight::pack`]'s
+    /// form, so the two give the same bits. Errors: as `pack`, and more than one group.
+    pub fn pack_transposed(
+        w: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        isa: Option<Isa>,
+    ) -> Result<Self, KernelError> {
+        if groups != 1 {
+            return Err(KernelError::invalid(
+                "conv2d pack weight",
+                format!("weight {shape:?}: the transposed form takes one group, got {groups}"),
+            ));
+        }
+        // Validates the shape and length (and packs the stem's direct form if it applies).
+        let mut p = Self::pack(w, shape, 1, isa)?;
+        let [c_out, cig, kh, kw] = shape;
+        let wm = MatRef::row_major(w, c_out, cig * kh * kw);
+        p.transposed = Some(PackedMatrix::pack_b(wm.t(), Some(p.isa))?);
+        p.packs.clear();
+        Ok(p)
+    }
+
+    /// Whether it holds the transposed form ([`PackedConvWeight::pack_transposed`]).
+    pub fn is_transposed(&self) -> bool {
+        self.transposed.is_some()
+    }
+
+    /// Whether the direct kernel of few input channels runs it (`stem.rs`), not the GEMM.
+    pub fn runs_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The same weight with a multiplier per output channel: [`conv2d_forward_packed`] then
@@ -151,6 +194,7 @@ impl PackedConvWeight {
             .sum::<usize>()
             + self.scale.as_ref().map_or(0, |s| 4 * s.len())
             + self.direct.as_ref().map_or(0, |d| 4 * d.len())
+            + self.transposed.as_ref().map_or(0, PackedMatrix::size_bytes)
     }
 }
 
@@ -196,7 +240,10 @@ pub fn conv2d_forward_packed(
     };
     match &w.direct {
         Some(d) if stem::applies(s) => stem::forward(w.isa, s, x, d, epi, y),
-        _ => dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y),
+        _ => match &w.transposed {
+            Some(t) => dense::forward_transposed(s, x, t, epi, y),
+            None => dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y),
+        },
     }
 }
 

@@ -189,7 +189,7 @@ impl PlanBuilder {
         };
         let step = if pointwise {
             let wv = MatRef::row_major(&w, s.c_out, s.c_in);
-            let transposed = x.n == 1 && pointwise_as_transpose(s.c_out, s.c_in, x.h * x.w)?;
+            let transposed = x.n == 1 && as_transpose(s.c_out, s.c_in, x.h * x.w)?;
             let wm = if transposed {
                 PackedMatrix::pack_b(wv.t(), None)
             } else {
@@ -226,6 +226,17 @@ impl PlanBuilder {
         } else {
             let dims = [s.c_out, s.c_in / s.groups, s.kh, s.kw];
             let mut pw = PackedConvWeight::pack(&w, dims, s.groups, None).map_err(kerr)?;
+            // Single-image convolutions whose plane wastes the tile run as Y^T = cols^T W^T
+            // (see `as_transpose`), unless the direct kernel of few input channels
+            // runs them.
+            let kdim = s.c_in * s.kh * s.kw;
+            if x.n == 1
+                && s.groups == 1
+                && !pw.runs_direct()
+                && as_transpose(s.c_out, kdim, oh * ow)?
+            {
+                pw = PackedConvWeight::pack_transposed(&w, dims, 1, None).map_err(kerr)?;
+            }
             if let Some(sc) = scale {
                 pw = pw.with_channel_scale(sc).map_err(kerr)?;
             }
@@ -522,14 +533,18 @@ impl PlanBuilder {
     }
 }
 
-/// Whether a single-image pointwise convolution (`c_out` x `c_in` weights, `hw` pixels) runs
-/// as `Y^T = X^T W^T` (see `Step::Pointwise`): when the kernel in force stores C transposed
-/// and the work that way, padded rows x padded columns x (depth + the transposed store's cost
-/// per tile in k steps), is at least 5% less than as `Y = W X`. A 7 x 7 plane (49 pixels)
-/// computes 64 columns of a 32-wide tile one way and 52 rows the other; a 14 x 14 plane
-/// (196 = 6 x 32 + 4 columns, the last panel through a 16-wide narrow twin) gains less than
-/// the transposes cost.
-fn pointwise_as_transpose(c_out: usize, c_in: usize, hw: usize) -> Result<bool> {
+/// Whether a single-image convolution (`c_out` x `c_in` weights, where `c_in` is the GEMM's
+/// depth, `c_in * kh * kw` for a k x k one; `hw` output pixels) runs as `Y^T = X^T W^T` (see
+/// `Step::Pointwise` and `PackedConvWeight::pack_transposed`): when the kernel in force stores
+/// C transposed and the work that way, padded rows x padded columns x (depth + the transposed
+/// store's cost per tile in k steps), is at least 10% less than as `Y = W X`. A 7 x 7 plane
+/// (49 pixels) computes 64 columns of a 32-wide tile one way and 52 rows the other (the model:
+/// 15-19% less); on the Zen 4 host SE-ResNet-101's 3x3 convolutions with 7 x 7 outputs ran
+/// 11% faster transposed, its strided 1x1 to 7 x 7 16% (one thread). A 14 x 14 plane
+/// (196 = 6 x 32 + 4 columns, the last panel through a 16-wide narrow twin) gains 5% in the
+/// model and measured 2% slower (3x3, 2304 deep) and 12% slower (1x1, on Sapphire Rapids), so
+/// it stays direct: the model does not count the transposing packer of the im2col operand.
+fn as_transpose(c_out: usize, c_in: usize, hw: usize) -> Result<bool> {
     use tessera_core::kernels::gemm::table::selected;
     let isa = tessera_core::kernels::Isa::current().map_err(kerr)?;
     let k = selected(isa).tuning.kernel;
@@ -538,5 +553,5 @@ fn pointwise_as_transpose(c_out: usize, c_in: usize, hw: usize) -> Result<bool> 
     };
     let direct = k.padded_rows(c_out) * k.padded_cols(hw) * c_in;
     let transposed = k.padded_rows(hw) * k.padded_cols(c_out) * (c_in + extra);
-    Ok(20 * transposed <= 19 * direct)
+    Ok(10 * transposed <= 9 * direct)
 }

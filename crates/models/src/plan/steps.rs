@@ -309,9 +309,13 @@ impl Step {
             )
         };
         match self {
-            Step::Conv { s, act, .. } | Step::Depthwise { s, act, .. } => {
-                format!("{} {}", conv(s), act.name())
-            }
+            Step::Conv { s, act, w, .. } => format!(
+                "{} {}{}",
+                conv(s),
+                act.name(),
+                if w.is_transposed() { " (as C^T)" } else { "" }
+            ),
+            Step::Depthwise { s, act, .. } => format!("{} {}", conv(s), act.name()),
             Step::ExpandDepthwise { f, .. } => format!(
                 "{}->{} 1x1 {} + {}x{}/{} {} @{}x{}",
                 f.c_in(),
