@@ -22,7 +22,11 @@
 //! `avx2_6x8_of16`, `portable_4x8_of16`, with short twins of their own for the corner): the
 //! same body over the first vector of each B row, for the last column panel when N modulo NR
 //! fits in it. N = 196 (a 14 x 14 plane) on a 32-wide tile leaves 4 columns: the full tile
-//! would spend 28/32 of that panel's FMAs on padding, the narrow one 12/16.
+//! would spend 28/32 of that panel's FMAs on padding, the narrow one 12/16. The 12 x 32 tile
+//! also has an 8-wide twin on 256-bit vectors (`avx512_12x8_of32`, the same FMA per element):
+//! a double-pumped AVX-512 core (Zen 4) issues two 256-bit FMAs per cycle against one 512-bit,
+//! so there the 4 columns cost half of what the 16-wide twin spends; a core with two 512-bit
+//! pipes runs it at the 16-wide twin's speed.
 //!
 //! Each has a one-row twin (`avx512_1x32`, `avx512_1x16`, `avx2_1x16`, `portable_1x16`), the
 //! same body with MR = 1, for products with a single row: a padded 12-row tile would spend
@@ -352,6 +356,12 @@ kernels! {
     avx512_4x16_of12x32: crate::simd::Avx512, 4 x 1 / 12, "avx512f";
     #[cfg(target_arch = "x86_64")]
     avx512_8x16_of12x32: crate::simd::Avx512, 8 x 1 / 12, "avx512f";
+    #[cfg(target_arch = "x86_64")]
+    avx512_12x8_of32: crate::simd::Avx2, 12 x 1, "avx512f,avx512vl,avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx512_4x8_of12x32: crate::simd::Avx2, 4 x 1 / 12, "avx512f,avx512vl,avx2,fma";
+    #[cfg(target_arch = "x86_64")]
+    avx512_8x8_of12x32: crate::simd::Avx2, 8 x 1 / 12, "avx512f,avx512vl,avx2,fma";
     #[cfg(target_arch = "x86_64")]
     avx512_24x16: crate::simd::Avx512, 24 x 1, "avx512f";
     #[cfg(target_arch = "x86_64")]

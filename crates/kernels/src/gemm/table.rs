@@ -165,20 +165,36 @@ static AVX512: [MicroKernel; 2] = [
                 run: super::microkernel::avx512_8x32_of12,
             },
         ],
-        run_narrow: &[NarrowKernel {
-            cols: 16,
-            run: super::microkernel::avx512_12x16_of32,
-            short: &[
-                ShortKernel {
-                    rows: 4,
-                    run: super::microkernel::avx512_4x16_of12x32,
-                },
-                ShortKernel {
-                    rows: 8,
-                    run: super::microkernel::avx512_8x16_of12x32,
-                },
-            ],
-        }],
+        run_narrow: &[
+            NarrowKernel {
+                cols: 8,
+                run: super::microkernel::avx512_12x8_of32,
+                short: &[
+                    ShortKernel {
+                        rows: 4,
+                        run: super::microkernel::avx512_4x8_of12x32,
+                    },
+                    ShortKernel {
+                        rows: 8,
+                        run: super::microkernel::avx512_8x8_of12x32,
+                    },
+                ],
+            },
+            NarrowKernel {
+                cols: 16,
+                run: super::microkernel::avx512_12x16_of32,
+                short: &[
+                    ShortKernel {
+                        rows: 4,
+                        run: super::microkernel::avx512_4x16_of12x32,
+                    },
+                    ShortKernel {
+                        rows: 8,
+                        run: super::microkernel::avx512_8x16_of12x32,
+                    },
+                ],
+            },
+        ],
         run_t: Some(super::microkernel::avx512_12x32_t),
         // Two 16 x 16 transposes (64 shuffles each, one port) against 24 FMAs (12 cycles on
         // two pipes) per k step.
