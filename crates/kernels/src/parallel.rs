@@ -3,11 +3,13 @@
 //!
 //! Every kernel splits its work into tasks the same way for any thread count, and hands them
 //! to [`for_each_task`] (or [`for_each_chunk_mut`] for disjoint output chunks). Outside an awake
-//! region that is rayon's `for_each` over the task indices, as before. Inside one, it is a
+//! region that is rayon's `for_each` over the task indices. Inside one, it is a
 //! pthreadpool-style job slot (the scheme of XNNPACK's pthreadpool and ONNX Runtime's spinning
 //! thread pool): the thread that runs the region's body posts the job, every other worker of
 //! the pool is already spinning on the slot, and they all claim task indices from one atomic
-//! ticket until none is left; the poster then spins until the claimed ones are done. Nothing
+//! ticket, a run of consecutive ones per claim (a share of what is left, as OpenMP's
+//! `guided` schedule: thousands of tiny tasks, an im2col row each, would otherwise contend for
+//! the ticket one by one), until none is left; the poster then spins until the claimed ones are done. Nothing
 //! sleeps or calls into the OS between regions. Rayon's own join would make the first thread
 //! to finish wait in rayon's idle loop, which calls `sched_yield` for a few rounds and then
 //! sleeps on a futex: on a virtual machine that showed as 5-10% system time at batch 1.
@@ -38,6 +40,8 @@ struct Region {
     ticket: AtomicU64,
     /// Tasks of the posted job.
     tasks: AtomicUsize,
+    /// Threads of the pool (the poster and its spinners): sets the size of a claim.
+    workers: usize,
     /// Tasks of the posted job that have finished.
     finished: AtomicUsize,
     /// The posted job's body: written only by the poster while no job is posted, read only
@@ -69,33 +73,50 @@ impl Region {
         Region {
             ticket: AtomicU64::new(0),
             tasks: AtomicUsize::new(0),
+            workers: rayon::current_num_threads().max(1),
             finished: AtomicUsize::new(0),
             body: UnsafeCell::new(None),
             panic: Mutex::new(None),
         }
     }
 
-    /// Claims and runs one task of the posted job; false if there is none to claim.
+    /// Claims and runs the next tasks of the posted job (a batch of consecutive indices);
+    /// false if there are none to claim.
     fn help(&self) -> bool {
         let t = self.ticket.load(Ordering::Acquire);
-        if (t >> 32) & 1 == 0 || (t & LOW) as usize >= self.tasks.load(Ordering::Acquire) {
+        let (first, tasks) = ((t & LOW) as usize, self.tasks.load(Ordering::Acquire));
+        if (t >> 32) & 1 == 0 || first >= tasks {
             return false;
         }
+        // Guided scheduling (OpenMP's `guided`): a claim takes 1 / workers of what is left.
+        // Thousands of tiny tasks (an im2col row each) then cost a few claims, the last
+        // claims are single tasks that even out the finish, and the first claims are the
+        // contiguous shares a static split would give (the poster claims first: the first
+        // share), so a step's data tends to stay on the core that produced it in the step
+        // before, as with rayon's halving.
+        let end = first + ((tasks - first) / self.workers).max(1);
         // The claim succeeds only while `t` is the current ticket, i.e. the job read above is
-        // still the posted one and task `t & LOW` is unclaimed (a stale `tasks` read makes the
-        // compare fail, because posting a job changes the generation).
+        // still the posted one and tasks `first..end` are unclaimed (a stale `tasks` read
+        // makes the compare fail, because posting a job changes the generation).
         if self
             .ticket
-            .compare_exchange(t, t + 1, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(
+                t,
+                t + (end - first) as u64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
             .is_err()
         {
             return true; // contention: look again
         }
-        // SAFETY: holding a claimed task of the posted job, whose body the poster wrote
-        // before publishing the ticket (Release) and keeps alive until `finished` counts
-        // this task (see `run`).
+        // SAFETY: holding claimed tasks of the posted job, whose body the poster wrote before
+        // publishing the ticket (Release) and keeps alive until `finished` counts these tasks
+        // (see `run`).
         let body = unsafe { &*(*self.body.get()).expect("a posted job has a body") };
-        self.run_task(body, (t & LOW) as usize);
+        for i in first..end {
+            self.run_task(body, i);
+        }
         true
     }
 
@@ -254,13 +275,21 @@ fn spin(region: &Region, done: &AtomicBool) {
         // job up while waiting: returning lets that work go on.
         return;
     }
+    let mut idle = 0u32;
     while !done.load(Ordering::Acquire) {
         if region.help() {
+            idle = 0;
             continue;
         }
-        match rayon::yield_now() {
-            Some(rayon::Yield::Executed) => {}
-            _ => std::hint::spin_loop(),
+        // The slot is checked every round; rayon's queues (a steal attempt over every
+        // worker, far slower than one load of the ticket) every 32nd.
+        idle = idle.wrapping_add(1);
+        if idle.is_multiple_of(32) {
+            if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+                idle = 0;
+            }
+        } else {
+            std::hint::spin_loop();
         }
     }
     BUSY.with(|b| b.set(false));

@@ -12,7 +12,7 @@ use crate::error::{ModelError, Result};
 use crate::layers::ConvBnAct;
 use tessera_core::kernels::gemm::{MatRef, PackedMatrix};
 use tessera_core::kernels::host::Host;
-use tessera_core::kernels::{Activation, Isa, KernelError};
+use tessera_core::kernels::{Activation, KernelError};
 
 /// The EfficientNet-family squeeze-excite, in place on `h`.
 fn se_in_place(b: &mut PlanBuilder, h: &Feat, se: &SqueezeExcite) -> Result<Feat> {
@@ -49,14 +49,13 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
         return b.conv_bn_act(&h, dw);
     }
     let kerr = |e: KernelError| ModelError::config(format!("plan: {e}"));
-    // Channels per group: a whole number of the GEMM's register tiles (MR rows) and of the
-    // depthwise kernel's channel blocks (its vector lanes, 16 at most: it runs blocks of L
-    // channels one way and the remaining channels plane by plane, in another order of
-    // summation, so a group must cut the channels where the unfused step's blocks end, or
-    // the fused result differs in the last bits), as many as keep the group's expanded planes
-    // within a quarter of L2 (at least one unit).
-    let mr = tessera_core::kernels::gemm::blocking(Isa::current().map_err(kerr)?).mr;
-    let unit = mr / gcd(mr, 16) * 16;
+    // Channels per group: a multiple of the depthwise kernel's channel block (its vector
+    // lanes, 16 at most: it runs blocks of L channels one way and the remaining channels plane
+    // by plane, in another order of summation, so a group must cut the channels where the
+    // unfused step's blocks end, or the fused result differs in the last bits), as many as keep
+    // the group's expanded planes within a quarter of L2 (at least one block). The expansion's
+    // rows need not be whole GEMM tiles: a short last panel gives the same bits per row.
+    let unit = 16;
     let group = (unit * ((l2 / 4) / (unit * hw * 4)).max(1)).min(ce);
     let (scale, shift) = pw.scale_shift()?;
     let w = pw.conv.weight.data();
@@ -149,14 +148,5 @@ pub(crate) fn plan_bottleneck(b: &mut PlanBuilder, x: Feat, blk: &Bottleneck) ->
                 Some((shortcut, act)),
             )
         }
-    }
-}
-
-/// Greatest common divisor.
-fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 {
-        a
-    } else {
-        gcd(b, a % b)
     }
 }
