@@ -262,6 +262,14 @@ impl<'a> ChannelEpilogue<'a> {
         };
         Epilogue::new(bias, self.act).with_scale(scale)
     }
+
+    /// The GEMM epilogue of the transposed form, whose output channels are the columns of C
+    /// (one group).
+    pub(super) fn columns(&self) -> Epilogue<'a> {
+        let bias = self.bias.map_or(Bias::None, Bias::PerCol);
+        let scale = self.scale.map_or(Scale::None, Scale::PerCol);
+        Epilogue::new(bias, self.act).with_scale(scale)
+    }
 }
 
 /// Dense / grouped forward pass (shape and lengths already checked).
@@ -340,10 +348,6 @@ pub(crate) fn forward_transposed(
     let (hw, ohw, kdim) = (s.h * s.w, s.out_h() * s.out_w(), s.c_in * s.kh * s.kw);
     let cfg = config(wt.isa());
     let pointwise = is_pointwise(s);
-    let mut e = Epilogue::new(epi.bias.map_or(Bias::None, Bias::PerCol), epi.act);
-    if let Some(sc) = epi.scale {
-        e = e.with_scale(Scale::PerCol(sc));
-    }
     let cols_len = if pointwise { 0 } else { kdim * ohw };
     with_cols(cols_len, |cols| {
         for img in 0..s.n {
@@ -361,7 +365,7 @@ pub(crate) fn forward_transposed(
                 Operand::Packed(wt),
                 0.0,
                 MatMut::new(yi, ohw, s.c_out, 1, ohw),
-                e,
+                epi.columns(),
                 &cfg,
             )?;
         }

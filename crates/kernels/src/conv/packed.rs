@@ -55,12 +55,31 @@ impl PackedConvWeight {
         groups: usize,
         isa: Option<Isa>,
     ) -> Result<Self, KernelError> {
+        Self::build(w, shape, groups, isa, false)
+    }
+
+    /// Checks `w` against `shape` and `groups`, then packs it: per group as the left
+    /// operand, or (`transposed`, one group) `W^T` as the right one; plus the stem kernel's
+    /// direct form when the shape qualifies.
+    fn build(
+        w: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        isa: Option<Isa>,
+        transposed: bool,
+    ) -> Result<Self, KernelError> {
         const OP: &str = "conv2d pack weight";
         let [c_out, cig, kh, kw] = shape;
         if groups == 0 || c_out % groups != 0 {
             return Err(KernelError::invalid(
                 OP,
                 format!("weight {shape:?}: {groups} groups do not divide {c_out} output channels"),
+            ));
+        }
+        if transposed && groups != 1 {
+            return Err(KernelError::invalid(
+                OP,
+                format!("weight {shape:?}: the transposed form takes one group, got {groups}"),
             ));
         }
         if w.len() != shape.iter().product::<usize>() {
@@ -78,13 +97,19 @@ impl PackedConvWeight {
             None => Isa::current()?,
         };
         let (cog, kdim) = (c_out / groups, cig * kh * kw);
-        let packs = (0..groups)
-            .map(|g| {
-                let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
-                PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let direct = stem::applies_to_weight(shape, groups).then(|| {
+        let (packs, transposed) = if transposed {
+            let wm = MatRef::row_major(w, c_out, kdim);
+            (Vec::new(), Some(PackedMatrix::pack_b(wm.t(), Some(isa))?))
+        } else {
+            let packs = (0..groups)
+                .map(|g| {
+                    let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                    PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (packs, None)
+        };
+        let direct = Self::runs_direct(shape, groups).then(|| {
             let mut d = Vec::new();
             stem::pack_weights(w, c_out, kdim, &mut d);
             d
@@ -96,7 +121,7 @@ impl PackedConvWeight {
             packs,
             scale: None,
             direct,
-            transposed: None,
+            transposed,
         })
     }
 
@@ -114,19 +139,7 @@ impl PackedConvWeight {
         groups: usize,
         isa: Option<Isa>,
     ) -> Result<Self, KernelError> {
-        if groups != 1 {
-            return Err(KernelError::invalid(
-                "conv2d pack weight",
-                format!("weight {shape:?}: the transposed form takes one group, got {groups}"),
-            ));
-        }
-        // Validates the shape and length (and packs the stem's direct form if it applies).
-        let mut p = Self::pack(w, shape, 1, isa)?;
-        let [c_out, cig, kh, kw] = shape;
-        let wm = MatRef::row_major(w, c_out, cig * kh * kw);
-        p.transposed = Some(PackedMatrix::pack_b(wm.t(), Some(p.isa))?);
-        p.packs.clear();
-        Ok(p)
+        Self::build(w, shape, groups, isa, true)
     }
 
     /// Whether it holds the transposed form ([`PackedConvWeight::pack_transposed`]).
@@ -134,9 +147,10 @@ impl PackedConvWeight {
         self.transposed.is_some()
     }
 
-    /// Whether the direct kernel of few input channels runs it (`stem.rs`), not the GEMM.
-    pub fn runs_direct(&self) -> bool {
-        self.direct.is_some()
+    /// Whether the direct kernel of few input channels (`stem.rs`), not the GEMM, runs a
+    /// weight of this shape and group count (then the GEMM form it is packed in is unused).
+    pub fn runs_direct(shape: [usize; 4], groups: usize) -> bool {
+        stem::applies_to_weight(shape, groups)
     }
 
     /// The same weight with a multiplier per output channel: [`conv2d_forward_packed`] then

@@ -118,16 +118,6 @@ struct StemKernels {
     task: [TaskFn; 5],
 }
 
-fn act_slot(act: Activation) -> usize {
-    match act {
-        Activation::Identity => 0,
-        Activation::Relu => 1,
-        Activation::Relu6 => 2,
-        Activation::HardSwish => 3,
-        _ => 4,
-    }
-}
-
 /// The `MR x NV` tile of block `b` at output columns `ox0 ..`; `n` = valid columns (the last
 /// vector may be partial).
 ///
@@ -377,7 +367,7 @@ pub(crate) fn forward(
     epi: ChannelEpilogue<'_>,
     y: &mut [f32],
 ) -> Result<(), crate::error::KernelError> {
-    let f = TABLES.get(isa)?.task[act_slot(epi.act)];
+    let f = TABLES.get(isa)?.task[super::depthwise::slot(epi.act)];
     let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
     let (sh, sw) = s.stride;
     let plen = ((s.padding.1 + s.w - 1) / sw + 1).max(ow + (s.kw - 1) / sw + MAX_L);

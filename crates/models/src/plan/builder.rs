@@ -225,18 +225,18 @@ impl PlanBuilder {
             }
         } else {
             let dims = [s.c_out, s.c_in / s.groups, s.kh, s.kw];
-            let mut pw = PackedConvWeight::pack(&w, dims, s.groups, None).map_err(kerr)?;
             // Single-image convolutions whose plane wastes the tile run as Y^T = cols^T W^T
-            // (see `as_transpose`), unless the direct kernel of few input channels
-            // runs them.
-            let kdim = s.c_in * s.kh * s.kw;
-            if x.n == 1
+            // (see `as_transpose`), unless the direct kernel of few input channels runs them.
+            let transposed = x.n == 1
                 && s.groups == 1
-                && !pw.runs_direct()
-                && as_transpose(s.c_out, kdim, oh * ow)?
-            {
-                pw = PackedConvWeight::pack_transposed(&w, dims, 1, None).map_err(kerr)?;
+                && !PackedConvWeight::runs_direct(dims, s.groups)
+                && as_transpose(s.c_out, s.c_in * s.kh * s.kw, oh * ow)?;
+            let mut pw = if transposed {
+                PackedConvWeight::pack_transposed(&w, dims, 1, None)
+            } else {
+                PackedConvWeight::pack(&w, dims, s.groups, None)
             }
+            .map_err(kerr)?;
             if let Some(sc) = scale {
                 pw = pw.with_channel_scale(sc).map_err(kerr)?;
             }

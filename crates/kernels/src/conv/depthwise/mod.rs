@@ -310,8 +310,10 @@ struct Fns {
     blk_w: BlkWFn,
 }
 
-/// The index of `act`'s forward instantiation in [`Fns`].
-fn slot(act: Activation) -> usize {
+/// The index of `act`'s forward instantiation in [`Fns`] (and in the stem kernel's table):
+/// the activations of the headline networks get their own, every other one runs through the
+/// runtime [`Activation`].
+pub(super) fn slot(act: Activation) -> usize {
     match act {
         Activation::Identity => 0,
         Activation::Relu => 1,
