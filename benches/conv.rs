@@ -1,14 +1,18 @@
 //! Criterion benchmarks of the convolutions, single-threaded, in FLOP/s (criterion's element
 //! throughput is set to the flop count, so "elem/s" reads as FLOP/s): the depthwise layers of
 //! `tessera bench dwconv` (forward with bias + ReLU6, input gradient, weight gradient) and a
-//! few dense layers (pointwise GEMM on NCHW, 3x3 im2col). Depthwise FLOPs are
-//! `2 * c * oh * ow * k * k` for every pass, dense ones `2 * c_out * oh * ow * c_in * k * k`.
+//! few dense layers (pointwise GEMM on NCHW, 3x3 im2col), and the forward of SE-ResNet-101's
+//! 3x3 and strided 1x1 convolutions in each packed form the inference plan chooses from (the
+//! GEMM on im2col columns, its transposed form, the implicit-GEMM kernel where it applies).
+//! Depthwise FLOPs are `2 * c * oh * ow * k * k` for every pass, dense ones
+//! `2 * c_out * oh * ow * c_in * k * k` (padding taps included).
 //!
 //! Run: `cargo bench --bench conv` (filter with e.g. `cargo bench --bench conv -- dwconv`).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tessera::kernels::conv::{
-    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
+    conv2d_backward_input, conv2d_backward_weight, conv2d_forward, conv2d_forward_packed,
+    Conv2dShape, PackedConvWeight,
 };
 use tessera::kernels::Activation;
 
@@ -108,5 +112,69 @@ fn bench_dense(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_depthwise, bench_dense);
+/// SE-ResNet-101's convolutions that the plan runs through a packed form: (c_in, c_out,
+/// height = width, kernel, stride).
+const PACKED: &[(usize, usize, usize, usize, usize)] = &[
+    (64, 64, 56, 3, 1),
+    (128, 128, 56, 3, 2),
+    (128, 128, 28, 3, 1),
+    (256, 256, 14, 3, 1),
+    (512, 512, 7, 3, 1),
+    (1024, 2048, 14, 1, 2),
+];
+
+fn bench_packed_forms(c: &mut Criterion) {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("one-thread pool");
+    for &(ci, co, hw, k, st) in PACKED {
+        let s = Conv2dShape {
+            n: 1,
+            c_in: ci,
+            h: hw,
+            w: hw,
+            c_out: co,
+            kh: k,
+            kw: k,
+            stride: (st, st),
+            padding: (k / 2, k / 2),
+            dilation: (1, 1),
+            groups: 1,
+        };
+        let (x, w, b) = (data(s.input_len(), 1), data(s.weight_len(), 2), data(co, 3));
+        let dims = [co, ci, k, k];
+        let mut forms = vec![
+            ("gemm", PackedConvWeight::pack(&w, dims, 1, None).unwrap()),
+            (
+                "transposed",
+                PackedConvWeight::pack_transposed(&w, dims, 1, None).unwrap(),
+            ),
+        ];
+        if PackedConvWeight::implicit_applies(&s, None) {
+            forms.push((
+                "implicit",
+                PackedConvWeight::pack_implicit(&w, dims, 1, None).unwrap(),
+            ));
+        }
+        let mut y = vec![0.0f32; s.output_len()];
+        let mut group = c.benchmark_group("conv_packed_forms");
+        group.sample_size(20);
+        group.throughput(Throughput::Elements(s.flops() as u64));
+        let label = format!("{ci}to{co}_{hw}^2_k{k}_s{st}");
+        for (name, p) in &forms {
+            group.bench_function(BenchmarkId::new(*name, &label), |bench| {
+                pool.install(|| {
+                    bench.iter(|| {
+                        conv2d_forward_packed(&s, &x, p, Some(&b), Activation::Relu, &mut y)
+                            .unwrap()
+                    })
+                })
+            });
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, bench_depthwise, bench_dense, bench_packed_forms);
 criterion_main!(benches);

@@ -82,7 +82,13 @@ pub(super) fn is_pointwise(s: &Conv2dShape) -> bool {
 
 /// The valid output columns `[lo, hi)` of kernel column `j`: those whose input column
 /// `ox * sw - pw + j * dw` lies in `[0, w)`.
-fn valid_range(out: usize, input: usize, stride: usize, pad: usize, tap: usize) -> (usize, usize) {
+pub(super) fn valid_range(
+    out: usize,
+    input: usize,
+    stride: usize,
+    pad: usize,
+    tap: usize,
+) -> (usize, usize) {
     // ox * stride + tap >= pad  and  ox * stride + tap < input + pad
     let lo = pad.saturating_sub(tap).div_ceil(stride);
     let hi = if input + pad > tap {

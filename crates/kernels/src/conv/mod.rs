@@ -22,6 +22,7 @@
 mod dense;
 mod dense_batched;
 pub mod depthwise;
+mod implicit;
 mod packed;
 pub mod reference;
 mod stem;

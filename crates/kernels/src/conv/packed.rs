@@ -19,9 +19,16 @@
 //! A weight with at most 4 input channels (a stem) is also packed for the direct kernel of
 //! `stem.rs` (`[c_out / 4][c_in * kh * kw][4]`), which the forward takes instead of the GEMM.
 //!
+//! A single-group weight may instead be packed for the implicit-GEMM kernel of `implicit.rs`
+//! (`[c_out / 32][kh * kw][c_in][32]`, [`PackedConvWeight::pack_implicit`]), which reads the
+//! input in place and skips the padding taps; it runs the shapes that
+//! [`PackedConvWeight::implicit_applies`] accepts.
+//!
 //! Depthwise convolutions do not go through a GEMM and are not packed.
 
-use super::{check_bias, check_len, dense, path, rename, stem, ChannelEpilogue, Conv2dShape, Path};
+use super::{
+    check_bias, check_len, dense, implicit, path, rename, stem, ChannelEpilogue, Conv2dShape, Path,
+};
 use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{MatRef, PackedMatrix};
@@ -43,6 +50,17 @@ pub struct PackedConvWeight {
     /// `W^T` packed as the GEMM's right operand ([`PackedConvWeight::pack_transposed`]; then
     /// `packs` is empty).
     transposed: Option<PackedMatrix>,
+    /// The panels of the implicit-GEMM kernel ([`PackedConvWeight::pack_implicit`]; then
+    /// `packs` is empty).
+    implicit: Option<Vec<f32>>,
+}
+
+/// Which operand layout [`PackedConvWeight::build`] packs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Gemm,
+    Transposed,
+    Implicit,
 }
 
 impl PackedConvWeight {
@@ -55,18 +73,18 @@ impl PackedConvWeight {
         groups: usize,
         isa: Option<Isa>,
     ) -> Result<Self, KernelError> {
-        Self::build(w, shape, groups, isa, false)
+        Self::build(w, shape, groups, isa, Form::Gemm)
     }
 
-    /// Checks `w` against `shape` and `groups`, then packs it: per group as the left
-    /// operand, or (`transposed`, one group) `W^T` as the right one; plus the stem kernel's
-    /// direct form when the shape qualifies.
+    /// Checks `w` against `shape` and `groups`, then packs it in `form`: per group as the left
+    /// operand, (one group) `W^T` as the right one, or the implicit kernel's panels; plus the
+    /// stem kernel's direct form when the shape qualifies.
     fn build(
         w: &[f32],
         shape: [usize; 4],
         groups: usize,
         isa: Option<Isa>,
-        transposed: bool,
+        form: Form,
     ) -> Result<Self, KernelError> {
         const OP: &str = "conv2d pack weight";
         let [c_out, cig, kh, kw] = shape;
@@ -76,10 +94,10 @@ impl PackedConvWeight {
                 format!("weight {shape:?}: {groups} groups do not divide {c_out} output channels"),
             ));
         }
-        if transposed && groups != 1 {
+        if form != Form::Gemm && groups != 1 {
             return Err(KernelError::invalid(
                 OP,
-                format!("weight {shape:?}: the transposed form takes one group, got {groups}"),
+                format!("weight {shape:?}: the transposed and implicit forms take one group, got {groups}"),
             ));
         }
         if w.len() != shape.iter().product::<usize>() {
@@ -97,18 +115,28 @@ impl PackedConvWeight {
             None => Isa::current()?,
         };
         let (cog, kdim) = (c_out / groups, cig * kh * kw);
-        let (packs, transposed) = if transposed {
-            let wm = MatRef::row_major(w, c_out, kdim);
-            (Vec::new(), Some(PackedMatrix::pack_b(wm.t(), Some(isa))?))
-        } else {
-            let packs = (0..groups)
-                .map(|g| {
-                    let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
-                    PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            (packs, None)
-        };
+        if form == Form::Implicit && isa != Isa::Avx512 {
+            return Err(KernelError::invalid(
+                OP,
+                format!("weight {shape:?}: the implicit-GEMM kernel runs on avx512, not {isa}"),
+            ));
+        }
+        let (mut packs, mut transposed, mut implicit) = (Vec::new(), None, None);
+        match form {
+            Form::Transposed => {
+                let wm = MatRef::row_major(w, c_out, kdim);
+                transposed = Some(PackedMatrix::pack_b(wm.t(), Some(isa))?);
+            }
+            Form::Implicit => implicit = Some(implicit::pack_weights(w, shape)),
+            Form::Gemm => {
+                packs = (0..groups)
+                    .map(|g| {
+                        let wg = &w[g * cog * kdim..(g + 1) * cog * kdim];
+                        PackedMatrix::pack_a(MatRef::row_major(wg, cog, kdim), Some(isa))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+            }
+        }
         let direct = Self::runs_direct(shape, groups).then(|| {
             let mut d = Vec::new();
             stem::pack_weights(w, c_out, kdim, &mut d);
@@ -122,6 +150,7 @@ impl PackedConvWeight {
             scale: None,
             direct,
             transposed,
+            implicit,
         })
     }
 
@@ -139,7 +168,42 @@ impl PackedConvWeight {
         groups: usize,
         isa: Option<Isa>,
     ) -> Result<Self, KernelError> {
-        Self::build(w, shape, groups, isa, true)
+        Self::build(w, shape, groups, isa, Form::Transposed)
+    }
+
+    /// Packs `w` (one group) for the implicit-GEMM kernel (`implicit.rs`): the convolution
+    /// without an im2col matrix, skipping the padding taps. The packed weight then runs only
+    /// the shapes [`PackedConvWeight::implicit_applies`] accepts on `isa` (others are an error
+    /// in [`conv2d_forward_packed`]). Results differ from the GEMM forms in the last bits
+    /// (another summation order). Errors: as `pack`, more than one group, an ISA without the
+    /// kernel (it runs on avx512).
+    pub fn pack_implicit(
+        w: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        isa: Option<Isa>,
+    ) -> Result<Self, KernelError> {
+        Self::build(w, shape, groups, isa, Form::Implicit)
+    }
+
+    /// Whether the implicit-GEMM kernel runs `s` on `isa` (default: [`Isa::current`]): AVX-512,
+    /// one group, at most 3 x 3 taps, output widths that are multiples of 14 (or 7) with
+    /// output channels in whole tiles (32, or 64 on 7-pixel rows), padding of at most one
+    /// pixel per side.
+    pub fn implicit_applies(s: &Conv2dShape, isa: Option<Isa>) -> bool {
+        let isa = match isa {
+            Some(i) => i,
+            None => match Isa::current() {
+                Ok(i) => i,
+                Err(_) => return false,
+            },
+        };
+        implicit::tile_for(isa, s).is_some()
+    }
+
+    /// Whether it holds the implicit-GEMM form ([`PackedConvWeight::pack_implicit`]).
+    pub fn is_implicit(&self) -> bool {
+        self.implicit.is_some()
     }
 
     /// Whether it holds the transposed form ([`PackedConvWeight::pack_transposed`]).
@@ -209,6 +273,7 @@ impl PackedConvWeight {
             + self.scale.as_ref().map_or(0, |s| 4 * s.len())
             + self.direct.as_ref().map_or(0, |d| 4 * d.len())
             + self.transposed.as_ref().map_or(0, PackedMatrix::size_bytes)
+            + self.implicit.as_ref().map_or(0, |d| 4 * d.len())
     }
 }
 
@@ -252,12 +317,11 @@ pub fn conv2d_forward_packed(
         bias,
         act,
     };
-    match &w.direct {
-        Some(d) if stem::applies(s) => stem::forward(w.isa, s, x, d, epi, y),
-        _ => match &w.transposed {
-            Some(t) => dense::forward_transposed(s, x, t, epi, y),
-            None => dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y),
-        },
+    match (&w.direct, &w.transposed, &w.implicit) {
+        (Some(d), _, _) if stem::applies(s) => stem::forward(w.isa, s, x, d, epi, y),
+        (_, Some(t), _) => dense::forward_transposed(s, x, t, epi, y),
+        (_, _, Some(p)) => implicit::forward(w.isa, s, x, p, epi, y),
+        _ => dense::forward(w.isa, s, x, dense::Weights::Packed(&w.packs), epi, y),
     }
 }
 

@@ -143,21 +143,41 @@ unsafe fn tile<S: Simd, const MR: usize, const NV: usize, const AS: usize, const
             a = a.add(AS);
             b = b.add(rsb);
         }
-        // The epilogue. Every accumulator must be named by a constant index for the tile to
-        // stay in registers: a loop that the compiler does not unroll indexes `acc` in memory,
-        // and then the whole tile is zeroed on the stack before the k loop and spilled after
-        // it (a 1.5 KiB memset and 24 stores per 12 x 32 tile, a third of the work at kc = 16).
-        // So the first pass (scale, beta * C, biases, and the one- or two-instruction
-        // activations) is short enough to unroll; the other activations run as a second pass
-        // over the stored tile, which is in L1.
+        finish::<S, MR, NV, TR>(&mut acc, c, rsc, epi);
+    }
+}
+
+/// The epilogue of an `MR x (NV * S::L)` tile of accumulators (see `kernel.rs` for its
+/// order), stored at `c` with row stride `rsc`, or transposed (`TR`, see [`transposed`]).
+/// Shared with the convolution kernels that compute GEMM tiles without packed operands
+/// (`conv/implicit.rs`).
+///
+/// Every accumulator must be named by a constant index for the tile to stay in registers: a
+/// loop that the compiler does not unroll indexes `acc` in memory, and then the whole tile is
+/// zeroed on the stack before the k loop and spilled after it (a 1.5 KiB memset and 24 stores
+/// per 12 x 32 tile, a third of the work at kc = 16). So the first pass (scale, beta * C,
+/// biases, and the one- or two-instruction activations) is short enough to unroll; the other
+/// activations run as a second pass over the stored tile, which is in L1.
+///
+/// # Safety
+/// As [`store_tile`]; `S`'s ISA is enabled in the caller.
+#[inline(always)]
+pub(crate) unsafe fn finish<S: Simd, const MR: usize, const NV: usize, const TR: bool>(
+    acc: &mut [[S::V; NV]; MR],
+    c: *mut f32,
+    rsc: usize,
+    epi: &TileEpilogue,
+) {
+    // SAFETY: the function's contract.
+    unsafe {
         match epi.activation {
             Activation::Identity => {
-                store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Identity)
+                store_tile::<S, MR, NV, TR, _>(acc, c, rsc, epi, kind::Identity)
             }
-            Activation::Relu => store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Relu),
-            Activation::Relu6 => store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Relu6),
+            Activation::Relu => store_tile::<S, MR, NV, TR, _>(acc, c, rsc, epi, kind::Relu),
+            Activation::Relu6 => store_tile::<S, MR, NV, TR, _>(acc, c, rsc, epi, kind::Relu6),
             act => {
-                store_tile::<S, MR, NV, TR, _>(&mut acc, c, rsc, epi, kind::Identity);
+                store_tile::<S, MR, NV, TR, _>(acc, c, rsc, epi, kind::Identity);
                 if TR {
                     with_kind!(act, f => transposed::activate::<S, MR, NV, _>(c, rsc, f));
                 } else {

@@ -19,8 +19,8 @@
 pub mod blocking;
 mod driver;
 mod in_place;
-mod kernel;
-mod microkernel;
+pub(crate) mod kernel;
+pub(crate) mod microkernel;
 mod microkernel_t;
 mod pack;
 mod pack_avx2;

@@ -313,7 +313,13 @@ impl Step {
                 "{} {}{}",
                 conv(s),
                 act.name(),
-                if w.is_transposed() { " (as C^T)" } else { "" }
+                if w.is_transposed() {
+                    " (as C^T)"
+                } else if w.is_implicit() {
+                    " (implicit)"
+                } else {
+                    ""
+                }
             ),
             Step::Depthwise { s, act, .. } => format!("{} {}", conv(s), act.name()),
             Step::ExpandDepthwise { f, .. } => format!(

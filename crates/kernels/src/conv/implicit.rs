@@ -1,0 +1,444 @@
+//! Implicit-GEMM convolution: the product `Y^T [pixels, c_out] = cols^T W^T` of the transposed
+//! form (`dense::forward_transposed`) computed without the im2col matrix. A register tile holds
+//! `MR` consecutive output pixels of one row by `NR` output channels; for each tap `(i, j)` and
+//! input channel `c` it broadcasts the `MR` input values under those pixels straight from the
+//! image and multiplies them by one packed row of `NR` weights. The padding taps, which im2col
+//! writes as zeros and the GEMM multiplies, are skipped: whole filter rows that fall outside
+//! the image, and the first or last pixel of a tile whose tap column does. This is the loop of
+//! oneDNN's `brgconv` (Georganas et al., "Anatomy of High-Performance Deep Learning
+//! Convolutions on SIMD Architectures", SC 2018) on an NCHW image, its channels-last output
+//! tile stored through the GEMM microkernel's transposed store.
+//!
+//! ```text
+//! weights packed once:  wp[panel p][tap t = (i, j)][c][n < 32] = w[32p + n][c][i][j]
+//! tile (MR pixels ox0.. of output row oy, NV vectors of channels):
+//!   for each tap (i, j) whose input row iy = oy*sh + i - ph is inside the image:
+//!     for c in 0..c_in:                                         (one k step)
+//!       b[v]      = wp[p][t][c][v*L ..]                          NV loads
+//!       acc[r][v] += x[c][iy][(ox0 + r)*sw + j - pw] * b[v]      MR broadcasts, MR*NV FMAs
+//!                    (r = 0 or MR - 1 skipped when that column is padding)
+//!   y[32p + n][oy][ox0 + r] = act(scale * acc + bias)           transposed store, one pass
+//! ```
+//!
+//! The tiles fill AVX-512's 32 registers: 14 pixels x 32 channels (28 accumulators, 2 weight
+//! vectors, the broadcast) on planes whose width is a multiple of 14 (14, 28, 56, 112: every
+//! stage of a 224-pixel ResNet), and 7 pixels x 64 channels on 7-pixel planes. No k blocking:
+//! the accumulators live through the whole reduction (`kh * kw * c_in` steps) and are stored
+//! once; a panel's weights (`9 * c_in * 128` bytes, 295 KiB for 256 channels) stay in L2
+//! while the tasks of one thread walk its rows, and so does the image. Compared with im2col
+//! and the GEMM this saves the column matrix (1.8 MiB for 256 channels at 14 x 14, which does
+//! not fit a 1 MiB L2), its packing, and 9% (14 x 14) to 18% (7 x 7) of the FMAs.
+//!
+//! Each output is one FMA chain over the taps in `(i, j)` order and the input channels in
+//! order within a tap, whatever the task split: bit-identical for any thread count. The order
+//! differs from the im2col GEMM's (`(c, i, j)`, in KC blocks), so the last bits differ from
+//! that path's.
+
+use super::dense::{valid_range, ChannelEpilogue};
+use super::Conv2dShape;
+use crate::activation::Activation;
+use crate::error::KernelError;
+use crate::gemm::kernel::TileEpilogue;
+use crate::isa::Isa;
+
+/// Output channels per packed weight panel.
+pub(crate) const PANEL: usize = 32;
+/// Most taps a filter may have here (3 x 3).
+const MAX_TAPS: usize = 9;
+
+/// A register tile: `mr` consecutive output pixels of one row by `nv` AVX-512 vectors of output
+/// channels (`nv / 2` weight panels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tile {
+    pub mr: usize,
+    pub nv: usize,
+}
+
+impl Tile {
+    /// Output channels per tile.
+    fn channels(self) -> usize {
+        self.nv * 16
+    }
+}
+
+/// The tile that runs `s` here on `isa`, or `None` when this kernel does not take the shape:
+/// AVX-512 only (the tiles need 32 vector registers), one group, no dilation, at most 3 x 3
+/// taps, a horizontal stride of 1 or 2, output widths that are multiples of 14 (or 7), whole
+/// tiles of output channels, and padding that reaches at most one pixel into each tile from
+/// either side.
+pub(crate) fn tile_for(isa: Isa, s: &Conv2dShape) -> Option<Tile> {
+    if isa != Isa::Avx512 || !cfg!(target_arch = "x86_64") {
+        return None;
+    }
+    if s.groups != 1
+        || s.dilation != (1, 1)
+        || s.kh * s.kw > MAX_TAPS
+        || !(1..=2).contains(&s.stride.1)
+        || s.c_in == 0
+        || s.n == 0
+    {
+        return None;
+    }
+    let ow = s.out_w();
+    let tile = if ow.is_multiple_of(14) && s.c_out.is_multiple_of(32) {
+        Tile { mr: 14, nv: 2 }
+    } else if ow == 7 && s.c_out.is_multiple_of(64) {
+        Tile { mr: 7, nv: 4 }
+    } else {
+        return None;
+    };
+    for ox0 in (0..ow).step_by(tile.mr) {
+        for j in 0..s.kw {
+            let (x0, x1) = valid_range(ow, s.w, s.stride.1, s.padding.1, j);
+            let (lo, hi) = (x0.max(ox0), x1.min(ox0 + tile.mr));
+            if lo >= hi || lo > ox0 + 1 || hi + 1 < ox0 + tile.mr {
+                return None;
+            }
+        }
+    }
+    Some(tile)
+}
+
+/// Packs `w` (`[c_out, c_in, kh, kw]`) into `[ceil(c_out / PANEL)][kh * kw][c_in][PANEL]`,
+/// zero past `c_out`.
+pub(crate) fn pack_weights(w: &[f32], shape: [usize; 4]) -> Vec<f32> {
+    let [c_out, c_in, kh, kw] = shape;
+    let taps = kh * kw;
+    let plen = taps * c_in * PANEL;
+    let mut out = vec![0.0; c_out.div_ceil(PANEL) * plen];
+    for (co, filt) in w.chunks_exact(c_in * taps).enumerate().take(c_out) {
+        let panel = &mut out[(co / PANEL) * plen..][..plen];
+        for (k, &v) in filt.iter().enumerate() {
+            let (c, t) = (k / taps, k % taps);
+            panel[(t * c_in + c) * PANEL + co % PANEL] = v;
+        }
+    }
+    out
+}
+
+/// The geometry a row task sees.
+#[derive(Clone, Copy, Debug)]
+struct Geom {
+    c_in: usize,
+    h: usize,
+    w: usize,
+    sh: usize,
+    ph: usize,
+    pw: usize,
+    kh: usize,
+    kw: usize,
+    ow: usize,
+    /// Floats per packed panel.
+    panel_len: usize,
+}
+
+/// One tap of a tile: where its pixel 0 reads (relative to the image, channel 0; possibly
+/// before the image when `first` is padding), where its weights start in the panel, and
+/// whether its first or last pixel falls on padding.
+#[derive(Clone, Copy, Default)]
+struct Tap {
+    a: isize,
+    b: usize,
+    skip_first: bool,
+    skip_last: bool,
+}
+
+/// One output row `oy` of one group of `nv / 2` panels, for one image: every tile of the row.
+///
+/// # Safety
+/// The CPU supports the ISA; `x` holds the image's `c_in * h * w` floats; `wp` the group's
+/// panels (`nv / 2` of them, `panel_len` floats apart); `y` points at the group's first output
+/// channel of the image, whose `nv * 16` planes of `ohw` floats are writable at row `oy`;
+/// `scale` / `bias` are null or hold the group's `nv * 16` values; the shape was accepted by
+/// [`tile_for`] with this tile.
+type RowFn = unsafe fn(
+    g: &Geom,
+    x: *const f32,
+    oy: usize,
+    wp: *const f32,
+    y: *mut f32,
+    ohw: usize,
+    scale: *const f32,
+    bias: *const f32,
+    act: Activation,
+);
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::*;
+    use crate::gemm::microkernel::finish;
+    use crate::simd::{Avx512, Simd};
+
+    /// The k steps of one tap over every input channel: `MR` broadcasts (the first / last
+    /// skipped on padding) and `MR * NV` FMAs per channel.
+    ///
+    /// # Safety
+    /// `a + r * SW + c * plane` is readable for every channel `c` and every pixel `r` not
+    /// skipped; `b` holds `c_in` rows of `PANEL` floats, and when `NV > 2` so does
+    /// `b + panel_len`; AVX-512F is enabled in the caller.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tap<
+        const MR: usize,
+        const NV: usize,
+        const SW: usize,
+        const F: bool,
+        const T: bool,
+    >(
+        acc: &mut [[<Avx512 as Simd>::V; NV]; MR],
+        a: *const f32,
+        plane: usize,
+        b: *const f32,
+        panel_len: usize,
+        c_in: usize,
+    ) {
+        type S = Avx512;
+        let vp = PANEL / S::L;
+        let (mut a, mut b) = (a, b);
+        // SAFETY: the function's contract; `a` may point before the image when the first
+        // pixel is skipped, so it moves by wrapping arithmetic and is read only at valid pixels.
+        unsafe {
+            for _ in 0..c_in {
+                let mut bv = [S::zero(); NV];
+                for (v, x) in bv.iter_mut().enumerate() {
+                    *x = S::load(b.add((v / vp) * panel_len + (v % vp) * S::L));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    if (F && r == 0) || (T && r == MR - 1) {
+                        continue;
+                    }
+                    let ar = S::broadcast(a.wrapping_add(r * SW));
+                    for v in 0..NV {
+                        row[v] = S::fma(ar, bv[v], row[v]);
+                    }
+                }
+                a = a.wrapping_add(plane);
+                b = b.add(PANEL);
+            }
+        }
+    }
+
+    /// See [`RowFn`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn row<const MR: usize, const NV: usize, const SW: usize>(
+        g: &Geom,
+        x: *const f32,
+        oy: usize,
+        wp: *const f32,
+        y: *mut f32,
+        ohw: usize,
+        scale: *const f32,
+        bias: *const f32,
+        act: Activation,
+    ) {
+        let plane = g.h * g.w;
+        let epi = TileEpilogue {
+            alpha: 1.0,
+            beta: 0.0,
+            load_c: false,
+            bias_row: std::ptr::null(),
+            bias_col: bias,
+            scale_row: std::ptr::null(),
+            scale_col: scale,
+            activation: act,
+            prefetch: std::ptr::null(),
+            prefetch_rs: 0,
+        };
+        // SAFETY: the contract of `RowFn`: `tile_for` guarantees that each tap's invalid
+        // pixels are at most the tile's first and last, which `skip_first` / `skip_last`
+        // mark; rows outside the image are not taps.
+        unsafe {
+            for ox0 in (0..g.ow).step_by(MR) {
+                let mut taps = [Tap::default(); MAX_TAPS];
+                let mut n = 0;
+                for i in 0..g.kh {
+                    let iy = (oy * g.sh + i) as isize - g.ph as isize;
+                    if iy < 0 || iy >= g.h as isize {
+                        continue;
+                    }
+                    for j in 0..g.kw {
+                        let col0 = (ox0 * SW + j) as isize - g.pw as isize;
+                        taps[n] = Tap {
+                            a: iy * g.w as isize + col0,
+                            b: (i * g.kw + j) * g.c_in * PANEL,
+                            skip_first: col0 < 0,
+                            skip_last: col0 + ((MR - 1) * SW) as isize >= g.w as isize,
+                        };
+                        n += 1;
+                    }
+                }
+                let mut acc = [[<Avx512 as Simd>::zero(); NV]; MR];
+                for t in &taps[..n] {
+                    let (a, b) = (x.wrapping_offset(t.a), wp.add(t.b));
+                    let args = (&mut acc, a, plane, b, g.panel_len, g.c_in);
+                    match (t.skip_first, t.skip_last) {
+                        (false, false) => call::<MR, NV, SW, false, false>(args),
+                        (true, false) => call::<MR, NV, SW, true, false>(args),
+                        (false, true) => call::<MR, NV, SW, false, true>(args),
+                        (true, true) => call::<MR, NV, SW, true, true>(args),
+                    }
+                }
+                finish::<Avx512, MR, NV, true>(&mut acc, y.add(oy * g.ow + ox0), ohw, &epi);
+            }
+        }
+    }
+
+    type TapArgs<'a, const MR: usize, const NV: usize> = (
+        &'a mut [[<Avx512 as Simd>::V; NV]; MR],
+        *const f32,
+        usize,
+        *const f32,
+        usize,
+        usize,
+    );
+
+    /// [`tap`] on a tuple of its arguments.
+    ///
+    /// # Safety
+    /// As [`tap`].
+    #[inline(always)]
+    unsafe fn call<
+        const MR: usize,
+        const NV: usize,
+        const SW: usize,
+        const F: bool,
+        const T: bool,
+    >(
+        t: TapArgs<'_, MR, NV>,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { tap::<MR, NV, SW, F, T>(t.0, t.1, t.2, t.3, t.4, t.5) }
+    }
+
+    macro_rules! rows {
+        ($($name:ident: $mr:literal x $nv:literal, stride $sw:literal;)*) => {$(
+            /// # Safety
+            /// See [`RowFn`]; the CPU supports AVX-512F.
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            pub(super) unsafe fn $name(
+                g: &Geom,
+                x: *const f32,
+                oy: usize,
+                wp: *const f32,
+                y: *mut f32,
+                ohw: usize,
+                scale: *const f32,
+                bias: *const f32,
+                act: Activation,
+            ) {
+                // SAFETY: forwarded contract; the feature is enabled on this function.
+                unsafe { row::<$mr, $nv, $sw>(g, x, oy, wp, y, ohw, scale, bias, act) }
+            }
+        )*};
+    }
+
+    rows! {
+        row_14x32_s1: 14 x 2, stride 1;
+        row_14x32_s2: 14 x 2, stride 2;
+        row_7x64_s1: 7 x 4, stride 1;
+        row_7x64_s2: 7 x 4, stride 2;
+    }
+}
+
+/// The row function of `tile` at horizontal stride `sw`.
+fn row_fn(tile: Tile, sw: usize) -> Option<RowFn> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let f: RowFn = match (tile.mr, sw) {
+            (14, 1) => avx512::row_14x32_s1,
+            (14, 2) => avx512::row_14x32_s2,
+            (7, 1) => avx512::row_7x64_s1,
+            (7, 2) => avx512::row_7x64_s2,
+            _ => return None,
+        };
+        Some(f)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (tile, sw);
+        None
+    }
+}
+
+/// `y = act(scale * conv(x, w) + bias)` with `wp` from [`pack_weights`]; the lengths checked
+/// by the caller. Errors: a shape [`tile_for`] rejects on `isa`, an ISA this CPU lacks.
+pub(crate) fn forward(
+    isa: Isa,
+    s: &Conv2dShape,
+    x: &[f32],
+    wp: &[f32],
+    epi: ChannelEpilogue<'_>,
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    const OP: &str = "conv2d implicit";
+    isa.check()?;
+    let tile = tile_for(isa, s).ok_or_else(|| {
+        KernelError::invalid(
+            OP,
+            format!("{s}: the implicit-GEMM kernel does not run this shape on {isa}"),
+        )
+    })?;
+    let f = row_fn(tile, s.stride.1)
+        .ok_or_else(|| KernelError::invalid(OP, format!("{s}: no kernel on {isa}")))?;
+    let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
+    let panel_len = s.kh * s.kw * s.c_in * PANEL;
+    if wp.len() != s.c_out.div_ceil(PANEL) * panel_len {
+        return Err(KernelError::invalid(
+            OP,
+            format!(
+                "{s}: {} packed weights, expected {}",
+                wp.len(),
+                s.c_out / PANEL * panel_len
+            ),
+        ));
+    }
+    let g = Geom {
+        c_in: s.c_in,
+        h: s.h,
+        w: s.w,
+        sh: s.stride.0,
+        ph: s.padding.0,
+        pw: s.padding.1,
+        kh: s.kh,
+        kw: s.kw,
+        ow,
+        panel_len,
+    };
+    let ohw = oh * ow;
+    let groups = s.c_out / tile.channels();
+    let per_img = groups * oh;
+    let y_addr = y.as_mut_ptr() as usize;
+    let task = |t: usize| {
+        let (img, grp, oy) = (t / per_img, t % per_img / oh, t % oh);
+        let c0 = grp * tile.channels();
+        let at = |v: Option<&[f32]>| v.map_or(std::ptr::null(), |v| v[c0..].as_ptr());
+        let yi = (y_addr as *mut f32).wrapping_add((img * s.c_out + c0) * ohw);
+        // SAFETY: the ISA was checked; the shape was accepted by `tile_for` with this tile;
+        // x holds image img's c_in * h * w floats (checked by the caller); the group's panels
+        // start at c0 / PANEL * panel_len and its nv / 2 panels are within `wp` (length checked
+        // above); scale and bias are null or c_out long (checked by the caller); row oy of the
+        // group's channels of image img is written by this task only.
+        unsafe {
+            f(
+                &g,
+                x[img * s.c_in * hw..].as_ptr(),
+                oy,
+                wp[c0 / PANEL * panel_len..].as_ptr(),
+                yi,
+                ohw,
+                at(epi.scale),
+                at(epi.bias),
+                epi.act,
+            )
+        }
+    };
+    let tasks = s.n * per_img;
+    if tasks > 1 && rayon::current_num_threads() > 1 {
+        crate::parallel::for_each_task(tasks, task);
+    } else {
+        (0..tasks).for_each(task);
+    }
+    Ok(())
+}
