@@ -51,22 +51,21 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
         Activation::Relu,
         Activation::HardSwish,
     ];
-    if !Isa::available().contains(&Isa::Avx512) {
-        eprintln!("no AVX-512 on this host: the implicit kernel is not exercised");
-    }
     for isa in Isa::available() {
         for (i, s) in shapes.iter().enumerate() {
             let dims = [s.c_out, s.c_in, s.kh, s.kw];
             let w = data(s.weight_len(), 10 * i as u64 + 1);
-            if isa != Isa::Avx512 {
-                assert!(
-                    !PackedConvWeight::implicit_applies(s, Some(isa)),
-                    "{isa} {s}"
-                );
+            // AVX-512 takes every shape here; the other paths none (and refuse to pack).
+            let expect = isa == Isa::Avx512;
+            assert_eq!(
+                PackedConvWeight::implicit_applies(s, Some(isa)),
+                expect,
+                "{isa} {s}"
+            );
+            if !expect {
                 assert!(PackedConvWeight::pack_implicit(&w, dims, 1, Some(isa)).is_err());
                 continue;
             }
-            assert!(PackedConvWeight::implicit_applies(s, Some(isa)), "{s}");
             let seed = 10 * i as u64;
             let (x, b) = (data(s.input_len(), seed), data(s.c_out, seed + 2));
             let scale: Vec<f32> = data(s.c_out, seed + 3)
@@ -85,6 +84,7 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
             let terms = (s.c_in * s.kh * s.kw) as f32;
             let plane = s.out_h() * s.out_w();
             let packed = PackedConvWeight::pack_implicit(&w, dims, 1, Some(isa)).unwrap();
+            assert_eq!(packed.isa(), isa);
             assert!(packed.is_implicit());
             for scaled in [false, true] {
                 let p = if scaled {
@@ -105,7 +105,7 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
                                 + 4.0 * f32::EPSILON * (sums[k] * sc).abs().max(b[c].abs()));
                         assert!(
                             (g - want).abs() <= bound + 1e-30,
-                            "{s} {act:?} scaled {scaled}: y[{k}] = {g}, reference {want}, bound {bound}"
+                            "{isa} {s} {act:?} scaled {scaled}: y[{k}] = {g}, reference {want}, bound {bound}"
                         );
                     }
                     for threads in [2, 3] {
@@ -114,7 +114,11 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
                             .build()
                             .unwrap();
                         let again = pool.install(|| run(s, &x, &p, &b, act));
-                        assert_eq!(bits(&again), bits(&got), "{s} {act:?} {threads} threads");
+                        assert_eq!(
+                            bits(&again),
+                            bits(&got),
+                            "{isa} {s} {act:?} {threads} threads"
+                        );
                     }
                 }
             }
@@ -139,19 +143,23 @@ fn shapes_and_weights_it_does_not_take_are_refused() {
             ..s
         }, // dilated
     ];
-    for b in &bad {
-        assert!(
-            !PackedConvWeight::implicit_applies(b, Some(Isa::Avx512)),
-            "{b}"
-        );
+    for isa in Isa::ALL {
+        for b in &bad {
+            assert!(
+                !PackedConvWeight::implicit_applies(b, Some(isa)),
+                "{isa} {b}"
+            );
+        }
     }
-    if !Isa::available().contains(&Isa::Avx512) {
-        return;
+    for isa in Isa::available() {
+        if !PackedConvWeight::implicit_applies(&s, Some(isa)) {
+            continue;
+        }
+        // A weight packed for 14-pixel rows run on 13-pixel ones: an error, not garbage.
+        let p = PackedConvWeight::pack_implicit(&w, [64, 8, 3, 3], 1, Some(isa)).unwrap();
+        let other = bad[0];
+        let (x, mut y) = (data(other.input_len(), 2), vec![0.0; other.output_len()]);
+        let e = conv2d_forward_packed(&other, &x, &p, None, Activation::Identity, &mut y);
+        assert!(e.unwrap_err().to_string().contains("implicit"), "{isa}");
     }
-    // A weight packed for 14-pixel rows run on 13-pixel ones: an error, not garbage.
-    let p = PackedConvWeight::pack_implicit(&w, [64, 8, 3, 3], 1, Some(Isa::Avx512)).unwrap();
-    let other = bad[0];
-    let (x, mut y) = (data(other.input_len(), 2), vec![0.0; other.output_len()]);
-    let e = conv2d_forward_packed(&other, &x, &p, None, Activation::Identity, &mut y);
-    assert!(e.unwrap_err().to_string().contains("implicit"));
 }

@@ -10,19 +10,23 @@
 //! tile stored through the GEMM microkernel's transposed store.
 //!
 //! ```text
-//! weights packed once:  wp[panel p][tap t = (i, j)][c][n < 32] = w[32p + n][c][i][j]
+//! weights packed once:  wp[panel q][tap t = (i, j)][c][n < P] = w[P*q + n][c][i][j]
 //! tile (MR pixels ox0.. of output row oy, NV vectors of channels):
 //!   for each tap (i, j) whose input row iy = oy*sh + i - ph is inside the image:
 //!     for c in 0..c_in:                                         (one k step)
 //!       b[v]      = wp[p][t][c][v*L ..]                          NV loads
 //!       acc[r][v] += x[c][iy][(ox0 + r)*sw + j - pw] * b[v]      MR broadcasts, MR*NV FMAs
 //!                    (r = 0 or MR - 1 skipped when that column is padding)
-//!   y[32p + n][oy][ox0 + r] = act(scale * acc + bias)           transposed store, one pass
+//!   y[channel][oy][ox0 + r] = act(scale * acc + bias)           transposed store, one pass
 //! ```
 //!
-//! The tiles fill AVX-512's 32 registers: 14 pixels x 32 channels (28 accumulators, 2 weight
-//! vectors, the broadcast) on planes whose width is a multiple of 14 (14, 28, 56, 112: every
-//! stage of a 224-pixel ResNet), and 7 pixels x 64 channels on 7-pixel planes. No k blocking:
+//! The tiles fill the vector registers: on AVX-512 (32 registers, panels of P = 32 channels)
+//! 14 pixels x 32 channels (28 accumulators, 2 weight vectors, the broadcast) on planes whose
+//! width is a multiple of 14 (14, 28, 56, 112: every stage of a 224-pixel ResNet), and 7
+//! pixels x 64 channels on 7-pixel planes. AVX2 has 16 registers: a 14 x 8 tile (14
+//! accumulators, the broadcast, the weights as memory operands) leaves the compiler no room,
+//! and it moved the accumulators through the stack between taps (measured 5x slower than the
+//! GEMM on Zen 4's AVX2 path), so AVX2 keeps the GEMM forms. No k blocking:
 //! the accumulators live through the whole reduction (`kh * kw * c_in` steps) and are stored
 //! once; a panel's weights (`9 * c_in * 128` bytes, 295 KiB for 256 channels) stay in L2
 //! while the tasks of one thread walk its rows, and so does the image. Compared with im2col
@@ -41,35 +45,34 @@ use crate::error::KernelError;
 use crate::gemm::kernel::TileEpilogue;
 use crate::isa::Isa;
 
-/// Output channels per packed weight panel.
-pub(crate) const PANEL: usize = 32;
 /// Most taps a filter may have here (3 x 3).
 const MAX_TAPS: usize = 9;
 
-/// A register tile: `mr` consecutive output pixels of one row by `nv` AVX-512 vectors of output
-/// channels (`nv / 2` weight panels).
+/// Output channels per packed weight panel on `isa` (two AVX-512 vectors), or `None` where
+/// the kernel does not run.
+pub(crate) fn panel_width(isa: Isa) -> Option<usize> {
+    match isa {
+        _ if !cfg!(target_arch = "x86_64") => None,
+        Isa::Avx512 => Some(32),
+        _ => None,
+    }
+}
+
+/// A register tile: `mr` consecutive output pixels of one row by `channels` output channels
+/// (whole panels of the ISA).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Tile {
     pub mr: usize,
-    pub nv: usize,
-}
-
-impl Tile {
-    /// Output channels per tile.
-    fn channels(self) -> usize {
-        self.nv * 16
-    }
+    pub channels: usize,
 }
 
 /// The tile that runs `s` here on `isa`, or `None` when this kernel does not take the shape:
-/// AVX-512 only (the tiles need 32 vector registers), one group, no dilation, at most 3 x 3
-/// taps, a horizontal stride of 1 or 2, output widths that are multiples of 14 (or 7), whole
-/// tiles of output channels, and padding that reaches at most one pixel into each tile from
-/// either side.
+/// AVX-512 (14 x 32 tiles on rows of a multiple of 14 pixels, 7 x 64 on 7-pixel rows), one
+/// group, no dilation, at most 3 x 3 taps, a horizontal stride of 1 or 2, whole tiles of
+/// output channels, and padding that reaches at most one pixel into each tile from either
+/// side.
 pub(crate) fn tile_for(isa: Isa, s: &Conv2dShape) -> Option<Tile> {
-    if isa != Isa::Avx512 || !cfg!(target_arch = "x86_64") {
-        return None;
-    }
+    panel_width(isa)?;
     if s.groups != 1
         || s.dilation != (1, 1)
         || s.kh * s.kw > MAX_TAPS
@@ -80,12 +83,17 @@ pub(crate) fn tile_for(isa: Isa, s: &Conv2dShape) -> Option<Tile> {
         return None;
     }
     let ow = s.out_w();
-    let tile = if ow.is_multiple_of(14) && s.c_out.is_multiple_of(32) {
-        Tile { mr: 14, nv: 2 }
-    } else if ow == 7 && s.c_out.is_multiple_of(64) {
-        Tile { mr: 7, nv: 4 }
-    } else {
-        return None;
+    let fits = |channels: usize| s.c_out.is_multiple_of(channels);
+    let tile = match isa {
+        Isa::Avx512 if ow.is_multiple_of(14) && fits(32) => Tile {
+            mr: 14,
+            channels: 32,
+        },
+        Isa::Avx512 if ow == 7 && fits(64) => Tile {
+            mr: 7,
+            channels: 64,
+        },
+        _ => return None,
     };
     for ox0 in (0..ow).step_by(tile.mr) {
         for j in 0..s.kw {
@@ -99,21 +107,23 @@ pub(crate) fn tile_for(isa: Isa, s: &Conv2dShape) -> Option<Tile> {
     Some(tile)
 }
 
-/// Packs `w` (`[c_out, c_in, kh, kw]`) into `[ceil(c_out / PANEL)][kh * kw][c_in][PANEL]`,
-/// zero past `c_out`.
-pub(crate) fn pack_weights(w: &[f32], shape: [usize; 4]) -> Vec<f32> {
+/// Packs `w` (`[c_out, c_in, kh, kw]`) into `[ceil(c_out / P)][kh * kw][c_in][P]`, zero past
+/// `c_out`, `P` the panel width of `isa` ([`panel_width`]; `None` where the kernel does not
+/// run).
+pub(crate) fn pack_weights(w: &[f32], shape: [usize; 4], isa: Isa) -> Option<Vec<f32>> {
+    let p = panel_width(isa)?;
     let [c_out, c_in, kh, kw] = shape;
     let taps = kh * kw;
-    let plen = taps * c_in * PANEL;
-    let mut out = vec![0.0; c_out.div_ceil(PANEL) * plen];
+    let plen = taps * c_in * p;
+    let mut out = vec![0.0; c_out.div_ceil(p) * plen];
     for (co, filt) in w.chunks_exact(c_in * taps).enumerate().take(c_out) {
-        let panel = &mut out[(co / PANEL) * plen..][..plen];
+        let panel = &mut out[(co / p) * plen..][..plen];
         for (k, &v) in filt.iter().enumerate() {
             let (c, t) = (k / taps, k % taps);
-            panel[(t * c_in + c) * PANEL + co % PANEL] = v;
+            panel[(t * c_in + c) * p + co % p] = v;
         }
     }
-    out
+    Some(out)
 }
 
 /// The geometry a row task sees.
@@ -143,13 +153,14 @@ struct Tap {
     skip_last: bool,
 }
 
-/// One output row `oy` of one group of `nv / 2` panels, for one image: every tile of the row.
+/// One output row `oy` of one tile's worth of channels (a group of panels), for one image:
+/// every tile of the row.
 ///
 /// # Safety
 /// The CPU supports the ISA; `x` holds the image's `c_in * h * w` floats; `wp` the group's
-/// panels (`nv / 2` of them, `panel_len` floats apart); `y` points at the group's first output
-/// channel of the image, whose `nv * 16` planes of `ohw` floats are writable at row `oy`;
-/// `scale` / `bias` are null or hold the group's `nv * 16` values; the shape was accepted by
+/// panels (`panel_len` floats apart); `y` points at the group's first output channel of the
+/// image, whose planes of `ohw` floats (one per channel of the tile) are writable at row `oy`;
+/// `scale` / `bias` are null or hold one value per channel of the group; the shape was accepted by
 /// [`tile_for`] with this tile.
 type RowFn = unsafe fn(
     g: &Geom,
@@ -163,37 +174,39 @@ type RowFn = unsafe fn(
     act: Activation,
 );
 
-#[cfg(target_arch = "x86_64")]
-mod avx512 {
+/// The generic body: [`tap`] and [`row`] over any vector ISA `S`, a tile of `MR` pixels by
+/// `NV` vectors, weight panels `P` channels wide.
+mod body {
     use super::*;
     use crate::gemm::microkernel::finish;
-    use crate::simd::{Avx512, Simd};
+    use crate::simd::Simd;
 
     /// The k steps of one tap over every input channel: `MR` broadcasts (the first / last
     /// skipped on padding) and `MR * NV` FMAs per channel.
     ///
     /// # Safety
     /// `a + r * SW + c * plane` is readable for every channel `c` and every pixel `r` not
-    /// skipped; `b` holds `c_in` rows of `PANEL` floats, and when `NV > 2` so does
-    /// `b + panel_len`; AVX-512F is enabled in the caller.
+    /// skipped; `b` holds `c_in` rows of `P` floats, and so does `b + q * panel_len` for each
+    /// further panel `q < NV * L / P` of the tile; `S`'s ISA is enabled in the caller.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     unsafe fn tap<
+        S: Simd,
         const MR: usize,
         const NV: usize,
+        const P: usize,
         const SW: usize,
         const F: bool,
         const T: bool,
     >(
-        acc: &mut [[<Avx512 as Simd>::V; NV]; MR],
+        acc: &mut [[S::V; NV]; MR],
         a: *const f32,
         plane: usize,
         b: *const f32,
         panel_len: usize,
         c_in: usize,
     ) {
-        type S = Avx512;
-        let vp = PANEL / S::L;
+        let vp = P / S::L;
         let (mut a, mut b) = (a, b);
         // SAFETY: the function's contract; `a` may point before the image when the first
         // pixel is skipped, so it moves by wrapping arithmetic and is read only at valid pixels.
@@ -213,7 +226,7 @@ mod avx512 {
                     }
                 }
                 a = a.wrapping_add(plane);
-                b = b.add(PANEL);
+                b = b.add(P);
             }
         }
     }
@@ -221,7 +234,13 @@ mod avx512 {
     /// See [`RowFn`].
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn row<const MR: usize, const NV: usize, const SW: usize>(
+    pub(super) unsafe fn row<
+        S: Simd,
+        const MR: usize,
+        const NV: usize,
+        const P: usize,
+        const SW: usize,
+    >(
         g: &Geom,
         x: *const f32,
         oy: usize,
@@ -261,31 +280,31 @@ mod avx512 {
                         let col0 = (ox0 * SW + j) as isize - g.pw as isize;
                         taps[n] = Tap {
                             a: iy * g.w as isize + col0,
-                            b: (i * g.kw + j) * g.c_in * PANEL,
+                            b: (i * g.kw + j) * g.c_in * P,
                             skip_first: col0 < 0,
                             skip_last: col0 + ((MR - 1) * SW) as isize >= g.w as isize,
                         };
                         n += 1;
                     }
                 }
-                let mut acc = [[<Avx512 as Simd>::zero(); NV]; MR];
+                let mut acc = [[S::zero(); NV]; MR];
                 for t in &taps[..n] {
                     let (a, b) = (x.wrapping_offset(t.a), wp.add(t.b));
                     let args = (&mut acc, a, plane, b, g.panel_len, g.c_in);
                     match (t.skip_first, t.skip_last) {
-                        (false, false) => call::<MR, NV, SW, false, false>(args),
-                        (true, false) => call::<MR, NV, SW, true, false>(args),
-                        (false, true) => call::<MR, NV, SW, false, true>(args),
-                        (true, true) => call::<MR, NV, SW, true, true>(args),
+                        (false, false) => call::<S, MR, NV, P, SW, false, false>(args),
+                        (true, false) => call::<S, MR, NV, P, SW, true, false>(args),
+                        (false, true) => call::<S, MR, NV, P, SW, false, true>(args),
+                        (true, true) => call::<S, MR, NV, P, SW, true, true>(args),
                     }
                 }
-                finish::<Avx512, MR, NV, true>(&mut acc, y.add(oy * g.ow + ox0), ohw, &epi);
+                finish::<S, MR, NV, true>(&mut acc, y.add(oy * g.ow + ox0), ohw, &epi);
             }
         }
     }
 
-    type TapArgs<'a, const MR: usize, const NV: usize> = (
-        &'a mut [[<Avx512 as Simd>::V; NV]; MR],
+    type TapArgs<'a, V, const MR: usize, const NV: usize> = (
+        &'a mut [[V; NV]; MR],
         *const f32,
         usize,
         *const f32,
@@ -299,65 +318,69 @@ mod avx512 {
     /// As [`tap`].
     #[inline(always)]
     unsafe fn call<
+        S: Simd,
         const MR: usize,
         const NV: usize,
+        const P: usize,
         const SW: usize,
         const F: bool,
         const T: bool,
     >(
-        t: TapArgs<'_, MR, NV>,
+        t: TapArgs<'_, S::V, MR, NV>,
     ) {
         // SAFETY: forwarded contract.
-        unsafe { tap::<MR, NV, SW, F, T>(t.0, t.1, t.2, t.3, t.4, t.5) }
-    }
-
-    macro_rules! rows {
-        ($($name:ident: $mr:literal x $nv:literal, stride $sw:literal;)*) => {$(
-            /// # Safety
-            /// See [`RowFn`]; the CPU supports AVX-512F.
-            #[target_feature(enable = "avx512f")]
-            #[allow(clippy::too_many_arguments)]
-            pub(super) unsafe fn $name(
-                g: &Geom,
-                x: *const f32,
-                oy: usize,
-                wp: *const f32,
-                y: *mut f32,
-                ohw: usize,
-                scale: *const f32,
-                bias: *const f32,
-                act: Activation,
-            ) {
-                // SAFETY: forwarded contract; the feature is enabled on this function.
-                unsafe { row::<$mr, $nv, $sw>(g, x, oy, wp, y, ohw, scale, bias, act) }
-            }
-        )*};
-    }
-
-    rows! {
-        row_14x32_s1: 14 x 2, stride 1;
-        row_14x32_s2: 14 x 2, stride 2;
-        row_7x64_s1: 7 x 4, stride 1;
-        row_7x64_s2: 7 x 4, stride 2;
+        unsafe { tap::<S, MR, NV, P, SW, F, T>(t.0, t.1, t.2, t.3, t.4, t.5) }
     }
 }
 
-/// The row function of `tile` at horizontal stride `sw`.
-fn row_fn(tile: Tile, sw: usize) -> Option<RowFn> {
+/// Declares the `#[target_feature]` entry points: one [`RowFn`] per (ISA, tile, stride).
+macro_rules! rows {
+    ($($name:ident: $simd:ty, $mr:literal x $nv:literal, panel $p:literal, stride $sw:literal, $feat:literal;)*) => {$(
+        /// # Safety
+        /// See [`RowFn`]; the CPU supports the ISA.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feat)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $name(
+            g: &Geom,
+            x: *const f32,
+            oy: usize,
+            wp: *const f32,
+            y: *mut f32,
+            ohw: usize,
+            scale: *const f32,
+            bias: *const f32,
+            act: Activation,
+        ) {
+            // SAFETY: forwarded contract; the features are enabled on this function.
+            unsafe { body::row::<$simd, $mr, $nv, $p, $sw>(g, x, oy, wp, y, ohw, scale, bias, act) }
+        }
+    )*};
+}
+
+rows! {
+    avx512_14x32_s1: crate::simd::Avx512, 14 x 2, panel 32, stride 1, "avx512f";
+    avx512_14x32_s2: crate::simd::Avx512, 14 x 2, panel 32, stride 2, "avx512f";
+    avx512_7x64_s1: crate::simd::Avx512, 7 x 4, panel 32, stride 1, "avx512f";
+    avx512_7x64_s2: crate::simd::Avx512, 7 x 4, panel 32, stride 2, "avx512f";
+}
+
+/// The row function of `tile` on `isa` at horizontal stride `sw`.
+fn row_fn(isa: Isa, tile: Tile, sw: usize) -> Option<RowFn> {
     #[cfg(target_arch = "x86_64")]
     {
-        let f: RowFn = match (tile.mr, sw) {
-            (14, 1) => avx512::row_14x32_s1,
-            (14, 2) => avx512::row_14x32_s2,
-            (7, 1) => avx512::row_7x64_s1,
-            (7, 2) => avx512::row_7x64_s2,
+        let f: RowFn = match (isa, tile.mr, sw) {
+            (Isa::Avx512, 14, 1) => avx512_14x32_s1,
+            (Isa::Avx512, 14, 2) => avx512_14x32_s2,
+            (Isa::Avx512, 7, 1) => avx512_7x64_s1,
+            (Isa::Avx512, 7, 2) => avx512_7x64_s2,
             _ => return None,
         };
         Some(f)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (tile, sw);
+        let _ = (isa, tile, sw);
         None
     }
 }
@@ -380,17 +403,18 @@ pub(crate) fn forward(
             format!("{s}: the implicit-GEMM kernel does not run this shape on {isa}"),
         )
     })?;
-    let f = row_fn(tile, s.stride.1)
+    let (f, p) = row_fn(isa, tile, s.stride.1)
+        .zip(panel_width(isa))
         .ok_or_else(|| KernelError::invalid(OP, format!("{s}: no kernel on {isa}")))?;
     let (oh, ow, hw) = (s.out_h(), s.out_w(), s.h * s.w);
-    let panel_len = s.kh * s.kw * s.c_in * PANEL;
-    if wp.len() != s.c_out.div_ceil(PANEL) * panel_len {
+    let panel_len = s.kh * s.kw * s.c_in * p;
+    if wp.len() != s.c_out.div_ceil(p) * panel_len {
         return Err(KernelError::invalid(
             OP,
             format!(
                 "{s}: {} packed weights, expected {}",
                 wp.len(),
-                s.c_out / PANEL * panel_len
+                s.c_out.div_ceil(p) * panel_len
             ),
         ));
     }
@@ -407,17 +431,20 @@ pub(crate) fn forward(
         panel_len,
     };
     let ohw = oh * ow;
-    let groups = s.c_out / tile.channels();
-    let per_img = groups * oh;
+    // Tasks run group by group (a group's panels stay in L2 while the images and rows go
+    // by; at batch 8 an image-major order re-read every panel from L3 per image), and are
+    // claimed in contiguous runs, so a thread keeps to its groups.
+    let groups = s.c_out / tile.channels;
+    let per_grp = s.n * oh;
     let y_addr = y.as_mut_ptr() as usize;
     let task = |t: usize| {
-        let (img, grp, oy) = (t / per_img, t % per_img / oh, t % oh);
-        let c0 = grp * tile.channels();
+        let (grp, img, oy) = (t / per_grp, t % per_grp / oh, t % oh);
+        let c0 = grp * tile.channels;
         let at = |v: Option<&[f32]>| v.map_or(std::ptr::null(), |v| v[c0..].as_ptr());
         let yi = (y_addr as *mut f32).wrapping_add((img * s.c_out + c0) * ohw);
         // SAFETY: the ISA was checked; the shape was accepted by `tile_for` with this tile;
         // x holds image img's c_in * h * w floats (checked by the caller); the group's panels
-        // start at c0 / PANEL * panel_len and its nv / 2 panels are within `wp` (length checked
+        // start at c0 / p * panel_len and its channels / p panels are within `wp` (length checked
         // above); scale and bias are null or c_out long (checked by the caller); row oy of the
         // group's channels of image img is written by this task only.
         unsafe {
@@ -425,7 +452,7 @@ pub(crate) fn forward(
                 &g,
                 x[img * s.c_in * hw..].as_ptr(),
                 oy,
-                wp[c0 / PANEL * panel_len..].as_ptr(),
+                wp[c0 / p * panel_len..].as_ptr(),
                 yi,
                 ohw,
                 at(epi.scale),
@@ -434,7 +461,7 @@ pub(crate) fn forward(
             )
         }
     };
-    let tasks = s.n * per_img;
+    let tasks = groups * per_grp;
     if tasks > 1 && rayon::current_num_threads() > 1 {
         crate::parallel::for_each_task(tasks, task);
     } else {

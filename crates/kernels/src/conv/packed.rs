@@ -115,7 +115,7 @@ impl PackedConvWeight {
             None => Isa::current()?,
         };
         let (cog, kdim) = (c_out / groups, cig * kh * kw);
-        if form == Form::Implicit && isa != Isa::Avx512 {
+        if form == Form::Implicit && implicit::panel_width(isa).is_none() {
             return Err(KernelError::invalid(
                 OP,
                 format!("weight {shape:?}: the implicit-GEMM kernel runs on avx512, not {isa}"),
@@ -127,7 +127,7 @@ impl PackedConvWeight {
                 let wm = MatRef::row_major(w, c_out, kdim);
                 transposed = Some(PackedMatrix::pack_b(wm.t(), Some(isa))?);
             }
-            Form::Implicit => implicit = Some(implicit::pack_weights(w, shape)),
+            Form::Implicit => implicit = implicit::pack_weights(w, shape, isa),
             Form::Gemm => {
                 packs = (0..groups)
                     .map(|g| {

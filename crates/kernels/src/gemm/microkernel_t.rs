@@ -1,7 +1,9 @@
 //! The transposed store of the GEMM microkernel: the same `MR x NR` tile of accumulators
 //! written to a C stored column by column (element `(i, j)` at `c + j * ldc + i`), through
 //! in-register `L x L` transposes ([`Simd::transpose`]) and masked stores of `MR < L` floats
-//! per column, instead of a padded temporary and one scalar copy per element.
+//! per column, instead of a padded temporary and one scalar copy per element. A tile taller
+//! than a vector (the implicit convolution's 14 pixels on 8-lane AVX2) goes through in blocks
+//! of `L` rows.
 //!
 //! It serves products computed as `C^T = B^T A^T` so that their short side runs along the
 //! kernel's rows: a pointwise convolution on a 7 x 7 plane is `W[co, ci] X[ci, 49]` with 49
@@ -16,8 +18,8 @@ use crate::simd::Simd;
 /// `acc[i][h] += beta * C[i, h * L..]`, reading C's columns (`MR` floats each).
 ///
 /// # Safety
-/// `c` holds `NV * S::L` columns of `MR` floats, `ldc` apart; `MR < S::L`; `S`'s ISA is
-/// enabled in the caller.
+/// `c` holds `NV * S::L` columns of `MR` floats, `ldc` apart; `S`'s ISA is enabled in the
+/// caller.
 #[inline(always)]
 pub(super) unsafe fn add_beta_c<S: Simd, const MR: usize, const NV: usize>(
     acc: &mut [[S::V; NV]; MR],
@@ -25,20 +27,24 @@ pub(super) unsafe fn add_beta_c<S: Simd, const MR: usize, const NV: usize>(
     ldc: usize,
     beta: S::V,
 ) {
-    debug_assert!(
-        MR < S::L,
-        "a transposed tile has fewer rows than vector lanes"
-    );
-    // SAFETY: the function's contract; every load reads MR floats of one column.
+    // SAFETY: the function's contract; every load reads at most MR floats of one column.
     unsafe {
         for h in 0..NV {
-            let mut v = [S::zero(); 16];
-            for (l, x) in v.iter_mut().enumerate().take(S::L) {
-                *x = S::load_first(c.add((h * S::L + l) * ldc), MR);
-            }
-            S::transpose(&mut v[..S::L]);
-            for (i, row) in acc.iter_mut().enumerate() {
-                row[h] = S::fma(v[i], beta, row[h]);
+            for r0 in (0..MR).step_by(S::L) {
+                let n = S::L.min(MR - r0);
+                let mut v = [S::zero(); 16];
+                for (l, x) in v.iter_mut().enumerate().take(S::L) {
+                    let p = c.add((h * S::L + l) * ldc + r0);
+                    *x = if n == S::L {
+                        S::load(p)
+                    } else {
+                        S::load_first(p, n)
+                    };
+                }
+                S::transpose(&mut v[..S::L]);
+                for (i, row) in acc[r0..r0 + n].iter_mut().enumerate() {
+                    row[h] = S::fma(v[i], beta, row[h]);
+                }
             }
         }
     }
@@ -47,8 +53,8 @@ pub(super) unsafe fn add_beta_c<S: Simd, const MR: usize, const NV: usize>(
 /// Stores `f(acc)` transposed: column `j` of the tile (`MR` floats) at `c + j * ldc`.
 ///
 /// # Safety
-/// `c` holds `NV * S::L` writable columns of `MR` floats, `ldc` apart; `MR < S::L`; `S`'s ISA
-/// is enabled in the caller.
+/// `c` holds `NV * S::L` writable columns of `MR` floats, `ldc` apart; `S`'s ISA is enabled
+/// in the caller.
 #[inline(always)]
 pub(super) unsafe fn store<S: Simd, const MR: usize, const NV: usize, A: VecAct>(
     acc: &[[S::V; NV]; MR],
@@ -56,20 +62,24 @@ pub(super) unsafe fn store<S: Simd, const MR: usize, const NV: usize, A: VecAct>
     ldc: usize,
     f: A,
 ) {
-    debug_assert!(
-        MR < S::L,
-        "a transposed tile has fewer rows than vector lanes"
-    );
-    // SAFETY: the function's contract; every store writes MR floats of one column.
+    // SAFETY: the function's contract; every store writes at most MR floats of one column.
     unsafe {
         for h in 0..NV {
-            let mut v = [S::zero(); 16];
-            for (i, row) in acc.iter().enumerate() {
-                v[i] = f.apply::<S>(row[h]);
-            }
-            S::transpose(&mut v[..S::L]);
-            for (l, &x) in v.iter().enumerate().take(S::L) {
-                S::store_first(c.add((h * S::L + l) * ldc), x, MR);
+            for r0 in (0..MR).step_by(S::L) {
+                let n = S::L.min(MR - r0);
+                let mut v = [S::zero(); 16];
+                for (i, row) in acc[r0..r0 + n].iter().enumerate() {
+                    v[i] = f.apply::<S>(row[h]);
+                }
+                S::transpose(&mut v[..S::L]);
+                for (l, &x) in v.iter().enumerate().take(S::L) {
+                    let p = c.add((h * S::L + l) * ldc + r0);
+                    if n == S::L {
+                        S::store(p, x);
+                    } else {
+                        S::store_first(p, x, n);
+                    }
+                }
             }
         }
     }
@@ -88,8 +98,14 @@ pub(super) unsafe fn activate<S: Simd, const MR: usize, const NV: usize, A: VecA
     // SAFETY: the function's contract.
     unsafe {
         for j in 0..NV * S::L {
-            let p = c.add(j * ldc);
-            S::store_first(p, f.apply::<S>(S::load_first(p, MR)), MR);
+            for r0 in (0..MR).step_by(S::L) {
+                let (p, n) = (c.add(j * ldc + r0), S::L.min(MR - r0));
+                if n == S::L {
+                    S::store(p, f.apply::<S>(S::load(p)));
+                } else {
+                    S::store_first(p, f.apply::<S>(S::load_first(p, n)), n);
+                }
+            }
         }
     }
 }
