@@ -104,7 +104,9 @@ fn any_depthwise() -> impl Strategy<Value = Conv2dShape> {
         1usize..3,
         1usize..4,
         prop_oneof![3 => Just(1usize), 1 => 2usize..4],
-        (1usize..24, 1usize..40),
+        // Widths past three AVX-512 vectors reach the stride-1 form that reads the plane in
+        // place.
+        (1usize..24, 1usize..64),
         prop_oneof![Just((3usize, 3usize)), Just((5, 5)), (1usize..8, 1usize..8)],
         prop_oneof![Just((1usize, 1usize)), Just((2, 2)), (1usize..4, 1usize..4)],
         (0usize..4, 0usize..4),
@@ -185,10 +187,13 @@ fn mobilenet_layers_match_the_oracle() {
 
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
-    // A large plane (width-vectorised path) and a small one (channel-blocked, with a
-    // remainder of channels that are not a whole block).
+    // Large planes (width-vectorised path: strided through the padded copy, stride 1 read in
+    // place) and a small one (channel-blocked, with a remainder of channels that are not a
+    // whole block).
     for s in [
         dw_shape(2, 24, 1, 30, 30, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(2, 24, 1, 40, 50, (3, 3), (1, 1), (1, 1), (1, 1)),
+        dw_shape(1, 16, 1, 20, 61, (5, 5), (1, 1), (2, 2), (1, 1)),
         dw_shape(2, 100, 1, 7, 7, (3, 3), (1, 1), (1, 1), (1, 1)),
     ] {
         same_for_any_thread_count(&s);

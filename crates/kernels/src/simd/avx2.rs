@@ -227,6 +227,12 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_maskload_ps(p, first_lanes(n)) }
     }
     #[inline(always)]
+    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> __m256 {
+        // SAFETY: the mask enables lanes lo..hi only; `vmaskmovps` neither reads nor faults on
+        // the others; the caller passes lanes lo..hi readable.
+        unsafe { _mm256_maskload_ps(p, _mm256_andnot_si256(first_lanes(lo), first_lanes(hi))) }
+    }
+    #[inline(always)]
     unsafe fn load_first_or(p: *const f32, n: usize, fill: f32) -> __m256 {
         // SAFETY: as `load_first`; the blend fills the lanes the mask left out.
         unsafe {

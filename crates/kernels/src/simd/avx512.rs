@@ -208,6 +208,12 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(first_lanes(n), p) }
     }
     #[inline(always)]
+    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> __m512 {
+        // SAFETY: the mask enables lanes lo..hi only; masked-off lanes are neither read nor
+        // faulted on (AVX-512 fault suppression); the caller passes them readable.
+        unsafe { _mm512_maskz_loadu_ps(first_lanes(hi) & !first_lanes(lo), p) }
+    }
+    #[inline(always)]
     unsafe fn load_first_or(p: *const f32, n: usize, fill: f32) -> __m512 {
         // SAFETY: as `load_first`, the other lanes taken from `fill`.
         unsafe { _mm512_mask_loadu_ps(_mm512_set1_ps(fill), first_lanes(n), p) }

@@ -183,6 +183,19 @@ pub(crate) unsafe trait Simd: Copy + 'static {
         }
     }
 
+    /// Lanes `lo..hi` (`lo <= hi <= L`) of the `L` floats at `p`, zeros elsewhere; the floats
+    /// outside `lo..hi` are not accessed, so `p` may point before (or `p + L` past) the
+    /// memory it may read.
+    #[inline(always)]
+    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> Self::V {
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: lo <= hi <= L <= 16; `p + lo .. p + hi` is readable (caller's contract).
+        unsafe {
+            std::ptr::copy_nonoverlapping(p.wrapping_add(lo), tmp.as_mut_ptr().add(lo), hi - lo);
+            Self::load(tmp.as_ptr())
+        }
+    }
+
     /// The first `n < L` floats at `p` in the low lanes, `fill` above.
     #[inline(always)]
     unsafe fn load_first_or(p: *const f32, n: usize, fill: f32) -> Self::V {
