@@ -105,7 +105,7 @@ fn any_depthwise() -> impl Strategy<Value = Conv2dShape> {
         1usize..4,
         prop_oneof![3 => Just(1usize), 1 => 2usize..4],
         // Widths past three AVX-512 vectors reach the stride-1 form that reads the plane in
-        // place.
+        // place (AVX-512 only).
         (1usize..24, 1usize..64),
         prop_oneof![Just((3usize, 3usize)), Just((5, 5)), (1usize..8, 1usize..8)],
         prop_oneof![Just((1usize, 1usize)), Just((2, 2)), (1usize..4, 1usize..4)],

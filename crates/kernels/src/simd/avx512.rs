@@ -35,6 +35,7 @@ unsafe fn float(v: __m512i) -> __m512 {
 unsafe impl Simd for Avx512 {
     const L: usize = 16;
     const FAST_LUT: bool = true;
+    const FAST_MASKED_LOAD: bool = true;
     type V = __m512;
     type M = __mmask16;
 

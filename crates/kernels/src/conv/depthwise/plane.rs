@@ -252,8 +252,10 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     // padded copy, whose writes and re-reads cost as much as the arithmetic on large planes
     // (Zen 4, AVX-512, one thread: 144 x 56^2 3x3 193 -> 166 us, 32 x 112^2 168 -> 141 us).
     // On narrower rows every vector is an edge vector, and the masked loads cost more than
-    // the copy saves (240 x 28^2 5x5: 144 -> 149 us).
-    let direct = g.sw == 1
+    // the copy saves (240 x 28^2 5x5: 144 -> 149 us). AVX-512 only: AVX2's masked loads made
+    // every one of these slower on the same host (144 x 56^2 242 -> 275 us).
+    let direct = S::FAST_MASKED_LOAD
+        && g.sw == 1
         && g.sh == 1
         && g.kh == g.kw
         && matches!(g.kh, 3 | 5)
