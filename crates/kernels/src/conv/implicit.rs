@@ -143,8 +143,8 @@ struct Geom {
 }
 
 /// One tap of a tile: where its pixel 0 reads (relative to the image, channel 0; possibly
-/// before the image when `first` is padding), where its weights start in the panel, and
-/// whether its first or last pixel falls on padding.
+/// before the image when `skip_first`), where its weights start in the panel, and whether its
+/// first or last pixel falls on padding.
 #[derive(Clone, Copy, Default)]
 struct Tap {
     a: isize,
