@@ -1,8 +1,10 @@
 //! `tessera cpu`: what this host is and what the kernels chose for it: instruction sets, the
 //! CPU's identity, its caches (and where they were read), and for each ISA the GEMM
-//! microkernel and block sizes in force with the reason (analytical model or `tessera tune`).
+//! microkernel and block sizes in force with the reason (analytical model or `tessera tune`),
+//! and the ISAs whose inference plans run dense convolutions as implicit GEMMs.
 
 use clap::Args;
+use tessera::kernels::conv::{Conv2dShape, PackedConvWeight};
 use tessera::kernels::gemm::blocking::explain;
 use tessera::kernels::gemm::table::{selected, Origin};
 use tessera::kernels::host::{CacheLevel, Host};
@@ -61,6 +63,17 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
             )
         })
         .collect();
+    // The ISAs whose inference plans run k x k convolutions as implicit GEMMs (probed on a
+    // ResNet 3x3 layer; docs/kernels/conv.md), the others through im2col and the GEMM.
+    let probe = Conv2dShape {
+        padding: (1, 1),
+        ..Conv2dShape::new(1, 256, 14, 14, 256, 3, 3)
+    };
+    let implicit: Vec<&str> = available
+        .iter()
+        .filter(|&&isa| PackedConvWeight::implicit_applies(&probe, Some(isa)))
+        .map(|isa| isa.name())
+        .collect();
     if args.json {
         let gemm_json: Vec<_> = gemm
             .iter()
@@ -80,7 +93,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
                 "caches": { "source": format!("{:?}", caches.source).to_lowercase(),
                             "l1d": level_json(&caches.l1d), "l2": level_json(&caches.l2),
                             "l3": caches.l3.as_ref().map(level_json) },
-                "gemm": gemm_json
+                "gemm": gemm_json, "conv_implicit": implicit
             })
         );
         return Ok(());
@@ -120,5 +133,13 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
             outln!("           {}", explain(b, caches));
         }
     }
+    outln!(
+        "dense convolutions (inference plan): implicit GEMM on {}; im2col + GEMM otherwise",
+        if implicit.is_empty() {
+            "no ISA of this CPU".to_string()
+        } else {
+            implicit.join(", ")
+        }
+    );
     Ok(())
 }

@@ -50,6 +50,10 @@ fn cpu_reports_caches_and_blocks_for_every_isa() {
         assert!(kc >= 64 && mc % mr == 0, "{g}");
         assert_eq!(g["origin"], "analytical model", "no cache file yet: {g}");
     }
+    // The ISAs with the implicit-GEMM convolution: AVX-512 exactly when this CPU has it.
+    let implicit = v["conv_implicit"].as_array().unwrap();
+    let has_avx512 = available.iter().any(|i| i == "avx512");
+    assert_eq!(implicit.len(), usize::from(has_avx512), "{implicit:?}");
 }
 
 #[test]
