@@ -44,6 +44,24 @@ fn data(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// One image of `c_in x hw x hw` through `c_out` filters `k x k` at stride `st`, padding
+/// `k / 2`, one group.
+fn square(c_in: usize, c_out: usize, hw: usize, k: usize, st: usize) -> Conv2dShape {
+    Conv2dShape {
+        n: 1,
+        c_in,
+        h: hw,
+        w: hw,
+        c_out,
+        kh: k,
+        kw: k,
+        stride: (st, st),
+        padding: (k / 2, k / 2),
+        dilation: (1, 1),
+        groups: 1,
+    }
+}
+
 fn bench_shape(c: &mut Criterion, group_name: &str, label: &str, s: &Conv2dShape, flops: f64) {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
@@ -76,17 +94,8 @@ fn bench_shape(c: &mut Criterion, group_name: &str, label: &str, s: &Conv2dShape
 fn bench_depthwise(c: &mut Criterion) {
     for &(ch, hw, k, st) in DEPTHWISE {
         let s = Conv2dShape {
-            n: 1,
-            c_in: ch,
-            h: hw,
-            w: hw,
-            c_out: ch,
-            kh: k,
-            kw: k,
-            stride: (st, st),
-            padding: (k / 2, k / 2),
-            dilation: (1, 1),
             groups: ch,
+            ..square(ch, ch, hw, k, st)
         };
         let flops = 2.0 * (ch * s.out_h() * s.out_w() * k * k) as f64;
         bench_shape(c, "dwconv", &format!("{ch}x{hw}^2_k{k}_s{st}"), &s, flops);
@@ -95,19 +104,7 @@ fn bench_depthwise(c: &mut Criterion) {
 
 fn bench_dense(c: &mut Criterion) {
     for &(ci, co, hw, k, st, label) in DENSE {
-        let s = Conv2dShape {
-            n: 1,
-            c_in: ci,
-            h: hw,
-            w: hw,
-            c_out: co,
-            kh: k,
-            kw: k,
-            stride: (st, st),
-            padding: (k / 2, k / 2),
-            dilation: (1, 1),
-            groups: 1,
-        };
+        let s = square(ci, co, hw, k, st);
         bench_shape(c, "conv_dense", label, &s, s.flops());
     }
 }
@@ -129,19 +126,7 @@ fn bench_packed_forms(c: &mut Criterion) {
         .build()
         .expect("one-thread pool");
     for &(ci, co, hw, k, st) in PACKED {
-        let s = Conv2dShape {
-            n: 1,
-            c_in: ci,
-            h: hw,
-            w: hw,
-            c_out: co,
-            kh: k,
-            kw: k,
-            stride: (st, st),
-            padding: (k / 2, k / 2),
-            dilation: (1, 1),
-            groups: 1,
-        };
+        let s = square(ci, co, hw, k, st);
         let (x, w, b) = (data(s.input_len(), 1), data(s.weight_len(), 2), data(co, 3));
         let dims = [co, ci, k, k];
         let mut forms = vec![

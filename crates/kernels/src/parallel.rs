@@ -160,9 +160,10 @@ impl Region {
 }
 
 /// Runs `f(0)`, ..., `f(tasks - 1)`, in parallel where there are threads: on the posted-job
-/// slot inside an awake region, on rayon's pool outside one, inline inside another task.
+/// slot inside an awake region, on rayon's pool outside one, inline inside another task or
+/// on a one-thread pool.
 pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
-    if tasks <= 1 || IN_TASK.with(Cell::get) {
+    if tasks <= 1 || IN_TASK.with(Cell::get) || rayon::current_num_threads() == 1 {
         (0..tasks).for_each(f);
         return;
     }

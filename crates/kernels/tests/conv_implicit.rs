@@ -8,43 +8,17 @@ use tessera_kernels::conv::{conv2d_forward_packed, reference, Conv2dShape, Packe
 use tessera_kernels::{Activation, Isa};
 
 mod common;
-use common::data;
-
-fn shape(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, st: usize) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        c_in,
-        h: hw,
-        w: hw,
-        c_out,
-        kh: k,
-        kw: k,
-        stride: (st, st),
-        padding: (k / 2, k / 2),
-        dilation: (1, 1),
-        groups: 1,
-    }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
-}
-
-fn run(s: &Conv2dShape, x: &[f32], w: &PackedConvWeight, b: &[f32], act: Activation) -> Vec<f32> {
-    let mut y = vec![f32::NAN; s.output_len()];
-    conv2d_forward_packed(s, x, w, Some(b), act, &mut y).unwrap();
-    y
-}
+use common::{bits, data, run_packed, square_conv};
 
 #[test]
 fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
     let shapes = [
-        shape(1, 40, 14, 64, 3, 1), // one 14-pixel tile per row, both edges padded
-        shape(2, 24, 28, 32, 3, 2), // strided 28 -> 14, two images
-        shape(1, 20, 28, 32, 3, 1), // two tiles per row
-        shape(1, 36, 7, 128, 3, 1), // 7-pixel rows: the 7 x 64 tile
-        shape(1, 16, 14, 64, 3, 2), // strided 14 -> 7
-        shape(1, 48, 14, 64, 1, 2), // strided 1x1 (a ResNet downsample)
+        square_conv(1, 40, 14, 64, 3, 1), // one 14-pixel tile per row, both edges padded
+        square_conv(2, 24, 28, 32, 3, 2), // strided 28 -> 14, two images
+        square_conv(1, 20, 28, 32, 3, 1), // two tiles per row
+        square_conv(1, 36, 7, 128, 3, 1), // 7-pixel rows: the 7 x 64 tile
+        square_conv(1, 16, 14, 64, 3, 2), // strided 14 -> 7
+        square_conv(1, 48, 14, 64, 1, 2), // strided 1x1 (a ResNet downsample)
     ];
     let acts = [
         Activation::Identity,
@@ -93,7 +67,7 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
                     packed.clone()
                 };
                 for act in acts {
-                    let got = run(s, &x, &p, &b, act);
+                    let got = run_packed(s, &x, &p, &b, act);
                     for (k, &g) in got.iter().enumerate() {
                         let c = k / plane % s.c_out;
                         let sc = if scaled { scale[c] } else { 1.0 };
@@ -113,7 +87,7 @@ fn implicit_form_is_within_the_rounding_bound_of_the_f64_reference() {
                             .num_threads(threads)
                             .build()
                             .unwrap();
-                        let again = pool.install(|| run(s, &x, &p, &b, act));
+                        let again = pool.install(|| run_packed(s, &x, &p, &b, act));
                         assert_eq!(
                             bits(&again),
                             bits(&got),
@@ -131,12 +105,12 @@ fn shapes_and_weights_it_does_not_take_are_refused() {
     let w = data(64 * 8 * 9, 1);
     // Several groups.
     assert!(PackedConvWeight::pack_implicit(&w, [64, 4, 3, 3], 2, None).is_err());
-    let s = shape(1, 8, 14, 64, 3, 1);
+    let s = square_conv(1, 8, 14, 64, 3, 1);
     let bad = [
-        shape(1, 8, 13, 64, 3, 1),      // 13-pixel rows
-        shape(1, 8, 14, 48, 3, 1),      // channels off the 32-channel tile
-        shape(1, 8, 14, 64, 5, 1),      // 5 x 5: more taps, wider padding
-        Conv2dShape { groups: 2, ..s }, // grouped
+        square_conv(1, 8, 13, 64, 3, 1), // 13-pixel rows
+        square_conv(1, 8, 14, 48, 3, 1), // channels off the 32-channel tile
+        square_conv(1, 8, 14, 64, 5, 1), // 5 x 5: more taps, wider padding
+        Conv2dShape { groups: 2, ..s },  // grouped
         Conv2dShape {
             dilation: (2, 2),
             padding: (2, 2),

@@ -5,46 +5,20 @@
 //! and without a channel scale, each activation, one and two images, 1-3 threads; a weight of
 //! several groups is refused.
 
-use tessera_kernels::conv::{conv2d_forward_packed, Conv2dShape, PackedConvWeight};
+use tessera_kernels::conv::PackedConvWeight;
 use tessera_kernels::{Activation, Isa};
 
 mod common;
-use common::data;
-
-fn shape(n: usize, c_in: usize, hw: usize, c_out: usize, k: usize, st: usize) -> Conv2dShape {
-    Conv2dShape {
-        n,
-        c_in,
-        h: hw,
-        w: hw,
-        c_out,
-        kh: k,
-        kw: k,
-        stride: (st, st),
-        padding: (k / 2, k / 2),
-        dilation: (1, 1),
-        groups: 1,
-    }
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
-}
-
-fn run(s: &Conv2dShape, x: &[f32], w: &PackedConvWeight, b: &[f32], act: Activation) -> Vec<f32> {
-    let mut y = vec![f32::NAN; s.output_len()];
-    conv2d_forward_packed(s, x, w, Some(b), act, &mut y).unwrap();
-    y
-}
+use common::{bits, data, run_packed, square_conv};
 
 #[test]
 fn transposed_form_equals_the_direct_form_bitwise() {
     let shapes = [
-        shape(1, 40, 7, 70, 3, 1),  // a 7 x 7 plane, channels off the tile
-        shape(2, 24, 14, 48, 3, 2), // strided to 7 x 7, two images
-        shape(1, 19, 9, 33, 3, 1),  // an odd plane (81 pixels)
-        shape(1, 64, 7, 96, 1, 1),  // 1x1
-        shape(1, 8, 5, 20, 5, 1),   // 5x5 on a small plane
+        square_conv(1, 40, 7, 70, 3, 1), // a 7 x 7 plane, channels off the tile
+        square_conv(2, 24, 14, 48, 3, 2), // strided to 7 x 7, two images
+        square_conv(1, 19, 9, 33, 3, 1), // an odd plane (81 pixels)
+        square_conv(1, 64, 7, 96, 1, 1), // 1x1
+        square_conv(1, 8, 5, 20, 5, 1),  // 5x5 on a small plane
     ];
     let acts = [
         Activation::Identity,
@@ -73,14 +47,14 @@ fn transposed_form_equals_the_direct_form_bitwise() {
                     trans = trans.with_channel_scale(scale.clone()).unwrap();
                 }
                 for act in acts {
-                    let want = run(s, &x, &direct, &b, act);
+                    let want = run_packed(s, &x, &direct, &b, act);
                     assert!(want.iter().all(|v| v.is_finite()));
                     for threads in [1, 2, 3] {
                         let pool = rayon::ThreadPoolBuilder::new()
                             .num_threads(threads)
                             .build()
                             .unwrap();
-                        let got = pool.install(|| run(s, &x, &trans, &b, act));
+                        let got = pool.install(|| run_packed(s, &x, &trans, &b, act));
                         assert_eq!(
                             bits(&got),
                             bits(&want),

@@ -461,11 +461,6 @@ pub(crate) fn forward(
             )
         }
     };
-    let tasks = groups * per_grp;
-    if tasks > 1 && rayon::current_num_threads() > 1 {
-        crate::parallel::for_each_task(tasks, task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    crate::parallel::for_each_task(groups * per_grp, task);
     Ok(())
 }

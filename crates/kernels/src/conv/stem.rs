@@ -429,11 +429,6 @@ pub(crate) fn forward(
         };
         SPLIT.set(buf);
     };
-    let tasks = s.n * tasks_per_img;
-    if tasks > 1 && rayon::current_num_threads() > 1 {
-        crate::parallel::for_each_task(tasks, task);
-    } else {
-        (0..tasks).for_each(task);
-    }
+    crate::parallel::for_each_task(s.n * tasks_per_img, task);
     Ok(())
 }

@@ -262,27 +262,34 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         && !g.dilated
         && g.ow >= 3 * S::L
         && g.oh >= 4;
+    // The row-correlation problem of this plane, read from `src` (rows `unit` apart).
+    let dst = y.as_mut_ptr();
+    let problem = |src: *const f32, unit: usize, direct: Option<Direct>| Stacked {
+        src,
+        unit,
+        col_off: &g.col_off,
+        w: wt,
+        dst,
+        dst_row: g.ow,
+        rows: g.oh,
+        len: g.ow,
+        bias,
+        act,
+        spill_ok: true,
+        direct,
+    };
     if direct {
-        let st = Stacked {
-            src: x.as_ptr(),
-            unit: 0,
-            col_off: &g.col_off,
-            w: wt,
-            dst: y.as_mut_ptr(),
-            dst_row: g.ow,
-            rows: g.oh,
-            len: g.ow,
-            bias,
-            act,
-            spill_ok: true,
-            direct: Some(Direct {
+        let st = problem(
+            x.as_ptr(),
+            0,
+            Some(Direct {
                 h: g.h,
                 w: g.w,
                 top: g.ph,
                 left: g.pw,
                 next: x.as_ptr().wrapping_add(x.len()),
             }),
-        };
+        );
         // SAFETY: x holds the h * w plane, y oh * ow floats; `stacked` accepts the shape
         // (stride 1, K in {3, 5}, ow > L, oh >= 4: the checks above).
         let done = unsafe {
@@ -312,20 +319,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         )
     };
     if g.kh == g.kw && !g.dilated && g.sh <= 2 {
-        let st = Stacked {
-            src: scratch.as_ptr(),
-            unit: g.rs,
-            col_off: &g.col_off,
-            w: wt,
-            dst: y.as_mut_ptr(),
-            dst_row: g.ow,
-            rows: g.oh,
-            len: g.ow,
-            bias,
-            act,
-            spill_ok: true,
-            direct: None,
-        };
+        let st = problem(scratch.as_ptr(), g.rs, None);
         // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
         // below wq (FwdGeom); y holds oh * ow floats.
         let done = unsafe {
