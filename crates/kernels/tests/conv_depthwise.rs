@@ -186,6 +186,76 @@ fn mobilenet_layers_match_the_oracle() {
 }
 
 #[test]
+fn in_place_form_matches_the_oracle_and_the_padded_form() {
+    // Stride-1 3x3 / 5x5 with "same" padding on rows of three or more AVX-512 vectors: the
+    // form that reads the plane in place (AVX-512). Widths around the vector multiples (an
+    // even and an odd number of vector positions, row ends 0-15 lanes past a multiple,
+    // including 5x5 rows ending one lane past it, which keep the padded copy), heights
+    // around the 8-row tile (interior and edge bands, an overlapping last band).
+    let mut shapes = Vec::new();
+    for k in [3usize, 5] {
+        for w in [17usize, 18, 28, 31, 32, 40, 48, 49, 50, 56, 63, 64, 81, 112] {
+            for h in [7usize, 8, 9, 16, 19] {
+                shapes.push(dw_shape(
+                    1,
+                    2,
+                    1,
+                    h,
+                    w,
+                    (k, k),
+                    (1, 1),
+                    (k / 2, k / 2),
+                    (1, 1),
+                ));
+            }
+        }
+    }
+    let isas = Isa::available();
+    for (i, s) in shapes.iter().enumerate() {
+        let seed = 70 + i as u64;
+        let (x, w, b) = (
+            data(s.input_len(), seed),
+            data(s.weight_len(), seed + 1),
+            data(s.c_out, seed + 2),
+        );
+        let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+        reference::conv2d_forward(s, &x, &w, Some(&b), Activation::Relu6, &mut want);
+        reference::conv2d_forward(
+            s,
+            &abs(&x),
+            &abs(&w),
+            Some(&abs(&b)),
+            Activation::Identity,
+            &mut mag,
+        );
+        let mut first: Option<(Isa, Vec<f32>)> = None;
+        for &isa in &isas {
+            let mut y = vec![f32::NAN; s.output_len()];
+            conv::conv2d_forward_with(isa, s, &x, &w, Some(&b), Activation::Relu6, &mut y).unwrap();
+            close("y", s, isa, &y, &want, &mag, s.kh * s.kw + 1);
+            // The fused-FMA paths add the same products in the same order (bias, then kernel
+            // column by column, row by row; zero padding included), so they agree bit for
+            // bit (the portable and scalar paths round each product: not compared).
+            if !matches!(isa, Isa::Avx512 | Isa::Avx2) {
+                continue;
+            }
+            match &first {
+                None => first = Some((isa, y)),
+                Some((isa0, y0)) => {
+                    for (j, (a, b)) in y.iter().zip(y0).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{s} y[{j}]: {isa} {a} vs {isa0} {b}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn results_do_not_depend_on_the_thread_count() {
     // Large planes (width-vectorised path: strided through the padded copy, stride 1 read in
     // place) and a small one (channel-blocked, with a remainder of channels that are not a

@@ -227,10 +227,10 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm256_maskload_ps(p, first_lanes(n)) }
     }
     #[inline(always)]
-    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> __m256 {
-        // SAFETY: the mask enables lanes lo..hi only; `vmaskmovps` neither reads nor faults on
-        // the others; the caller passes lanes lo..hi readable.
-        unsafe { _mm256_maskload_ps(p, _mm256_andnot_si256(first_lanes(lo), first_lanes(hi))) }
+    unsafe fn load_masked(p: *const f32, m: __m256) -> __m256 {
+        // SAFETY: `vmaskmovps` neither reads nor faults on the lanes whose mask sign bit is
+        // clear; the caller passes the others readable.
+        unsafe { _mm256_maskload_ps(p, _mm256_castps_si256(m)) }
     }
     #[inline(always)]
     unsafe fn load_first_or(p: *const f32, n: usize, fill: f32) -> __m256 {

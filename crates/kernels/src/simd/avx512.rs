@@ -209,10 +209,14 @@ unsafe impl Simd for Avx512 {
         unsafe { _mm512_maskz_loadu_ps(first_lanes(n), p) }
     }
     #[inline(always)]
-    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> __m512 {
-        // SAFETY: the mask enables lanes lo..hi only; masked-off lanes are neither read nor
-        // faulted on (AVX-512 fault suppression); the caller passes them readable.
-        unsafe { _mm512_maskz_loadu_ps(first_lanes(hi) & !first_lanes(lo), p) }
+    unsafe fn lane_range(lo: usize, hi: usize) -> __mmask16 {
+        first_lanes(hi) & !first_lanes(lo)
+    }
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: __mmask16) -> __m512 {
+        // SAFETY: masked-off lanes are neither read nor faulted on (AVX-512 fault
+        // suppression); the caller passes the lanes of `m` readable.
+        unsafe { _mm512_maskz_loadu_ps(m, p) }
     }
     #[inline(always)]
     unsafe fn load_first_or(p: *const f32, n: usize, fill: f32) -> __m512 {

@@ -68,7 +68,7 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// Whether [`Simd::lut8`] is one fast in-register permute, so table-driven formulas pay
     /// off (the flushing exp picks its table form on these ISAs).
     const FAST_LUT: bool = false;
-    /// Whether [`Simd::load_lanes`] is one masked load about as fast as a plain one (AVX-512's
+    /// Whether [`Simd::load_masked`] is one masked load about as fast as a plain one (AVX-512's
     /// `vmovups` with a mask register). AVX2's `vmaskmovps` is not on AMD cores: the
     /// depthwise forward that reads planes in place with it measured 13-70% slower than its
     /// padded copy on Zen 4's AVX2 path, so that form runs only where this holds.
@@ -188,15 +188,43 @@ pub(crate) unsafe trait Simd: Copy + 'static {
         }
     }
 
-    /// Lanes `lo..hi` (`lo <= hi <= L`) of the `L` floats at `p`, zeros elsewhere; the floats
-    /// outside `lo..hi` are not accessed, so `p` may point before (or `p + L` past) the
-    /// memory it may read.
+    /// The mask of lanes `lo..hi` (`lo <= hi <= L`), for [`Simd::load_masked`]: built once
+    /// and kept in a register where a loop reuses it.
     #[inline(always)]
-    unsafe fn load_lanes(p: *const f32, lo: usize, hi: usize) -> Self::V {
-        let mut tmp = [0.0f32; 16];
-        // SAFETY: lo <= hi <= L <= 16; `p + lo .. p + hi` is readable (caller's contract).
+    unsafe fn lane_range(lo: usize, hi: usize) -> Self::M {
+        let mut iota = [0.0f32; 16];
+        for (i, v) in iota.iter_mut().enumerate() {
+            *v = i as f32;
+        }
+        // SAFETY: iota holds 16 >= L floats; lane i is in the range iff lo - 1/2 < i < hi - 1/2.
         unsafe {
-            std::ptr::copy_nonoverlapping(p.wrapping_add(lo), tmp.as_mut_ptr().add(lo), hi - lo);
+            let i = Self::load(iota.as_ptr());
+            Self::mask_and(
+                Self::gt(i, Self::splat(lo as f32 - 0.5)),
+                Self::lt(i, Self::splat(hi as f32 - 0.5)),
+            )
+        }
+    }
+
+    /// The lanes of `m` (from [`Simd::lane_range`]) loaded from the `L` floats at `p`, zeros
+    /// elsewhere; the floats of the other lanes are not accessed, so `p` may point before (or
+    /// `p + L` past) the memory it may read.
+    #[inline(always)]
+    unsafe fn load_masked(p: *const f32, m: Self::M) -> Self::V {
+        let mut on = [0.0f32; 16];
+        let mut tmp = [0.0f32; 16];
+        // SAFETY: both arrays hold 16 >= L floats; lane i of `p` is read only when it is in
+        // the mask, which the caller guarantees readable.
+        unsafe {
+            Self::store(
+                on.as_mut_ptr(),
+                Self::select(m, Self::splat(1.0), Self::zero()),
+            );
+            for i in 0..Self::L {
+                if on[i] != 0.0 {
+                    tmp[i] = *p.add(i);
+                }
+            }
             Self::load(tmp.as_ptr())
         }
     }

@@ -55,13 +55,13 @@ unsafe fn check<S: Simd>() {
             for hi in n..=l {
                 // Lanes n..hi of the vector at src + 100 (its other lanes never read).
                 let p = src.as_ptr().add(100);
-                let g = arr::<S>(S::load_lanes(p, n, hi));
+                let g = arr::<S>(S::load_masked(p, S::lane_range(n, hi)));
                 for i in 0..l {
                     let want = if i >= n && i < hi { src[100 + i] } else { 0.0 };
                     assert_eq!(
                         g[i].to_bits(),
                         want.to_bits(),
-                        "load_lanes({n}, {hi}) lane {i}"
+                        "load_masked({n}, {hi}) lane {i}"
                     );
                 }
                 let m = arr::<S>(S::and(a, S::mask(n, hi)));

@@ -296,33 +296,13 @@ pub(crate) struct Stacked<'a, A> {
     /// that a row narrower than a vector may be stored with a whole vector spilling into the
     /// next rows (rewritten afterwards) instead of a masked store.
     pub spill_ok: bool,
-    /// When set, `src` is the unpadded input plane itself (not the padded scratch copy; `unit`
-    /// and `col_off` are then unused): see [`Direct`].
-    pub direct: Option<Direct>,
 }
 
-/// The geometry of a [`Stacked`] problem read straight from its `h x w` input plane (stride
-/// 1): source row `u` of output row `r` is input row `r + u - top`, kernel column `j` of
-/// output column `x` input column `x + j - left`. Rows outside the plane are skipped (their
-/// products are zero) and vectors that cross its left or right edge are masked loads whose
-/// lanes outside the plane read as zero, so the padded copy is never written; the products
-/// are those of the padded form, in the same order.
-#[derive(Clone, Copy, Debug)]
-pub struct Direct {
-    pub h: usize,
-    pub w: usize,
-    pub top: usize,
-    pub left: usize,
-    /// The plane after this one (prefetched a band of rows at a time), or null.
-    pub next: *const f32,
-}
-
-/// Computes output rows `r0..r0 + R` x `V` vector positions of a [`Stacked`] problem; `D`:
-/// read the input plane in place (`c.direct`, stride 1).
+/// Computes output rows `r0..r0 + R` x `V` vector positions of a [`Stacked`] problem.
 ///
 /// # Safety
-/// Padded: `src` readable at `(r * SH + i) * unit + col_off[j] + cols[v] + 0..L` for
-/// `r < r0 + R`, `i, j < K`. Direct: `src` holds the `h * w` plane. `dst` writable at
+/// `src` readable at `(r * SH + i) * unit + col_off[j] + cols[v] + 0..L` for
+/// `r < r0 + R`, `i, j < K`. `dst` writable at
 /// `r * dst_row + cols[v] + 0..L` (`..partial` when partial, unless `spill_ok`); CPU
 /// supports `S`.
 #[inline(always)]
@@ -333,7 +313,6 @@ unsafe fn stacked_tile<
     const SH: usize,
     const R: usize,
     const V: usize,
-    const D: bool,
 >(
     c: &Stacked<'_, A>,
     wv: &[[S::V; K]; K],
@@ -341,54 +320,20 @@ unsafe fn stacked_tile<
     cols: [usize; V],
     partial: usize,
 ) {
-    // SAFETY (whole body): addresses as in the contract; in the direct form every access is
-    // a row inside the plane and lanes inside its columns (masked loads for the others).
+    // SAFETY (whole body): addresses as in the contract.
     unsafe {
         let bias = S::splat(c.bias);
         let mut acc = [[bias; V]; R];
-        let base = c.src.add(if D { 0 } else { r0 * SH * c.unit });
-        let d = c.direct.unwrap_or(Direct {
-            h: 0,
-            w: 0,
-            top: 0,
-            left: 0,
-            next: std::ptr::null(),
-        });
+        let base = c.src.add(r0 * SH * c.unit);
         for j in 0..K {
             // wv[j][i]: column j's K weights stay in registers for the whole column.
             let wj = wv[j];
-            let cbase = base.add(if D { 0 } else { c.col_off[j] });
-            // Direct: input column of lane 0 of each vector, and its lanes inside the plane.
-            let mut x0 = [0isize; V];
-            let mut lanes = [(0usize, 0usize); V];
-            if D {
-                for v in 0..V {
-                    x0[v] = (cols[v] + j) as isize - d.left as isize;
-                    let lo = (-x0[v]).clamp(0, S::L as isize) as usize;
-                    let hi = (d.w as isize - x0[v]).clamp(0, S::L as isize) as usize;
-                    lanes[v] = (lo, hi.max(lo));
-                }
-            }
+            let cbase = base.add(c.col_off[j]);
             for u in 0..(R - 1) * SH + K {
                 let mut xs = [S::splat(0.0); V];
-                if D {
-                    let y = (r0 + u) as isize - d.top as isize;
-                    if y < 0 || y >= d.h as isize {
-                        continue;
-                    }
-                    let row = cbase.add(y as usize * d.w);
-                    for v in 0..V {
-                        let p = row.wrapping_offset(x0[v]);
-                        xs[v] = match lanes[v] {
-                            (0, hi) if hi == S::L => S::load(p),
-                            (lo, hi) => S::load_lanes(p, lo, hi),
-                        };
-                    }
-                } else {
-                    let row = cbase.add(u * c.unit);
-                    for v in 0..V {
-                        xs[v] = S::load(row.add(cols[v]));
-                    }
+                let row = cbase.add(u * c.unit);
+                for v in 0..V {
+                    xs[v] = S::load(row.add(cols[v]));
                 }
                 for r in 0..R {
                     if u >= r * SH && u - r * SH < K {
@@ -426,7 +371,6 @@ unsafe fn stacked_sweep<
     const SH: usize,
     const R: usize,
     const V: usize,
-    const D: bool,
 >(
     c: &Stacked<'_, A>,
     wv: &[[S::V; K]; K],
@@ -445,22 +389,11 @@ unsafe fn stacked_sweep<
     while t < c.rows {
         // The last tile is moved up to end at the last row (overlapping, same values).
         let r0 = t.min(c.rows - R);
-        if let Some(d) = c.direct.filter(|d| D && !d.next.is_null()) {
-            // The next plane's rows of this band, one line per 16 floats, while this band
-            // computes (the padded form does it while packing).
-            let (y0, y1) = (r0.saturating_sub(d.top), (r0 + R + K).min(d.h));
-            let mut p = y0 * d.w;
-            while p < y1 * d.w {
-                // SAFETY: a prefetch is a hint; `next` need not be readable.
-                unsafe { S::prefetch(d.next.wrapping_add(p)) };
-                p += 16;
-            }
-        }
         let mut k0 = 0;
         while k0 < paired {
             let cols: [usize; V] = std::array::from_fn(|v| pos(k0 + v));
             // SAFETY: r0 + R <= rows; cols within max(len, L); forwarded contract.
-            unsafe { stacked_tile::<S, A, K, SH, R, V, D>(c, wv, r0, cols, partial) };
+            unsafe { stacked_tile::<S, A, K, SH, R, V>(c, wv, r0, cols, partial) };
             k0 += V;
         }
         t += R;
@@ -470,7 +403,7 @@ unsafe fn stacked_sweep<
         while t < c.rows {
             let r0 = t.min(c.rows - 8);
             // SAFETY: r0 + 8 <= rows; the column is a valid position.
-            unsafe { stacked_tile::<S, A, K, SH, 8, 1, D>(c, wv, r0, [pos(npos - 1)], partial) };
+            unsafe { stacked_tile::<S, A, K, SH, 8, 1>(c, wv, r0, [pos(npos - 1)], partial) };
             t += 8;
         }
     }
@@ -499,12 +432,6 @@ pub(crate) unsafe fn stacked<S: Simd, A: VecAct, const K: usize, const SH: usize
     if c.rows < 4 || c.col_off.len() != K || c.w.len() != K * K {
         return false;
     }
-    // The direct form: stride 1, rows wider than a vector (two-vector tiles, no spilling
-    // stores); the caller checks that and more (`plane::forward`).
-    let direct = c.direct.is_some();
-    if direct && (SH != 1 || c.len <= S::L) {
-        return false;
-    }
     // SAFETY: splat only builds registers; w holds K * K floats.
     // (Loops, not `array::from_fn`, so the intrinsics inline; see `corr`.)
     let mut wv: [[S::V; K]; K] = [[unsafe { S::splat(0.0) }; K]; K];
@@ -515,19 +442,17 @@ pub(crate) unsafe fn stacked<S: Simd, A: VecAct, const K: usize, const SH: usize
     }
     // SAFETY: forwarded contract.
     unsafe {
-        if direct {
-            stacked_sweep::<S, A, K, SH, 4, 2, true>(c, &wv);
-        } else if npos == 1 {
+        if npos == 1 {
             // One vector per row: as many rows per tile as fit (up to 8 accumulators).
             match c.rows {
-                4 => stacked_sweep::<S, A, K, SH, 4, 1, false>(c, &wv),
-                5 => stacked_sweep::<S, A, K, SH, 5, 1, false>(c, &wv),
-                6 => stacked_sweep::<S, A, K, SH, 6, 1, false>(c, &wv),
-                7 => stacked_sweep::<S, A, K, SH, 7, 1, false>(c, &wv),
-                _ => stacked_sweep::<S, A, K, SH, 8, 1, false>(c, &wv),
+                4 => stacked_sweep::<S, A, K, SH, 4, 1>(c, &wv),
+                5 => stacked_sweep::<S, A, K, SH, 5, 1>(c, &wv),
+                6 => stacked_sweep::<S, A, K, SH, 6, 1>(c, &wv),
+                7 => stacked_sweep::<S, A, K, SH, 7, 1>(c, &wv),
+                _ => stacked_sweep::<S, A, K, SH, 8, 1>(c, &wv),
             }
         } else {
-            stacked_sweep::<S, A, K, SH, 4, 2, false>(c, &wv);
+            stacked_sweep::<S, A, K, SH, 4, 2>(c, &wv);
         }
     }
     true

@@ -29,6 +29,7 @@
 
 mod blocked;
 mod blocked_grad;
+mod direct;
 mod kernel;
 mod plane;
 

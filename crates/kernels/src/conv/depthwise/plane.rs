@@ -2,7 +2,8 @@
 //! scratch copy, then run the row correlations of `kernel.rs` on it. Each ISA file
 //! instantiates these inside its `#[target_feature]` entry points.
 
-use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Direct, Stacked, WGrad};
+use super::direct::{self, DirectPlane};
+use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Stacked, WGrad};
 use super::{BwdGeom, FwdGeom};
 use crate::activation::vector::{kind, VecAct};
 use crate::simd::Simd;
@@ -247,24 +248,43 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    // Stride 1, 3x3 / 5x5, rows of at least three vectors: the tiles read the plane in place
-    // (masked loads at its left and right edges, rows outside it skipped), without the
-    // padded copy, whose writes and re-reads cost as much as the arithmetic on large planes
-    // (Zen 4, AVX-512, one thread: 144 x 56^2 3x3 193 -> 166 us, 32 x 112^2 168 -> 141 us).
-    // On narrower rows every vector is an edge vector, and the masked loads cost more than
-    // the copy saves (240 x 28^2 5x5: 144 -> 149 us). AVX-512 only: AVX2's masked loads made
-    // every one of these slower on the same host (144 x 56^2 242 -> 275 us).
-    let direct = S::FAST_MASKED_LOAD
+    // Stride 1, 3x3 / 5x5, "same" padding, rows of two vectors or more (3x3: more than one):
+    // the tiles read the plane in place (`direct.rs`: constant-mask loads at its left and
+    // right edges, rows outside it skipped), without the padded copy, whose writes and
+    // re-reads cost as much as the arithmetic on large planes. AVX-512 only: AVX2's masked
+    // loads made the in-place form slower on the same host (Zen 4: 144 x 56^2 242 -> 275 us).
+    if S::FAST_MASKED_LOAD
         && g.sw == 1
         && g.sh == 1
         && g.kh == g.kw
         && matches!(g.kh, 3 | 5)
         && !g.dilated
-        && g.ow >= 3 * S::L
-        && g.oh >= 4;
-    // The row-correlation problem of this plane, read from `src` (rows `unit` apart).
+        && DirectPlane::<A>::applies::<S>(g.kh, g.ph, g.pw, g.h, g.w)
+    {
+        let p = DirectPlane {
+            x: x.as_ptr(),
+            h: g.h,
+            w: g.w,
+            top: g.ph,
+            left: g.pw,
+            next: x.as_ptr().wrapping_add(x.len()),
+            wt,
+            y: y.as_mut_ptr(),
+            bias,
+            act,
+        };
+        // SAFETY: x holds the h * w plane, y oh * ow floats, wt K * K; stride 1 without
+        // dilation, the padding below K (`FwdGeom`); the form applies (checked above).
+        unsafe {
+            match g.kh {
+                3 => direct::forward::<S, _, 3>(&p),
+                _ => direct::forward::<S, _, 5>(&p),
+            }
+        }
+        return;
+    }
     let dst = y.as_mut_ptr();
-    let problem = |src: *const f32, unit: usize, direct: Option<Direct>| Stacked {
+    let problem = |src: *const f32, unit: usize| Stacked {
         src,
         unit,
         col_off: &g.col_off,
@@ -276,33 +296,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         bias,
         act,
         spill_ok: true,
-        direct,
     };
-    if direct {
-        let st = problem(
-            x.as_ptr(),
-            0,
-            Some(Direct {
-                h: g.h,
-                w: g.w,
-                top: g.ph,
-                left: g.pw,
-                next: x.as_ptr().wrapping_add(x.len()),
-            }),
-        );
-        // SAFETY: x holds the h * w plane, y oh * ow floats; `stacked` accepts the shape
-        // (stride 1, K in {3, 5}, ow > L, oh >= 4: the checks above).
-        let done = unsafe {
-            match g.kh {
-                3 => stacked::<S, _, 3, 1>(&st),
-                _ => stacked::<S, _, 5, 1>(&st),
-            }
-        };
-        debug_assert!(done, "the direct depthwise form took the shape");
-        if done {
-            return;
-        }
-    }
     // SAFETY: the CPU supports S (caller's contract).
     unsafe {
         pack_plane::<S>(
@@ -319,7 +313,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         )
     };
     if g.kh == g.kw && !g.dilated && g.sh <= 2 {
-        let st = problem(scratch.as_ptr(), g.rs, None);
+        let st = problem(scratch.as_ptr(), g.rs);
         // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
         // below wq (FwdGeom); y holds oh * ow floats.
         let done = unsafe {
@@ -413,7 +407,6 @@ pub(crate) unsafe fn backward_input<S: Simd>(
             bias: 0.0,
             act: kind::Identity,
             spill_ok: true,
-            direct: None,
         };
         // SAFETY: dx row q, kernel row i' reads padded dy row q + i' < hr + k - 1 = dyh and
         // columns t + j' < max(tq, L) + k - 1 = dyw (BwdGeom at stride 1); dxs holds
