@@ -32,50 +32,53 @@
 // Loops over const-sized arrays index several arrays at once and must unroll.
 #![allow(clippy::needless_range_loop)]
 
+use super::FwdGeom;
 use crate::activation::vector::VecAct;
 use crate::simd::Simd;
 
 /// Output rows per tile.
 const ROWS: usize = 8;
 
-/// One output plane of a stride-1 `K x K` depthwise forward, read in place.
+/// One output plane of a stride-1 `K x K` depthwise forward with "same" padding (`K / 2`
+/// zero rows and columns around the plane), read in place.
 pub(crate) struct DirectPlane<'a, A> {
-    /// The `h x w` input plane.
+    /// The `h x w` input plane; the next plane (prefetched one band at a time while this one
+    /// computes) follows it in memory.
     pub x: *const f32,
     pub h: usize,
     pub w: usize,
-    /// Zero rows above / columns left of the plane (the padding).
-    pub top: usize,
-    pub left: usize,
-    /// The next plane (its rows prefetched one band at a time while this one computes), or
-    /// null.
-    pub next: *const f32,
     /// `K * K` weights, kernel row major.
     pub wt: &'a [f32],
-    /// The `h x w` output plane ("same" padding).
+    /// The `h x w` output plane.
     pub y: *mut f32,
     pub bias: f32,
     pub act: A,
 }
 
 impl<A> DirectPlane<'_, A> {
-    /// Whether this form takes a stride-1 `k x k` plane of `h x w` with `top` / `left`
-    /// padding: "same" padding (`k / 2`, so the output is `h x w`), at least one full tile of
-    /// rows, and a row end that leaves the second-to-last vector position clear of the right
-    /// edge (`w % L` is 0 or at least `k / 2`), so that only the first and the last vector of
-    /// a row ever need masks, and those masks are compile-time constants. Rows of two vectors
-    /// or more; of 3x3 filters also rows between one and two vectors, where the two vectors
-    /// overlap. Masked loads cost more than plain ones (Zen 4, one thread: the 3x3 tile with
-    /// every load masked ran 144 x 56^2 in 151 us, with only the edge loads masked 124 us):
-    /// on two-vector rows of a 5x5 filter 8 of every 20 loads are masked, and the padded copy
-    /// is faster (240 x 28^2: 145 us copied, 151 in place), while a 3x3 filter there gains
-    /// (192 x 28^2: 87-96 -> 76 us).
-    pub(crate) fn applies<S: Simd>(k: usize, top: usize, left: usize, h: usize, w: usize) -> bool {
-        let half = k / 2;
-        top == half
-            && left == half
+    /// Whether this form takes the forward pass of `g` on ISA `S`: masked loads as fast as
+    /// plain ones (AVX-512; AVX2's `vmaskmovps` made an in-place form slower than the padded
+    /// copy on Zen 4: 144 x 56^2 242 -> 275 us), stride 1, no dilation, a square 3x3 or 5x5
+    /// filter with "same" padding (`k / 2`, so the output is `h x w`), at least one full
+    /// tile of rows, and a row end that leaves the second-to-last vector position clear of
+    /// the right edge (`w % L` is 0 or at least `k / 2`), so that only the first and the last
+    /// vector of a row ever need masks, and those masks are compile-time constants. Rows of
+    /// two vectors or more; of 3x3 filters also rows between one and two vectors, where the
+    /// two vectors overlap. Masked loads cost more than plain ones (Zen 4, one thread: the
+    /// 3x3 tile with every load masked ran 144 x 56^2 in 151 us, with only the edge loads
+    /// masked 124 us): on two-vector rows of a 5x5 filter 8 of every 20 loads are masked, and
+    /// the padded copy is faster (240 x 28^2: 145 us copied, 151 in place), while a 3x3
+    /// filter there gains (192 x 28^2: 87-96 -> 76 us).
+    pub(crate) fn applies<S: Simd>(g: &FwdGeom) -> bool {
+        let (k, w, half) = (g.kh, g.w, g.kh / 2);
+        S::FAST_MASKED_LOAD
+            && (g.sh, g.sw) == (1, 1)
+            && !g.dilated
+            && g.kw == k
+            && matches!(k, 3 | 5)
+            && (g.ph, g.pw) == (half, half)
             && (w >= 2 * S::L || (k == 3 && w >= S::L + half))
-            && h >= ROWS
+            && g.h >= ROWS
             && (w.is_multiple_of(S::L) || w % S::L >= half)
     }
 }
@@ -122,12 +125,13 @@ unsafe fn tile<
             let left_lanes = S::lane_range(half.saturating_sub(j), S::L);
             let right_lanes = S::lane_range(0, S::L - j.saturating_sub(half));
             for u in 0..R - 1 + K {
+                // Padded row y is input row y - half.
                 let y = r0 + u;
-                if !ALL_ROWS && (y < p.top || y >= p.h + p.top) {
+                if !ALL_ROWS && (y < half || y >= p.h + half) {
                     continue;
                 }
                 // Input column of lane 0 of vector v: cols[v] + j - half.
-                let row = p.x.wrapping_add((y - p.top) * p.w + j).wrapping_sub(half);
+                let row = p.x.wrapping_add((y - half) * p.w + j).wrapping_sub(half);
                 let mut xs = [S::zero(); V];
                 for v in 0..V {
                     let src = row.wrapping_add(cols[v]);
@@ -169,24 +173,24 @@ unsafe fn sweep<S: Simd, A: VecAct, const K: usize, const R: usize>(p: &DirectPl
     let pos = |k: usize| (k.min(npos - 1) * S::L).min(p.w - S::L);
     // An odd vector count leaves one column of one-vector tiles (R accumulators).
     let paired = npos - npos % V;
-    // Floats of the next plane prefetched so far.
+    let half = K / 2;
+    // The next plane, and how many of its floats are prefetched so far.
+    let next = p.x.wrapping_add(p.h * p.w);
     let mut fetched = 0;
     let mut t = 0;
     while t < p.h {
         let r0 = t.min(p.h - R);
-        if !p.next.is_null() {
-            // The next plane's rows of this band not fetched yet, one line per 16 floats.
-            let end = (r0 + R + K).min(p.h) * p.w;
-            let mut q = fetched;
-            fetched = end.max(fetched);
-            while q < end {
-                // SAFETY: a prefetch is a hint; `next` need not be readable.
-                unsafe { S::prefetch(p.next.wrapping_add(q)) };
-                q += 16;
-            }
+        // The next plane's rows of this band not fetched yet, one line per 16 floats.
+        let end = (r0 + R + K).min(p.h) * p.w;
+        let mut q = fetched;
+        fetched = end.max(fetched);
+        while q < end {
+            // SAFETY: a prefetch is a hint; `next` need not be readable.
+            unsafe { S::prefetch(next.wrapping_add(q)) };
+            q += 16;
         }
-        // Source rows r0 - top .. r0 + R - 1 + K - top all inside the plane.
-        let all = r0 >= p.top && r0 + R - 1 + K <= p.h + p.top;
+        // Source rows r0 - half .. r0 + R - 1 + K - half all inside the plane.
+        let all = r0 >= half && r0 + R - 1 + K <= p.h + half;
         let mut k0 = 0;
         while k0 < paired {
             let cols = [pos(k0), pos(k0 + 1)];
@@ -227,11 +231,10 @@ unsafe fn sweep<S: Simd, A: VecAct, const K: usize, const R: usize>(p: &DirectPl
 /// Computes the whole output plane of a stride-1 `K x K` [`DirectPlane`].
 ///
 /// # Safety
-/// `x` holds `h * w` floats and `y` as many (stride 1, no dilation); `wt` holds `K * K`
-/// floats; [`DirectPlane::applies`] holds; the CPU supports `S`.
+/// `x` holds `h * w` floats and `y` as many; `wt` holds `K * K` floats;
+/// [`DirectPlane::applies`] holds for the plane's geometry; the CPU supports `S`.
 #[inline(always)]
 pub(crate) unsafe fn forward<S: Simd, A: VecAct, const K: usize>(p: &DirectPlane<'_, A>) {
-    debug_assert!(DirectPlane::<A>::applies::<S>(K, p.top, p.left, p.h, p.w));
     debug_assert_eq!(p.wt.len(), K * K);
     // SAFETY: forwarded contract.
     unsafe { sweep::<S, A, K, ROWS>(p) }

@@ -301,10 +301,9 @@ pub(crate) struct Stacked<'a, A> {
 /// Computes output rows `r0..r0 + R` x `V` vector positions of a [`Stacked`] problem.
 ///
 /// # Safety
-/// `src` readable at `(r * SH + i) * unit + col_off[j] + cols[v] + 0..L` for
-/// `r < r0 + R`, `i, j < K`. `dst` writable at
-/// `r * dst_row + cols[v] + 0..L` (`..partial` when partial, unless `spill_ok`); CPU
-/// supports `S`.
+/// `src` readable at `(r * SH + i) * unit + col_off[j] + cols[v] + 0..L` for `r < r0 + R`,
+/// `i, j < K`; `dst` writable at `r * dst_row + cols[v] + 0..L` (`..partial` when partial,
+/// unless `spill_ok`); CPU supports `S`.
 #[inline(always)]
 unsafe fn stacked_tile<
     S: Simd,
@@ -330,8 +329,8 @@ unsafe fn stacked_tile<
             let wj = wv[j];
             let cbase = base.add(c.col_off[j]);
             for u in 0..(R - 1) * SH + K {
-                let mut xs = [S::splat(0.0); V];
                 let row = cbase.add(u * c.unit);
+                let mut xs = [S::splat(0.0); V];
                 for v in 0..V {
                     xs[v] = S::load(row.add(cols[v]));
                 }

@@ -248,33 +248,21 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     y: &mut [f32],
     scratch: &mut [f32],
 ) {
-    // Stride 1, 3x3 / 5x5, "same" padding, rows of two vectors or more (3x3: more than one):
-    // the tiles read the plane in place (`direct.rs`: constant-mask loads at its left and
-    // right edges, rows outside it skipped), without the padded copy, whose writes and
-    // re-reads cost as much as the arithmetic on large planes. AVX-512 only: AVX2's masked
-    // loads made the in-place form slower on the same host (Zen 4: 144 x 56^2 242 -> 275 us).
-    if S::FAST_MASKED_LOAD
-        && g.sw == 1
-        && g.sh == 1
-        && g.kh == g.kw
-        && matches!(g.kh, 3 | 5)
-        && !g.dilated
-        && DirectPlane::<A>::applies::<S>(g.kh, g.ph, g.pw, g.h, g.w)
-    {
+    // Large stride-1 3x3 / 5x5 planes with "same" padding: the tiles read the plane in place
+    // (`direct.rs`), without the padded copy, whose writes and re-reads cost as much as the
+    // arithmetic there.
+    if DirectPlane::<A>::applies::<S>(g) {
         let p = DirectPlane {
             x: x.as_ptr(),
             h: g.h,
             w: g.w,
-            top: g.ph,
-            left: g.pw,
-            next: x.as_ptr().wrapping_add(x.len()),
             wt,
             y: y.as_mut_ptr(),
             bias,
             act,
         };
-        // SAFETY: x holds the h * w plane, y oh * ow floats, wt K * K; stride 1 without
-        // dilation, the padding below K (`FwdGeom`); the form applies (checked above).
+        // SAFETY: x holds the h * w plane, y oh * ow = h * w floats ("same" padding, stride
+        // 1), wt K * K; the form applies (checked above).
         unsafe {
             match g.kh {
                 3 => direct::forward::<S, _, 3>(&p),
@@ -283,20 +271,6 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         }
         return;
     }
-    let dst = y.as_mut_ptr();
-    let problem = |src: *const f32, unit: usize| Stacked {
-        src,
-        unit,
-        col_off: &g.col_off,
-        w: wt,
-        dst,
-        dst_row: g.ow,
-        rows: g.oh,
-        len: g.ow,
-        bias,
-        act,
-        spill_ok: true,
-    };
     // SAFETY: the CPU supports S (caller's contract).
     unsafe {
         pack_plane::<S>(
@@ -313,7 +287,19 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         )
     };
     if g.kh == g.kw && !g.dilated && g.sh <= 2 {
-        let st = problem(scratch.as_ptr(), g.rs);
+        let st = Stacked {
+            src: scratch.as_ptr(),
+            unit: g.rs,
+            col_off: &g.col_off,
+            w: wt,
+            dst: y.as_mut_ptr(),
+            dst_row: g.ow,
+            rows: g.oh,
+            len: g.ow,
+            bias,
+            act,
+            spill_ok: true,
+        };
         // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
         // below wq (FwdGeom); y holds oh * ow floats.
         let done = unsafe {
