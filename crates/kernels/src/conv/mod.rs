@@ -26,6 +26,7 @@ mod implicit;
 mod packed;
 pub mod reference;
 mod stem;
+mod winograd;
 
 use crate::activation::Activation;
 use crate::error::KernelError;

@@ -24,10 +24,16 @@
 //! input in place and skips the padding taps; it runs the shapes that
 //! [`PackedConvWeight::implicit_applies`] accepts.
 //!
+//! A single-group 3x3 weight may instead be transformed for the Winograd F(2x2, 3x3) form of
+//! `winograd/` ([`PackedConvWeight::pack_winograd`]: 16 GEMMs on transformed tiles, 2.25x
+//! fewer multiplications), for the stride-1 "same" shapes [`PackedConvWeight::winograd_applies`]
+//! accepts.
+//!
 //! Depthwise convolutions do not go through a GEMM and are not packed.
 
 use super::{
-    check_bias, check_len, dense, implicit, path, rename, stem, ChannelEpilogue, Conv2dShape, Path,
+    check_bias, check_len, dense, implicit, path, rename, stem, winograd, ChannelEpilogue,
+    Conv2dShape, Path,
 };
 use crate::activation::Activation;
 use crate::error::KernelError;
@@ -53,6 +59,9 @@ pub struct PackedConvWeight {
     /// The panels of the implicit-GEMM kernel ([`PackedConvWeight::pack_implicit`]; then
     /// `packs` is empty).
     implicit: Option<Vec<f32>>,
+    /// The 16 transformed filters of the Winograd form ([`PackedConvWeight::pack_winograd`];
+    /// then `packs` is empty).
+    winograd: Option<Vec<PackedMatrix>>,
 }
 
 /// Which operand layout [`PackedConvWeight::build`] packs.
@@ -61,6 +70,7 @@ enum Form {
     Gemm,
     Transposed,
     Implicit,
+    Winograd,
 }
 
 impl PackedConvWeight {
@@ -121,8 +131,15 @@ impl PackedConvWeight {
                 format!("weight {shape:?}: the implicit-GEMM kernel runs on avx512, not {isa}"),
             ));
         }
-        let (mut packs, mut transposed, mut implicit) = (Vec::new(), None, None);
+        if form == Form::Winograd && (kh, kw) != (3, 3) {
+            return Err(KernelError::invalid(
+                OP,
+                format!("weight {shape:?}: the Winograd form takes 3x3 filters"),
+            ));
+        }
+        let (mut packs, mut transposed, mut implicit, mut wino) = (Vec::new(), None, None, None);
         match form {
+            Form::Winograd => wino = Some(winograd::pack_weights(w, c_out, cig, isa)?),
             Form::Transposed => {
                 let wm = MatRef::row_major(w, c_out, kdim);
                 transposed = Some(PackedMatrix::pack_b(wm.t(), Some(isa))?);
@@ -151,6 +168,7 @@ impl PackedConvWeight {
             direct,
             transposed,
             implicit,
+            winograd: wino,
         })
     }
 
@@ -199,6 +217,32 @@ impl PackedConvWeight {
             },
         };
         implicit::tile_for(isa, s).is_some()
+    }
+
+    /// Packs `w` (one group, 3x3) for the Winograd F(2x2, 3x3) form (`winograd/`): the 16
+    /// transformed filters `G g G^T`, computed in f64 and rounded once, each packed as its
+    /// GEMM's right operand. The packed weight then runs only the shapes
+    /// [`PackedConvWeight::winograd_applies`] accepts (others are an error in
+    /// [`conv2d_forward_packed`]). Results differ from the direct forms in the last bits
+    /// (another algorithm). Errors: as `pack`, more than one group, a filter that is not 3x3.
+    pub fn pack_winograd(
+        w: &[f32],
+        shape: [usize; 4],
+        groups: usize,
+        isa: Option<Isa>,
+    ) -> Result<Self, KernelError> {
+        Self::build(w, shape, groups, isa, Form::Winograd)
+    }
+
+    /// Whether the Winograd form computes `s`: one group, 3x3, stride 1, padding 1, no
+    /// dilation (any ISA).
+    pub fn winograd_applies(s: &Conv2dShape) -> bool {
+        winograd::applies(s)
+    }
+
+    /// Whether it holds the Winograd form ([`PackedConvWeight::pack_winograd`]).
+    pub fn is_winograd(&self) -> bool {
+        self.winograd.is_some()
     }
 
     /// Whether it holds the implicit-GEMM form ([`PackedConvWeight::pack_implicit`]).
@@ -274,6 +318,10 @@ impl PackedConvWeight {
             + self.direct.as_ref().map_or(0, |d| 4 * d.len())
             + self.transposed.as_ref().map_or(0, PackedMatrix::size_bytes)
             + self.implicit.as_ref().map_or(0, |d| 4 * d.len())
+            + self
+                .winograd
+                .as_ref()
+                .map_or(0, |u| u.iter().map(PackedMatrix::size_bytes).sum())
     }
 }
 
@@ -317,6 +365,15 @@ pub fn conv2d_forward_packed(
         bias,
         act,
     };
+    if let Some(u) = &w.winograd {
+        if !winograd::applies(s) {
+            return Err(KernelError::invalid(
+                OP,
+                format!("{s}: the Winograd form runs 3x3 stride-1 convolutions with padding 1"),
+            ));
+        }
+        return winograd::forward(w.isa, s, x, u, epi, y);
+    }
     match (&w.direct, &w.transposed, &w.implicit) {
         (Some(d), _, _) if stem::applies(s) => stem::forward(w.isa, s, x, d, epi, y),
         (_, Some(t), _) => dense::forward_transposed(s, x, t, epi, y),

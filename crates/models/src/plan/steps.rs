@@ -317,6 +317,8 @@ impl Step {
                     " (as C^T)"
                 } else if w.is_implicit() {
                     " (implicit)"
+                } else if w.is_winograd() {
+                    " (winograd)"
                 } else {
                     ""
                 }

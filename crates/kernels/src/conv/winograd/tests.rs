@@ -1,0 +1,133 @@
+//! The Winograd form against the f64 oracle on every ISA, across plane sizes that exercise
+//! partial tiles and vector tails, blocks of several tile rows, and thread counts.
+
+use crate::activation::Activation;
+use crate::conv::{conv2d_forward_packed, reference, Conv2dShape, PackedConvWeight};
+use crate::isa::Isa;
+
+fn shape(n: usize, c_in: usize, c_out: usize, h: usize, w: usize) -> Conv2dShape {
+    Conv2dShape {
+        n,
+        c_in,
+        h,
+        w,
+        c_out,
+        kh: 3,
+        kw: 3,
+        stride: (1, 1),
+        padding: (1, 1),
+        dilation: (1, 1),
+        groups: 1,
+    }
+}
+
+fn data(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| {
+            (((i as u32).wrapping_mul(2654435761).wrapping_add(seed) >> 8) % 1000) as f32 / 500.0
+                - 1.0
+        })
+        .collect()
+}
+
+/// Runs the Winograd form of `s` on `isa` with a channel scale, a bias and `act`, and checks
+/// every output against the f64 oracle within a few units of rounding of the sum of the
+/// terms' magnitudes (the transforms add and subtract up to 16 terms per element).
+fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32> {
+    let (x, w, b) = (
+        data(s.input_len(), 1),
+        data(s.weight_len(), 2),
+        data(s.c_out, 3),
+    );
+    let scale: Vec<f32> = data(s.c_out, 4).iter().map(|v| 1.0 + 0.25 * v).collect();
+    let p = PackedConvWeight::pack_winograd(&w, [s.c_out, s.c_in, 3, 3], 1, Some(isa))
+        .unwrap()
+        .with_channel_scale(scale.clone())
+        .unwrap();
+    assert!(p.is_winograd());
+    let mut got = vec![f32::NAN; s.output_len()];
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| conv2d_forward_packed(s, &x, &p, Some(&b), act, &mut got))
+        .unwrap();
+    // The oracle: the scale folded into the weights in f64 terms (w * s is exact enough at
+    // the tolerance below), then the reference forward in f64.
+    let ws: Vec<f32> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| v * scale[i / (s.c_in * 9)])
+        .collect();
+    let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+    reference::conv2d_forward(s, &x, &ws, Some(&b), act, &mut want);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    reference::conv2d_forward(
+        s,
+        &abs(&x),
+        &abs(&ws),
+        Some(&abs(&b)),
+        Activation::Identity,
+        &mut mag,
+    );
+    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+        let tol = 8.0 * f32::EPSILON * (m + 1.0) * 4.0;
+        assert!(
+            (g - w).abs() <= tol,
+            "{isa} {s} {act:?}: output {i}: {g} vs {w} (tolerance {tol})"
+        );
+    }
+    got
+}
+
+#[test]
+fn winograd_matches_the_oracle_on_every_isa_and_plane_size() {
+    for isa in Isa::available() {
+        for &(n, ci, co, h, w) in &[
+            (1, 3, 5, 4, 4),
+            (2, 8, 13, 7, 7),
+            (1, 16, 16, 14, 14),
+            (1, 5, 7, 9, 35),
+            (1, 4, 6, 1, 1),
+            (3, 6, 4, 2, 33),
+        ] {
+            for act in [Activation::Identity, Activation::Relu, Activation::GeluErf] {
+                check(isa, &shape(n, ci, co, h, w), act, 1);
+            }
+        }
+    }
+}
+
+#[test]
+fn winograd_is_bit_identical_for_any_thread_count() {
+    for isa in Isa::available() {
+        // Enough channels for several tasks per phase, and a plane of several tile rows.
+        let s = shape(2, 40, 36, 30, 30);
+        let one = check(isa, &s, Activation::Relu6, 1);
+        let two = check(isa, &s, Activation::Relu6, 2);
+        assert!(
+            one.iter()
+                .zip(&two)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{isa}"
+        );
+    }
+}
+
+#[test]
+fn winograd_rejects_other_shapes() {
+    let w = data(2 * 3 * 25, 1);
+    assert!(PackedConvWeight::pack_winograd(&w, [2, 3, 5, 5], 1, None).is_err());
+    let w = data(4 * 2 * 9, 1);
+    assert!(PackedConvWeight::pack_winograd(&w, [4, 2, 3, 3], 2, None).is_err());
+    let p = PackedConvWeight::pack_winograd(&data(4 * 4 * 9, 1), [4, 4, 3, 3], 1, None).unwrap();
+    let s = Conv2dShape {
+        stride: (2, 2),
+        ..shape(1, 4, 4, 8, 8)
+    };
+    let (x, mut y) = (vec![0.0; s.input_len()], vec![0.0; s.output_len()]);
+    let e = conv2d_forward_packed(&s, &x, &p, None, Activation::Identity, &mut y);
+    assert!(e.unwrap_err().to_string().contains("Winograd"));
+    assert!(!PackedConvWeight::winograd_applies(&s));
+    assert!(PackedConvWeight::winograd_applies(&shape(1, 4, 4, 8, 8)));
+}
