@@ -3,7 +3,8 @@
 //! `tessera bench dwconv` (forward with bias + ReLU6, input gradient, weight gradient) and a
 //! few dense layers (pointwise GEMM on NCHW, 3x3 im2col), and the forward of SE-ResNet-101's
 //! 3x3 and strided 1x1 convolutions in each packed form the inference plan chooses from (the
-//! GEMM on im2col columns, its transposed form, the implicit-GEMM kernel where it applies).
+//! GEMM on im2col columns, its transposed form, the implicit-GEMM kernel and Winograd
+//! F(2x2, 3x3) where they apply).
 //! Depthwise FLOPs are `2 * c * oh * ow * k * k` for every pass, dense ones
 //! `2 * c_out * oh * ow * c_in * k * k` (padding taps included).
 //!
@@ -140,6 +141,12 @@ fn bench_packed_forms(c: &mut Criterion) {
             forms.push((
                 "implicit",
                 PackedConvWeight::pack_implicit(&w, dims, 1, None).unwrap(),
+            ));
+        }
+        if PackedConvWeight::winograd_applies(&s) {
+            forms.push((
+                "winograd",
+                PackedConvWeight::pack_winograd(&w, dims, 1, None).unwrap(),
             ));
         }
         let mut y = vec![0.0f32; s.output_len()];
