@@ -134,7 +134,8 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
         }
     }
     outln!(
-        "dense convolutions (inference plan): implicit GEMM on {}; im2col + GEMM otherwise",
+        "dense convolutions (inference plan): Winograd F(2x2, 3x3) for 3x3 stride-1 layers of \
+         64+ channels (every ISA); implicit GEMM on {}; im2col + GEMM otherwise",
         if implicit.is_empty() {
             "no ISA of this CPU".to_string()
         } else {
