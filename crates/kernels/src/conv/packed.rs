@@ -107,7 +107,7 @@ impl PackedConvWeight {
         if form != Form::Gemm && groups != 1 {
             return Err(KernelError::invalid(
                 OP,
-                format!("weight {shape:?}: the transposed and implicit forms take one group, got {groups}"),
+                format!("weight {shape:?}: the transposed, implicit and Winograd forms take one group, got {groups}"),
             ));
         }
         if w.len() != shape.iter().product::<usize>() {
@@ -154,7 +154,8 @@ impl PackedConvWeight {
                     .collect::<Result<Vec<_>, _>>()?;
             }
         }
-        let direct = Self::runs_direct(shape, groups).then(|| {
+        // The stem kernel's form, unless the Winograd form replaces every path.
+        let direct = (form != Form::Winograd && Self::runs_direct(shape, groups)).then(|| {
             let mut d = Vec::new();
             stem::pack_weights(w, c_out, kdim, &mut d);
             d
@@ -235,7 +236,7 @@ impl PackedConvWeight {
     }
 
     /// Whether the Winograd form computes `s`: one group, 3x3, stride 1, padding 1, no
-    /// dilation (any ISA).
+    /// dilation, more than one input channel (any ISA).
     pub fn winograd_applies(s: &Conv2dShape) -> bool {
         winograd::applies(s)
     }

@@ -237,8 +237,9 @@ impl PlanBuilder {
             // run as Y^T = cols^T W^T (see `as_transpose`); the direct kernel of few input
             // channels runs the stems. Before all of them, 3x3 stride-1 "same" convolutions of
             // at least 64 channels each way run as Winograd F(2x2, 3x3) (2.25x fewer
-            // multiplications: 1.3-1.6x faster than the implicit kernel on every SE-ResNet-101
-            // shape, see `docs/kernels/conv.md`).
+            // multiplications: on Zen 4 1.06-1.5x faster than the implicit kernel at one thread
+            // on the SE-ResNet-101 shapes, 1.1-1.5x at two threads except 512 channels at 7x7
+            // (even) and 64 at 56x56, batch 8 (2% slower); see `docs/kernels/conv.md`).
             let winograd = !direct
                 && PackedConvWeight::winograd_applies(&s)
                 && s.c_in >= WINOGRAD_MIN_CHANNELS

@@ -15,8 +15,9 @@
 //! transforms of `transform.rs`. The multiply count falls by 2.25x; what the GEMMs lose to
 //! their small `c_in` depth and the transforms add is measured in `docs/kernels/conv.md`.
 //!
-//! The tiles of an image are processed in blocks of whole tile rows, sized so that a block's
-//! `V` and `M` stay in the L2 cache of the host (`crate::host`) between the three phases:
+//! The tiles of all images are processed in blocks of whole tile rows: at least 128 tiles
+//! (each GEMM streams its packed filters once per block), more while the block's `V` and `M`
+//! fit in half of the host's L2 (`crate::host`); three phases per block:
 //! input transform (tasks over input channels), the 16 GEMMs (one task each, single-threaded
 //! GEMMs), output transform with scale, bias and activation (tasks over output channels). No
 //! phase splits a sum, so results are bit-identical for any thread count. They differ from the
@@ -60,9 +61,11 @@ impl WinoGeom {
 }
 
 /// Whether F(2x2, 3x3) computes `s`: one group, a 3x3 filter, stride 1, padding 1, no
-/// dilation ("same" output size).
+/// dilation ("same" output size), more than one input channel.
 pub(crate) fn applies(s: &Conv2dShape) -> bool {
+    // One input channel with one group is the depthwise case of `conv`, not packed.
     s.groups == 1
+        && s.c_in > 1
         && (s.kh, s.kw) == (3, 3)
         && s.stride == (1, 1)
         && s.padding == (1, 1)
@@ -239,6 +242,9 @@ pub(crate) fn forward(
     y: &mut [f32],
 ) -> Result<(), KernelError> {
     let fns = TABLES.get(isa)?;
+    if s.n == 0 {
+        return Ok(());
+    }
     let l = fns.lanes;
     let g = WinoGeom::new(s, l);
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
@@ -247,7 +253,8 @@ pub(crate) fn forward(
     let cfg = GemmConfig::single_thread().isa(isa);
     let out_fn = fns.output[slot(epi.act)];
     let failed = Mutex::new(None);
-    // Channels per transform task: a few tasks per thread at most, whole channels.
+    // Channels per transform task: whole channels, 16 tasks (or fewer) per phase whatever
+    // the thread count, as the GEMM phase has one task per tile element.
     let in_chunk = ci.div_ceil(16).max(1);
     let out_chunk = co.div_ceil(16).max(1);
     let rows = s.n * g.th;

@@ -17,9 +17,10 @@
 //! combines four such rows. Output: `Y = A^T M A` for the 4x4 product `M` of a tile, the 2x2
 //! result interleaved back into two output rows, then `act(scale * y + bias)`.
 //!
-//! Only additions and subtractions: the transforms round exactly as a direct convolution's
-//! partial sums would be rounded, and the weight transform (the only one with a factor, 1/2)
-//! runs in f64 at packing time.
+//! Only additions and subtractions per call: each rounds once, on differences of neighbouring
+//! inputs and on re-associated sums of products that a direct convolution never forms (the
+//! error the tests bound and `docs/accuracy.md` measures); the weight transform, the only one
+//! with a factor (1/2), runs in f64 at packing time and rounds once.
 
 use super::WinoGeom;
 use crate::activation::vector::VecAct;
