@@ -179,14 +179,22 @@ pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
 }
 
 /// A raw pointer that tasks may share (each writes only its own, disjoint part).
-struct SharedMut<T>(*mut T);
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+
+impl<T> SharedMut<T> {
+    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
 impl<T> Clone for SharedMut<T> {
     fn clone(&self) -> Self {
         *self
     }
 }
 impl<T> Copy for SharedMut<T> {}
-// SAFETY: used only by `for_each_chunk_mut`, whose tasks touch disjoint chunks.
+// SAFETY: every user (`for_each_chunk_mut`, the Winograd convolution's phases) has its tasks
+// touch disjoint parts through it.
 unsafe impl<T: Send> Send for SharedMut<T> {}
 unsafe impl<T: Send> Sync for SharedMut<T> {}
 

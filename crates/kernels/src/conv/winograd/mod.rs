@@ -33,6 +33,7 @@ use crate::activation::Activation;
 use crate::error::KernelError;
 use crate::gemm::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix};
 use crate::isa::{Isa, Tables};
+use crate::parallel::SharedMut;
 use crate::simd::{tables, Simd};
 use std::sync::Mutex;
 
@@ -216,21 +217,6 @@ fn rows_per_block(s: &Conv2dShape, g: &WinoGeom) -> usize {
     fit.max(MIN_TILES.div_ceil(g.tw)).clamp(1, s.n * g.th)
 }
 
-/// A raw pointer that tasks share, each writing only its own part (its output channels'
-/// rows, its row scratch).
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: the tasks of `forward` write disjoint parts through it (see each use).
-unsafe impl Send for OutPtr {}
-
-impl OutPtr {
-    /// The pointer (a method, so that closures capture the `Sync` wrapper, not the field).
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
-unsafe impl Sync for OutPtr {}
-
 /// The forward pass with weights from [`pack_weights`] (shape, lengths and ISA checked by the
 /// caller; [`applies`] holds).
 pub(crate) fn forward(
@@ -268,7 +254,7 @@ pub(crate) fn forward(
             (img, r0, r1, (img * g.th + r0 - q0) * g.tw)
         })
     };
-    let yp = OutPtr(y.as_mut_ptr());
+    let yp = SharedMut(y.as_mut_ptr());
     let in_tasks = ci.div_ceil(in_chunk);
     let row_len = transform::input_scratch_len(&g, l);
     let len = 16 * ci * t_max + 16 * co * t_max + l + in_tasks * row_len;
@@ -280,7 +266,7 @@ pub(crate) fn forward(
             let t = (q1 - q0) * g.tw;
             let v = &mut vbuf[..16 * ci * t];
             // Each input task k gets V of its channels and its own row scratch.
-            let rows_ptr = OutPtr(rows_buf.as_mut_ptr());
+            let rows_ptr = SharedMut(rows_buf.as_mut_ptr());
             crate::parallel::for_each_chunk_mut(v, 16 * t * in_chunk, |k, part| {
                 // SAFETY: task k alone uses floats k * row_len .. (k + 1) * row_len of the
                 // row scratch (k < in_tasks), borrowed mutably for the whole call.
@@ -300,7 +286,7 @@ pub(crate) fn forward(
             });
             let v = &vbuf[..16 * ci * t];
             let m = &mut mbuf[..16 * co * t];
-            let m_ptr = OutPtr(m.as_mut_ptr());
+            let m_ptr = SharedMut(m.as_mut_ptr());
             crate::parallel::for_each_chunk_mut(packs, 1, |xi_, pack| {
                 // SAFETY: task xi alone writes M[xi], floats xi * co * t.. of M (16 * co * t
                 // floats, borrowed mutably for the whole call).

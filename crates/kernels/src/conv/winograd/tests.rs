@@ -30,9 +30,41 @@ fn data(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// Checks `got` against the f64 oracle of `conv(x, w) + bias`, then `act`, within a few
+/// units of rounding of the sum of the terms' magnitudes (the transforms add and subtract up
+/// to 16 terms per element).
+fn assert_near_oracle(
+    isa: Isa,
+    s: &Conv2dShape,
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    act: Activation,
+    got: &[f32],
+) {
+    let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
+    reference::conv2d_forward(s, x, w, b, act, &mut want);
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    let b_abs = b.map(abs);
+    reference::conv2d_forward(
+        s,
+        &abs(x),
+        &abs(w),
+        b_abs.as_deref(),
+        Activation::Identity,
+        &mut mag,
+    );
+    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
+        let tol = 32.0 * f32::EPSILON * (m + 1.0);
+        assert!(
+            (g - w).abs() <= tol,
+            "{isa} {s} {act:?}: output {i}: {g} vs {w} (tolerance {tol})"
+        );
+    }
+}
+
 /// Runs the Winograd form of `s` on `isa` with a channel scale, a bias and `act`, and checks
-/// every output against the f64 oracle within a few units of rounding of the sum of the
-/// terms' magnitudes (the transforms add and subtract up to 16 terms per element).
+/// every output against the f64 oracle ([`assert_near_oracle`]).
 fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32> {
     let (x, w, b) = (
         data(s.input_len(), 1),
@@ -59,24 +91,7 @@ fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32>
         .enumerate()
         .map(|(i, &v)| v * scale[i / (s.c_in * 9)])
         .collect();
-    let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
-    reference::conv2d_forward(s, &x, &ws, Some(&b), act, &mut want);
-    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
-    reference::conv2d_forward(
-        s,
-        &abs(&x),
-        &abs(&ws),
-        Some(&abs(&b)),
-        Activation::Identity,
-        &mut mag,
-    );
-    for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
-        let tol = 32.0 * f32::EPSILON * (m + 1.0);
-        assert!(
-            (g - w).abs() <= tol,
-            "{isa} {s} {act:?}: output {i}: {g} vs {w} (tolerance {tol})"
-        );
-    }
+    assert_near_oracle(isa, s, &x, &ws, Some(&b), act, &got);
     got
 }
 
@@ -144,24 +159,7 @@ fn winograd_without_scale_or_bias_and_on_vector_multiple_widths() {
             for act in [Activation::Identity, Activation::HardSwish] {
                 let mut got = vec![f32::NAN; s.output_len()];
                 conv2d_forward_packed(&s, &x, &p, None, act, &mut got).unwrap();
-                let (mut want, mut mag) = (vec![0.0; s.output_len()], vec![0.0; s.output_len()]);
-                reference::conv2d_forward(&s, &x, &wt, None, act, &mut want);
-                let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
-                reference::conv2d_forward(
-                    &s,
-                    &abs(&x),
-                    &abs(&wt),
-                    None,
-                    Activation::Identity,
-                    &mut mag,
-                );
-                for (i, ((g, w), m)) in got.iter().zip(&want).zip(&mag).enumerate() {
-                    let tol = 32.0 * f32::EPSILON * (m + 1.0);
-                    assert!(
-                        (g - w).abs() <= tol,
-                        "{isa} {s} {act:?}: output {i}: {g} vs {w}"
-                    );
-                }
+                assert_near_oracle(isa, &s, &x, &wt, None, act, &got);
             }
         }
     }
