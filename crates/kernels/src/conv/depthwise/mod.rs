@@ -266,7 +266,8 @@ impl BwdGeom {
     }
 }
 
-type FwdFn = unsafe fn(&FwdGeom, &[f32], &[f32], f32, Activation, &mut [f32], &mut [f32]);
+type FwdFn =
+    unsafe fn(&FwdGeom, &[f32], &[f32], f32, Activation, &mut [f32], &mut [f32], bool) -> bool;
 type BlkFn = unsafe fn(
     &blocked::BlkGeom,
     &[*const f32; 16],
@@ -328,6 +329,7 @@ pub(super) fn slot(act: Activation) -> usize {
 /// functions (their contracts, plus: the CPU supports the ISA, which the table guarantees).
 macro_rules! dw_kernels {
     ($S:ty $(, $feat:literal)?) => {{
+        #[allow(clippy::too_many_arguments)]
         $(#[target_feature(enable = $feat)])?
         unsafe fn fwd<A: VecAct>(
             g: &FwdGeom,
@@ -337,9 +339,10 @@ macro_rules! dw_kernels {
             act: Activation,
             y: &mut [f32],
             scratch: &mut [f32],
-        ) {
+            pad_ready: bool,
+        ) -> bool {
             // SAFETY: forwarded contract.
-            unsafe { plane::forward::<$S, A>(g, x, w, bias, A::of(act), y, scratch) }
+            unsafe { plane::forward::<$S, A>(g, x, w, bias, A::of(act), y, scratch, pad_ready) }
         }
         #[allow(clippy::too_many_arguments)]
         $(#[target_feature(enable = $feat)])?
@@ -436,19 +439,44 @@ macro_rules! dw_kernels {
 
 static TABLES: Tables<Fns> = tables!(Fns, dw_kernels);
 
+/// The parameters that fix where [`plane::pack_plane`] puts zero padding: a scratch holding
+/// a plane packed with the same key needs only the plane's data rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct PadKey([usize; 7]);
+
+impl FwdGeom {
+    fn pad_key(&self) -> PadKey {
+        PadKey([self.h, self.w, self.ph, self.pw, self.sw, self.wq, self.hp])
+    }
+}
+
 thread_local! {
-    /// Per-thread scratch, kept between calls so a warm convolution allocates no planes.
-    /// Taken out while in use, so a nested call on the same thread gets its own.
-    static SCRATCH: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    /// Per-thread scratch, kept between calls so a warm convolution allocates no planes, and
+    /// the key of the padded plane it holds, if any. Taken out while in use, so a nested call
+    /// on the same thread gets its own.
+    static SCRATCH: Cell<(Vec<f32>, Option<PadKey>)> = const { Cell::new((Vec::new(), None)) };
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
+    with_padded_scratch(len, None, |s, _| (f(s), false))
+}
+
+/// Lends the per-thread scratch to `f(scratch, holds)`, where `holds` says whether it holds
+/// a plane packed under `key` (its zero padding in place); `f` returns its result and
+/// whether the scratch holds such a plane when it returns.
+fn with_padded_scratch<R>(
+    len: usize,
+    key: Option<PadKey>,
+    f: impl FnOnce(&mut [f32], bool) -> (R, bool),
+) -> R {
+    let (mut buf, held) = SCRATCH.take();
+    let mut holds = key.is_some() && held == key;
     if buf.len() < len {
         buf.resize(len, 0.0);
+        holds = false;
     }
-    let r = f(&mut buf[..len]);
-    SCRATCH.set(buf);
+    let (r, holds_after) = f(&mut buf[..len], holds);
+    SCRATCH.set((buf, if holds_after { key } else { None }));
     r
 }
 
@@ -564,8 +592,9 @@ fn forward_planes(
     let oplane = g.oh * g.ow;
     let work = y.len() * taps;
     let batch = batch(oplane);
+    let key = g.pad_key();
     for_each_chunk(y, oplane * batch, work, |t, outs| {
-        with_scratch(g.scratch_len(), |scr| {
+        with_padded_scratch(g.scratch_len(), Some(key), |scr, mut holds| {
             for (k, out) in outs.chunks_exact_mut(oplane).enumerate() {
                 let p = p0 + t * batch + k;
                 let (img, oc) = (p / s.c_out - p0 / s.c_out, p % s.c_out);
@@ -575,8 +604,9 @@ fn forward_planes(
                 let b = bias.map_or(0.0, |b| b[oc]);
                 // SAFETY: `isa` was checked by the caller; the planes and scratch have the
                 // lengths the entry point requires (FwdGeom sizes the scratch).
-                unsafe { (fns.fwd[slot(act)])(&g, xp, wp, b, act, out, scr) }
+                holds = unsafe { (fns.fwd[slot(act)])(&g, xp, wp, b, act, out, scr, holds) };
             }
+            ((), holds)
         });
     });
 }

@@ -17,6 +17,12 @@ use crate::simd::Simd;
 /// the same row of the plane that follows `src` in memory (`next`, usually the next task's
 /// plane) is prefetched, so that its cache misses overlap this plane's arithmetic.
 ///
+/// `pad_ready`: `dst` already holds a plane packed with the same `h, w, top, left, sw, wq,
+/// rows` (its zero padding is in place), so at stride 1 only the data columns of the plane's
+/// rows are written: the padding rows and columns are skipped, which halves the stores of a
+/// narrow plane (a 28-wide row with 2 padding columns each side: 2 vector stores instead of
+/// 4). Other strides rewrite the padding anyway.
+///
 /// # Safety
 /// The CPU supports `S`.
 #[allow(clippy::too_many_arguments)]
@@ -32,6 +38,7 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
     rows: usize,
     dst: &mut [f32],
     next: *const f32,
+    pad_ready: bool,
 ) {
     let rs = sw * wq;
     let l = S::L;
@@ -43,6 +50,9 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
     for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
         let y = r as isize - top as isize;
         if y < 0 || y >= h as isize {
+            if fast && pad_ready {
+                continue;
+            }
             if fast {
                 // SAFETY: rs = wq >= L; the clamped vectors stay inside the row.
                 unsafe {
@@ -63,17 +73,21 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
             // SAFETY: wq >= left + w and wq >= L, so every vector below lies inside the row:
             // zero vectors at the right end and over the left padding, then the data (last
             // vector clamped to end at `w`, overlapping; or the first w lanes) over them.
+            // With `pad_ready` the zeros are already there and the data stores below stay
+            // inside columns left..left + w (or write zeros past them).
             unsafe {
-                let z = S::splat(0.0);
-                let mut p = left + w;
-                while p < wq {
-                    S::store(d.add(p.min(wq - l)), z);
-                    p += l;
-                }
-                let mut p = 0;
-                while p < left {
-                    S::store(d.add(p.min(wq - l)), z);
-                    p += l;
+                if !pad_ready {
+                    let z = S::splat(0.0);
+                    let mut p = left + w;
+                    while p < wq {
+                        S::store(d.add(p.min(wq - l)), z);
+                        p += l;
+                    }
+                    let mut p = 0;
+                    while p < left {
+                        S::store(d.add(p.min(wq - l)), z);
+                        p += l;
+                    }
                 }
                 let s = srow.as_ptr();
                 let pf = next.wrapping_add(y as usize * w);
@@ -235,9 +249,13 @@ unsafe fn unpack_row_stride2<S: Simd>(src: &[f32], left: usize, tq: usize, out: 
 
 /// The forward pass of one output plane: `y = act(bias + sum_taps w * x_shifted)`.
 ///
+/// `pad_ready`: `scratch` holds a plane packed for `g` (see [`pack_plane`]). Returns whether
+/// it does afterwards (the form that reads the plane in place leaves the scratch untouched).
+///
 /// # Safety
 /// `x` is the `h * w` input plane, `wt` the `kh * kw` filter, `y` the `oh * ow` output plane,
 /// `scratch` holds `g.scratch_len()` floats; the CPU supports `S`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     g: &FwdGeom,
@@ -247,7 +265,8 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     act: A,
     y: &mut [f32],
     scratch: &mut [f32],
-) {
+    pad_ready: bool,
+) -> bool {
     // Large stride-1 3x3 / 5x5 planes with "same" padding: the tiles read the plane in place
     // (`direct.rs`), without the padded copy, whose writes and re-reads cost as much as the
     // arithmetic there.
@@ -269,7 +288,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
                 _ => direct::forward::<S, _, 5>(&p),
             }
         }
-        return;
+        return pad_ready;
     }
     // SAFETY: the CPU supports S (caller's contract).
     unsafe {
@@ -284,6 +303,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
             g.hp,
             scratch,
             x.as_ptr().wrapping_add(x.len()),
+            pad_ready,
         )
     };
     if g.kh == g.kw && !g.dilated && g.sh <= 2 {
@@ -312,7 +332,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
             }
         };
         if done {
-            return;
+            return true;
         }
     }
     let c = Corr {
@@ -337,6 +357,7 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
             _ => corr::<S, _, 0>(&c),
         }
     }
+    true
 }
 
 /// The input gradient of one input plane from the `m` output planes it feeds (`dy`,
@@ -371,6 +392,7 @@ pub(crate) unsafe fn backward_input<S: Simd>(
                 g.dyh,
                 d,
                 dy.as_ptr().wrapping_add(dy.len() + mm * oplane),
+                false,
             )
         };
     }
@@ -505,6 +527,7 @@ pub(crate) unsafe fn backward_weight<S: Simd>(
                 g.hp,
                 xs,
                 xp.as_ptr().wrapping_add(plane_stride),
+                img > 0,
             )
         };
         let dp = &dy[img * oplane_stride..img * oplane_stride + g.oh * g.ow];
