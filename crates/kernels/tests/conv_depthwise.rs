@@ -348,7 +348,9 @@ fn the_kept_padding_of_the_packed_plane_is_never_stale() {
         .unwrap();
     pool.install(|| {
         for isa in Isa::available() {
-            let steps = [&padded, &padded, &unpadded, &padded, &other, &narrow, &padded];
+            let steps = [
+                &padded, &padded, &unpadded, &padded, &other, &narrow, &padded,
+            ];
             for (seed, s) in steps.into_iter().enumerate() {
                 check_forward(isa, s, 10 * seed as u64);
             }
