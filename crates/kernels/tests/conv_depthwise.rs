@@ -332,16 +332,19 @@ fn check_forward(isa: Isa, s: &Conv2dShape, seed: u64) {
 }
 
 /// The forward pass keeps the zero padding of its per-thread packed plane between planes and
-/// between calls of one geometry, rewriting only the data: a geometry whose data lands where
-/// another's padding was (no padding, other widths), a plane narrower than a vector, and the
-/// gradients, which use the same scratch, run in between on the same thread, and every
-/// result still matches the oracle.
+/// between calls of one geometry, rewriting only the data (strides 1 and 2): a geometry whose
+/// data lands where another's padding was (no padding, other widths), planes narrower than
+/// one or two vectors, and the gradients, which use the same scratch, run in between on the
+/// same thread, and every result still matches the oracle.
 #[test]
 fn the_kept_padding_of_the_packed_plane_is_never_stale() {
     let padded = dw_shape(1, 6, 1, 28, 28, (5, 5), (1, 1), (2, 2), (1, 1));
     let unpadded = dw_shape(1, 6, 1, 28, 28, (5, 5), (1, 1), (0, 0), (1, 1));
     let other = dw_shape(1, 5, 1, 30, 26, (3, 3), (1, 1), (1, 1), (1, 1));
     let narrow = dw_shape(1, 3, 1, 12, 12, (3, 3), (1, 1), (1, 1), (1, 1));
+    let strided = dw_shape(1, 6, 1, 70, 70, (3, 3), (2, 2), (1, 1), (1, 1));
+    let strided_unpadded = dw_shape(1, 6, 1, 70, 70, (3, 3), (2, 2), (0, 0), (1, 1));
+    let strided_narrow = dw_shape(1, 3, 1, 40, 23, (3, 3), (2, 2), (1, 1), (1, 1));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
@@ -353,6 +356,18 @@ fn the_kept_padding_of_the_packed_plane_is_never_stale() {
             ];
             for (seed, s) in steps.into_iter().enumerate() {
                 check_forward(isa, s, 10 * seed as u64);
+            }
+            let steps = [
+                &strided,
+                &strided,
+                &strided_unpadded,
+                &strided,
+                &strided_narrow,
+                &strided_narrow,
+                &strided,
+            ];
+            for (seed, s) in steps.into_iter().enumerate() {
+                check_forward(isa, s, 300 + 10 * seed as u64);
             }
             check(isa, &padded, Activation::Relu, 90);
             check_forward(isa, &padded, 100);

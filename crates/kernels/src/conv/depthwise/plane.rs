@@ -18,10 +18,10 @@ use crate::simd::Simd;
 /// plane) is prefetched, so that its cache misses overlap this plane's arithmetic.
 ///
 /// `pad_ready`: `dst` already holds a plane packed with the same `h, w, top, left, sw, wq,
-/// rows` (its zero padding is in place), so at stride 1 only the data columns of the plane's
-/// rows are written: the padding rows and columns are skipped, which halves the stores of a
-/// narrow plane (a 28-wide row with 2 padding columns each side: 2 vector stores instead of
-/// 4). Other strides rewrite the padding anyway.
+/// rows` (its zero padding is in place), so at strides 1 and 2 only the data columns of the
+/// plane's rows are written: the padding rows and columns are skipped, which halves the
+/// stores of a narrow plane (a 28-wide row with 2 padding columns each side: 2 vector stores
+/// instead of 4). The general layouts (other strides, odd fits) rewrite the padding anyway.
 ///
 /// # Safety
 /// The CPU supports `S`.
@@ -78,7 +78,7 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
     for (r, drow) in dst[..rows * rs].chunks_exact_mut(rs).enumerate() {
         let y = r as isize - top as isize;
         if y < 0 || y >= h as isize {
-            if fast && pad_ready {
+            if pad_ready && (fast || fast2) {
                 continue;
             }
             if fast {
@@ -159,7 +159,7 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
                     S::prefetch(pf.wrapping_add(p));
                     p += 16;
                 }
-                pack_row_stride2::<S>(srow, left, wq, drow)
+                pack_row_stride2::<S>(srow, left, wq, drow, !pad_ready)
             };
         } else if sw == 1 {
             // [zeros left][the row, clipped][zeros]
@@ -184,15 +184,23 @@ pub(crate) unsafe fn pack_plane<S: Simd>(
 }
 
 /// One row at stride 2: input column `2i + par` goes to phase `(par + left) % 2`, index
-/// `i + (par + left) / 2`. Both phases are zeroed, then each `2L` input floats are split into
-/// their even and odd elements with two shuffles per vector and stored into the two phases.
+/// `i + (par + left) / 2`. Both phases are zeroed (unless `zero` is false: the row already
+/// holds its padding), then each `2L` input floats are split into their even and odd
+/// elements with two shuffles per vector and stored into the two phases; the stores write
+/// every data position and, past the data, only zeros.
 ///
 /// # Safety
 /// `left / 2 + ceil(w/2) <= wq` and `ceil(left/2) + w/2 <= wq`, and when `w < 2L` also
 /// `ceil(left/2) + L <= wq` (one whole vector per phase); `dst` holds `2 * wq` floats,
 /// `wq >= L`; the CPU supports `S`.
 #[inline(always)]
-unsafe fn pack_row_stride2<S: Simd>(src: &[f32], left: usize, wq: usize, dst: &mut [f32]) {
+unsafe fn pack_row_stride2<S: Simd>(
+    src: &[f32],
+    left: usize,
+    wq: usize,
+    dst: &mut [f32],
+    zero: bool,
+) {
     let (l, w) = (S::L, src.len());
     let d = dst.as_mut_ptr();
     let (pe, se) = (left % 2, left / 2);
@@ -201,7 +209,7 @@ unsafe fn pack_row_stride2<S: Simd>(src: &[f32], left: usize, wq: usize, dst: &m
     // inside its phase.
     unsafe {
         let z = S::splat(0.0);
-        for ph in 0..2 {
+        for ph in 0..2 * usize::from(zero) {
             let mut p = 0;
             while p < wq {
                 S::store(d.add(ph * wq + p.min(wq - l)), z);
