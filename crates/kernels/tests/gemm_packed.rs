@@ -122,3 +122,51 @@ fn mismatched_packed_operands_are_errors() {
     // A view that does not fit its slice is rejected at packing time.
     assert!(PackedMatrix::pack_a(MatRef::row_major(&a, 4, 4), Some(Isa::Scalar)).is_err());
 }
+
+/// With B packed, a C whose rows balance the threads better than its column panels is split
+/// along M (a 1x1 convolution of a 7 x 7 image as `C^T`: 49 x 160): the same bits as one
+/// thread and as B unpacked (split along N), on every ISA.
+#[test]
+fn a_row_split_with_packed_b_gives_the_same_bits() {
+    let (m, n, k) = (49, 160, 960);
+    let (a, b) = (fill(m * k, 1), fill(k * n, 2));
+    let (av, bv) = (MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n));
+    for isa in Isa::available() {
+        let pb = PackedMatrix::pack_b(bv, Some(isa)).unwrap();
+        let run = |threads: usize, packed: bool| {
+            let cfg = GemmConfig {
+                isa: Some(isa),
+                threads,
+                tuning: None,
+            };
+            let bo = if packed {
+                Operand::Packed(&pb)
+            } else {
+                Operand::View(bv)
+            };
+            let mut c = vec![0.0f32; m * n];
+            let e = Epilogue::NONE;
+            gemm_ex(
+                1.0,
+                Operand::View(av),
+                bo,
+                0.0,
+                MatMut::row_major(&mut c, m, n),
+                e,
+                &cfg,
+            )
+            .unwrap();
+            c
+        };
+        let one = run(1, true);
+        for (threads, packed) in [(2, true), (3, true), (2, false)] {
+            let other = run(threads, packed);
+            assert!(
+                one.iter()
+                    .zip(&other)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{isa}, {threads} threads, B packed: {packed}"
+            );
+        }
+    }
+}

@@ -183,7 +183,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
     } else {
         threads
     };
-    let part = Partition::new(p.m, p.n, p.k, &blk, threads);
+    let part = Partition::new(p.m, p.n, p.k, &blk, threads, p.b_packed.is_some());
     if part.parts == 1 {
         // SAFETY: forwarded contract; the single task covers C.
         unsafe { run_task(&p, &blk, kernel, packs, part.task(0), in_place) };
