@@ -3,7 +3,9 @@
 //!
 //! Every kernel splits its work into tasks the same way for any thread count, and hands them
 //! to [`for_each_task`] (or [`for_each_chunk_mut`] for disjoint output chunks). Outside an awake
-//! region that is rayon's `for_each` over the task indices. Inside one, it is a
+//! region that is rayon's `for_each` over the task indices on a worker, and a job slot that
+//! the calling thread works on too from any other thread ([`outside`]: lingering workers, so
+//! no call waits for a sleeping core). Inside a region, it is a
 //! pthreadpool-style job slot (the scheme of XNNPACK's pthreadpool and ONNX Runtime's spinning
 //! thread pool): the thread that runs the region's body posts the job, every other worker of
 //! the pool is already spinning on the slot, and they all claim task indices from one atomic
@@ -23,6 +25,10 @@
 //! summation are fixed by the kernel, so results are bit-identical with or without a region
 //! and for any thread count. A task that itself calls [`for_each_task`] runs its subtasks
 //! inline, in order.
+
+mod outside;
+
+pub use outside::{stop_lingering, LINGER};
 
 use rayon::prelude::*;
 use std::any::Any;
@@ -54,6 +60,9 @@ struct Region {
 // SAFETY: `body` is the only non-Sync field; the ticket protocol of `Region::run` orders every
 // write to it (poster, no job posted) before every read (claimers of the job it belongs to).
 unsafe impl Sync for Region {}
+// SAFETY: `body` is the only non-Send field: a pointer that is dereferenced only under the
+// protocol above, by whichever thread holds a claimed task, never owned by a thread.
+unsafe impl Send for Region {}
 
 thread_local! {
     /// The region whose body runs on this thread (null elsewhere): where its jobs are posted.
@@ -160,8 +169,9 @@ impl Region {
 }
 
 /// Runs `f(0)`, ..., `f(tasks - 1)`, in parallel where there are threads: on the posted-job
-/// slot inside an awake region, on rayon's pool outside one, inline inside another task or
-/// on a one-thread pool.
+/// slot inside an awake region, on rayon's pool when called from one of its workers, on the
+/// process-wide slot with the caller working when called from any other thread
+/// ([`outside`]), inline inside another task or on a one-thread pool.
 pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
     if tasks <= 1 || IN_TASK.with(Cell::get) || rayon::current_num_threads() == 1 {
         (0..tasks).for_each(f);
@@ -169,8 +179,12 @@ pub fn for_each_task(tasks: usize, f: impl Fn(usize) + Sync) {
     }
     let region = POSTER.with(Cell::get);
     if region.is_null() {
-        let f = &f;
-        (0..tasks).into_par_iter().for_each(f);
+        if rayon::current_thread_index().is_none() {
+            outside::run(tasks, &f);
+        } else {
+            let f = &f;
+            (0..tasks).into_par_iter().for_each(f);
+        }
     } else {
         // SAFETY: `POSTER` points at the region of the body running on this thread, which
         // lives until that body returns (`fan_out`), after this call.
@@ -347,6 +361,61 @@ mod tests {
                 .join()
                 .unwrap();
         assert!(on_worker);
+    }
+
+    /// From threads outside every pool (the global pool's callers): every task runs once,
+    /// with several callers at once (one holds the slot, the others take rayon's path), with
+    /// nested jobs, before and after the workers stop lingering; a task's panic reaches its
+    /// caller and releases the slot.
+    #[test]
+    fn callers_outside_the_pool_run_every_task_once() {
+        let callers: Vec<_> = (0..4)
+            .map(|c| {
+                std::thread::spawn(move || {
+                    let counts: Vec<AtomicU64> = (0..64).map(|_| AtomicU64::new(0)).collect();
+                    for round in 0..200 {
+                        for_each_task(round % 5 + 2, |t| {
+                            for_each_task(2, |u| {
+                                counts[(t * 2 + u + round) % 64].fetch_add(1, Ordering::Relaxed);
+                            });
+                        });
+                        if round % 50 == c {
+                            stop_lingering();
+                        }
+                    }
+                    counts
+                        .iter()
+                        .map(|c| c.load(Ordering::Relaxed))
+                        .sum::<u64>()
+                })
+            })
+            .collect();
+        let expect: u64 = (0..200).map(|r| (r % 5 + 2) as u64 * 2).sum();
+        for c in callers {
+            assert_eq!(c.join().unwrap(), expect);
+        }
+        let r = std::thread::spawn(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                for_each_task(6, |t| {
+                    if t == 4 {
+                        panic!("task 4")
+                    }
+                })
+            }))
+            .is_err()
+        })
+        .join()
+        .unwrap();
+        assert!(r, "a task's panic did not reach its caller");
+        let n = AtomicU64::new(0);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for_each_task(7, |_| {
+                    n.fetch_add(1, Ordering::Relaxed);
+                })
+            });
+        });
+        assert_eq!(n.load(Ordering::Relaxed), 7);
     }
 
     /// Chunks cover the slice once, in order, the last one short.

@@ -1,11 +1,13 @@
 //! `tessera bench gemm`: tessera's GEMM against matrixmultiply on the same inputs, in one
-//! process, interleaved after warm-up; prints median GFLOP/s of each and their ratio.
+//! process, in alternating runs of consecutive calls after warm-up; prints median GFLOP/s of
+//! each and their ratio.
 
 use super::BenchArgs;
 use crate::timing::{reps_for, stats, time_once};
 use tessera::kernels::gemm::{
     gemm, gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix,
 };
+use tessera::kernels::parallel::stop_lingering;
 use tessera::kernels::Isa;
 
 /// The standard shapes (m, n, k, label): square sizes and the layers of the four networks.
@@ -113,17 +115,28 @@ fn measure(
     }
     time_once(|| run_mm(&mut c));
     let reps = reps_for(one / 2.0, 1.5, 5, 200);
+    // Runs of consecutive calls, the three runs alternating: drift in machine load hits all
+    // three alike, and each library is timed as a caller running one product after another
+    // sees it (numpy's baseline runs back to back too). tessera's workers linger after a call
+    // (`parallel::LINGER`); they are sent to sleep before the other library's run, so they
+    // never take its cores. Errors were ruled out by the warm-up call on the same inputs.
+    let run_len = (reps / 5).clamp(1, 20);
     let (mut tt, mut tp, mut tm) = (
-        Vec::with_capacity(reps),
-        Vec::with_capacity(reps),
-        Vec::with_capacity(reps),
+        Vec::with_capacity(reps + run_len),
+        Vec::with_capacity(reps + run_len),
+        Vec::with_capacity(reps + run_len),
     );
-    for _ in 0..reps {
-        // Interleaved, so drift in machine load hits all three alike. Errors were ruled out by
-        // the warm-up call on the same inputs.
-        tt.push(time_once(|| drop(run_tessera(&mut c))));
-        tp.push(time_once(|| drop(run_packed(&mut c))));
-        tm.push(time_once(|| run_mm(&mut c)));
+    while tt.len() < reps {
+        for _ in 0..run_len {
+            tt.push(time_once(|| drop(run_tessera(&mut c))));
+        }
+        for _ in 0..run_len {
+            tp.push(time_once(|| drop(run_packed(&mut c))));
+        }
+        stop_lingering();
+        for _ in 0..run_len {
+            tm.push(time_once(|| run_mm(&mut c)));
+        }
     }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let g = |t: Vec<f64>| flops / stats(t).median / 1e9;
@@ -149,7 +162,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     std::env::set_var("MATMUL_NUM_THREADS", threads.to_string());
     let isa = Isa::current().map_err(|e| e.to_string())?;
     if !args.json {
-        outln!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, interleaved runs");
+        outln!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, alternating runs of consecutive calls");
         outln!("(packed B: the right operand packed once, as a layer's weights are at load time)");
         outln!(
             "{:<26} {:>16} {:>9} {:>9} {:>15} {:>7}",

@@ -1,0 +1,145 @@
+//! Kernels called from a thread outside the pool: the caller works too, and the workers
+//! linger between calls.
+//!
+//! A kernel called from a thread that is not one of rayon's workers (an embedder's own thread,
+//! a test, `tessera bench gemm`) would, through rayon, inject its tasks into the pool and sleep
+//! on a latch until they are done: one sleeping worker is woken, it wakes a second, and the
+//! last to finish wakes the caller. Each of those wake-ups of an idle core is a futex call and,
+//! on a virtual machine, the wake-up of a halted vCPU: a 256^3 GEMM at two threads on a 2-vCPU
+//! Zen 4 KVM guest took 164 us called back to back and 289 us with 300 us of other work between
+//! the calls.
+//!
+//! Instead the caller posts the tasks on one process-wide job slot (the [`Region`] of an awake
+//! region), claims and runs tasks itself, and spins until the claimed ones have finished. The
+//! pool's workers are brought in by *lingering* jobs: a lingering worker claims tasks from the
+//! slot and, once there are none, keeps spinning on it for [`LINGER`] after the last task it
+//! ran, as OpenMP runtimes (`KMP_BLOCKTIME`, `GOMP_SPINCOUNT`) and OpenBLAS keep their threads
+//! spinning between parallel regions. A burst of calls (the ops of an eager forward, one GEMM
+//! after another) then pays no wake-up after its first call, and even that one does not wait
+//! for a worker: tasks go to whoever is free, the caller included, so a late worker only takes
+//! what is left. A lingering worker still runs other rayon work that reaches it (checked every
+//! few rounds), and [`stop_lingering`] sends every lingering worker back to sleep at once.
+//!
+//! Only one caller at a time posts on the slot; a second concurrent caller (several threads of
+//! an embedder running kernels at once) takes rayon's path instead. Which thread runs a task
+//! never changes a result: the tasks and their summation order are fixed by the kernel.
+
+use super::{Region, BUSY, IN_TASK};
+use rayon::prelude::*;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a worker keeps spinning on the slot after the last task it ran.
+pub const LINGER: Duration = Duration::from_millis(2);
+
+/// The process-wide slot for callers outside the pool.
+struct Outside {
+    /// The job slot; its `workers` is the global pool's size (the caller plus the lingerers).
+    region: Region,
+    /// Set while a caller owns the slot.
+    posting: AtomicBool,
+    /// Lingering jobs spawned and not yet returned.
+    lingering: AtomicUsize,
+    /// Bumped by [`stop_lingering`]: a lingering job that sees it change returns.
+    epoch: AtomicU64,
+}
+
+static OUTSIDE: OnceLock<Outside> = OnceLock::new();
+
+fn outside() -> &'static Outside {
+    OUTSIDE.get_or_init(|| Outside {
+        region: Region::new(),
+        posting: AtomicBool::new(false),
+        lingering: AtomicUsize::new(0),
+        epoch: AtomicU64::new(0),
+    })
+}
+
+/// Sends every worker that lingers after a kernel call back to sleep now (they would within
+/// [`LINGER`]), freeing the cores for other work: a benchmark timing another library next, or
+/// an embedder about to run its own threads.
+pub fn stop_lingering() {
+    if let Some(o) = OUTSIDE.get() {
+        o.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `f(0)..f(tasks - 1)` for a caller outside the pool (see the module docs): on the
+/// process-wide slot with the caller working, or through rayon if another caller holds it.
+pub(super) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    let o = outside();
+    if o.posting
+        .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
+        (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    /// Releases the slot when the job returns or unwinds.
+    struct Release<'a>(&'a AtomicBool);
+    impl Drop for Release<'_> {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::Release);
+        }
+    }
+    let _release = Release(&o.posting);
+    // One helper per further task, up to the pool's other threads (the caller is the first).
+    let want = tasks.min(o.region.workers) - 1;
+    let mut have = o.lingering.load(Ordering::Acquire);
+    while have < want {
+        match o
+            .lingering
+            .compare_exchange(have, have + 1, Ordering::AcqRel, Ordering::Acquire)
+        {
+            Ok(_) => {
+                rayon::spawn(move || linger(o));
+                have += 1;
+            }
+            Err(now) => have = now,
+        }
+    }
+    o.region.run(tasks, f);
+}
+
+/// A worker's job: claim tasks from the slot until none has been posted for [`LINGER`], or
+/// [`stop_lingering`] is called, or other rayon work reaches this worker.
+fn linger(o: &'static Outside) {
+    /// Counts this job out however it ends.
+    struct Done<'a>(&'a AtomicUsize);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+    let _done = Done(&o.lingering);
+    // A worker that picked this job up while running an awake region's body or spinner (both
+    // look for other rayon work while they wait) must get back to it.
+    if BUSY.with(Cell::get) || IN_TASK.with(Cell::get) {
+        return;
+    }
+    let epoch = o.epoch.load(Ordering::Acquire);
+    let mut last = Instant::now();
+    let mut idle = 0u32;
+    loop {
+        if o.region.help() {
+            idle = 0;
+            last = Instant::now();
+            continue;
+        }
+        idle = idle.wrapping_add(1);
+        if !idle.is_multiple_of(64) {
+            std::hint::spin_loop();
+            continue;
+        }
+        if o.epoch.load(Ordering::Acquire) != epoch || last.elapsed() >= LINGER {
+            return;
+        }
+        // Other rayon work that reached this worker runs here; afterwards the worker goes
+        // back to the pool rather than lingering on (the work may have started more).
+        if let Some(rayon::Yield::Executed) = rayon::yield_now() {
+            return;
+        }
+    }
+}
