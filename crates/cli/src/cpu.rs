@@ -142,5 +142,10 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
             implicit.join(", ")
         }
     );
+    outln!(
+        "threads: kernels called from outside the pool run on the caller too; workers linger \
+         {} us after their last task (TESSERA_LINGER_US)",
+        tessera::kernels::parallel::linger_time().as_micros()
+    );
     Ok(())
 }

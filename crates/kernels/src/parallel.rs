@@ -28,7 +28,7 @@
 
 mod outside;
 
-pub use outside::{stop_lingering, LINGER};
+pub use outside::{linger_time, stop_lingering, LINGER};
 
 use rayon::prelude::*;
 use std::any::Any;

@@ -12,8 +12,8 @@
 //! Instead the caller posts the tasks on one process-wide job slot (the [`Region`] of an awake
 //! region), claims and runs tasks itself, and spins until the claimed ones have finished. The
 //! pool's workers are brought in by *lingering* jobs: a lingering worker claims tasks from the
-//! slot and, once there are none, keeps spinning on it for [`LINGER`] after the last task it
-//! ran, as OpenMP runtimes (`KMP_BLOCKTIME`, `GOMP_SPINCOUNT`) and OpenBLAS keep their threads
+//! slot and, once there are none, keeps spinning on it for [`LINGER`] (2 ms; `TESSERA_LINGER_US`
+//! sets another time) after the last task it ran, as OpenMP runtimes (`KMP_BLOCKTIME`, `GOMP_SPINCOUNT`) and OpenBLAS keep their threads
 //! spinning between parallel regions. A burst of calls (the ops of an eager forward, one GEMM
 //! after another) then pays no wake-up after its first call, and even that one does not wait
 //! for a worker: tasks go to whoever is free, the caller included, so a late worker only takes
@@ -31,8 +31,30 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// How long a worker keeps spinning on the slot after the last task it ran.
+/// How long a worker keeps spinning on the slot after the last task it ran, unless
+/// `TESSERA_LINGER_US` says otherwise (see [`linger_time`]).
 pub const LINGER: Duration = Duration::from_millis(2);
+
+/// The lingering time in force: `TESSERA_LINGER_US` (microseconds; 0 sends a worker back to
+/// sleep as soon as no task is left) if set, else [`LINGER`]. Read once; a value that is not a
+/// whole number of at most 10 s is reported on stderr and the default used.
+pub fn linger_time() -> Duration {
+    static TIME: OnceLock<Duration> = OnceLock::new();
+    *TIME.get_or_init(|| match std::env::var("TESSERA_LINGER_US") {
+        Ok(v) => match v.trim().parse::<u64>() {
+            Ok(us) if us <= 10_000_000 => Duration::from_micros(us),
+            _ => {
+                eprintln!(
+                    "tessera: warning: TESSERA_LINGER_US={v:?} is not a number of microseconds \
+                     in 0..=10000000; using {} us",
+                    LINGER.as_micros()
+                );
+                LINGER
+            }
+        },
+        Err(_) => LINGER,
+    })
+}
 
 /// The process-wide slot for callers outside the pool.
 struct Outside {
@@ -103,7 +125,7 @@ pub(super) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
     o.region.run(tasks, f);
 }
 
-/// A worker's job: claim tasks from the slot until none has been posted for [`LINGER`], or
+/// A worker's job: claim tasks from the slot until none has been posted for [`linger_time`], or
 /// [`stop_lingering`] is called, or other rayon work reaches this worker.
 fn linger(o: &'static Outside) {
     /// Counts this job out however it ends.
@@ -120,6 +142,7 @@ fn linger(o: &'static Outside) {
         return;
     }
     let epoch = o.epoch.load(Ordering::Acquire);
+    let linger = linger_time();
     let mut last = Instant::now();
     let mut idle = 0u32;
     loop {
@@ -133,7 +156,7 @@ fn linger(o: &'static Outside) {
             std::hint::spin_loop();
             continue;
         }
-        if o.epoch.load(Ordering::Acquire) != epoch || last.elapsed() >= LINGER {
+        if o.epoch.load(Ordering::Acquire) != epoch || last.elapsed() >= linger {
             return;
         }
         // Other rayon work that reached this worker runs here; afterwards the worker goes
