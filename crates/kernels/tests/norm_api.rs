@@ -150,6 +150,17 @@ fn ln_case(rows: usize, d: usize, affine: bool, seed: u64) {
     close("dbeta", &db, &rdb, tol(rows));
 }
 
+/// One value per channel in training: every input gradient is exactly zero (x is its own
+/// mean, g its own mean), which the kernel must return as zero rather than as the difference
+/// of two products of size g / sqrt(eps) rounded apart (proptest found it: 3.8e-6 vs 0).
+#[test]
+fn batch_norm_of_one_value_per_channel_has_zero_input_gradient() {
+    for seed in [37, 58, 1, 2] {
+        bn_case(1, 3, 1, true, true, seed);
+        bn_case(1, 3, 1, false, true, seed);
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
     #[test]

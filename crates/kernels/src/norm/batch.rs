@@ -351,11 +351,11 @@ pub(super) fn backward(
     });
     let coeffs = backward_coefficients(&mut sums, var, gamma, eps, training, part, dgamma, dbeta);
     per_plane(dx, c, hw, |p, ch, out| {
-        let (a, k, b) = coeffs[ch];
+        let (a, k, mg) = coeffs[ch];
         let mu = mean[ch];
         let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
         for ((o, &xv), &g) in out.iter_mut().zip(xs).zip(ds) {
-            *o = g * a + ((xv - mu) * k + b);
+            *o = (xv - mu) * k + (g - mg) * a;
         }
     });
     Ok(())
@@ -364,9 +364,12 @@ pub(super) fn backward(
 /// From the per-channel sums `(sum g, sum (x - mean) g)` of a backward (`g` the gradient
 /// reaching the normalised output): writes `dgamma` and `dbeta` when given (this part's), sums
 /// the sums over the parts (`part.reduce`), and returns the per-channel coefficients
-/// `(a, k, b)` of `dx = g * a + ((x - mean) * k + b)` (training: the batch statistics' own
-/// gradient included; eval: `k = b = 0`). `part.count` is the values per channel of the whole
-/// batch (`n * hw` on one process).
+/// `(a, k, mg)` of `dx = (x - mean) * k + (g - mg) * a` (training: the batch statistics' own
+/// gradient included, `mg` the mean of `g`; eval: `k = mg = 0`). `g - mg` is formed before
+/// the scaling by `a = gamma / sqrt(var + eps)`, so a gradient that is exactly zero (a channel
+/// whose `g` is constant and whose `x` is its mean: one value per channel) comes out as zero,
+/// not as the difference of two differently rounded products of size `a g`. `part.count` is
+/// the values per channel of the whole batch (`n * hw` on one process).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn backward_coefficients(
     sums: &mut [(f64, f64)],
@@ -403,8 +406,8 @@ pub(super) fn backward_coefficients(
             let g = gamma.map_or(1.0, |g| g[ch]) as f64;
             if training {
                 let k = -(sums[ch].1 / m) * is * is * is * g;
-                let b = -(sums[ch].0 / m) * is * g;
-                ((is * g) as f32, k as f32, b as f32)
+                let mg = sums[ch].0 / m;
+                ((is * g) as f32, k as f32, mg as f32)
             } else {
                 ((is * g) as f32, 0.0, 0.0)
             }

@@ -389,7 +389,7 @@ fn backward(
     });
     let coeffs = backward_coefficients(&mut sums, var, gamma, eps, training, part, dgamma, dbeta);
     per_plane(dx, c, hw, |p, ch, out| {
-        let (a, k, b) = coeffs[ch];
+        let (a, k, mg) = coeffs[ch];
         let (xs, ds) = (&x[p * hw..(p + 1) * hw], &dy[p * hw..(p + 1) * hw]);
         let (mut centred, mut g) = ([0.0f32; CHUNK], [0.0f32; CHUNK]);
         for ((oc, xc), dc) in out
@@ -400,7 +400,7 @@ fn backward(
             let n = xc.len();
             masked(ch, xc, dc, &mut centred[..n], &mut g[..n]);
             for ((o, &cv), &gv) in oc.iter_mut().zip(&centred[..n]).zip(&g[..n]) {
-                *o = gv * a + (cv * k + b);
+                *o = cv * k + (gv - mg) * a;
             }
         }
     });

@@ -12,6 +12,7 @@
 
 use super::{check_eps, check_len, check_opt, checked_len, sum_and_sq, PAR_MIN};
 use crate::error::KernelError;
+use crate::parallel::for_each_chunk_mut;
 use rayon::prelude::*;
 
 fn shape(rows: usize, d: usize) -> impl Fn() -> String {
@@ -27,7 +28,9 @@ where
         return;
     }
     if out.len() >= PAR_MIN {
-        out.par_chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
+        // Through `for_each_task`: inside an awake region (a compiled plan) the rows go to the
+        // spinning workers.
+        for_each_chunk_mut(out, d, f);
     } else {
         out.chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
     }
