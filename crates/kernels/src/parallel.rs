@@ -235,14 +235,16 @@ pub fn for_each_chunk_mut<T: Send>(
     });
 }
 
-/// Runs `f` on a worker of the current rayon pool with every other worker spinning for work
-/// until `f` returns (see the module docs). Called from outside the pool, it first moves onto
-/// a worker (once: otherwise every parallel region of `f` would be sent to the pool and waited
-/// for through the kernel). With one thread, or when called from inside an awake region, it
+/// Runs `f` with every other worker of the pool spinning for work until `f` returns (see the
+/// module docs). On a worker, `f` runs there and the others spin on a region of their own.
+/// Called from a thread outside the pool, `f` runs on that thread, which holds the process-wide
+/// slot of [`outside`] for the whole of `f` while the pool's workers linger on it (no thread
+/// changes, so no wake-up of the caller at the end); if another thread holds that slot, `f`
+/// first moves onto a worker. With one thread, or when called from inside an awake region, it
 /// simply runs `f`.
 pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if rayon::current_thread_index().is_none() {
-        return rayon::scope(|_| run_awake(f));
+        return outside::run_awake(f);
     }
     let workers = rayon::current_num_threads();
     if workers <= 1 || BUSY.with(Cell::get) {
@@ -355,12 +357,28 @@ mod tests {
             // Nested regions run inline.
             assert_eq!(pool.install(|| run_awake(|| run_awake(|| 7))), 7);
         }
-        // From a thread outside every pool: `f` runs on a worker of the global pool.
-        let on_worker =
-            std::thread::spawn(|| run_awake(|| rayon::current_thread_index().is_some()))
-                .join()
-                .unwrap();
-        assert!(on_worker);
+        // From threads outside every pool: `f` runs on the calling thread holding the slot, or
+        // on a worker of the global pool while another thread holds it; either way every task
+        // of its jobs runs once, nested regions included.
+        let callers: Vec<_> = (0..3)
+            .map(|_| {
+                std::thread::spawn(|| {
+                    run_awake(|| {
+                        let n = AtomicU64::new(0);
+                        for round in 0..100 {
+                            for_each_task(round % 4 + 2, |_| {
+                                run_awake(|| n.fetch_add(1, Ordering::Relaxed));
+                            });
+                        }
+                        n.load(Ordering::Relaxed)
+                    })
+                })
+            })
+            .collect();
+        let expect: u64 = (0..100).map(|r| (r % 4 + 2) as u64).sum();
+        for c in callers {
+            assert_eq!(c.join().unwrap(), expect);
+        }
     }
 
     /// From threads outside every pool (the global pool's callers): every task runs once,

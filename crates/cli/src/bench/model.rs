@@ -265,10 +265,11 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     })
 }
 
-/// One planned inference, run on a worker of the rayon pool: the plan's parallel regions
-/// then start from inside the pool (a local push) instead of each waking it from outside.
+/// One planned inference, from the calling thread: `Plan::run` holds the pool's workers in one
+/// awake region for the whole inference (on this thread, with the workers lingering between
+/// inferences, or on a worker when this thread is one).
 pub fn run_plan(p: &mut Plan, x: &[f32]) -> tessera::models::Result<()> {
-    run_plan_with(|| p.run(x).map(|_| ()))
+    p.run(x).map(|_| ())
 }
 
 /// Runs `f` on a worker of the rayon pool (see [`run_plan`]); with one worker too, where the

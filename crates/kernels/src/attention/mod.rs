@@ -43,6 +43,7 @@ pub mod reference;
 use crate::error::KernelError;
 use crate::gemm::{gemm_unchecked, Epilogue, GemmConfig};
 use crate::isa::Isa;
+use crate::parallel::for_each_task;
 use crate::softmax::{softmax_backward_with, softmax_with};
 use rayon::prelude::*;
 use std::cell::Cell;
@@ -239,10 +240,13 @@ pub fn attention_forward_with(
     let rows = forward_chunk_rows(n * h, l, rayon::current_num_threads());
     let chunks = l.div_ceil(rows);
     let (out_p, probs_p) = (SharedPtr(out.as_mut_ptr()), SharedPtr(probs.as_mut_ptr()));
-    (0..n * h * chunks).into_par_iter().try_for_each(|unit| {
+    // Through `for_each_task`, so that inside an awake region (a compiled plan) the units go to
+    // the spinning workers; the first error of any unit is returned.
+    let first_err: std::sync::Mutex<Option<KernelError>> = std::sync::Mutex::new(None);
+    for_each_task(n * h * chunks, |unit| {
         let (task, r0) = (unit / chunks, (unit % chunks) * rows);
         let (b, hh, m) = (task / h, task % h, rows.min(l - r0));
-        with_scratch(rows * l, |s, _| {
+        let result = with_scratch(rows * l, |s, _| {
             // SAFETY: `check` proved qkv has n L 3D elements, out n L D and probs n h L L, so
             // every offset below (image b < n, head hh < h, rows r0 + i < L, columns < d or
             // < L) is in bounds. This unit writes only rows r0..r0+m of head hh of image b
@@ -267,8 +271,18 @@ pub fn attention_forward_with(
                 let pp = p.as_ptr();
                 gemm_unchecked(m, d, l, 1.0, pp, l, 1, v, ld, 1, 0.0, o, dim, 1, e, &cfg)
             }
-        })
-    })
+        });
+        if let Err(e) = result {
+            first_err
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert(e);
+        }
+    });
+    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Rows of one forward work unit: a whole (image, head) when there are enough of them to

@@ -88,27 +88,31 @@ pub fn stop_lingering() {
     }
 }
 
-/// Runs `f(0)..f(tasks - 1)` for a caller outside the pool (see the module docs): on the
-/// process-wide slot with the caller working, or through rayon if another caller holds it.
-pub(super) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
-    let o = outside();
-    if o.posting
+thread_local! {
+    /// Set on a thread outside the pool while it runs an awake region's body
+    /// ([`run_awake`]): it holds the slot for the whole body.
+    static OWNER: Cell<bool> = const { Cell::new(false) };
+    /// Set on a worker while it lingers: a lingering job it picks up meanwhile returns.
+    static LINGERING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Releases the slot when a job or a region's body returns or unwinds.
+struct Release<'a>(&'a AtomicBool);
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+fn try_acquire(o: &Outside) -> bool {
+    o.posting
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        (0..tasks).into_par_iter().for_each(f);
-        return;
-    }
-    /// Releases the slot when the job returns or unwinds.
-    struct Release<'a>(&'a AtomicBool);
-    impl Drop for Release<'_> {
-        fn drop(&mut self) {
-            self.0.store(false, Ordering::Release);
-        }
-    }
-    let _release = Release(&o.posting);
-    // One helper per further task, up to the pool's other threads (the caller is the first).
-    let want = tasks.min(o.region.workers) - 1;
+        .is_ok()
+}
+
+/// Spawns lingering jobs until `want` are alive (each costs a rayon spawn, the one
+/// allocation of this path, only when the last ones have ended).
+fn ensure_lingering(o: &'static Outside, want: usize) {
     let mut have = o.lingering.load(Ordering::Acquire);
     while have < want {
         match o
@@ -122,11 +126,52 @@ pub(super) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
             Err(now) => have = now,
         }
     }
+}
+
+/// Runs `f(0)..f(tasks - 1)` for a caller outside the pool (see the module docs): on the
+/// process-wide slot with the caller working, or through rayon if another caller holds it.
+pub(super) fn run(tasks: usize, f: &(dyn Fn(usize) + Sync)) {
+    let o = outside();
+    let owner = OWNER.with(Cell::get);
+    if !owner && !try_acquire(o) {
+        (0..tasks).into_par_iter().for_each(f);
+        return;
+    }
+    let _release = (!owner).then(|| Release(&o.posting));
+    // One helper per further task, up to the pool's other threads (the caller is the first).
+    ensure_lingering(o, tasks.min(o.region.workers) - 1);
     o.region.run(tasks, f);
 }
 
-/// A worker's job: claim tasks from the slot until none has been posted for [`linger_time`], or
-/// [`stop_lingering`] is called, or other rayon work reaches this worker.
+/// An awake region whose body runs on this thread, outside the pool: the thread holds the
+/// slot for the whole of `f`, the workers linger on it from the start, and every kernel
+/// inside posts its tasks there. If another thread holds the slot, `f` moves onto a worker
+/// and runs in an awake region of the pool instead.
+pub(super) fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let o = outside();
+    if OWNER.with(Cell::get) {
+        return f();
+    }
+    if !try_acquire(o) {
+        return rayon::scope(|_| super::run_awake(f));
+    }
+    let _release = Release(&o.posting);
+    /// Clears the owner flag however the body ends (declared after `_release`, so dropped
+    /// first).
+    struct Owner;
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            OWNER.with(|c| c.set(false));
+        }
+    }
+    OWNER.with(|c| c.set(true));
+    let _owner = Owner;
+    ensure_lingering(o, o.region.workers - 1);
+    f()
+}
+
+/// A worker's job: claim tasks from the slot until none has been posted for [`linger_time`]
+/// or [`stop_lingering`] is called; other rayon work that reaches the worker meanwhile runs.
 fn linger(o: &'static Outside) {
     /// Counts this job out however it ends.
     struct Done<'a>(&'a AtomicUsize);
@@ -137,10 +182,20 @@ fn linger(o: &'static Outside) {
     }
     let _done = Done(&o.lingering);
     // A worker that picked this job up while running an awake region's body or spinner (both
-    // look for other rayon work while they wait) must get back to it.
-    if BUSY.with(Cell::get) || IN_TASK.with(Cell::get) {
+    // look for other rayon work while they wait), a task, or another lingering job, must get
+    // back to it.
+    if BUSY.with(Cell::get) || IN_TASK.with(Cell::get) || LINGERING.with(Cell::get) {
         return;
     }
+    /// Clears the lingering flag however the job ends.
+    struct Lingering;
+    impl Drop for Lingering {
+        fn drop(&mut self) {
+            LINGERING.with(|c| c.set(false));
+        }
+    }
+    LINGERING.with(|c| c.set(true));
+    let _lingering = Lingering;
     let epoch = o.epoch.load(Ordering::Acquire);
     let linger = linger_time();
     let mut last = Instant::now();
@@ -159,10 +214,10 @@ fn linger(o: &'static Outside) {
         if o.epoch.load(Ordering::Acquire) != epoch || last.elapsed() >= linger {
             return;
         }
-        // Other rayon work that reached this worker runs here; afterwards the worker goes
-        // back to the pool rather than lingering on (the work may have started more).
+        // Other rayon work that reached this worker (a kernel that uses rayon directly, called
+        // by the slot's owner) runs here; the lingering time restarts after it.
         if let Some(rayon::Yield::Executed) = rayon::yield_now() {
-            return;
+            last = Instant::now();
         }
     }
 }
