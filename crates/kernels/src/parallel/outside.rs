@@ -20,8 +20,14 @@
 //! what is left. A lingering worker still runs other rayon work that reaches it (checked every
 //! few rounds), and [`stop_lingering`] sends every lingering worker back to sleep at once.
 //!
-//! Only one caller at a time posts on the slot; a second concurrent caller (several threads of
-//! an embedder running kernels at once) takes rayon's path instead. Which thread runs a task
+//! An awake region opened from such a thread ([`super::run_awake`]: a compiled plan's
+//! inference) runs its body on that thread holding the slot throughout, so the workers linger
+//! on it from the first step to the last and between back-to-back inferences, and nobody has
+//! to wake the caller when the inference ends.
+//!
+//! Only one thread at a time holds the slot; a second concurrent caller (several threads of
+//! an embedder running kernels at once) takes rayon's path instead, and a second region moves
+//! onto a worker. Which thread runs a task
 //! never changes a result: the tasks and their summation order are fixed by the kernel.
 
 use super::{Region, BUSY, IN_TASK};
