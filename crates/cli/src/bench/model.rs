@@ -272,9 +272,9 @@ pub fn run_plan(p: &mut Plan, x: &[f32]) -> tessera::models::Result<()> {
     p.run(x).map(|_| ())
 }
 
-/// Runs `f` on a worker of the rayon pool (see [`run_plan`]); with one worker too, where the
-/// parallel regions inside `f` then run inline instead of each being sent to the worker and
-/// waited for.
+/// Runs `f` on a worker of the rayon pool, so that kernels inside it that use rayon directly
+/// (the eager tensor ops) start from inside the pool, a local push, instead of each being
+/// sent to the pool and waited for; with one worker too, where they then run inline.
 pub fn run_plan_with<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     if rayon::current_thread_index().is_some() {
         return f();

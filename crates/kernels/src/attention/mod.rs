@@ -279,10 +279,10 @@ pub fn attention_forward_with(
                 .get_or_insert(e);
         }
     });
-    match first_err.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        Some(e) => Err(e),
-        None => Ok(()),
-    }
+    first_err
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or(Ok(()), Err)
 }
 
 /// Rows of one forward work unit: a whole (image, head) when there are enough of them to

@@ -35,6 +35,7 @@ use rayon::prelude::*;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 
 /// How long a worker keeps spinning on the slot after the last task it ran, unless
@@ -110,6 +111,20 @@ impl Drop for Release<'_> {
     }
 }
 
+/// Sets a thread-local flag while alive; lowers it when the body returns or unwinds.
+struct Raised(&'static LocalKey<Cell<bool>>);
+impl Raised {
+    fn new(flag: &'static LocalKey<Cell<bool>>) -> Raised {
+        flag.with(|c| c.set(true));
+        Raised(flag)
+    }
+}
+impl Drop for Raised {
+    fn drop(&mut self) {
+        self.0.with(|c| c.set(false));
+    }
+}
+
 fn try_acquire(o: &Outside) -> bool {
     o.posting
         .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -162,16 +177,8 @@ pub(super) fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
         return rayon::scope(|_| super::run_awake(f));
     }
     let _release = Release(&o.posting);
-    /// Clears the owner flag however the body ends (declared after `_release`, so dropped
-    /// first).
-    struct Owner;
-    impl Drop for Owner {
-        fn drop(&mut self) {
-            OWNER.with(|c| c.set(false));
-        }
-    }
-    OWNER.with(|c| c.set(true));
-    let _owner = Owner;
+    // Declared after `_release`, so lowered first.
+    let _owner = Raised::new(&OWNER);
     ensure_lingering(o, o.region.workers - 1);
     f()
 }
@@ -193,15 +200,7 @@ fn linger(o: &'static Outside) {
     if BUSY.with(Cell::get) || IN_TASK.with(Cell::get) || LINGERING.with(Cell::get) {
         return;
     }
-    /// Clears the lingering flag however the job ends.
-    struct Lingering;
-    impl Drop for Lingering {
-        fn drop(&mut self) {
-            LINGERING.with(|c| c.set(false));
-        }
-    }
-    LINGERING.with(|c| c.set(true));
-    let _lingering = Lingering;
+    let _lingering = Raised::new(&LINGERING);
     let epoch = o.epoch.load(Ordering::Acquire);
     let linger = linger_time();
     let mut last = Instant::now();
