@@ -1,9 +1,10 @@
 //! `tessera bench dwconv`: the depthwise convolutions of MobileNetV2/V3 (batch 1, padding
-//! k/2), forward with bias + ReLU6, input gradient and weight gradient; prints the median time
+//! k/2), forward with bias + ReLU6 (NCHW, and channels-last as the plan runs small planes), input gradient and weight gradient; prints the median time
 //! and GFLOP/s (FLOPs = 2 * c * oh * ow * k * k for every pass) after warm-up.
 
 use super::BenchArgs;
 use crate::timing::{reps_for, stats, time_once};
+use tessera::kernels::conv::depthwise::nhwc;
 use tessera::kernels::conv::{
     conv2d_backward_input, conv2d_backward_weight, conv2d_forward, Conv2dShape,
 };
@@ -16,10 +17,19 @@ const SHAPES: &[(usize, usize, usize, usize)] = &[
     (144, 56, 3, 2),
     (240, 28, 5, 1),
     (960, 7, 3, 1),
+    (384, 14, 3, 1),
+    (576, 14, 3, 2),
     (672, 14, 5, 2),
 ];
 
-const PASSES: [&str; 3] = ["forward", "backward_input", "backward_weight"];
+/// `forward_nhwc`: the channels-last forward pass the inference plan runs on small planes
+/// (`tessera::kernels::conv::depthwise::nhwc`), same FLOPs.
+const PASSES: [&str; 4] = [
+    "forward",
+    "forward_nhwc",
+    "backward_input",
+    "backward_weight",
+];
 
 fn random(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -59,8 +69,10 @@ fn measure(s: &Conv2dShape, pass: &str) -> Result<f64, String> {
     let mut y = vec![0.0f32; s.output_len()];
     let mut dx = vec![0.0f32; s.input_len()];
     let mut dw = vec![0.0f32; s.weight_len()];
+    let w_nhwc = nhwc::pack_weights(s, &w).map_err(|e| e.to_string())?;
     let mut run = || match pass {
         "forward" => conv2d_forward(s, &x, &w, Some(&b), Activation::Relu6, &mut y),
+        "forward_nhwc" => nhwc::forward(s, &x, &w_nhwc, Some(&b), Activation::Relu6, &mut y),
         "backward_input" => conv2d_backward_input(s, &w, &dy, &mut dx),
         _ => conv2d_backward_weight(s, &x, &dy, &mut dw),
     };

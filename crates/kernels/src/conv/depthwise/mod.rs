@@ -31,6 +31,7 @@ mod blocked;
 mod blocked_grad;
 mod direct;
 mod kernel;
+pub mod nhwc;
 mod plane;
 
 use super::Conv2dShape;
