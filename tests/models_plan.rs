@@ -132,8 +132,11 @@ fn every_activation_override_plans_as_it_runs() {
 }
 
 #[test]
-fn full_size_mobilenetv3_plan_matches_eager() {
-    check("mobilenetv3_large_100", &Overrides::default(), &[1]);
+fn full_size_mobilenet_plans_match_eager() {
+    // 224 pixels: NCHW down to 56 x 56, channels-last from 28 x 28 (the switch inside a
+    // strided block's projection), at batch 1 and 2.
+    check("mobilenetv3_large_100", &Overrides::default(), &[1, 2]);
+    check("mobilenetv2_100", &Overrides::default(), &[1, 2]);
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! The fused expansion + depthwise step of the inverted residual blocks (`plan/fused.rs`):
 //! at sizes where the plan fuses (an expanded tensor larger than twice the L2), the fused plan
-//! must equal the unfused one bit for bit (`Model::plan_reference` emits every step unfused),
+//! must equal the unfused one bit for bit (`Model::plan_reference` emits every step unfused;
+//! both with every map NCHW),
 //! match the eager forward within 1e-5, and give the same bits on pools of 1 to 3 threads.
 
 use tessera::core::{no_grad, Tensor};
+use tessera::models::plan::PlanOptions;
 use tessera::models::{create, Overrides};
 
 fn run_in_pool(threads: usize, f: impl FnOnce() -> Vec<f32> + Send) -> Vec<f32> {
@@ -25,7 +27,11 @@ fn check(arch: &str, img: usize, batch: usize) {
     let shape = [batch, c, h, w];
     let x = Tensor::randn(&shape, 9);
     let xv = x.to_vec();
-    let mut fused = m.plan(shape).unwrap();
+    // NCHW throughout, as the reference plan (channels-last maps are summed in other orders).
+    let nchw = PlanOptions {
+        channels_last: false,
+    };
+    let mut fused = m.plan_with(shape, &nchw).unwrap();
     let n_fused = fused
         .step_counts()
         .iter()
@@ -64,7 +70,7 @@ fn check(arch: &str, img: usize, batch: usize) {
         "{arch}: plan vs eager {diff:e} of {scale:e}"
     );
     for threads in [1, 2, 3] {
-        let mut p = m.plan(shape).unwrap();
+        let mut p = m.plan_with(shape, &nchw).unwrap();
         let yt = run_in_pool(threads, || p.run(&xv).unwrap().to_vec());
         assert!(
             yt.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()),

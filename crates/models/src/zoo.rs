@@ -11,7 +11,7 @@
 use crate::archs;
 use crate::error::{ModelError, Result};
 use crate::module::{Mode, Module};
-use crate::plan::Plan;
+use crate::plan::{Plan, PlanOptions};
 use std::path::Path;
 use tessera_core::Tensor;
 
@@ -61,6 +61,13 @@ pub trait Model: Module {
     /// weights as they are now; rebuild it after changing them. Models without a planner
     /// (test doubles) return an error.
     fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+        self.plan_with(input, &PlanOptions::default())
+    }
+
+    /// [`Model::plan`] with explicit [`PlanOptions`] (architectures ignore the options that
+    /// do not apply to them).
+    fn plan_with(&self, input: [usize; 4], options: &PlanOptions) -> Result<Plan> {
+        let _ = options;
         Err(ModelError::config(format!(
             "{}: no inference plan for this model (input {input:?})",
             self.arch()
@@ -69,8 +76,10 @@ pub trait Model: Module {
 
     /// [`Model::plan`] with a float64 reference of every step on the unfolded parameters (batch
     /// norm after the convolution, not folded into it), for [`Plan::accuracy`]: the per-step
-    /// error of the float32 plan (`tessera accuracy`). The plan runs as fast as the normal
-    /// one; the reference holds every parameter again in f64.
+    /// error of the float32 plan (`tessera accuracy`). The plan keeps every feature map NCHW
+    /// and fuses nothing the reference could not follow step by step (the plan of
+    /// `PlanOptions { channels_last: false }`, without the fused expansion + depthwise steps);
+    /// the reference holds every parameter again in f64.
     fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
         Err(ModelError::config(format!(
             "{}: no inference plan for this model (input {input:?})",

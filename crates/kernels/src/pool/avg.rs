@@ -35,6 +35,60 @@ pub(crate) fn lane_sum(v: &[f32]) -> f64 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
+/// `out[b * c + ch] = mean_p x[(b * hw + p) * c + ch]` of channels-last maps `[n, hw, c]`,
+/// summed in f64 pixel by pixel (the squeeze of a channels-last map; `out` holds `n * c`).
+pub(crate) fn channel_means_nhwc(n: usize, hw: usize, c: usize, x: &[f32], out: &mut [f64]) {
+    for (img, o) in x.chunks_exact(hw * c).zip(out.chunks_exact_mut(c)).take(n) {
+        o.iter_mut().for_each(|v| *v = 0.0);
+        for px in img.chunks_exact(c) {
+            for (a, &v) in o.iter_mut().zip(px) {
+                *a += f64::from(v);
+            }
+        }
+        o.iter_mut().for_each(|v| *v /= hw as f64);
+    }
+}
+
+/// Global average pooling of channels-last maps: `x` `[n, hw, c]` -> `y` `[n, c]`, each mean
+/// summed in f64 and rounded once (the inference plan's channels-last form of
+/// [`adaptive_avg_pool2d_forward`] to 1 x 1).
+pub fn global_avg_pool_nhwc(
+    n: usize,
+    hw: usize,
+    c: usize,
+    x: &[f32],
+    y: &mut [f32],
+) -> Result<(), KernelError> {
+    let want = n.checked_mul(hw).and_then(|v| v.checked_mul(c));
+    if hw == 0 || want != Some(x.len()) || n.checked_mul(c) != Some(y.len()) {
+        return Err(KernelError::invalid(
+            "global_avg_pool_nhwc",
+            format!(
+                "[{n}, {hw}, {c}] wants x of n*hw*c and y of n*c floats (hw > 0), got {} and {}",
+                x.len(),
+                y.len()
+            ),
+        ));
+    }
+    // Channels in runs of 64 with their f64 sums on the stack (nothing allocated).
+    const RUN: usize = 64;
+    for (img, yo) in x.chunks_exact(hw * c).zip(y.chunks_exact_mut(c)) {
+        for c0 in (0..c).step_by(RUN) {
+            let k = RUN.min(c - c0);
+            let mut acc = [0.0f64; RUN];
+            for px in img.chunks_exact(c) {
+                for (a, &v) in acc.iter_mut().zip(&px[c0..c0 + k]) {
+                    *a += f64::from(v);
+                }
+            }
+            for (o, a) in yo[c0..c0 + k].iter_mut().zip(&acc) {
+                *o = (a / hw as f64) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The clipped window `(r0, r1, c0, c1)` of output `(oy, ox)` and its divisor.
 #[inline]
 fn window(

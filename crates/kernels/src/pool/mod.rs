@@ -16,12 +16,12 @@ mod max_vec;
 
 pub(crate) use max_vec::split_row;
 
-/// The f64 plane sum of the global average pool, shared with the squeeze-and-excitation gate.
-pub(crate) use avg::lane_sum;
 pub use avg::{
     adaptive_avg_pool2d_backward, adaptive_avg_pool2d_forward, avg_pool2d_backward,
-    avg_pool2d_forward,
+    avg_pool2d_forward, global_avg_pool_nhwc,
 };
+/// The f64 plane sum of the global average pool, shared with the squeeze-and-excitation gate.
+pub(crate) use avg::{channel_means_nhwc, lane_sum};
 pub use max::{
     max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_scalar, max_pool2d_forward_values,
     max_pool2d_forward_values_with, max_pool2d_forward_with,

@@ -169,7 +169,20 @@ pub fn excite_gate(
     w: &ExciteWeights<'_>,
     s: &mut [f32],
 ) -> Result<(), KernelError> {
-    gate_on(TABLES.current()?, n, hw, x, w, s)
+    gate_on(TABLES.current()?, n, hw, x, w, s, false)
+}
+
+/// [`excite_gate`] on channels-last maps: `x` is `[n, hw, c]` (the inference plan's layout
+/// for small planes); the squeeze sums each channel in f64 pixel by pixel, the rest is the
+/// same computation.
+pub fn excite_gate_nhwc(
+    n: usize,
+    hw: usize,
+    x: &[f32],
+    w: &ExciteWeights<'_>,
+    s: &mut [f32],
+) -> Result<(), KernelError> {
+    gate_on(TABLES.current()?, n, hw, x, w, s, true)
 }
 
 /// [`excite_gate`] on a given path (an error if the CPU lacks it).
@@ -181,7 +194,7 @@ pub fn excite_gate_with(
     w: &ExciteWeights<'_>,
     s: &mut [f32],
 ) -> Result<(), KernelError> {
-    gate_on(TABLES.get(isa)?, n, hw, x, w, s)
+    gate_on(TABLES.get(isa)?, n, hw, x, w, s, false)
 }
 
 fn gate_on(
@@ -191,6 +204,7 @@ fn gate_on(
     x: &[f32],
     w: &ExciteWeights<'_>,
     s: &mut [f32],
+    nhwc: bool,
 ) -> Result<(), KernelError> {
     w.check()?;
     let c = w.channels();
@@ -222,7 +236,9 @@ fn gate_on(
     let mean = |(p, m): (usize, &mut f64)| {
         *m = crate::pool::lane_sum(&x[p * hw..(p + 1) * hw]) / hw as f64;
     };
-    if x.len() >= PAR_SQUEEZE && rayon::current_num_threads() > 1 {
+    if nhwc {
+        crate::pool::channel_means_nhwc(n, hw, c, x, pooled);
+    } else if x.len() >= PAR_SQUEEZE && rayon::current_num_threads() > 1 {
         // Runs of planes of about 8 Ki floats per task.
         let per = ((1 << 13) / hw.max(1)).max(1);
         crate::parallel::for_each_chunk_mut(pooled, per, |i, ms| {

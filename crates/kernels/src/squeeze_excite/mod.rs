@@ -11,5 +11,7 @@
 pub mod gate;
 pub mod join;
 
-pub use gate::{excite_gate, excite_gate_reference, excite_gate_with, ExciteWeights};
+pub use gate::{
+    excite_gate, excite_gate_nhwc, excite_gate_reference, excite_gate_with, ExciteWeights,
+};
 pub use join::{scale_join, scale_join_reference, scale_join_with};

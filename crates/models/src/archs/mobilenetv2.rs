@@ -25,7 +25,7 @@ use crate::error::{ModelError, Result};
 use crate::layers::{Activation, BatchNorm2d, ConvBnAct, Linear};
 use crate::module::{in_child, Module};
 use crate::module_children;
-use crate::plan::{plan_trunk, Plan, PlanBuilder};
+use crate::plan::{plan_trunk, Plan, PlanBuilder, PlanOptions, CHANNELS_LAST_HW};
 use crate::zoo::{Model, Overrides};
 use tessera_core::{Rng, Tensor};
 
@@ -201,12 +201,12 @@ impl Model for MobileNetV2 {
         Ok(h)
     }
 
-    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
-        self.build_plan(input, false)
+    fn plan_with(&self, input: [usize; 4], options: &PlanOptions) -> Result<Plan> {
+        self.build_plan(input, false, options)
     }
 
     fn plan_reference(&self, input: [usize; 4]) -> Result<Plan> {
-        self.build_plan(input, true)
+        self.build_plan(input, true, &PlanOptions::default())
     }
 }
 
@@ -220,12 +220,15 @@ impl Module for MobileNetV2 {
 
 impl MobileNetV2 {
     /// The inference plan for `input` (with its float64 reference when `reference`).
-    fn build_plan(&self, input: [usize; 4], reference: bool) -> Result<Plan> {
+    fn build_plan(&self, input: [usize; 4], reference: bool, o: &PlanOptions) -> Result<Plan> {
         let (mut b, x) = if reference {
             PlanBuilder::new_reference(input)?
         } else {
             PlanBuilder::new(input)?
         };
+        if o.channels_last {
+            b.channels_last_up_to(CHANNELS_LAST_HW);
+        }
         let h = plan_trunk(&mut b, x, &self.trunk)?;
         let h = b.conv_bn_act(&h, &self.head)?;
         let p = b.global_pool(&h)?;

@@ -43,7 +43,7 @@ use crate::layers::Activation;
 use crate::layers::{BatchNorm2d, ConvBnAct, Linear};
 use crate::module::{in_child, Module, Numbered};
 use crate::module_children;
-use crate::plan::{plan_bottleneck, Plan, PlanBuilder};
+use crate::plan::{plan_bottleneck, Plan, PlanBuilder, PlanOptions};
 use crate::zoo::{Model, Overrides};
 use tessera_core::ops::conv::Conv2dParams;
 use tessera_core::ops::pool::Pool2dParams;
@@ -350,7 +350,7 @@ impl Model for ResNet {
         }
     }
 
-    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+    fn plan_with(&self, input: [usize; 4], _options: &PlanOptions) -> Result<Plan> {
         self.build_plan(input, false)
     }
 

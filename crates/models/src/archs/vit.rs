@@ -57,7 +57,7 @@ use crate::init;
 use crate::layers::{Activation, LayerNorm, Linear};
 use crate::module::{child, in_child, Mode, Module, TensorKind};
 use crate::module_children;
-use crate::plan::{plan_vit, Plan};
+use crate::plan::{plan_vit, Plan, PlanOptions};
 use crate::zoo::{Model, Overrides};
 use std::sync::Mutex;
 use tessera_core::{Rng, Tensor};
@@ -472,7 +472,7 @@ impl Model for VisionTransformer {
         Ok(y)
     }
 
-    fn plan(&self, input: [usize; 4]) -> Result<Plan> {
+    fn plan_with(&self, input: [usize; 4], _options: &PlanOptions) -> Result<Plan> {
         plan_vit(self, input, false)
     }
 

@@ -17,7 +17,8 @@ use tessera_core::kernels::{Activation, KernelError};
 /// (measured from 64 channels up).
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 
-/// An NCHW feature map living in a plan buffer.
+/// A feature map living in a plan buffer: NCHW, or channels-last (`[n, h, w, c]`) where the
+/// builder's channels-last rule put it ([`PlanBuilder::channels_last_up_to`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Feat {
     /// The arena buffer holding it.
@@ -30,6 +31,8 @@ pub struct Feat {
     pub h: usize,
     /// Width.
     pub w: usize,
+    /// Channels-last: element `(b, ch, y, x)` at `((b * h + y) * w + x) * c + ch`.
+    pub nhwc: bool,
 }
 
 /// Collects the steps and buffers of a plan.
@@ -40,6 +43,9 @@ pub struct PlanBuilder {
     input_shape: [usize; 4],
     /// The float64 reference of every step, in reference mode only.
     reference: Option<Vec<RefStep>>,
+    /// Feature maps of at most this many pixels produced by 1x1 convolutions are stored
+    /// channels-last, and so is everything computed from them (0: all NCHW).
+    channels_last_hw: usize,
 }
 
 /// A dense 1x1 convolution with stride 1 and no padding: a GEMM over the pixels.
@@ -75,6 +81,7 @@ impl PlanBuilder {
             input,
             input_shape: shape,
             reference: None,
+            channels_last_hw: 0,
         };
         Ok((
             b,
@@ -84,8 +91,25 @@ impl PlanBuilder {
                 c,
                 h,
                 w,
+                nhwc: false,
             },
         ))
+    }
+
+    /// Whether a 1x1 convolution writing `hw` pixels writes them channels-last.
+    pub(super) fn channels_last_at(&self, hw: usize) -> bool {
+        self.channels_last_hw > 0 && hw <= self.channels_last_hw
+    }
+
+    /// From here on, 1x1 convolutions whose output has at most `max_hw` pixels write it
+    /// channels-last, and the depthwise convolutions, squeeze-excitations, residual joins and
+    /// global pooling that follow run on that layout (`depthwise::nhwc`; the GEMMs then
+    /// compute `Y^T = X^T W^T`, pixels along the tile's rows). Ignored in a reference build,
+    /// whose float64 reference follows NCHW buffers.
+    pub fn channels_last_up_to(&mut self, max_hw: usize) {
+        if self.reference.is_none() {
+            self.channels_last_hw = max_hw;
+        }
     }
 
     /// [`PlanBuilder::new`] in reference mode: every step also records its float64 reference
@@ -188,13 +212,30 @@ impl PlanBuilder {
                 "plan: a residual join takes no channel scale".to_string(),
             ));
         }
+        // Layout of the output: a 1x1 convolution's by the channels-last rule (or its
+        // residual's); a depthwise one keeps its input's; others need NCHW.
+        let nhwc = match &into {
+            Some(r) => r.nhwc,
+            None if pointwise => x.nhwc || self.channels_last_at(oh * ow),
+            None => x.nhwc,
+        };
+        if x.nhwc && !nhwc {
+            return Err(ModelError::config(format!(
+                "plan: {s} from a channels-last map into an NCHW one (unsupported)"
+            )));
+        }
+        if x.nhwc && !pointwise && !s.is_depthwise() {
+            return Err(ModelError::config(format!(
+                "plan: {s} on a channels-last map (only 1x1 and depthwise convolutions run there)"
+            )));
+        }
         let y = match into {
             Some(r) => r.buf,
             None => self.buffer(&[x.n, s.c_out, oh, ow])?,
         };
         let step = if pointwise {
             let wv = MatRef::row_major(&w, s.c_out, s.c_in);
-            let transposed = x.n == 1 && as_transpose(s.c_out, s.c_in, x.h * x.w)?;
+            let transposed = nhwc || (x.n == 1 && as_transpose(s.c_out, s.c_in, x.h * x.w)?);
             let wm = if transposed {
                 PackedMatrix::pack_b(wv.t(), None)
             } else {
@@ -204,6 +245,8 @@ impl PlanBuilder {
             Step::Pointwise {
                 w: wm,
                 transposed,
+                x_nhwc: x.nhwc,
+                y_nhwc: nhwc,
                 scale,
                 bias,
                 act,
@@ -220,11 +263,17 @@ impl PlanBuilder {
                     "plan: a depthwise convolution takes no channel scale ({s})"
                 )));
             }
+            let w = if nhwc {
+                tessera_core::kernels::conv::depthwise::nhwc::pack_weights(&s, &w).map_err(kerr)?
+            } else {
+                w
+            };
             Step::Depthwise {
                 s,
                 w,
                 bias,
                 act,
+                nhwc,
                 x: x.buf,
                 y,
             }
@@ -281,6 +330,7 @@ impl PlanBuilder {
             c: s.c_out,
             h: oh,
             w: ow,
+            nhwc,
         })
     }
 
@@ -335,6 +385,11 @@ impl PlanBuilder {
                 .as_ref()
                 .map_or_else(|| vec![0.0; n], |b| b.data().into_owned())
         };
+        if x.nhwc && residual.is_some() {
+            return Err(ModelError::config(
+                "plan: squeeze-excite with a residual join on a channels-last map (unsupported)",
+            ));
+        }
         let scale = self.buffer(&[x.n, c])?;
         let out = residual.as_ref().map_or(*x, |r| r.0);
         let reference = || RefStep {
@@ -367,6 +422,7 @@ impl PlanBuilder {
             gate,
             scale,
             residual: residual.map(|(r, a)| (r.buf, a)),
+            nhwc: x.nhwc,
         };
         self.push(step, reference);
         Ok(out)
@@ -391,19 +447,27 @@ impl PlanBuilder {
             c: x.c,
             h: x.h,
             w: x.w,
+            nhwc: x.nhwc,
         };
         self.push(step, reference);
+        // `[n, c, 1, 1]`: the same bytes in either layout.
         Ok(Feat {
             buf: y,
             n: x.n,
             c: x.c,
             h: 1,
             w: 1,
+            nhwc: false,
         })
     }
 
     /// Max pooling with a square window.
     pub fn max_pool(&mut self, x: &Feat, k: usize, stride: usize, pad: usize) -> Result<Feat> {
+        if x.nhwc {
+            return Err(ModelError::config(
+                "plan: max pooling on a channels-last map (unsupported)",
+            ));
+        }
         let out = |i: usize| (i + 2 * pad).checked_sub(k).map(|v| v / stride + 1);
         let (oh, ow) = match (out(x.h), out(x.w)) {
             (Some(a), Some(b)) if stride > 0 && 2 * pad <= k => (a, b),
@@ -449,6 +513,7 @@ impl PlanBuilder {
             c: x.c,
             h: oh,
             w: ow,
+            nhwc: false,
         })
     }
 

@@ -14,6 +14,13 @@ use tessera_core::kernels::gemm::{MatRef, PackedMatrix};
 use tessera_core::kernels::host::Host;
 use tessera_core::kernels::{Activation, KernelError};
 
+/// Feature maps of at most this many pixels (28 x 28) are stored channels-last in the
+/// MobileNet plans ([`PlanBuilder::channels_last_up_to`]). Measured on the Zen 4 host (one
+/// thread, MobileNetV2): 7.61 ms all NCHW, 7.30 ms from 14 x 14, 7.21 ms from 28 x 28, 7.73
+/// ms from 56 x 56 (there the width-vectorised NCHW depthwise kernel and the GEMMs' NCHW
+/// form win); see `docs/kernels/depthwise.md`.
+pub(crate) const CHANNELS_LAST_HW: usize = 28 * 28;
+
 /// The EfficientNet-family squeeze-excite, in place on `h`.
 fn se_in_place(b: &mut PlanBuilder, h: &Feat, se: &SqueezeExcite) -> Result<Feat> {
     b.squeeze_excite(h, &se.conv_reduce, se.act, &se.conv_expand, se.gate, None)
@@ -41,6 +48,8 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
     let (hw, ce, ci) = (x.h * x.w, sp.c_out, sp.c_in);
     let l2 = Host::get().caches.l2.size;
     let fuse = !b.has_reference()
+        && !x.nhwc
+        && !b.channels_last_at(hw)
         && is_pointwise(&sp)
         && sd.is_depthwise()
         && ce.saturating_mul(hw).saturating_mul(4) > 2 * l2;
@@ -93,6 +102,7 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
         c: ce,
         h: sd.out_h(),
         w: sd.out_w(),
+        nhwc: false,
     })
 }
 

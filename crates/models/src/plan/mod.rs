@@ -16,6 +16,12 @@
 //! - ViT's `qkv` written by its GEMM in the `[n, L, 3D]` layout the fused attention kernel
 //!   reads, the heads written merged into the `[n, L, D]` the projection reads: no copies
 //!   between the three;
+//! - the small feature maps of the MobileNet trunks (28 x 28 and below) channels-last
+//!   (`[n, h, w, c]`, [`PlanOptions::channels_last`]): their depthwise convolutions run
+//!   vectorised across channels with no layout change (`depthwise::nhwc`), their 1x1
+//!   convolutions as `Y^T = X^T W^T` with the pixels along the GEMM tile's rows; the first
+//!   such 1x1 convolution reads NCHW and writes channels-last, the global pool reads
+//!   channels-last;
 //! - every intermediate placed in one arena by liveness analysis ([`arena`]).
 //!
 //! At build time each GEMM step is timed with one task and with the whole pool
@@ -38,8 +44,26 @@ pub(crate) mod steps;
 mod vit;
 
 pub use accuracy::{Accuracy, StepError};
+
+/// Choices a plan is built with ([`crate::Model::plan_with`]); the default is what
+/// [`crate::Model::plan`] builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Store the small feature maps of convolutional trunks channels-last (default on; the
+    /// MobileNets use it, other architectures ignore it). Off, every map stays NCHW, as in
+    /// [`crate::Model::plan_reference`].
+    pub channels_last: bool,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            channels_last: true,
+        }
+    }
+}
 pub use builder::{Feat, PlanBuilder};
-pub(crate) use cnn::{plan_bottleneck, plan_trunk};
+pub(crate) use cnn::{plan_bottleneck, plan_trunk, CHANNELS_LAST_HW};
 pub(crate) use vit::plan_vit;
 
 use crate::error::{ModelError, Result};

@@ -9,6 +9,7 @@
 use super::arena::Buf;
 use crate::error::{ModelError, Result};
 use tessera_core::kernels::attention::{attention_forward, AttentionShape};
+use tessera_core::kernels::conv::depthwise::nhwc::forward as depthwise_nhwc;
 use tessera_core::kernels::conv::PackedConvWeight;
 use tessera_core::kernels::conv::{conv2d_forward, conv2d_forward_packed, Conv2dShape};
 use tessera_core::kernels::gemm::{
@@ -17,9 +18,11 @@ use tessera_core::kernels::gemm::{
 use tessera_core::kernels::norm::layer_norm_forward;
 use tessera_core::kernels::parallel::for_each_chunk_mut;
 use tessera_core::kernels::pool::{
-    adaptive_avg_pool2d_forward, max_pool2d_forward_values, Pool2dShape,
+    adaptive_avg_pool2d_forward, global_avg_pool_nhwc, max_pool2d_forward_values, Pool2dShape,
 };
-use tessera_core::kernels::squeeze_excite::{excite_gate, scale_join, ExciteWeights};
+use tessera_core::kernels::squeeze_excite::{
+    excite_gate, excite_gate_nhwc, scale_join, ExciteWeights,
+};
 use tessera_core::kernels::{Activation, KernelError};
 
 /// Floats per task of the squeeze-and-excitation scale pass (whole planes, at least one).
@@ -37,12 +40,14 @@ pub enum Step {
         x: Buf,
         y: Buf,
     },
-    /// A depthwise convolution with its bias and activation fused.
+    /// A depthwise convolution with its bias and activation fused; with `nhwc`, on
+    /// channels-last maps with `w` packed `[kh * kw][c]` (`depthwise::nhwc`).
     Depthwise {
         s: Conv2dShape,
         w: Vec<f32>,
         bias: Vec<f32>,
         act: Activation,
+        nhwc: bool,
         x: Buf,
         y: Buf,
     },
@@ -55,8 +60,13 @@ pub enum Step {
         /// Computed as `Y^T[hw, c_out] = X^T[hw, c_in] W^T` (single image only), storing `Y`
         /// through the kernel's transposed store: for small planes, whose pixels then run
         /// along the kernel's rows (49 of a 7 x 7 plane: 52 computed rows instead of 64
-        /// computed columns). The same operations per element, so the same bits.
+        /// computed columns). The same operations per element, so the same bits. Always
+        /// with a channels-last input or output.
         transposed: bool,
+        /// `X` is channels-last (`X^T [n hw, c_in]` row-major; needs `transposed`).
+        x_nhwc: bool,
+        /// `Y` is channels-last (`Y^T [n hw, c_out]` row-major; needs `transposed`).
+        y_nhwc: bool,
         scale: Option<Vec<f32>>,
         bias: Vec<f32>,
         act: Activation,
@@ -107,8 +117,10 @@ pub enum Step {
         gate: Activation,
         scale: Buf,
         residual: Option<(Buf, Activation)>,
+        /// `x` is channels-last (`[n, hw, c]`; no residual then).
+        nhwc: bool,
     },
-    /// Global average pooling `[n, c, h, w] -> [n, c]`.
+    /// Global average pooling `[n, c, h, w] -> [n, c]` (from `[n, h, w, c]` with `nhwc`).
     GlobalPool {
         x: Buf,
         y: Buf,
@@ -116,6 +128,7 @@ pub enum Step {
         c: usize,
         h: usize,
         w: usize,
+        nhwc: bool,
     },
     /// Max pooling (ResNet's stem: 3x3, stride 2, padding 1).
     MaxPool {
@@ -323,7 +336,12 @@ impl Step {
                     ""
                 }
             ),
-            Step::Depthwise { s, act, .. } => format!("{} {}", conv(s), act.name()),
+            Step::Depthwise { s, act, nhwc, .. } => format!(
+                "{} {}{}",
+                conv(s),
+                act.name(),
+                if *nhwc { " (nhwc)" } else { "" }
+            ),
             Step::ExpandDepthwise { f, .. } => format!(
                 "{}->{} 1x1 {} + {}x{}/{} {} @{}x{}",
                 f.c_in(),
@@ -339,6 +357,8 @@ impl Step {
             Step::Pointwise {
                 w,
                 transposed,
+                x_nhwc,
+                y_nhwc,
                 act,
                 n,
                 hw,
@@ -346,6 +366,12 @@ impl Step {
                 ..
             } => {
                 let (ci, co) = pointwise_dims(w, *transposed);
+                let layout = match (x_nhwc, y_nhwc) {
+                    (true, true) => " (nhwc)",
+                    (false, true) => " (nchw -> nhwc)",
+                    _ if *transposed => " (as C^T)",
+                    _ => "",
+                };
                 format!(
                     "gemm {}x{}x{} {}{}{}",
                     co,
@@ -353,7 +379,7 @@ impl Step {
                     ci,
                     act.name(),
                     if *accumulate { " +=" } else { "" },
-                    if *transposed { " (as C^T)" } else { "" }
+                    layout
                 )
             }
             Step::Linear {
@@ -432,11 +458,17 @@ impl Step {
                 w,
                 bias,
                 act,
+                nhwc,
                 x,
                 y,
             } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
-                conv2d_forward(s, io.get(offs, *x)?, w, Some(bias), *act, out).map_err(kerr)
+                let xs = io.get(offs, *x)?;
+                if *nhwc {
+                    depthwise_nhwc(s, xs, w, Some(bias), *act, out).map_err(kerr)
+                } else {
+                    conv2d_forward(s, xs, w, Some(bias), *act, out).map_err(kerr)
+                }
             }
             Step::ExpandDepthwise { f, x, y } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
@@ -445,6 +477,8 @@ impl Step {
             Step::Pointwise {
                 w,
                 transposed,
+                x_nhwc,
+                y_nhwc,
                 scale,
                 bias,
                 act,
@@ -458,37 +492,58 @@ impl Step {
                 let (io, [out]) = carve(arena, offs, [*y])?;
                 let xs = io.get(offs, *x)?;
                 let (ci, co) = pointwise_dims(w, *transposed);
+                let (n, hw) = (*n, *hw);
                 let beta = if *accumulate { 1.0 } else { 0.0 };
-                // The output channels are C's rows, or its columns in the transposed form.
-                let (bias, scale, a, b, c) = if *transposed {
-                    // X^T [hw, ci] and Y^T [hw, co]: the planes as columns (one image).
-                    (
-                        Bias::PerCol(bias),
-                        scale.as_deref().map(Scale::PerCol),
-                        Operand::View(MatRef::new(xs, *hw, ci, 1, *hw)),
-                        Operand::Packed(w),
-                        MatMut::new(out, *hw, co, 1, *hw),
-                    )
-                } else {
-                    let mut b = MatRef::new(xs, ci, n * hw, *hw, 1);
-                    let mut c = MatMut::new(out, co, n * hw, *hw, 1);
-                    if *n > 1 {
-                        b = b.with_segments(Segments::cols(*hw, ci * hw));
-                        c = c.with_segments(Segments::cols(*hw, co * hw));
+                let cfg = cfg(*threads);
+                if !*transposed {
+                    let mut b = MatRef::new(xs, ci, n * hw, hw, 1);
+                    let mut c = MatMut::new(out, co, n * hw, hw, 1);
+                    if n > 1 {
+                        b = b.with_segments(Segments::cols(hw, ci * hw));
+                        c = c.with_segments(Segments::cols(hw, co * hw));
                     }
-                    (
-                        Bias::PerRow(bias),
-                        scale.as_deref().map(Scale::PerRow),
-                        Operand::Packed(w),
-                        Operand::View(b),
-                        c,
-                    )
-                };
-                let mut e = Epilogue::new(bias, *act);
-                if let Some(s) = scale {
-                    e = e.with_scale(s);
+                    let mut e = Epilogue::new(Bias::PerRow(bias), *act);
+                    if let Some(s) = scale {
+                        e = e.with_scale(Scale::PerRow(s));
+                    }
+                    let (a, b) = (Operand::Packed(w), Operand::View(b));
+                    return gemm_ex(1.0, a, b, beta, c, e, &cfg).map_err(kerr);
                 }
-                gemm_ex(1.0, a, b, beta, c, e, &cfg(*threads)).map_err(kerr)
+                // Y^T [hw, co] = X^T [hw, ci] W^T: the output channels are C's columns.
+                let epilogue = || {
+                    let e = Epilogue::new(Bias::PerCol(bias), *act);
+                    match scale {
+                        Some(s) => e.with_scale(Scale::PerCol(s)),
+                        None => e,
+                    }
+                };
+                match (*x_nhwc, *y_nhwc) {
+                    (true, true) => {
+                        // Channels-last both ways: one GEMM over the pixels of every image.
+                        let a = Operand::View(MatRef::row_major(xs, n * hw, ci));
+                        let c = MatMut::row_major(out, n * hw, co);
+                        gemm_ex(1.0, a, Operand::Packed(w), beta, c, epilogue(), &cfg).map_err(kerr)
+                    }
+                    (false, y_nhwc) => {
+                        // NCHW planes as X^T's columns, image by image.
+                        for b in 0..n {
+                            let xb = &xs[b * ci * hw..(b + 1) * ci * hw];
+                            let ob = &mut out[b * co * hw..(b + 1) * co * hw];
+                            let a = Operand::View(MatRef::new(xb, hw, ci, 1, hw));
+                            let c = if y_nhwc {
+                                MatMut::row_major(ob, hw, co)
+                            } else {
+                                MatMut::new(ob, hw, co, 1, hw)
+                            };
+                            gemm_ex(1.0, a, Operand::Packed(w), beta, c, epilogue(), &cfg)
+                                .map_err(kerr)?;
+                        }
+                        Ok(())
+                    }
+                    (true, false) => Err(ModelError::config(
+                        "plan: a channels-last 1x1 convolution into an NCHW map (planning error)",
+                    )),
+                }
             }
             Step::Linear {
                 w,
@@ -537,6 +592,7 @@ impl Step {
                 gate,
                 scale,
                 residual,
+                nhwc,
             } => {
                 let w = ExciteWeights {
                     w1: fc1,
@@ -548,10 +604,31 @@ impl Step {
                 };
                 {
                     let (io, [s]) = carve(arena, offs, [*scale])?;
-                    excite_gate(*n, *hw, io.get(offs, *x)?, &w, s).map_err(kerr)?;
+                    let xs = io.get(offs, *x)?;
+                    if *nhwc {
+                        excite_gate_nhwc(*n, *hw, xs, &w, s).map_err(kerr)?;
+                    } else {
+                        excite_gate(*n, *hw, xs, &w, s).map_err(kerr)?;
+                    }
                 }
                 let planes = *n * *c;
                 match residual {
+                    None if *nhwc => {
+                        // `x[b, p, :] *= s[b, :]`, in runs of whole pixels.
+                        let (io, [xs]) = carve(arena, offs, [*x])?;
+                        let s = io.get(offs, *scale)?;
+                        let c = *c;
+                        let per = (SE_TASK_FLOATS / c).max(1);
+                        let img = *hw;
+                        for_each_chunk_mut(xs, per * c, |i, xc| {
+                            for (k, px) in xc.chunks_exact_mut(c).enumerate() {
+                                let b = (i * per + k) / img;
+                                let g = &s[b * c..(b + 1) * c];
+                                px.iter_mut().zip(g).for_each(|(v, g)| *v *= g);
+                            }
+                        });
+                        Ok(())
+                    }
                     None => {
                         // `x *= s`: one rounding per element already. In parallel over runs
                         // of whole planes (element-wise: the same bits for any thread count).
@@ -572,10 +649,22 @@ impl Step {
                     }
                 }
             }
-            Step::GlobalPool { x, y, n, c, h, w } => {
+            Step::GlobalPool {
+                x,
+                y,
+                n,
+                c,
+                h,
+                w,
+                nhwc,
+            } => {
                 let (io, [out]) = carve(arena, offs, [*y])?;
-                adaptive_avg_pool2d_forward(*n, *c, *h, *w, 1, 1, io.get(offs, *x)?, out)
-                    .map_err(kerr)
+                let xs = io.get(offs, *x)?;
+                if *nhwc {
+                    global_avg_pool_nhwc(*n, h * w, *c, xs, out).map_err(kerr)
+                } else {
+                    adaptive_avg_pool2d_forward(*n, *c, *h, *w, 1, 1, xs, out).map_err(kerr)
+                }
             }
             Step::MaxPool {
                 x,
