@@ -192,6 +192,7 @@ impl PlanBuilder {
         act: Activation,
         into: Option<Feat>,
         l: &ConvBnAct,
+        channels_last: bool,
     ) -> Result<Feat> {
         let (oh, ow) = (s.out_h(), s.out_w());
         // The folded f32 weights the step runs, for the reference's fold columns (none when
@@ -216,7 +217,11 @@ impl PlanBuilder {
         // residual's); a depthwise one keeps its input's; others need NCHW.
         let nhwc = match &into {
             Some(r) => r.nhwc,
-            None if pointwise => x.nhwc || self.channels_last_at(oh * ow),
+            None if pointwise => {
+                x.nhwc
+                    || self.channels_last_at(oh * ow)
+                    || (channels_last && self.channels_last_hw > 0)
+            }
             None => x.nhwc,
         };
         if x.nhwc && !nhwc {
@@ -338,14 +343,28 @@ impl PlanBuilder {
     /// weights and applies the batch norm as a per-channel scale and shift in the GEMM
     /// epilogue ([`ConvBnAct::scale_shift`]); a depthwise one has it folded into its weights.
     pub fn conv_bn_act(&mut self, x: &Feat, l: &ConvBnAct) -> Result<Feat> {
+        self.conv_bn_act_as(x, l, false)
+    }
+
+    /// [`PlanBuilder::conv_bn_act`]; with `channels_last`, a 1x1 convolution writes its output
+    /// channels-last whatever its size, when the builder uses channels-last maps at all
+    /// ([`PlanBuilder::channels_last_up_to`]): for an expansion whose depthwise convolution
+    /// shrinks the map into the channels-last range.
+    pub(super) fn conv_bn_act_as(
+        &mut self,
+        x: &Feat,
+        l: &ConvBnAct,
+        channels_last: bool,
+    ) -> Result<Feat> {
         let s = Self::conv_shape(x, &l.conv)?;
         if s.is_depthwise() {
             let (w, b) = l.folded_weights();
-            return self.conv_folded(x, s, w, None, b, l.kernel_act(), None, l);
+            return self.conv_folded(x, s, w, None, b, l.kernel_act(), None, l, false);
         }
         let (scale, shift) = l.scale_shift()?;
         let w = l.conv.weight.data().to_vec();
-        self.conv_folded(x, s, w, Some(scale), shift, l.kernel_act(), None, l)
+        let act = l.kernel_act();
+        self.conv_folded(x, s, w, Some(scale), shift, act, None, l, channels_last)
     }
 
     /// `act(conv_bn(x) + into)`: the residual join fused into the (1x1) convolution's GEMM;
@@ -359,7 +378,7 @@ impl PlanBuilder {
     ) -> Result<Feat> {
         let s = Self::conv_shape(x, &l.conv)?;
         let (w, b) = l.folded_weights();
-        self.conv_folded(x, s, w, None, b, act, Some(into), l)
+        self.conv_folded(x, s, w, None, b, act, Some(into), l, false)
     }
 
     /// Squeeze-and-excitation on `x` in place (`fc1`, `fc2`: 1x1 convolutions with bias);

@@ -54,7 +54,10 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
         && sd.is_depthwise()
         && ce.saturating_mul(hw).saturating_mul(4) > 2 * l2;
     if !fuse {
-        let h = b.conv_bn_act(x, pw)?;
+        // An expansion whose depthwise convolution lands in the channels-last range writes
+        // channels-last, so that the (strided) depthwise step runs there too.
+        let cl = sd.is_depthwise() && b.channels_last_at(sd.out_h() * sd.out_w());
+        let h = b.conv_bn_act_as(x, pw, cl)?;
         return b.conv_bn_act(&h, dw);
     }
     let kerr = |e: KernelError| ModelError::config(format!("plan: {e}"));

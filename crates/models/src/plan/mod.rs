@@ -19,9 +19,9 @@
 //! - the small feature maps of the MobileNet trunks (28 x 28 and below) channels-last
 //!   (`[n, h, w, c]`, [`PlanOptions::channels_last`]): their depthwise convolutions run
 //!   vectorised across channels with no layout change (`depthwise::nhwc`), their 1x1
-//!   convolutions as `Y^T = X^T W^T` with the pixels along the GEMM tile's rows; the first
-//!   such 1x1 convolution reads NCHW and writes channels-last, the global pool reads
-//!   channels-last;
+//!   convolutions as `Y^T = X^T W^T` with the pixels along the GEMM tile's rows; the switch
+//!   is the expansion of the first block whose depthwise convolution lands there (it reads
+//!   NCHW and writes channels-last), the global pool reads channels-last;
 //! - every intermediate placed in one arena by liveness analysis ([`arena`]).
 //!
 //! At build time each GEMM step is timed with one task and with the whole pool
