@@ -49,14 +49,20 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
     let l2 = Host::get().caches.l2.size;
     let fuse = !b.has_reference()
         && !x.nhwc
-        && !b.channels_last_at(hw)
+        && !b.channels_last_at(hw, ce)
         && is_pointwise(&sp)
         && sd.is_depthwise()
         && ce.saturating_mul(hw).saturating_mul(4) > 2 * l2;
     if !fuse {
-        // An expansion whose depthwise convolution lands in the channels-last range writes
-        // channels-last, so that the (strided) depthwise step runs there too.
-        let cl = sd.is_depthwise() && b.channels_last_at(sd.out_h() * sd.out_w());
+        // An expansion whose strided 3x3 depthwise convolution lands in the channels-last
+        // range writes channels-last, so that the depthwise step runs there too: on the Zen 4
+        // host 144 x 56^2 3x3 stride 2 takes 49 us channels-last against 85 NCHW, for 3%
+        // more in the expansion's GEMM (MobileNetV2, one thread); a 5x5 stride 2 gains
+        // little (672 x 14^2: 38 against 43 us) and MobileNetV3's 72-channel one lost more in
+        // its expansion than it gained.
+        let cl = sd.is_depthwise()
+            && (sd.kh, sd.kw) == (3, 3)
+            && b.in_channels_last_range(sd.out_h() * sd.out_w());
         let h = b.conv_bn_act_as(x, pw, cl)?;
         return b.conv_bn_act(&h, dw);
     }
