@@ -14,8 +14,9 @@ use tessera_core::kernels::gemm::{MatRef, PackedMatrix};
 use tessera_core::kernels::host::Host;
 use tessera_core::kernels::{Activation, KernelError};
 
-/// Feature maps of at most this many pixels (28 x 28) are stored channels-last in the
-/// MobileNet plans ([`PlanBuilder::channels_last_up_to`]). Measured on the Zen 4 host (one
+/// Feature maps of at most this many pixels (28 x 28) may be stored channels-last in the
+/// MobileNet plans ([`PlanBuilder::channels_last_up_to`]; the rule is
+/// `PlanBuilder::channels_last_at`). Measured on the Zen 4 host (one
 /// thread, MobileNetV2): 7.61 ms all NCHW, 7.30 ms from 14 x 14, 7.21 ms from 28 x 28, 7.73
 /// ms from 56 x 56 (there the width-vectorised NCHW depthwise kernel and the GEMMs' NCHW
 /// form win); see `docs/kernels/depthwise.md`.

@@ -16,7 +16,8 @@
 //! - ViT's `qkv` written by its GEMM in the `[n, L, 3D]` layout the fused attention kernel
 //!   reads, the heads written merged into the `[n, L, D]` the projection reads: no copies
 //!   between the three;
-//! - the small feature maps of the MobileNet trunks (28 x 28 and below) channels-last
+//! - the small feature maps of the MobileNet trunks (14 x 14 and below; 28 x 28 when the
+//!   channel counts fill the GEMM kernel's column tiles) channels-last
 //!   (`[n, h, w, c]`, [`PlanOptions::channels_last`]): their depthwise convolutions run
 //!   vectorised across channels with no layout change (`depthwise::nhwc`), their 1x1
 //!   convolutions as `Y^T = X^T W^T` with the pixels along the GEMM tile's rows; the switch
