@@ -53,6 +53,10 @@ pub struct ProfileArgs {
     /// norm folded, epilogues and residual joins fused) instead of the eager forward op by op.
     #[arg(long)]
     pub plan: bool,
+    /// With `--plan`: keep every feature map NCHW (by default the MobileNets' small maps are
+    /// channels-last), to compare the two layouts step by step.
+    #[arg(long)]
+    pub nchw: bool,
 }
 
 /// What one profiled run produced.

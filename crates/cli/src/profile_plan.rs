@@ -10,7 +10,7 @@ use crate::bench::model::run_plan_with;
 use crate::overrides;
 use crate::profile::ProfileArgs;
 use tessera::core::{no_grad, Tensor};
-use tessera::models::plan::StepTime;
+use tessera::models::plan::{PlanOptions, StepTime};
 
 /// Runs `tessera profile --plan`.
 pub fn run(args: &ProfileArgs) -> Result<(), String> {
@@ -22,7 +22,12 @@ pub fn run(args: &ProfileArgs) -> Result<(), String> {
     let [c, h, w] = model.input_chw();
     let _guard = no_grad();
     let fail = |e: tessera::models::ModelError| format!("profile {}: {e}", args.arch);
-    let mut plan = model.plan([args.batch, c, h, w]).map_err(fail)?;
+    let options = PlanOptions {
+        channels_last: !args.nchw,
+    };
+    let mut plan = model
+        .plan_with([args.batch, c, h, w], &options)
+        .map_err(fail)?;
     run_plan_with(|| plan.tune_threads(9, 2.0)).map_err(fail)?;
     let x = Tensor::randn(&[args.batch, c, h, w], 1).to_vec();
     let reps = args.repeat.max(5);

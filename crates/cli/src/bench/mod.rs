@@ -56,6 +56,10 @@ pub struct BenchArgs {
     /// Models: time the eager forward (op by op) instead of the compiled inference plan.
     #[arg(long)]
     pub eager: bool,
+    /// Models: keep every feature map of the plan NCHW (by default the MobileNets' small maps
+    /// are channels-last), to compare the two layouts.
+    #[arg(long)]
+    pub nchw: bool,
     #[command(flatten)]
     pub overrides: crate::overrides::OverrideArgs,
     /// Data-parallel options (`--train` under `mpirun`).

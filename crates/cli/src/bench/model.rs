@@ -15,7 +15,7 @@ use crate::overrides;
 use crate::timing::{percentile, reps_for};
 use std::time::Instant;
 use tessera::core::{no_grad, Tensor};
-use tessera::models::plan::Plan;
+use tessera::models::plan::{Plan, PlanOptions};
 use tessera::models::zoo;
 
 /// The networks `tessera bench models` runs.
@@ -74,6 +74,7 @@ pub fn model_options_given(args: &BenchArgs) -> bool {
         || args.weights.is_some()
         || args.train
         || args.eager
+        || args.nchw
 }
 
 /// Runs `step` `iters` times (or as many as fit in `budget_s`, clamped to `min..=max`, judged
@@ -204,7 +205,10 @@ fn measure(arch: &str, args: &BenchArgs) -> Result<Measurement, String> {
     let mut plan = if args.eager {
         None
     } else {
-        let mut p = model.plan([batch, c, h, w]).map_err(fail)?;
+        let options = PlanOptions {
+            channels_last: !args.nchw,
+        };
+        let mut p = model.plan_with([batch, c, h, w], &options).map_err(fail)?;
         p.tune_threads(9, 2.0).map_err(fail)?;
         Some(p)
     };
