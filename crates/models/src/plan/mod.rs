@@ -38,6 +38,7 @@ mod accuracy;
 pub mod arena;
 mod builder;
 mod cnn;
+mod execute;
 pub mod fused;
 mod ref_ops;
 mod reference;
