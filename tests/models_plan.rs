@@ -151,3 +151,39 @@ fn a_plan_rejects_other_input_shapes() {
     let e = m.plan([1, c + 1, h, w]);
     assert!(e.is_err());
 }
+
+#[test]
+fn channels_last_is_an_option_with_the_same_result() {
+    // MobileNetV2 at 224: channels-last from the 28 x 28 maps by default, none with the
+    // option off; both within float rounding of the eager forward and of each other.
+    use tessera::models::plan::PlanOptions;
+    let m = create("mobilenetv2_100", &Overrides::default(), 3).unwrap();
+    let shape = [1, 3, 224, 224];
+    let x = Tensor::randn(&shape, 4);
+    let xv = x.to_vec();
+    let layouts = |p: &mut tessera::models::plan::Plan| {
+        let steps = p.profile_steps(&xv, 1).unwrap();
+        steps.iter().filter(|s| s.detail.contains("nhwc")).count()
+    };
+    let mut cl = m.plan(shape).unwrap();
+    let mut nchw = m
+        .plan_with(
+            shape,
+            &PlanOptions {
+                channels_last: false,
+            },
+        )
+        .unwrap();
+    assert!(
+        layouts(&mut cl) > 20,
+        "the default plan has channels-last steps"
+    );
+    assert_eq!(layouts(&mut nchw), 0, "channels_last: false keeps NCHW");
+    let a = cl.run(&xv).unwrap().to_vec();
+    let b = nchw.run(&xv).unwrap().to_vec();
+    assert!(
+        rel_err(&a, &b) <= 1e-5,
+        "layouts differ: {:e}",
+        rel_err(&a, &b)
+    );
+}
