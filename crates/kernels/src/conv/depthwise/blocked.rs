@@ -50,6 +50,8 @@ pub(crate) struct BlkGeom {
     pub taps: usize,
     /// Offset (in positions) of tap `i * kw + j` from an output's origin: `i*dh*wp + j*dw`.
     pub off: super::Offsets,
+    /// `k` for a square `k x k` filter without dilation, else 0.
+    pub square_undilated: usize,
 }
 
 impl BlkGeom {
@@ -74,6 +76,11 @@ impl BlkGeom {
             wp,
             taps: s.kh * s.kw,
             off,
+            square_undilated: if s.kh == s.kw && s.dilation == (1, 1) {
+                s.kh
+            } else {
+                0
+            },
         }
     }
 
@@ -268,6 +275,9 @@ unsafe fn row_tiles<S: Simd, A: VecAct, const T: usize, const SW: usize, const N
     let l = S::L;
     let total = g.oh * g.ow;
     let ntile = g.ow.div_ceil(N);
+    // The filter side when the column sweep applies (T = K^2, stride 1, no dilation).
+    let ks = if T == 9 { 3 } else { 5 };
+    let sweep = SW == 1 && T == ks * ks && g.square_undilated == ks;
     let mut offs = [0usize; T];
     for (o, &t) in offs.iter_mut().zip(g.off.iter()) {
         *o = t * l;
@@ -281,11 +291,33 @@ unsafe fn row_tiles<S: Simd, A: VecAct, const T: usize, const SW: usize, const N
                 let ox0 = (k * N).min(g.ow - N);
                 let src = xs.add((oy * g.sh * g.wp + ox0 * SW) * l);
                 let mut acc = [bv; 16];
-                for t in 0..T {
-                    let wv = S::load(wb.add(t * l));
-                    let s = src.add(offs[t]);
-                    for i in 0..N {
-                        acc[i] = S::fma(wv, S::load(s.add(i * SW * l)), acc[i]);
+                if sweep {
+                    // Square K x K filter, stride 1, no dilation: per filter row the K weights
+                    // in registers and each of the N + K - 1 input positions loaded once for
+                    // every accumulator it feeds (channels-last's column sweep, `nhwc.rs`).
+                    // Per output, the taps in the same (row-major) order as below.
+                    for fi in 0..ks {
+                        let mut wr = [bv; 5];
+                        for (j, w) in wr.iter_mut().enumerate().take(ks) {
+                            *w = S::load(wb.add((fi * ks + j) * l));
+                        }
+                        let row = src.add(fi * g.wp * l);
+                        for q in 0..N + ks - 1 {
+                            let v = S::load(row.add(q * l));
+                            for j in 0..ks {
+                                if q >= j && q - j < N {
+                                    acc[q - j] = S::fma(wr[j], v, acc[q - j]);
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    for t in 0..T {
+                        let wv = S::load(wb.add(t * l));
+                        let s = src.add(offs[t]);
+                        for i in 0..N {
+                            acc[i] = S::fma(wv, S::load(s.add(i * SW * l)), acc[i]);
+                        }
                     }
                 }
                 for a in acc.iter_mut().take(N) {
