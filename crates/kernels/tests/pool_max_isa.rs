@@ -117,6 +117,33 @@ fn stem_shapes_match_on_every_isa() {
 }
 
 #[test]
+fn one_by_one_windows_subsample_on_every_isa() {
+    // A 1x1 window is a strided copy (the plan's subsampling before a strided 1x1
+    // convolution); sizes above the parallel threshold, odd planes, both ceil modes.
+    for (c, h, w, stride) in [
+        (64, 56, 56, 2),
+        (5, 13, 29, 2),
+        (3, 40, 41, 3),
+        (600, 7, 7, 2),
+    ] {
+        for ceil_mode in [false, true] {
+            let s = Pool2dShape {
+                n: 2,
+                c,
+                h,
+                w,
+                kh: 1,
+                kw: 1,
+                stride: (stride, stride),
+                padding: (0, 0),
+                ceil_mode,
+            };
+            check(&s, &data(s.input_len(), c as u64));
+        }
+    }
+}
+
+#[test]
 fn backward_scatters_through_each_paths_argmax() {
     let s = Pool2dShape {
         n: 2,

@@ -197,6 +197,10 @@ pub fn max_pool2d_forward_values_with(
     s.validate().map_err(|e| rename(e, OP))?;
     check_len(OP, s, "x", x.len(), s.input_len())?;
     check_len(OP, s, "y", y.len(), s.output_len())?;
+    if (s.kh, s.kw, s.padding) == (1, 1, (0, 0)) {
+        subsample(s, x, y);
+        return Ok(());
+    }
     let f = TABLES.get(isa)?.values[slot(s)];
     let (g, hw) = (Geom::new(s), s.h * s.w);
     per_plane(y, s.out_h() * s.out_w(), s.input_len(), |p, yo| {
@@ -254,4 +258,36 @@ pub fn max_pool2d_backward(
         }
     });
     Ok(())
+}
+
+/// Input floats per parallel task of [`subsample`] (whole planes, at least one).
+const SUBSAMPLE_TASK_FLOATS: usize = 1 << 16;
+
+/// A 1x1 window without padding: the maximum of one value is that value, bits and NaN
+/// payloads included, so the pool is a strided copy (the plan subsamples a strided 1x1
+/// convolution's input with it). Runs of whole planes in parallel; every output is a copy,
+/// so any split gives the same bits. `s`, `x` and `y` are validated by the caller.
+fn subsample(s: &Pool2dShape, x: &[f32], y: &mut [f32]) {
+    let (oh, ow, (sy, sx)) = (s.out_h(), s.out_w(), s.stride);
+    let (hw, ohw) = (s.h * s.w, oh * ow);
+    if ohw == 0 {
+        return;
+    }
+    let per = (SUBSAMPLE_TASK_FLOATS / hw.max(1)).max(1);
+    let run = |i: usize, yc: &mut [f32]| {
+        for (q, yp) in yc.chunks_exact_mut(ohw).enumerate() {
+            let xp = &x[(i * per + q) * hw..][..hw];
+            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                let xr = &xp[oy * sy * s.w..];
+                for (ox, v) in yr.iter_mut().enumerate() {
+                    *v = xr[ox * sx];
+                }
+            }
+        }
+    };
+    if x.len() >= super::PAR_MIN {
+        crate::parallel::for_each_chunk_mut(y, per * ohw, run);
+    } else {
+        run(0, y);
+    }
 }

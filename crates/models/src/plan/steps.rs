@@ -223,6 +223,7 @@ impl Step {
             Step::Linear { .. } => "linear",
             Step::SqueezeExcite { .. } => "squeeze_excite",
             Step::GlobalPool { .. } => "global_pool",
+            Step::MaxPool { k: 1, .. } => "subsample",
             Step::MaxPool { .. } => "max_pool",
             Step::LayerNorm { .. } => "layer_norm",
             Step::Attention { .. } => "attention",
