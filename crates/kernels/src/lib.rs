@@ -37,6 +37,7 @@ pub mod exp;
 pub mod gemm;
 pub mod host;
 pub mod isa;
+pub mod memory;
 pub mod norm;
 pub mod parallel;
 pub mod peak;

@@ -115,7 +115,7 @@ pub(crate) fn pack_weights(w: &[f32], shape: [usize; 4], isa: Isa) -> Option<Vec
     let [c_out, c_in, kh, kw] = shape;
     let taps = kh * kw;
     let plen = taps * c_in * p;
-    let mut out = vec![0.0; c_out.div_ceil(p) * plen];
+    let mut out = crate::memory::zeroed(c_out.div_ceil(p) * plen);
     for (co, filt) in w.chunks_exact(c_in * taps).enumerate().take(c_out) {
         let panel = &mut out[(co / p) * plen..][..plen];
         for (k, &v) in filt.iter().enumerate() {

@@ -100,7 +100,7 @@ impl PackedMatrix {
             Side::B => (m.rows, m.cols, blk.nr),
         };
         let outer_pad = outer.div_ceil(tile) * tile;
-        data.resize(k * outer_pad, 0.0);
+        crate::memory::resize_zeroed(&mut data, k * outer_pad);
         let pack_block = |kb: usize, dst: &mut [f32]| {
             let pc = kb * blk.kc;
             let kc = dst.len() / outer_pad.max(1);
