@@ -275,6 +275,45 @@ impl Plan {
             // One task wins ties: it costs no hand-over.
             self.steps[i].set_threads(if one <= all * 1.02 { 1 } else { 0 });
         }
+        self.check_threads_whole(reps)
+    }
+
+    /// Keeps the one-task choices of [`Plan::tune_threads`] only if the whole plan runs at
+    /// least as fast with them as with every step on the pool (medians of `reps` runs each,
+    /// alternating). Each choice was timed on one step after its predecessor, and nine runs
+    /// of a sub-millisecond step on a shared machine can mislead: on a 2-core Sapphire
+    /// Rapids class guest, MobileNetV3-Large's 64 x 12544 x 16 expansion was sometimes set to
+    /// one task, and then took 0.73 ms in the plan against 0.36 ms on the pool.
+    fn check_threads_whole(&mut self, reps: usize) -> Result<()> {
+        let chosen: Vec<usize> = (0..self.steps.len())
+            .filter(|&i| self.steps[i].has_thread_choice() && self.steps[i].threads() == Some(1))
+            .collect();
+        if chosen.is_empty() {
+            return Ok(());
+        }
+        let set = |plan: &mut Plan, t: usize| {
+            for &i in &chosen {
+                plan.steps[i].set_threads(t);
+            }
+        };
+        let whole = |plan: &mut Plan| -> Result<f64> {
+            let t0 = Instant::now();
+            let (steps, arena, offs) = (&plan.steps, &mut plan.arena, &plan.offs);
+            steps.iter().try_for_each(|s| s.run(arena, offs))?;
+            Ok(t0.elapsed().as_secs_f64())
+        };
+        let (mut tuned, mut pool) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
+        for _ in 0..reps.max(1) {
+            set(self, 0);
+            pool.push(whole(self)?);
+            set(self, 1);
+            tuned.push(whole(self)?);
+        }
+        tuned.sort_by(f64::total_cmp);
+        pool.sort_by(f64::total_cmp);
+        if tuned[tuned.len() / 2] > pool[pool.len() / 2] {
+            set(self, 0);
+        }
         Ok(())
     }
 }
