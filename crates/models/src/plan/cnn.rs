@@ -37,11 +37,14 @@ fn project(b: &mut PlanBuilder, h: &Feat, pwl: &ConvBnAct, x: Feat, skip: bool) 
 }
 
 /// `dw(pw(x))`, the expansion and depthwise convolutions of an inverted residual block: one
-/// fused step (`fused.rs`) when the expanded tensor is more than twice the L2, else two steps
-/// (always two in a reference build, whose float64 reference follows every step). Measured
-/// on a 2 MiB L2 (Sapphire Rapids, 2 threads): MobileNetV2's 4.8 MB expansion gains, while
-/// MobileNetV3-Large's 3.2 MB one lost about 3% of the network fused (the group-parallel
-/// output then sits on the cores in a layout the next step reads less well).
+/// fused step (`fused.rs`) when the expanded tensor is larger than L2, else two steps (always
+/// two in a reference build, whose float64 reference follows every step). Measured on a 2 MiB
+/// L2 (Sapphire Rapids class, 2026-12-05): MobileNetV2's 4.8 MB expansion gains, and so does
+/// MobileNetV3-Large's 3.2 MB one (`tessera bench mobilenetv3_large_100`: 2 threads, seven
+/// alternating runs, median 4.06 -> 3.97 ms; 1 thread 5.69 -> 5.42; batch 8 27.4 -> 25.2),
+/// although the step after the next then takes 0.21 instead of 0.10 ms for reasons not
+/// established. Not measured on a 1 MiB L2 (Zen 4), where the rule now also fuses
+/// MobileNetV2's 1.8 MB 144-channel expansions at 56 x 56.
 fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAct) -> Result<Feat> {
     let sp = PlanBuilder::conv_shape(x, &pw.conv)?;
     let e_shape = Feat { c: sp.c_out, ..*x };
@@ -53,7 +56,7 @@ fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAc
         && !b.channels_last_at(hw, ce)
         && is_pointwise(&sp)
         && sd.is_depthwise()
-        && ce.saturating_mul(hw).saturating_mul(4) > 2 * l2;
+        && ce.saturating_mul(hw).saturating_mul(4) > l2;
     if !fuse {
         // An expansion whose strided 3x3 depthwise convolution lands in the channels-last
         // range writes channels-last, so that the depthwise step runs there too: on the Zen 4
