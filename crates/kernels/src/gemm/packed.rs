@@ -34,7 +34,7 @@ pub struct PackedMatrix {
     cols: usize,
     tuning: Tuning,
     blk: Blocking,
-    data: Vec<f32>,
+    data: crate::memory::AlignedBuf,
 }
 
 impl PackedMatrix {
@@ -61,7 +61,7 @@ impl PackedMatrix {
 
     fn pack(side: Side, m: MatRef<'_>, isa: Option<Isa>) -> Result<Self, KernelError> {
         let isa = Self::check(m, isa)?;
-        Ok(Self::pack_checked(side, m, isa, Vec::new()))
+        Ok(Self::pack_checked(side, m, isa, Default::default()))
     }
 
     /// The ISA to pack for, after checking it and the view.
@@ -90,7 +90,12 @@ impl PackedMatrix {
 
     /// Packs a checked view into `data` (resized; every element is written by the packers,
     /// padding included). Depth blocks are independent and packed in parallel when large.
-    fn pack_checked(side: Side, m: MatRef<'_>, isa: Isa, mut data: Vec<f32>) -> Self {
+    fn pack_checked(
+        side: Side,
+        m: MatRef<'_>,
+        isa: Isa,
+        mut data: crate::memory::AlignedBuf,
+    ) -> Self {
         let tuning = selected(isa).tuning;
         let blk = tuning.blocking;
         let (pack_a, pack_b) = (tuning.kernel.pack_a, tuning.kernel.pack_b);
@@ -100,7 +105,7 @@ impl PackedMatrix {
             Side::B => (m.rows, m.cols, blk.nr),
         };
         let outer_pad = outer.div_ceil(tile) * tile;
-        crate::memory::resize_zeroed(&mut data, k * outer_pad);
+        data.resize_zeroed(k * outer_pad);
         let pack_block = |kb: usize, dst: &mut [f32]| {
             let pc = kb * blk.kc;
             let kc = dst.len() / outer_pad.max(1);

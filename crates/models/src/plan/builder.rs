@@ -689,7 +689,7 @@ impl PlanBuilder {
             reference: self.reference.map(|steps| Reference { steps, buffers }),
             steps: self.steps,
             offs,
-            arena: vec![0.0; total],
+            arena: tessera_core::kernels::memory::AlignedBuf::zeroed(total),
             input: self.input,
             output: out,
             input_shape: self.input_shape,

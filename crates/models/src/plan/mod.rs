@@ -80,7 +80,7 @@ pub struct Plan {
     steps: Vec<Step>,
     /// Offset of every buffer (by id) in the arena.
     offs: Vec<usize>,
-    arena: Vec<f32>,
+    arena: tessera_core::kernels::memory::AlignedBuf,
     input: Buf,
     output: Buf,
     input_shape: [usize; 4],
