@@ -110,12 +110,16 @@ pub(crate) fn tile_for(isa: Isa, s: &Conv2dShape) -> Option<Tile> {
 /// Packs `w` (`[c_out, c_in, kh, kw]`) into `[ceil(c_out / P)][kh * kw][c_in][P]`, zero past
 /// `c_out`, `P` the panel width of `isa` ([`panel_width`]; `None` where the kernel does not
 /// run).
-pub(crate) fn pack_weights(w: &[f32], shape: [usize; 4], isa: Isa) -> Option<Vec<f32>> {
+pub(crate) fn pack_weights(
+    w: &[f32],
+    shape: [usize; 4],
+    isa: Isa,
+) -> Option<crate::memory::AlignedBuf> {
     let p = panel_width(isa)?;
     let [c_out, c_in, kh, kw] = shape;
     let taps = kh * kw;
     let plen = taps * c_in * p;
-    let mut out = crate::memory::zeroed(c_out.div_ceil(p) * plen);
+    let mut out = crate::memory::AlignedBuf::zeroed(c_out.div_ceil(p) * plen);
     for (co, filt) in w.chunks_exact(c_in * taps).enumerate().take(c_out) {
         let panel = &mut out[(co / p) * plen..][..plen];
         for (k, &v) in filt.iter().enumerate() {

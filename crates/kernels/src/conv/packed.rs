@@ -58,7 +58,7 @@ pub struct PackedConvWeight {
     transposed: Option<PackedMatrix>,
     /// The panels of the implicit-GEMM kernel ([`PackedConvWeight::pack_implicit`]; then
     /// `packs` is empty).
-    implicit: Option<Vec<f32>>,
+    implicit: Option<crate::memory::AlignedBuf>,
     /// The 16 transformed filters of the Winograd form ([`PackedConvWeight::pack_winograd`];
     /// then `packs` is empty).
     winograd: Option<Vec<PackedMatrix>>,
