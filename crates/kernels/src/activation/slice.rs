@@ -35,22 +35,13 @@ unsafe fn forward_body<S: Simd, A: VecAct>(a: A, x: *const f32, y: *mut f32, n: 
     let mut i = 0;
     // SAFETY: every access is below n.
     unsafe {
-        while i + 4 * l <= n {
+        while i + 2 * l <= n {
             let (v0, v1) = (S::load(x.add(i)), S::load(x.add(i + l)));
-            let (v2, v3) = (S::load(x.add(i + 2 * l)), S::load(x.add(i + 3 * l)));
-            let (r0, r1, r2, r3) = (
-                a.apply::<S>(v0),
-                a.apply::<S>(v1),
-                a.apply::<S>(v2),
-                a.apply::<S>(v3),
-            );
-            S::store(y.add(i), r0);
-            S::store(y.add(i + l), r1);
-            S::store(y.add(i + 2 * l), r2);
-            S::store(y.add(i + 3 * l), r3);
-            i += 4 * l;
+            S::store(y.add(i), a.apply::<S>(v0));
+            S::store(y.add(i + l), a.apply::<S>(v1));
+            i += 2 * l;
         }
-        while i + l <= n {
+        if i + l <= n {
             S::store(y.add(i), a.apply::<S>(S::load(x.add(i))));
             i += l;
         }
