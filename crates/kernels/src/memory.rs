@@ -29,7 +29,7 @@
 //! alone; as an [`AlignedBuf`] of 2 MiB or more it is advised too.
 //!
 //! `TESSERA_HUGEPAGES=off` turns the advice off (to compare). Elsewhere than Linux, and for
-//! buffers under 2 MiB, [`zeroed`] is `vec![0.0; len]`.
+//! buffers under 2 MiB, nothing is advised.
 
 /// Bytes of one huge page on x86-64 Linux; smaller buffers are not advised.
 const HUGE: usize = 2 << 20;
@@ -49,11 +49,18 @@ pub struct AlignedBuf {
 impl AlignedBuf {
     /// `len` zeros.
     pub fn zeroed(len: usize) -> Self {
-        let storage = zeroed(len + ALIGN_FLOATS);
+        let storage = huge_zeroed(len + ALIGN_FLOATS);
         // `align_offset` counts f32 elements; a 4-byte aligned pointer reaches 64 bytes
         // within 16 of them.
         let off = storage.as_ptr().align_offset(64).min(ALIGN_FLOATS);
         AlignedBuf { storage, off, len }
+    }
+
+    /// A copy of `v`.
+    pub fn from_slice(v: &[f32]) -> Self {
+        let mut b = AlignedBuf::zeroed(v.len());
+        b.copy_from_slice(v);
+        b
     }
 
     /// Resizes to `len` elements like `Vec::resize(len, 0.0)`: the first `min(len, old len)`
@@ -86,9 +93,7 @@ impl Default for AlignedBuf {
 
 impl Clone for AlignedBuf {
     fn clone(&self) -> Self {
-        let mut c = AlignedBuf::zeroed(self.len);
-        c.copy_from_slice(self);
-        c
+        AlignedBuf::from_slice(self)
     }
 }
 
@@ -111,28 +116,19 @@ impl std::ops::DerefMut for AlignedBuf {
     }
 }
 
-/// `len` zeros in a new vector whose pages the OS may back with huge pages (see the module
-/// header). The contents and the vector are those of `vec![0.0; len]`.
-pub fn zeroed(len: usize) -> Vec<f32> {
-    let mut v = Vec::new();
-    resize_zeroed(&mut v, len);
-    v
-}
-
-/// Resizes `v` to `len` elements, zeros appended, like `v.resize(len, 0.0)`; when that needs
-/// a new allocation of at least 2 MiB, the allocation is advised for huge pages before any
-/// of it is written.
-pub fn resize_zeroed(v: &mut Vec<f32>, len: usize) {
-    if len > v.capacity() && len * std::mem::size_of::<f32>() >= HUGE && enabled() {
-        // A new allocation of exactly `len` (the old contents are moved into it), advised
-        // before `resize` writes its pages.
-        v.reserve_exact(len - v.len());
+/// `vec![0.0; len]`, its allocation advised for huge pages before any of it is written when
+/// it is 2 MiB or more (see the module header).
+fn huge_zeroed(len: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = Vec::new();
+    if len * std::mem::size_of::<f32>() >= HUGE && enabled() {
+        v.reserve_exact(len);
         advise(
             v.as_mut_ptr().cast(),
             v.capacity() * std::mem::size_of::<f32>(),
         );
     }
     v.resize(len, 0.0);
+    v
 }
 
 /// Whether `TESSERA_HUGEPAGES` leaves the advice on (read once).
@@ -190,21 +186,5 @@ mod tests {
             assert!(b[..len / 2].iter().enumerate().all(|(i, &x)| x == i as f32));
             assert!(b[len / 2..].iter().all(|&x| x == 0.0));
         }
-    }
-
-    #[test]
-    fn zeroed_and_resized_buffers_hold_zeros_and_keep_their_contents() {
-        for len in [0, 1, 1000, (HUGE / 4) - 1, HUGE / 4, 3 * HUGE / 4 + 17] {
-            let v = zeroed(len);
-            assert_eq!(v.len(), len);
-            assert!(v.iter().all(|&x| x == 0.0));
-        }
-        let mut v: Vec<f32> = (0..100).map(|i| i as f32).collect();
-        resize_zeroed(&mut v, HUGE);
-        assert_eq!(v.len(), HUGE);
-        assert!(v[..100].iter().enumerate().all(|(i, &x)| x == i as f32));
-        assert!(v[100..].iter().all(|&x| x == 0.0));
-        resize_zeroed(&mut v, 10);
-        assert_eq!(&v[..], &(0..10).map(|i| i as f32).collect::<Vec<_>>()[..]);
     }
 }

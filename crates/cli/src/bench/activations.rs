@@ -70,13 +70,8 @@ fn max_gap(f: Activation, g: Activation) -> (f64, f64) {
 fn measure(isa: Isa) -> Result<Vec<Cost>, String> {
     let mut out = Vec::new();
     for (numel, _) in SIZES {
-        let aligned = |v: Vec<f32>| {
-            let mut b = AlignedBuf::zeroed(v.len());
-            b.copy_from_slice(&v);
-            b
-        };
-        let x = aligned(inputs(numel, 1));
-        let dy = aligned(inputs(numel, 2));
+        let x = AlignedBuf::from_slice(&inputs(numel, 1));
+        let dy = AlignedBuf::from_slice(&inputs(numel, 2));
         let mut y = AlignedBuf::zeroed(numel);
         let budget = if numel <= 1 << 16 { 0.25 } else { 0.6 };
         // Baseline: a plain copy moves the same bytes as a forward pass (read x, write y).

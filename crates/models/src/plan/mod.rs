@@ -116,8 +116,7 @@ impl Plan {
         }
         let i0 = self.offs[self.input.id];
         self.arena[i0..i0 + x.len()].copy_from_slice(x);
-        let (steps, arena, offs) = (&self.steps, &mut self.arena, &self.offs);
-        run_awake(|| steps.iter().try_for_each(|s| s.run(arena, offs)))?;
+        run_awake(|| self.run_steps())?;
         let o = self.offs[self.output.id];
         Ok(&self.arena[o..o + self.output.len])
     }
@@ -278,6 +277,12 @@ impl Plan {
         self.check_threads_whole(reps)
     }
 
+    /// Every step once, in order, on the arena as it stands.
+    fn run_steps(&mut self) -> Result<()> {
+        let (steps, arena, offs) = (&self.steps, &mut self.arena, &self.offs);
+        steps.iter().try_for_each(|s| s.run(arena, offs))
+    }
+
     /// Keeps the one-task choices of [`Plan::tune_threads`] only if the whole plan runs at
     /// least as fast with them as with every step on the pool (medians of `reps` runs each,
     /// alternating). Each choice was timed on one step after its predecessor, and nine runs
@@ -298,8 +303,7 @@ impl Plan {
         };
         let whole = |plan: &mut Plan| -> Result<f64> {
             let t0 = Instant::now();
-            let (steps, arena, offs) = (&plan.steps, &mut plan.arena, &plan.offs);
-            steps.iter().try_for_each(|s| s.run(arena, offs))?;
+            plan.run_steps()?;
             Ok(t0.elapsed().as_secs_f64())
         };
         let (mut tuned, mut pool) = (Vec::with_capacity(reps), Vec::with_capacity(reps));
