@@ -43,7 +43,7 @@ fn project(b: &mut PlanBuilder, h: &Feat, pwl: &ConvBnAct, x: Feat, skip: bool) 
 /// MobileNetV3-Large's 3.2 MB one (`tessera bench mobilenetv3_large_100`: 2 threads, seven
 /// alternating runs, median 4.06 -> 3.97 ms; 1 thread 5.69 -> 5.42; batch 8 27.4 -> 25.2),
 /// although the step after the next then takes 0.21 instead of 0.10 ms for reasons not
-/// established. Not measured on a 1 MiB L2 (Zen 4), where the rule now also fuses
+/// established. Not measured on a 1 MiB L2 (Zen 4), where the rule also fuses
 /// MobileNetV2's 1.8 MB 144-channel expansions at 56 x 56.
 fn expand_depthwise(b: &mut PlanBuilder, x: &Feat, pw: &ConvBnAct, dw: &ConvBnAct) -> Result<Feat> {
     let sp = PlanBuilder::conv_shape(x, &pw.conv)?;
