@@ -135,7 +135,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
     }
     outln!(
         "dense convolutions (inference plan): Winograd F(2x2, 3x3) for 3x3 stride-1 layers of \
-         64+ channels (every ISA); implicit GEMM on {}; im2col + GEMM otherwise",
+         64+ channels and 32+ output tiles (every ISA); implicit GEMM on {}; im2col + GEMM otherwise",
         if implicit.is_empty() {
             "no ISA of this CPU".to_string()
         } else {

@@ -76,7 +76,8 @@ impl ExciteWeights<'_> {
 const LANES: usize = 32;
 
 /// `sum_k w[k] x[k]` in f64 over [`LANES`] lanes, then the lanes added pairwise in a fixed
-/// tree.
+/// tree. The tail is zero-padded to a whole run of lanes (adding `0 * 0` leaves a sum as it
+/// is), so every lane index is a constant and the accumulators stay in registers.
 #[inline(always)]
 fn dot(w: &[f32], x: &[f64]) -> f64 {
     let mut acc = [0.0f64; LANES];
@@ -87,9 +88,20 @@ fn dot(w: &[f32], x: &[f64]) -> f64 {
             acc[l] += f64::from(w32[l]) * x32[l];
         }
     }
-    for (l, (&wv, &xv)) in wr.iter().zip(xr).enumerate() {
-        acc[l] += f64::from(wv) * xv;
+    if !wr.is_empty() {
+        let (mut wt, mut xt) = ([0.0f32; LANES], [0.0f64; LANES]);
+        wt[..wr.len()].copy_from_slice(wr);
+        xt[..xr.len()].copy_from_slice(xr);
+        for l in 0..LANES {
+            acc[l] += f64::from(wt[l]) * xt[l];
+        }
     }
+    tree(acc)
+}
+
+/// The lanes of `acc` added pairwise in a fixed tree (lane `l` with lane `l + width / 2`).
+#[inline(always)]
+fn tree(mut acc: [f64; LANES]) -> f64 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;

@@ -17,6 +17,15 @@ use tessera_core::kernels::{Activation, KernelError};
 /// (measured from 64 channels up).
 const WINOGRAD_MIN_CHANNELS: usize = 64;
 
+/// The fewest 2x2 output tiles (over the batch) a 3x3 convolution needs to run as Winograd
+/// F(2x2, 3x3) in a plan. The tiles are the rows of its 16 GEMMs: a 7 x 7 plane at batch 1
+/// has 16 (covering 8 x 8, 23% of the products wasted), one full row panel and a short one,
+/// and there the implicit kernel was faster on Sapphire Rapids (512 -> 512 channels, 2.20
+/// against 2.84-3.04 ms at one thread, 1.11-1.17 against 1.38 at two) and even on Zen 4
+/// (1023 against 1046 us at two threads, 6% slower at one). From 49 tiles (14 x 14) up
+/// Winograd won on both hosts, 7 x 7 at batch 8 included (128 tiles).
+const WINOGRAD_MIN_TILES: usize = 32;
+
 /// A feature map living in a plan buffer: NCHW, or channels-last (`[n, h, w, c]`) where the
 /// builder's channels-last rule put it ([`PlanBuilder::channels_last_up_to`]).
 #[derive(Debug, Clone, Copy)]
@@ -345,11 +354,13 @@ impl PlanBuilder {
             // at least 64 channels each way run as Winograd F(2x2, 3x3) (2.25x fewer
             // multiplications: on Zen 4 1.06-1.5x faster than the implicit kernel at one thread
             // on the SE-ResNet-101 shapes, 1.1-1.5x at two threads except 512 channels at 7x7
-            // (even) and 64 at 56x56, batch 8 (2% slower); see `docs/kernels/conv.md`).
+            // (even) and 64 at 56x56, batch 8 (2% slower); see `docs/kernels/conv.md`), when
+            // the output has at least `WINOGRAD_MIN_TILES` tiles.
             let winograd = !direct
                 && PackedConvWeight::winograd_applies(&s)
                 && s.c_in >= WINOGRAD_MIN_CHANNELS
-                && s.c_out >= WINOGRAD_MIN_CHANNELS;
+                && s.c_out >= WINOGRAD_MIN_CHANNELS
+                && s.n * oh.div_ceil(2) * ow.div_ceil(2) >= WINOGRAD_MIN_TILES;
             let implicit = !winograd && !direct && PackedConvWeight::implicit_applies(&s, None);
             let transposed = !winograd
                 && !implicit
