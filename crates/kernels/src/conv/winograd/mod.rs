@@ -19,8 +19,12 @@
 //! (each GEMM streams its packed filters once per block), more while the block's `V` and `M`
 //! fit in half of the host's L2 (`crate::host`); three phases per block:
 //! input transform (tasks over input channels), the 16 GEMMs (one task each, single-threaded
-//! GEMMs), output transform with scale, bias and activation (tasks over output channels). No
-//! phase splits a sum, so results are bit-identical for any thread count. They differ from the
+//! GEMMs), output transform with scale, bias and activation (tasks over output channels).
+//! With at least three blocks per thread (large planes, batches) whole blocks run in
+//! parallel instead, each on one thread with its phases inline: no barrier between the
+//! phases and no `V` or `M` moving between cores; each thread then streams all the filters
+//! per block, where the phase form streams half of them for twice the blocks (the same
+//! traffic). No phase splits a sum, so results are bit-identical for any thread count. They differ from the
 //! direct convolution in the last bits (another algorithm; the error against float64 is in
 //! `docs/accuracy.md`).
 
@@ -206,6 +210,9 @@ fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [Option<PackedMatri
 /// faster.
 const MIN_TILES: usize = 128;
 
+/// Blocks per thread from which whole blocks run in parallel (see [`forward`]).
+const BLOCKS_PER_THREAD: usize = 3;
+
 /// Tile rows per block (over the images' tile rows laid end to end): enough tiles that each
 /// GEMM reuses its packed filters (`16 c_in c_out` floats in all, streamed once per block)
 /// over at least `MIN_TILES` rows of its left operand, and more while the block's `V`
@@ -258,11 +265,12 @@ pub(crate) fn forward(
     let in_tasks = ci.div_ceil(in_chunk);
     let row_len = transform::input_scratch_len(&g, l);
     let len = 16 * ci * t_max + 16 * co * t_max + l + in_tasks * row_len;
-    with_block(len, |buf, packs| {
+    // One block of tile rows q0..q1, its three phases in order (each phase's tasks in
+    // parallel, or inline inside a task of the block-parallel form below).
+    let block = |q0: usize, q1: usize, buf: &mut [f32], packs: &mut [Option<PackedMatrix>]| {
         let (vbuf, rest) = buf.split_at_mut(16 * ci * t_max);
         let (mbuf, rows_buf) = rest.split_at_mut(16 * co * t_max + l);
-        for q0 in (0..rows).step_by(rpb) {
-            let q1 = (q0 + rpb).min(rows);
+        {
             let t = (q1 - q0) * g.tw;
             let v = &mut vbuf[..16 * ci * t];
             // Each input task k gets V of its channels and its own row scratch.
@@ -345,7 +353,24 @@ pub(crate) fn forward(
                 }
             });
         }
-    });
+    };
+    let blocks = rows.div_ceil(rpb);
+    if blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads() {
+        // Whole blocks per task: a thread transforms, multiplies and writes back its own
+        // tile rows, with no barrier between the phases and no V or M crossing cores.
+        crate::parallel::for_each_task(blocks, |b| {
+            let q0 = b * rpb;
+            with_block(len, |buf, packs| {
+                block(q0, (q0 + rpb).min(rows), buf, packs)
+            });
+        });
+    } else {
+        with_block(len, |buf, packs| {
+            for q0 in (0..rows).step_by(rpb) {
+                block(q0, (q0 + rpb).min(rows), buf, packs);
+            }
+        });
+    }
     match failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
         Some(e) => Err(e),
         None => Ok(()),

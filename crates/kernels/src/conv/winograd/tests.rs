@@ -116,16 +116,19 @@ fn winograd_matches_the_oracle_on_every_isa_and_plane_size() {
 #[test]
 fn winograd_is_bit_identical_for_any_thread_count() {
     for isa in Isa::available() {
-        // Enough channels for several tasks per phase, and a plane of several tile rows.
-        let s = shape(2, 40, 36, 30, 30);
-        let one = check(isa, &s, Activation::Relu6, 1);
-        let two = check(isa, &s, Activation::Relu6, 2);
-        assert!(
-            one.iter()
-                .zip(&two)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
-            "{isa}"
-        );
+        // Enough channels for several tasks per phase, and a plane of several tile rows: a
+        // few blocks, each phase in parallel; then eight images, enough blocks (at least 9
+        // of at most 14 tile rows, whatever the L2) for whole blocks in parallel.
+        for s in [shape(2, 40, 36, 30, 30), shape(8, 40, 36, 30, 30)] {
+            let one = check(isa, &s, Activation::Relu6, 1);
+            let two = check(isa, &s, Activation::Relu6, 2);
+            assert!(
+                one.iter()
+                    .zip(&two)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa} {s}"
+            );
+        }
     }
 }
 
