@@ -96,12 +96,6 @@ fn dot(w: &[f32], x: &[f64]) -> f64 {
             acc[l] += f64::from(wt[l]) * xt[l];
         }
     }
-    tree(acc)
-}
-
-/// The lanes of `acc` added pairwise in a fixed tree (lane `l` with lane `l + width / 2`).
-#[inline(always)]
-fn tree(mut acc: [f64; LANES]) -> f64 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;

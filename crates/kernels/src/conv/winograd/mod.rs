@@ -24,8 +24,8 @@
 //! parallel instead, each on one thread with its phases inline: no barrier between the
 //! phases and no `V` or `M` moving between cores; each thread then streams all the filters
 //! per block, where the phase form streams half of them for twice the blocks (the same
-//! traffic). No phase splits a sum, so results are bit-identical for any thread count. They differ from the
-//! direct convolution in the last bits (another algorithm; the error against float64 is in
+//! traffic). No phase splits a sum, so results are bit-identical for any thread count. They
+//! differ from the direct convolution in the last bits (another algorithm; the error against float64 is in
 //! `docs/accuracy.md`).
 
 mod transform;
@@ -270,89 +270,85 @@ pub(crate) fn forward(
     let block = |q0: usize, q1: usize, buf: &mut [f32], packs: &mut [Option<PackedMatrix>]| {
         let (vbuf, rest) = buf.split_at_mut(16 * ci * t_max);
         let (mbuf, rows_buf) = rest.split_at_mut(16 * co * t_max + l);
-        {
-            let t = (q1 - q0) * g.tw;
-            let v = &mut vbuf[..16 * ci * t];
-            // Each input task k gets V of its channels and its own row scratch.
-            let rows_ptr = SharedMut(rows_buf.as_mut_ptr());
-            crate::parallel::for_each_chunk_mut(v, 16 * t * in_chunk, |k, part| {
-                // SAFETY: task k alone uses floats k * row_len .. (k + 1) * row_len of the
-                // row scratch (k < in_tasks), borrowed mutably for the whole call.
-                let scr = unsafe {
-                    std::slice::from_raw_parts_mut(rows_ptr.get().add(k * row_len), row_len)
-                };
-                for (j, vc) in part.chunks_exact_mut(16 * t).enumerate() {
-                    let c = k * in_chunk + j;
-                    for (img, r0, r1, b_off) in segments(q0, q1) {
-                        let plane = &x[(img * ci + c) * hw..(img * ci + c + 1) * hw];
-                        // SAFETY: the table's ISA was checked; the plane holds h * w
-                        // floats, vc 16 * t with b_off + (r1 - r0) * tw <= t, the
-                        // scratch its length.
-                        unsafe { (fns.input)(&g, plane, r0, r1, t, b_off, vc, scr) }
+        let t = (q1 - q0) * g.tw;
+        let v = &mut vbuf[..16 * ci * t];
+        // Each input task k gets V of its channels and its own row scratch.
+        let rows_ptr = SharedMut(rows_buf.as_mut_ptr());
+        crate::parallel::for_each_chunk_mut(v, 16 * t * in_chunk, |k, part| {
+            // SAFETY: task k alone uses floats k * row_len .. (k + 1) * row_len of the
+            // row scratch (k < in_tasks), borrowed mutably for the whole call.
+            let scr =
+                unsafe { std::slice::from_raw_parts_mut(rows_ptr.get().add(k * row_len), row_len) };
+            for (j, vc) in part.chunks_exact_mut(16 * t).enumerate() {
+                let c = k * in_chunk + j;
+                for (img, r0, r1, b_off) in segments(q0, q1) {
+                    let plane = &x[(img * ci + c) * hw..(img * ci + c + 1) * hw];
+                    // SAFETY: the table's ISA was checked; the plane holds h * w
+                    // floats, vc 16 * t with b_off + (r1 - r0) * tw <= t, the
+                    // scratch its length.
+                    unsafe { (fns.input)(&g, plane, r0, r1, t, b_off, vc, scr) }
+                }
+            }
+        });
+        let v = &vbuf[..16 * ci * t];
+        let m = &mut mbuf[..16 * co * t];
+        let m_ptr = SharedMut(m.as_mut_ptr());
+        crate::parallel::for_each_chunk_mut(packs, 1, |xi_, pack| {
+            // SAFETY: task xi alone writes M[xi], floats xi * co * t.. of M (16 * co * t
+            // floats, borrowed mutably for the whole call).
+            let mx =
+                unsafe { std::slice::from_raw_parts_mut(m_ptr.get().add(xi_ * co * t), co * t) };
+            // V[xi] as [t x c_in] (tile-major rows of stride 1, channel columns of
+            // stride 16 t), packed into this block's storage; M[xi] as [t x c_out]
+            // stored channel-major.
+            let a = MatRef::new(&v[xi_ * t..], t, ci, 1, 16 * t);
+            let packed = match &mut pack[0] {
+                Some(p) => p.repack_a(a, Some(isa)).map(|()| &*p),
+                slot => PackedMatrix::pack_a(a, Some(isa)).map(|p| &*slot.insert(p)),
+            };
+            let c = MatMut::new(mx, t, co, 1, t);
+            let r = packed.and_then(|pa| {
+                gemm_ex(
+                    1.0,
+                    Operand::Packed(pa),
+                    Operand::Packed(&u[xi_]),
+                    0.0,
+                    c,
+                    Epilogue::NONE,
+                    &cfg,
+                )
+            });
+            if let Err(e) = r {
+                *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+            }
+        });
+        let m = &mbuf[..16 * co * t + l];
+        crate::parallel::for_each_task(co.div_ceil(out_chunk), |k| {
+            for o in k * out_chunk..((k + 1) * out_chunk).min(co) {
+                let scale = epi.scale.map(|sc| sc[o]);
+                let bias = epi.bias.map_or(0.0, |b| b[o]);
+                for (img, r0, r1, b_off) in segments(q0, q1) {
+                    // SAFETY: the table's ISA was checked; M holds 16 * c_out * t floats
+                    // plus L of padding, so every tile load of channel o is in bounds;
+                    // task k alone writes output channels k * out_chunk.. (of every
+                    // image), each plane h * w floats inside `y`, which is borrowed
+                    // mutably for the whole call.
+                    unsafe {
+                        out_fn(
+                            &g,
+                            m.as_ptr().add(o * t + b_off),
+                            co * t,
+                            r0,
+                            r1,
+                            scale,
+                            bias,
+                            epi.act,
+                            yp.get().add((img * co + o) * hw),
+                        )
                     }
                 }
-            });
-            let v = &vbuf[..16 * ci * t];
-            let m = &mut mbuf[..16 * co * t];
-            let m_ptr = SharedMut(m.as_mut_ptr());
-            crate::parallel::for_each_chunk_mut(packs, 1, |xi_, pack| {
-                // SAFETY: task xi alone writes M[xi], floats xi * co * t.. of M (16 * co * t
-                // floats, borrowed mutably for the whole call).
-                let mx = unsafe {
-                    std::slice::from_raw_parts_mut(m_ptr.get().add(xi_ * co * t), co * t)
-                };
-                // V[xi] as [t x c_in] (tile-major rows of stride 1, channel columns of
-                // stride 16 t), packed into this block's storage; M[xi] as [t x c_out]
-                // stored channel-major.
-                let a = MatRef::new(&v[xi_ * t..], t, ci, 1, 16 * t);
-                let packed = match &mut pack[0] {
-                    Some(p) => p.repack_a(a, Some(isa)).map(|()| &*p),
-                    slot => PackedMatrix::pack_a(a, Some(isa)).map(|p| &*slot.insert(p)),
-                };
-                let c = MatMut::new(mx, t, co, 1, t);
-                let r = packed.and_then(|pa| {
-                    gemm_ex(
-                        1.0,
-                        Operand::Packed(pa),
-                        Operand::Packed(&u[xi_]),
-                        0.0,
-                        c,
-                        Epilogue::NONE,
-                        &cfg,
-                    )
-                });
-                if let Err(e) = r {
-                    *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                }
-            });
-            let m = &mbuf[..16 * co * t + l];
-            crate::parallel::for_each_task(co.div_ceil(out_chunk), |k| {
-                for o in k * out_chunk..((k + 1) * out_chunk).min(co) {
-                    let scale = epi.scale.map(|sc| sc[o]);
-                    let bias = epi.bias.map_or(0.0, |b| b[o]);
-                    for (img, r0, r1, b_off) in segments(q0, q1) {
-                        // SAFETY: the table's ISA was checked; M holds 16 * c_out * t floats
-                        // plus L of padding, so every tile load of channel o is in bounds;
-                        // task k alone writes output channels k * out_chunk.. (of every
-                        // image), each plane h * w floats inside `y`, which is borrowed
-                        // mutably for the whole call.
-                        unsafe {
-                            out_fn(
-                                &g,
-                                m.as_ptr().add(o * t + b_off),
-                                co * t,
-                                r0,
-                                r1,
-                                scale,
-                                bias,
-                                epi.act,
-                                yp.get().add((img * co + o) * hw),
-                            )
-                        }
-                    }
-                }
-            });
-        }
+            }
+        });
     };
     let blocks = rows.div_ceil(rpb);
     if blocks >= BLOCKS_PER_THREAD * rayon::current_num_threads() {
