@@ -174,6 +174,67 @@ proptest! {
     }
 }
 
+/// The layer-norm forward of every ISA path this host has against the f64 oracle: widths
+/// below, at and between vector multiples (ragged tails), each combination of gamma / beta,
+/// rows far from zero (the two-pass variance), and a large case that runs in parallel.
+#[test]
+fn layer_norm_forward_of_every_isa_matches_the_oracle() {
+    use tessera_kernels::isa::Isa;
+    for isa in Isa::available() {
+        for (rows, d) in [
+            (3, 1),
+            (2, 7),
+            (4, 16),
+            (3, 17),
+            (2, 33),
+            (5, 64),
+            (2, 100),
+            (300, 768),
+        ] {
+            for (k, (g, b)) in [(true, true), (true, false), (false, true), (false, false)]
+                .into_iter()
+                .enumerate()
+            {
+                let seed = (rows * 1000 + d * 10 + k) as u64;
+                let x: Vec<f32> = data(rows * d, seed)
+                    .iter()
+                    .map(|v| v * 2.0 + 40.0)
+                    .collect();
+                let gamma = g.then(|| data(d, seed + 1));
+                let beta = b.then(|| data(d, seed + 2));
+                let mut y = vec![f32::NAN; x.len()];
+                let (mut mean, mut rstd) = (vec![0.0; rows], vec![0.0; rows]);
+                norm::layer_norm_forward_with(
+                    isa,
+                    &x,
+                    rows,
+                    d,
+                    gamma.as_deref(),
+                    beta.as_deref(),
+                    1e-5,
+                    &mut y,
+                    &mut mean,
+                    &mut rstd,
+                )
+                .unwrap();
+                let (ry, rm, rr) = reference::layer_norm_forward(
+                    &x,
+                    rows,
+                    d,
+                    gamma.as_deref(),
+                    beta.as_deref(),
+                    1e-5,
+                );
+                // Inputs about 40 with unit spread: the centred values lose log2(40) bits.
+                let t = tol(d) * 64.0;
+                close(&format!("{isa:?} y {rows}x{d} {g} {b}"), &y, &ry, t);
+                close(&format!("{isa:?} mean {rows}x{d}"), &mean, &rm, tol(d));
+                close(&format!("{isa:?} rstd {rows}x{d}"), &rstd, &rr, t);
+            }
+        }
+    }
+}
+
 #[test]
 fn large_inputs_take_the_parallel_paths() {
     bn_case(4, 16, 56 * 56, true, true, 3);

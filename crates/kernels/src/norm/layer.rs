@@ -7,40 +7,92 @@
 //!           dx = rstd * (g - E[g] - xhat * E[g * xhat])                       (per row)
 //!           dgamma = sum_rows dy * xhat,  dbeta = sum_rows dy
 //! ```
-//! Rows run in parallel; `dgamma` / `dbeta` are reduced in parallel over column blocks, each
+//! Rows run in parallel (the forward's row kernel, over [`crate::simd::Simd`], in
+//! `layer_kernel.rs`); `dgamma` / `dbeta` are reduced in parallel over column blocks, each
 //! summing the rows in order, so the result does not depend on the thread count.
 
-use super::{check_eps, check_len, check_opt, checked_len, sum_and_sq, PAR_MIN};
+use super::{check_eps, check_len, check_opt, checked_len, layer_kernel, PAR_MIN};
 use crate::error::KernelError;
-use crate::parallel::for_each_chunk_mut;
+use crate::isa::{Isa, Tables};
+use crate::parallel::{for_each_chunk_mut, SharedMut};
+use crate::simd::tables;
 use rayon::prelude::*;
 
 fn shape(rows: usize, d: usize) -> impl Fn() -> String {
     move || format!("x [{rows}, {d}]")
 }
 
-/// Runs `f(row, out_row)` over the rows of `out` (`d` wide), in parallel when large.
-fn per_row<F>(out: &mut [f32], d: usize, f: F)
-where
-    F: Fn(usize, &mut [f32]) + Sync,
-{
-    if d == 0 {
-        return;
-    }
-    if out.len() >= PAR_MIN {
-        // Through `for_each_task`: inside an awake region (a compiled plan) the rows go to the
-        // spinning workers.
-        for_each_chunk_mut(out, d, f);
-    } else {
-        out.chunks_mut(d).enumerate().for_each(|(r, o)| f(r, o));
-    }
+/// The forward row kernel of one ISA (see [`layer_kernel::forward_rows`]).
+type FwdFn =
+    unsafe fn(*const f32, usize, usize, *const f32, *const f32, f32, *mut f32, *mut f32, *mut f32);
+
+macro_rules! layer_norm_kernels {
+    ($S:ty $(, $feat:literal)?) => {{
+        #[allow(clippy::too_many_arguments)]
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn fwd(
+            x: *const f32,
+            rows: usize,
+            d: usize,
+            gamma: *const f32,
+            beta: *const f32,
+            eps: f32,
+            y: *mut f32,
+            mean: *mut f32,
+            rstd: *mut f32,
+        ) {
+            // SAFETY: the table is used only on a CPU that supports the ISA; forwarded
+            // contract.
+            unsafe { layer_kernel::forward_rows::<$S>(x, rows, d, gamma, beta, eps, y, mean, rstd) }
+        }
+        fwd as FwdFn
+    }};
 }
+
+static TABLES: Tables<FwdFn> = tables!(FwdFn, layer_norm_kernels);
 
 /// Normalises each row of `x` (`[rows, d]`) into `y`, and stores each row's mean and
 /// `1 / sqrt(var + eps)` in `mean`, `rstd` (`[rows]`) for the backward pass. `gamma`, `beta`
-/// are `[d]` (default 1 and 0). Errors: wrong lengths, `d == 0`, a bad `eps`.
+/// are `[d]` (default 1 and 0). Rows run in parallel when the tensor is large, each with the
+/// vector kernel of [`Isa::current`]. Errors: wrong lengths, `d == 0`, a bad `eps`.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_forward(
+    x: &[f32],
+    rows: usize,
+    d: usize,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) -> Result<(), KernelError> {
+    let f = *TABLES.current()?;
+    forward(f, x, rows, d, gamma, beta, eps, y, mean, rstd)
+}
+
+/// [`layer_norm_forward`] on the kernel of `isa` (to compare the ISA paths). Errors as
+/// [`layer_norm_forward`], and an ISA this CPU lacks.
+#[allow(clippy::too_many_arguments)]
+pub fn layer_norm_forward_with(
+    isa: Isa,
+    x: &[f32],
+    rows: usize,
+    d: usize,
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+) -> Result<(), KernelError> {
+    let f = *TABLES.get(isa)?;
+    forward(f, x, rows, d, gamma, beta, eps, y, mean, rstd)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    f: FwdFn,
     x: &[f32],
     rows: usize,
     d: usize,
@@ -67,39 +119,32 @@ pub fn layer_norm_forward(
             format!("{}: cannot normalise rows of length 0", sh()),
         ));
     }
-    // Statistics first (cheap, per row), then the affine pass.
-    for (r, (mu, rs)) in mean.iter_mut().zip(rstd.iter_mut()).enumerate() {
-        let row = &x[r * d..(r + 1) * d];
-        let m = sum_and_sq(row, 0.0).0 / d as f32;
-        let v = sum_and_sq(row, m).1 / d as f32;
-        *mu = m;
-        *rs = 1.0 / (v + eps).sqrt();
-    }
-    let (mean, rstd) = (&*mean, &*rstd);
-    per_row(y, d, |r, out| {
-        let (m, s) = (mean[r], rstd[r]);
-        let row = &x[r * d..(r + 1) * d];
-        match (gamma, beta) {
-            (Some(g), Some(b)) => {
-                for (((o, &v), &g), &b) in out.iter_mut().zip(row).zip(g).zip(b) {
-                    *o = (v - m) * s * g + b;
-                }
-            }
-            (Some(g), None) => {
-                for ((o, &v), &g) in out.iter_mut().zip(row).zip(g) {
-                    *o = (v - m) * s * g;
-                }
-            }
-            (None, Some(b)) => {
-                for ((o, &v), &b) in out.iter_mut().zip(row).zip(b) {
-                    *o = (v - m) * s + b;
-                }
-            }
-            (None, None) => {
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = (v - m) * s;
-                }
-            }
+    let (mp, rp) = (SharedMut(mean.as_mut_ptr()), SharedMut(rstd.as_mut_ptr()));
+    // About 16 tasks of whole rows when large (the rows do not depend on the cut).
+    let rows_per_task = if len >= PAR_MIN {
+        rows.div_ceil(16).max(1)
+    } else {
+        rows.max(1)
+    };
+    for_each_chunk_mut(y, rows_per_task * d, |k, part| {
+        let r0 = k * rows_per_task;
+        let g = gamma.map_or(std::ptr::null(), <[f32]>::as_ptr);
+        let b = beta.map_or(std::ptr::null(), <[f32]>::as_ptr);
+        // SAFETY: the table's ISA was checked; rows r0.. of x (rows * d floats) match `part`
+        // (whole rows of y), mean and rstd hold `rows` floats of which this task alone writes
+        // rows r0..r0 + part.len() / d; gamma and beta hold d floats where given.
+        unsafe {
+            f(
+                x.as_ptr().add(r0 * d),
+                part.len() / d,
+                d,
+                g,
+                b,
+                eps,
+                part.as_mut_ptr(),
+                mp.get().add(r0),
+                rp.get().add(r0),
+            )
         }
     });
     Ok(())

@@ -13,6 +13,7 @@ mod batch;
 mod batch_act;
 pub mod fold;
 mod layer;
+mod layer_kernel;
 pub mod reference;
 
 pub use batch::{
@@ -23,7 +24,7 @@ pub use batch_act::{
     batch_norm_act_backward, batch_norm_act_backward_reduced, batch_norm_act_backward_with,
     batch_norm_act_forward, batch_norm_act_forward_with,
 };
-pub use layer::{layer_norm_backward, layer_norm_forward};
+pub use layer::{layer_norm_backward, layer_norm_forward, layer_norm_forward_with};
 
 use crate::error::KernelError;
 
