@@ -38,15 +38,8 @@ pub(crate) fn lane_sum(v: &[f32]) -> f64 {
 /// `out[b * c + ch] = mean_p x[(b * hw + p) * c + ch]` of channels-last maps `[n, hw, c]`,
 /// summed in f64 pixel by pixel (the squeeze of a channels-last map; `out` holds `n * c`).
 pub(crate) fn channel_means_nhwc(n: usize, hw: usize, c: usize, x: &[f32], out: &mut [f64]) {
-    for (img, o) in x.chunks_exact(hw * c).zip(out.chunks_exact_mut(c)).take(n) {
-        o.iter_mut().for_each(|v| *v = 0.0);
-        for px in img.chunks_exact(c) {
-            for (a, &v) in o.iter_mut().zip(px) {
-                *a += f64::from(v);
-            }
-        }
-        o.iter_mut().for_each(|v| *v /= hw as f64);
-    }
+    let d = hw as f64;
+    super::channel_sum::channel_sums_nhwc(n, hw, c, x, out, |v| v / d);
 }
 
 /// Global average pooling of channels-last maps: `x` `[n, hw, c]` -> `y` `[n, c]`, each mean
@@ -70,22 +63,8 @@ pub fn global_avg_pool_nhwc(
             ),
         ));
     }
-    // Channels in runs of 64 with their f64 sums on the stack (nothing allocated).
-    const RUN: usize = 64;
-    for (img, yo) in x.chunks_exact(hw * c).zip(y.chunks_exact_mut(c)) {
-        for c0 in (0..c).step_by(RUN) {
-            let k = RUN.min(c - c0);
-            let mut acc = [0.0f64; RUN];
-            for px in img.chunks_exact(c) {
-                for (a, &v) in acc.iter_mut().zip(&px[c0..c0 + k]) {
-                    *a += f64::from(v);
-                }
-            }
-            for (o, a) in yo[c0..c0 + k].iter_mut().zip(&acc) {
-                *o = (a / hw as f64) as f32;
-            }
-        }
-    }
+    let d = hw as f64;
+    super::channel_sum::channel_sums_nhwc(n, hw, c, x, y, |v| (v / d) as f32);
     Ok(())
 }
 

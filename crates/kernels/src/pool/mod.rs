@@ -11,6 +11,7 @@
 //! thread count.
 
 mod avg;
+mod channel_sum;
 mod max;
 mod max_vec;
 
