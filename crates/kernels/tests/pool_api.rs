@@ -284,6 +284,11 @@ fn results_do_not_depend_on_the_thread_count() {
             pool::adaptive_avg_pool2d_forward(2, 24, 40, 40, 7, 7, &x, &mut yd).unwrap();
             let mut dxd = vec![0.0; s.input_len()];
             pool::adaptive_avg_pool2d_backward(2, 24, 40, 40, 7, 7, &yd, &mut dxd).unwrap();
+            // Global pooling: one output per plane, many planes per task.
+            let mut yg = vec![0.0; 2 * 24];
+            pool::adaptive_avg_pool2d_forward(2, 24, 40, 40, 1, 1, &x, &mut yg).unwrap();
+            let mut dxg = vec![0.0; s.input_len()];
+            pool::adaptive_avg_pool2d_backward(2, 24, 40, 40, 1, 1, &yg, &mut dxg).unwrap();
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
             (
                 bits(&y),
@@ -293,6 +298,8 @@ fn results_do_not_depend_on_the_thread_count() {
                 bits(&dxa),
                 bits(&yd),
                 bits(&dxd),
+                bits(&yg),
+                bits(&dxg),
             )
         })
     };

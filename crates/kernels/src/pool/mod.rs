@@ -216,8 +216,13 @@ fn rename(e: KernelError, op: &'static str) -> KernelError {
 /// Elements below which a pooling kernel stays on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
+/// Work (elements) per parallel task of [`per_plane`], at least one plane.
+const TASK_WORK: usize = 1 << 13;
+
 /// Runs `f(plane, out_plane)` over the `plane`-sized chunks of `out`, in parallel when the
-/// total `work` is large.
+/// total `work` is large, whole planes per task in runs of about [`TASK_WORK`] elements of
+/// work (a global pool's planes have one output each: one task per plane would cost more in
+/// claiming than the plane's sum).
 fn per_plane<T: Send, F>(out: &mut [T], plane: usize, work: usize, f: F)
 where
     F: Fn(usize, &mut [T]) + Sync,
@@ -226,7 +231,13 @@ where
         return;
     }
     if work >= PAR_MIN {
-        crate::parallel::for_each_chunk_mut(out, plane, f);
+        let planes = (out.len() / plane).max(1);
+        let per = (TASK_WORK / (work / planes).max(1)).max(1);
+        crate::parallel::for_each_chunk_mut(out, per * plane, |t, run| {
+            for (j, o) in run.chunks_mut(plane).enumerate() {
+                f(t * per + j, o);
+            }
+        });
     } else {
         out.chunks_mut(plane).enumerate().for_each(|(p, o)| f(p, o));
     }
