@@ -12,6 +12,8 @@
 
 mod avg;
 mod channel_sum;
+
+pub use channel_sum::scale_channels_nhwc;
 mod max;
 mod max_vec;
 

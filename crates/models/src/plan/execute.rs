@@ -17,7 +17,8 @@ use tessera_core::kernels::gemm::{
 use tessera_core::kernels::norm::layer_norm_forward;
 use tessera_core::kernels::parallel::for_each_chunk_mut;
 use tessera_core::kernels::pool::{
-    adaptive_avg_pool2d_forward, global_avg_pool_nhwc, max_pool2d_forward_values, Pool2dShape,
+    adaptive_avg_pool2d_forward, global_avg_pool_nhwc, max_pool2d_forward_values,
+    scale_channels_nhwc, Pool2dShape,
 };
 use tessera_core::kernels::squeeze_excite::{
     excite_gate, excite_gate_nhwc, scale_join, ExciteWeights,
@@ -265,20 +266,10 @@ impl Step {
                 let planes = *n * *c;
                 match residual {
                     None if *nhwc => {
-                        // `x[b, p, :] *= s[b, :]`, in runs of whole pixels.
+                        // `x[b, p, :] *= s[b, :]`, by the squeeze's channel runs.
                         let (io, [xs]) = carve(arena, offs, [*x])?;
                         let s = io.get(offs, *scale)?;
-                        let c = *c;
-                        let per = (SE_TASK_FLOATS / c).max(1);
-                        let img = *hw;
-                        for_each_chunk_mut(xs, per * c, |i, xc| {
-                            for (k, px) in xc.chunks_exact_mut(c).enumerate() {
-                                let b = (i * per + k) / img;
-                                let g = &s[b * c..(b + 1) * c];
-                                px.iter_mut().zip(g).for_each(|(v, g)| *v *= g);
-                            }
-                        });
-                        Ok(())
+                        scale_channels_nhwc(*n, *hw, *c, xs, s).map_err(kerr)
                     }
                     None => {
                         // `x *= s`: one rounding per element already. In parallel over runs
