@@ -1,22 +1,23 @@
 //! Per-channel sums of channels-last maps `[n, hw, c]` in f64: the global average pool and the
 //! squeeze-and-excitation squeeze of the inference plan's channels-last stages.
 //!
-//! Each channel is summed pixel by pixel, in pixel order, in f64 (why f64: see
-//! [`super::avg::lane_sum`]). The channels go in runs of [`RUN`]: a run's 64 f64 sums stay in
-//! registers (eight 512-bit vectors, sixteen 256-bit ones) while the pixels stream past, each
-//! pixel adding one contiguous run of 64 floats. The body is plain Rust instantiated inside a
-//! `#[target_feature]` wrapper per ISA, so the compiler vectorises it at that width; the runs
-//! of all images are split over the pool when the map is large. Each sum is the same chain of
-//! adds on every path and for any thread count, so the bits never change.
+//! Each channel is summed in f64 (why f64: see [`super::avg::lane_sum`]), pixel by pixel in
+//! pixel order, or on a large map in fixed blocks of pixels whose sums are then added in block
+//! order. The channels go in runs of [`RUN`]: a run's 64 f64 sums stay in registers (eight
+//! 512-bit vectors, sixteen 256-bit ones) while the pixels stream past, each pixel adding one
+//! contiguous run of 64 floats. The body is plain Rust instantiated inside a
+//! `#[target_feature]` wrapper per ISA, so the compiler vectorises it at that width. The
+//! blocks depend on the channel count only: each sum is the same chain of adds on every path
+//! and for any thread count. [`scale_channels_nhwc`] applies the gate over the same blocks.
 
 use crate::isa::Tables;
 use crate::parallel::SharedMut;
 use crate::simd::tables;
 
-/// Channels per run (and per task).
+/// Channels per run of sums kept in registers.
 const RUN: usize = 64;
 
-/// Floats of `x` from which the runs are split over the pool.
+/// Floats of `x` from which the pixels are split into blocks over the pool.
 const PAR_FLOATS: usize = 1 << 15;
 
 /// `out[i] = sum_p img[p * c + c0 + i]` for the `out.len() <= RUN` channels from `c0`.
@@ -55,9 +56,29 @@ macro_rules! sum_kernels {
 
 static TABLES: Tables<RunFn> = tables!(RunFn, sum_kernels);
 
+/// Floats per pixel block of the parallel form (whole pixels, at least one).
+const BLOCK_FLOATS: usize = 1 << 13;
+
+/// Pixels per block of the parallel form: fixed by the channel count alone, so the order of
+/// summation does not depend on the thread count.
+fn block_pixels(c: usize) -> usize {
+    (BLOCK_FLOATS / c.max(1)).max(1)
+}
+
+thread_local! {
+    /// The per-block partial sums (taken for a call, put back after: a warm call allocates
+    /// nothing).
+    static PARTIAL: std::cell::Cell<Option<Vec<f64>>> = const { std::cell::Cell::new(None) };
+}
+
 /// `out[b * c + ch] = conv(sum_p x[(b * hw + p) * c + ch])` (`x`: `n * hw * c` floats,
 /// `out`: `n * c`; the caller checks the lengths) on the path of
-/// [`crate::isa::Isa::current`], or the plain loop if no table can be used. Allocates nothing.
+/// [`crate::isa::Isa::current`], or the plain loop if no table can be used. A small map is
+/// summed pixel by pixel; a large one in blocks of [`block_pixels`] pixels, one task per
+/// block, each channel's block sums then added in block order. The tasks run the pixels in
+/// order, as the depthwise convolution before and the pointwise one after (tasks of output
+/// rows, and of pixel rows of `X^T`), so each thread reads the pixels it wrote. Warm, it
+/// allocates nothing.
 pub(crate) fn channel_sums_nhwc<T: Send>(
     n: usize,
     hw: usize,
@@ -68,25 +89,57 @@ pub(crate) fn channel_sums_nhwc<T: Send>(
 ) {
     let run = TABLES.current().map_or(run_body as RunFn, |f| *f);
     let runs = c.div_ceil(RUN);
-    let o = SharedMut(out.as_mut_ptr());
-    let one = |t: usize| {
-        let (b, r) = (t / runs, t % runs);
-        let (c0, k) = (r * RUN, RUN.min(c - r * RUN));
-        let mut sums = [0.0f64; RUN];
-        // SAFETY: the table's ISA was checked (or this is the plain body); image b holds
-        // hw * c floats and the run k <= RUN channels from c0 < c.
-        unsafe { run(&x[b * hw * c..(b + 1) * hw * c], hw, c, c0, &mut sums[..k]) };
-        for (i, &v) in sums[..k].iter().enumerate() {
-            // SAFETY: task t alone writes channels c0..c0 + k of image b, inside `out`
-            // (n * c elements, borrowed mutably for the whole call).
-            unsafe { *o.get().add(b * c + c0 + i) = conv(v) };
+    // Sums of pixels p0..p1 of image b into `dst` (c floats).
+    let block_sums = |b: usize, p0: usize, p1: usize, dst: &mut [f64]| {
+        let img = &x[(b * hw + p0) * c..(b * hw + p1) * c];
+        for r in 0..runs {
+            let (c0, k) = (r * RUN, RUN.min(c - r * RUN));
+            // SAFETY: the table's ISA was checked (or this is the plain body); `img` holds
+            // p1 - p0 pixels of c floats and the run k <= RUN channels from c0 < c.
+            unsafe { run(img, p1 - p0, c, c0, &mut dst[c0..c0 + k]) };
         }
     };
-    if x.len() >= PAR_FLOATS && runs * n > 1 {
-        crate::parallel::for_each_task(n * runs, one);
-    } else {
-        (0..n * runs).for_each(one);
+    if x.len() < PAR_FLOATS || hw < 2 {
+        let mut sums = [0.0f64; RUN];
+        for b in 0..n {
+            for r in 0..runs {
+                let (c0, k) = (r * RUN, RUN.min(c - r * RUN));
+                let img = &x[b * hw * c..(b + 1) * hw * c];
+                // SAFETY: as in `block_sums`, over the whole image.
+                unsafe { run(img, hw, c, c0, &mut sums[..k]) };
+                for (o, &v) in out[b * c + c0..b * c + c0 + k].iter_mut().zip(&sums[..k]) {
+                    *o = conv(v);
+                }
+            }
+        }
+        return;
     }
+    let pb = block_pixels(c);
+    let blocks = hw.div_ceil(pb);
+    let mut partial = PARTIAL.with(|p| p.take()).unwrap_or_default();
+    if partial.len() < n * blocks * c {
+        partial.resize(n * blocks * c, 0.0);
+    }
+    let pp = SharedMut(partial.as_mut_ptr());
+    crate::parallel::for_each_task(n * blocks, |t| {
+        let (b, blk) = (t / blocks, t % blocks);
+        // SAFETY: task t alone writes the c partial sums of its block, floats t * c.. of
+        // `partial` (n * blocks * c long, held for the whole call).
+        let dst = unsafe { std::slice::from_raw_parts_mut(pp.get().add(t * c), c) };
+        block_sums(b, blk * pb, ((blk + 1) * pb).min(hw), dst);
+    });
+    for b in 0..n {
+        let first = &partial[b * blocks * c..(b * blocks + 1) * c];
+        let o = &mut out[b * c..(b + 1) * c];
+        for ch in 0..c {
+            let mut acc = first[ch];
+            for blk in 1..blocks {
+                acc += partial[(b * blocks + blk) * c + ch];
+            }
+            o[ch] = conv(acc);
+        }
+    }
+    PARTIAL.with(|p| p.set(Some(partial)));
 }
 
 /// `out[i] = s[i] * x[i]` over one run: `img` (`hw` pixels of `c` channels), channels
@@ -116,11 +169,10 @@ macro_rules! scale_kernels {
 static SCALE: Tables<ScaleFn> = tables!(ScaleFn, scale_kernels);
 
 /// `x[b, p, ch] *= s[b, ch]` over channels-last maps `[n, hw, c]` (the squeeze-and-excitation
-/// gate applied in place; `s` is `[n, c]`). The tasks are the runs of [`channel_sums_nhwc`],
-/// in the same order, so that a thread scales the channels it has just summed while they are
-/// in its cache (a split by pixels instead moved half of the map between the cores: 31.5 us
-/// for MobileNetV3-Large's 672 x 196 at two threads). Element-wise: the same bits on every
-/// path and for any thread count. Errors: lengths that do not match.
+/// gate applied in place; `s` is `[n, c]`), one task per pixel block of
+/// [`channel_sums_nhwc`], in the same order, so that a thread scales the pixels it has just
+/// summed (and wrote in the step before). Element-wise: the same bits on every path and for
+/// any thread count. Errors: lengths that do not match.
 pub fn scale_channels_nhwc(
     n: usize,
     hw: usize,
@@ -142,24 +194,26 @@ pub fn scale_channels_nhwc(
         return Ok(());
     }
     let run = SCALE.current().map_or(scale_body as ScaleFn, |f| *f);
-    let runs = c.div_ceil(RUN);
+    let pb = block_pixels(c);
+    let blocks = hw.div_ceil(pb);
     let len = x.len();
     let xp = SharedMut(x.as_mut_ptr());
     let one = |t: usize| {
-        let (b, r) = (t / runs, t % runs);
-        let (c0, k) = (r * RUN, RUN.min(c - r * RUN));
-        // SAFETY: task t alone touches channels c0..c0 + k of image b (every pixel), a set
-        // no other task reads or writes; the image's hw * c floats lie inside `x` (length
-        // checked above), borrowed mutably for the whole call.
+        let (b, blk) = (t / blocks, t % blocks);
+        let (p0, p1) = (blk * pb, ((blk + 1) * pb).min(hw));
+        // SAFETY: task t alone touches pixels p0..p1 of image b, floats
+        // (b * hw + p0) * c..(b * hw + p1) * c of `x` (length checked above), borrowed
+        // mutably for the whole call.
         unsafe {
-            let img = std::slice::from_raw_parts_mut(xp.get().add(b * hw * c), hw * c);
-            run(img, hw, c, c0, &s[b * c + c0..b * c + c0 + k]);
+            let img =
+                std::slice::from_raw_parts_mut(xp.get().add((b * hw + p0) * c), (p1 - p0) * c);
+            run(img, p1 - p0, c, 0, &s[b * c..(b + 1) * c]);
         }
     };
-    if len >= PAR_FLOATS && runs * n > 1 {
-        crate::parallel::for_each_task(n * runs, one);
+    if len >= PAR_FLOATS && blocks * n > 1 {
+        crate::parallel::for_each_task(n * blocks, one);
     } else {
-        (0..n * runs).for_each(one);
+        (0..n * blocks).for_each(one);
     }
     Ok(())
 }
@@ -204,9 +258,32 @@ mod tests {
                     }
                 }
             }
-            let mut got = vec![0.0f64; n * c];
-            channel_sums_nhwc(n, hw, c, &x, &mut got, |v| v);
-            assert_eq!(got, want, "{n}x{hw}x{c}");
+            // The entry point: pixel order on a small map, block sums added in block order on
+            // a large one; the same bits on one thread and on three.
+            let want = if x.len() < PAR_FLOATS || hw < 2 {
+                want
+            } else {
+                let pb = block_pixels(c);
+                (0..n * c)
+                    .map(|bc| {
+                        let (b, ch) = (bc / c, bc % c);
+                        let block = |p0: usize| {
+                            (p0..(p0 + pb).min(hw))
+                                .fold(0.0f64, |a, p| a + f64::from(x[(b * hw + p) * c + ch]))
+                        };
+                        (pb..hw).step_by(pb).fold(block(0), |a, p0| a + block(p0))
+                    })
+                    .collect()
+            };
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut got = vec![0.0f64; n * c];
+                pool.install(|| channel_sums_nhwc(n, hw, c, &x, &mut got, |v| v));
+                assert_eq!(got, want, "{n}x{hw}x{c} on {threads} threads");
+            }
         }
     }
 
