@@ -180,7 +180,9 @@ pub fn scale_channels_nhwc(
     x: &mut [f32],
     s: &[f32],
 ) -> Result<(), crate::error::KernelError> {
-    if Some(x.len()) != n.checked_mul(hw).and_then(|v| v.checked_mul(c)) || s.len() != n * c {
+    if Some(x.len()) != n.checked_mul(hw).and_then(|v| v.checked_mul(c))
+        || Some(s.len()) != n.checked_mul(c)
+    {
         return Err(crate::error::KernelError::invalid(
             "scale_channels_nhwc",
             format!(

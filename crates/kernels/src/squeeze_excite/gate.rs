@@ -100,6 +100,12 @@ fn dot(w: &[f32], x: &[f64]) -> f64 {
             acc[l] += f64::from(wt[l]) * xt[l];
         }
     }
+    fold_lanes(&mut acc)
+}
+
+/// The lanes of one dot product added pairwise in a fixed tree (halves, then quarters, ...).
+#[inline(always)]
+fn fold_lanes(acc: &mut [f64; LANES]) -> f64 {
     let mut width = LANES;
     while width > 1 {
         width /= 2;
@@ -134,16 +140,8 @@ fn dot2(wa: &[f32], wb: &[f32], x: &[f64]) -> (f64, f64) {
             acc[1][l] += f64::from(bt[l]) * xt[l];
         }
     }
-    for a in acc.iter_mut() {
-        let mut width = LANES;
-        while width > 1 {
-            width /= 2;
-            for l in 0..width {
-                a[l] += a[l + width];
-            }
-        }
-    }
-    (acc[0][0], acc[1][0])
+    let [a, b] = &mut acc;
+    (fold_lanes(a), fold_lanes(b))
 }
 
 /// `out[r * n + b] = bias[r0 + r] + W[r0 + r] . x[b]` for the rows of `out`'s chunk (`w`:
