@@ -263,7 +263,7 @@ pub(crate) fn forward(
     };
     let yp = SharedMut(y.as_mut_ptr());
     let in_tasks = ci.div_ceil(in_chunk);
-    let row_len = transform::input_scratch_len(&g, l);
+    let row_len = transform::input_scratch_len(&g);
     let len = 16 * ci * t_max + 16 * co * t_max + l + in_tasks * row_len;
     // One block of tile rows q0..q1, its three phases in order (each phase's tasks in
     // parallel, or inline inside a task of the block-parallel form below).

@@ -26,29 +26,49 @@ use super::WinoGeom;
 use crate::activation::vector::VecAct;
 use crate::simd::Simd;
 
-/// Floats of per-task scratch for the input transform: the even and odd columns of a padded
-/// row, and the row transforms of four padded rows (a ring: consecutive tile rows share two).
-pub(super) fn input_scratch_len(g: &WinoGeom, lanes: usize) -> usize {
-    2 * (g.tw_pad + lanes + 1) + 16 * g.tw_pad
+/// Floats of per-task scratch for the input transform: the row transforms of four padded
+/// rows (a ring: consecutive tile rows share two).
+pub(super) fn input_scratch_len(g: &WinoGeom) -> usize {
+    16 * g.tw_pad
+}
+
+/// `L` floats of the padded row `P` from column `q` (`P[i] = x[i - 1]` for `1 <= i <= w`,
+/// zero elsewhere): an unmasked load where the run lies inside the row, else a masked one.
+///
+/// # Safety
+/// The CPU supports `S`; `row` points at a row of `w` readable floats.
+#[inline(always)]
+unsafe fn padded<S: Simd>(row: *const f32, w: usize, q: usize) -> S::V {
+    let l = S::L;
+    // SAFETY: the unmasked load reads x[q - 1 .. q - 1 + L], inside the row; the masked
+    // one reads only the lanes j with 0 <= q - 1 + j < w (its pointer may lie before the
+    // row, but no other lane is accessed).
+    unsafe {
+        if q >= 1 && q - 1 + l <= w {
+            S::load(row.add(q - 1))
+        } else {
+            let (lo, hi) = (1usize.saturating_sub(q), (w + 1).saturating_sub(q).min(l));
+            if lo >= hi {
+                S::zero()
+            } else {
+                S::load_masked(row.wrapping_add(q).wrapping_sub(1), S::lane_range(lo, hi))
+            }
+        }
+    }
 }
 
 /// The row transform `d B` of padded row `pr` (input row `pr - 1`, zeros outside the plane)
-/// into `rt[k * twp + t]`, `k < 4`: with `E[t] = P[2t] = x[2t - 1]` and `O[t] = P[2t + 1] =
-/// x[2t]` read straight from the row (one deinterleave per two vectors, the odd columns stored
-/// one tile later), `(E[t] - E[t+1], O[t] + E[t+1], E[t+1] - O[t], O[t] - O[t+1])`.
+/// into `rt[k * twp + t]`, `k < 4`: with the even columns `E[t] = P[2t]` and the odd ones
+/// `O[t] = P[2t + 1]`, `(E[t] - E[t+1], O[t] + E[t+1], E[t+1] - O[t], O[t] - O[t+1])`. Both
+/// `(E[t], O[t])` and the shifted `(E[t+1], O[t+1])` come from deinterleaving loads of the
+/// row itself (columns `2t` and `2t + 2` on), not from a stored copy read back one float
+/// later: such a load straddles the vector store before it and cannot be forwarded from it,
+/// which stalled the transform on every row (half of its time on 14 x 14 planes).
 ///
 /// # Safety
-/// The CPU supports `S`; `x` holds `h * w` floats; `e` and `o` hold `tw_pad + L + 1` floats;
-/// `rt` holds `4 * tw_pad`.
+/// The CPU supports `S`; `x` holds `h * w` floats; `rt` holds `4 * tw_pad`.
 #[inline(always)]
-unsafe fn row_transform<S: Simd>(
-    g: &WinoGeom,
-    x: &[f32],
-    pr: usize,
-    e: &mut [f32],
-    o: &mut [f32],
-    rt: &mut [f32],
-) {
+unsafe fn row_transform<S: Simd>(g: &WinoGeom, x: &[f32], pr: usize, rt: &mut [f32]) {
     let (l, twp) = (S::L, g.tw_pad);
     let r = pr.wrapping_sub(1);
     if r >= g.h {
@@ -56,29 +76,16 @@ unsafe fn row_transform<S: Simd>(
         return;
     }
     let row = x[r * g.w..(r + 1) * g.w].as_ptr();
-    // SAFETY: loads stay inside the row (partial loads past its end); stores into e and o
-    // reach t0 + L + 1 <= tw + L + 1 <= their length; rt loads and stores stay below twp.
+    // SAFETY: `padded` reads inside the row; rt stores stay below 4 * twp.
     unsafe {
-        let part = |p: usize| -> S::V {
-            let n = g.w.saturating_sub(p);
-            if n >= l {
-                S::load(row.add(p))
-            } else if n > 0 {
-                S::load_first(row.add(p), n)
-            } else {
-                S::zero()
-            }
-        };
-        *e.get_unchecked_mut(0) = 0.0;
-        for t0 in (0..=g.tw).step_by(l) {
-            let (xe, xo) = S::deinterleave(part(2 * t0), part(2 * t0 + l));
-            S::store(o.as_mut_ptr().add(t0), xe);
-            S::store(e.as_mut_ptr().add(t0 + 1), xo);
-        }
         let out = rt.as_mut_ptr();
         for t0 in (0..twp).step_by(l) {
-            let (e0, e1) = (S::load(e.as_ptr().add(t0)), S::load(e.as_ptr().add(t0 + 1)));
-            let (o0, o1) = (S::load(o.as_ptr().add(t0)), S::load(o.as_ptr().add(t0 + 1)));
+            let q = 2 * t0;
+            let (e0, o0) = S::deinterleave(padded::<S>(row, g.w, q), padded::<S>(row, g.w, q + l));
+            let (e1, o1) = S::deinterleave(
+                padded::<S>(row, g.w, q + 2),
+                padded::<S>(row, g.w, q + 2 + l),
+            );
             S::store(out.add(t0), S::sub(e0, e1));
             S::store(out.add(twp + t0), S::add(o0, e1));
             S::store(out.add(2 * twp + t0), S::sub(e1, o0));
@@ -108,9 +115,7 @@ pub(super) unsafe fn input<S: Simd>(
 ) {
     let l = S::L;
     let (tw, twp) = (g.tw, g.tw_pad);
-    let cols = twp + l + 1;
-    let (e, rest) = scratch.split_at_mut(cols);
-    let (o, rt) = rest.split_at_mut(cols);
+    let rt = scratch;
     let vp = v.as_mut_ptr();
     // Padded row pr lives in ring slot pr % 4; tile row ty reads rows 2ty .. 2ty + 3.
     let slot = |pr: usize| (pr % 4) * 4 * twp;
@@ -119,7 +124,7 @@ pub(super) unsafe fn input<S: Simd>(
         for pr in first..2 * ty + 4 {
             let s0 = slot(pr);
             // SAFETY: forwarded contract; the slot holds 4 * twp floats.
-            unsafe { row_transform::<S>(g, x, pr, e, o, &mut rt[s0..s0 + 4 * twp]) };
+            unsafe { row_transform::<S>(g, x, pr, &mut rt[s0..s0 + 4 * twp]) };
         }
         // B^T (d B): tile element (i', k) from the four rows' k-th arrays.
         let b0 = b_off + (ty - r0) * tw;
