@@ -199,6 +199,27 @@ fn mobilenet_layers_match_the_oracle() {
 }
 
 #[test]
+fn large_planes_in_row_bands_match_the_oracle() {
+    // Planes whose padded copy exceeds half of L1d run band by band (`plane.rs`): strided
+    // planes of a MobileNet's first stages, stride-1 planes the in-place form does not take
+    // (no padding), and heights that leave every kind of remainder band.
+    let shapes = [
+        dw_shape(1, 2, 1, 112, 112, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(1, 2, 1, 113, 115, (3, 3), (2, 2), (1, 1), (1, 1)),
+        dw_shape(1, 2, 1, 112, 112, (5, 5), (2, 2), (2, 2), (1, 1)),
+        dw_shape(1, 2, 1, 121, 96, (3, 3), (1, 1), (0, 0), (1, 1)),
+        dw_shape(1, 2, 1, 97, 90, (5, 5), (1, 1), (0, 0), (1, 1)),
+        dw_shape(2, 2, 1, 150, 64, (3, 3), (2, 2), (1, 1), (1, 1)),
+    ];
+    for (i, s) in shapes.iter().enumerate() {
+        for isa in Isa::available() {
+            check(isa, s, Activation::Relu6, 70 + i as u64);
+        }
+    }
+    same_for_any_thread_count(&dw_shape(1, 6, 1, 112, 112, (3, 3), (2, 2), (1, 1), (1, 1)));
+}
+
+#[test]
 fn in_place_form_matches_the_oracle_and_the_padded_form() {
     // Stride-1 3x3 / 5x5 with "same" padding on rows of two or more AVX-512 vectors (3x3:
     // more than one): the form that reads the plane in place (AVX-512). Widths around the
