@@ -15,8 +15,12 @@ use tessera::models::io::safetensors;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tessera");
 
+/// A fresh, empty directory for one test. Its name carries the process id, which a later
+/// run may get again: whatever an earlier run left there (a checkpoint the kill tests would
+/// take for this run's first one) is removed first.
 fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tessera_dist_{name}_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -133,6 +137,7 @@ fn vit_two_processes_equal_one_process_and_repeat_bit_identically() {
     assert_eq!(np1, plain, "one MPI process is bit-identical to no MPI");
     assert_eq!(a, b, "two distributed runs are bit-identical");
     assert_close(&a, &plain, 1e-5);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// MobileNetV2 (batch norm): synchronised batch norm on one MPI process is bit-identical to
@@ -162,6 +167,7 @@ fn mobilenet_sync_bn_on_one_process_is_bit_identical_and_runs_repeat() {
     train(Some(2), "mobilenetv2_digits", &[], &l2);
     assert_eq!(tensors(&l1), tensors(&l2), "per-rank batch norm");
     assert_eq!(tensors(&s1), tensors(&s2), "synchronised batch norm");
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 #[test]
@@ -202,6 +208,7 @@ fn checkpoint_of_two_processes_resumes_with_one() {
     let log = check(out, "resume on one process");
     assert!(log.contains("\"epochs\":2"), "{log}");
     assert_close(&tensors(&one), &tensors(&two), 1e-5);
+    let _ = std::fs::remove_dir_all(&d);
 }
 
 /// Direct children of `pid` (the ranks mpirun started).
@@ -336,6 +343,7 @@ fn hung_rank_ends_the_job_within_the_timeout_and_the_checkpoint_resumes() {
         "ended {waited} s after the hang (timeout 10 s)"
     );
     resumes(&ckpt);
+    let _ = std::fs::remove_dir_all(ckpt.parent().unwrap());
 }
 
 #[test]
@@ -347,4 +355,5 @@ fn killed_rank_ends_the_job_and_the_checkpoint_resumes() {
         "ended {waited} s after the kill (timeout 10 s)"
     );
     resumes(&ckpt);
+    let _ = std::fs::remove_dir_all(ckpt.parent().unwrap());
 }
