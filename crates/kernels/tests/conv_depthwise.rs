@@ -191,9 +191,14 @@ fn mobilenet_layers_match_the_oracle() {
         dw_shape(1, 9, 1, 45, 45, (5, 5), (2, 2), (2, 2), (1, 1)),
         dw_shape(1, 10, 1, 29, 31, (3, 3), (2, 1), (1, 1), (1, 1)),
     ];
+    check_every_isa(&shapes, Activation::Relu6, 40);
+}
+
+/// [`check`] of every shape on every ISA the host has, shape `i` with seed `seed0 + i`.
+fn check_every_isa(shapes: &[Conv2dShape], act: Activation, seed0: u64) {
     for (i, s) in shapes.iter().enumerate() {
         for isa in Isa::available() {
-            check(isa, s, Activation::Relu6, 40 + i as u64);
+            check(isa, s, act, seed0 + i as u64);
         }
     }
 }
@@ -211,11 +216,7 @@ fn large_planes_in_row_bands_match_the_oracle() {
         dw_shape(1, 2, 1, 97, 90, (5, 5), (1, 1), (0, 0), (1, 1)),
         dw_shape(2, 2, 1, 150, 64, (3, 3), (2, 2), (1, 1), (1, 1)),
     ];
-    for (i, s) in shapes.iter().enumerate() {
-        for isa in Isa::available() {
-            check(isa, s, Activation::Relu6, 70 + i as u64);
-        }
-    }
+    check_every_isa(&shapes, Activation::Relu6, 70);
     same_for_any_thread_count(&dw_shape(1, 6, 1, 112, 112, (3, 3), (2, 2), (1, 1), (1, 1)));
 }
 

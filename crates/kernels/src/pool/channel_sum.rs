@@ -102,9 +102,9 @@ pub(crate) fn channel_sums_nhwc<T: Send>(
     if x.len() < PAR_FLOATS || hw < 2 {
         let mut sums = [0.0f64; RUN];
         for b in 0..n {
+            let img = &x[b * hw * c..(b + 1) * hw * c];
             for r in 0..runs {
                 let (c0, k) = (r * RUN, RUN.min(c - r * RUN));
-                let img = &x[b * hw * c..(b + 1) * hw * c];
                 // SAFETY: as in `block_sums`, over the whole image.
                 unsafe { run(img, hw, c, c0, &mut sums[..k]) };
                 for (o, &v) in out[b * c + c0..b * c + c0 + k].iter_mut().zip(&sums[..k]) {
@@ -142,25 +142,24 @@ pub(crate) fn channel_sums_nhwc<T: Send>(
     PARTIAL.with(|p| p.set(Some(partial)));
 }
 
-/// `out[i] = s[i] * x[i]` over one run: `img` (`hw` pixels of `c` channels), channels
-/// `c0..c0 + gate.len()`, in place.
+/// `px[ch] *= gate[ch]` for every pixel `px` of `img` (whole pixels of `gate.len()`
+/// channels), in place.
 #[inline(always)]
-fn scale_body(img: &mut [f32], hw: usize, c: usize, c0: usize, gate: &[f32]) {
-    let k = gate.len();
-    for p in 0..hw {
-        for (v, &g) in img[p * c + c0..p * c + c0 + k].iter_mut().zip(gate) {
+fn scale_body(img: &mut [f32], gate: &[f32]) {
+    for px in img.chunks_exact_mut(gate.len().max(1)) {
+        for (v, &g) in px.iter_mut().zip(gate) {
             *v *= g;
         }
     }
 }
 
-type ScaleFn = unsafe fn(&mut [f32], usize, usize, usize, &[f32]);
+type ScaleFn = unsafe fn(&mut [f32], &[f32]);
 
 macro_rules! scale_kernels {
     ($S:ty $(, $feat:literal)?) => {{
         $(#[target_feature(enable = $feat)])?
-        unsafe fn run(img: &mut [f32], hw: usize, c: usize, c0: usize, gate: &[f32]) {
-            scale_body(img, hw, c, c0, gate)
+        unsafe fn run(img: &mut [f32], gate: &[f32]) {
+            scale_body(img, gate)
         }
         run as ScaleFn
     }};
@@ -209,7 +208,7 @@ pub fn scale_channels_nhwc(
         unsafe {
             let img =
                 std::slice::from_raw_parts_mut(xp.get().add((b * hw + p0) * c), (p1 - p0) * c);
-            run(img, p1 - p0, c, 0, &s[b * c..(b + 1) * c]);
+            run(img, &s[b * c..(b + 1) * c]);
         }
     };
     if len >= PAR_FLOATS && blocks * n > 1 {
@@ -305,12 +304,9 @@ mod tests {
                 let run = *SCALE.get(isa).unwrap();
                 let mut got = x.clone();
                 for b in 0..n {
-                    for c0 in (0..c).step_by(RUN) {
-                        let k = RUN.min(c - c0);
-                        let img = &mut got[b * hw * c..(b + 1) * hw * c];
-                        // SAFETY: the ISA is available; the run lies inside the image.
-                        unsafe { run(img, hw, c, c0, &s[b * c + c0..b * c + c0 + k]) };
-                    }
+                    let img = &mut got[b * hw * c..(b + 1) * hw * c];
+                    // SAFETY: the ISA is available.
+                    unsafe { run(img, &s[b * c..(b + 1) * c]) };
                 }
                 assert_eq!(got, want, "{isa:?} {n}x{hw}x{c}");
             }

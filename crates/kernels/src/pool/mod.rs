@@ -12,10 +12,10 @@
 
 mod avg;
 mod channel_sum;
-
-pub use channel_sum::scale_channels_nhwc;
 mod max;
 mod max_vec;
+
+pub use channel_sum::scale_channels_nhwc;
 
 pub(crate) use max_vec::split_row;
 

@@ -266,7 +266,7 @@ impl Step {
                 let planes = *n * *c;
                 match residual {
                     None if *nhwc => {
-                        // `x[b, p, :] *= s[b, :]`, by the squeeze's channel runs.
+                        // `x[b, p, :] *= s[b, :]`, over the squeeze's pixel blocks.
                         let (io, [xs]) = carve(arena, offs, [*x])?;
                         let s = io.get(offs, *scale)?;
                         scale_channels_nhwc(*n, *hw, *c, xs, s).map_err(kerr)

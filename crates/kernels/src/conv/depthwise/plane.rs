@@ -327,86 +327,37 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
         return pad_ready;
     }
     let stacks = g.kh == g.kw && !g.dilated && g.sh <= 2;
-    let band = band_rows(g);
-    if stacks && matches!(g.kh, 3 | 5) && band < g.oh {
-        // SAFETY: forwarded contract (bands of the same packed layout, see `forward_bands`).
-        unsafe { forward_bands::<S, A>(g, band, x, wt, bias, act, y, scratch) };
-        return false;
-    }
-    // SAFETY: the CPU supports S (caller's contract).
-    unsafe {
-        pack_plane::<S>(
-            x,
-            g.h,
-            g.w,
-            g.ph,
-            g.pw,
-            g.sw,
-            g.wq,
-            g.hp,
-            scratch,
-            x.as_ptr().wrapping_add(x.len()),
-            pad_ready,
-        )
+    let band = if stacks && matches!(g.kh, 3 | 5) {
+        band_rows(g)
+    } else {
+        g.oh
     };
-    if stacks {
-        let st = Stacked {
-            src: scratch.as_ptr(),
-            unit: g.rs,
-            col_off: &g.col_off,
-            w: wt,
-            dst: y.as_mut_ptr(),
-            dst_row: g.ow,
-            rows: g.oh,
-            len: g.ow,
-            bias,
-            act,
-            spill_ok: true,
-        };
-        // SAFETY: output row r, kernel row i reads packed row r * sh + i < hp and columns
-        // below wq (FwdGeom); y holds oh * ow floats.
-        let done = unsafe {
-            match (g.kh, g.sh) {
-                (3, 1) => stacked::<S, _, 3, 1>(&st),
-                (3, 2) => stacked::<S, _, 3, 2>(&st),
-                (5, 1) => stacked::<S, _, 5, 1>(&st),
-                (5, 2) => stacked::<S, _, 5, 2>(&st),
-                _ => false,
-            }
-        };
-        if done {
-            return true;
-        }
+    if band >= g.oh {
+        // SAFETY: forwarded contract; one band of every output row.
+        unsafe { forward_band::<S, A>(g, (0, g.oh), x, wt, bias, act, y, scratch, pad_ready) };
+        return true;
     }
-    let c = Corr {
-        src: scratch.as_ptr(),
-        src_row: g.sh * g.rs,
-        off: &g.off,
-        w: wt,
-        dst: y.as_mut_ptr(),
-        dst_row: g.ow,
-        rows: g.oh,
-        len: g.ow,
-        bias,
-        act,
-        dst_room: 0,
-    };
-    // SAFETY: `FwdGeom` sizes the scratch so every tap of every output reads inside the
-    // packed rows (see its docs); y holds oh * ow floats; scratch and y are distinct.
-    unsafe {
-        match g.off.len() {
-            9 => corr::<S, _, 9>(&c),
-            25 => corr::<S, _, 25>(&c),
-            _ => corr::<S, _, 0>(&c),
-        }
+    let mut r0 = 0;
+    while r0 < g.oh {
+        // A remainder too short for the row tiles joins the band before it (the scratch
+        // holds the whole plane's rows, so a longer band still fits).
+        let r1 = if g.oh - r0 < band + 4 {
+            g.oh
+        } else {
+            r0 + band
+        };
+        // SAFETY: forwarded contract; the band's rows lie in the plane.
+        unsafe { forward_band::<S, A>(g, (r0, r1), x, wt, bias, act, y, scratch, false) };
+        r0 = r1;
     }
-    true
+    // The scratch holds the last band alone, not a packed plane.
+    false
 }
 
-/// Output rows per band of [`forward_bands`]: as many as keep a band's packed rows within
-/// half of the host's L1d (`crate::host`), or all of them (`g.oh`) when the whole packed plane
-/// fits there. A packed plane larger than L1d (a 112 x 112 plane at stride 2: 51 KiB) is
-/// otherwise written out to L2 and read back from there by the row kernels.
+/// Output rows per band of [`forward`]: as many as keep a band's packed rows within half of
+/// the host's L1d (`crate::host`), or all of them (`g.oh`) when the whole packed plane fits
+/// there. A packed plane larger than L1d (a 112 x 112 plane at stride 2: 51 KiB) would
+/// otherwise be written out to L2 and read back from there by the row kernels.
 fn band_rows(g: &FwdGeom) -> usize {
     let half_l1 = crate::host::Host::get().caches.l1d.size / 2 / std::mem::size_of::<f32>();
     if g.scratch_len() <= half_l1 || g.rs == 0 {
@@ -420,64 +371,61 @@ fn band_rows(g: &FwdGeom) -> usize {
     ((rows_in - g.kh) / g.sh + 1).min(g.oh)
 }
 
-/// [`forward`]'s stacked rows band by band: output rows `r0..r1` read padded rows `r0 sh ..
-/// (r1 - 1) sh + kh`, which are packed alone (the plane's rows among them, zero rows above
-/// or below the plane) into the front of `scratch`, in the layout of the whole packed plane,
-/// then turned into those output rows. Every output sees the same packed values and the same
-/// kernel as in one pass over the whole plane: the same bits.
+/// Output rows `r0..r1` of [`forward`] through the padded copy: the padded rows they read,
+/// `r0 sh .. (r1 - 1) sh + (kh - 1) dh + 1` (the plane's rows among them, zero rows above or below it),
+/// packed alone into the front of `scratch` in the layout of the whole packed plane, then the
+/// row tiles (`stacked`, where they take the filter) or the general correlation. Every output
+/// sees the same packed values and the same kernel whatever band holds it: the same bits as
+/// one band of the whole plane. `pad_ready` as for [`pack_plane`] (only for the whole plane).
 ///
 /// # Safety
-/// As for [`forward`]; `1 <= band < g.oh`, `g.kh == g.kw` in {3, 5}, `g.sh <= 2`, no dilation.
+/// As for [`forward`]; `r0 < r1 <= g.oh`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn forward_bands<S: Simd, A: VecAct>(
+unsafe fn forward_band<S: Simd, A: VecAct>(
     g: &FwdGeom,
-    band: usize,
+    (r0, r1): (usize, usize),
     x: &[f32],
     wt: &[f32],
     bias: f32,
     act: A,
     y: &mut [f32],
     scratch: &mut [f32],
+    pad_ready: bool,
 ) {
-    let mut r0 = 0;
-    while r0 < g.oh {
-        // A remainder too short for the row tiles joins the band before it (the scratch
-        // holds the whole plane's rows, so a longer band still fits).
-        let r1 = if g.oh - r0 < band + 4 {
-            g.oh
-        } else {
-            r0 + band
-        };
-        // Padded rows pr0..pr1 (padded row R is input row R - ph).
-        let (pr0, pr1) = (r0 * g.sh, (r1 - 1) * g.sh + g.kh);
-        let top = g.ph.saturating_sub(pr0);
-        let iy0 = pr0.saturating_sub(g.ph).min(g.h);
-        let iy1 = pr1.saturating_sub(g.ph).min(g.h).max(iy0);
-        let src = &x[iy0 * g.w..iy1 * g.w];
-        // SAFETY: the band's pr1 - pr0 <= hp packed rows fit in the scratch (it holds hp
-        // rows); the CPU supports S (caller's contract).
-        unsafe {
-            pack_plane::<S>(
-                src,
-                iy1 - iy0,
-                g.w,
-                top,
-                g.pw,
-                g.sw,
-                g.wq,
-                pr1 - pr0,
-                scratch,
-                x.as_ptr().wrapping_add(iy1 * g.w),
-                false,
-            )
-        };
+    // Padded rows pr0..pr1 (padded row R is input row R - ph): output row r reads rows
+    // r sh .. r sh + (kh - 1) dh + 1, and the last row's end is hp (FwdGeom).
+    let (pr0, pr1) = (r0 * g.sh, g.hp - (g.oh - r1) * g.sh);
+    let top = g.ph.saturating_sub(pr0);
+    let iy0 = pr0.saturating_sub(g.ph).min(g.h);
+    let iy1 = pr1.saturating_sub(g.ph).min(g.h).max(iy0);
+    // Prefetched meanwhile: the next band's rows, or after the last band the next plane.
+    let next = if r1 == g.oh { x.len() } else { iy1 * g.w };
+    // SAFETY: the band's pr1 - pr0 <= hp packed rows fit in the scratch (it holds hp rows);
+    // the CPU supports S (caller's contract).
+    unsafe {
+        pack_plane::<S>(
+            &x[iy0 * g.w..iy1 * g.w],
+            iy1 - iy0,
+            g.w,
+            top,
+            g.pw,
+            g.sw,
+            g.wq,
+            pr1 - pr0,
+            scratch,
+            x.as_ptr().wrapping_add(next),
+            pad_ready,
+        )
+    };
+    let dst = y[r0 * g.ow..].as_mut_ptr();
+    if g.kh == g.kw && !g.dilated && g.sh <= 2 {
         let st = Stacked {
             src: scratch.as_ptr(),
             unit: g.rs,
             col_off: &g.col_off,
             w: wt,
-            dst: y[r0 * g.ow..].as_mut_ptr(),
+            dst,
             dst_row: g.ow,
             rows: r1 - r0,
             len: g.ow,
@@ -486,39 +434,41 @@ unsafe fn forward_bands<S: Simd, A: VecAct>(
             spill_ok: true,
         };
         // SAFETY: local output row r, kernel row i reads packed row r sh + i < pr1 - pr0 of
-        // the band, columns below wq; y holds rows r0..r1 of ow floats.
+        // the band, columns below wq (FwdGeom); y holds rows r0..r1 of ow floats.
         let done = unsafe {
             match (g.kh, g.sh) {
                 (3, 1) => stacked::<S, _, 3, 1>(&st),
                 (3, 2) => stacked::<S, _, 3, 2>(&st),
                 (5, 1) => stacked::<S, _, 5, 1>(&st),
-                _ => stacked::<S, _, 5, 2>(&st),
+                (5, 2) => stacked::<S, _, 5, 2>(&st),
+                _ => false,
             }
         };
-        if !done {
-            let c = Corr {
-                src: scratch.as_ptr(),
-                src_row: g.sh * g.rs,
-                off: &g.off,
-                w: wt,
-                dst: y[r0 * g.ow..].as_mut_ptr(),
-                dst_row: g.ow,
-                rows: r1 - r0,
-                len: g.ow,
-                bias,
-                act,
-                dst_room: 0,
-            };
-            // SAFETY: as above, every tap of the band's outputs reads inside its packed rows.
-            unsafe {
-                match g.off.len() {
-                    9 => corr::<S, _, 9>(&c),
-                    25 => corr::<S, _, 25>(&c),
-                    _ => corr::<S, _, 0>(&c),
-                }
-            }
+        if done {
+            return;
         }
-        r0 = r1;
+    }
+    let c = Corr {
+        src: scratch.as_ptr(),
+        src_row: g.sh * g.rs,
+        off: &g.off,
+        w: wt,
+        dst,
+        dst_row: g.ow,
+        rows: r1 - r0,
+        len: g.ow,
+        bias,
+        act,
+        dst_room: 0,
+    };
+    // SAFETY: `FwdGeom` sizes the packed rows so every tap of the band's outputs reads inside
+    // them (see its docs); y holds rows r0..r1 of ow floats; scratch and y are distinct.
+    unsafe {
+        match g.off.len() {
+            9 => corr::<S, _, 9>(&c),
+            25 => corr::<S, _, 25>(&c),
+            _ => corr::<S, _, 0>(&c),
+        }
     }
 }
 
