@@ -7,12 +7,18 @@
 //! Summed over input channels, the 16 element-wise products become 16 independent GEMMs,
 //!
 //! ```text
-//! M[xi] [tiles x c_out] = V[xi] [tiles x c_in] * U[xi] [c_in x c_out],   xi = 0..16,
+//! M[xi] [c_out x tiles] = U[xi]^T [c_out x c_in] * V[xi] [c_in x tiles],   xi = 0..16,
 //! ```
 //!
 //! with `U = G g G^T` transformed once at packing (in f64, rounded once; packed as each GEMM's
-//! right operand) and `V = B^T d B` / `Y = A^T M A` computed per call by the vector
-//! transforms of `transform.rs`. The multiply count falls by 2.25x; what the GEMMs lose to
+//! left operand) and `V = B^T d B` / `Y = A^T M A` computed per call by the vector
+//! transforms of `transform.rs`. `V` and `M` are channel-major (each channel's tiles
+//! contiguous, as the transforms write and read them), so `V` is a row-major right operand
+//! that the GEMM reads in place or packs panel by panel next to the multiply, and `M` a
+//! row-major product: the transposed form (`V` as a left operand, `M = V U`) needed a
+//! separate pass packing `V` and the transposed store, 3.5% and 1.2% of a one-thread
+//! SE-ResNet-101 inference on Sapphire Rapids (perf). Each element of `M` is the same FMA
+//! chain over the input channels in either form. The multiply count falls by 2.25x; what the GEMMs lose to
 //! their small `c_in` depth and the transforms add is measured in `docs/kernels/conv.md`.
 //!
 //! The tiles of all images are processed in blocks of whole tile rows: at least 128 tiles
@@ -86,7 +92,7 @@ const G: [[f64; 3]; 4] = [
 ];
 
 /// The 16 transformed filters `U[xi] = (G g G^T)[xi]` of `w` (`[c_out, c_in, 3, 3]`), each
-/// packed as the right operand `[c_in x c_out]` of its GEMM for `isa`.
+/// packed as the left operand `[c_out x c_in]` (`U[xi]^T`) of its GEMM for `isa`.
 pub(crate) fn pack_weights(
     w: &[f32],
     c_out: usize,
@@ -112,8 +118,10 @@ pub(crate) fn pack_weights(
             }
         }
     }
+    // ux is [c_in][c_out]: as the c_out x c_in matrix U^T, rows of stride 1 and columns of
+    // stride c_out.
     u.chunks_exact(c_in * c_out)
-        .map(|ux| PackedMatrix::pack_b(MatRef::row_major(ux, c_in, c_out), Some(isa)))
+        .map(|ux| PackedMatrix::pack_a(MatRef::new(ux, c_out, c_in, 1, c_out), Some(isa)))
         .collect()
 }
 
@@ -183,24 +191,15 @@ static TABLES: Tables<Fns> = tables!(Fns, wino_kernels);
 /// from any thread reuses the same buffer, so once warm it allocates nothing (a per-thread
 /// buffer would grow again on each thread the plan happens to run on). Concurrent calls
 /// each take their own.
-/// With the buffer, the 16 GEMMs' left operands packed per block (storage reused: the GEMM
-/// then needs no per-thread packing buffer either).
-static FREE: Mutex<Vec<Block>> = Mutex::new(Vec::new());
+static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
 
-#[derive(Default)]
-struct Block {
-    buf: Vec<f32>,
-    packs: Vec<Option<PackedMatrix>>,
-}
-
-fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32], &mut [Option<PackedMatrix>]) -> R) -> R {
+fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     let take = || FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
     let mut b = take().unwrap_or_default();
-    if b.buf.len() < len {
-        b.buf.resize(len, 0.0);
+    if b.len() < len {
+        b.resize(len, 0.0);
     }
-    b.packs.resize_with(16, || None);
-    let r = f(&mut b.buf[..len], &mut b.packs);
+    let r = f(&mut b[..len]);
     FREE.lock().unwrap_or_else(|p| p.into_inner()).push(b);
     r
 }
@@ -267,7 +266,7 @@ pub(crate) fn forward(
     let len = 16 * ci * t_max + 16 * co * t_max + l + in_tasks * row_len;
     // One block of tile rows q0..q1, its three phases in order (each phase's tasks in
     // parallel, or inline inside a task of the block-parallel form below).
-    let block = |q0: usize, q1: usize, buf: &mut [f32], packs: &mut [Option<PackedMatrix>]| {
+    let block = |q0: usize, q1: usize, buf: &mut [f32]| {
         let (vbuf, rest) = buf.split_at_mut(16 * ci * t_max);
         let (mbuf, rows_buf) = rest.split_at_mut(16 * co * t_max + l);
         let t = (q1 - q0) * g.tw;
@@ -293,31 +292,24 @@ pub(crate) fn forward(
         let v = &vbuf[..16 * ci * t];
         let m = &mut mbuf[..16 * co * t];
         let m_ptr = SharedMut(m.as_mut_ptr());
-        crate::parallel::for_each_chunk_mut(packs, 1, |xi_, pack| {
+        crate::parallel::for_each_task(16, |xi_| {
             // SAFETY: task xi alone writes M[xi], floats xi * co * t.. of M (16 * co * t
             // floats, borrowed mutably for the whole call).
             let mx =
                 unsafe { std::slice::from_raw_parts_mut(m_ptr.get().add(xi_ * co * t), co * t) };
-            // V[xi] as [t x c_in] (tile-major rows of stride 1, channel columns of
-            // stride 16 t), packed into this block's storage; M[xi] as [t x c_out]
-            // stored channel-major.
-            let a = MatRef::new(&v[xi_ * t..], t, ci, 1, 16 * t);
-            let packed = match &mut pack[0] {
-                Some(p) => p.repack_a(a, Some(isa)).map(|()| &*p),
-                slot => PackedMatrix::pack_a(a, Some(isa)).map(|p| &*slot.insert(p)),
-            };
-            let c = MatMut::new(mx, t, co, 1, t);
-            let r = packed.and_then(|pa| {
-                gemm_ex(
-                    1.0,
-                    Operand::Packed(pa),
-                    Operand::Packed(&u[xi_]),
-                    0.0,
-                    c,
-                    Epilogue::NONE,
-                    &cfg,
-                )
-            });
+            // V[xi] as [c_in x t] (channel rows of stride 16 t, tiles contiguous); M[xi] as
+            // [c_out x t], row-major.
+            let b = MatRef::new(&v[xi_ * t..], ci, t, 16 * t, 1);
+            let c = MatMut::new(mx, co, t, t, 1);
+            let r = gemm_ex(
+                1.0,
+                Operand::Packed(&u[xi_]),
+                Operand::View(b),
+                0.0,
+                c,
+                Epilogue::NONE,
+                &cfg,
+            );
             if let Err(e) = r {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }
@@ -356,14 +348,12 @@ pub(crate) fn forward(
         // tile rows, with no barrier between the phases and no V or M crossing cores.
         crate::parallel::for_each_task(blocks, |b| {
             let q0 = b * rpb;
-            with_block(len, |buf, packs| {
-                block(q0, (q0 + rpb).min(rows), buf, packs)
-            });
+            with_block(len, |buf| block(q0, (q0 + rpb).min(rows), buf));
         });
     } else {
-        with_block(len, |buf, packs| {
+        with_block(len, |buf| {
             for q0 in (0..rows).step_by(rpb) {
-                block(q0, (q0 + rpb).min(rows), buf, packs);
+                block(q0, (q0 + rpb).min(rows), buf);
             }
         });
     }
