@@ -134,11 +134,12 @@ pub(crate) unsafe fn split_row<S: Simd>(
             // vector pairs, 16 left) it took most of the split's time.
             let n = w - c;
             if n > 0 {
-                let lo = S::load_masked(row.add(c), S::lane_range(0, n.min(l)));
-                let hi = if n > l {
-                    S::load_masked(row.add(c + l), S::lane_range(0, n - l))
+                let (lo, hi) = if n > l {
+                    (S::load(row.add(c)), S::load_first(row.add(c + l), n - l))
+                } else if n == l {
+                    (S::load(row.add(c)), S::zero())
                 } else {
-                    S::zero()
+                    (S::load_first(row.add(c), n), S::zero())
                 };
                 let (e, o) = S::deinterleave(lo, hi);
                 let (ne, no) = (n.div_ceil(2), n / 2);

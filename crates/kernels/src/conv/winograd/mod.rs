@@ -15,11 +15,12 @@
 //! transforms of `transform.rs`. `V` and `M` are channel-major (each channel's tiles
 //! contiguous, as the transforms write and read them), so `V` is a row-major right operand
 //! that the GEMM reads in place or packs panel by panel next to the multiply, and `M` a
-//! row-major product: the transposed form (`V` as a left operand, `M = V U`) needed a
-//! separate pass packing `V` and the transposed store, 3.5% and 1.2% of a one-thread
-//! SE-ResNet-101 inference on Sapphire Rapids (perf). Each element of `M` is the same FMA
-//! chain over the input channels in either form. The multiply count falls by 2.25x; what the GEMMs lose to
-//! their small `c_in` depth and the transforms add is measured in `docs/kernels/conv.md`.
+//! row-major product. The transposed form (`V` as a left operand, `M = V U`) would pack `V`
+//! in a pass of its own and store `M` through the transposed store (3.5% and 1.2% of a
+//! one-thread SE-ResNet-101 inference on Sapphire Rapids, perf); each element of `M` is the
+//! same FMA chain over the input channels in either form. The multiply count falls by
+//! 2.25x; what the GEMMs lose to their small `c_in` depth and the transforms add is measured
+//! in `docs/kernels/conv.md`.
 //!
 //! The tiles of all images are processed in blocks of whole tile rows: at least 128 tiles
 //! (each GEMM streams its packed filters once per block), more while the block's `V` and `M`
