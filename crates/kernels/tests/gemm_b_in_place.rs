@@ -3,7 +3,8 @@
 //! once, or packed per call because the same values are stored column-major (which is never
 //! read in place). On every ISA and kernel candidate, with plain and batched
 //! (column-segmented) B, edge panels, several depth blocks, every epilogue term, and at any
-//! thread count.
+//! thread count. The same holds where B is packed panel by panel with each next panel copied
+//! by the tiles of the current one (`TileEpilogue::copy_to`).
 
 use tessera_kernels::gemm::table::candidates;
 use tessera_kernels::gemm::{
@@ -35,6 +36,11 @@ fn in_place_b_equals_packed_b() {
         (13, 40, 333, 1),
         (25, 150, 96, 1),
         (30, 24, 100, 3),
+        // Packed panel by panel, each panel's copy made by a tile of the previous one (rows
+        // on cache lines; a way apart, or too deep to fit L1 as they lie).
+        (60, 40, 1024, 1),
+        (60, 40, 1024, 2),
+        (40, 300, 320, 1),
     ];
     for isa in Isa::available() {
         for kernel in candidates(isa) {

@@ -267,6 +267,8 @@ mod body {
             activation: act,
             prefetch: std::ptr::null(),
             prefetch_rs: 0,
+            copy_to: std::ptr::null_mut(),
+            prefetch_l2: false,
         };
         // SAFETY: the contract of `RowFn`: `tile_for` guarantees that each tap's invalid
         // pixels are at most the tile's first and last, which `skip_first` / `skip_last`

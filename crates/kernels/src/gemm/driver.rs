@@ -212,10 +212,11 @@ enum BBlock {
     /// A packed block: panel `jr / nr` at `jr * kc`, rows `nr` floats apart.
     Packed(*const f32),
     /// B itself (see `in_place.rs`); edge panels are packed with `pack_b` into `edge`, the
-    /// task's buffer of `kc * nr` floats. With `pack_all`, every panel is packed there just
-    /// before its tiles run (B is not read in place, but a packed block would be read by one
-    /// MC block only: packing panel by panel keeps each in L1 instead of writing the whole
-    /// block out to L2 or L3 and reading it back).
+    /// task's buffer of two halves of `kc * nr` floats. With `pack_all`, every panel is packed
+    /// there just before its tiles run, or copied by a tile of the previous panel (B is not
+    /// read in place, but a packed block would be read by one MC block only: packing panel by
+    /// panel keeps each in L1 instead of writing the whole block out to L2 or L3 and reading
+    /// it back).
     InPlace {
         edge: *mut f32,
         pack_b: PackFn,
@@ -291,6 +292,9 @@ thread_local! {
     static PACK_BUFS: Cell<Option<Box<(PackBuf, PackBuf)>>> = const { Cell::new(None) };
 }
 
+/// Row alignment, in bytes, under which the tiles copy the next B panel (a cache line).
+const COPY_ALIGN: usize = 64;
+
 /// Largest MR * NR of any kernel (the candidates have at most 32 rows and 512 elements).
 const MAX_TILE: usize = 512;
 
@@ -329,6 +333,8 @@ impl DepthBlock {
                 scale_col: std::ptr::null(),
                 prefetch: std::ptr::null(),
                 prefetch_rs: 0,
+                copy_to: std::ptr::null_mut(),
+                prefetch_l2: false,
                 activation: if last {
                     p.epilogue.activation
                 } else {
@@ -408,7 +414,7 @@ unsafe fn run_task(
             let d = DepthBlock::new(p, blk, k, kb);
             let bsrc = if in_place || per_panel {
                 BBlock::InPlace {
-                    edge: bbuf.slice(d.kc * blk.nr).as_mut_ptr(),
+                    edge: bbuf.slice(2 * d.kc * blk.nr).as_mut_ptr(),
                     pack_b,
                     pack_all: !in_place,
                 }
@@ -514,7 +520,10 @@ unsafe fn macro_block(
                 buf.as_ptr()
             }
         };
-        // Loop 2: NR-wide micro-panels of B.
+        // Loop 2: NR-wide micro-panels of B. A B packed panel by panel alternates between the
+        // two halves of the task's panel buffer: while the tiles of one panel run, the second
+        // of them copies the next panel into the other half (`TileEpilogue::copy_to`).
+        let mut copied = false;
         let mut jr = 0;
         while jr < nc {
             // The row path: whole groups of panels at once when their columns are contiguous.
@@ -559,15 +568,20 @@ unsafe fn macro_block(
                 } => {
                     let (j0, cols) = (jc + jr, nr.min(nc - jr));
                     let lb = p.b_layout();
+                    // This panel's half of the buffer (see loop 2).
+                    let half = edge.wrapping_add((jr / nr % 2) * kc * nr);
                     if !pack_all && cols == nr && lb.contiguous_run(Axis::Cols, j0, nr) {
                         // SAFETY: element (pc, j0) lies inside B, and so do the panel's kc
                         // rows of nr contiguous columns.
                         (unsafe { p.b.add(lb.offset(d.pc, j0)) }, lb.rs)
+                    } else if copied {
+                        // Copied by a tile of the previous panel.
+                        (half.cast_const(), nr)
                     } else {
                         // SAFETY: the task's buffer holds kc * nr floats (run_task) and nobody
                         // else uses it meanwhile; the panel's rows and columns lie inside B.
                         unsafe {
-                            let buf = std::slice::from_raw_parts_mut(edge, kc * nr);
+                            let buf = std::slice::from_raw_parts_mut(half, kc * nr);
                             segments::pack_b_block(
                                 pack_b,
                                 nr,
@@ -578,10 +592,11 @@ unsafe fn macro_block(
                                 buf,
                             );
                         }
-                        (edge.cast_const(), nr)
+                        (half.cast_const(), nr)
                     }
                 }
             };
+            copied = false;
             // A B read in place or packed panel by panel: the next panel's first row in B,
             // for the first tile of this panel to prefetch (see `TileEpilogue::prefetch`).
             // B packed ahead (a layer's weights, cold at batch 1): the next packed panel.
@@ -601,6 +616,15 @@ unsafe fn macro_block(
                 }
                 _ => None,
             };
+            // A B packed panel by panel whose rows are contiguous, evenly spaced (not
+            // segmented) and start on cache lines: the tiles copy the next panel (see loop 2).
+            // Rows that start mid-line make every load of the copy straddle two lines; those
+            // panels, like strided or segmented ones, are packed by `pack_b`.
+            let copy_next = matches!(bsrc, BBlock::InPlace { pack_all: true, .. })
+                && next_in_place.is_some()
+                && p.csb == 1
+                && !matches!(p.b_seg, Some(s) if s.axis == Axis::Rows)
+                && (p.rsb * std::mem::size_of::<f32>()).is_multiple_of(COPY_ALIGN);
             // Loop 1: MR-tall micro-panels of A.
             for ir in (0..mc).step_by(mr) {
                 let (i0, j0) = (ic + ir, jc + jr);
@@ -626,6 +650,20 @@ unsafe fn macro_block(
                 if let (Some((next, rs)), 0) = (next_in_place, ir) {
                     epi.prefetch = next;
                     epi.prefetch_rs = rs;
+                    epi.prefetch_l2 = copy_next;
+                } else if let (Some((next, rs)), BBlock::InPlace { edge, .. }, true) =
+                    (next_in_place, bsrc, copy_next)
+                {
+                    // The second tile of a panel packed panel by panel copies the next panel
+                    // (which the first tile brought to L2) into the other half of the buffer.
+                    // (Sharing the copy out over all the panel's tiles measured slower: the
+                    // later tiles found the rows evicted again.)
+                    if ir == mr && tile_cols == nr {
+                        epi.prefetch = next;
+                        epi.prefetch_rs = rs;
+                        epi.copy_to = edge.wrapping_add(((jr / nr + 1) % 2) * kc * nr);
+                        copied = true;
+                    }
                 } else if p.a_packed.is_some() && jr == 0 && ir + mr < mc {
                     // A packed ahead (a layer's weights) is read from memory on the first B
                     // panel's pass: each tile prefetches the next A panel.

@@ -50,6 +50,14 @@ pub(crate) struct TileEpilogue {
     pub prefetch: *const f32,
     /// Row stride of the panel at `prefetch`.
     pub prefetch_rs: usize,
+    /// When non-null, the kernel copies the `kc` rows of NR floats at `prefetch` (`prefetch_rs`
+    /// apart) to `copy_to` (rows NR apart) instead of prefetching them: the driver's
+    /// panel-by-panel packing of B, done with loads and stores between the tile's FMAs
+    /// rather than by a separate copy loop.
+    pub copy_to: *mut f32,
+    /// The prefetch of `prefetch` asks for L2 only: the panel is copied by a later tile
+    /// rather than read by the next one, and L1 holds that tile's own panels meanwhile.
+    pub prefetch_l2: bool,
 }
 
 /// One MR x NR microkernel. `kc` may be 0 (then the accumulators are zero). B's `kc` rows of

@@ -19,6 +19,19 @@ pub(crate) unsafe fn kernel_4x4(
     rsc: usize,
     epi: &TileEpilogue,
 ) {
+    if !epi.copy_to.is_null() {
+        for p in 0..kc {
+            // SAFETY: the contract of `TileEpilogue::copy_to`: kc rows of NR floats at
+            // `prefetch`, `prefetch_rs` apart, and kc * NR writable floats at `copy_to`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    epi.prefetch.add(p * epi.prefetch_rs),
+                    epi.copy_to.add(p * NR),
+                    NR,
+                )
+            };
+        }
+    }
     let mut acc = [[0.0f32; NR]; MR];
     for p in 0..kc {
         // SAFETY: the A panel holds kc * MR floats, B kc rows of NR floats rsb apart.

@@ -216,6 +216,11 @@ unsafe impl Simd for Avx2 {
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
     }
     #[inline(always)]
+    unsafe fn prefetch_l2(p: *const f32) {
+        // SAFETY: a prefetch never faults, whatever the address.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(p as *const i8) }
+    }
+    #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: __m256, n: usize) {
         // SAFETY: the mask enables lanes < n only; the caller passes n writable floats.
         unsafe { _mm256_maskstore_ps(p, first_lanes(n), v) }

@@ -166,6 +166,10 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     #[inline(always)]
     unsafe fn prefetch(_p: *const f32) {}
 
+    /// Asks for the cache line holding `p` in L2 only (a hint: never faults).
+    #[inline(always)]
+    unsafe fn prefetch_l2(_p: *const f32) {}
+
     /// The first `n < L` lanes of `v` to `p` (no access past them).
     #[inline(always)]
     unsafe fn store_first(p: *mut f32, v: Self::V, n: usize) {
