@@ -35,6 +35,37 @@ pub(crate) fn lane_sum(v: &[f32]) -> f64 {
     ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
 }
 
+/// [`lane_sum`] of `P` slices of one length at once, each with exactly its lanes and its tree
+/// (the same bits): the slices' partial sums are independent chains, so where one sum waits on
+/// the latency of its adds (one vector of eight f64 lanes per add on AVX-512), `P` of them
+/// fill the adder. Called from kernels compiled for an ISA, where it is inlined and vectorised.
+#[inline(always)]
+pub(crate) fn lane_sums<const P: usize>(v: [&[f32]; P]) -> [f64; P] {
+    let n = v.first().map_or(0, |s| s.len());
+    debug_assert!(
+        v.iter().all(|s| s.len() == n),
+        "lane_sums: slices of one length"
+    );
+    let v = v.map(|s| &s[..n]);
+    let whole = n / 8 * 8;
+    let mut acc = [[0.0f64; 8]; P];
+    let mut i = 0;
+    while i < whole {
+        for (a, s) in acc.iter_mut().zip(&v) {
+            for (a, &x) in a.iter_mut().zip(&s[i..i + 8]) {
+                *a += f64::from(x);
+            }
+        }
+        i += 8;
+    }
+    for (a, s) in acc.iter_mut().zip(&v) {
+        for (a, &x) in a.iter_mut().zip(&s[whole..]) {
+            *a += f64::from(x);
+        }
+    }
+    acc.map(|a| ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7])))
+}
+
 /// `out[b * c + ch] = mean_p x[(b * hw + p) * c + ch]` of channels-last maps `[n, hw, c]`,
 /// summed in f64 pixel by pixel (the squeeze of a channels-last map; `out` holds `n * c`).
 pub(crate) fn channel_means_nhwc(n: usize, hw: usize, c: usize, x: &[f32], out: &mut [f64]) {
@@ -301,4 +332,28 @@ pub fn adaptive_avg_pool2d_backward(
         }
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lane_sum, lane_sums};
+
+    #[test]
+    fn lane_sums_are_lane_sum_bit_for_bit() {
+        // Values of mixed sign and scale, so that the order of summation shows in the bits.
+        let v: Vec<f32> = (0..4 * 203_i32)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 10f32.powi(i % 9 - 4))
+            .collect();
+        for len in [0, 1, 7, 8, 9, 16, 49, 196, 203] {
+            let s: [&[f32]; 4] = std::array::from_fn(|j| &v[j * 203..j * 203 + len]);
+            let got = lane_sums(s);
+            for j in 0..4 {
+                assert_eq!(
+                    got[j].to_bits(),
+                    lane_sum(s[j]).to_bits(),
+                    "len {len} slice {j}"
+                );
+            }
+        }
+    }
 }

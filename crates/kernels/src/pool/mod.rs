@@ -24,7 +24,7 @@ pub use avg::{
     avg_pool2d_forward, global_avg_pool_nhwc,
 };
 /// The f64 plane sum of the global average pool, shared with the squeeze-and-excitation gate.
-pub(crate) use avg::{channel_means_nhwc, lane_sum};
+pub(crate) use avg::{channel_means_nhwc, lane_sum, lane_sums};
 pub use max::{
     max_pool2d_backward, max_pool2d_forward, max_pool2d_forward_scalar, max_pool2d_forward_values,
     max_pool2d_forward_values_with, max_pool2d_forward_with,

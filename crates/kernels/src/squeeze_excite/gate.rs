@@ -21,7 +21,16 @@
 //! the rows two at a time, each vector of its input loaded once for both rows and each row's
 //! lanes unchanged (MobileNetV3-Large's 960 -> 240 -> 960 layers at two threads, Sapphire
 //! Rapids class host, 2026-12-05: 28.8 -> 26.1 and 35.1 -> 33.2 us; they stream their
-//! weights, 0.9 MiB a layer).
+//! weights, 0.9 MiB a layer). Where no cache keeps those weights between inferences, the
+//! dot products prefetch them [`PREFETCH_AHEAD`] floats ahead.
+//!
+//! The squeeze (the planes' means, in f64) runs in the same per-ISA wrapper, four planes at a
+//! time: one plane's eight-lane sum ([`crate::pool::lane_sum`]) is a single chain of dependent
+//! adds, one vector per add on AVX-512, so four planes' chains side by side keep the adder
+//! busy, each plane's lanes and tree unchanged (the same bits). Both measured together in
+//! `tessera profile seresnet101 --plan --threads 1` (Intel Xeon, family 6 model 207,
+//! AVX-512, 2026-12-06, two alternating runs): the squeeze-excitation steps from 6.3-6.4% of
+//! the inference to 5.0-5.3%.
 
 use crate::activation::{reference, Activation};
 use crate::error::KernelError;
@@ -87,7 +96,8 @@ fn dot(w: &[f32], x: &[f64]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
-    for (w32, x32) in wc.zip(xc) {
+    for (i, (w32, x32)) in wc.zip(xc).enumerate() {
+        prefetch_ahead(w, i * LANES);
         for l in 0..LANES {
             acc[l] += f64::from(w32[l]) * x32[l];
         }
@@ -116,6 +126,34 @@ fn fold_lanes(acc: &mut [f64; LANES]) -> f64 {
     acc[0]
 }
 
+/// How far ahead of the dot product, in floats of the same row, the weights are prefetched
+/// (6 KiB: about 0.5 us of one core's memory stream). At batch 1 the layers stream weights
+/// that no cache keeps between inferences (0.9 MiB a layer in MobileNetV3-Large), and the
+/// hardware prefetcher alone leaves the f64 arithmetic waiting on them: the 960 -> 240 -> 960
+/// gate from memory, one thread, 310-340 us without, 140-170 us with (Intel Xeon, family 6
+/// model 207, AVX-512, 2026-12-06; 1536 floats measured best of 256 to 2048).
+const PREFETCH_AHEAD: usize = 1536;
+
+/// Asks for the cache line at `p` (no effect on any value; a prefetch never faults, so `p` may
+/// lie past the end of the weights).
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch reads nothing architecturally and never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches the two cache lines [`PREFETCH_AHEAD`] floats past `w[i..i + 32]`.
+#[inline(always)]
+fn prefetch_ahead(w: &[f32], i: usize) {
+    prefetch(w.as_ptr().wrapping_add(i + PREFETCH_AHEAD));
+    prefetch(w.as_ptr().wrapping_add(i + PREFETCH_AHEAD + LANES / 2));
+}
+
 /// [`dot`] of two rows against one `x`, each row's lanes and tree exactly as in [`dot`]
 /// (the same bits), with each vector of `x` loaded once for both.
 #[inline(always)]
@@ -124,6 +162,9 @@ fn dot2(wa: &[f32], wb: &[f32], x: &[f64]) -> (f64, f64) {
     let n = x.len().min(wa.len()).min(wb.len());
     let whole = n / LANES * LANES;
     for i in (0..whole).step_by(LANES) {
+        // Rows `a` and `b` are adjacent: ahead of both is ahead of the pair.
+        prefetch_ahead(wa, i);
+        prefetch_ahead(wb, i);
         let (a32, b32, x32) = (&wa[i..i + LANES], &wb[i..i + LANES], &x[i..i + LANES]);
         for l in 0..LANES {
             acc[0][l] += f64::from(a32[l]) * x32[l];
@@ -172,10 +213,32 @@ fn rows_body(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut 
     }
 }
 
+/// `out[p] = mean(x[p * hw..(p + 1) * hw])` for the planes of `out`: each plane's sum is
+/// [`crate::pool::lane_sum`]'s (the same bits), four planes at a time so that their sums are
+/// independent chains of adds.
+#[inline(always)]
+fn means_body(x: &[f32], hw: usize, out: &mut [f64]) {
+    let d = hw as f64;
+    let plane = |p: usize| &x[p * hw..(p + 1) * hw];
+    let p0 = out.len() / 4 * 4;
+    let mut quads = out.chunks_exact_mut(4);
+    for (q, m4) in (&mut quads).enumerate() {
+        let sums = crate::pool::lane_sums(std::array::from_fn::<_, 4, _>(|j| plane(4 * q + j)));
+        for (m, s) in m4.iter_mut().zip(sums) {
+            *m = s / d;
+        }
+    }
+    for (j, m) in quads.into_remainder().iter_mut().enumerate() {
+        *m = crate::pool::lane_sum(plane(p0 + j)) / d;
+    }
+}
+
 type RowsFn = unsafe fn(&[f32], &[f32], &[f64], usize, usize, &mut [f64]);
+type MeansFn = unsafe fn(&[f32], usize, &mut [f64]);
 
 struct GateKernels {
     rows: RowsFn,
+    means: MeansFn,
 }
 
 macro_rules! gate_kernels {
@@ -184,7 +247,11 @@ macro_rules! gate_kernels {
         unsafe fn rows(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
             rows_body(w, bias, x, k, r0, out)
         }
-        GateKernels { rows }
+        $(#[target_feature(enable = $feat)])?
+        unsafe fn means(x: &[f32], hw: usize, out: &mut [f64]) {
+            means_body(x, hw, out)
+        }
+        GateKernels { rows, means }
     }};
 }
 
@@ -291,21 +358,18 @@ fn gate_on(
     let (t, rest) = rest.split_at_mut(n * c.max(rd));
     let hidden = &mut rest[..n * rd];
     // Squeeze: the mean of each plane, summed in f64.
-    let mean = |(p, m): (usize, &mut f64)| {
-        *m = crate::pool::lane_sum(&x[p * hw..(p + 1) * hw]) / hw as f64;
+    let means = |p0: usize, ms: &mut [f64]| {
+        // SAFETY: `k` is the table of a checked ISA; `x` holds the planes of `ms` (checked).
+        unsafe { (k.means)(&x[p0 * hw..(p0 + ms.len()) * hw], hw, ms) }
     };
     if nhwc {
         crate::pool::channel_means_nhwc(n, hw, c, x, pooled);
     } else if x.len() >= PAR_SQUEEZE && rayon::current_num_threads() > 1 {
         // Runs of planes of about 8 Ki floats per task.
         let per = ((1 << 13) / hw.max(1)).max(1);
-        crate::parallel::for_each_chunk_mut(pooled, per, |i, ms| {
-            for (j, m) in ms.iter_mut().enumerate() {
-                mean((i * per + j, m));
-            }
-        });
+        crate::parallel::for_each_chunk_mut(pooled, per, |i, ms| means(i * per, ms));
     } else {
-        pooled.iter_mut().enumerate().for_each(mean);
+        means(0, pooled);
     }
     // Excitation: `t` is `[rows, n]`, the next layer reads `[n, rows]`.
     layer(k, w.w1, w.b1, pooled, n, &mut t[..rd * n]);
