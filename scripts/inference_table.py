@@ -33,13 +33,21 @@ def lines(cmd, env=None):
 
 
 def cpu_model():
+    """The model name and, since virtual machines often report a bare "Intel(R) Xeon(R)
+    Processor", the family / model / stepping that tell one generation from another."""
+    fields = {}
     try:
         for l in open("/proc/cpuinfo"):
-            if l.startswith("model name"):
-                return l.split(":", 1)[1].strip()
+            if ":" in l:
+                k, v = (t.strip() for t in l.split(":", 1))
+                fields.setdefault(k, v)
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']}"
+        name += f" stepping {fields['stepping']})" if "stepping" in fields else ")"
+    return name
 
 
 def main():
