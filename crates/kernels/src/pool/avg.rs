@@ -22,23 +22,13 @@ use crate::error::KernelError;
 /// depend on the thread count.
 #[inline]
 pub(crate) fn lane_sum(v: &[f32]) -> f64 {
-    let mut acc = [0.0f64; 8];
-    let mut chunks = v.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
-            *a += f64::from(x);
-        }
-    }
-    for (a, &x) in acc.iter_mut().zip(chunks.remainder()) {
-        *a += f64::from(x);
-    }
-    ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]))
+    lane_sums([v])[0]
 }
 
-/// [`lane_sum`] of `P` slices of one length at once, each with exactly its lanes and its tree
-/// (the same bits): the slices' partial sums are independent chains, so where one sum waits on
-/// the latency of its adds (one vector of eight f64 lanes per add on AVX-512), `P` of them
-/// fill the adder. Called from kernels compiled for an ISA, where it is inlined and vectorised.
+/// [`lane_sum`] of `P` slices of one length at once, each in its order of lanes and tree (the
+/// same bits; `lane_sum` is the case `P = 1`): the slices' partial sums are independent
+/// chains, so where one sum waits on the latency of its adds (one vector of eight f64 lanes
+/// per add on AVX-512), `P` of them fill the adder. Called from kernels compiled for an ISA, where it is inlined and vectorised.
 #[inline(always)]
 pub(crate) fn lane_sums<const P: usize>(v: [&[f32]; P]) -> [f64; P] {
     let n = v.first().map_or(0, |s| s.len());

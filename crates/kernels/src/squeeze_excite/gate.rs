@@ -35,7 +35,7 @@
 use crate::activation::{reference, Activation};
 use crate::error::KernelError;
 use crate::isa::{Isa, Tables};
-use crate::simd::tables;
+use crate::simd::{tables, Simd};
 use std::cell::Cell;
 
 /// The two 1x1 convolutions of the excitation, in PyTorch's layout, and their activations.
@@ -91,13 +91,20 @@ const LANES: usize = 32;
 /// `sum_k w[k] x[k]` in f64 over [`LANES`] lanes, then the lanes added pairwise in a fixed
 /// tree. The tail is zero-padded to a whole run of lanes (adding `0 * 0` leaves a sum as it
 /// is), so every lane index is a constant and the accumulators stay in registers.
+/// `PREFETCH` asks for the weights ahead (off for a row already read for an earlier image).
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
-fn dot(w: &[f32], x: &[f64]) -> f64 {
+unsafe fn dot<S: Simd, const PREFETCH: bool>(w: &[f32], x: &[f64]) -> f64 {
     let mut acc = [0.0f64; LANES];
     let (wc, xc) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
     let (wr, xr) = (wc.remainder(), xc.remainder());
     for (i, (w32, x32)) in wc.zip(xc).enumerate() {
-        prefetch_ahead(w, i * LANES);
+        if PREFETCH {
+            // SAFETY: the caller runs on `S`.
+            unsafe { prefetch_ahead::<S>(w, i * LANES) };
+        }
         for l in 0..LANES {
             acc[l] += f64::from(w32[l]) * x32[l];
         }
@@ -134,37 +141,39 @@ fn fold_lanes(acc: &mut [f64; LANES]) -> f64 {
 /// model 207, AVX-512, 2026-12-06; 1536 floats measured best of 256 to 2048).
 const PREFETCH_AHEAD: usize = 1536;
 
-/// Asks for the cache line at `p` (no effect on any value; a prefetch never faults, so `p` may
-/// lie past the end of the weights).
+/// Prefetches the two cache lines [`PREFETCH_AHEAD`] floats past `w[i..i + 32]` (a hint
+/// through `S`; a no-op on the portable and scalar paths).
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
-fn prefetch(p: *const f32) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing architecturally and never faults, whatever the address.
+unsafe fn prefetch_ahead<S: Simd>(w: &[f32], i: usize) {
+    let p = w.as_ptr().wrapping_add(i + PREFETCH_AHEAD);
+    // SAFETY: the caller runs on `S`; a prefetch never accesses memory, so `p` may lie past
+    // the end of the weights.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+        S::prefetch(p);
+        S::prefetch(p.wrapping_add(LANES / 2));
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
-/// Prefetches the two cache lines [`PREFETCH_AHEAD`] floats past `w[i..i + 32]`.
-#[inline(always)]
-fn prefetch_ahead(w: &[f32], i: usize) {
-    prefetch(w.as_ptr().wrapping_add(i + PREFETCH_AHEAD));
-    prefetch(w.as_ptr().wrapping_add(i + PREFETCH_AHEAD + LANES / 2));
 }
 
 /// [`dot`] of two rows against one `x`, each row's lanes and tree exactly as in [`dot`]
 /// (the same bits), with each vector of `x` loaded once for both.
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
-fn dot2(wa: &[f32], wb: &[f32], x: &[f64]) -> (f64, f64) {
+unsafe fn dot2<S: Simd>(wa: &[f32], wb: &[f32], x: &[f64]) -> (f64, f64) {
     let mut acc = [[0.0f64; LANES]; 2];
     let n = x.len().min(wa.len()).min(wb.len());
     let whole = n / LANES * LANES;
     for i in (0..whole).step_by(LANES) {
         // Rows `a` and `b` are adjacent: ahead of both is ahead of the pair.
-        prefetch_ahead(wa, i);
-        prefetch_ahead(wb, i);
+        // SAFETY: the caller runs on `S`.
+        unsafe {
+            prefetch_ahead::<S>(wa, i);
+            prefetch_ahead::<S>(wb, i);
+        }
         let (a32, b32, x32) = (&wa[i..i + LANES], &wb[i..i + LANES], &x[i..i + LANES]);
         for l in 0..LANES {
             acc[0][l] += f64::from(a32[l]) * x32[l];
@@ -188,27 +197,48 @@ fn dot2(wa: &[f32], wb: &[f32], x: &[f64]) -> (f64, f64) {
 /// `out[r * n + b] = bias[r0 + r] + W[r0 + r] . x[b]` for the rows of `out`'s chunk (`w`:
 /// `[rows, k]`, `x`: `[n, k]`): row-outer, so a row of weights is read once for all `n`
 /// images; single images take the rows in pairs ([`dot2`]).
+///
+/// # Safety
+/// The CPU supports `S`.
 #[inline(always)]
-fn rows_body(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
+unsafe fn rows_body<S: Simd>(
+    w: &[f32],
+    bias: &[f32],
+    x: &[f64],
+    k: usize,
+    r0: usize,
+    out: &mut [f64],
+) {
     let n = x.len() / k.max(1);
     let row = |i: usize| &w[(r0 + i) * k..(r0 + i + 1) * k];
     if n == 1 {
         let pairs = out.len() / 2;
         for i in 0..pairs {
-            let (a, b) = dot2(row(2 * i), row(2 * i + 1), x);
+            // SAFETY: the caller runs on `S`.
+            let (a, b) = unsafe { dot2::<S>(row(2 * i), row(2 * i + 1), x) };
             out[2 * i] = f64::from(bias[r0 + 2 * i]) + a;
             out[2 * i + 1] = f64::from(bias[r0 + 2 * i + 1]) + b;
         }
         if out.len() % 2 == 1 {
             let i = out.len() - 1;
-            out[i] = f64::from(bias[r0 + i]) + dot(row(i), x);
+            // SAFETY: the caller runs on `S`.
+            out[i] = f64::from(bias[r0 + i]) + unsafe { dot::<S, true>(row(i), x) };
         }
         return;
     }
     for (i, o) in out.chunks_exact_mut(n.max(1)).enumerate() {
         let (wr, br) = (row(i), f64::from(bias[r0 + i]));
         for (b, ob) in o.iter_mut().enumerate() {
-            *ob = br + dot(wr, &x[b * k..(b + 1) * k]);
+            let xb = &x[b * k..(b + 1) * k];
+            // SAFETY: the caller runs on `S`. The row's first image brings it into cache.
+            *ob = br
+                + unsafe {
+                    if b == 0 {
+                        dot::<S, true>(wr, xb)
+                    } else {
+                        dot::<S, false>(wr, xb)
+                    }
+                };
         }
     }
 }
@@ -245,7 +275,8 @@ macro_rules! gate_kernels {
     ($S:ty $(, $feat:literal)?) => {{
         $(#[target_feature(enable = $feat)])?
         unsafe fn rows(w: &[f32], bias: &[f32], x: &[f64], k: usize, r0: usize, out: &mut [f64]) {
-            rows_body(w, bias, x, k, r0, out)
+            // SAFETY: the table is used only on a CPU that supports `$S`.
+            unsafe { rows_body::<$S>(w, bias, x, k, r0, out) }
         }
         $(#[target_feature(enable = $feat)])?
         unsafe fn means(x: &[f32], hw: usize, out: &mut [f64]) {
