@@ -1,5 +1,5 @@
 //! A warm planned inference allocates nothing on the heap: this test binary counts every
-//! allocation with its own global allocator and runs one inference after a warm-up, inside
+//! allocation with its own global allocator and runs inferences after `Plan::warm_up`, inside
 //! the rayon pool (entering the pool from outside allocates a queue block every few dozen
 //! entries; that is rayon's, not the plan's), for every family: the kernels keep their
 //! scratch per thread, build their tap tables inline and format error messages only on the
@@ -45,12 +45,11 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-/// Heap (bytes, calls) of five warm planned inferences of `arch` at batch `n`: the first window
-/// of five runs, after ten warm-up runs, in which nothing was allocated, or the last of ten
-/// windows if none was. "Warm" means every per-thread scratch buffer the kernels keep has
-/// reached its size on every worker; which worker runs which task varies with work stealing,
-/// so a buffer can still grow once on a worker that first meets a large task late. A plan that
-/// allocates on every run never reaches a zero window and fails.
+/// Heap (bytes, calls) of twenty planned inferences of `arch` at batch `n` on a two-thread
+/// pool, right after [`Plan::warm_up`](tessera::models::plan::Plan::warm_up): it runs the plan once on
+/// each thread with every task inline, so every per-thread scratch buffer the kernels keep
+/// has its size on every worker before the first counted run, whichever worker later claims
+/// which task.
 fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
     // The counters are process-wide: one measurement at a time.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -64,25 +63,18 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
     let x = Tensor::randn(&[n, c, h, w], 1).to_vec();
     let mut plan = m.plan([n, c, h, w]).unwrap();
     pool.install(|| {
-        for _ in 0..10 {
-            plan.run(&x).unwrap();
+        // One run on each thread, every task inline: every thread's scratch is then sized.
+        plan.warm_up().unwrap();
+        // From the first run after it, none allocates, whichever thread claims which task.
+        let (b0, c0) = (BYTES.load(Ordering::SeqCst), CALLS.load(Ordering::SeqCst));
+        for _ in 0..20 {
+            let y = plan.run(&x).unwrap();
+            assert!(y.iter().all(|v| v.is_finite()));
         }
-        let mut last = (0, 0);
-        for _ in 0..10 {
-            let (b0, c0) = (BYTES.load(Ordering::SeqCst), CALLS.load(Ordering::SeqCst));
-            for _ in 0..5 {
-                let y = plan.run(&x).unwrap();
-                assert!(y.iter().all(|v| v.is_finite()));
-            }
-            last = (
-                BYTES.load(Ordering::SeqCst) - b0,
-                CALLS.load(Ordering::SeqCst) - c0,
-            );
-            if last == (0, 0) {
-                break;
-            }
-        }
-        last
+        (
+            BYTES.load(Ordering::SeqCst) - b0,
+            CALLS.load(Ordering::SeqCst) - c0,
+        )
     })
 }
 

@@ -29,6 +29,8 @@ pub fn run(args: &ProfileArgs) -> Result<(), String> {
         .plan_with([args.batch, c, h, w], &options)
         .map_err(fail)?;
     run_plan_with(|| plan.tune_threads(9, 2.0)).map_err(fail)?;
+    // Every thread's scratch sized before timing, as `bench` does.
+    run_plan_with(|| plan.warm_up()).map_err(fail)?;
     let x = Tensor::randn(&[args.batch, c, h, w], 1).to_vec();
     let reps = args.repeat.max(5);
     let steps = run_plan_with(|| plan.profile_steps(&x, reps)).map_err(fail)?;

@@ -243,6 +243,10 @@ pub fn for_each_chunk_mut<T: Send>(
 /// first moves onto a worker. With one thread, or when called from inside an awake region, it
 /// simply runs `f`.
 pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    if IN_TASK.with(Cell::get) {
+        // Inside a task (or [`on_each_thread_inline`]) everything runs inline.
+        return f();
+    }
     if rayon::current_thread_index().is_none() {
         return outside::run_awake(f);
     }
@@ -253,6 +257,41 @@ pub fn run_awake<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     let region = Region::new();
     let done = AtomicBool::new(false);
     fan_out(workers - 1, &region, &done, f)
+}
+
+/// Runs `f` once on the calling thread (unless it is a worker of the pool) and once on every
+/// worker of rayon's current pool, one thread at a time, with every parallel region and task
+/// inside `f` run inline on that thread, the tasks split as they would be in parallel.
+///
+/// What it is for: kernels keep their scratch per thread (GEMM packing buffers, im2col
+/// columns, padded planes) and grow it the first time a thread meets a larger task. Which
+/// thread claims which task changes from run to run, so in parallel a thread may meet its
+/// largest task, and allocate, many runs after the first. After `f` has run every task on
+/// every thread, running the same work in parallel on this pool allocates nothing, whichever
+/// thread claims what. A panic in `f` is re-raised here once every thread has had its turn.
+pub fn on_each_thread_inline(f: impl Fn() + Sync) {
+    let inline = || {
+        let was = IN_TASK.with(|c| c.replace(true));
+        let r = catch_unwind(AssertUnwindSafe(&f));
+        IN_TASK.with(|c| c.set(was));
+        r
+    };
+    let mut first_panic = None;
+    if rayon::current_thread_index().is_none() {
+        first_panic = inline().err();
+    }
+    // One worker at a time: `f` may use state that only one thread may touch at once.
+    let turn = Mutex::new(first_panic);
+    rayon::broadcast(|_| {
+        let mut slot = turn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(p) = inline() {
+            slot.get_or_insert(p);
+        }
+    });
+    let panic = turn.into_inner().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = panic {
+        resume_unwind(p);
+    }
 }
 
 /// `f` on this worker beside `spinners` spinner jobs, posted through nested `rayon::join`s
@@ -330,6 +369,64 @@ mod tests {
             .num_threads(threads)
             .build()
             .unwrap()
+    }
+
+    /// `on_each_thread_inline` runs `f` on every worker (and an outside caller), one at a time,
+    /// each running every task of `f`'s regions itself, in order.
+    #[test]
+    fn each_thread_runs_every_task_inline_in_turn() {
+        for threads in [1, 2, 3] {
+            let pool = pool(threads);
+            let log = Mutex::new(Vec::new());
+            let inside = AtomicUsize::new(0);
+            let f = || {
+                assert_eq!(
+                    inside.fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "one thread at a time"
+                );
+                let me = std::thread::current().id();
+                run_awake(|| {
+                    for_each_task(5, |t| {
+                        assert_eq!(std::thread::current().id(), me);
+                        log.lock().unwrap().push((me, t));
+                    })
+                });
+                inside.fetch_sub(1, Ordering::SeqCst);
+            };
+            // From a worker: every worker once, the caller included.
+            pool.install(|| on_each_thread_inline(f));
+            let runs = std::mem::take(&mut *log.lock().unwrap());
+            assert_eq!(runs.len(), 5 * threads, "{threads} threads");
+            for chunk in runs.chunks(5) {
+                let tasks: Vec<usize> = chunk.iter().map(|&(_, t)| t).collect();
+                assert_eq!(tasks, [0, 1, 2, 3, 4]);
+                assert!(chunk.iter().all(|&(id, _)| id == chunk[0].0));
+            }
+            let mut ids: Vec<_> = runs.iter().map(|&(id, _)| format!("{id:?}")).collect();
+            ids.dedup();
+            assert_eq!(ids.len(), threads, "each worker once");
+        }
+        // From outside every pool: the caller, then each worker of the global pool.
+        let log = Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                on_each_thread_inline(|| log.lock().unwrap().push(std::thread::current().id()))
+            });
+        });
+        assert_eq!(log.lock().unwrap().len(), rayon::current_num_threads() + 1);
+        // A panic in `f` comes back to the caller after every thread's turn.
+        let turns = AtomicUsize::new(0);
+        let caught = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            pool(2).install(|| {
+                on_each_thread_inline(|| {
+                    turns.fetch_add(1, Ordering::SeqCst);
+                    panic!("boom")
+                })
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(turns.load(Ordering::SeqCst), 2);
     }
 
     /// Every task runs exactly once, inside and outside a region, on any pool, nested too.
