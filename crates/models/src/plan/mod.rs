@@ -121,32 +121,29 @@ impl Plan {
         Ok(&self.arena[o..o + self.output.len])
     }
 
-    /// Prepares every thread of rayon's current pool (and the calling thread) to run this
-    /// plan: runs it once on each of them, on a zero input, every task of every step inline
-    /// on that thread (see [`tessera_kernels::parallel::on_each_thread_inline`]). The kernels'
-    /// per-thread scratch then has the size this plan needs on every thread, so from the next
-    /// call on, [`Plan::run`] on this pool allocates nothing, whichever thread claims which
-    /// task. Without it a thread grows its scratch the first time it claims a larger task,
-    /// which at two or more threads can be many runs later (a page-faulting allocation in the
-    /// middle of serving). Costs one run per thread, once; the arena's contents are
-    /// overwritten.
+    /// Prepares every thread of rayon's current pool (and the calling thread, when it is
+    /// outside the pool) to run this plan: runs it once on each of them, on a zero input,
+    /// every task of every step inline on that thread (see
+    /// [`tessera_kernels::parallel::on_each_thread_inline`]). The kernels' per-thread scratch
+    /// then has the size this plan needs on every thread, so from the next call on,
+    /// [`Plan::run`] on this pool allocates nothing, whichever thread claims which task.
+    /// Without it a thread grows its scratch the first time it claims a larger task, which at
+    /// two or more threads can be many runs later (a page-faulting allocation in the middle of
+    /// serving). Costs one run per thread, once; the arena's contents are overwritten.
     pub fn warm_up(&mut self) -> Result<()> {
         let i0 = self.offs[self.input.id];
         self.arena[i0..i0 + self.input.len].fill(0.0);
-        let first_error = std::sync::Mutex::new(None);
-        let plan = std::sync::Mutex::new(&mut *self);
+        // The plan and the first error, held by one thread at a time (the turns of
+        // `on_each_thread_inline`).
+        let state = std::sync::Mutex::new((&mut *self, Ok(())));
         tessera_kernels::parallel::on_each_thread_inline(|| {
-            // One thread at a time holds the plan (`on_each_thread_inline` takes turns).
-            let mut p = plan.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = p.run_steps() {
-                let mut slot = first_error.lock().unwrap_or_else(|e| e.into_inner());
-                slot.get_or_insert(e);
+            let mut guard = state.lock().unwrap_or_else(|e| e.into_inner());
+            let (plan, first) = &mut *guard;
+            if first.is_ok() {
+                *first = plan.run_steps();
             }
         });
-        match first_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        state.into_inner().unwrap_or_else(|e| e.into_inner()).1
     }
 
     /// [`Plan::run`] on a tensor, returning a new tensor of [`Plan::output_shape`].
