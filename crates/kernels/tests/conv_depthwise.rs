@@ -246,9 +246,44 @@ fn in_place_form_matches_the_oracle_and_the_padded_form() {
             }
         }
     }
+    check_in_place_against_padded(&shapes, 70);
+}
+
+#[test]
+fn in_place_stride2_form_matches_the_oracle_and_the_padded_form() {
+    // Stride-2 3x3 / 5x5 with "same" padding, read in place on AVX-512 where the input width
+    // is even and the output row holds at least one vector (w >= 32): one output vector
+    // (w = 32), two overlapping ones (34, 56), an even and an odd number of positions (64,
+    // 96, 112), and the widths the padded copy keeps (odd, or narrower than two vectors);
+    // heights with an odd last input row, output heights around the 8-row tile, and a
+    // plane whose last tile's rows reach past the plane's bottom (5x5).
+    let mut shapes = Vec::new();
+    for k in [3usize, 5] {
+        for w in [30usize, 32, 33, 34, 56, 64, 66, 96, 112] {
+            for h in [14usize, 15, 16, 17, 19, 33] {
+                shapes.push(dw_shape(
+                    1,
+                    2,
+                    1,
+                    h,
+                    w,
+                    (k, k),
+                    (2, 2),
+                    (k / 2, k / 2),
+                    (1, 1),
+                ));
+            }
+        }
+    }
+    check_in_place_against_padded(&shapes, 700);
+}
+
+/// Every shape against the f64 oracle on every ISA, and the fused-FMA paths (AVX-512 in
+/// place, AVX2 through the padded copy) against each other bit for bit.
+fn check_in_place_against_padded(shapes: &[Conv2dShape], seed0: u64) {
     let isas = Isa::available();
     for (i, s) in shapes.iter().enumerate() {
-        let seed = 70 + i as u64;
+        let seed = seed0 + i as u64;
         let (x, w, b) = (
             data(s.input_len(), seed),
             data(s.weight_len(), seed + 1),

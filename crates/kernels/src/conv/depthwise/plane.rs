@@ -303,9 +303,9 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     scratch: &mut [f32],
     pad_ready: bool,
 ) -> bool {
-    // Large stride-1 3x3 / 5x5 planes with "same" padding: the tiles read the plane in place
-    // (`direct.rs`), without the padded copy, whose writes and re-reads cost as much as the
-    // arithmetic there.
+    // Large 3x3 / 5x5 planes with "same" padding at stride 1 or 2: the tiles read the plane
+    // in place (`direct.rs`), without the padded copy, whose writes and re-reads cost as much
+    // as the arithmetic there.
     if DirectPlane::<A>::applies::<S>(g) {
         let p = DirectPlane {
             x: x.as_ptr(),
@@ -313,15 +313,19 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
             w: g.w,
             wt,
             y: y.as_mut_ptr(),
+            oh: g.oh,
+            ow: g.ow,
             bias,
             act,
         };
-        // SAFETY: x holds the h * w plane, y oh * ow = h * w floats ("same" padding, stride
-        // 1), wt K * K; the form applies (checked above).
+        // SAFETY: x holds the h * w plane, y the oh * ow one, wt K * K; the form applies
+        // (checked above) at this stride.
         unsafe {
-            match g.kh {
-                3 => direct::forward::<S, _, 3>(&p),
-                _ => direct::forward::<S, _, 5>(&p),
+            match (g.kh, g.sh) {
+                (3, 1) => direct::forward::<S, _, 3, 1>(&p),
+                (5, 1) => direct::forward::<S, _, 5, 1>(&p),
+                (3, _) => direct::forward::<S, _, 3, 2>(&p),
+                _ => direct::forward::<S, _, 5, 2>(&p),
             }
         }
         return pad_ready;
