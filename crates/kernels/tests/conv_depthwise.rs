@@ -228,24 +228,8 @@ fn in_place_form_matches_the_oracle_and_the_padded_form() {
     // even and an odd number of vector positions, row ends 0-15 lanes past a multiple,
     // including 5x5 rows ending one lane past it, which keep the padded copy), heights
     // around the 8-row tile (interior and edge bands, an overlapping last band).
-    let mut shapes = Vec::new();
-    for k in [3usize, 5] {
-        for w in [17usize, 18, 28, 31, 32, 40, 48, 49, 50, 56, 63, 64, 81, 112] {
-            for h in [7usize, 8, 9, 16, 19] {
-                shapes.push(dw_shape(
-                    1,
-                    2,
-                    1,
-                    h,
-                    w,
-                    (k, k),
-                    (1, 1),
-                    (k / 2, k / 2),
-                    (1, 1),
-                ));
-            }
-        }
-    }
+    let widths = [17, 18, 28, 31, 32, 40, 48, 49, 50, 56, 63, 64, 81, 112];
+    let shapes = same_padding_shapes(1, &widths, &[7, 8, 9, 16, 19]);
     check_in_place_against_padded(&shapes, 70);
 }
 
@@ -255,27 +239,27 @@ fn in_place_stride2_form_matches_the_oracle_and_the_padded_form() {
     // is even and the output row holds at least one vector (w >= 32): one output vector
     // (w = 32), two overlapping ones (34, 56), an even and an odd number of positions (64,
     // 96, 112), and the widths the padded copy keeps (odd, or narrower than two vectors);
-    // heights with an odd last input row, output heights around the 8-row tile, and a
-    // plane whose last tile's rows reach past the plane's bottom (5x5).
+    // heights with an odd last input row, output heights of 7 to 17 rows (whole 4-row tiles
+    // and an overlapping last one), and planes whose last tile's rows reach past the
+    // plane's bottom (5x5).
+    let widths = [30, 32, 33, 34, 56, 64, 66, 96, 112];
+    let shapes = same_padding_shapes(2, &widths, &[14, 15, 16, 17, 19, 33]);
+    check_in_place_against_padded(&shapes, 700);
+}
+
+/// Two-channel 3x3 and 5x5 depthwise shapes with "same" padding at `stride` (both axes),
+/// every width by every height.
+fn same_padding_shapes(stride: usize, widths: &[usize], heights: &[usize]) -> Vec<Conv2dShape> {
     let mut shapes = Vec::new();
     for k in [3usize, 5] {
-        for w in [30usize, 32, 33, 34, 56, 64, 66, 96, 112] {
-            for h in [14usize, 15, 16, 17, 19, 33] {
-                shapes.push(dw_shape(
-                    1,
-                    2,
-                    1,
-                    h,
-                    w,
-                    (k, k),
-                    (2, 2),
-                    (k / 2, k / 2),
-                    (1, 1),
-                ));
+        for &w in widths {
+            for &h in heights {
+                let (st, pad) = ((stride, stride), (k / 2, k / 2));
+                shapes.push(dw_shape(1, 2, 1, h, w, (k, k), st, pad, (1, 1)));
             }
         }
     }
-    check_in_place_against_padded(&shapes, 700);
+    shapes
 }
 
 /// Every shape against the f64 oracle on every ISA, and the fused-FMA paths (AVX-512 in

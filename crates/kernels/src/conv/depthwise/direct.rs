@@ -1,6 +1,6 @@
 //! The 3x3 / 5x5 depthwise forward ("same" padding, stride 1 or 2) read straight from the
-//! input plane: no padded copy, register tiles of 8 output rows x 2 vectors, constant-mask
-//! loads at the plane's left and right edges.
+//! input plane: no padded copy, register tiles of 8 (stride 2: 4) output rows x 2 vectors,
+//! constant-mask loads at the plane's left and right edges.
 //!
 //! For large planes packing a zero-padded copy of every plane writes and re-reads as many
 //! bytes as the arithmetic is worth (the layer is near the roofline's ridge,
@@ -85,8 +85,9 @@ impl<A> DirectPlane<'_, A> {
     ///   masked 124 us): on two-vector rows of a 5x5 filter 8 of every 20 loads are masked,
     ///   and the padded copy is faster (240 x 28^2: 145 us copied, 151 in place), while a 3x3
     ///   filter there gains (192 x 28^2: 87-96 -> 76 us).
-    /// - stride 2 (both axes): an even input width (`ow = w / 2`: the last vector's masks
-    ///   are constants) of at least one output vector (`ow >= L`).
+    /// - stride 2 (both axes): an even input width (with "same" padding then `ow = w / 2`,
+    ///   so the last vector's masks are constants) of at least one output vector
+    ///   (`ow >= L`).
     pub(crate) fn applies<S: Simd>(g: &FwdGeom) -> bool {
         let (k, w, half) = (g.kh, g.w, g.kh / 2);
         let common = S::FAST_MASKED_LOAD
@@ -101,9 +102,7 @@ impl<A> DirectPlane<'_, A> {
                         && (w >= 2 * S::L || (k == 3 && w >= S::L + half))
                         && (w.is_multiple_of(S::L) || w % S::L >= half)
                 }
-                (2, 2) => {
-                    g.oh >= ROWS_STRIDE2 && w.is_multiple_of(2) && g.ow == w / 2 && g.ow >= S::L
-                }
+                (2, 2) => g.oh >= ROWS_STRIDE2 && w.is_multiple_of(2) && g.ow >= S::L,
                 _ => false,
             }
     }
