@@ -34,6 +34,10 @@
 //! host (AVX-512, one thread) the padded form spent 57% of a 16 x 112^2 3x3 stride-2 layer
 //! writing the copy (zeroing and storing both phases of every row, `perf annotate`).
 //!
+//! A tile addresses every load from one pointer computed per tile behind an optimisation
+//! barrier ([`opaque`]): otherwise the compiler hoists each tile variant's row addresses out
+//! of the sweep's loops into stack slots and reloads one before every load.
+//!
 //! Row-stacked register tiles over a CHW plane follow XNNPACK's CHW depthwise microkernels
 //! (`f32-dwconv2d-chw`, including its stride-2 forms that split even and odd columns in
 //! registers).
@@ -146,6 +150,16 @@ unsafe fn tile<
     unsafe {
         let bias = S::splat(p.bias);
         let mut acc = [[bias; V]; R];
+        // Element (r0 SH - half, SH cols[0] - half) of the plane (padded row r0 SH, lane 0 of
+        // the first vector at kernel column 0; outside the plane when the tile touches an
+        // edge, never dereferenced there). Every load address is this pointer plus a multiple
+        // of the row length and a small constant: passed through `opaque`, it is computed
+        // here, per tile, so the compiler cannot hoist the tile's 27-45 load addresses out of
+        // the sweep's loops into stack slots that every load would then reload.
+        let top = opaque(
+            p.x.wrapping_add(r0 * SH * p.w + SH * cols[0])
+                .wrapping_sub(half * p.w + half),
+        );
         for j in 0..K {
             let mut wj = [S::zero(); K];
             for i in 0..K {
@@ -161,10 +175,10 @@ unsafe fn tile<
                     continue;
                 }
                 // Input column of lane 0 of vector v: SH cols[v] + j - half.
-                let row = p.x.wrapping_add((y - half) * p.w + j).wrapping_sub(half);
+                let row = top.wrapping_add(u * p.w + j);
                 let mut xs = [S::zero(); V];
                 for v in 0..V {
-                    let src = row.wrapping_add(SH * cols[v]);
+                    let src = row.wrapping_add(SH * (cols[v] - cols[0]));
                     let (left, right) =
                         (LEFT && v == 0 && j < half, RIGHT && v == V - 1 && j > half);
                     let first = if left {
@@ -201,6 +215,20 @@ unsafe fn tile<
             }
         }
     }
+}
+
+/// `p` unchanged, but opaque to the optimiser: it cannot move arithmetic on the result out of
+/// the enclosing loops (an empty `asm!` that claims to rewrite the address; the result keeps
+/// `p`'s provenance).
+#[inline(always)]
+fn opaque(p: *const f32) -> *const f32 {
+    let mut addr = p.addr();
+    // SAFETY: the template is empty: no instruction runs, no memory or flag is touched, and
+    // the register keeps its value.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) addr, options(nomem, nostack, preserves_flags))
+    };
+    p.with_addr(addr)
 }
 
 /// Runs tiles of `R` rows x `V` vectors over the whole output plane (the last row band and
