@@ -34,9 +34,10 @@
 //! host (AVX-512, one thread) the padded form spent 57% of a 16 x 112^2 3x3 stride-2 layer
 //! writing the copy (zeroing and storing both phases of every row, `perf annotate`).
 //!
-//! A tile addresses every load from one pointer computed per tile behind an optimisation
-//! barrier ([`opaque`]): otherwise the compiler hoists each tile variant's row addresses out
-//! of the sweep's loops into stack slots and reloads one before every load.
+//! A tile addresses every load from one pointer and the row length, both taken per tile
+//! through an optimisation barrier ([`opaque`], [`opaque_len`]): otherwise the compiler
+//! hoists each tile variant's row addresses out of the sweep's loops into stack slots and
+//! reloads one before every load.
 //!
 //! Row-stacked register tiles over a CHW plane follow XNNPACK's CHW depthwise microkernels
 //! (`f32-dwconv2d-chw`, including its stride-2 forms that split even and odd columns in
@@ -160,6 +161,7 @@ unsafe fn tile<
             p.x.wrapping_add(r0 * SH * p.w + SH * cols[0])
                 .wrapping_sub(half * p.w + half),
         );
+        let row_len = opaque_len(p.w);
         for j in 0..K {
             let mut wj = [S::zero(); K];
             for i in 0..K {
@@ -175,7 +177,7 @@ unsafe fn tile<
                     continue;
                 }
                 // Input column of lane 0 of vector v: SH cols[v] + j - half.
-                let row = top.wrapping_add(u * p.w + j);
+                let row = top.wrapping_add(u * row_len + j);
                 let mut xs = [S::zero(); V];
                 for v in 0..V {
                     let src = row.wrapping_add(SH * (cols[v] - cols[0]));
@@ -229,6 +231,17 @@ fn opaque(p: *const f32) -> *const f32 {
         core::arch::asm!("/* {0} */", inout(reg) addr, options(nomem, nostack, preserves_flags))
     };
     p.with_addr(addr)
+}
+
+/// [`opaque`] for a length: the tile's row offsets (`u * row_len`) are then computed per tile
+/// too, in registers, instead of once per call into stack slots.
+#[inline(always)]
+fn opaque_len(mut n: usize) -> usize {
+    // SAFETY: as in `opaque`: an empty template that leaves the register as it was.
+    unsafe {
+        core::arch::asm!("/* {0} */", inout(reg) n, options(nomem, nostack, preserves_flags))
+    };
+    n
 }
 
 /// Runs tiles of `R` rows x `V` vectors over the whole output plane (the last row band and
