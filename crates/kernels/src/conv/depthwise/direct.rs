@@ -154,9 +154,9 @@ unsafe fn tile<
         // Element (r0 SH - half, SH cols[0] - half) of the plane (padded row r0 SH, lane 0 of
         // the first vector at kernel column 0; outside the plane when the tile touches an
         // edge, never dereferenced there). Every load address is this pointer plus a multiple
-        // of the row length and a small constant: passed through `opaque`, it is computed
-        // here, per tile, so the compiler cannot hoist the tile's 27-45 load addresses out of
-        // the sweep's loops into stack slots that every load would then reload.
+        // of the row length and a small constant: with both passed through the barrier, they
+        // are computed here, per tile, so the compiler cannot hoist the tile's 27-45 load
+        // addresses out of the sweep's loops into stack slots that every load would reload.
         let top = opaque(
             p.x.wrapping_add(r0 * SH * p.w + SH * cols[0])
                 .wrapping_sub(half * p.w + half),
@@ -219,29 +219,23 @@ unsafe fn tile<
     }
 }
 
-/// `p` unchanged, but opaque to the optimiser: it cannot move arithmetic on the result out of
-/// the enclosing loops (an empty `asm!` that claims to rewrite the address; the result keeps
-/// `p`'s provenance).
-#[inline(always)]
-fn opaque(p: *const f32) -> *const f32 {
-    let mut addr = p.addr();
-    // SAFETY: the template is empty: no instruction runs, no memory or flag is touched, and
-    // the register keeps its value.
-    unsafe {
-        core::arch::asm!("/* {0} */", inout(reg) addr, options(nomem, nostack, preserves_flags))
-    };
-    p.with_addr(addr)
-}
-
-/// [`opaque`] for a length: the tile's row offsets (`u * row_len`) are then computed per tile
-/// too, in registers, instead of once per call into stack slots.
+/// `n` unchanged, but opaque to the optimiser: it cannot move arithmetic on the result out of
+/// the enclosing loops (an empty `asm!` that claims to rewrite the register). On the row
+/// length, the tile's row offsets (`u * row_len`) are computed per tile, in registers.
 #[inline(always)]
 fn opaque_len(mut n: usize) -> usize {
-    // SAFETY: as in `opaque`: an empty template that leaves the register as it was.
+    // SAFETY: the template is empty: no instruction runs, no memory or flag is touched, and
+    // the register keeps its value.
     unsafe {
         core::arch::asm!("/* {0} */", inout(reg) n, options(nomem, nostack, preserves_flags))
     };
     n
+}
+
+/// [`opaque_len`] for a pointer: its address through the barrier, its provenance kept.
+#[inline(always)]
+fn opaque(p: *const f32) -> *const f32 {
+    p.with_addr(opaque_len(p.addr()))
 }
 
 /// Runs tiles of `R` rows x `V` vectors over the whole output plane (the last row band and
