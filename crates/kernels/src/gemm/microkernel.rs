@@ -248,6 +248,9 @@ pub(crate) unsafe fn finish<S: Simd, const MR: usize, const NV: usize, const TR:
     }
 }
 
+/// How far ahead, in floats of one B panel, [`row_wide`] prefetches its panels.
+const ROW_AHEAD: usize = 1024;
+
 /// The one-row body over [`WIDE_PANELS`] B micro-panels of `NV` vectors each (`NW = NV *
 /// WIDE_PANELS` accumulators): the same k order per element as [`tile`] with `MR = 1`.
 ///
@@ -263,11 +266,22 @@ unsafe fn row_wide<S: Simd, const NV: usize, const NW: usize>(
     epi: &TileEpilogue,
 ) {
     let nr = NV * S::L;
+    // Each panel is one stream of `nr` floats per k step, from memory when the weights are
+    // cold (a batch-1 classifier streams megabytes once per inference): each asks for its
+    // line ROW_AHEAD floats ahead into L2, as the squeeze-excitation gate does.
+    let ahead = ROW_AHEAD.div_ceil(nr) * nr;
     // SAFETY (whole body): a holds kc floats, each panel kc * nr floats; the NW vectors of C
-    // are contiguous at c; S's ISA is enabled.
+    // are contiguous at c; S's ISA is enabled; a prefetch never accesses memory, so its
+    // address may lie past the panels.
     unsafe {
         let mut acc = [[S::zero(); NW]; 1];
         for p in 0..kc {
+            for w in 0..NW / NV {
+                let next = b.wrapping_add(w * panel_stride + p * nr + ahead);
+                for line in 0..nr.div_ceil(16) {
+                    S::prefetch_l2(next.wrapping_add(line * 16));
+                }
+            }
             let ai = S::broadcast(a.add(p));
             for (w, x) in acc[0].iter_mut().enumerate() {
                 let bv = S::load(b.add((w / NV) * panel_stride + p * nr + (w % NV) * S::L));
