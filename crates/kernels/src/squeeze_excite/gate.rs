@@ -138,7 +138,8 @@ fn fold_lanes(acc: &mut [f64; LANES]) -> f64 {
 /// that no cache keeps between inferences (0.9 MiB a layer in MobileNetV3-Large), and the
 /// hardware prefetcher alone leaves the f64 arithmetic waiting on them: the 960 -> 240 -> 960
 /// gate from memory, one thread, 310-340 us without, 140-170 us with (Intel Xeon, family 6
-/// model 207, AVX-512, 2026-12-06; 1536 floats measured best of 256 to 2048).
+/// model 207, AVX-512, 2026-12-06, prefetching into L1; 1536 floats measured best of 256 to
+/// 2048). On AMD Zen 4, prefetching into L2, 3072 and 6144 floats measured the same as 1536.
 const PREFETCH_AHEAD: usize = 1536;
 
 /// Prefetches the two cache lines [`PREFETCH_AHEAD`] floats past `w[i..i + 32]` into L2 (a
