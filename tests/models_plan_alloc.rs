@@ -1,11 +1,14 @@
 //! A warm planned inference allocates nothing on the heap: this test binary counts every
-//! allocation with its own global allocator and runs inferences after `Plan::warm_up`, inside
+//! allocation made on the threads that run the plan (the measuring thread and its pool's
+//! workers) with its own global allocator and runs inferences after `Plan::warm_up` and a few
+//! uncounted runs, inside
 //! the rayon pool (entering the pool from outside allocates a queue block every few dozen
 //! entries; that is rayon's, not the plan's), for every family: the kernels keep their
 //! scratch per thread, build their tap tables inline and format error messages only on the
 //! error paths.
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use tessera::core::Tensor;
@@ -16,17 +19,32 @@ struct Counting;
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Whether this thread's allocations are counted: the measuring thread and the workers
+    /// of its pool. The test harness allocates on its own threads meanwhile (spawning the
+    /// next test, printing a result, capturing a failed test's backtrace), which is not the
+    /// plan's doing.
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Adds one allocation of `size` bytes if this thread is counted.
+fn count(size: usize) {
+    // `try_with`: during thread teardown the flag may already be gone (not counted then).
+    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+        CALLS.fetch_add(1, Ordering::Relaxed);
+        BYTES.fetch_add(size as u64, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: forwards every call unchanged to `System`, adding to two atomic counters.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        count(l.size());
         // SAFETY: forwarded unchanged.
         unsafe { System.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(l.size() as u64, Ordering::Relaxed);
+        count(l.size());
         // SAFETY: forwarded unchanged.
         unsafe { System.alloc_zeroed(l) }
     }
@@ -35,8 +53,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        CALLS.fetch_add(1, Ordering::Relaxed);
-        BYTES.fetch_add(n as u64, Ordering::Relaxed);
+        count(n);
         // SAFETY: forwarded unchanged.
         unsafe { System.realloc(p, l, n) }
     }
@@ -56,6 +73,7 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
+        .start_handler(|_| COUNTED.with(|c| c.set(true)))
         .build()
         .unwrap();
     let m = create(arch, o, 0).unwrap();
@@ -66,15 +84,23 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
         // One run on each thread, every task inline: every thread's scratch is then sized.
         plan.warm_up().unwrap();
         // From the first run after it, none allocates, whichever thread claims which task.
+        // A few uncounted runs first: rayon's work-stealing deques size their buffers (and
+        // retire old ones through crossbeam's epoch garbage bags) on the first busy runs.
+        for _ in 0..20 {
+            plan.run(&x).unwrap();
+        }
         let (b0, c0) = (BYTES.load(Ordering::SeqCst), CALLS.load(Ordering::SeqCst));
+        COUNTED.with(|c| c.set(true));
         for _ in 0..20 {
             let y = plan.run(&x).unwrap();
             assert!(y.iter().all(|v| v.is_finite()));
         }
-        (
+        let counts = (
             BYTES.load(Ordering::SeqCst) - b0,
             CALLS.load(Ordering::SeqCst) - c0,
-        )
+        );
+        COUNTED.with(|c| c.set(false));
+        counts
     })
 }
 
