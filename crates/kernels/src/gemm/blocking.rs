@@ -127,7 +127,7 @@ mod tests {
 
     /// Per-core cache geometry from the vendors' manuals (Intel 64 and IA-32 Optimization
     /// Reference Manual, tables of cache parameters; AMD Software Optimization Guides for
-    /// families 19h). L3 `shared_by` counts cores sharing one L3 (per CCX on AMD; per socket
+    /// families 19h and 1Ah). L3 `shared_by` counts cores sharing one L3 (per CCX on AMD; per socket
     /// slice count on Intel, where each core's share is one slice).
     fn host(l1: (usize, usize), l2: (usize, usize), l3: (usize, usize, usize)) -> Caches {
         Caches {
@@ -143,6 +143,9 @@ mod tests {
     }
     fn zen4() -> Caches {
         host((32, 8), (1024, 8), (32 << 10, 16, 8))
+    }
+    fn zen5() -> Caches {
+        host((48, 12), (1024, 16), (32 << 10, 16, 8))
     }
     fn skylake_sp() -> Caches {
         host((32, 8), (1024, 16), (1408 * 28, 11, 28))
@@ -169,6 +172,15 @@ mod tests {
         assert_eq!((b.kc, b.mc), (80, 1224));
         // Zen 4, 24x16: C_Ar = floor(7 * 24 / 40) = 4, KC = 4 * 4096 / 96 = 170 -> 168.
         assert_eq!(derive_kc(24, 16, &zen4()), 168);
+        // Zen 5 (full-width AVX-512), 12x32: the 48 KiB 12-way L1d gives C_Ar = floor(11 * 12
+        // / 44) = 3, KC = 3 * 4096 / 48 = 256; L2 way = 64 KiB, C_Br = 32 KiB -> 1, MC = 7 *
+        // 64 KiB / 1024 = 448 -> 444. (The blocks `tessera cpu` printed on a family 1Ah model 2
+        // host, whose CPUID reported this L1d and L2.)
+        let b = derive(12, 32, &zen5());
+        assert_eq!((b.kc, b.mc), (256, 444));
+        // Its 24x16 twin gets the same depth: C_Ar = floor(11 * 24 / 40) = 6, KC = 6 * 4096 /
+        // 96 = 256; a tie, so the 12x32 (listed first) stays the default.
+        assert_eq!(derive_kc(24, 16, &zen5()), 256);
         // Skylake-SP, 12x32: KC 80 as on Zen 4 (same 32 KiB 8-way L1d); L2 way 64 KiB,
         // C_Br = 1, MC = 7 * 64 KiB / 320 = 1433 -> 1428.
         let b = derive(12, 32, &skylake_sp());
@@ -189,6 +201,7 @@ mod tests {
         for caches in [
             zen3(),
             zen4(),
+            zen5(),
             skylake_sp(),
             ice_lake_sp(),
             sapphire_rapids(),
