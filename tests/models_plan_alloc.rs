@@ -1,6 +1,6 @@
 //! A warm planned inference allocates nothing on the heap: this test binary counts every
-//! allocation made on the threads that run the plan (the measuring thread and its pool's
-//! workers) with its own global allocator and runs inferences after `Plan::warm_up` and a few
+//! allocation made on the threads that run the plan (the workers of the measurement's own
+//! pool, one of which is the measuring thread) with its own global allocator and runs inferences after `Plan::warm_up` and a few
 //! uncounted runs, inside
 //! the rayon pool (entering the pool from outside allocates a queue block every few dozen
 //! entries; that is rayon's, not the plan's), for every family: the kernels keep their
@@ -19,18 +19,27 @@ struct Counting;
 static BYTES: AtomicU64 = AtomicU64::new(0);
 static CALLS: AtomicU64 = AtomicU64::new(0);
 
+/// The pool whose threads are being counted (0: none). Each measurement builds its own pool
+/// and numbers it.
+static ACTIVE_POOL: AtomicU64 = AtomicU64::new(0);
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+
 thread_local! {
-    /// Whether this thread's allocations are counted: the measuring thread and the workers
-    /// of its pool. The test harness allocates on its own threads meanwhile (spawning the
-    /// next test, printing a result, capturing a failed test's backtrace), which is not the
-    /// plan's doing.
-    static COUNTED: Cell<bool> = const { Cell::new(false) };
+    /// The pool this thread works for (0: none, e.g. the test harness's threads, which
+    /// allocate meanwhile: spawning the next test, printing a result, capturing a failed
+    /// test's backtrace, none of it the plan's doing).
+    static POOL: Cell<u64> = const { Cell::new(0) };
 }
 
-/// Adds one allocation of `size` bytes if this thread is counted.
+/// Adds one allocation of `size` bytes if this thread belongs to the pool being measured.
+/// Only that pool's threads count: a worker of an earlier measurement's pool, exiting after
+/// its pool was dropped, frees its thread-local state then, and crossbeam-epoch (under
+/// rayon's deques) allocates a 2072-byte queue node to hand its last garbage bag to the
+/// global collector; that exit can fall inside a later measurement's window.
 fn count(size: usize) {
-    // `try_with`: during thread teardown the flag may already be gone (not counted then).
-    if COUNTED.try_with(Cell::get).unwrap_or(false) {
+    // `try_with`: during thread teardown the slot may already be gone (not counted then).
+    let pool = POOL.try_with(Cell::get).unwrap_or(0);
+    if pool != 0 && pool == ACTIVE_POOL.load(Ordering::Relaxed) {
         CALLS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(size as u64, Ordering::Relaxed);
     }
@@ -71,9 +80,10 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
     // The counters are process-wide: one measurement at a time.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let id = NEXT_POOL.fetch_add(1, Ordering::Relaxed);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(2)
-        .start_handler(|_| COUNTED.with(|c| c.set(true)))
+        .start_handler(move |_| POOL.with(|p| p.set(id)))
         .build()
         .unwrap();
     let m = create(arch, o, 0).unwrap();
@@ -90,17 +100,16 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
             plan.run(&x).unwrap();
         }
         let (b0, c0) = (BYTES.load(Ordering::SeqCst), CALLS.load(Ordering::SeqCst));
-        COUNTED.with(|c| c.set(true));
+        ACTIVE_POOL.store(id, Ordering::SeqCst);
         for _ in 0..20 {
             let y = plan.run(&x).unwrap();
             assert!(y.iter().all(|v| v.is_finite()));
         }
-        let counts = (
+        ACTIVE_POOL.store(0, Ordering::SeqCst);
+        (
             BYTES.load(Ordering::SeqCst) - b0,
             CALLS.load(Ordering::SeqCst) - c0,
-        );
-        COUNTED.with(|c| c.set(false));
-        counts
+        )
     })
 }
 
