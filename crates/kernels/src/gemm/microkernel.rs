@@ -251,6 +251,9 @@ pub(crate) unsafe fn finish<S: Simd, const MR: usize, const NV: usize, const TR:
 /// How far ahead, in floats of one B panel, [`row_wide`] prefetches its panels.
 const ROW_AHEAD: usize = 1024;
 
+/// Floats in one 64-byte cache line: one prefetch per line.
+const LINE_FLOATS: usize = 16;
+
 /// The one-row body over [`WIDE_PANELS`] B micro-panels of `NV` vectors each (`NW = NV *
 /// WIDE_PANELS` accumulators): the same k order per element as [`tile`] with `MR = 1`.
 ///
@@ -278,8 +281,8 @@ unsafe fn row_wide<S: Simd, const NV: usize, const NW: usize>(
         for p in 0..kc {
             for w in 0..NW / NV {
                 let next = b.wrapping_add(w * panel_stride + p * nr + ahead);
-                for line in 0..nr.div_ceil(16) {
-                    S::prefetch_l2(next.wrapping_add(line * 16));
+                for line in 0..nr.div_ceil(LINE_FLOATS) {
+                    S::prefetch_l2(next.wrapping_add(line * LINE_FLOATS));
                 }
             }
             let ai = S::broadcast(a.add(p));
