@@ -1,11 +1,10 @@
 //! A warm planned inference allocates nothing on the heap: this test binary counts every
 //! allocation made on the threads that run the plan (the workers of the measurement's own
-//! pool, one of which is the measuring thread) with its own global allocator and runs inferences after `Plan::warm_up` and a few
-//! uncounted runs, inside
-//! the rayon pool (entering the pool from outside allocates a queue block every few dozen
-//! entries; that is rayon's, not the plan's), for every family: the kernels keep their
-//! scratch per thread, build their tap tables inline and format error messages only on the
-//! error paths.
+//! pool, one of which runs the measuring closure) with its own global allocator, and runs
+//! inferences after `Plan::warm_up` and a few uncounted runs, inside the rayon pool (entering
+//! the pool from outside allocates a queue block every few dozen entries; that is rayon's, not
+//! the plan's), for every family: the kernels keep their scratch per thread, build their tap
+//! tables inline and format error messages only on the error paths.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
