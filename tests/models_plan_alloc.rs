@@ -71,10 +71,10 @@ unsafe impl GlobalAlloc for Counting {
 static GLOBAL: Counting = Counting;
 
 /// Heap (bytes, calls) of twenty planned inferences of `arch` at batch `n` on a two-thread
-/// pool, right after [`Plan::warm_up`](tessera::models::plan::Plan::warm_up): it runs the plan once on
-/// each thread with every task inline, so every per-thread scratch buffer the kernels keep
-/// has its size on every worker before the first counted run, whichever worker later claims
-/// which task.
+/// pool, after [`Plan::warm_up`](tessera::models::plan::Plan::warm_up) and twenty uncounted
+/// runs. `warm_up` runs the plan once on each thread with every task inline, so every
+/// per-thread scratch buffer the kernels keep has its size on every worker before the first
+/// counted run, whichever worker later claims which task.
 fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
     // The counters are process-wide: one measurement at a time.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -93,8 +93,8 @@ fn warm_run_allocations(arch: &str, o: &Overrides, n: usize) -> (u64, u64) {
         // One run on each thread, every task inline: every thread's scratch is then sized.
         plan.warm_up().unwrap();
         // From the first run after it, none allocates, whichever thread claims which task.
-        // A few uncounted runs first: rayon's work-stealing deques size their buffers (and
-        // retire old ones through crossbeam's epoch garbage bags) on the first busy runs.
+        // A few uncounted runs first, so that only the steady state is counted: rayon's
+        // work-stealing deques may still grow their buffers on the first busy runs.
         for _ in 0..20 {
             plan.run(&x).unwrap();
         }

@@ -127,8 +127,8 @@ mod tests {
 
     /// Per-core cache geometry from the vendors' manuals (Intel 64 and IA-32 Optimization
     /// Reference Manual, tables of cache parameters; AMD Software Optimization Guides for
-    /// families 19h and 1Ah). L3 `shared_by` counts cores sharing one L3 (per CCX on AMD; per socket
-    /// slice count on Intel, where each core's share is one slice).
+    /// families 19h and 1Ah). L3 `shared_by` counts cores sharing one L3 (per CCX on AMD;
+    /// per socket slice count on Intel, where each core's share is one slice).
     fn host(l1: (usize, usize), l2: (usize, usize), l3: (usize, usize, usize)) -> Caches {
         Caches {
             l1d: CacheLevel::new(l1.0 << 10, l1.1, 1),
