@@ -188,26 +188,34 @@ pub fn store(l: &Limits) -> Result<PathBuf, String> {
 fn fma_peak(isa: Isa, iters: usize, runs: usize) -> Result<f64, String> {
     let mut best = 0.0f64;
     for _ in 0..runs {
-        let t0 = Instant::now();
-        let flops: Vec<Result<u64, String>> = rayon::broadcast(|ctx| {
-            let mut state: Vec<f32> = (0..peak::state_len(isa))
-                .map(|i| (i + ctx.index()) as f32)
-                .collect();
-            let f = peak::fma_chains_with(isa, iters, 0.25, &mut state)
-                .map_err(|e| format!("peak: {e}"))?;
-            // Keep the result alive so the loop cannot be removed.
-            std::hint::black_box(&state);
-            Ok(f)
-        });
-        let secs = t0.elapsed().as_secs_f64();
-        let total: u64 = flops
-            .into_iter()
-            .collect::<Result<Vec<_>, _>>()?
-            .iter()
-            .sum();
-        best = best.max(total as f64 / secs / 1e9);
+        best = best.max(fma_gflops_once(isa, iters)?);
     }
     Ok(best)
+}
+
+/// One run of the FMA loop on every thread of the current pool at once, `iters` iterations
+/// each: FLOPs of all threads over the wall time, GFLOP/s. `tessera bench gemm` interleaves
+/// such runs with its products, so that its percentage of peak compares the two in the same
+/// moments of a shared machine.
+pub(crate) fn fma_gflops_once(isa: Isa, iters: usize) -> Result<f64, String> {
+    let t0 = Instant::now();
+    let flops: Vec<Result<u64, String>> = rayon::broadcast(|ctx| {
+        let mut state: Vec<f32> = (0..peak::state_len(isa))
+            .map(|i| (i + ctx.index()) as f32)
+            .collect();
+        let f = peak::fma_chains_with(isa, iters, 0.25, &mut state)
+            .map_err(|e| format!("peak: {e}"))?;
+        // Keep the result alive so the loop cannot be removed.
+        std::hint::black_box(&state);
+        Ok(f)
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    let total: u64 = flops
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .iter()
+        .sum();
+    Ok(total as f64 / secs / 1e9)
 }
 
 /// Read and triad bandwidth, GB/s, over a buffer of `mib` MiB (read) and three of `mib / 4`

@@ -1,6 +1,13 @@
 //! `tessera bench gemm`: tessera's GEMM against matrixmultiply on the same inputs, in one
 //! process, in alternating runs of consecutive calls after warm-up; prints median GFLOP/s of
 //! each and their ratio.
+//!
+//! Beside them it times the FMA peak loop of `tessera peak` (every pool thread, registers
+//! only), in runs as long as one product, alternating with the products. On a machine whose
+//! floating-point throughput varies over seconds (a virtual CPU whose sibling hardware thread
+//! is busy some of the time), `tessera peak`'s figure, measured minutes apart, can be 10% off
+//! the throughput the products actually had; the interleaved peak was taken in the same
+//! moments, so tessera's percentage of it measures the GEMM rather than the host's phase.
 
 use super::BenchArgs;
 use crate::timing::{reps_for, stats, time_once};
@@ -36,6 +43,7 @@ fn random(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// Median GFLOP/s of one shape's runs.
 struct Row {
     m: usize,
     n: usize,
@@ -44,16 +52,31 @@ struct Row {
     tessera: f64,
     packed_b: f64,
     mm: f64,
+    /// The FMA peak loop, timed between the products.
+    peak: f64,
 }
 
-/// Median GFLOP/s of (tessera, tessera with B pre-packed, matrixmultiply) on one shape.
+/// Iterations of the FMA peak loop per thread that take about `secs` on this pool, and at
+/// least 1 ms (shorter runs measure the wake-up of the pool more than the FMAs), from one
+/// calibrating run.
+fn peak_iters(isa: Isa, threads: usize, secs: f64) -> Result<usize, String> {
+    const CALIBRATE: usize = 100_000;
+    const MIN_SECS: f64 = 1e-3;
+    let secs = secs.max(MIN_SECS);
+    let gflops = crate::peak::fma_gflops_once(isa, CALIBRATE)?;
+    let flops_per_iter = 2.0 * tessera::kernels::peak::state_len(isa) as f64 * threads as f64;
+    Ok(((secs * gflops * 1e9 / flops_per_iter) as usize).max(CALIBRATE / 10))
+}
+
+/// Median GFLOP/s of tessera, tessera with B pre-packed, matrixmultiply and the interleaved
+/// FMA peak on one shape.
 fn measure(
     m: usize,
     n: usize,
     k: usize,
     threads: usize,
     isa: Isa,
-) -> Result<(f64, f64, f64), String> {
+) -> Result<(f64, f64, f64, f64), String> {
     let a = random(m * k, 1);
     let b = random(k * n, 2);
     let mut c = vec![0.0f32; m * n];
@@ -114,6 +137,7 @@ fn measure(
         return Err(e.to_string());
     }
     time_once(|| run_mm(&mut c));
+    let iters = peak_iters(isa, threads, one)?;
     let reps = reps_for(one / 2.0, 1.5, 5, 200);
     // Runs of consecutive calls, the three runs alternating: drift in machine load hits all
     // three alike, and each library is timed as a caller running one product after another
@@ -121,12 +145,16 @@ fn measure(
     // (`parallel::LINGER`); they are sent to sleep before the other library's run, so they
     // never take its cores. Errors were ruled out by the warm-up call on the same inputs.
     let run_len = (reps / 5).clamp(1, 20);
-    let (mut tt, mut tp, mut tm) = (
+    let (mut tt, mut tp, mut tm, mut fma) = (
+        Vec::with_capacity(reps + run_len),
         Vec::with_capacity(reps + run_len),
         Vec::with_capacity(reps + run_len),
         Vec::with_capacity(reps + run_len),
     );
     while tt.len() < reps {
+        for _ in 0..run_len {
+            fma.push(crate::peak::fma_gflops_once(isa, iters)?);
+        }
         for _ in 0..run_len {
             tt.push(time_once(|| drop(run_tessera(&mut c))));
         }
@@ -140,7 +168,7 @@ fn measure(
     }
     let flops = 2.0 * m as f64 * n as f64 * k as f64;
     let g = |t: Vec<f64>| flops / stats(t).median / 1e9;
-    Ok((g(tt), g(tp), g(tm)))
+    Ok((g(tt), g(tp), g(tm), stats(fma).median))
 }
 
 /// Runs the benchmark.
@@ -163,19 +191,22 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
     let isa = Isa::current().map_err(|e| e.to_string())?;
     if !args.json {
         outln!("tessera bench gemm: isa {isa}, {threads} thread(s); median GFLOP/s after warm-up, alternating runs of consecutive calls");
-        outln!("(packed B: the right operand packed once, as a layer's weights are at load time)");
+        outln!("(packed B: the right operand packed once, as a layer's weights are at load time;");
+        outln!(" FMA peak: the register-only loop of `tessera peak`, timed between the products; % of it: tessera's)");
         outln!(
-            "{:<26} {:>16} {:>9} {:>9} {:>15} {:>7}",
+            "{:<26} {:>16} {:>9} {:>9} {:>15} {:>7} {:>9} {:>7}",
             "shape",
             "m x n x k",
             "tessera",
             "packed B",
             "matrixmultiply",
-            "ratio"
+            "ratio",
+            "FMA peak",
+            "% peak"
         );
     }
     for (m, n, k, label) in shapes {
-        let (t, p, mm) = measure(m, n, k, threads, isa)?;
+        let (t, p, mm, peak) = measure(m, n, k, threads, isa)?;
         let row = Row {
             m,
             n,
@@ -184,6 +215,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             tessera: t,
             packed_b: p,
             mm,
+            peak,
         };
         if args.json {
             outln!(
@@ -192,17 +224,21 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     "op": "gemm", "m": row.m, "n": row.n, "k": row.k, "threads": threads, "isa": isa.name(),
                     "tessera_gflops": round2(row.tessera), "tessera_packed_b_gflops": round2(row.packed_b),
                     "matrixmultiply_gflops": round2(row.mm),
+                    "fma_peak_interleaved_gflops": round2(row.peak),
+                    "tessera_pct_of_interleaved_peak": round2(100.0 * row.tessera / row.peak),
                 })
             );
         } else {
             outln!(
-                "{:<26} {:>16} {:>9.1} {:>9.1} {:>15.1} {:>6.2}x",
+                "{:<26} {:>16} {:>9.1} {:>9.1} {:>15.1} {:>6.2}x {:>9.1} {:>6.1}%",
                 row.label,
                 format!("{}x{}x{}", row.m, row.n, row.k),
                 row.tessera,
                 row.packed_b,
                 row.mm,
-                row.tessera / row.mm
+                row.tessera / row.mm,
+                row.peak,
+                100.0 * row.tessera / row.peak
             );
         }
     }
