@@ -49,35 +49,6 @@ pub struct Blocking {
 
 const F32: usize = 4;
 
-/// Depth blocks are multiples of this many steps where they can be (the microkernel's loop
-/// runs four steps per iteration; the AVX2 packers copy eight at a time).
-const DEPTH_ALIGN: usize = 8;
-
-impl Blocking {
-    /// How many depth blocks a product of depth `k` runs in: `ceil(k / KC)`, at least one.
-    pub fn depth_blocks(&self, k: usize) -> usize {
-        k.div_ceil(self.kc.max(1)).max(1)
-    }
-
-    /// The depth of each of those blocks but the last, which takes the rest: the depth split
-    /// evenly over [`Self::depth_blocks`] and rounded up to a multiple of 8, at most KC. An
-    /// even split keeps every block deep (576 = 64 x 9 on KC 256 runs as 3 x 192, not 256 +
-    /// 256 + 64, whose last block pays as many C reads and writes per tile as the others for a
-    /// quarter of their FMAs), as OpenBLAS halves the last two blocks of its depth loop. Every
-    /// block is non-empty: `(blocks - 1) * step <= (blocks - 1) * KC < k`.
-    pub fn depth_step(&self, k: usize) -> usize {
-        let even = k.div_ceil(self.depth_blocks(k));
-        even.next_multiple_of(DEPTH_ALIGN).min(self.kc.max(1))
-    }
-
-    /// The start and depth of depth block `kb` of a product of depth `k`.
-    pub fn depth_block(&self, k: usize, kb: usize) -> (usize, usize) {
-        let step = self.depth_step(k);
-        let pc = (kb * step).min(k);
-        (pc, step.min(k - pc))
-    }
-}
-
 /// KC from L1: the B micro-panel plus one A micro-panel fill all but one way.
 pub fn derive_kc(mr: usize, nr: usize, caches: &Caches) -> usize {
     let l1 = &caches.l1d;
@@ -251,48 +222,6 @@ mod tests {
                     b.mc * b.kc * F32 < caches.l2.size,
                     "{mr}x{nr}: A block > L2"
                 );
-            }
-        }
-    }
-
-    #[test]
-    fn depth_blocks_split_evenly_and_cover_the_depth() {
-        let with_kc = |kc| Blocking {
-            mr: 12,
-            nr: 32,
-            kc,
-            mc: 444,
-            nc: 8192,
-        };
-        let blocks = |kc: usize, k: usize| -> Vec<(usize, usize)> {
-            let b = with_kc(kc);
-            (0..b.depth_blocks(k))
-                .map(|i| b.depth_block(k, i))
-                .collect()
-        };
-        // A ResNet 3x3 im2col depth (64 x 9) on KC 256: three blocks of 192, not 256 + 256 + 64.
-        assert_eq!(blocks(256, 576), [(0, 192), (192, 192), (384, 192)]);
-        assert_eq!(blocks(512, 768), [(0, 384), (384, 384)]);
-        assert_eq!(blocks(256, 2048).len(), 8);
-        // Rounded up to 8: 1000 / 4 = 250 -> 256, the last block takes the rest.
-        assert_eq!(
-            blocks(256, 1000),
-            [(0, 256), (256, 256), (512, 256), (768, 232)]
-        );
-        assert_eq!(blocks(256, 24), [(0, 24)]);
-        assert_eq!(blocks(256, 0), [(0, 0)]);
-        // A KC that is not a multiple of 8 (a tune cache may hold one) still bounds the step.
-        assert_eq!(blocks(100, 130), [(0, 72), (72, 58)]);
-        for kc in [64, 100, 192, 256, 384, 512] {
-            for k in (1..2000).step_by(7) {
-                let got = blocks(kc, k);
-                assert_eq!(got.len(), k.div_ceil(kc), "kc {kc} k {k}");
-                let mut next = 0;
-                for &(pc, d) in &got {
-                    assert!(pc == next && d > 0 && d <= kc, "kc {kc} k {k}: {got:?}");
-                    next += d;
-                }
-                assert_eq!(next, k, "kc {kc} k {k}");
             }
         }
     }

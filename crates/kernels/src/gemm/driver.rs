@@ -4,7 +4,7 @@
 //! ```text
 //! for each task (a rectangle of C; tasks split M or N, never K)      -- loop 6 (threads)
 //!   for jc in 0..n step NC          B block columns                     -- loop 5
-//!     for pc in depth blocks        at most KC, split evenly; pack B    -- loop 4
+//!     for pc in 0..k step KC        depth block; pack B[pc.., jc..]     -- loop 4
 //!       for ic in 0..m step MC      A block rows; pack A[ic.., pc..]    -- loop 3
 //!         for jr in 0..nc step NR   one B micro-panel (stays in L1)     -- loop 2
 //!           for ir in 0..mc step MR one A micro-panel (from L2)         -- loop 1
@@ -313,8 +313,9 @@ unsafe impl Sync for DepthBlock {}
 
 impl DepthBlock {
     fn new(p: &Problem<'_>, blk: &Blocking, k: usize, kb: usize) -> Self {
-        let k_blocks = blk.depth_blocks(k);
-        let (pc, kc) = blk.depth_block(k, kb);
+        let k_blocks = k.div_ceil(blk.kc).max(1);
+        let pc = kb * blk.kc;
+        let kc = blk.kc.min(k - pc.min(k));
         let first = kb == 0;
         let last = kb + 1 == k_blocks;
         DepthBlock {
@@ -403,13 +404,13 @@ unsafe fn run_task(
     let per_panel = !in_place
         && p.b_packed.is_none()
         && task.n1 - task.n0 > blk.nr
-        && row_block(blk, rows, blk.depth_step(k), task.n1 - task.n0) >= rows;
+        && row_block(blk, rows, blk.kc.min(k), task.n1 - task.n0) >= rows;
     // Loop 5: columns of C in NC blocks.
     let mut jc = task.n0;
     while jc < task.n1 {
         let nc = blk.nc.min(task.n1 - jc);
-        // Loop 4: the depth in blocks of at most KC, split evenly (`Blocking::depth_block`).
-        for kb in 0..blk.depth_blocks(k) {
+        // Loop 4: the depth in KC blocks.
+        for kb in 0..k.div_ceil(blk.kc).max(1) {
             let d = DepthBlock::new(p, blk, k, kb);
             let bsrc = if in_place || per_panel {
                 BBlock::InPlace {
@@ -773,8 +774,8 @@ unsafe fn run_shared_b(
 ) {
     let mut shared = SHARED_B.take();
     let k = depth(p);
-    let (nr, kc_max) = (blk.nr, blk.depth_step(k));
-    let k_blocks = blk.depth_blocks(k);
+    let (nr, kc_max) = (blk.nr, blk.kc);
+    let k_blocks = k.div_ceil(kc_max).max(1);
     let mut jc = 0;
     while jc < p.n {
         let nc = blk.nc.min(p.n - jc);

@@ -77,8 +77,7 @@ pub(crate) fn b_in_place(
     let aligned = (rs * std::mem::size_of::<f32>()).is_multiple_of(l1.line.max(1));
     blk.mr > 1
         && n >= blk.nr
-        && (a_panels <= FEW_A_PANELS
-            || (aligned && panel_fits_l1(blk.depth_step(k), blk.nr, rs, l1)))
+        && (a_panels <= FEW_A_PANELS || (aligned && panel_fits_l1(blk.kc.min(k), blk.nr, rs, l1)))
 }
 
 #[cfg(test)]

@@ -106,10 +106,8 @@ impl PackedMatrix {
         };
         let outer_pad = outer.div_ceil(tile) * tile;
         data.resize_zeroed(k * outer_pad);
-        // Depth blocks as the driver runs them (`Blocking::depth_block`).
-        let step = blk.depth_step(k);
         let pack_block = |kb: usize, dst: &mut [f32]| {
-            let pc = kb * step;
+            let pc = kb * blk.kc;
             let kc = dst.len() / outer_pad.max(1);
             if outer == 0 {
                 return;
@@ -140,7 +138,7 @@ impl PackedMatrix {
                 }
             }
         };
-        let block_len = (step * outer_pad).max(1);
+        let block_len = (blk.kc * outer_pad).max(1);
         if data.len() >= PAR_PACK_MIN {
             data.par_chunks_mut(block_len)
                 .enumerate()
@@ -199,9 +197,10 @@ impl PackedMatrix {
             Side::A => (self.cols, self.rows, self.blk.mr),
             Side::B => (self.rows, self.cols, self.blk.nr),
         };
-        debug_assert!(outer.is_multiple_of(tile) && kb < self.blk.depth_blocks(k));
+        debug_assert!(outer.is_multiple_of(tile) && kb * self.blk.kc <= k.max(1));
         let outer_pad = ext.div_ceil(tile) * tile;
-        let (pc, kc) = self.blk.depth_block(k, kb);
+        let pc = kb * self.blk.kc;
+        let kc = self.blk.kc.min(k.saturating_sub(pc));
         let off = pc * outer_pad + (outer / tile) * kc * tile;
         // An empty matrix has no data: the pointer is never dereferenced then (kc == 0).
         self.data.as_ptr().wrapping_add(off)
