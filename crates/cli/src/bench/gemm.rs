@@ -56,6 +56,13 @@ struct Row {
     peak: f64,
 }
 
+impl Row {
+    /// tessera's percentage of the interleaved FMA peak.
+    fn pct_of_peak(&self) -> f64 {
+        100.0 * self.tessera / self.peak
+    }
+}
+
 /// Iterations of the FMA peak loop per thread that take about `secs` on this pool, and at
 /// least 1 ms (shorter runs measure the wake-up of the pool more than the FMAs), from one
 /// calibrating run.
@@ -225,7 +232,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                     "tessera_gflops": round2(row.tessera), "tessera_packed_b_gflops": round2(row.packed_b),
                     "matrixmultiply_gflops": round2(row.mm),
                     "fma_peak_interleaved_gflops": round2(row.peak),
-                    "tessera_pct_of_interleaved_peak": round2(100.0 * row.tessera / row.peak),
+                    "tessera_pct_of_interleaved_peak": round2(row.pct_of_peak()),
                 })
             );
         } else {
@@ -238,7 +245,7 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
                 row.mm,
                 row.tessera / row.mm,
                 row.peak,
-                100.0 * row.tessera / row.peak
+                row.pct_of_peak()
             );
         }
     }
