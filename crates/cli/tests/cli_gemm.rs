@@ -44,6 +44,11 @@ fn bench_gemm_json_has_the_documented_keys() {
     assert!(v["tessera_gflops"].as_f64().unwrap() > 0.0);
     assert!(v["matrixmultiply_gflops"].as_f64().unwrap() > 0.0);
     assert!(v["tessera_packed_b_gflops"].as_f64().unwrap() > 0.0);
+    let peak = v["fma_peak_interleaved_gflops"].as_f64().unwrap();
+    let pct = v["tessera_pct_of_interleaved_peak"].as_f64().unwrap();
+    assert!(peak > 0.0 && pct > 0.0, "{v}");
+    let want = 100.0 * v["tessera_gflops"].as_f64().unwrap() / peak;
+    assert!((pct - want).abs() <= 0.01 * want + 0.01, "{v}");
 }
 
 #[test]
