@@ -92,6 +92,35 @@ fn partial_sizes_are_rejected() {
 }
 
 #[test]
+fn empty_sizes_are_rejected() {
+    let out = tessera()
+        .args(["bench", "gemm", "--m", "0", "--n", "5", "--k", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("must each be at least 1"), "{err}");
+    assert!(out.stdout.is_empty(), "no table for an empty product");
+}
+
+/// Sizes whose buffers exceed the memory budget (or overflow 64 bits) are an error before
+/// anything is allocated, not an allocation failure that aborts the process.
+#[test]
+fn oversized_products_are_rejected_before_allocating() {
+    for size in ["100000", "100000000", "18446744073709551615"] {
+        let out = tessera()
+            .args(["bench", "gemm", "--m", size, "--n", size, "--k", size])
+            .env("TESSERA_MEMORY_LIMIT", "8G")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "--m/--n/--k {size}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("memory budget"), "{size}: {err}");
+        assert!(out.stdout.is_empty(), "{size}: nothing measured");
+    }
+}
+
+#[test]
 fn unknown_bench_target_is_rejected() {
     let out = tessera().args(["bench", "nosuchthing"]).output().unwrap();
     assert!(!out.status.success());

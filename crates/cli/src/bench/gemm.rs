@@ -178,6 +178,32 @@ fn measure(
     Ok((g(tt), g(tp), g(tm), stats(fma).median))
 }
 
+/// A custom shape is a product to time: every dimension at least 1 (an empty product has no
+/// rate to report), and its buffers within the memory budget before any is allocated: A, B,
+/// C, the pre-packed copy of B (padded to whole micro-panels: at most one more panel width,
+/// counted as 64 columns) and matrixmultiply's packing of the same (another copy of B).
+fn check_custom_shape(m: usize, n: usize, k: usize) -> Result<(), String> {
+    if m == 0 || n == 0 || k == 0 {
+        return Err(format!(
+            "bench gemm: --m, --n and --k must each be at least 1 (got {m} x {n} x {k})"
+        ));
+    }
+    use tessera::models::limits::{bytes_of, check};
+    let f32s = std::mem::size_of::<f32>();
+    let parts = [
+        bytes_of(&[m, k], f32s),
+        bytes_of(&[k, n], f32s),
+        bytes_of(&[m, n], f32s),
+        n.checked_add(64).and_then(|np| bytes_of(&[k, np], f32s)),
+        bytes_of(&[k, n], f32s),
+    ];
+    let total = parts
+        .iter()
+        .try_fold(0u64, |acc, p| p.and_then(|b| acc.checked_add(b)));
+    check(&format!("bench gemm --m {m} --n {n} --k {k}"), total)
+        .map_err(|e| format!("bench gemm: {e}"))
+}
+
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs) -> Result<(), String> {
     let shapes: Vec<(usize, usize, usize, String)> = match (args.m, args.n, args.k) {
@@ -185,7 +211,10 @@ pub fn run(args: &BenchArgs) -> Result<(), String> {
             .iter()
             .map(|&(m, n, k, l)| (m, n, k, l.to_string()))
             .collect(),
-        (Some(m), Some(n), Some(k)) => vec![(m, n, k, format!("{m}x{n}x{k}"))],
+        (Some(m), Some(n), Some(k)) => {
+            check_custom_shape(m, n, k)?;
+            vec![(m, n, k, format!("{m}x{n}x{k}"))]
+        }
         _ => {
             return Err(
                 "bench gemm: give all of --m, --n and --k, or none for the standard set".into(),
