@@ -109,6 +109,46 @@ fn extreme_configurations_are_errors_naming_the_flag() {
     }
 }
 
+/// A footprint whose arithmetic overflows in the activations (a 10^8-pixel side: the
+/// parameters of a CNN do not depend on it) is not blamed on the parameters, and the
+/// parameters are named when they alone are over.
+#[test]
+fn the_part_over_the_budget_is_named() {
+    let huge_image = Overrides {
+        img_size: Some(100_000_000),
+        ..o()
+    };
+    let m = limits::check_model("mobilenetv2_100", &huge_image)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        m.contains("its parameters and one image's forward pass"),
+        "{m}"
+    );
+    assert!(!m.contains("its parameter storage"), "{m}");
+    let deep = Overrides {
+        depth: Some(1_000_000),
+        ..o()
+    };
+    let m = limits::check_model("vit_tiny_patch16_224", &deep)
+        .unwrap_err()
+        .to_string();
+    assert!(m.contains("its parameter storage needs"), "{m}");
+    let one = limits::check_batch("vit_digits", &o(), 1, false, "--batch 1");
+    assert!(one.is_ok());
+    let big = limits::check_batch("vit_base_patch16_224", &deep_vit(), 1, false, "--batch 1")
+        .unwrap_err()
+        .to_string();
+    assert!(big.contains("(1 image)"), "{big}");
+}
+
+fn deep_vit() -> Overrides {
+    Overrides {
+        depth: Some(100_000_000),
+        ..o()
+    }
+}
+
 #[test]
 fn batches_are_checked_with_the_flag_named() {
     let e = limits::check_batch("vit_digits", &o(), 100_000_000, true, "--batch 100000000")

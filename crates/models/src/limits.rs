@@ -315,14 +315,9 @@ fn vit_footprint(c: &VitConfig) -> Option<Footprint> {
 /// Checks an explicit ViT configuration (what `VisionTransformer::new` takes): parameters and
 /// one image's forward.
 pub fn check_vit(arch: &str, cfg: &VitConfig) -> Result<()> {
-    let fp = vit_footprint(cfg);
-    check(
-        &format!("{arch} (configuration {cfg:?}): its parameters"),
-        fp.map(|f| f.param_bytes),
-    )?;
-    check(
-        &format!("{arch} (configuration {cfg:?}): one image's forward pass"),
-        fp.and_then(|f| f.bytes(1, false)),
+    check_footprint(
+        &format!("{arch} (configuration {cfg:?})"),
+        vit_footprint(cfg),
     )
 }
 
@@ -344,7 +339,7 @@ pub fn check_resnet(arch: &str, cfg: &crate::archs::resnet::ResNetConfig) -> Res
         total.checked_mul(4)
     })();
     check(
-        &format!("{arch} (configuration {cfg:?}): its parameters"),
+        &format!("{arch} (configuration {cfg:?}): its parameter storage"),
         params,
     )?;
     let widest = cfg.channels.iter().copied().max().unwrap_or(1) as u64;
@@ -372,15 +367,26 @@ pub fn check_resnet(arch: &str, cfg: &crate::archs::resnet::ResNetConfig) -> Res
 /// Checks that `arch` with `o` can be built and run on one image within the budget; the error
 /// names the overrides that drive the size.
 pub fn check_model(arch: &str, o: &Overrides) -> Result<()> {
-    let fp = model_footprint(arch, o)?;
-    let what = describe(arch, o);
+    check_footprint(&describe(arch, o), model_footprint(arch, o)?)
+}
+
+/// Checks a footprint's parameters, then one image's forward pass, naming `what` and the
+/// part over the budget. `None` (the footprint's arithmetic overflowed, in the parameters or
+/// the activations) is reported as both together rather than blamed on the parameters.
+fn check_footprint(what: &str, fp: Option<Footprint>) -> Result<()> {
+    let Some(fp) = fp else {
+        return check(
+            &format!("{what}: the storage of its parameters and one image's forward pass"),
+            None,
+        );
+    };
     check(
-        &format!("{what}: its parameters"),
-        fp.map(|f| f.param_bytes),
+        &format!("{what}: its parameter storage"),
+        Some(fp.param_bytes),
     )?;
     check(
         &format!("{what}: one image's forward pass"),
-        fp.and_then(|f| f.bytes(1, false)),
+        fp.bytes(1, false),
     )
 }
 
@@ -395,8 +401,9 @@ pub fn check_batch(
 ) -> Result<()> {
     let fp = model_footprint(arch, o)?;
     let what = format!(
-        "{} with {flag} ({batch} images{})",
+        "{} with {flag} ({batch} image{}{})",
         describe(arch, o),
+        if batch == 1 { "" } else { "s" },
         if training { ", training" } else { "" }
     );
     check(&what, fp.and_then(|f| f.bytes(batch, training)))
