@@ -58,6 +58,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
                 isa,
                 s.tuning.kernel.name,
                 s.tuning.blocking,
+                s.tuning.deep_kc,
                 origin,
                 analytical,
             )
@@ -77,10 +78,10 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
     if args.json {
         let gemm_json: Vec<_> = gemm
             .iter()
-            .map(|(isa, kernel, b, origin, _)| {
+            .map(|(isa, kernel, b, deep_kc, origin, _)| {
                 serde_json::json!({
                     "isa": isa.name(), "kernel": kernel, "mr": b.mr, "nr": b.nr,
-                    "kc": b.kc, "mc": b.mc, "nc": b.nc, "origin": origin
+                    "kc": b.kc, "mc": b.mc, "nc": b.nc, "deep_kc": deep_kc, "origin": origin
                 })
             })
             .collect();
@@ -119,7 +120,7 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
         outln!("  L3   {}", level_text(l3));
     }
     outln!("GEMM kernels and blocks (Low et al. 2016 model unless tuned):");
-    for (isa, kernel, b, origin, analytical) in &gemm {
+    for (isa, kernel, b, deep_kc, origin, analytical) in &gemm {
         outln!(
             "  {:8} {kernel:14} MR {:2} NR {:2} KC {:3} MC {:4} NC {:4}  [{origin}]",
             isa.name(),
@@ -129,6 +130,12 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
             b.mc,
             b.nc
         );
+        if *deep_kc != b.kc {
+            outln!(
+                "           KC {deep_kc} (MC and NC scaled to keep the blocks' bytes) for products \
+                 whose C outgrows L2 and no operand is pre-packed: measured faster here"
+            );
+        }
         if *analytical {
             outln!("           {}", explain(b, caches));
         }

@@ -4,7 +4,7 @@
 
 use clap::Args;
 use std::time::Duration;
-use tessera::kernels::gemm::tune::{tune_isa, SHAPES};
+use tessera::kernels::gemm::tune::{tune_isa, DEEP_SHAPES, SHAPES};
 use tessera::kernels::gemm::tune_cache;
 use tessera::kernels::host::Host;
 use tessera::kernels::Isa;
@@ -48,6 +48,14 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join(", ")
     );
+    outln!(
+        "deep KC for products whose C outgrows L2 (one thread, GFLOP/s): {}",
+        DEEP_SHAPES
+            .iter()
+            .map(|s| format!("{}x{}x{}", s.1, s.2, s.3))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     let mut winners = Vec::new();
     for isa in isas {
         let r = tune_isa(isa, Duration::from_secs(args.seconds));
@@ -75,7 +83,22 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
         }
         outln!("{}", show(&r.trials[0], "(analytical)"));
         outln!("{}", show(r.winner(), "(winner)"));
-        winners.push(r.winner().tuning);
+        for (i, t) in r.deep_trials.iter().enumerate() {
+            outln!(
+                "  {:8} {:14} deep KC {:3}  score {:6.1}  [{}] {}",
+                isa.name(),
+                t.tuning.kernel.name,
+                t.tuning.deep_kc,
+                t.score,
+                t.gflops
+                    .iter()
+                    .map(|g| format!("{g:.1}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                if i == r.deep_best { "(winner)" } else { "" }
+            );
+        }
+        winners.push(r.tuning());
     }
     if args.dry_run {
         return Ok(());

@@ -71,6 +71,7 @@ fn a_cache_for_this_cpu_is_used_and_a_bad_one_ignored() {
         128,
         64,
     )
+    .and_then(|t| t.with_deep_kc(256))
     .unwrap();
     let good = tessera::kernels::gemm::tune_cache::format(&key, &[tuning]);
     std::fs::write(&cache, &good).unwrap();
@@ -83,8 +84,12 @@ fn a_cache_for_this_cpu_is_used_and_a_bad_one_ignored() {
         .unwrap()
         .clone();
     assert_eq!(
-        (scalar["kc"].as_u64(), scalar["mc"].as_u64()),
-        (Some(128), Some(64))
+        (
+            scalar["kc"].as_u64(),
+            scalar["mc"].as_u64(),
+            scalar["deep_kc"].as_u64()
+        ),
+        (Some(128), Some(64), Some(256))
     );
     assert!(
         scalar["origin"].as_str().unwrap().contains("tessera tune"),

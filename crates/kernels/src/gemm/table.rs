@@ -96,14 +96,19 @@ pub struct Tuning {
     pub kernel: &'static MicroKernel,
     /// Its cache blocking (`mr`, `nr` equal the kernel's).
     pub blocking: Blocking,
+    /// The depth block of products whose C outgrows L2 (see [`Tuning::blocking_for`]):
+    /// `blocking.kc` unless `tessera tune` measured a deeper one faster on this host.
+    pub deep_kc: usize,
 }
 
 impl Tuning {
     /// `kernel` with the analytical blocking for this host.
     pub fn analytical(kernel: &'static MicroKernel) -> Tuning {
+        let blocking = derive(kernel.mr, kernel.nr, &Host::get().caches);
         Tuning {
             kernel,
-            blocking: derive(kernel.mr, kernel.nr, &Host::get().caches),
+            blocking,
+            deep_kc: blocking.kc,
         }
     }
 
@@ -123,7 +128,37 @@ impl Tuning {
                 mc,
                 nc,
             },
+            deep_kc: kc,
         })
+    }
+
+    /// The same, with `deep_kc` as the depth block of products whose C outgrows L2; `None`
+    /// if it is unusable (shallower than `blocking.kc` or deeper than 4096).
+    pub fn with_deep_kc(self, deep_kc: usize) -> Option<Tuning> {
+        (deep_kc >= self.blocking.kc && deep_kc <= 4096).then_some(Tuning { deep_kc, ..self })
+    }
+
+    /// The blocking a product of `m x n` (C's extent) runs with. When C is larger than L2,
+    /// each depth block's pass reloads every C tile from L3 or memory, a cost the model's
+    /// L1-sized KC does not weigh; a deeper KC halves the passes (on a Zen 5 core with 1 MiB
+    /// of L2, one thread, KC 512 against the model's 256 ran 2048^3 at 222 against 200-208
+    /// GFLOP/s and left products whose C fits in L2 unchanged; `docs/kernels/gemm.md`). So such
+    /// products take `deep_kc`, with MC and NC scaled to keep the A and B blocks' bytes; the
+    /// rest, and every product with a pre-packed operand (whose panels are laid out for
+    /// `blocking.kc`), take `blocking`. The choice depends on the shape alone, never on the
+    /// thread count, so results stay bit-identical for any thread count.
+    pub fn blocking_for(&self, m: usize, n: usize, prepacked: bool) -> Blocking {
+        let b = self.blocking;
+        let c_bytes = m
+            .saturating_mul(n)
+            .saturating_mul(std::mem::size_of::<f32>());
+        if prepacked || self.deep_kc == b.kc || c_bytes <= Host::get().caches.l2.size {
+            return b;
+        }
+        let kc = self.deep_kc;
+        let mc = (b.mc * b.kc / kc / b.mr * b.mr).max(b.mr);
+        let nc = (b.nc * b.kc / kc / b.nr * b.nr).max(b.nr);
+        Blocking { kc, mc, nc, ..b }
     }
 }
 

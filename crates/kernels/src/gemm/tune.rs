@@ -23,6 +23,17 @@ pub const SHAPES: [(&str, usize, usize, usize); 4] = [
     ("ViT-B qkv", 197, 2304, 768),
 ];
 
+/// The products a deeper depth block for large C (`Tuning::blocking_for`) is timed on: C of 4
+/// and 16 MiB, larger than the L2 of every x86-64 core so far. On a host whose L2 holds them
+/// every candidate runs the same blocks, and the winner's own KC stays.
+pub const DEEP_SHAPES: [(&str, usize, usize, usize); 2] = [
+    ("square 1024^3", 1024, 1024, 1024),
+    ("2048 x 2048 x 1024", 2048, 2048, 1024),
+];
+
+/// The deep depth blocks tried (those deeper than the winner's KC).
+const DEEP_KCS: [usize; 3] = [384, 512, 768];
+
 /// How much better (score ratio) a configuration must measure to replace the incumbent.
 pub const MARGIN: f64 = 1.03;
 
@@ -44,14 +55,26 @@ pub struct IsaResult {
     pub isa: Isa,
     /// Every configuration tried, in order.
     pub trials: Vec<Trial>,
-    /// The index of the analytical default in `trials` (the first).
+    /// The index of the winner in `trials` (the analytical default is the first).
     pub best: usize,
+    /// The winner with each deep depth block tried, timed on [`DEEP_SHAPES`]; the first keeps
+    /// the winner's own KC.
+    pub deep_trials: Vec<Trial>,
+    /// The index of the winning deep depth block in `deep_trials`.
+    pub deep_best: usize,
 }
 
 impl IsaResult {
-    /// The winning configuration.
+    /// The winning configuration (its score on [`SHAPES`]).
     pub fn winner(&self) -> &Trial {
         &self.trials[self.best]
+    }
+
+    /// What the cache stores: the winner with the winning deep depth block.
+    pub fn tuning(&self) -> Tuning {
+        self.deep_trials
+            .get(self.deep_best)
+            .map_or(self.winner().tuning, |t| t.tuning)
     }
 }
 
@@ -118,8 +141,18 @@ fn measure(
     reps: usize,
     check: Option<&[Vec<f32>]>,
 ) -> Option<Trial> {
-    let mut gflops = Vec::with_capacity(SHAPES.len());
-    for (i, &(_, m, n, k)) in SHAPES.iter().enumerate() {
+    measure_on(&SHAPES, benches, t, reps, check)
+}
+
+fn measure_on(
+    shapes: &[(&str, usize, usize, usize)],
+    benches: &mut [Bench],
+    t: Tuning,
+    reps: usize,
+    check: Option<&[Vec<f32>]>,
+) -> Option<Trial> {
+    let mut gflops = Vec::with_capacity(shapes.len());
+    for (i, &(_, m, n, k)) in shapes.iter().enumerate() {
         let secs = benches[i].time(m, n, k, t, reps);
         if let Some(want) = check {
             let got = &benches[i].c;
@@ -212,5 +245,70 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
         }
     }
     let best = finalists[best];
-    IsaResult { isa, trials, best }
+    let (deep_trials, deep_best) = tune_deep(trials[best].tuning);
+    IsaResult {
+        isa,
+        trials,
+        best,
+        deep_trials,
+        deep_best,
+    }
+}
+
+/// The deep depth block for `winner`: its own KC and each deeper one of [`DEEP_KCS`] timed on
+/// [`DEEP_SHAPES`] in three alternating rounds. A deeper one wins if its mean log score beats
+/// the winner's own KC by [`MARGIN`]. Returns the trials (the first with the winner's KC;
+/// GFLOP/s and score averaged over the rounds) and the index of the winner.
+fn tune_deep(winner: Tuning) -> (Vec<Trial>, usize) {
+    let mut benches: Vec<Bench> = DEEP_SHAPES
+        .iter()
+        .map(|&(_, m, n, k)| Bench::new(m, n, k))
+        .collect();
+    let reps = 3;
+    let mut tunings = vec![winner];
+    tunings.extend(
+        DEEP_KCS
+            .iter()
+            .filter(|&&kc| kc > winner.blocking.kc)
+            .filter_map(|&kc| winner.with_deep_kc(kc)),
+    );
+    // The first run of the winner's own blocks is the reference every candidate must match.
+    let Some(first) = measure_on(&DEEP_SHAPES, &mut benches, winner, reps, None) else {
+        return (Vec::new(), 0);
+    };
+    let reference: Vec<Vec<f32>> = benches.iter().map(|b| b.c.clone()).collect();
+    let mut runs: Vec<Vec<Trial>> = vec![Vec::new(); tunings.len()];
+    runs[0].push(first);
+    for round in 0..3 {
+        for (i, &t) in tunings.iter().enumerate() {
+            if round == 0 && i == 0 {
+                continue;
+            }
+            if let Some(trial) = measure_on(&DEEP_SHAPES, &mut benches, t, reps, Some(&reference)) {
+                runs[i].push(trial);
+            }
+        }
+    }
+    // A candidate whose product disagreed in any round is dropped.
+    let trials: Vec<Trial> = runs
+        .iter()
+        .filter(|r| r.len() == 3)
+        .map(|r| {
+            let ln = r.iter().map(|t| t.score.ln()).sum::<f64>() / 3.0;
+            Trial {
+                tuning: r[0].tuning,
+                gflops: (0..DEEP_SHAPES.len())
+                    .map(|s| r.iter().map(|t| t.gflops[s]).sum::<f64>() / 3.0)
+                    .collect(),
+                score: ln.exp(),
+            }
+        })
+        .collect();
+    let mut best = 0;
+    for (i, t) in trials.iter().enumerate().skip(1) {
+        if t.score > trials[0].score * MARGIN && t.score > trials[best].score {
+            best = i;
+        }
+    }
+    (trials, best)
 }

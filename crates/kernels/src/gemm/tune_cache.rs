@@ -4,10 +4,13 @@
 //! ```text
 //! tessera-tune 1
 //! cpu GenuineIntel|Intel(R) Xeon(R) Processor|family 6 model 143 stepping 8
-//! isa avx512 kernel avx512_12x32 kc 256 mc 1788
-//! isa avx2 kernel avx2_6x16 kc 256 mc 288
+//! isa avx512 kernel avx512_12x32 kc 256 mc 1788 deep-kc 512
+//! isa avx2 kernel avx2_6x16 kc 256 mc 288 deep-kc 256
 //! fnv1a 8c3f0a1e22d9b4c7
 //! ```
+//!
+//! `deep-kc` is the depth block of products whose C outgrows L2 (`Tuning::blocking_for`); a
+//! line without it (as written before it was measured) means the same as `kc`.
 //!
 //! The file lives at `$TESSERA_TUNE_CACHE`, else `$XDG_CACHE_HOME/tessera/tune.txt`, else
 //! `$HOME/.cache/tessera/tune.txt`; `TESSERA_TUNE=off` ignores it. It is trusted only whole:
@@ -49,11 +52,12 @@ pub fn format(cpu_key: &str, winners: &[Tuning]) -> String {
     let mut body = format!("{MAGIC}\ncpu {cpu_key}\n");
     for t in winners {
         body.push_str(&format!(
-            "isa {} kernel {} kc {} mc {}\n",
+            "isa {} kernel {} kc {} mc {} deep-kc {}\n",
             t.kernel.isa.name(),
             t.kernel.name,
             t.blocking.kc,
-            t.blocking.mc
+            t.blocking.mc,
+            t.deep_kc
         ));
     }
     let sum = fnv1a(&body);
@@ -86,8 +90,12 @@ pub fn parse(text: &str, cpu_key: &str) -> Result<Vec<Tuning>, String> {
     let mut out = Vec::new();
     for line in lines {
         let f: Vec<&str> = line.split_whitespace().collect();
-        let ["isa", isa, "kernel", name, "kc", kc, "mc", mc] = f[..] else {
-            return Err(format!("unreadable line `{line}`"));
+        let (isa, name, kc, mc, deep_kc) = match f[..] {
+            ["isa", isa, "kernel", name, "kc", kc, "mc", mc] => (isa, name, kc, mc, kc),
+            ["isa", isa, "kernel", name, "kc", kc, "mc", mc, "deep-kc", deep] => {
+                (isa, name, kc, mc, deep)
+            }
+            _ => return Err(format!("unreadable line `{line}`")),
         };
         let isa = Isa::parse(isa).map_err(|e| e.to_string())?;
         let kernel = find(name)
@@ -97,6 +105,8 @@ pub fn parse(text: &str, cpu_key: &str) -> Result<Vec<Tuning>, String> {
         let t = kc
             .zip(mc)
             .and_then(|(kc, mc)| Tuning::with_blocks(kernel, kc, mc))
+            .zip(deep_kc.parse().ok())
+            .and_then(|(t, deep)| t.with_deep_kc(deep))
             .ok_or_else(|| format!("unusable blocks in `{line}`"))?;
         out.push(t);
     }
@@ -134,7 +144,9 @@ mod tests {
 
     fn sample() -> (String, Vec<Tuning>) {
         let k = &candidates(Isa::Scalar)[0];
-        let t = Tuning::with_blocks(k, 128, 64).unwrap();
+        let t = Tuning::with_blocks(k, 128, 64)
+            .and_then(|t| t.with_deep_kc(256))
+            .unwrap();
         (
             "Vendor|Brand|family 1 model 2 stepping 3".to_string(),
             vec![t],
@@ -146,6 +158,20 @@ mod tests {
         let (key, w) = sample();
         let text = format(&key, &w);
         assert_eq!(parse(&text, &key).unwrap(), w);
+    }
+
+    /// A line without `deep-kc` (a cache written before it was measured) keeps working, with
+    /// the deep depth block equal to `kc`.
+    #[test]
+    fn lines_without_a_deep_kc_mean_kc() {
+        let key = "Vendor|Brand|family 1 model 2 stepping 3";
+        let body = format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 128 mc 64\n");
+        let text = format!("{body}fnv1a {:016x}\n", fnv1a(&body));
+        let t = parse(&text, key).unwrap();
+        assert_eq!(
+            (t[0].blocking.kc, t[0].blocking.mc, t[0].deep_kc),
+            (128, 64, 128)
+        );
     }
 
     #[test]
@@ -171,6 +197,9 @@ mod tests {
             format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 0 mc 64\n"),
             format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 128 mc 63\n"),
             format!("{MAGIC}\ncpu {key}\nisa avx2 kernel scalar_4x4 kc 128 mc 64\n"),
+            format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 128 mc 64 deep-kc 64\n"),
+            format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 128 mc 64 deep-kc x\n"),
+            format!("{MAGIC}\ncpu {key}\nisa scalar kernel scalar_4x4 kc 128 mc 64 deep-kc\n"),
         ] {
             let sum = fnv1a(&bad);
             let text = format!("{bad}fnv1a {sum:016x}\n");
