@@ -8,7 +8,9 @@
 //! engine's products (a square GEMM, a ResNet 3x3 convolution as im2col, a MobileNet 1x1
 //! convolution, a ViT projection), one thread, median of several runs. Every configuration
 //! computes the same product, so a candidate that is wrong cannot win: its result is checked
-//! against the first configuration's within a tolerance before it is timed.
+//! against the first configuration's within a tolerance before it is timed. Last, the
+//! winner's deep depth block (`Tuning::blocking_for`: products whose C outgrows L2) is chosen
+//! among its own KC and deeper ones on [`DEEP_SHAPES`].
 
 use super::table::{analytical_default, candidates, Tuning};
 use super::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand};
