@@ -71,6 +71,8 @@ enum Form {
     Transposed,
     Implicit,
     Winograd,
+    /// The Winograd form with the tiles as the GEMMs' rows (`winograd::tiles_as_rows`).
+    WinogradTilesAsRows,
 }
 
 impl PackedConvWeight {
@@ -131,7 +133,8 @@ impl PackedConvWeight {
                 format!("weight {shape:?}: the implicit-GEMM kernel runs on avx512, not {isa}"),
             ));
         }
-        if form == Form::Winograd && (kh, kw) != (3, 3) {
+        let wino_form = matches!(form, Form::Winograd | Form::WinogradTilesAsRows);
+        if wino_form && (kh, kw) != (3, 3) {
             return Err(KernelError::invalid(
                 OP,
                 format!("weight {shape:?}: the Winograd form takes 3x3 filters"),
@@ -139,7 +142,10 @@ impl PackedConvWeight {
         }
         let (mut packs, mut transposed, mut implicit, mut wino) = (Vec::new(), None, None, None);
         match form {
-            Form::Winograd => wino = Some(winograd::pack_weights(w, c_out, cig, isa)?),
+            Form::Winograd | Form::WinogradTilesAsRows => {
+                let rows = form == Form::WinogradTilesAsRows;
+                wino = Some(winograd::pack_weights(w, c_out, cig, isa, rows)?)
+            }
             Form::Transposed => {
                 let wm = MatRef::row_major(w, c_out, kdim);
                 transposed = Some(PackedMatrix::pack_b(wm.t(), Some(isa))?);
@@ -155,7 +161,7 @@ impl PackedConvWeight {
             }
         }
         // The stem kernel's form, unless the Winograd form replaces every path.
-        let direct = (form != Form::Winograd && Self::runs_direct(shape, groups)).then(|| {
+        let direct = (!wino_form && Self::runs_direct(shape, groups)).then(|| {
             let mut d = Vec::new();
             stem::pack_weights(w, c_out, kdim, &mut d);
             d
@@ -235,6 +241,48 @@ impl PackedConvWeight {
         Self::build(w, shape, groups, isa, Form::Winograd)
     }
 
+    /// As [`PackedConvWeight::pack_winograd`], with the GEMMs' operands arranged for the
+    /// convolution `s` (its batch and plane size): the transformed filters as the right
+    /// operand when the tiles fit the kernel's rows better than its columns (a 14 x 14 plane's
+    /// 49 tiles per image; `winograd/`), else as the left. Both arrangements give the same
+    /// bits; any shape the form applies to runs with either. Errors: as `pack_winograd`, and
+    /// `s` whose weight shape differs from `shape`.
+    pub fn pack_winograd_for(
+        w: &[f32],
+        shape: [usize; 4],
+        s: &Conv2dShape,
+        isa: Option<Isa>,
+    ) -> Result<Self, KernelError> {
+        if [s.c_out, s.c_in, s.kh, s.kw] != shape {
+            return Err(KernelError::invalid(
+                "conv2d pack weight",
+                format!("weight {shape:?} does not belong to the convolution {s}"),
+            ));
+        }
+        let resolved = match isa {
+            Some(i) => i.check()?,
+            None => Isa::current()?,
+        };
+        let rows = winograd::applies(s) && winograd::tiles_as_rows(s, resolved);
+        Self::pack_winograd_arranged(w, shape, Some(resolved), rows)
+    }
+
+    /// The Winograd form with the tiles as the GEMMs' rows or not, whatever the shape (for
+    /// [`PackedConvWeight::pack_winograd_for`] and the tests of both arrangements).
+    pub(crate) fn pack_winograd_arranged(
+        w: &[f32],
+        shape: [usize; 4],
+        isa: Option<Isa>,
+        tiles_as_rows: bool,
+    ) -> Result<Self, KernelError> {
+        let form = if tiles_as_rows {
+            Form::WinogradTilesAsRows
+        } else {
+            Form::Winograd
+        };
+        Self::build(w, shape, 1, isa, form)
+    }
+
     /// Whether the Winograd form computes `s`: one group, 3x3, stride 1, padding 1, no
     /// dilation, more than one input channel (any ISA).
     pub fn winograd_applies(s: &Conv2dShape) -> bool {
@@ -244,6 +292,15 @@ impl PackedConvWeight {
     /// Whether it holds the Winograd form ([`PackedConvWeight::pack_winograd`]).
     pub fn is_winograd(&self) -> bool {
         self.winograd.is_some()
+    }
+
+    /// Whether it holds the Winograd form with the tiles as the GEMMs' rows
+    /// ([`PackedConvWeight::pack_winograd_for`]).
+    pub fn is_winograd_tiles_as_rows(&self) -> bool {
+        self.winograd
+            .as_ref()
+            .and_then(|u| u.first())
+            .is_some_and(|p| p.side() == crate::gemm::Side::B)
     }
 
     /// Whether it holds the implicit-GEMM form ([`PackedConvWeight::pack_implicit`]).

@@ -369,7 +369,7 @@ impl PlanBuilder {
                 && !direct
                 && as_transpose(s.c_out, s.c_in * s.kh * s.kw, oh * ow)?;
             let mut pw = if winograd {
-                PackedConvWeight::pack_winograd(&w, dims, 1, None)
+                PackedConvWeight::pack_winograd_for(&w, dims, &s, None)
             } else if implicit {
                 PackedConvWeight::pack_implicit(&w, dims, 1, None)
             } else if transposed {

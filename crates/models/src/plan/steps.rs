@@ -251,6 +251,8 @@ impl Step {
                     " (as C^T)"
                 } else if w.is_implicit() {
                     " (implicit)"
+                } else if w.is_winograd_tiles_as_rows() {
+                    " (winograd, tiles as rows)"
                 } else if w.is_winograd() {
                     " (winograd)"
                 } else {

@@ -15,10 +15,16 @@
 //! transforms of `transform.rs`. `V` and `M` are channel-major (each channel's tiles
 //! contiguous, as the transforms write and read them), so `V` is a row-major right operand
 //! that the GEMM reads in place or packs panel by panel next to the multiply, and `M` a
-//! row-major product. The transposed form (`V` as a left operand, `M = V U`) would pack `V`
-//! in a pass of its own and store `M` through the transposed store (3.5% and 1.2% of a
-//! one-thread SE-ResNet-101 inference on Sapphire Rapids, perf); each element of `M` is the
-//! same FMA chain over the input channels in either form. The multiply count falls by
+//! row-major product. The transposed form, `M[xi]^T [tiles x c_out] = V[xi]^T U[xi]` (`U`
+//! packed as the right operand, `V` read as a column-major left operand, `M` written
+//! through the transposed store into the same channel-major layout), packs `V` in MR-row
+//! panels instead and pays the store's transposes; each element of `M` is the same FMA
+//! chain over the input channels in either form, so the two give the same bits. It pays
+//! where the tiles are few and fit the kernel's rows better than its columns
+//! ([`tiles_as_rows`]): a 14 x 14 plane has 49 tiles per image, which a 32-wide kernel
+//! computes as 64 columns and a 12-row one as 49 rows plus a short tile (the 16 GEMMs of a
+//! 256-channel layer, one thread, Zen 5: 612 us as rows of `U` against 522 us as rows of
+//! tiles). The multiply count falls by
 //! 2.25x; what the GEMMs lose to their small `c_in` depth and the transforms add is measured
 //! in `docs/kernels/conv.md`.
 //!
@@ -42,7 +48,7 @@ use super::{ChannelEpilogue, Conv2dShape};
 use crate::activation::vector::{kind, VecAct};
 use crate::activation::Activation;
 use crate::error::KernelError;
-use crate::gemm::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix};
+use crate::gemm::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix, Side};
 use crate::isa::{Isa, Tables};
 use crate::parallel::SharedMut;
 use crate::simd::{tables, Simd};
@@ -92,13 +98,33 @@ const G: [[f64; 3]; 4] = [
     [0.0, 0.0, 1.0],
 ];
 
+/// Whether the GEMMs of `s` run with the tiles as rows (the transposed form of the module
+/// header): when the kernel in force for `isa` has a transposed store and, for the tiles of
+/// the first block (see [`rows_per_block`]), padded rows x padded columns x (depth + the
+/// transposed store's cost per tile in k steps) is at least 10% less that way than with the
+/// output channels as rows (the rule of the plan's transposed pointwise convolutions).
+pub(crate) fn tiles_as_rows(s: &Conv2dShape, isa: Isa) -> bool {
+    let k = crate::gemm::table::selected(isa).tuning.kernel;
+    let Some(extra) = k.transposed_store_cost() else {
+        return false;
+    };
+    let lanes = TABLES.get(isa).map_or(1, |f| f.lanes);
+    let g = WinoGeom::new(s, lanes);
+    let t = rows_per_block(s, &g) * g.tw;
+    let direct = k.padded_rows(s.c_out) * k.padded_cols(t) * s.c_in;
+    let transposed = k.padded_rows(t) * k.padded_cols(s.c_out) * (s.c_in + extra);
+    10 * transposed <= 9 * direct
+}
+
 /// The 16 transformed filters `U[xi] = (G g G^T)[xi]` of `w` (`[c_out, c_in, 3, 3]`), each
-/// packed as the left operand `[c_out x c_in]` (`U[xi]^T`) of its GEMM for `isa`.
+/// packed for `isa` as the left operand `[c_out x c_in]` (`U[xi]^T`) of its GEMM, or with
+/// `tiles_as_rows` as the right operand `[c_in x c_out]` of the transposed form.
 pub(crate) fn pack_weights(
     w: &[f32],
     c_out: usize,
     c_in: usize,
     isa: Isa,
+    tiles_as_rows: bool,
 ) -> Result<Vec<PackedMatrix>, KernelError> {
     let mut u = vec![0.0f32; 16 * c_in * c_out];
     for o in 0..c_out {
@@ -122,7 +148,13 @@ pub(crate) fn pack_weights(
     // ux is [c_in][c_out]: as the c_out x c_in matrix U^T, rows of stride 1 and columns of
     // stride c_out.
     u.chunks_exact(c_in * c_out)
-        .map(|ux| PackedMatrix::pack_a(MatRef::new(ux, c_out, c_in, 1, c_out), Some(isa)))
+        .map(|ux| {
+            if tiles_as_rows {
+                PackedMatrix::pack_b(MatRef::new(ux, c_in, c_out, c_out, 1), Some(isa))
+            } else {
+                PackedMatrix::pack_a(MatRef::new(ux, c_out, c_in, 1, c_out), Some(isa))
+            }
+        })
         .collect()
 }
 
@@ -238,6 +270,7 @@ pub(crate) fn forward(
     if s.n == 0 {
         return Ok(());
     }
+    let tiles_as_rows = u.first().is_some_and(|p| p.side() == Side::B);
     let l = fns.lanes;
     let g = WinoGeom::new(s, l);
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
@@ -299,18 +332,19 @@ pub(crate) fn forward(
             let mx =
                 unsafe { std::slice::from_raw_parts_mut(m_ptr.get().add(xi_ * co * t), co * t) };
             // V[xi] as [c_in x t] (channel rows of stride 16 t, tiles contiguous); M[xi] as
-            // [c_out x t], row-major.
-            let b = MatRef::new(&v[xi_ * t..], ci, t, 16 * t, 1);
-            let c = MatMut::new(mx, co, t, t, 1);
-            let r = gemm_ex(
-                1.0,
-                Operand::Packed(&u[xi_]),
-                Operand::View(b),
-                0.0,
-                c,
-                Epilogue::NONE,
-                &cfg,
-            );
+            // [c_out x t], row-major. Tiles as rows: V[xi]^T as [t x c_in], column-major,
+            // and M[xi]^T as [t x c_out], column-major (the same memory).
+            let r = if tiles_as_rows {
+                let a = MatRef::new(&v[xi_ * t..], t, ci, 1, 16 * t);
+                let c = MatMut::new(mx, t, co, 1, t);
+                let (a, b) = (Operand::View(a), Operand::Packed(&u[xi_]));
+                gemm_ex(1.0, a, b, 0.0, c, Epilogue::NONE, &cfg)
+            } else {
+                let b = MatRef::new(&v[xi_ * t..], ci, t, 16 * t, 1);
+                let c = MatMut::new(mx, co, t, t, 1);
+                let (a, b) = (Operand::Packed(&u[xi_]), Operand::View(b));
+                gemm_ex(1.0, a, b, 0.0, c, Epilogue::NONE, &cfg)
+            };
             if let Err(e) = r {
                 *failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
             }

@@ -63,20 +63,28 @@ fn assert_near_oracle(
     }
 }
 
-/// Runs the Winograd form of `s` on `isa` with a channel scale, a bias and `act`, and checks
-/// every output against the f64 oracle ([`assert_near_oracle`]).
-fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32> {
+/// Runs the Winograd form of `s` on `isa` (with the tiles as the GEMMs' rows when `rows`)
+/// with a channel scale, a bias and `act`, and checks every output against the f64 oracle
+/// ([`assert_near_oracle`]).
+fn check_arranged(
+    isa: Isa,
+    s: &Conv2dShape,
+    act: Activation,
+    threads: usize,
+    rows: bool,
+) -> Vec<f32> {
     let (x, w, b) = (
         data(s.input_len(), 1),
         data(s.weight_len(), 2),
         data(s.c_out, 3),
     );
     let scale: Vec<f32> = data(s.c_out, 4).iter().map(|v| 1.0 + 0.25 * v).collect();
-    let p = PackedConvWeight::pack_winograd(&w, [s.c_out, s.c_in, 3, 3], 1, Some(isa))
+    let p = PackedConvWeight::pack_winograd_arranged(&w, [s.c_out, s.c_in, 3, 3], Some(isa), rows)
         .unwrap()
         .with_channel_scale(scale.clone())
         .unwrap();
     assert!(p.is_winograd());
+    assert_eq!(p.is_winograd_tiles_as_rows(), rows);
     let mut got = vec![f32::NAN; s.output_len()];
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -93,6 +101,44 @@ fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32>
         .collect();
     assert_near_oracle(isa, s, &x, &ws, Some(&b), act, &got);
     got
+}
+
+/// [`check_arranged`] with both arrangements of the GEMMs, which must give the same bits
+/// (each element of M is the same FMA chain either way); returns the output.
+fn check(isa: Isa, s: &Conv2dShape, act: Activation, threads: usize) -> Vec<f32> {
+    let cols = check_arranged(isa, s, act, threads, false);
+    let rows = check_arranged(isa, s, act, threads, true);
+    assert!(
+        cols.iter()
+            .zip(&rows)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "{isa} {s} {act:?}: the two arrangements differ"
+    );
+    cols
+}
+
+/// The arrangement follows the plan's shape: SE-ResNet's 256-channel 14 x 14 layers at batch
+/// 1 take the tiles as rows where the kernel in force has a transposed store and a 32-wide
+/// tile (49 tiles: 64 columns against 49 rows and a short tile), its 56 x 56 ones never.
+#[test]
+fn the_arrangement_is_chosen_from_the_shape() {
+    for isa in Isa::available() {
+        let k = crate::gemm::table::selected(isa).tuning.kernel;
+        let w = data(256 * 256 * 9, 1);
+        let s = shape(1, 256, 256, 14, 14);
+        let p = PackedConvWeight::pack_winograd_for(&w, [256, 256, 3, 3], &s, Some(isa)).unwrap();
+        assert_eq!(p.is_winograd_tiles_as_rows(), super::tiles_as_rows(&s, isa));
+        if k.name == "avx512_12x32" {
+            assert!(p.is_winograd_tiles_as_rows(), "{isa} {}", k.name);
+        }
+        let s = shape(1, 64, 64, 56, 56);
+        let p =
+            PackedConvWeight::pack_winograd_for(&w[..64 * 64 * 9], [64, 64, 3, 3], &s, Some(isa))
+                .unwrap();
+        assert!(!p.is_winograd_tiles_as_rows(), "{isa} {}", k.name);
+        // A weight of another shape than the convolution's is an error.
+        assert!(PackedConvWeight::pack_winograd_for(&w, [256, 256, 3, 3], &s, Some(isa)).is_err());
+    }
 }
 
 #[test]
