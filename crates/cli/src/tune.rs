@@ -23,6 +23,15 @@ pub struct TuneArgs {
     dry_run: bool,
 }
 
+/// GFLOP/s per shape, one decimal, space-separated.
+fn rates(gflops: &[f64]) -> String {
+    gflops
+        .iter()
+        .map(|g| format!("{g:.1}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Runs `tessera tune`.
 pub fn run(args: &TuneArgs) -> Result<(), String> {
     if args.seconds == 0 || args.seconds > 3600 {
@@ -69,11 +78,7 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
                 b.mc,
                 b.nc,
                 t.score,
-                t.gflops
-                    .iter()
-                    .map(|g| format!("{g:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(" ")
+                rates(&t.gflops)
             )
         };
         if args.verbose {
@@ -90,11 +95,7 @@ pub fn run(args: &TuneArgs) -> Result<(), String> {
                 t.tuning.kernel.name,
                 t.tuning.deep_kc,
                 t.score,
-                t.gflops
-                    .iter()
-                    .map(|g| format!("{g:.1}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
+                rates(&t.gflops),
                 if i == r.deep_best { "(winner)" } else { "" }
             );
         }

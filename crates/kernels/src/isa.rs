@@ -106,6 +106,14 @@ impl Isa {
         }
     }
 
+    /// `isa` checked against this CPU, or the path in use ([`Isa::current`]) for `None`.
+    pub fn resolve(isa: Option<Isa>) -> Result<Isa, KernelError> {
+        match isa {
+            Some(i) => i.check(),
+            None => Isa::current(),
+        }
+    }
+
     /// The path in use, detected once and cached: `TESSERA_ISA` if set (an error if the CPU
     /// lacks it or the name is unknown), else [`Isa::best`].
     pub fn current() -> Result<Isa, KernelError> {

@@ -122,10 +122,7 @@ impl PackedConvWeight {
                 ),
             ));
         }
-        let isa = match isa {
-            Some(i) => i.check()?,
-            None => Isa::current()?,
-        };
+        let isa = Isa::resolve(isa)?;
         let (cog, kdim) = (c_out / groups, cig * kh * kw);
         if form == Form::Implicit && implicit::panel_width(isa).is_none() {
             return Err(KernelError::invalid(
@@ -259,10 +256,7 @@ impl PackedConvWeight {
                 format!("weight {shape:?} does not belong to the convolution {s}"),
             ));
         }
-        let resolved = match isa {
-            Some(i) => i.check()?,
-            None => Isa::current()?,
-        };
+        let resolved = Isa::resolve(isa)?;
         let rows = winograd::applies(s) && winograd::tiles_as_rows(s, resolved);
         Self::pack_winograd_arranged(w, shape, Some(resolved), rows)
     }
@@ -298,9 +292,8 @@ impl PackedConvWeight {
     /// ([`PackedConvWeight::pack_winograd_for`]).
     pub fn is_winograd_tiles_as_rows(&self) -> bool {
         self.winograd
-            .as_ref()
-            .and_then(|u| u.first())
-            .is_some_and(|p| p.side() == crate::gemm::Side::B)
+            .as_deref()
+            .is_some_and(winograd::packed_tiles_as_rows)
     }
 
     /// Whether it holds the implicit-GEMM form ([`PackedConvWeight::pack_implicit`]).

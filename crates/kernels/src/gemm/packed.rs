@@ -66,10 +66,7 @@ impl PackedMatrix {
 
     /// The ISA to pack for, after checking it and the view.
     fn check(m: MatRef<'_>, isa: Option<Isa>) -> Result<Isa, KernelError> {
-        let isa = match isa {
-            Some(i) => i.check()?,
-            None => Isa::current()?,
-        };
+        let isa = Isa::resolve(isa)?;
         if let Some(seg) = m.segments {
             return Err(KernelError::invalid(
                 "gemm pack",

@@ -116,6 +116,12 @@ pub(crate) fn tiles_as_rows(s: &Conv2dShape, isa: Isa) -> bool {
     10 * transposed <= 9 * direct
 }
 
+/// Whether filters from [`pack_weights`] were packed for the tiles-as-rows form (as the
+/// GEMMs' right operand).
+pub(crate) fn packed_tiles_as_rows(u: &[PackedMatrix]) -> bool {
+    u.first().is_some_and(|p| p.side() == Side::B)
+}
+
 /// The 16 transformed filters `U[xi] = (G g G^T)[xi]` of `w` (`[c_out, c_in, 3, 3]`), each
 /// packed for `isa` as the left operand `[c_out x c_in]` (`U[xi]^T`) of its GEMM, or with
 /// `tiles_as_rows` as the right operand `[c_in x c_out]` of the transposed form.
@@ -270,7 +276,7 @@ pub(crate) fn forward(
     if s.n == 0 {
         return Ok(());
     }
-    let tiles_as_rows = u.first().is_some_and(|p| p.side() == Side::B);
+    let tiles_as_rows = packed_tiles_as_rows(u);
     let l = fns.lanes;
     let g = WinoGeom::new(s, l);
     let (ci, co, hw) = (s.c_in, s.c_out, s.h * s.w);
