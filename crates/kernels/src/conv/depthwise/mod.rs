@@ -479,8 +479,9 @@ fn with_padded_scratch<R>(
     // The channel-blocked scratch (no key) starts on a 64-byte boundary, so that each of
     // its `L`-float positions is one cache line on AVX-512 instead of two halves. Measured on
     // Zen 5 (family 26 model 2, one thread, `tessera bench dwconv`, four alternating rounds,
-    // 2026-12-07): forward 960 x 7^2 3x3 17-18 -> 14.4-15.8 us, 672 x 14^2 5x5 s2 31-34 ->
-    // 24.4-25.3, input gradients 28-35 -> 21-27, weight gradients 10-15% faster. The padded
+    // 2026-12-07): forward 960 x 7^2 3x3 17.0-18.0 -> 15.2-15.3 us, 672 x 14^2 5x5 s2
+    // 32.3-33.6 -> 24.7-25.8, input gradients 20-25% and weight gradients 3-10% faster
+    // (`docs/kernels/depthwise.md`). The padded
     // planes stay where the allocator puts them: their rows are not multiples of 16 floats
     // in general, and 240 x 28^2 5x5 (rows of 32) measured the same at offsets of 0, 4 and
     // 12 floats from a line.
