@@ -799,12 +799,16 @@ unsafe fn run_shared_b(
                     }
                 }
                 None => {
-                    if shared.len() < len {
-                        shared.resize(len, 0.0);
+                    // The block starts on a cache line, as [`PackBuf`]'s do: a large `Vec`
+                    // starts 16 bytes past a page, where every 64-byte load of a panel
+                    // would touch two lines.
+                    if shared.len() < len + 16 {
+                        shared.resize(len + 16, 0.0);
                     }
+                    let start = shared.as_ptr().align_offset(64).min(16);
                     // One job per (depth block, run of 4 panels), into disjoint parts.
                     let chunks = panels.div_ceil(4);
-                    let base = SharedMut(shared.as_mut_ptr());
+                    let base = SharedMut(shared.as_mut_ptr().wrapping_add(start));
                     let pack_job = |job: usize| {
                         let (i, q) = (job / chunks, job % chunks);
                         let d = d_of(i);
@@ -813,7 +817,7 @@ unsafe fn run_shared_b(
                         let j0 = jc + q0 * nr;
                         let cols = (jc + nc - j0).min((q1 - q0) * nr);
                         // SAFETY: job (i, q) writes panels q0..q1 of depth block i, a range
-                        // no other job touches, inside `shared` (sized to `len` above);
+                        // no other job touches, inside `shared` (`start + len` floats above);
                         // columns j0..j0+cols and rows pc..pc+kc lie inside B.
                         unsafe {
                             let dst = std::slice::from_raw_parts_mut(
@@ -837,7 +841,7 @@ unsafe fn run_shared_b(
                         crate::parallel::for_each_task(groups * chunks, pack_job);
                     }
                     for (i, bp) in bpacks.iter_mut().enumerate().take(groups) {
-                        *bp = SharedPanels(shared.as_ptr().wrapping_add(offs[i]));
+                        *bp = SharedPanels(shared.as_ptr().wrapping_add(start + offs[i]));
                     }
                 }
             }
