@@ -116,6 +116,20 @@ impl std::ops::DerefMut for AlignedBuf {
     }
 }
 
+/// Makes room in a reused scratch `buf` for `len` floats starting on a 64-byte boundary and
+/// returns `(start, grew)`: the index of that boundary and whether `buf` was replaced by a
+/// larger zeroed vector (its contents are not kept). The scratch buffers that are kept
+/// between calls (GEMM packing, depthwise blocks) use it, since a plain `Vec` is only
+/// 16-byte aligned (a large one starts 16 bytes past a page) and off a line boundary every
+/// 64-byte access touches two lines.
+pub(crate) fn line_aligned(buf: &mut Vec<f32>, len: usize) -> (usize, bool) {
+    let grew = buf.len() < len + ALIGN_FLOATS;
+    if grew {
+        *buf = vec![0.0; len + ALIGN_FLOATS];
+    }
+    (buf.as_ptr().align_offset(64).min(ALIGN_FLOATS), grew)
+}
+
 /// `vec![0.0; len]`, its allocation advised for huge pages before any of it is written when
 /// it is 2 MiB or more (see the module header).
 fn huge_zeroed(len: usize) -> Vec<f32> {

@@ -275,11 +275,7 @@ struct PackBuf {
 
 impl PackBuf {
     fn slice(&mut self, len: usize) -> &mut [f32] {
-        const ALIGN_FLOATS: usize = 16; // 64 bytes
-        if self.storage.len() < len + ALIGN_FLOATS {
-            self.storage = vec![0.0; len + ALIGN_FLOATS];
-        }
-        let off = self.storage.as_ptr().align_offset(64).min(ALIGN_FLOATS);
+        let (off, _) = crate::memory::line_aligned(&mut self.storage, len);
         &mut self.storage[off..off + len]
     }
 }
@@ -799,13 +795,8 @@ unsafe fn run_shared_b(
                     }
                 }
                 None => {
-                    // The block starts on a cache line, as [`PackBuf`]'s do: a large `Vec`
-                    // starts 16 bytes past a page, where every 64-byte load of a panel
-                    // would touch two lines.
-                    if shared.len() < len + 16 {
-                        shared.resize(len + 16, 0.0);
-                    }
-                    let start = shared.as_ptr().align_offset(64).min(16);
+                    // The block starts on a cache line, as [`PackBuf`]'s do.
+                    let (start, _) = crate::memory::line_aligned(&mut shared, len);
                     // One job per (depth block, run of 4 panels), into disjoint parts.
                     let chunks = panels.div_ceil(4);
                     let base = SharedMut(shared.as_mut_ptr().wrapping_add(start));

@@ -476,25 +476,23 @@ fn with_padded_scratch<R>(
 ) -> R {
     let (mut buf, held) = SCRATCH.take();
     let mut holds = key.is_some() && held == key;
-    // The channel-blocked scratch (no key) starts on a 64-byte boundary, so that each of
-    // its `L`-float positions is one cache line on AVX-512 instead of two halves. Measured on
-    // Zen 5 (family 26 model 2, one thread, `tessera bench dwconv`, four alternating rounds,
-    // 2026-12-07): forward 960 x 7^2 3x3 17.0-18.0 -> 15.2-15.3 us, 672 x 14^2 5x5 s2
-    // 32.3-33.6 -> 24.7-25.8, input gradients 20-25% and weight gradients 3-10% faster
-    // (`docs/kernels/depthwise.md`). The padded
-    // planes stay where the allocator puts them: their rows are not multiples of 16 floats
-    // in general, and 240 x 28^2 5x5 (rows of 32) measured the same at offsets of 0, 4 and
-    // 12 floats from a line.
-    let off = if key.is_none() { 15 } else { 0 };
-    if buf.len() < len + off {
-        buf.resize(len + off, 0.0);
+    // The channel-blocked scratch (no key) starts on a cache line, so that each of its
+    // `L`-float positions is one line on AVX-512 (measured in `docs/kernels/depthwise.md`:
+    // small-plane forwards 12-25% faster on Zen 5). The padded planes stay where the
+    // allocator puts them: their rows are not multiples of 16 floats in general, and
+    // 240 x 28^2 5x5 (rows of 32) measured the same at 0, 4 and 12 floats from a line.
+    let (start, grew) = if key.is_none() {
+        crate::memory::line_aligned(&mut buf, len)
+    } else {
+        let grew = buf.len() < len;
+        if grew {
+            buf.resize(len, 0.0);
+        }
+        (0, grew)
+    };
+    if grew {
         holds = false;
     }
-    let start = if key.is_none() {
-        buf.as_ptr().align_offset(64).min(15)
-    } else {
-        0
-    };
     let (r, holds_after) = f(&mut buf[start..start + len], holds);
     SCRATCH.set((buf, if holds_after { key } else { None }));
     r
