@@ -345,8 +345,47 @@ macro_rules! dw_kernels {
             scratch: &mut [f32],
             pad_ready: bool,
         ) -> bool {
+            // Large 3x3 / 5x5 planes with "same" padding at stride 1 or 2: the tiles read the
+            // plane in place (`direct.rs`), in a function of their own (see `direct_fwd`).
+            if direct::DirectPlane::<A>::applies::<$S>(g) {
+                let p = direct::DirectPlane {
+                    x: x.as_ptr(),
+                    h: g.h,
+                    w: g.w,
+                    wt: w,
+                    y: y.as_mut_ptr(),
+                    oh: g.oh,
+                    ow: g.ow,
+                    bias,
+                    act: A::of(act),
+                };
+                // SAFETY: x holds the h * w plane, y the oh * ow one, w K * K (forwarded
+                // contract); the form applies (checked above) at this stride.
+                unsafe {
+                    match (g.kh, g.sh) {
+                        (3, 1) => direct_fwd::<A, 3, 1>(&p),
+                        (5, 1) => direct_fwd::<A, 5, 1>(&p),
+                        (3, _) => direct_fwd::<A, 3, 2>(&p),
+                        _ => direct_fwd::<A, 5, 2>(&p),
+                    }
+                }
+                return pad_ready;
+            }
             // SAFETY: forwarded contract.
             unsafe { plane::forward::<$S, A>(g, x, w, bias, A::of(act), y, scratch, pad_ready) }
+        }
+        /// The in-place tiles of one kernel size and stride, compiled as a function of their
+        /// own rather than inlined into `fwd` with every other plane path: there, changes to
+        /// unrelated paths moved the register allocation of these tiles (144 x 56^2 3x3 s1,
+        /// Zen 5, one thread: 86-91 us in one build, 104-122 in later ones with this code
+        /// unchanged).
+        $(#[target_feature(enable = $feat)])?
+        #[inline(never)]
+        unsafe fn direct_fwd<A: VecAct, const K: usize, const SH: usize>(
+            p: &direct::DirectPlane<'_, A>,
+        ) {
+            // SAFETY: forwarded contract.
+            unsafe { direct::forward::<$S, A, K, SH>(p) }
         }
         #[allow(clippy::too_many_arguments)]
         $(#[target_feature(enable = $feat)])?

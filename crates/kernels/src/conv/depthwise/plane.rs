@@ -2,7 +2,6 @@
 //! scratch copy, then run the row correlations of `kernel.rs` on it. Each ISA file
 //! instantiates these inside its `#[target_feature]` entry points.
 
-use super::direct::{self, DirectPlane};
 use super::kernel::{corr, stacked, wgrad, wgrad_finish, Corr, Stacked, WGrad};
 use super::{BwdGeom, FwdGeom};
 use crate::activation::vector::{kind, VecAct};
@@ -286,7 +285,8 @@ unsafe fn unpack_row_stride2<S: Simd>(src: &[f32], left: usize, tq: usize, out: 
 /// The forward pass of one output plane: `y = act(bias + sum_taps w * x_shifted)`.
 ///
 /// `pad_ready`: `scratch` holds a plane packed for `g` (see [`pack_plane`]). Returns whether
-/// it does afterwards (the form that reads the plane in place leaves the scratch untouched).
+/// it does afterwards. Planes that the in-place form (`direct.rs`) takes never come here:
+/// the ISA table's `fwd` sends them to it first, and the scratch stays untouched.
 ///
 /// # Safety
 /// `x` is the `h * w` input plane, `wt` the `kh * kw` filter, `y` the `oh * ow` output plane,
@@ -303,33 +303,6 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct>(
     scratch: &mut [f32],
     pad_ready: bool,
 ) -> bool {
-    // Large 3x3 / 5x5 planes with "same" padding at stride 1 or 2: the tiles read the plane
-    // in place (`direct.rs`), without the padded copy, whose writes and re-reads cost as much
-    // as the arithmetic there.
-    if DirectPlane::<A>::applies::<S>(g) {
-        let p = DirectPlane {
-            x: x.as_ptr(),
-            h: g.h,
-            w: g.w,
-            wt,
-            y: y.as_mut_ptr(),
-            oh: g.oh,
-            ow: g.ow,
-            bias,
-            act,
-        };
-        // SAFETY: x holds the h * w plane, y the oh * ow one, wt K * K; the form applies
-        // (checked above) at this stride.
-        unsafe {
-            match (g.kh, g.sh) {
-                (3, 1) => direct::forward::<S, _, 3, 1>(&p),
-                (5, 1) => direct::forward::<S, _, 5, 1>(&p),
-                (3, _) => direct::forward::<S, _, 3, 2>(&p),
-                _ => direct::forward::<S, _, 5, 2>(&p),
-            }
-        }
-        return pad_ready;
-    }
     let stacks = g.kh == g.kw && !g.dilated && g.sh <= 2;
     let band = if stacks && matches!(g.kh, 3 | 5) {
         band_rows(g)
