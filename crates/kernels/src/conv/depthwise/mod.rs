@@ -636,8 +636,9 @@ fn forward_blocked(
     Ok(())
 }
 
-/// The plane-by-plane forward pass (`plane.rs`) of the output planes in `y`, which start at
-/// plane `p0` (image-major, `n * c_out` planes; `x` starts at the image of plane `p0`).
+/// The plane-by-plane forward pass (`plane.rs`, or `direct.rs` for planes read in place) of
+/// the output planes in `y`, which start at plane `p0` (image-major, `n * c_out` planes; `x`
+/// starts at the image of plane `p0`).
 #[allow(clippy::too_many_arguments)]
 fn forward_planes(
     fns: &Fns,
