@@ -138,6 +138,10 @@ fn a_warm_planned_resnet_inference_allocates_nothing() {
     for (arch, o, n) in [
         ("resnet_digits", Overrides::default(), 3),
         ("seresnet50", img(64), 1),
+        // Winograd blocks in parallel at 28 x 28 (each thread its own block buffer), then
+        // larger single blocks at 7 x 7: every thread's buffer must already have the larger
+        // size.
+        ("seresnet50", img(112), 8),
     ] {
         assert_eq!(
             warm_run_allocations(arch, &o, n),

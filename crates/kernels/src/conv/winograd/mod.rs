@@ -52,6 +52,7 @@ use crate::gemm::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, Packed
 use crate::isa::{Isa, Tables};
 use crate::parallel::SharedMut;
 use crate::simd::{tables, Simd};
+use std::cell::Cell;
 use std::sync::Mutex;
 
 /// The geometry of one call: planes of `h x w` (input and output alike), `th x tw` tiles.
@@ -225,21 +226,26 @@ macro_rules! wino_kernels {
 
 static TABLES: Tables<Fns> = tables!(Fns, wino_kernels);
 
-/// Block buffers (`V`, `M` and the input tasks' row scratch) kept between calls. A call takes
-/// one for its whole duration, on whichever thread it runs, and gives it back: a plan run
-/// from any thread reuses the same buffer, so once warm it allocates nothing (a per-thread
-/// buffer would grow again on each thread the plan happens to run on). Concurrent calls
-/// each take their own.
-static FREE: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The block buffer (`V`, `M` and the input tasks' row scratch) of this thread, kept
+    /// between calls: taken out while a call uses it (a nested call on the same thread, which
+    /// the plan never makes, would get a new one) and put back after. Per thread, so that
+    /// `Plan::warm_up`, which runs every step on every thread, sizes it on each of them: a
+    /// warm plan then allocates nothing, whichever thread claims which block. (A shared free
+    /// list did not give that: the warm-up's turns, one thread at a time, left it one buffer,
+    /// and the runs after it grew a new 2.4 MB one whenever two blocks ran at once or a
+    /// smaller buffer came off the list for a larger layer; SE-ResNet-101 at batch 8 and two
+    /// threads allocated 2.0-2.8 MB per inference.)
+    static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
 
 fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let take = || FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-    let mut b = take().unwrap_or_default();
+    let mut b = BLOCK.with(Cell::take);
     if b.len() < len {
         b.resize(len, 0.0);
     }
     let r = f(&mut b[..len]);
-    FREE.lock().unwrap_or_else(|p| p.into_inner()).push(b);
+    BLOCK.with(|c| c.set(b));
     r
 }
 
