@@ -64,13 +64,7 @@ fn with_packed_groups<'a, R>(
 }
 
 pub(super) fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = COLS.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    COLS.set(buf);
-    r
+    crate::memory::lend_scratch(&COLS, len, f)
 }
 
 /// Elements below which im2col / col2im stay on the calling thread.

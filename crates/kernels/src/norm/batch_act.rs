@@ -66,13 +66,7 @@ thread_local! {
 }
 
 fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut buf = SCRATCH.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    SCRATCH.set(buf);
-    r
+    crate::memory::lend_scratch(&SCRATCH, len, f)
 }
 
 /// Per-channel `(gamma / sqrt(var + eps), beta)` as the forward computes them.

@@ -227,26 +227,16 @@ macro_rules! wino_kernels {
 static TABLES: Tables<Fns> = tables!(Fns, wino_kernels);
 
 thread_local! {
-    /// The block buffer (`V`, `M` and the input tasks' row scratch) of this thread, kept
-    /// between calls: taken out while a call uses it (a nested call on the same thread, which
-    /// the plan never makes, would get a new one) and put back after. Per thread, so that
-    /// `Plan::warm_up`, which runs every step on every thread, sizes it on each of them: a
-    /// warm plan then allocates nothing, whichever thread claims which block. (A shared free
-    /// list did not give that: the warm-up's turns, one thread at a time, left it one buffer,
-    /// and the runs after it grew a new 2.4 MB one whenever two blocks ran at once or a
-    /// smaller buffer came off the list for a larger layer; SE-ResNet-101 at batch 8 and two
-    /// threads allocated 2.0-2.8 MB per inference.)
+    /// The block buffer (`V`, `M` and the input tasks' row scratch) of this thread, lent by
+    /// [`crate::memory::lend_scratch`]. Per thread, so that `Plan::warm_up` sizes it on every
+    /// thread; a free list shared by all threads would not be: the warm-up's turns, one thread
+    /// at a time, would leave it one buffer, and later runs would allocate another whenever
+    /// two blocks run at once.
     static BLOCK: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
 
 fn with_block<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    let mut b = BLOCK.with(Cell::take);
-    if b.len() < len {
-        b.resize(len, 0.0);
-    }
-    let r = f(&mut b[..len]);
-    BLOCK.with(|c| c.set(b));
-    r
+    crate::memory::lend_scratch(&BLOCK, len, f)
 }
 
 /// The fewest tiles per block (see [`rows_per_block`]): on Zen 4 (1 MiB L2), 64 tiles per
