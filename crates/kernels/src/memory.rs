@@ -179,6 +179,25 @@ fn advise(ptr: *mut u8, bytes: usize) {
 #[cfg(not(target_os = "linux"))]
 fn advise(_ptr: *mut u8, _bytes: usize) {}
 
+/// Lends the calling thread's scratch in `key`, grown to at least `len` floats, to `f` as its
+/// first `len` floats, and keeps it for the next call. Taken out of the slot while `f` runs,
+/// so a nested call on the same thread gets a new buffer rather than an alias. Kept per
+/// thread so that `Plan::warm_up` (which runs every step on every thread) sizes it on each
+/// of them: a warm call then allocates nothing, whichever thread it runs on.
+pub(crate) fn lend_scratch<R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>,
+    len: usize,
+    f: impl FnOnce(&mut [f32]) -> R,
+) -> R {
+    let mut buf = key.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    key.set(buf);
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,23 +220,4 @@ mod tests {
             assert!(b[len / 2..].iter().all(|&x| x == 0.0));
         }
     }
-}
-
-/// Lends the calling thread's scratch in `key`, grown to at least `len` floats, to `f` as its
-/// first `len` floats, and keeps it for the next call. Taken out of the slot while `f` runs,
-/// so a nested call on the same thread gets a new buffer rather than an alias. Kept per
-/// thread so that `Plan::warm_up` (which runs every step on every thread) sizes it on each
-/// of them: a warm call then allocates nothing, whichever thread it runs on.
-pub(crate) fn lend_scratch<R>(
-    key: &'static std::thread::LocalKey<std::cell::Cell<Vec<f32>>>,
-    len: usize,
-    f: impl FnOnce(&mut [f32]) -> R,
-) -> R {
-    let mut buf = key.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    key.set(buf);
-    r
 }
