@@ -133,7 +133,12 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
         if *deep_kc != b.kc {
             outln!(
                 "           KC {deep_kc} (MC and NC scaled to keep the blocks' bytes) for products \
-                 whose C outgrows L2 and no operand is pre-packed: measured faster here"
+                 whose C outgrows L2 and no operand is pre-packed: {}",
+                if *analytical {
+                    "the model's (2 x KC, at most 512 and a B micro-panel of one L2 way)"
+                } else {
+                    "chosen by `tessera tune` on this host"
+                }
             );
         }
         if *analytical {

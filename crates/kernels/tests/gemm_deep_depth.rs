@@ -4,6 +4,7 @@
 //! in the rounding of the depth blocks' partial sums; products whose C fits in L2, and
 //! products with a pre-packed operand, keep the shallow blocks.
 
+use tessera_kernels::gemm::blocking::derive_deep_kc;
 use tessera_kernels::gemm::reference::{error_bound, gemm_reference};
 use tessera_kernels::gemm::table::candidates;
 use tessera_kernels::gemm::{
@@ -54,6 +55,23 @@ fn deep_blocks_apply_only_to_products_whose_c_outgrows_l2() {
     assert!(t.with_deep_kc(32).is_none());
 }
 
+/// Without a tuning, the deep depth block is the model's (`blocking::derive_deep_kc`): on
+/// every ISA and kernel, at least KC, and the one the analytical tuning in force carries.
+#[test]
+fn the_untuned_deep_block_is_the_models() {
+    let caches = &Host::get().caches;
+    for isa in Isa::available() {
+        for kernel in candidates(isa) {
+            let t = Tuning::analytical(kernel);
+            let want = derive_deep_kc(t.blocking.kc, kernel.nr, caches);
+            assert_eq!(t.deep_kc, want, "{}", kernel.name);
+            assert!(t.deep_kc >= t.blocking.kc && t.deep_kc <= 512.max(t.blocking.kc));
+            let explicit = Tuning::with_blocks(kernel, 64, kernel.mr).unwrap();
+            assert_eq!(explicit.deep_kc, derive_deep_kc(64, kernel.nr, caches));
+        }
+    }
+}
+
 #[test]
 fn deep_blocks_match_the_reference_at_any_thread_count() {
     let n = 520;
@@ -94,7 +112,9 @@ fn deep_blocks_match_the_reference_at_any_thread_count() {
     for isa in Isa::available() {
         for kernel in candidates(isa) {
             // Depth 300 runs as 64-deep blocks shallow and as 128 + 128 + 44 deep.
-            let shallow = Tuning::with_blocks(kernel, 64, 2 * kernel.mr).unwrap();
+            let shallow = Tuning::with_blocks(kernel, 64, 2 * kernel.mr)
+                .and_then(|t| t.with_deep_kc(64))
+                .unwrap();
             let deep = shallow.with_deep_kc(128).unwrap();
             let cfg = |threads, tuning| GemmConfig {
                 isa: Some(isa),

@@ -14,6 +14,7 @@ use crate::timing::{reps_for, stats, time_once};
 use tessera::kernels::gemm::{
     gemm, gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand, PackedMatrix,
 };
+use tessera::kernels::memory::AlignedBuf;
 use tessera::kernels::parallel::stop_lingering;
 use tessera::kernels::Isa;
 
@@ -84,9 +85,10 @@ fn measure(
     threads: usize,
     isa: Isa,
 ) -> Result<(f64, f64, f64, f64), String> {
-    let a = random(m * k, 1);
-    let b = random(k * n, 2);
-    let mut c = vec![0.0f32; m * n];
+    // On huge pages when large, as the engine's own buffers and numpy's arrays are.
+    let a = AlignedBuf::from_slice(&random(m * k, 1));
+    let b = AlignedBuf::from_slice(&random(k * n, 2));
+    let mut c = AlignedBuf::zeroed(m * n);
     let cfg = GemmConfig {
         isa: Some(isa),
         threads,

@@ -87,6 +87,23 @@ pub fn derive_nc(nr: usize, kc: usize, mc: usize, caches: &Caches) -> usize {
     (nc / nr * nr).clamp(256 / nr * nr.max(1), 8192 / nr * nr)
 }
 
+/// The depth block of products whose C outgrows L2 (`Tuning::blocking_for`), from the model's
+/// `kc`: twice as deep, at most 512, and no deeper than lets the `kc x nr` B micro-panel fit
+/// the one L2 way [`derive_mc`] leaves it (`C_Br = 1`), so the MC derivation still holds.
+///
+/// The model's KC keeps the B micro-panel in L1, which is right while C stays in L2. When C
+/// is larger, every depth block's pass brings every C tile back from L3 or memory (two MR x
+/// NR tile transfers per `2 * MR * NR * KC` FLOPs), a cost the L1 constraint does not weigh:
+/// doubling KC halves those passes, and the deeper B micro-panel streams from L2 at a few
+/// bytes per FMA cycle, which L2 delivers. Measured, one thread, KC 512 against the model's
+/// 256 at 1024^3 and 2048^3: Zen 5 222-231 against 200-208 GFLOP/s; Emerald Rapids 145-150
+/// against 140-143 (`docs/kernels/gemm.md`). `tessera tune` may replace it.
+pub fn derive_deep_kc(kc: usize, nr: usize, caches: &Caches) -> usize {
+    let l2_way = caches.l2.way_bytes();
+    let fits_way = l2_way / (nr.max(1) * F32) / 8 * 8;
+    (2 * kc).min(512).min(fits_way).max(kc)
+}
+
 /// The analytical blocking of an `mr x nr` microkernel on a host with `caches`.
 pub fn derive(mr: usize, nr: usize, caches: &Caches) -> Blocking {
     let kc = derive_kc(mr, nr, caches);
@@ -224,6 +241,28 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The deep depth block for large C, worked by hand from [`derive_deep_kc`].
+    #[test]
+    fn deep_depth_blocks_for_real_geometries() {
+        // 12x32 on Zen 5, Ice Lake-SP and Sapphire Rapids: KC 256 -> 512 (B micro-panel
+        // 64 KiB, one L2 way of 64 or 128 KiB).
+        for caches in [zen5(), ice_lake_sp(), sapphire_rapids()] {
+            assert_eq!(derive_deep_kc(derive_kc(12, 32, &caches), 32, &caches), 512);
+        }
+        // Zen 4 and Skylake-SP, 12x32: KC 80 -> 160; Zen 4's 24x16: 168 -> 336.
+        assert_eq!(derive_deep_kc(80, 32, &zen4()), 160);
+        assert_eq!(derive_deep_kc(80, 32, &skylake_sp()), 160);
+        assert_eq!(derive_deep_kc(168, 16, &zen4()), 336);
+        // Zen 3, AVX2 6x16: 168 -> 336 (21 KiB of a 64 KiB L2 way).
+        assert_eq!(derive_deep_kc(168, 16, &zen3()), 336);
+        // Already at the cap: no deeper block.
+        assert_eq!(derive_deep_kc(512, 16, &zen5()), 512);
+        // A small L2 way bounds it: 16 KiB ways hold a 128-deep 32-wide panel.
+        let small = host((32, 8), (256, 16), (8 << 10, 16, 8));
+        assert_eq!(derive_deep_kc(80, 32, &small), 128);
+        assert_eq!(derive_deep_kc(200, 32, &small), 200);
     }
 
     #[test]

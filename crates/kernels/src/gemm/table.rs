@@ -7,7 +7,7 @@
 //! one whose model KC (`blocking.rs`) is deepest on this host's L1, with that blocking. `TESSERA_ISA` picks the ISA as before;
 //! `TESSERA_TUNE=off` ignores the cache.
 
-use super::blocking::{derive, Blocking};
+use super::blocking::{derive, derive_deep_kc, Blocking};
 use super::kernel::{MicroKernelFn, NarrowKernel, PackFn, RowWideFn, ShortKernel};
 use super::tune_cache;
 use crate::host::Host;
@@ -96,29 +96,32 @@ pub struct Tuning {
     pub kernel: &'static MicroKernel,
     /// Its cache blocking (`mr`, `nr` equal the kernel's).
     pub blocking: Blocking,
-    /// The depth block of products whose C outgrows L2 (see [`Tuning::blocking_for`]):
-    /// `blocking.kc` unless `tessera tune` measured a deeper one faster on this host.
+    /// The depth block of products whose C outgrows L2 (see [`Tuning::blocking_for`]): the
+    /// model's (`blocking::derive_deep_kc`) unless `tessera tune` measured another faster on
+    /// this host.
     pub deep_kc: usize,
 }
 
 impl Tuning {
     /// `kernel` with the analytical blocking for this host.
     pub fn analytical(kernel: &'static MicroKernel) -> Tuning {
-        let blocking = derive(kernel.mr, kernel.nr, &Host::get().caches);
+        let caches = &Host::get().caches;
+        let blocking = derive(kernel.mr, kernel.nr, caches);
         Tuning {
             kernel,
             blocking,
-            deep_kc: blocking.kc,
+            deep_kc: derive_deep_kc(blocking.kc, kernel.nr, caches),
         }
     }
 
-    /// `kernel` with explicit depth and row blocks (NC from the model); `None` if they are
-    /// unusable (`kc` or `mc` zero, `mc` not a multiple of MR).
+    /// `kernel` with explicit depth and row blocks (NC and the deep depth block from the
+    /// model); `None` if they are unusable (`kc` or `mc` zero, `mc` not a multiple of MR).
     pub fn with_blocks(kernel: &'static MicroKernel, kc: usize, mc: usize) -> Option<Tuning> {
         if kc == 0 || kc > 4096 || mc == 0 || !mc.is_multiple_of(kernel.mr) || mc > 1 << 16 {
             return None;
         }
-        let nc = super::blocking::derive_nc(kernel.nr, kc, mc, &Host::get().caches);
+        let caches = &Host::get().caches;
+        let nc = super::blocking::derive_nc(kernel.nr, kc, mc, caches);
         Some(Tuning {
             kernel,
             blocking: Blocking {
@@ -128,12 +131,13 @@ impl Tuning {
                 mc,
                 nc,
             },
-            deep_kc: kc,
+            deep_kc: derive_deep_kc(kc, kernel.nr, caches),
         })
     }
 
-    /// The same, with `deep_kc` as the depth block of products whose C outgrows L2; `None`
-    /// if it is unusable (shallower than `blocking.kc` or deeper than 4096).
+    /// The same, with `deep_kc` as the depth block of products whose C outgrows L2 (`kc`
+    /// itself: none); `None` if it is unusable (shallower than `blocking.kc` or deeper than
+    /// 4096).
     pub fn with_deep_kc(self, deep_kc: usize) -> Option<Tuning> {
         (deep_kc >= self.blocking.kc && deep_kc <= 4096).then_some(Tuning { deep_kc, ..self })
     }

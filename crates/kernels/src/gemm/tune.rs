@@ -10,7 +10,7 @@
 //! computes the same product, so a candidate that is wrong cannot win: its result is checked
 //! against the first configuration's within a tolerance before it is timed. Last, the
 //! winner's deep depth block (`Tuning::blocking_for`: products whose C outgrows L2) is chosen
-//! among its own KC and deeper ones on [`DEEP_SHAPES`].
+//! among the model's, its own KC and deeper ones on [`DEEP_SHAPES`].
 
 use super::table::{analytical_default, candidates, Tuning};
 use super::{gemm_ex, Epilogue, GemmConfig, MatMut, MatRef, Operand};
@@ -33,7 +33,8 @@ pub const DEEP_SHAPES: [(&str, usize, usize, usize); 2] = [
     ("2048 x 2048 x 1024", 2048, 2048, 1024),
 ];
 
-/// The deep depth blocks tried (those deeper than the winner's KC).
+/// The deep depth blocks tried besides the model's and none (those deeper than the winner's
+/// KC).
 const DEEP_KCS: [usize; 3] = [384, 512, 768];
 
 /// How much better (score ratio) a configuration must measure to replace the incumbent.
@@ -257,10 +258,11 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
     }
 }
 
-/// The deep depth block for `winner`: its own KC and each deeper one of [`DEEP_KCS`] timed on
-/// [`DEEP_SHAPES`] in three alternating rounds. A deeper one wins if its mean log score beats
-/// the winner's own KC by [`MARGIN`]. Returns the trials (the first with the winner's KC;
-/// GFLOP/s and score averaged over the rounds) and the index of the winner.
+/// The deep depth block for `winner`: the model's (`winner.deep_kc`, from
+/// `blocking::derive_deep_kc`), its own KC (no deeper block) and each deeper one of
+/// [`DEEP_KCS`], timed on [`DEEP_SHAPES`] in three alternating rounds. Another wins if its
+/// mean log score beats the model's by [`MARGIN`]. Returns the trials (the first with the
+/// model's; GFLOP/s and score averaged over the rounds) and the index of the winner.
 fn tune_deep(winner: Tuning) -> (Vec<Trial>, usize) {
     let mut benches: Vec<Bench> = DEEP_SHAPES
         .iter()
@@ -269,10 +271,15 @@ fn tune_deep(winner: Tuning) -> (Vec<Trial>, usize) {
     let reps = 3;
     let mut tunings = vec![winner];
     tunings.extend(
-        DEEP_KCS
-            .iter()
-            .filter(|&&kc| kc > winner.blocking.kc)
-            .filter_map(|&kc| winner.with_deep_kc(kc)),
+        std::iter::once(winner.blocking.kc)
+            .chain(
+                DEEP_KCS
+                    .iter()
+                    .copied()
+                    .filter(|&kc| kc > winner.blocking.kc),
+            )
+            .filter(|&kc| kc != winner.deep_kc)
+            .filter_map(|kc| winner.with_deep_kc(kc)),
     );
     // The first run of the winner's own blocks is the reference every candidate must match.
     let Some(first) = measure_on(&DEEP_SHAPES, &mut benches, winner, reps, None) else {
