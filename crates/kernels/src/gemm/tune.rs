@@ -35,7 +35,7 @@ pub const DEEP_SHAPES: [(&str, usize, usize, usize); 2] = [
 
 /// The deep depth blocks tried besides the model's and none (those deeper than the winner's
 /// KC).
-const DEEP_KCS: [usize; 3] = [384, 512, 768];
+const DEEP_KCS: [usize; 4] = [384, 512, 768, 1024];
 
 /// How much better (score ratio) a configuration must measure to replace the incumbent.
 pub const MARGIN: f64 = 1.03;
@@ -218,7 +218,7 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
     let kernels: Vec<Tuning> = kernels.into_iter().map(|t| t.tuning).collect();
     for w in kernels {
         let mr = w.kernel.mr;
-        for kc in [w.blocking.kc, 192, 256, 384, 512] {
+        for kc in [w.blocking.kc, 192, 256, 384, 512, 768, 1024] {
             for rows in [w.blocking.mc, 96, 192, 288, 432, 576, 888] {
                 let mc = (rows / mr).max(1) * mr;
                 if let Some(t) = Tuning::with_blocks(w.kernel, kc, mc) {
