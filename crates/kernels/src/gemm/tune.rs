@@ -218,7 +218,7 @@ pub fn tune_isa(isa: Isa, budget: Duration) -> IsaResult {
     let kernels: Vec<Tuning> = kernels.into_iter().map(|t| t.tuning).collect();
     for w in kernels {
         let mr = w.kernel.mr;
-        for kc in [w.blocking.kc, 192, 256, 384, 512, 768, 1024] {
+        for kc in [w.blocking.kc, 192, 256, 384, 512] {
             for rows in [w.blocking.mc, 96, 192, 288, 432, 576, 888] {
                 let mc = (rows / mr).max(1) * mr;
                 if let Some(t) = Tuning::with_blocks(w.kernel, kc, mc) {
