@@ -5,7 +5,7 @@
 
 use clap::Args;
 use tessera::kernels::conv::{Conv2dShape, PackedConvWeight};
-use tessera::kernels::gemm::blocking::{explain, one_block_depth};
+use tessera::kernels::gemm::blocking::explain;
 use tessera::kernels::gemm::table::{selected, Origin};
 use tessera::kernels::host::{CacheLevel, Host};
 use tessera::kernels::Isa;
@@ -139,14 +139,6 @@ pub fn run(args: &CpuArgs) -> Result<(), String> {
                 } else {
                     "chosen by `tessera tune` on this host"
                 }
-            );
-        }
-        let one_block = one_block_depth(b.nr, caches);
-        if one_block > b.kc {
-            outln!(
-                "           one depth block for products whose C fits in L2 and K <= {one_block} \
-                 (a K x {} B micro-panel in one L2 way) and no operand is pre-packed",
-                b.nr
             );
         }
         if *analytical {

@@ -4,7 +4,7 @@
 //! in the rounding of the depth blocks' partial sums; products whose C fits in L2, and
 //! products with a pre-packed operand, keep the shallow blocks.
 
-use tessera_kernels::gemm::blocking::{derive_deep_kc, one_block_depth};
+use tessera_kernels::gemm::blocking::derive_deep_kc;
 use tessera_kernels::gemm::reference::{error_bound, gemm_reference};
 use tessera_kernels::gemm::table::candidates;
 use tessera_kernels::gemm::{
@@ -44,13 +44,13 @@ fn deep_blocks_apply_only_to_products_whose_c_outgrows_l2() {
         .and_then(|t| t.with_deep_kc(128))
         .unwrap();
     let n = 520;
-    let big = t.blocking_for(rows_past_l2(n), n, 64, false);
+    let big = t.blocking_for(rows_past_l2(n), n, false);
     assert_eq!(big.kc, 128);
     // MC and NC halve with the doubled depth: the A and B blocks keep their bytes.
     assert_eq!(big.mc, 4 * kernel.mr);
     assert!(big.nc <= t.blocking.nc / 2 && big.nc.is_multiple_of(kernel.nr));
-    assert_eq!(t.blocking_for(rows_past_l2(n), n, 64, true), t.blocking);
-    assert_eq!(t.blocking_for(64, n, 64, false), t.blocking);
+    assert_eq!(t.blocking_for(rows_past_l2(n), n, true), t.blocking);
+    assert_eq!(t.blocking_for(64, n, false), t.blocking);
     // A deep block shallower than KC is refused.
     assert!(t.with_deep_kc(32).is_none());
 }
@@ -148,82 +148,6 @@ fn deep_blocks_match_the_reference_at_any_thread_count() {
                 "{isa} {}: deep and shallow blocks gave identical bits",
                 kernel.name
             );
-        }
-    }
-}
-
-/// A product whose C fits in L2 and whose depth is deeper than KC but within one L2 way's
-/// B micro-panel runs as one depth block (where the host's L2 way holds it; else with KC):
-/// it matches the reference on every ISA and kernel, bit for bit at any thread count.
-#[test]
-fn one_depth_block_matches_the_reference_at_any_thread_count() {
-    let (m, n, k) = (40, 520, 300);
-    let a = common::data(m * k, 3);
-    let b = common::data(k * n, 4);
-    let mut want = vec![0.0f32; m * n];
-    let (ra, rb, rc) = ((k, 1), (n, 1), (n, 1));
-    gemm_reference(
-        m,
-        n,
-        k,
-        1.0,
-        &a,
-        ra,
-        &b,
-        rb,
-        0.0,
-        &mut want,
-        rc,
-        Epilogue::NONE,
-    );
-    let bound = error_bound(
-        m,
-        n,
-        k,
-        1.0,
-        &a,
-        ra,
-        &b,
-        rb,
-        0.0,
-        &want,
-        rc,
-        Scale::None,
-        Bias::None,
-    );
-    let caches = &Host::get().caches;
-    for isa in Isa::available() {
-        for kernel in candidates(isa) {
-            let t = Tuning::with_blocks(kernel, 64, 2 * kernel.mr)
-                .and_then(|t| t.with_deep_kc(64))
-                .unwrap();
-            let one_block = k <= one_block_depth(kernel.nr, caches);
-            let blk = t.blocking_for(m, n, k, false);
-            assert_eq!(blk.kc, if one_block { k } else { 64 }, "{}", kernel.name);
-            assert_eq!(t.blocking_for(m, n, k, true).kc, 64);
-            let cfg = |threads| GemmConfig {
-                isa: Some(isa),
-                threads,
-                tuning: Some(t),
-            };
-            let one = run(&a, &b, (m, n, k), &cfg(1));
-            for (i, ((&got, &w), &e)) in one.iter().zip(&want).zip(&bound).enumerate() {
-                assert!(
-                    (got - w).abs() <= e,
-                    "{isa} {} element {i}: {got} against {w}",
-                    kernel.name
-                );
-            }
-            for threads in [2, 3] {
-                let many = run(&a, &b, (m, n, k), &cfg(threads));
-                assert!(
-                    one.iter()
-                        .zip(&many)
-                        .all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{isa} {} threads {threads}",
-                    kernel.name
-                );
-            }
         }
     }
 }

@@ -104,12 +104,6 @@ pub fn derive_deep_kc(kc: usize, nr: usize, caches: &Caches) -> usize {
     (2 * kc).min(512).min(fits_way).max(kc)
 }
 
-/// The deepest depth a product may run as a single depth block (`Tuning::blocking_for`): a
-/// `k x nr` B micro-panel within one L2 way, as [`derive_deep_kc`] bounds the deep block.
-pub fn one_block_depth(nr: usize, caches: &Caches) -> usize {
-    caches.l2.way_bytes() / (nr.max(1) * F32)
-}
-
 /// The analytical blocking of an `mr x nr` microkernel on a host with `caches`.
 pub fn derive(mr: usize, nr: usize, caches: &Caches) -> Blocking {
     let kc = derive_kc(mr, nr, caches);
@@ -269,11 +263,6 @@ mod tests {
         let small = host((32, 8), (256, 16), (8 << 10, 16, 8));
         assert_eq!(derive_deep_kc(80, 32, &small), 128);
         assert_eq!(derive_deep_kc(200, 32, &small), 200);
-        // One depth block: a B micro-panel within one L2 way. Sapphire Rapids (128 KiB
-        // ways): 1024 deep at NR 32; Zen 5 (64 KiB): 512; Zen 3 at NR 16: 1024.
-        assert_eq!(one_block_depth(32, &sapphire_rapids()), 1024);
-        assert_eq!(one_block_depth(32, &zen5()), 512);
-        assert_eq!(one_block_depth(16, &zen3()), 1024);
     }
 
     #[test]

@@ -146,7 +146,7 @@ pub(crate) unsafe fn gemm_dispatch(tuning: &Tuning, problem: Problem<'_>, thread
     };
     // One row: the kernel's one-row twin on the same B panels (the padded tile would spend
     // MR - 1 of every MR FMAs on padding); not with A pre-packed in MR-row panels.
-    let blocking = tuning.blocking_for(p.m, p.n, depth(&p), prepacked);
+    let blocking = tuning.blocking_for(p.m, p.n, prepacked);
     let (blk, kernel) = match tuning.kernel.run_row {
         Some(row) if p.m == 1 && p.a_packed.is_none() => (
             Blocking { mr: 1, ..blocking },

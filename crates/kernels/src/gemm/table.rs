@@ -142,39 +142,24 @@ impl Tuning {
         (deep_kc >= self.blocking.kc && deep_kc <= 4096).then_some(Tuning { deep_kc, ..self })
     }
 
-    /// The blocking a product of `m x n` (C's extent) and depth `k` runs with. When C is
-    /// larger than L2, each depth block's pass reloads every C tile from L3 or memory, a cost
-    /// the model's L1-sized KC does not weigh; a deeper KC halves the passes (on a Zen 5 core
-    /// with 1 MiB of L2, one thread, KC 512 against the model's 256 ran 2048^3 at 222 against
-    /// 200-208 GFLOP/s; `docs/kernels/gemm.md`). So such products take `deep_kc`. A product
-    /// whose C fits in L2 and whose whole depth is deeper than KC but short enough for a
-    /// `k x NR` B micro-panel to fit one L2 way (`blocking::one_block_depth`) runs as one
-    /// depth block: C is written once, and each row of A is read whole, in one stream, instead
-    /// of in KC-long pieces (3136 x 64 x 576, the im2col of a ResNet 3x3 convolution: 121-125
-    /// against 116 GFLOP/s at KC 256, one thread, Emerald Rapids). Either way MC and NC are
-    /// scaled to keep the A and B blocks' bytes. The rest, and every product with a
-    /// pre-packed operand (whose panels are laid out for `blocking.kc`), take `blocking`. The
-    /// choice depends on the shape alone, never on the thread count, so results stay
-    /// bit-identical for any thread count.
-    pub fn blocking_for(&self, m: usize, n: usize, k: usize, prepacked: bool) -> Blocking {
+    /// The blocking a product of `m x n` (C's extent) runs with. When C is larger than L2,
+    /// each depth block's pass reloads every C tile from L3 or memory, a cost the model's
+    /// L1-sized KC does not weigh; a deeper KC halves the passes (on a Zen 5 core with 1 MiB
+    /// of L2, one thread, KC 512 against the model's 256 ran 2048^3 at 222 against 200-208
+    /// GFLOP/s and left products whose C fits in L2 unchanged; `docs/kernels/gemm.md`). So such
+    /// products take `deep_kc`, with MC and NC scaled to keep the A and B blocks' bytes; the
+    /// rest, and every product with a pre-packed operand (whose panels are laid out for
+    /// `blocking.kc`), take `blocking`. The choice depends on the shape alone, never on the
+    /// thread count, so results stay bit-identical for any thread count.
+    pub fn blocking_for(&self, m: usize, n: usize, prepacked: bool) -> Blocking {
         let b = self.blocking;
-        if prepacked {
-            return b;
-        }
-        let caches = &Host::get().caches;
         let c_bytes = m
             .saturating_mul(n)
             .saturating_mul(std::mem::size_of::<f32>());
-        let kc = if c_bytes > caches.l2.size {
-            self.deep_kc
-        } else if k > b.kc && k <= super::blocking::one_block_depth(b.nr, caches) {
-            k
-        } else {
-            b.kc
-        };
-        if kc == b.kc {
+        if prepacked || self.deep_kc == b.kc || c_bytes <= Host::get().caches.l2.size {
             return b;
         }
+        let kc = self.deep_kc;
         let mc = (b.mc * b.kc / kc / b.mr * b.mr).max(b.mr);
         let nc = (b.nc * b.kc / kc / b.nr * b.nr).max(b.nr);
         Blocking { kc, mc, nc, ..b }
