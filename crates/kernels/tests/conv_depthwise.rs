@@ -247,6 +247,52 @@ fn in_place_stride2_form_matches_the_oracle_and_the_padded_form() {
     check_in_place_against_padded(&shapes, 700);
 }
 
+#[test]
+fn planes_read_in_place_between_others_equal_planes_read_alone() {
+    // A plane with input floats on both sides of it (the middle channels of a tensor) may be
+    // read in place with whole edge loads whose outside lanes are cleared (AVX2); a plane
+    // alone in its tensor goes through the padded copy. Channels 1-3 repeat one plane and
+    // filter between two NaN planes (the lanes read past a plane's edges must be cleared,
+    // not multiplied); every ISA must give them the bits of that plane convolved alone.
+    let widths = [16, 17, 18, 28, 31, 32, 40, 56, 64, 112];
+    let shapes = same_padding_shapes(1, &widths, &[7, 8, 9, 16, 19]);
+    for (i, two) in shapes.iter().enumerate() {
+        let (mut one, mut five) = (*two, *two);
+        (one.c_in, one.c_out, one.groups) = (1, 1, 1);
+        (five.c_in, five.c_out, five.groups) = (5, 5, 5);
+        let one = &one;
+        let hw = one.h * one.w;
+        let taps = one.kh * one.kw;
+        let (p, f) = (data(hw, 900 + i as u64), data(taps, 1900 + i as u64));
+        let b = [0.25f32];
+        let mut x = vec![f32::NAN; 5 * hw];
+        let mut w = vec![f32::NAN; 5 * taps];
+        for c in 1..4 {
+            x[c * hw..(c + 1) * hw].copy_from_slice(&p);
+            w[c * taps..(c + 1) * taps].copy_from_slice(&f);
+        }
+        let b5 = [0.0, 0.25, 0.25, 0.25, 0.0];
+        for isa in Isa::available() {
+            let mut alone = vec![0.0f32; one.output_len()];
+            conv::conv2d_forward_with(isa, one, &p, &f, Some(&b), Activation::Relu6, &mut alone)
+                .unwrap();
+            let mut y = vec![0.0f32; five.output_len()];
+            conv::conv2d_forward_with(isa, &five, &x, &w, Some(&b5), Activation::Relu6, &mut y)
+                .unwrap();
+            let o = one.output_len();
+            for c in 1..4 {
+                for (j, (a, e)) in y[c * o..(c + 1) * o].iter().zip(&alone).enumerate() {
+                    assert_eq!(
+                        a.to_bits(),
+                        e.to_bits(),
+                        "{one} {isa} channel {c} y[{j}]: {a} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Two-channel 3x3 and 5x5 depthwise shapes with "same" padding at `stride` (both axes),
 /// every width by every height.
 fn same_padding_shapes(stride: usize, widths: &[usize], heights: &[usize]) -> Vec<Conv2dShape> {

@@ -27,6 +27,7 @@ unsafe fn first_lanes(n: usize) -> __m256i {
 // stores, the caller's pointer contract.
 unsafe impl Simd for Avx2 {
     const L: usize = 8;
+    const KEEP_EDGE_LOADS: bool = true;
     const FAST_LUT: bool = true;
     type V = __m256;
     type M = __m256;

@@ -36,6 +36,7 @@ unsafe impl Simd for Avx512 {
     const L: usize = 16;
     const FAST_LUT: bool = true;
     const FAST_MASKED_LOAD: bool = true;
+    const VREGS: usize = 32;
     type V = __m512;
     type M = __mmask16;
 

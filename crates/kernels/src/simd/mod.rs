@@ -71,8 +71,16 @@ pub(crate) unsafe trait Simd: Copy + 'static {
     /// Whether [`Simd::load_masked`] is one masked load about as fast as a plain one (AVX-512's
     /// `vmovups` with a mask register). AVX2's `vmaskmovps` is not on AMD cores: the
     /// depthwise forward that reads planes in place with it measured 13-70% slower than its
-    /// padded copy on Zen 4's AVX2 path, so that form runs only where this holds.
+    /// padded copy on Zen 4's AVX2 path, so that form uses masked loads only where this
+    /// holds (elsewhere, see [`Simd::KEEP_EDGE_LOADS`]).
     const FAST_MASKED_LOAD: bool = false;
+    /// Whether an edge load may instead read the whole vector and clear the lanes outside
+    /// with one AND ([`Simd::keep`]) where the memory around is readable: a plain load and a
+    /// logic op that any of AVX2's four vector pipes runs, so the FMA pipes stay free.
+    const KEEP_EDGE_LOADS: bool = false;
+    /// Architectural vector registers: how many accumulators a register tile can hold beside
+    /// its operands.
+    const VREGS: usize = 16;
     /// The register type.
     type V: Copy;
     /// A per-lane boolean (a vector of all-ones / all-zeros lanes, or a mask register).

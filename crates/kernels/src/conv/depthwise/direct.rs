@@ -61,7 +61,8 @@ const ROWS_STRIDE2: usize = 4;
 /// and columns around the plane) at stride 1 or 2, read in place.
 pub(crate) struct DirectPlane<'a, A> {
     /// The `h x w` input plane; the next plane (prefetched one band at a time while this one
-    /// computes) follows it in memory.
+    /// computes) follows it in memory. Without fast masked loads, the `k / 2` floats before
+    /// the plane and after it are readable too (see [`Self::applies_reading_around`]).
     pub x: *const f32,
     pub h: usize,
     pub w: usize,
@@ -94,12 +95,23 @@ impl<A> DirectPlane<'_, A> {
     ///   so the last vector's masks are constants) of at least one output vector
     ///   (`ow >= L`).
     pub(crate) fn applies<S: Simd>(g: &FwdGeom) -> bool {
+        S::FAST_MASKED_LOAD && Self::fits::<S>(g)
+    }
+
+    /// Whether this form takes the forward pass of `g` on an ISA without fast masked loads
+    /// whose edge loads are a whole load and an AND ([`Simd::KEEP_EDGE_LOADS`], AVX2): at
+    /// stride 1, with the geometry of [`Self::applies`], and only where the caller has `k / 2`
+    /// readable floats before the plane and after it (the edge loads read them and clear
+    /// their lanes). AVX2, one thread, AMD Zen 3, against the padded copy: see
+    /// `docs/kernels/depthwise.md`.
+    pub(crate) fn applies_reading_around<S: Simd>(g: &FwdGeom) -> bool {
+        !S::FAST_MASKED_LOAD && S::KEEP_EDGE_LOADS && (g.sh, g.sw) == (1, 1) && Self::fits::<S>(g)
+    }
+
+    /// The geometry part of [`Self::applies`].
+    fn fits<S: Simd>(g: &FwdGeom) -> bool {
         let (k, w, half) = (g.kh, g.w, g.kh / 2);
-        let common = S::FAST_MASKED_LOAD
-            && !g.dilated
-            && g.kw == k
-            && matches!(k, 3 | 5)
-            && (g.ph, g.pw) == (half, half);
+        let common = !g.dilated && g.kw == k && matches!(k, 3 | 5) && (g.ph, g.pw) == (half, half);
         common
             && match (g.sh, g.sw) {
                 (1, 1) => {
@@ -145,7 +157,8 @@ unsafe fn tile<
     let half = K / 2;
     // SAFETY (whole body): every load reads a row inside the plane (rows outside are
     // skipped, or absent when ALL_ROWS) and, by `applies` and the flags, only lanes inside
-    // its columns (stride 2: output column c reads input columns 2c + j - half, and
+    // its columns, or with `edge_load`'s whole loads at most `half` floats before a row's
+    // start or after its end, which lie inside the plane or the readable floats around it (stride 2: output column c reads input columns 2c + j - half, and
     // `w = 2 ow`, so only the first vector's first load and the last vector's second load
     // can reach past an edge); every store is inside the output (caller's contract).
     unsafe {
@@ -184,9 +197,9 @@ unsafe fn tile<
                     let (left, right) =
                         (LEFT && v == 0 && j < half, RIGHT && v == V - 1 && j > half);
                     let first = if left {
-                        S::load_masked(src, left_lanes)
+                        edge_load::<S>(src, left_lanes)
                     } else if SH == 1 && right {
-                        S::load_masked(src, right_lanes)
+                        edge_load::<S>(src, right_lanes)
                     } else {
                         S::load(src)
                     };
@@ -194,7 +207,7 @@ unsafe fn tile<
                         first
                     } else {
                         let second = if right {
-                            S::load_masked(src.wrapping_add(S::L), right_lanes)
+                            edge_load::<S>(src.wrapping_add(S::L), right_lanes)
                         } else {
                             S::load(src.wrapping_add(S::L))
                         };
@@ -215,6 +228,24 @@ unsafe fn tile<
             for v in 0..V {
                 S::store(out.add(cols[v]), p.act.apply::<S>(acc[r][v]));
             }
+        }
+    }
+}
+
+/// The lanes `m` of the vector at `p`, zeros elsewhere: one masked load where those are fast
+/// (`Simd::FAST_MASKED_LOAD`), else a whole load and an AND.
+///
+/// # Safety
+/// The lanes of `m` at `p` are readable, and without fast masked loads all `L` floats at `p`
+/// are ([`DirectPlane::applies_reading_around`]); the CPU supports `S`.
+#[inline(always)]
+unsafe fn edge_load<S: Simd>(p: *const f32, m: S::M) -> S::V {
+    // SAFETY: as the contract says.
+    unsafe {
+        if S::FAST_MASKED_LOAD {
+            S::load_masked(p, m)
+        } else {
+            S::keep(m, S::load(p))
         }
     }
 }
@@ -340,7 +371,10 @@ pub(crate) unsafe fn forward<S: Simd, A: VecAct, const K: usize, const SH: usize
     debug_assert_eq!(p.wt.len(), K * K);
     // SAFETY: forwarded contract.
     unsafe {
-        if SH == 1 {
+        if SH == 1 && S::VREGS < 32 {
+            // 4 x 2 accumulators beside K weights and two operands in 16 registers.
+            sweep::<S, A, K, SH, 4>(p)
+        } else if SH == 1 {
             sweep::<S, A, K, SH, ROWS>(p)
         } else {
             sweep::<S, A, K, SH, ROWS_STRIDE2>(p)

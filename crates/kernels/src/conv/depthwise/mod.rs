@@ -267,8 +267,19 @@ impl BwdGeom {
     }
 }
 
-type FwdFn =
-    unsafe fn(&FwdGeom, &[f32], &[f32], f32, Activation, &mut [f32], &mut [f32], bool) -> bool;
+/// Arguments: geometry, input, offset of the plane in the input, filter, bias, activation,
+/// output plane, scratch, `pad_ready`.
+type FwdFn = unsafe fn(
+    &FwdGeom,
+    &[f32],
+    usize,
+    &[f32],
+    f32,
+    Activation,
+    &mut [f32],
+    &mut [f32],
+    bool,
+) -> bool;
 type BlkFn = unsafe fn(
     &blocked::BlkGeom,
     &[*const f32; 16],
@@ -338,6 +349,7 @@ macro_rules! dw_kernels {
         unsafe fn fwd<A: VecAct>(
             g: &FwdGeom,
             x: &[f32],
+            x0: usize,
             w: &[f32],
             bias: f32,
             act: Activation,
@@ -345,11 +357,17 @@ macro_rules! dw_kernels {
             scratch: &mut [f32],
             pad_ready: bool,
         ) -> bool {
+            let hw = g.h * g.w;
+            // Whether the input holds k / 2 floats on both sides of the plane.
+            let around = x0 >= g.kh / 2 && x0 + hw + g.kh / 2 <= x.len();
             // Large 3x3 / 5x5 planes with "same" padding at stride 1 or 2: the tiles read the
             // plane in place (`direct.rs`), in a function of their own (see `direct_fwd`).
-            if direct::DirectPlane::<A>::applies::<$S>(g) {
+            if direct::DirectPlane::<A>::applies::<$S>(g)
+                || (around && direct::DirectPlane::<A>::applies_reading_around::<$S>(g))
+            {
                 let p = direct::DirectPlane {
-                    x: x.as_ptr(),
+                    // In bounds: x0 + hw <= x.len() (caller's contract).
+                    x: x.as_ptr().wrapping_add(x0),
                     h: g.h,
                     w: g.w,
                     wt: w,
@@ -359,8 +377,9 @@ macro_rules! dw_kernels {
                     bias,
                     act: A::of(act),
                 };
-                // SAFETY: x holds the h * w plane, y the oh * ow one, w K * K (forwarded
-                // contract); the form applies (checked above) at this stride.
+                // SAFETY: x holds the h * w plane at x0 (and, where the form reads around
+                // it, k / 2 floats on each side: `around`), y the oh * ow plane, w K * K
+                // (forwarded contract); the form applies (checked above) at this stride.
                 unsafe {
                     match (g.kh, g.sh) {
                         (3, 1) => direct_fwd::<A, 3, 1>(&p),
@@ -371,6 +390,7 @@ macro_rules! dw_kernels {
                 }
                 return pad_ready;
             }
+            let x = &x[x0..x0 + hw];
             // SAFETY: forwarded contract.
             unsafe { plane::forward::<$S, A>(g, x, w, bias, A::of(act), y, scratch, pad_ready) }
         }
@@ -662,12 +682,13 @@ fn forward_planes(
                 let p = p0 + t * batch + k;
                 let (img, oc) = (p / s.c_out - p0 / s.c_out, p % s.c_out);
                 let ic = oc / m;
-                let xp = &x[(img * s.c_in + ic) * hw..(img * s.c_in + ic + 1) * hw];
+                let x0 = (img * s.c_in + ic) * hw;
                 let wp = &w[oc * taps..(oc + 1) * taps];
                 let b = bias.map_or(0.0, |b| b[oc]);
-                // SAFETY: `isa` was checked by the caller; the planes and scratch have the
-                // lengths the entry point requires (FwdGeom sizes the scratch).
-                holds = unsafe { (fns.fwd[slot(act)])(&g, xp, wp, b, act, out, scr, holds) };
+                // SAFETY: `isa` was checked by the caller; x holds the plane at x0, and the
+                // planes and scratch have the lengths the entry point requires (FwdGeom
+                // sizes the scratch).
+                holds = unsafe { (fns.fwd[slot(act)])(&g, x, x0, wp, b, act, out, scr, holds) };
             }
             ((), holds)
         });
