@@ -157,10 +157,11 @@ unsafe fn tile<
     let half = K / 2;
     // SAFETY (whole body): every load reads a row inside the plane (rows outside are
     // skipped, or absent when ALL_ROWS) and, by `applies` and the flags, only lanes inside
-    // its columns, or with `edge_load`'s whole loads at most `half` floats before a row's
-    // start or after its end, which lie inside the plane or the readable floats around it (stride 2: output column c reads input columns 2c + j - half, and
+    // its columns (stride 2: output column c reads input columns 2c + j - half, and
     // `w = 2 ow`, so only the first vector's first load and the last vector's second load
-    // can reach past an edge); every store is inside the output (caller's contract).
+    // can reach past an edge); `edge_load`'s whole loads reach at most `half` floats before
+    // a row's start or after its end, inside the plane or the readable floats around it
+    // (`applies_reading_around`). Every store is inside the output (caller's contract).
     unsafe {
         let bias = S::splat(p.bias);
         let mut acc = [[bias; V]; R];
